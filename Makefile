@@ -1,0 +1,41 @@
+# chatscreen developer tasks. `make test` is what CI runs (via .ci/run).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.stamp
+PYTEST_ARGS ?=
+ARGS ?=
+
+.DEFAULT_GOAL := test
+.PHONY: venv sysdeps test lint run bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --progress-bar off -e '.[dev]'
+	touch $@
+
+sysdeps:
+	PYTHON=$(PYTHON) bash scripts/ensure-sysdeps.sh
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+
+test: sysdeps $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# Starts a client first (in the background) when there is a display to show it on.
+run: $(STAMP)
+	@if [ -n "$${DISPLAY:-}" ]; then $(BIN)/chatscreen client & fi; \
+	exec $(BIN)/chatscreen server $(ARGS)
+
+bench: sysdeps $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis bench/results
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

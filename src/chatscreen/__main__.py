@@ -1,0 +1,3 @@
+from chatscreen.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,66 @@
+"""Screen capture with mss (XShm on X11): about 2.5-3.5 ms per 1920x1080 frame here.
+
+An mss handle belongs to the thread that made it, so :class:`ScreenCapture` is created and
+used on one capture thread (see ``chatscreen.sharing``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import mss
+import numpy as np
+import numpy.typing as npt
+
+from chatscreen.errors import ChatscreenError
+
+Image = npt.NDArray[np.uint8]  # H x W x 4, BGRA (what mss gives, no copy)
+
+
+class CaptureError(ChatscreenError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Monitor:
+    index: int
+    left: int
+    top: int
+    width: int
+    height: int
+
+
+class ScreenCapture:
+    """Grab one monitor (1, 2, ...) or all of them as one picture (0)."""
+
+    def __init__(self, monitor: int = 1, *, with_cursor: bool = True) -> None:
+        try:
+            self._sct = mss.MSS(with_cursor=with_cursor)
+        except Exception as exc:  # mss raises its own ScreenShotError, or OSError without X
+            raise CaptureError(f"cannot open the screen: {exc}") from None
+        monitors = self._sct.monitors
+        if not 0 <= monitor < len(monitors):
+            self._sct.close()
+            raise CaptureError(f"no monitor {monitor}; this screen has {len(monitors) - 1} "
+                               "(0 means all of them)")
+        m = monitors[monitor]
+        self.monitor = Monitor(monitor, m["left"], m["top"], m["width"], m["height"])
+
+    @staticmethod
+    def list_monitors() -> list[Monitor]:
+        with mss.MSS() as sct:
+            return [Monitor(i, m["left"], m["top"], m["width"], m["height"])
+                    for i, m in enumerate(sct.monitors)]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.monitor.width, self.monitor.height
+
+    def grab(self) -> Image:
+        m = self.monitor
+        shot = self._sct.grab({"left": m.left, "top": m.top, "width": m.width,
+                               "height": m.height})
+        return np.asarray(shot)
+
+    def close(self) -> None:
+        self._sct.close()

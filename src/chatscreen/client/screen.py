@@ -1,0 +1,123 @@
+"""The screen connection of a logged-in client: share frames, or watch shares."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from chatscreen.client.link import Link
+from chatscreen.errors import ServerError
+from chatscreen.protocol import Message
+
+MAX_QUEUED_DELTAS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class OutRect:
+    x: int
+    y: int
+    w: int
+    h: int
+    enc: str
+    data: bytes
+
+
+class ScreenChannel:
+    def __init__(self, link: Link) -> None:
+        self.link = link
+        self.share_id: int | None = None
+        self.key_requested = asyncio.Event()
+        # Newest wins here too: a key frame (a complete picture) replaces whatever the
+        # application has not taken yet; deltas queue behind their key frame.
+        self._frames: deque[Message] = deque()
+        self._frame_ready = asyncio.Event()
+        self._replies: asyncio.Queue[Message] = asyncio.Queue()
+        self._seq = 0
+        self.closed = link.closed
+        link.start(self._on_message, self._on_close)
+
+    def _on_message(self, msg: Message) -> None:
+        if msg.type == "frame":
+            if msg["key"]:
+                self._frames.clear()
+            elif len(self._frames) >= MAX_QUEUED_DELTAS:
+                return  # the application is far behind; the next key frame resyncs it
+            self._frames.append(msg)
+            self._frame_ready.set()
+        elif msg.type == "need_key":
+            self.key_requested.set()
+        else:
+            self._replies.put_nowait(msg)
+
+    def _on_close(self, reason: BaseException | None) -> None:
+        self._replies.put_nowait(Message("closed", {"reason": str(reason or "closed")}))
+
+    async def _reply(self, *types: str) -> Message:
+        while True:
+            msg = await asyncio.wait_for(self._replies.get(), 10)
+            if msg.type in types:
+                return msg
+            if msg.type == "error":
+                raise ServerError(msg["code"], msg["message"])
+            if msg.type == "closed":
+                raise ConnectionResetError(msg["reason"])
+
+    # -- sharing -----------------------------------------------------------------------
+
+    async def share(self, w: int, h: int) -> int:
+        self.link.send("share", w=w, h=h)
+        msg = await self._reply("shared")
+        self.share_id = int(msg["share"])
+        return self.share_id
+
+    async def send_frame(self, w: int, h: int, rects: Sequence[OutRect], *, key: bool) -> None:
+        """Send one frame and wait until the socket can take more (so that the caller
+        captures the next picture only then: newest wins, no backlog at the sharer)."""
+        self._seq += 1
+        header_rects = [{"x": r.x, "y": r.y, "w": r.w, "h": r.h, "enc": r.enc,
+                         "len": len(r.data)} for r in rects]
+        payload = b"".join(r.data for r in rects)
+        if key:
+            self.key_requested.clear()
+        self.link.send("frame", payload, seq=self._seq, w=w, h=h, key=key, rects=header_rects)
+        await self.link.drain()
+
+    async def unshare(self) -> None:
+        self.link.send("unshare")
+        self.share_id = None
+
+    # -- watching ----------------------------------------------------------------------
+
+    async def watch(self, share_id: int) -> None:
+        self.link.send("watch", share=share_id)
+
+    async def unwatch(self, share_id: int) -> None:
+        self.link.send("unwatch", share=share_id)
+
+    async def next_frame(self, timeout: float | None = None) -> Message:
+        """The next frame to apply, in order; raises TimeoutError or ConnectionResetError."""
+        async with asyncio.timeout(timeout):
+            while not self._frames:
+                if self.link.closed.is_set():
+                    raise ConnectionResetError(
+                        str(self.link.close_reason or "screen connection closed"))
+                self._frame_ready.clear()
+                ready = asyncio.ensure_future(self._frame_ready.wait())
+                closed = asyncio.ensure_future(self.link.closed.wait())
+                try:
+                    await asyncio.wait({ready, closed}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    ready.cancel()
+                    closed.cancel()
+            return self._frames.popleft()
+
+    def errors(self) -> list[Message]:
+        out = []
+        while not self._replies.empty():
+            out.append(self._replies.get_nowait())
+        return out
+
+    async def close(self) -> None:
+        await self.link.close()

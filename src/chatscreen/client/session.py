@@ -1,0 +1,347 @@
+"""The asyncio client API used by the GUI, the command line and the tests.
+
+``Client`` logs in on the chat port, keeps the rooms it joined, and when the connection drops
+it reconnects by itself with exponential backoff and jitter, re-joins its rooms asking for
+everything after the last message id it saw there, and re-sends messages that were not yet
+acknowledged (the server drops a re-send it already has, by the client id ``cid``). Events
+(validated server messages plus local ``status`` events) come out of :meth:`Client.events`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import random
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from chatscreen.client.link import FINAL_CODES, Link, describe_os_error
+from chatscreen.client.screen import ScreenChannel
+from chatscreen.errors import ConnectError, ServerError
+from chatscreen.protocol import Message
+
+BACKOFF_FIRST = 0.5
+BACKOFF_MAX = 15.0
+
+
+@dataclass
+class _Outgoing:
+    kind: str  # "say" or "pm"
+    fields: dict[str, Any]
+    future: asyncio.Future[Message]
+
+
+def status(state: str, reason: str | None = None, retry_in: float | None = None) -> Message:
+    """A local event (never on the wire): connecting, connected, reconnecting, disconnected."""
+    fields: dict[str, Any] = {"state": state}
+    if reason is not None:
+        fields["reason"] = reason
+    if retry_in is not None:
+        fields["retry_in"] = retry_in
+    return Message("status", fields)
+
+
+class Client:
+    def __init__(self, host: str, user: str, *, chat_port: int = 9999, screen_port: int = 9998,
+                 reconnect: bool = True, timeout: float = 10.0) -> None:
+        self.host = host
+        self.user = user
+        self.chat_port = chat_port
+        self.screen_port = screen_port
+        self.reconnect = reconnect
+        self.timeout = timeout
+        self.token: str | None = None
+        self.shares: list[dict[str, Any]] = []
+        self.rooms: set[str] = set()
+        self.last_id: dict[str, int] = {}  # room (or "@" for private) -> last message id seen
+        self._events: asyncio.Queue[Message] = asyncio.Queue()
+        self._link: Link | None = None
+        self._outgoing: dict[str, _Outgoing] = {}
+        self._waiters: dict[tuple[str, str], list[asyncio.Future[Message]]] = {}
+        self._cids = (f"{secrets.token_hex(4)}-{n}" for n in itertools.count(1))
+        self._closing = False
+        self._connected = asyncio.Event()
+        self._reconnector: asyncio.Task[None] | None = None
+        self.rtt: float | None = None
+
+    # -- connection --------------------------------------------------------------------
+
+    async def connect(self) -> Client:
+        """Log in; raises ConnectError with a message meant for the user."""
+        self._emit(status("connecting"))
+        try:
+            await self._open()
+        except ConnectError as exc:
+            self._emit(status("disconnected", str(exc)))
+            raise
+        return self
+
+    async def _open(self) -> None:
+        link = await Link.open(self.host, self.chat_port, self.timeout,
+                               user=self.user, resume=self.token)
+        self._link = link
+        self.token = link.welcome["token"]
+        self.user = link.welcome["user"]
+        self._connected.set()
+        link.start(self._on_message, lambda reason: self._on_close(link, reason))
+        self._emit(status("connected"))
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._reconnector is not None:
+            self._reconnector.cancel()
+        if self._link is not None:
+            await self._link.close()
+        self._fail_all(ConnectionResetError("client closed"))
+
+    async def __aenter__(self) -> Client:
+        return await self.connect()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _on_close(self, link: Link, reason: BaseException | None) -> None:
+        if link is not self._link:
+            return
+        self._connected.clear()
+        text = reason.message if isinstance(reason, ServerError) else (
+            describe_os_error(reason) if reason else "closed")
+        final = isinstance(reason, ServerError) and reason.code in FINAL_CODES
+        for waiters in self._waiters.values():
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_exception(ConnectionResetError(text))
+        self._waiters.clear()
+        if self._closing or not self.reconnect or final:
+            self._fail_all(ConnectionResetError(text))
+            self._emit(status("disconnected", text))
+            return
+        self._reconnector = asyncio.create_task(self._reconnect_loop(text))
+
+    async def _reconnect_loop(self, reason: str) -> None:
+        delay = BACKOFF_FIRST
+        while not self._closing:
+            wait = delay * random.uniform(0.75, 1.25)
+            self._emit(status("reconnecting", reason, retry_in=round(wait, 1)))
+            await asyncio.sleep(wait)
+            try:
+                await self._open()
+            except ConnectError as exc:
+                reason = str(exc)
+                if "already taken" in reason or "not supported" in reason:
+                    self._fail_all(ConnectionResetError(reason))
+                    self._emit(status("disconnected", reason))
+                    return
+                delay = min(delay * 2, BACKOFF_MAX)
+                continue
+            await self._resume()
+            return
+
+    async def _resume(self) -> None:
+        """After a reconnect: re-join rooms from the last ids seen, then re-send."""
+        link = self._link
+        assert link is not None
+        for room in sorted(self.rooms):
+            after = self.last_id.get(room)
+            fields: dict[str, Any] = {"room": room}
+            if after is not None:
+                fields["after"] = after
+            link.send("join", **fields)
+        if "@" in self.last_id:
+            link.send("history", peer=self.user, after=self.last_id["@"], limit=1000)
+        for out in list(self._outgoing.values()):
+            link.send(out.kind, **out.fields)
+
+    def _fail_all(self, exc: BaseException) -> None:
+        for out in self._outgoing.values():
+            if not out.future.done():
+                out.future.set_exception(exc)
+        self._outgoing.clear()
+
+    # -- events ------------------------------------------------------------------------
+
+    def _emit(self, msg: Message) -> None:
+        self._events.put_nowait(msg)
+
+    async def events(self) -> AsyncIterator[Message]:
+        while True:
+            yield await self._events.get()
+
+    async def next_event(self, timeout: float | None = None) -> Message:
+        return await asyncio.wait_for(self._events.get(), timeout)
+
+    def _seen(self, where: str, msg_id: int) -> bool:
+        """Record a message id; True if we already had it (a duplicate)."""
+        last = self.last_id.get(where, 0)
+        if msg_id <= last:
+            return True
+        self.last_id[where] = msg_id
+        return False
+
+    def _on_message(self, msg: Message) -> None:
+        kind = msg.type
+        if kind == "message":
+            where = msg.get("room") or "@"
+            cid = msg.get("cid")
+            if cid is not None and msg["user"].casefold() == self.user.casefold():
+                out = self._outgoing.pop(cid, None)
+                if out is not None and not out.future.done():
+                    out.future.set_result(msg)
+            if self._seen(where, msg["id"]):
+                return
+        elif kind == "history":
+            where = msg.get("room") or "@"
+            fresh = [m for m in msg["messages"] if not self._seen_peek(where, m["id"])]
+            if fresh:
+                self.last_id[where] = max(self.last_id.get(where, 0), fresh[-1]["id"])
+            self._resolve(("history", msg.get("room") or msg.get("peer", "")), msg)
+            msg = Message("history", {**msg.fields, "messages": fresh})
+        elif kind == "shares":
+            self.shares = msg["shares"]
+        elif kind == "joined":
+            self.rooms.add(msg["room"])
+            self._resolve(("joined", msg["room"].casefold()), msg)
+        elif kind == "left":
+            self.rooms.discard(msg["room"])
+            self._resolve(("left", msg["room"].casefold()), msg)
+        elif kind in ("users", "rooms", "pong"):
+            self._resolve((kind, msg.get("room", "").casefold()), msg)
+        elif kind == "error":
+            cid = msg.get("cid")
+            out = self._outgoing.pop(cid, None) if cid else None
+            if out is not None and not out.future.done():
+                out.future.set_exception(ServerError(msg["code"], msg["message"]))
+            self._resolve_error(msg)
+        self._emit(msg)
+
+    def _seen_peek(self, where: str, msg_id: int) -> bool:
+        return msg_id <= self.last_id.get(where, 0)
+
+    # -- request/response matching -----------------------------------------------------
+
+    def _expect(self, key: tuple[str, str]) -> asyncio.Future[Message]:
+        fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(key, []).append(fut)
+        return fut
+
+    def _resolve(self, key: tuple[str, str], msg: Message) -> None:
+        waiters = self._waiters.get(key)
+        if waiters:
+            fut = waiters.pop(0)
+            if not waiters:
+                del self._waiters[key]
+            if not fut.done():
+                fut.set_result(msg)
+
+    _RESPONSE_OF: ClassVar[dict[str, str]] = {
+        "join": "joined", "create": "joined", "leave": "left", "who": "users",
+        "rooms": "rooms", "history": "history",
+    }
+
+    def _resolve_error(self, msg: Message) -> None:
+        response = self._RESPONSE_OF.get(msg.get("re", ""))
+        if response is None:
+            return
+        for key, waiters in list(self._waiters.items()):
+            if key[0] == response and waiters:
+                fut = waiters.pop(0)
+                if not waiters:
+                    del self._waiters[key]
+                if not fut.done():
+                    fut.set_exception(ServerError(msg["code"], msg["message"]))
+                return
+
+    async def _request(self, key: tuple[str, str], type_: str, **fields: Any) -> Message:
+        fut = self._expect(key)
+        self._send(type_, **fields)
+        return await asyncio.wait_for(fut, self.timeout)
+
+    def _send(self, type_: str, **fields: Any) -> None:
+        if self._link is None or not self.connected:
+            raise ConnectionResetError("not connected")
+        self._link.send(type_, **fields)
+
+    # -- chat API ----------------------------------------------------------------------
+
+    async def join(self, room: str, *, after: int | None = None) -> list[str]:
+        """Join (or create) a room; returns its users. History arrives as a ``history`` event."""
+        fields: dict[str, Any] = {"room": room}
+        if after is not None:
+            fields["after"] = after
+        msg = await self._request(("joined", room.casefold()), "join", **fields)
+        return list(msg["users"])
+
+    async def create_room(self, room: str) -> None:
+        await self._request(("joined", room.casefold()), "create", room=room)
+
+    async def leave(self, room: str) -> None:
+        await self._request(("left", room.casefold()), "leave", room=room)
+
+    async def who(self, room: str) -> list[str]:
+        return list((await self._request(("users", room.casefold()), "who", room=room))["users"])
+
+    async def list_rooms(self) -> list[dict[str, Any]]:
+        return list((await self._request(("rooms", ""), "rooms"))["rooms"])
+
+    async def history(self, *, room: str | None = None, peer: str | None = None,
+                      before: int | None = None, after: int | None = None,
+                      limit: int | None = None) -> Message:
+        fields = {k: v for k, v in (("room", room), ("peer", peer), ("before", before),
+                                     ("after", after), ("limit", limit)) if v is not None}
+        return await self._request(("history", room or peer or ""), "history", **fields)
+
+    def say_nowait(self, room: str, text: str) -> asyncio.Future[Message]:
+        """Send a message; the future resolves with the server's copy once it is stored.
+        If the connection drops first, it is re-sent after reconnecting."""
+        return self._post("say", room=room, text=text)
+
+    async def say(self, room: str, text: str) -> Message:
+        return await self.say_nowait(room, text)
+
+    async def pm(self, to: str, text: str) -> Message:
+        return await self._post("pm", to=to, text=text)
+
+    def _post(self, kind: str, **fields: Any) -> asyncio.Future[Message]:
+        cid = next(self._cids)
+        fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        out = _Outgoing(kind, {**fields, "cid": cid}, fut)
+        self._outgoing[cid] = out
+        if self.connected:
+            with contextlib.suppress(ConnectionResetError):
+                self._send(kind, **out.fields)
+        elif self._closing or (self._reconnector is None and self._link is None):
+            del self._outgoing[cid]
+            fut.set_exception(ConnectionResetError("not connected"))
+        return fut
+
+    async def typing(self, active: bool, *, room: str | None = None,
+                     to: str | None = None) -> None:
+        self._send("typing", active=active, **({"room": room} if room else {"to": to}))
+
+    async def ping(self) -> float:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await self._request(("pong", ""), "ping")
+        self.rtt = loop.time() - start
+        return self.rtt
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        await asyncio.wait_for(self._connected.wait(), timeout)
+
+    # -- screen ------------------------------------------------------------------------
+
+    async def open_screen(self) -> ScreenChannel:
+        if self.token is None:
+            raise ConnectionResetError("log in first")
+        link = await Link.open(self.host, self.screen_port, self.timeout, token=self.token)
+        return ScreenChannel(link)
+
+    def share_of(self, user: str) -> dict[str, Any] | None:
+        return next((s for s in self.shares if s["user"].casefold() == user.casefold()), None)

@@ -1,0 +1,129 @@
+"""Picture encoding and decoding, and the canvas a viewer draws received rectangles on.
+
+JPEG goes through simplejpeg (libjpeg-turbo), which encodes straight from mss's BGRA buffer
+with no colour conversion: see docs/benchmarks.md for the comparison with OpenCV.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import simplejpeg
+from PIL import Image as PILImage
+
+from chatscreen.errors import ChatscreenError
+
+RGB = npt.NDArray[np.uint8]  # H x W x 3
+BGRA = npt.NDArray[np.uint8]  # H x W x 4
+
+DEFAULT_QUALITY = 80
+DEFAULT_SUBSAMPLING = "444"  # keeps coloured text legible; 420 costs less bandwidth
+
+
+class DecodeError(ChatscreenError):
+    pass
+
+
+def encode_jpeg(img: BGRA, quality: int = DEFAULT_QUALITY,
+                subsampling: str = DEFAULT_SUBSAMPLING) -> bytes:
+    arr = np.ascontiguousarray(img)
+    data: bytes = simplejpeg.encode_jpeg(arr, quality=quality, colorspace="BGRA",
+                                         colorsubsampling=subsampling)
+    return data
+
+
+def decode_jpeg(data: bytes) -> RGB:
+    try:
+        img: RGB = simplejpeg.decode_jpeg(data, colorspace="RGB")
+    except ValueError as exc:
+        raise DecodeError(f"bad JPEG data: {exc}") from None
+    return img
+
+
+def encode_png(img: BGRA) -> bytes:
+    out = io.BytesIO()
+    to_pil(img).save(out, format="PNG", compress_level=1)
+    return out.getvalue()
+
+
+def decode_png(data: bytes) -> RGB:
+    try:
+        with PILImage.open(io.BytesIO(data)) as im:
+            if im.format != "PNG":
+                raise DecodeError("not a PNG")
+            return np.asarray(im.convert("RGB"))
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DecodeError(f"bad PNG data: {exc}") from None
+
+
+def to_pil(img: BGRA) -> PILImage.Image:
+    h, w = img.shape[:2]
+    return PILImage.frombuffer("RGB", (w, h), np.ascontiguousarray(img).tobytes(), "raw",
+                               "BGRX", 0, 1)
+
+
+def fit_within(img: BGRA, max_w: int | None, max_h: int | None) -> BGRA:
+    """Scale down, keeping the aspect ratio, so that the picture fits max_w x max_h."""
+    h, w = img.shape[:2]
+    scale = min((max_w or w) / w, (max_h or h) / h, 1.0)
+    if scale >= 1.0:
+        return img
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    small = to_pil(img).resize(size, PILImage.Resampling.BILINEAR)
+    out = np.empty((size[1], size[0], 4), np.uint8)
+    out[..., :3] = np.asarray(small)[..., ::-1]
+    out[..., 3] = 255
+    return out
+
+
+def decode_rect(enc: str, data: bytes, w: int, h: int) -> RGB:
+    if enc == "jpeg":
+        img = decode_jpeg(data)
+    elif enc == "png":
+        img = decode_png(data)
+    elif enc == "raw":
+        if len(data) != w * h * 3:
+            raise DecodeError(f"raw rect of {w}x{h} needs {w * h * 3} bytes, got {len(data)}")
+        img = np.frombuffer(data, np.uint8).reshape(h, w, 3)
+    else:
+        raise DecodeError(f"unknown encoding {enc!r}")
+    if img.shape[:2] != (h, w):
+        raise DecodeError(f"rect says {w}x{h} but its picture is {img.shape[1]}x{img.shape[0]}")
+    return img
+
+
+class Canvas:
+    """A viewer's copy of a shared screen, updated rectangle by rectangle."""
+
+    def __init__(self, w: int, h: int) -> None:
+        self.pixels: RGB = np.zeros((h, w, 3), np.uint8)
+        self.complete = False  # True once a key frame has been applied
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.pixels.shape[1], self.pixels.shape[0]
+
+    def apply(self, w: int, h: int, key: bool,
+              rects: list[tuple[int, int, int, int, str, bytes]]) -> None:
+        if (w, h) != self.size:
+            self.pixels = np.zeros((h, w, 3), np.uint8)
+            self.complete = False
+        for x, y, rw, rh, enc, data in rects:
+            self.pixels[y : y + rh, x : x + rw] = decode_rect(enc, data, rw, rh)
+        if key:
+            self.complete = True
+
+    def save_png(self, path: Path) -> None:
+        PILImage.fromarray(self.pixels, "RGB").save(path, format="PNG")
+
+
+def psnr(a: RGB, b: RGB) -> float:
+    """Peak signal-to-noise ratio of two same-sized 8-bit pictures, in dB (inf if equal)."""
+    if a.shape != b.shape:
+        raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
+    mse = float(np.mean((a.astype(np.float32) - b.astype(np.float32)) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)

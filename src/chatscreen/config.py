@@ -1,0 +1,79 @@
+"""Server settings: defaults, then a TOML file, then ``CHATSCREEN_*`` environment variables,
+then command-line flags (flags win)."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from chatscreen.errors import ChatscreenError
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "0.0.0.0"
+    chat_port: int = 9999
+    screen_port: int = 9998
+    data_dir: Path = Path("data")
+    history: int = 100  # messages a client gets on joining a room
+    heartbeat: float = 15.0  # seconds of silence before we ping; 3x that and we hang up
+    handshake_timeout: float = 10.0
+    max_text: int = 4000
+    max_screen_frame: int = 64 << 20
+    durability: str = "normal"  # "normal" (survives kill -9) or "full" (survives power loss)
+    log_level: str = "info"
+
+
+class ConfigError(ChatscreenError):
+    pass
+
+
+def _coerce(name: str, value: Any, kind: type) -> Any:
+    try:
+        if kind is Path:
+            return Path(value).expanduser()
+        if kind is bool:
+            return str(value).lower() in ("1", "true", "yes", "on")
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"setting {name}: {value!r} is not a valid {kind.__name__}") from None
+
+
+_TYPES = {"str": str, "int": int, "float": float, "Path": Path, "bool": bool}
+
+
+def load_settings(config_file: Path | None = None, env: dict[str, str] | None = None,
+                  **flags: Any) -> ServerSettings:
+    env = dict(os.environ) if env is None else env
+    values: dict[str, Any] = {}
+    kinds = {f.name: _TYPES[str(f.type)] for f in fields(ServerSettings)}
+    if config_file is None and env.get("CHATSCREEN_CONFIG"):
+        config_file = Path(env["CHATSCREEN_CONFIG"])
+    if config_file is not None:
+        try:
+            data = tomllib.loads(config_file.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config {config_file}: {exc}") from None
+        section = data.get("server", data)
+        for key, value in section.items():
+            name = key.replace("-", "_")
+            if name not in kinds:
+                raise ConfigError(f"{config_file}: unknown setting {key!r}")
+            values[name] = _coerce(name, value, kinds[name])
+    for name, kind in kinds.items():
+        raw = env.get(f"CHATSCREEN_{name.upper()}")
+        if raw is not None and raw != "":
+            values[name] = _coerce(name, raw, kind)
+    for name, value in flags.items():
+        if value is not None:
+            values[name] = _coerce(name, value, kinds[name])
+    settings = replace(ServerSettings(), **values)
+    if settings.durability not in ("normal", "full"):
+        raise ConfigError("durability must be 'normal' or 'full'")
+    for port in (settings.chat_port, settings.screen_port):
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"port {port} is out of range")
+    return settings

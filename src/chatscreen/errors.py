@@ -1,0 +1,73 @@
+"""One exception root for chatscreen.
+
+    ChatscreenError
+    ├── ProtocolError            the wire protocol was violated
+    │   ├── RemoteProtocolError  ... by the peer (it gets an error frame and is closed)
+    │   └── LocalProtocolError   ... by our own code (a bug: we tried to send something invalid)
+    ├── ServerError              the server answered a request with an error frame
+    └── ConnectError             we could not reach or log in to the server
+
+Every error that is sent over the wire carries a stable ``code`` (see :class:`ErrorCode`)
+and a human message.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    """Stable error codes, sent in ``error`` frames. Never renumber or rename."""
+
+    BAD_FRAME = "bad_frame"
+    FRAME_TOO_LARGE = "frame_too_large"
+    BAD_MESSAGE = "bad_message"
+    UNEXPECTED = "unexpected_message"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    INVALID_NAME = "invalid_name"
+    NAME_TAKEN = "name_taken"
+    NO_SUCH_ROOM = "no_such_room"
+    ROOM_EXISTS = "room_exists"
+    NOT_IN_ROOM = "not_in_room"
+    NO_SUCH_USER = "no_such_user"
+    NO_SUCH_SHARE = "no_such_share"
+    NOT_SHARING = "not_sharing"
+    BAD_TOKEN = "bad_token"
+    HANDSHAKE_TIMEOUT = "handshake_timeout"
+    HEARTBEAT_TIMEOUT = "heartbeat_timeout"
+    TOO_SLOW = "too_slow"
+    REPLACED = "replaced"
+    SHUTDOWN = "shutdown"
+    INTERNAL = "internal"
+
+
+class ChatscreenError(Exception):
+    """Root of every exception chatscreen raises on purpose."""
+
+
+class ProtocolError(ChatscreenError):
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent something the protocol does not allow."""
+
+
+class LocalProtocolError(ProtocolError):
+    """Our own code tried to send something the protocol does not allow."""
+
+
+class ServerError(ChatscreenError):
+    """The server refused a request; ``code`` is an :class:`ErrorCode` value."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class ConnectError(ChatscreenError):
+    """Connecting or logging in failed; the message is meant for the user as is."""

@@ -1,0 +1,123 @@
+"""The per-connection protocol state machine, for either end. No I/O.
+
+Feed it the bytes that arrived (:meth:`Connection.receive_data`) and get validated messages
+back; ask it to encode what you want to send (:meth:`Connection.send`). It enforces the
+handshake: a client's first message is ``hello``; a server's first message is ``welcome`` or a
+fatal ``error``. Nothing else may cross before the handshake completes::
+
+    server side:  AWAIT_HELLO --hello--> HELLO_RECEIVED --accept()--> OPEN --close()--> CLOSED
+    client side:  AWAIT_WELCOME --welcome--> OPEN --close()--> CLOSED
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import Enum, auto
+from typing import Any
+
+from chatscreen.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
+from chatscreen.protocol.framing import FrameDecoder, Limits, encode_frame
+from chatscreen.protocol.schema import (
+    CLIENT_MESSAGES,
+    SERVER_MESSAGES,
+    Message,
+    Spec,
+    parse_message,
+)
+
+PROTOCOL_VERSION = 1
+SUPPORTED_VERSIONS = frozenset({PROTOCOL_VERSION})
+
+
+class Role(Enum):
+    CLIENT = auto()
+    SERVER = auto()
+
+
+class State(Enum):
+    AWAIT_HELLO = auto()
+    HELLO_RECEIVED = auto()
+    AWAIT_WELCOME = auto()
+    OPEN = auto()
+    CLOSED = auto()
+
+
+class Connection:
+    def __init__(self, role: Role, limits: Limits) -> None:
+        self.role = role
+        self.limits = limits
+        self._decoder = FrameDecoder(limits)
+        self._inbound: Mapping[str, Spec] = (
+            CLIENT_MESSAGES if role is Role.SERVER else SERVER_MESSAGES
+        )
+        self.state = State.AWAIT_HELLO if role is Role.SERVER else State.AWAIT_WELCOME
+
+    # -- receiving ---------------------------------------------------------------------
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> list[Message]:
+        """Parse what arrived. Raises RemoteProtocolError when the peer broke the protocol;
+        the caller then sends :meth:`error` with ``fatal=True`` and closes."""
+        if self.state is State.CLOSED:
+            return []
+        out = []
+        for frame in self._decoder.feed(data):
+            msg = parse_message(frame, self._inbound, self.limits)
+            self._on_receive(msg)
+            out.append(msg)
+        return out
+
+    def _on_receive(self, msg: Message) -> None:
+        state = self.state
+        if state is State.AWAIT_HELLO:
+            if msg.type != "hello":
+                raise RemoteProtocolError(ErrorCode.UNEXPECTED, "the first message must be hello")
+            if msg["v"] not in SUPPORTED_VERSIONS:
+                raise RemoteProtocolError(
+                    ErrorCode.UNSUPPORTED_VERSION,
+                    f"protocol version {msg['v']} is not supported; this server speaks "
+                    f"{', '.join(map(str, sorted(SUPPORTED_VERSIONS)))}",
+                )
+            self.state = State.HELLO_RECEIVED
+        elif state is State.HELLO_RECEIVED:
+            raise RemoteProtocolError(ErrorCode.UNEXPECTED, "wait for welcome before sending")
+        elif state is State.AWAIT_WELCOME:
+            if msg.type == "welcome":
+                self.state = State.OPEN
+            elif msg.type != "error":
+                raise RemoteProtocolError(ErrorCode.UNEXPECTED, "expected welcome")
+        elif msg.type == "hello":
+            raise RemoteProtocolError(ErrorCode.UNEXPECTED, "hello was already received")
+
+    # -- sending -----------------------------------------------------------------------
+
+    def send(self, type_: str, payload: bytes | memoryview = b"", **fields: Any) -> bytes:
+        """Encode a message. Raises LocalProtocolError if our state does not allow it."""
+        if self.state is State.CLOSED:
+            raise LocalProtocolError(ErrorCode.UNEXPECTED, "connection is closed")
+        if self.role is Role.CLIENT:
+            if self.state is State.AWAIT_WELCOME and type_ != "hello":
+                raise LocalProtocolError(ErrorCode.UNEXPECTED, "send hello first")
+        elif self.state is not State.OPEN and type_ not in ("welcome", "error"):
+            raise LocalProtocolError(ErrorCode.UNEXPECTED, f"cannot send {type_} before welcome")
+        if type_ == "welcome":
+            self.state = State.OPEN
+        return encode_frame({"type": type_, **fields}, payload)
+
+    def accept(self, **fields: Any) -> bytes:
+        """Server side: complete the handshake."""
+        if self.state is not State.HELLO_RECEIVED:
+            raise LocalProtocolError(ErrorCode.UNEXPECTED, "accept() needs a received hello")
+        return self.send("welcome", v=PROTOCOL_VERSION, **fields)
+
+    def error(
+        self, code: ErrorCode | str, message: str, *, fatal: bool = False, **extra: Any
+    ) -> bytes:
+        """An error frame; ``extra`` may say which request failed (``re``, ``cid``)."""
+        header = {"type": "error", "code": str(code), "message": message, "fatal": fatal}
+        data = encode_frame({**header, **extra})
+        if fatal:
+            self.state = State.CLOSED
+        return data
+
+    def close(self) -> None:
+        self.state = State.CLOSED

@@ -1,0 +1,323 @@
+"""What each message may say: the schema table is the spec (see docs/protocol.md).
+
+Every frame header is a JSON object with a ``type``. :func:`parse_message` checks the type
+against the table for the direction it travels in, and every field against its validator:
+types, ranges, lengths, no control characters in names. Unknown fields are ignored, so that
+newer peers can add optional fields; missing required fields are errors.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from chatscreen.errors import ErrorCode, RemoteProtocolError
+from chatscreen.protocol.framing import Frame, Limits
+
+Validator = Callable[[Any, Limits], Any]
+
+MAX_NAME = 32
+MAX_INT = (1 << 53) - 1  # exact in JavaScript too
+MAX_RECTS = 4096
+MAX_DIM = 16384
+
+
+def _bad(message: str) -> RemoteProtocolError:
+    return RemoteProtocolError(ErrorCode.BAD_MESSAGE, message)
+
+
+_NAME_FORBIDDEN = re.compile(r"[\s@#:,/\\]")
+
+
+def is_valid_name(value: str) -> bool:
+    if not 1 <= len(value) <= MAX_NAME or _NAME_FORBIDDEN.search(value):
+        return False
+    return all(unicodedata.category(ch)[0] not in "CZ" for ch in value)
+
+
+def name(value: Any, _: Limits) -> str:
+    """User and room names: 1-32 characters, no spaces, controls or ``@#:,/\\``."""
+    if not isinstance(value, str):
+        raise _bad("name must be a string")
+    if not is_valid_name(value):
+        raise RemoteProtocolError(
+            ErrorCode.INVALID_NAME,
+            f"invalid name {value[:40]!r}: use 1-{MAX_NAME} letters, digits or punctuation "
+            "other than @#:,/\\ and no spaces",
+        )
+    return value
+
+
+def text(value: Any, limits: Limits) -> str:
+    """Chat text: 1..max_text characters, no control characters except newline and tab."""
+    if not isinstance(value, str):
+        raise _bad("text must be a string")
+    if not value.strip():
+        raise _bad("text is empty")
+    if len(value) > limits.max_text:
+        raise _bad(f"text of {len(value)} characters exceeds the limit of {limits.max_text}")
+    for ch in value:
+        if ch not in "\n\t" and unicodedata.category(ch) in ("Cc", "Cs"):
+            raise _bad(f"text contains control character U+{ord(ch):04X}")
+    return value
+
+
+def short_str(max_len: int) -> Validator:
+    def check(value: Any, _: Limits) -> str:
+        if not isinstance(value, str) or len(value) > max_len:
+            raise _bad(f"expected a string of at most {max_len} characters")
+        if any(unicodedata.category(ch) == "Cc" for ch in value):
+            raise _bad("string contains control characters")
+        return value
+
+    return check
+
+
+def integer(lo: int = 0, hi: int = MAX_INT) -> Validator:
+    def check(value: Any, _: Limits) -> int:
+        # bool is a subclass of int in Python, not in the protocol.
+        if type(value) is not int or not lo <= value <= hi:
+            raise _bad(f"expected an integer from {lo} to {hi}")
+        return value
+
+    return check
+
+
+def number(lo: float, hi: float) -> Validator:
+    def check(value: Any, _: Limits) -> float:
+        if type(value) not in (int, float) or not lo <= value <= hi:
+            raise _bad(f"expected a number from {lo} to {hi}")
+        return float(value)
+
+    return check
+
+
+def boolean(value: Any, _: Limits) -> bool:
+    if type(value) is not bool:
+        raise _bad("expected true or false")
+    return value
+
+
+ENCODINGS = ("jpeg", "png", "raw")
+
+
+def encoding(value: Any, _: Limits) -> str:
+    if value not in ENCODINGS:
+        raise _bad(f"unknown encoding {value!r}; known: {', '.join(ENCODINGS)}")
+    return str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Rect:
+    x: int
+    y: int
+    w: int
+    h: int
+    enc: str
+    len: int
+
+
+_RECT_FIELDS: dict[str, Validator] = {
+    "x": integer(0, MAX_DIM),
+    "y": integer(0, MAX_DIM),
+    "w": integer(1, MAX_DIM),
+    "h": integer(1, MAX_DIM),
+    "enc": encoding,
+    "len": integer(0, MAX_INT),
+}
+
+
+def rects(value: Any, limits: Limits) -> tuple[Rect, ...]:
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_RECTS:
+        raise _bad(f"rects must be a list of 1 to {MAX_RECTS} rectangles")
+    out = []
+    for item in value:
+        if not isinstance(item, dict):
+            raise _bad("each rect must be an object")
+        out.append(Rect(**{k: _field(item, k, v, limits) for k, v in _RECT_FIELDS.items()}))
+    return tuple(out)
+
+
+def _field(obj: Mapping[str, Any], key: str, check: Validator, limits: Limits) -> Any:
+    if key not in obj:
+        raise _bad(f"missing field {key!r}")
+    try:
+        return check(obj[key], limits)
+    except RemoteProtocolError as exc:
+        raise RemoteProtocolError(exc.code, f"{key}: {exc.message}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    required: dict[str, Validator] = field(default_factory=dict)
+    optional: dict[str, Validator] = field(default_factory=dict)
+    payload: bool = False  # may it carry a binary payload?
+    one_of: tuple[str, ...] = ()  # exactly one of these optional fields must be present
+
+
+NAME: Validator = name
+TEXT: Validator = text
+CID = short_str(64)
+ID = integer(0)
+LIMIT = integer(1, 1000)
+
+# Sent by clients to the server. The handshake (``hello``) is the same on both ports.
+CLIENT_MESSAGES: dict[str, Spec] = {
+    "hello": Spec(
+        {"v": integer(1, 1000)},
+        {"user": NAME, "token": short_str(128), "resume": short_str(128), "client": short_str(64)},
+    ),
+    "ping": Spec(optional={"n": ID}),
+    "pong": Spec(optional={"n": ID}),
+    # chat port
+    "rooms": Spec(),
+    "create": Spec({"room": NAME}),
+    "join": Spec({"room": NAME}, {"after": ID}),
+    "leave": Spec({"room": NAME}),
+    "who": Spec({"room": NAME}),
+    "say": Spec({"room": NAME, "text": TEXT}, {"cid": CID}),
+    "pm": Spec({"to": NAME, "text": TEXT}, {"cid": CID}),
+    "typing": Spec({"active": boolean}, {"room": NAME, "to": NAME}, one_of=("room", "to")),
+    "history": Spec(
+        optional={"room": NAME, "peer": NAME, "before": ID, "after": ID, "limit": LIMIT},
+        one_of=("room", "peer"),
+    ),
+    # screen port
+    "share": Spec({"w": integer(1, MAX_DIM), "h": integer(1, MAX_DIM)}),
+    "unshare": Spec(),
+    "frame": Spec(
+        {
+            "seq": ID,
+            "w": integer(1, MAX_DIM),
+            "h": integer(1, MAX_DIM),
+            "key": boolean,
+            "rects": rects,
+        },
+        payload=True,
+    ),
+    "watch": Spec({"share": ID}),
+    "unwatch": Spec({"share": ID}),
+}
+
+def list_of(item: Validator, max_items: int = 100_000) -> Validator:
+    def check(value: Any, limits: Limits) -> list[Any]:
+        if not isinstance(value, list) or len(value) > max_items:
+            raise _bad(f"expected a list of at most {max_items} items")
+        return [item(v, limits) for v in value]
+
+    return check
+
+
+def obj(required: dict[str, Validator], optional: dict[str, Validator] | None = None) -> Validator:
+    def check(value: Any, limits: Limits) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise _bad("expected an object")
+        out = {k: _field(value, k, v, limits) for k, v in required.items()}
+        for k, v in (optional or {}).items():
+            if value.get(k) is not None:
+                out[k] = _field(value, k, v, limits)
+        return out
+
+    return check
+
+
+# Sent by the server to clients; clients validate them too (never trust the network).
+_MESSAGE_OBJ = {
+    "id": ID,
+    "user": NAME,
+    "ts": short_str(40),
+    "text": TEXT,
+}
+_MESSAGE_OPT = {"room": NAME, "to": NAME, "cid": CID}
+NAMES = list_of(NAME)
+SERVER_MESSAGES: dict[str, Spec] = {
+    "welcome": Spec(
+        {"v": integer(1, 1000), "user": NAME, "token": short_str(128), "room": NAME},
+        {
+            "server": short_str(64),
+            "heartbeat": number(0.1, 3600),
+            "limits": obj({}, {"max_frame": ID, "max_text": ID, "history": ID}),
+        },
+    ),
+    "error": Spec(
+        {"code": short_str(64), "message": short_str(1000)},
+        {"fatal": boolean, "re": short_str(32), "cid": CID},
+    ),
+    "ping": Spec(optional={"n": ID}),
+    "pong": Spec(optional={"n": ID}),
+    "rooms": Spec({"rooms": list_of(obj({"name": NAME, "users": ID}))}),
+    "joined": Spec({"room": NAME, "users": NAMES}),
+    "left": Spec({"room": NAME}),
+    "users": Spec({"room": NAME, "users": NAMES}),
+    "presence": Spec({"room": NAME, "user": NAME, "event": short_str(16)}),
+    "message": Spec(_MESSAGE_OBJ, _MESSAGE_OPT),
+    "history": Spec(
+        {"messages": list_of(obj(_MESSAGE_OBJ, _MESSAGE_OPT)), "more": boolean},
+        {"room": NAME, "peer": NAME},
+    ),
+    "typing": Spec({"user": NAME, "active": boolean}, {"room": NAME, "to": NAME}),
+    "shares": Spec(
+        {"shares": list_of(obj({"id": ID, "user": NAME, "w": ID, "h": ID}), 10_000)}
+    ),
+    "shared": Spec({"share": ID}),
+    "unshared": Spec({"share": ID}),
+    "need_key": Spec(),
+    "frame": Spec(
+        {
+            "share": ID,
+            "seq": ID,
+            "w": integer(1, MAX_DIM),
+            "h": integer(1, MAX_DIM),
+            "key": boolean,
+            "rects": rects,
+        },
+        payload=True,
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A validated message: its type, its fields and its binary payload."""
+
+    type: str
+    fields: dict[str, Any]
+    payload: bytes = b""
+
+    def __getitem__(self, key: str) -> Any:
+        return self.fields[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.fields.get(key, default)
+
+
+def parse_message(frame: Frame, table: Mapping[str, Spec], limits: Limits) -> Message:
+    """Validate a frame against a message table; raise RemoteProtocolError if it is wrong."""
+    header = frame.header
+    kind = header.get("type")
+    if not isinstance(kind, str):
+        raise _bad("frame header has no type")
+    spec = table.get(kind)
+    if spec is None:
+        raise RemoteProtocolError(ErrorCode.UNEXPECTED, f"unknown message type {kind[:40]!r}")
+    fields: dict[str, Any] = {}
+    for key, check in spec.required.items():
+        fields[key] = _field(header, key, check, limits)
+    for key, check in spec.optional.items():
+        if key in header and header[key] is not None:
+            fields[key] = _field(header, key, check, limits)
+    if spec.one_of and sum(k in fields for k in spec.one_of) != 1:
+        raise _bad(f"{kind} needs exactly one of {', '.join(spec.one_of)}")
+    if frame.payload and not spec.payload:
+        raise _bad(f"{kind} does not take a payload")
+    if spec.payload and "rects" in fields:
+        total = sum(r.len for r in fields["rects"])
+        if total != len(frame.payload):
+            raise _bad(f"rects announce {total} bytes but the payload has {len(frame.payload)}")
+        for r in fields["rects"]:
+            if r.x + r.w > fields["w"] or r.y + r.h > fields["h"]:
+                raise _bad(f"rect {r.x},{r.y} {r.w}x{r.h} lies outside {fields['w']}x{fields['h']}")
+    return Message(kind, fields, frame.payload)

@@ -1,0 +1,138 @@
+"""The server process: listeners, housekeeping (handshake and heartbeat deadlines), shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+
+from chatscreen.config import ServerSettings
+from chatscreen.errors import ErrorCode
+from chatscreen.protocol import Limits, State
+from chatscreen.server.chat import ChatService
+from chatscreen.server.fanout import LocalFanout
+from chatscreen.server.peer import Peer
+from chatscreen.server.screen import ScreenRelay
+from chatscreen.server.storage import SQLiteStore
+
+log = logging.getLogger("chatscreen.server")
+
+CHAT_WRITE_LIMITS = (256 << 10, 64 << 10)
+SCREEN_WRITE_LIMITS = (512 << 10, 128 << 10)
+CHAT_SLOW_LIMIT = 8 << 20  # a chat client this far behind is cut off (it catches up later)
+SHUTDOWN_GRACE = 2.0
+
+
+class Server:
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.heartbeat = settings.heartbeat
+        self.peers: set[Peer] = set()
+        self.store = SQLiteStore(settings.data_dir / "chatscreen.db",
+                                 durability=settings.durability)
+        self.fanout = LocalFanout()
+        self.chat = ChatService(self.store, self.fanout, history=settings.history,
+                                heartbeat=settings.heartbeat)
+        self.screen = ScreenRelay(self.chat)
+        self.chat_limits = Limits(max_frame=1 << 20, max_header=1 << 20,
+                                  max_text=settings.max_text)
+        self.screen_limits = Limits(max_frame=settings.max_screen_frame, max_header=1 << 20,
+                                    max_text=settings.max_text)
+        self._servers: list[asyncio.Server] = []
+        self._housekeeper: asyncio.Task[None] | None = None
+        self.chat_port = settings.chat_port
+        self.screen_port = settings.screen_port
+        self._all_closed = asyncio.Event()
+
+    # -- PeerRegistry ------------------------------------------------------------------
+
+    def peer_opened(self, peer: Peer) -> None:
+        self.peers.add(peer)
+
+    def peer_closed(self, peer: Peer) -> None:
+        self.peers.discard(peer)
+        if not self.peers:
+            self._all_closed.set()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.store.open()
+        await self.chat.start()
+        s = self.settings
+        chat = await self._listen(s.chat_port, lambda: Peer(
+            "chat", self.chat, self, self.chat_limits,
+            write_limits=CHAT_WRITE_LIMITS, slow_limit=CHAT_SLOW_LIMIT))
+        screen = await self._listen(s.screen_port, lambda: Peer(
+            "screen", self.screen, self, self.screen_limits,
+            write_limits=SCREEN_WRITE_LIMITS, slow_limit=None))
+        self.chat_port = chat.sockets[0].getsockname()[1]
+        self.screen_port = screen.sockets[0].getsockname()[1]
+        self._housekeeper = asyncio.create_task(self._housekeeping(), name="housekeeping")
+
+    async def _listen(self, port: int, factory: Callable[[], Peer]) -> asyncio.Server:
+        loop = asyncio.get_running_loop()
+        # asyncio sets TCP_NODELAY on every accepted connection.
+        server = await loop.create_server(factory, self.settings.host, port, reuse_address=True,
+                                          backlog=1024)
+        self._servers.append(server)
+        return server
+
+    def banner(self) -> str:
+        host = self.settings.host
+        return (
+            "🚀 Server started!\n"
+            f"📱 Chat server: {host}:{self.chat_port}\n"
+            f"🖥️  Screen server: {host}:{self.screen_port}\n"
+            "Press Ctrl+C to stop the server"
+        )
+
+    async def _housekeeping(self) -> None:
+        s = self.settings
+        tick = min(1.0, s.heartbeat / 3, s.handshake_timeout / 3)
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(tick)
+            now = loop.time()
+            for peer in list(self.peers):
+                if peer.closing:
+                    continue
+                if peer.conn.state is not State.OPEN:
+                    if now - peer.opened_at > s.handshake_timeout:
+                        peer.fail(ErrorCode.HANDSHAKE_TIMEOUT, "no handshake in time")
+                elif now - peer.last_rx > 3 * s.heartbeat:
+                    peer.fail(ErrorCode.HEARTBEAT_TIMEOUT, "no sign of life")
+                elif now - peer.last_rx > s.heartbeat and not peer.ping_sent:
+                    peer.ping_sent = True
+                    peer.send("ping")
+
+    async def stop(self, reason: str = "the server is shutting down") -> None:
+        """Stop listening, store what was received, tell every client why, close."""
+        for server in self._servers:
+            server.close()
+        if self._housekeeper is not None:
+            self._housekeeper.cancel()
+        await self.chat.stop()  # everything received is stored and delivered first
+        for peer in list(self.peers):
+            peer.fail(ErrorCode.SHUTDOWN, reason)
+        if self.peers:
+            self._all_closed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._all_closed.wait(), SHUTDOWN_GRACE)
+        for peer in list(self.peers):
+            peer.abort()
+        await self.store.close()
+
+    async def serve_forever(self) -> None:
+        """Run until SIGINT or SIGTERM, then shut down gracefully."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        log.info("shutting down")
+        await self.stop()

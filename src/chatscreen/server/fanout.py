@@ -1,0 +1,54 @@
+"""Fan-out behind a small interface: publish bytes to a topic, every subscriber gets them.
+
+The in-process hub is the embedded default. A Redis hub (several server nodes) implements the
+same three methods with PUBLISH/SUBSCRIBE and delivers to its local subscribers the same way.
+Topics used by the chat service: ``room:NAME`` and ``user:NAME``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Protocol
+
+
+class Sink(Protocol):
+    def send_bytes(self, data: bytes) -> None:
+        """Queue already-encoded frame bytes; must not block."""
+
+
+class Fanout(Protocol):
+    def subscribe(self, topic: str, sink: Sink) -> None: ...
+
+    def unsubscribe(self, topic: str, sink: Sink) -> None: ...
+
+    def publish(self, topic: str, data: bytes, *, exclude: Sink | None = None) -> int:
+        """Deliver ``data`` (encoded once by the caller) to every subscriber; return how many."""
+
+
+class LocalFanout:
+    def __init__(self) -> None:
+        self._topics: defaultdict[str, dict[Sink, None]] = defaultdict(dict)
+
+    def subscribe(self, topic: str, sink: Sink) -> None:
+        self._topics[topic][sink] = None
+
+    def unsubscribe(self, topic: str, sink: Sink) -> None:
+        subs = self._topics.get(topic)
+        if subs is not None:
+            subs.pop(sink, None)
+            if not subs:
+                del self._topics[topic]
+
+    def publish(self, topic: str, data: bytes, *, exclude: Sink | None = None) -> int:
+        subs = self._topics.get(topic)
+        if not subs:
+            return 0
+        n = 0
+        for sink in list(subs):  # a send may unsubscribe a too-slow sink
+            if sink is not exclude:
+                sink.send_bytes(data)
+                n += 1
+        return n
+
+    def subscribers(self, topic: str) -> int:
+        return len(self._topics.get(topic, ()))

@@ -1,0 +1,23 @@
+"""A logged-in user: one chat connection and any number of screen connections."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from chatscreen.server.peer import Peer
+
+
+@dataclass(eq=False)
+class Session:
+    name: str
+    chat: Peer
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    rooms: set[str] = field(default_factory=set)
+    screens: set[Peer] = field(default_factory=set)
+
+    @property
+    def key(self) -> str:
+        return self.name.casefold()

@@ -1,0 +1,104 @@
+"""A plain viewer window for ``chatscreen view`` without ``--snapshot``.
+
+The network runs on its own thread (asyncio); Tk widgets are only touched on the main thread,
+which polls for the newest picture. The picture is scaled to fit the window, keeping its
+aspect ratio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import tkinter as tk
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageTk
+
+from chatscreen.client import Client
+from chatscreen.codec import Canvas
+from chatscreen.errors import ChatscreenError
+from chatscreen.sharing import find_share, frame_rects
+
+
+class _Latest:
+    """One-slot mailbox: the newest picture replaces an unread one."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._item: Any = None
+        self.status = "Connecting…"
+
+    def put(self, item: Any) -> None:
+        with self._lock:
+            self._item = item
+
+    def take(self) -> Any:
+        with self._lock:
+            item, self._item = self._item, None
+            return item
+
+
+async def _watch(host: str, port: int, screen_port: int, user: str, sharer: str | None,
+                 box: _Latest, stop: threading.Event) -> None:
+    client = Client(host, user, chat_port=port, screen_port=screen_port, reconnect=False)
+    try:
+        await client.connect()
+        box.status = "Waiting for a share…"
+        share = await find_share(client, sharer, timeout=3600)
+        screen = await client.open_screen()
+        await screen.watch(share["id"])
+        canvas = Canvas(share["w"], share["h"])
+        box.status = f"Watching {share['user']}"
+        while not stop.is_set():
+            try:
+                msg = await screen.next_frame(timeout=0.5)
+            except TimeoutError:
+                continue
+            canvas.apply(msg["w"], msg["h"], msg["key"], frame_rects(msg))
+            if canvas.complete:
+                box.put(canvas.pixels.copy())
+    except (ChatscreenError, OSError) as exc:
+        box.status = f"Disconnected: {exc}"
+    finally:
+        await client.close()
+
+
+def run_viewer_window(host: str, port: int, screen_port: int, user: str,
+                      sharer: str | None) -> int:
+    try:
+        root = tk.Tk()
+    except tk.TclError as exc:
+        raise ChatscreenError(f"cannot open a window ({exc}); use --snapshot FILE.png") from None
+    root.title("chatscreen viewer")
+    root.geometry("1024x640")
+    label = tk.Label(root, bg="black", fg="white")
+    label.pack(fill="both", expand=True)
+    box, stop = _Latest(), threading.Event()
+    net = threading.Thread(target=lambda: asyncio.run(
+        _watch(host, port, screen_port, user, sharer, box, stop)), daemon=True)
+    net.start()
+    photo: list[ImageTk.PhotoImage] = []
+
+    def poll() -> None:
+        pixels = box.take()
+        if pixels is not None:
+            w, h = max(label.winfo_width(), 1), max(label.winfo_height(), 1)
+            img = Image.fromarray(np.asarray(pixels), "RGB")
+            scale = min(w / img.width, h / img.height)
+            if scale > 0 and abs(scale - 1) > 0.01:
+                img = img.resize((max(1, int(img.width * scale)), max(1, int(img.height * scale))),
+                                 Image.Resampling.BILINEAR)
+            photo[:] = [ImageTk.PhotoImage(img)]
+            label.configure(image=photo[0], text="")
+        elif not photo:
+            label.configure(text=box.status)
+        root.title(f"chatscreen viewer: {box.status}")
+        root.after(15, poll)
+
+    root.bind("<Control-q>", lambda _e: root.destroy())
+    root.after(15, poll)
+    root.mainloop()
+    stop.set()
+    net.join(2)
+    return 0

@@ -1,0 +1,106 @@
+"""Run the real server as a child process on loopback, with free ports, for tests."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+TIMEOUT = float(os.environ.get("CHATSCREEN_TEST_TIMEOUT", "10"))
+REPO = Path(__file__).resolve().parents[2]
+
+
+class ServerProcess:
+    def __init__(self, data_dir: Path, *extra: str, chat_port: int = 0, screen_port: int = 0,
+                 env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.args = [sys.executable, "-m", "chatscreen", "server", "--host", "127.0.0.1",
+                     "--chat-port", str(chat_port), "--screen-port", str(screen_port),
+                     "--data-dir", str(data_dir), *extra]
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.proc: subprocess.Popen[str] | None = None
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.output: list[str] = []
+        self.stderr_path = data_dir.parent / f"server-{id(self)}.log"
+        self.chat_port = 0
+        self.screen_port = 0
+
+    def start(self) -> ServerProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._stderr = open(self.stderr_path, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=self._stderr,
+                                     text=True, env=self.env, cwd=REPO)
+        threading.Thread(target=self._pump, daemon=True).start()
+        banner = self.wait_for_line(r"Press Ctrl\+C to stop the server")
+        chat = re.search(r"Chat server: .*:(\d+)", banner)
+        screen = re.search(r"Screen server: .*:(\d+)", banner)
+        assert chat and screen, banner
+        self.chat_port, self.screen_port = int(chat.group(1)), int(screen.group(1))
+        return self
+
+    def _pump(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def wait_for_line(self, pattern: str, timeout: float = TIMEOUT) -> str:
+        """Wait for a stdout line matching pattern; returns all output so far."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no line matching {pattern!r} in {self.output}: "
+                                     f"{self.stderr_text()}")
+            try:
+                line = self.lines.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is None:
+                raise AssertionError(f"server exited ({self.proc and self.proc.poll()}): "
+                                     f"{''.join(self.output)} {self.stderr_text()}")
+            self.output.append(line)
+            if re.search(pattern, line):
+                return "".join(self.output)
+
+    def stderr_text(self) -> str:
+        try:
+            return self.stderr_path.read_text()[-4000:]
+        except OSError:
+            return ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = TIMEOUT) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self._stderr.close()
+        return code
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+        self._stderr.close()
+
+
+@contextmanager
+def running_server(data_dir: Path, *extra: str, **kwargs: object) -> Iterator[ServerProcess]:
+    server = ServerProcess(data_dir, *extra, **kwargs).start()  # type: ignore[arg-type]
+    try:
+        yield server
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            server.stop()
