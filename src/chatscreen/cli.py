@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_server(args: argparse.Namespace) -> int:
     from chatscreen.config import load_settings
-    from chatscreen.server import Server
+    from chatscreen.server import run_server as serve
 
     settings = load_settings(
         args.config, host=args.host, chat_port=args.chat_port, screen_port=args.screen_port,
@@ -113,19 +113,12 @@ def run_server(args: argparse.Namespace) -> int:
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    async def serve() -> None:
-        server = Server(settings)
-        try:
-            await server.start()
-        except OSError as exc:
-            await server.store.close()
-            raise ChatscreenError(
-                f"Cannot listen on {settings.host} (ports {settings.chat_port}, "
-                f"{settings.screen_port}): {exc.strerror or exc}") from None
-        print(server.banner(), flush=True)
-        await server.serve_forever()
-
-    asyncio.run(serve())
+    try:
+        asyncio.run(serve(settings, lambda server: print(server.banner(), flush=True)))
+    except OSError as exc:
+        raise ChatscreenError(
+            f"Cannot listen on {settings.host} (ports {settings.chat_port}, "
+            f"{settings.screen_port}): {exc.strerror or exc}") from None
     return 0
 
 

@@ -124,7 +124,10 @@ class Link:
             self.closed.set()
             on_close(reason)
 
-    def send(self, type_: str, payload: bytes | memoryview = b"", **fields: Any) -> None:
+    def send(self, type_: str, **fields: Any) -> None:
+        self.send_with_payload(type_, b"", **fields)
+
+    def send_with_payload(self, type_: str, payload: bytes | memoryview, **fields: Any) -> None:
         if self.closed.is_set():
             raise ConnectionResetError("not connected")
         self.writer.write(self.conn.send(type_, payload, **fields))

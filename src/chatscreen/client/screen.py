@@ -81,7 +81,8 @@ class ScreenChannel:
         payload = b"".join(r.data for r in rects)
         if key:
             self.key_requested.clear()
-        self.link.send("frame", payload, seq=self._seq, w=w, h=h, key=key, rects=header_rects)
+        self.link.send_with_payload("frame", payload, seq=self._seq, w=w, h=h, key=key,
+                                    rects=header_rects)
         await self.link.drain()
 
     async def unshare(self) -> None:

@@ -16,7 +16,7 @@ import random
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from chatscreen.client.link import FINAL_CODES, Link, describe_os_error
 from chatscreen.client.screen import ScreenChannel
@@ -60,7 +60,8 @@ class Client:
         self._events: asyncio.Queue[Message] = asyncio.Queue()
         self._link: Link | None = None
         self._outgoing: dict[str, _Outgoing] = {}
-        self._waiters: dict[tuple[str, str], list[asyncio.Future[Message]]] = {}
+        self._waiters: dict[str, asyncio.Future[Message]] = {}
+        self._rids = itertools.count(1)
         self._cids = (f"{secrets.token_hex(4)}-{n}" for n in itertools.count(1))
         self._closing = False
         self._connected = asyncio.Event()
@@ -114,10 +115,9 @@ class Client:
         text = reason.message if isinstance(reason, ServerError) else (
             describe_os_error(reason) if reason else "closed")
         final = isinstance(reason, ServerError) and reason.code in FINAL_CODES
-        for waiters in self._waiters.values():
-            for fut in waiters:
-                if not fut.done():
-                    fut.set_exception(ConnectionResetError(text))
+        for fut in self._waiters.values():
+            if not fut.done():
+                fut.set_exception(ConnectionResetError(text))
         self._waiters.clear()
         if self._closing or not self.reconnect or final:
             self._fail_all(ConnectionResetError(text))
@@ -187,6 +187,7 @@ class Client:
 
     def _on_message(self, msg: Message) -> None:
         kind = msg.type
+        answer = msg  # what a waiting request gets: the whole answer
         if kind == "message":
             where = msg.get("room") or "@"
             cid = msg.get("cid")
@@ -197,71 +198,46 @@ class Client:
             if self._seen(where, msg["id"]):
                 return
         elif kind == "history":
-            where = msg.get("room") or "@"
-            fresh = [m for m in msg["messages"] if not self._seen_peek(where, m["id"])]
+            where = "@" if "peer" in msg.fields else msg["room"]
+            fresh = [m for m in msg["messages"] if m["id"] > self.last_id.get(where, 0)]
             if fresh:
-                self.last_id[where] = max(self.last_id.get(where, 0), fresh[-1]["id"])
-            self._resolve(("history", msg.get("room") or msg.get("peer", "")), msg)
+                self.last_id[where] = fresh[-1]["id"]
             msg = Message("history", {**msg.fields, "messages": fresh})
         elif kind == "shares":
             self.shares = msg["shares"]
         elif kind == "joined":
             self.rooms.add(msg["room"])
-            self._resolve(("joined", msg["room"].casefold()), msg)
         elif kind == "left":
             self.rooms.discard(msg["room"])
-            self._resolve(("left", msg["room"].casefold()), msg)
-        elif kind in ("users", "rooms", "pong"):
-            self._resolve((kind, msg.get("room", "").casefold()), msg)
         elif kind == "error":
             cid = msg.get("cid")
             out = self._outgoing.pop(cid, None) if cid else None
             if out is not None and not out.future.done():
                 out.future.set_exception(ServerError(msg["code"], msg["message"]))
-            self._resolve_error(msg)
-        self._emit(msg)
-
-    def _seen_peek(self, where: str, msg_id: int) -> bool:
-        return msg_id <= self.last_id.get(where, 0)
-
-    # -- request/response matching -----------------------------------------------------
-
-    def _expect(self, key: tuple[str, str]) -> asyncio.Future[Message]:
-        fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(key, []).append(fut)
-        return fut
-
-    def _resolve(self, key: tuple[str, str], msg: Message) -> None:
-        waiters = self._waiters.get(key)
-        if waiters:
-            fut = waiters.pop(0)
-            if not waiters:
-                del self._waiters[key]
-            if not fut.done():
-                fut.set_result(msg)
-
-    _RESPONSE_OF: ClassVar[dict[str, str]] = {
-        "join": "joined", "create": "joined", "leave": "left", "who": "users",
-        "rooms": "rooms", "history": "history",
-    }
-
-    def _resolve_error(self, msg: Message) -> None:
-        response = self._RESPONSE_OF.get(msg.get("re", ""))
-        if response is None:
-            return
-        for key, waiters in list(self._waiters.items()):
-            if key[0] == response and waiters:
-                fut = waiters.pop(0)
-                if not waiters:
-                    del self._waiters[key]
-                if not fut.done():
+        rid = msg.get("rid") if kind != "pong" else str(msg.get("n"))
+        if rid is not None:
+            fut = self._waiters.pop(rid, None)
+            if fut is not None and not fut.done():
+                if kind == "error":
                     fut.set_exception(ServerError(msg["code"], msg["message"]))
-                return
+                else:
+                    fut.set_result(answer)
+        self._emit(msg)  # events carry only what this client has not seen yet
 
-    async def _request(self, key: tuple[str, str], type_: str, **fields: Any) -> Message:
-        fut = self._expect(key)
-        self._send(type_, **fields)
-        return await asyncio.wait_for(fut, self.timeout)
+    # -- request/response matching: every request carries a fresh "rid" -----------------
+
+    async def _request(self, type_: str, **fields: Any) -> Message:
+        rid = str(next(self._rids))
+        fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._waiters[rid] = fut
+        try:
+            if type_ == "ping":
+                self._send("ping", n=int(rid))
+            else:
+                self._send(type_, rid=rid, **fields)
+            return await asyncio.wait_for(fut, self.timeout)
+        finally:
+            self._waiters.pop(rid, None)
 
     def _send(self, type_: str, **fields: Any) -> None:
         if self._link is None or not self.connected:
@@ -275,27 +251,27 @@ class Client:
         fields: dict[str, Any] = {"room": room}
         if after is not None:
             fields["after"] = after
-        msg = await self._request(("joined", room.casefold()), "join", **fields)
+        msg = await self._request("join", **fields)
         return list(msg["users"])
 
     async def create_room(self, room: str) -> None:
-        await self._request(("joined", room.casefold()), "create", room=room)
+        await self._request("create", room=room)
 
     async def leave(self, room: str) -> None:
-        await self._request(("left", room.casefold()), "leave", room=room)
+        await self._request("leave", room=room)
 
     async def who(self, room: str) -> list[str]:
-        return list((await self._request(("users", room.casefold()), "who", room=room))["users"])
+        return list((await self._request("who", room=room))["users"])
 
     async def list_rooms(self) -> list[dict[str, Any]]:
-        return list((await self._request(("rooms", ""), "rooms"))["rooms"])
+        return list((await self._request("rooms"))["rooms"])
 
     async def history(self, *, room: str | None = None, peer: str | None = None,
                       before: int | None = None, after: int | None = None,
                       limit: int | None = None) -> Message:
         fields = {k: v for k, v in (("room", room), ("peer", peer), ("before", before),
                                      ("after", after), ("limit", limit)) if v is not None}
-        return await self._request(("history", room or peer or ""), "history", **fields)
+        return await self._request("history", **fields)
 
     def say_nowait(self, room: str, text: str) -> asyncio.Future[Message]:
         """Send a message; the future resolves with the server's copy once it is stored.
@@ -328,7 +304,7 @@ class Client:
     async def ping(self) -> float:
         loop = asyncio.get_running_loop()
         start = loop.time()
-        await self._request(("pong", ""), "ping")
+        await self._request("ping")
         self.rtt = loop.time() - start
         return self.rtt
 

@@ -161,6 +161,7 @@ class Spec:
 NAME: Validator = name
 TEXT: Validator = text
 CID = short_str(64)
+RID = short_str(64)
 ID = integer(0)
 LIMIT = integer(1, 1000)
 
@@ -172,17 +173,18 @@ CLIENT_MESSAGES: dict[str, Spec] = {
     ),
     "ping": Spec(optional={"n": ID}),
     "pong": Spec(optional={"n": ID}),
-    # chat port
-    "rooms": Spec(),
-    "create": Spec({"room": NAME}),
-    "join": Spec({"room": NAME}, {"after": ID}),
-    "leave": Spec({"room": NAME}),
-    "who": Spec({"room": NAME}),
+    # chat port; "rid" (request id) is echoed in the answer or the error
+    "rooms": Spec(optional={"rid": RID}),
+    "create": Spec({"room": NAME}, {"rid": RID}),
+    "join": Spec({"room": NAME}, {"after": ID, "rid": RID}),
+    "leave": Spec({"room": NAME}, {"rid": RID}),
+    "who": Spec({"room": NAME}, {"rid": RID}),
     "say": Spec({"room": NAME, "text": TEXT}, {"cid": CID}),
     "pm": Spec({"to": NAME, "text": TEXT}, {"cid": CID}),
     "typing": Spec({"active": boolean}, {"room": NAME, "to": NAME}, one_of=("room", "to")),
     "history": Spec(
-        optional={"room": NAME, "peer": NAME, "before": ID, "after": ID, "limit": LIMIT},
+        optional={"room": NAME, "peer": NAME, "before": ID, "after": ID, "limit": LIMIT,
+                  "rid": RID},
         one_of=("room", "peer"),
     ),
     # screen port
@@ -244,19 +246,19 @@ SERVER_MESSAGES: dict[str, Spec] = {
     ),
     "error": Spec(
         {"code": short_str(64), "message": short_str(1000)},
-        {"fatal": boolean, "re": short_str(32), "cid": CID},
+        {"fatal": boolean, "re": short_str(32), "cid": CID, "rid": RID},
     ),
     "ping": Spec(optional={"n": ID}),
     "pong": Spec(optional={"n": ID}),
-    "rooms": Spec({"rooms": list_of(obj({"name": NAME, "users": ID}))}),
-    "joined": Spec({"room": NAME, "users": NAMES}),
-    "left": Spec({"room": NAME}),
-    "users": Spec({"room": NAME, "users": NAMES}),
+    "rooms": Spec({"rooms": list_of(obj({"name": NAME, "users": ID}))}, {"rid": RID}),
+    "joined": Spec({"room": NAME, "users": NAMES}, {"rid": RID}),
+    "left": Spec({"room": NAME}, {"rid": RID}),
+    "users": Spec({"room": NAME, "users": NAMES}, {"rid": RID}),
     "presence": Spec({"room": NAME, "user": NAME, "event": short_str(16)}),
     "message": Spec(_MESSAGE_OBJ, _MESSAGE_OPT),
     "history": Spec(
         {"messages": list_of(obj(_MESSAGE_OBJ, _MESSAGE_OPT)), "more": boolean},
-        {"room": NAME, "peer": NAME},
+        {"room": NAME, "peer": NAME, "rid": RID},
     ),
     "typing": Spec({"user": NAME, "active": boolean}, {"room": NAME, "to": NAME}),
     "shares": Spec(

@@ -125,14 +125,27 @@ class Server:
             peer.abort()
         await self.store.close()
 
-    async def serve_forever(self) -> None:
-        """Run until SIGINT or SIGTERM, then shut down gracefully."""
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-        log.info("shutting down")
-        await self.stop()
+
+
+async def run_server(settings: ServerSettings, on_started: Callable[[Server], None]) -> None:
+    """Start, call ``on_started`` (the banner), serve until SIGINT or SIGTERM, shut down.
+
+    The signal handlers are in place before the server starts, so a signal sent as soon as
+    the banner appears still shuts down gracefully; a second Ctrl+C exits at once.
+    """
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    server = Server(settings)
+    try:
+        await server.start()
+    except BaseException:
+        await server.store.close()
+        raise
+    on_started(server)
+    await stop.wait()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.remove_signal_handler(sig)
+    log.info("shutting down")
+    await server.stop()

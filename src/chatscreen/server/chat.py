@@ -40,6 +40,12 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _rid(msg: Message) -> dict[str, Any]:
+    """The request id to echo in an answer, if the client gave one."""
+    rid = msg.get("rid")
+    return {} if rid is None else {"rid": rid}
+
+
 def room_topic(room: str) -> str:
     return f"room:{room}"
 
@@ -163,16 +169,17 @@ class ChatService:
 
     def _rooms(self, session: Session, msg: Message) -> None:
         rooms = [{"name": r, "users": len(m)} for r, m in sorted(self.rooms.items())]
-        session.chat.send("rooms", rooms=rooms)
+        session.chat.send("rooms", rooms=rooms, **_rid(msg))
 
     def _create(self, session: Session, msg: Message) -> None:
         room = msg["room"]
         if self._find_room(room) is not None:
-            session.chat.error(ErrorCode.ROOM_EXISTS, f"room '{room}' already exists", re="create")
+            session.chat.error(ErrorCode.ROOM_EXISTS, f"room '{room}' already exists", re="create",
+                               **_rid(msg))
             return
         self.rooms[room] = set()
         self._spawn(self.store.add_room(room))
-        self._join(session, room, None)
+        self._join(session, room, None, msg.get("rid"))
 
     def _find_room(self, room: str) -> str | None:
         if room in self.rooms:
@@ -186,21 +193,21 @@ class ChatService:
             room = msg["room"]
             self.rooms[room] = set()
             self._spawn(self.store.add_room(room))
-        self._join(session, room, msg.get("after"))
+        self._join(session, room, msg.get("after"), msg.get("rid"))
 
-    def _join(self, session: Session, room: str, after: int | None) -> None:
+    def _join(self, session: Session, room: str, after: int | None, rid: str | None) -> None:
         members = self.rooms[room]
         if session in members:
             # Already there: answer as if joining, so a resuming client gets what it missed.
-            self._spawn(self._send_joined(session, room, after, subscribe=False))
+            self._spawn(self._send_joined(session, room, after, rid, subscribe=False))
             return
         members.add(session)
         session.rooms.add(room)
         self._presence(room, session, "join")
-        self._spawn(self._send_joined(session, room, after, subscribe=True))
+        self._spawn(self._send_joined(session, room, after, rid, subscribe=True))
 
     async def _send_joined(self, session: Session, room: str, after: int | None,
-                           *, subscribe: bool) -> None:
+                           rid: str | None, *, subscribe: bool) -> None:
         if after is None:
             rows = await self.store.room_history(room, limit=self.history)
             more = len(rows) == self.history
@@ -221,7 +228,7 @@ class ChatService:
         if subscribe:
             self.fanout.subscribe(room_topic(room), peer)
         users = sorted(s.name for s in self.rooms.get(room, ()))
-        peer.send("joined", room=room, users=users)
+        peer.send("joined", room=room, users=users, **({"rid": rid} if rid else {}))
         for i, page in enumerate(pages):
             peer.send("history", room=room, messages=[m.to_wire() for m in page],
                       more=more and i == 0)
@@ -229,10 +236,11 @@ class ChatService:
     def _leave_msg(self, session: Session, msg: Message) -> None:
         room = self._find_room(msg["room"])
         if room is None or room not in session.rooms:
-            session.chat.error(ErrorCode.NOT_IN_ROOM, f"you are not in '{msg['room']}'", re="leave")
+            session.chat.error(ErrorCode.NOT_IN_ROOM, f"you are not in '{msg['room']}'",
+                               re="leave", **_rid(msg))
             return
         self._leave(session, room)
-        session.chat.send("left", room=room)
+        session.chat.send("left", room=room, **_rid(msg))
 
     def _leave(self, session: Session, room: str) -> None:
         session.rooms.discard(room)
@@ -248,9 +256,11 @@ class ChatService:
     def _who(self, session: Session, msg: Message) -> None:
         room = self._find_room(msg["room"])
         if room is None:
-            session.chat.error(ErrorCode.NO_SUCH_ROOM, f"no room '{msg['room']}'", re="who")
+            session.chat.error(ErrorCode.NO_SUCH_ROOM, f"no room '{msg['room']}'", re="who",
+                               **_rid(msg))
             return
-        session.chat.send("users", room=room, users=sorted(s.name for s in self.rooms[room]))
+        session.chat.send("users", room=room, users=sorted(s.name for s in self.rooms[room]),
+                          **_rid(msg))
 
     # -- messages ----------------------------------------------------------------------
 
@@ -349,7 +359,7 @@ class ChatService:
             )
             where = {"peer": msg["peer"]}
         session.chat.send("history", messages=[m.to_wire() for m in rows],
-                          more=len(rows) == limit, **where)
+                          more=len(rows) == limit, **where, **_rid(msg))
 
     # -- screen shares (announced on the chat port) -------------------------------------
 

@@ -132,9 +132,9 @@ class Peer(asyncio.Protocol):
         if limit is not None and self._transport.get_write_buffer_size() > limit:
             self.fail(ErrorCode.TOO_SLOW, "too slow: you are not reading what the server sends")
 
-    def send(self, type_: str, payload: bytes | memoryview = b"", **fields: Any) -> None:
+    def send(self, type_: str, **fields: Any) -> None:
         if not self.closing:
-            self.send_bytes(self.conn.send(type_, payload, **fields))
+            self.send_bytes(self.conn.send(type_, **fields))
 
     def accept(self, **fields: Any) -> None:
         self.send_bytes(self.conn.accept(**fields))

@@ -1,0 +1,166 @@
+"""The command line as a user types it, against the real server."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from chatscreen.cli import split_server
+from chatscreen.config import ConfigError, load_settings
+from tests.helpers.server import REPO, TIMEOUT, ServerProcess, running_server
+
+LINE = re.compile(r"^\[\d\d:\d\d:\d\d\] (\S+): (.*)$")
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    with running_server(tmp_path / "data") as srv:
+        yield srv
+
+
+def chatscreen(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "chatscreen", *args], input=stdin,
+                          capture_output=True, text=True, timeout=3 * TIMEOUT, cwd=REPO)
+
+
+def chat(srv: ServerProcess, user: str, stdin: str,
+         *extra: str) -> subprocess.CompletedProcess[str]:
+    return chatscreen("chat", "--server", f"127.0.0.1:{srv.chat_port}", "--user", user, *extra,
+                      stdin=stdin)
+
+
+def messages(out: str) -> list[tuple[str, str]]:
+    return [(m.group(1), m.group(2)) for line in out.splitlines() if (m := LINE.match(line))]
+
+
+def test_banner_is_the_originals_with_real_ports(server: ServerProcess) -> None:
+    lines = "".join(server.output).splitlines()
+    assert lines == [
+        "🚀 Server started!",
+        f"📱 Chat server: 127.0.0.1:{server.chat_port}",
+        f"🖥️  Screen server: 127.0.0.1:{server.screen_port}",
+        "Press Ctrl+C to stop the server",
+    ]
+    assert server.chat_port != 0 and server.screen_port != 0
+
+
+def test_piped_chat_sends_every_line_and_prints_the_timeline(server: ServerProcess) -> None:
+    first = chat(server, "alice", "hello there\n\nsecond: line\n")
+    assert first.returncode == 0, first.stderr
+    assert messages(first.stdout) == [("alice", "hello there"), ("alice", "second: line")]
+    second = chat(server, "bob", "hi alice\n/who\n")
+    assert second.returncode == 0, second.stderr
+    # history first, then bob's own message
+    assert messages(second.stdout) == [("alice", "hello there"), ("alice", "second: line"),
+                                       ("bob", "hi alice")]
+    assert "* joined general: bob" in second.stdout
+
+
+def test_chat_commands(server: ServerProcess) -> None:
+    out = chat(server, "carol", "/join dev\nin dev\n/rooms\n/bogus\n/quit\nnever sent\n")
+    assert out.returncode == 0, out.stderr
+    assert messages(out.stdout) == [("carol", "in dev")]
+    assert "* rooms: dev (1), general (1)" in out.stdout  # /join keeps the old room too
+    assert "! commands: /join ROOM" in out.stdout
+    again = chat(server, "dave", "", "--room", "dev")
+    assert messages(again.stdout) == [("carol", "in dev")]
+
+
+def test_private_message_to_someone_absent_fails_clearly(server: ServerProcess) -> None:
+    out = chat(server, "erin", "/msg nobody hello\n")
+    assert "! 'nobody' is not connected" in out.stdout
+    assert out.returncode == 1  # a message was not confirmed
+    assert "not confirmed" in out.stderr
+
+
+def test_connection_refused_is_one_clear_line() -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = chatscreen("chat", "--server", f"127.0.0.1:{port}", "--user", "x")
+    assert out.returncode == 1
+    assert out.stderr == f"Failed to connect to 127.0.0.1:{port}: connection refused\n"
+
+
+def test_taken_username_is_one_clear_line(server: ServerProcess) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-m", "chatscreen", "chat", "--server", f"127.0.0.1:{server.chat_port}",
+         "--user", "alice"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert holder.stdout is not None
+        assert "* joined general" in holder.stdout.readline()
+        out = chat(server, "alice", "hi\n")
+        assert out.returncode == 1
+        assert out.stderr == "Username 'alice' is already taken\n"
+    finally:
+        holder.communicate("", timeout=TIMEOUT)
+    assert holder.returncode == 0
+
+
+def test_python_server_py_as_in_the_original(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "server.py", "--chat-port", "0", "--screen-port", "0",
+         "--host", "127.0.0.1", "--data-dir", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "🚀 Server started!\n"
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 0
+    out = subprocess.run([sys.executable, "client.py"], capture_output=True, text=True,
+                         timeout=TIMEOUT, cwd=REPO)
+    assert out.returncode == 2 and "chatscreen chat" in out.stderr
+
+
+def test_port_in_use_is_one_clear_line(server: ServerProcess, tmp_path: Path) -> None:
+    out = chatscreen("server", "--host", "127.0.0.1", "--chat-port", str(server.chat_port),
+                     "--screen-port", "0", "--data-dir", str(tmp_path / "other"))
+    assert out.returncode == 1
+    assert out.stderr.strip().endswith("address already in use")
+    assert "Cannot listen on 127.0.0.1" in out.stderr
+
+
+def test_settings_flags_beat_env_beat_file(tmp_path: Path) -> None:
+    config = tmp_path / "chatscreen.toml"
+    config.write_text('[server]\nchat-port = 1000\nscreen_port = 1001\nhost = "10.0.0.1"\n'
+                      'history = 5\n')
+    env = {"CHATSCREEN_SCREEN_PORT": "2001", "CHATSCREEN_HOST": "127.0.0.2"}
+    s = load_settings(config, env=env, host="127.0.0.3")
+    assert (s.chat_port, s.screen_port, s.host, s.history) == (1000, 2001, "127.0.0.3", 5)
+    assert load_settings(None, env={}).chat_port == 9999
+    with pytest.raises(ConfigError, match="unknown setting"):
+        config.write_text("[server]\nchat_prot = 1\n")
+        load_settings(config, env={})
+    with pytest.raises(ConfigError, match="not a valid int"):
+        load_settings(None, env={"CHATSCREEN_CHAT_PORT": "many"})
+
+
+def test_server_reads_its_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[server]\nhost = "127.0.0.1"\nchat_port = 0\nscreen_port = 0\n')
+    srv = ServerProcess(tmp_path / "d", "--config", str(config))
+    srv.args = [a for a in srv.args if a not in ("--host", "127.0.0.1")]
+    srv.start()
+    try:
+        assert "Chat server: 127.0.0.1:" in "".join(srv.output)
+    finally:
+        srv.stop()
+
+
+@pytest.mark.parametrize(
+    ("server", "port", "want"),
+    [("example.org", None, ("example.org", 9999)), ("10.0.0.5:7000", None, ("10.0.0.5", 7000)),
+     ("10.0.0.5:7000", 7001, ("10.0.0.5", 7001)), ("[::1]:8000", None, ("::1", 8000)),
+     ("::1", None, ("::1", 9999))],
+)
+def test_server_address_forms(server: str, port: int | None, want: tuple[str, int]) -> None:
+    assert split_server(argparse.Namespace(server=server, chat_port=port)) == want
