@@ -112,8 +112,8 @@ def test_handshake_server_side() -> None:
     with pytest.raises(LocalProtocolError):
         server.send("message")
     [welcome] = client.receive_data(server.accept(user="alice", token="t", room="general"))
-    assert welcome.type == "welcome" and client.state is State.OPEN
-    assert server.state is State.OPEN
+    assert welcome.type == "welcome"
+    assert (client.state, server.state) == (State.OPEN, State.OPEN)
     [say] = server.receive_data(client.send("say", room="general", text="hi"))
     assert say["text"] == "hi"
 

@@ -165,6 +165,15 @@ RID = short_str(64)
 ID = integer(0)
 LIMIT = integer(1, 1000)
 
+# A screen update: the sharer sends it, the server relays it with the share id added.
+_FRAME: dict[str, Validator] = {
+    "seq": ID,
+    "w": integer(1, MAX_DIM),
+    "h": integer(1, MAX_DIM),
+    "key": boolean,
+    "rects": rects,
+}
+
 # Sent by clients to the server. The handshake (``hello``) is the same on both ports.
 CLIENT_MESSAGES: dict[str, Spec] = {
     "hello": Spec(
@@ -190,16 +199,7 @@ CLIENT_MESSAGES: dict[str, Spec] = {
     # screen port
     "share": Spec({"w": integer(1, MAX_DIM), "h": integer(1, MAX_DIM)}),
     "unshare": Spec(),
-    "frame": Spec(
-        {
-            "seq": ID,
-            "w": integer(1, MAX_DIM),
-            "h": integer(1, MAX_DIM),
-            "key": boolean,
-            "rects": rects,
-        },
-        payload=True,
-    ),
+    "frame": Spec(_FRAME, payload=True),
     "watch": Spec({"share": ID}),
     "unwatch": Spec({"share": ID}),
 }
@@ -267,17 +267,7 @@ SERVER_MESSAGES: dict[str, Spec] = {
     "shared": Spec({"share": ID}),
     "unshared": Spec({"share": ID}),
     "need_key": Spec(),
-    "frame": Spec(
-        {
-            "share": ID,
-            "seq": ID,
-            "w": integer(1, MAX_DIM),
-            "h": integer(1, MAX_DIM),
-            "key": boolean,
-            "rects": rects,
-        },
-        payload=True,
-    ),
+    "frame": Spec({"share": ID, **_FRAME}, payload=True),
 }
 
 
