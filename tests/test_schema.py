@@ -102,51 +102,72 @@ def test_any_header_is_either_valid_or_a_clean_error(header: dict[str, Any]) -> 
 # -- the handshake ---------------------------------------------------------------------
 
 
+def recv(conn: Connection, data: bytes) -> list[Any]:
+    return list(conn.receive_data(data))
+
+
 def test_handshake_server_side() -> None:
     server = Connection(Role.SERVER, LIMITS)
     client = Connection(Role.CLIENT, LIMITS)
     with pytest.raises(LocalProtocolError):
         client.send("say", room="general", text="too early")
-    [hello] = server.receive_data(client.send("hello", v=PROTOCOL_VERSION, user="alice"))
+    [hello] = recv(server, client.send("hello", v=PROTOCOL_VERSION, user="alice"))
     assert hello.type == "hello" and server.state is State.HELLO_RECEIVED
     with pytest.raises(LocalProtocolError):
         server.send("message")
-    [welcome] = client.receive_data(server.accept(user="alice", token="t", room="general"))
+    [welcome] = recv(client, server.accept(user="alice", token="t", room="general"))
     assert welcome.type == "welcome"
     assert (client.state, server.state) == (State.OPEN, State.OPEN)
-    [say] = server.receive_data(client.send("say", room="general", text="hi"))
+    [say] = recv(server, client.send("say", room="general", text="hi"))
     assert say["text"] == "hi"
 
 
 def test_first_message_must_be_hello() -> None:
     server = Connection(Role.SERVER, LIMITS)
     with pytest.raises(RemoteProtocolError) as err:
-        server.receive_data(Connection(Role.CLIENT, LIMITS).send("hello", v=1, user="a")
+        recv(server, Connection(Role.CLIENT, LIMITS).send("hello", v=1, user="a")
                             .replace(b"hello", b"rooms"))
     assert err.value.code is ErrorCode.UNEXPECTED
 
 
 def test_unsupported_version_and_double_hello() -> None:
     with pytest.raises(RemoteProtocolError) as err:
-        Connection(Role.SERVER, LIMITS).receive_data(
+        recv(Connection(Role.SERVER, LIMITS),
             Connection(Role.CLIENT, LIMITS).send("hello", v=99, user="a"))
     assert err.value.code is ErrorCode.UNSUPPORTED_VERSION
     server = Connection(Role.SERVER, LIMITS)
     hello = Connection(Role.CLIENT, LIMITS).send("hello", v=1, user="a")
-    server.receive_data(hello)
+    recv(server, hello)
     server.accept(user="a", token="t", room="general")
     with pytest.raises(RemoteProtocolError):
-        server.receive_data(hello)
+        recv(server, hello)
 
 
 def test_client_accepts_only_welcome_or_error_first() -> None:
     client = Connection(Role.CLIENT, LIMITS)
     server = Connection(Role.SERVER, LIMITS)
-    server.receive_data(client.send("hello", v=1, user="a"))
-    [err] = client.receive_data(server.error(ErrorCode.NAME_TAKEN, "taken", fatal=True))
+    recv(server, client.send("hello", v=1, user="a"))
+    [err] = recv(client, server.error(ErrorCode.NAME_TAKEN, "taken", fatal=True))
     assert err["code"] == "name_taken" and client.state is State.AWAIT_WELCOME
     server2 = Connection(Role.SERVER, LIMITS)
-    server2.receive_data(Connection(Role.CLIENT, LIMITS).send("hello", v=1, user="a"))
+    recv(server2, Connection(Role.CLIENT, LIMITS).send("hello", v=1, user="a"))
     server2.accept(user="a", token="t", room="general")
     with pytest.raises(RemoteProtocolError):
-        Connection(Role.CLIENT, LIMITS).receive_data(server2.send("ping"))
+        recv(Connection(Role.CLIENT, LIMITS), server2.send("ping"))
+
+
+def test_requests_may_follow_hello_without_waiting_for_welcome() -> None:
+    client = Connection(Role.CLIENT, LIMITS)
+    pipelined = client.send("hello", v=1, user="a")
+    client.state = State.OPEN  # a client that does not wait (as a test, not via the API)
+    pipelined += client.send("join", room="general")
+    server = Connection(Role.SERVER, LIMITS)
+    messages = server.receive_data(pipelined)
+    assert next(messages).type == "hello"
+    server.accept(user="a", token="t", room="general")  # the service accepts in between
+    assert next(messages).type == "join"
+    # without an accept in between, the request is refused
+    lazy = Connection(Role.SERVER, LIMITS).receive_data(pipelined)
+    next(lazy)
+    with pytest.raises(RemoteProtocolError, match="wait for welcome"):
+        next(lazy)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import sys
 import threading
@@ -28,7 +29,10 @@ def _server_parser(sub: Any) -> None:
     p.add_argument("--data-dir", type=Path, help="where history is kept (default ./data)")
     p.add_argument("--config", type=Path, help="TOML config file ([server] table)")
     p.add_argument("--history", type=int, help="messages sent on joining a room (default 100)")
+    p.add_argument("--metrics-port", type=int,
+                   help="serve /health and /metrics (Prometheus) on this port (off by default)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", choices=["text", "json"], help="json: one object per line")
 
 
 def _client_args(p: argparse.ArgumentParser, *, user: bool = True) -> None:
@@ -109,12 +113,21 @@ def run_server(args: argparse.Namespace) -> int:
 
     settings = load_settings(
         args.config, host=args.host, chat_port=args.chat_port, screen_port=args.screen_port,
-        data_dir=args.data_dir, history=args.history, log_level=args.log_level)
-    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
+        data_dir=args.data_dir, history=args.history, log_level=args.log_level,
+        log_format=args.log_format, metrics_port=args.metrics_port)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLogFormatter() if settings.log_format == "json" else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=settings.log_level.upper(), handlers=[handler])
     try:
-        asyncio.run(serve(settings, lambda server: print(server.banner(), flush=True)))
+        import uvloop  # faster event loop where it installs (Linux, macOS)
+
+        loop_factory: Any = uvloop.new_event_loop
+    except ImportError:
+        loop_factory = None
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(serve(settings, lambda server: print(server.banner(), flush=True)))
     except OSError as exc:
         raise ChatscreenError(
             f"Cannot listen on {settings.host} (ports {settings.chat_port}, "
@@ -123,6 +136,19 @@ def run_server(args: argparse.Namespace) -> int:
 
 
 # -- chat --------------------------------------------------------------------------------
+
+
+class JsonLogFormatter(logging.Formatter):
+    """Structured logs: one JSON object per line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"ts": datetime.fromtimestamp(record.created).astimezone().isoformat(
+                   timespec="milliseconds"),
+               "level": record.levelname.lower(), "logger": record.name,
+               "msg": record.getMessage()}
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
 
 
 def local_time(ts: str) -> str:

@@ -24,7 +24,11 @@ class ServerSettings:
     max_text: int = 4000
     max_screen_frame: int = 64 << 20
     durability: str = "normal"  # "normal" (survives kill -9) or "full" (survives power loss)
+    slow_timeout: float = 10.0  # a chat client that reads nothing this long is cut off
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = -1  # -1: no /health and /metrics endpoint; 0: any free port
     log_level: str = "info"
+    log_format: str = "text"  # or "json": one JSON object per line
 
 
 class ConfigError(ChatscreenError):
@@ -71,9 +75,11 @@ def load_settings(config_file: Path | None = None, env: dict[str, str] | None = 
         if value is not None:
             values[name] = _coerce(name, value, kinds[name])
     settings = replace(ServerSettings(), **values)
+    if settings.log_format not in ("text", "json"):
+        raise ConfigError("log_format must be 'text' or 'json'")
     if settings.durability not in ("normal", "full"):
         raise ConfigError("durability must be 'normal' or 'full'")
-    for port in (settings.chat_port, settings.screen_port):
+    for port in (settings.chat_port, settings.screen_port, max(settings.metrics_port, 0)):
         if not 0 <= port <= 65535:
             raise ConfigError(f"port {port} is out of range")
     return settings

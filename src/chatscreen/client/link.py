@@ -80,7 +80,7 @@ class Link:
             data = await reader.read(READ_CHUNK)
             if not data:
                 raise ConnectionResetError("the server closed the connection")
-            msgs = conn.receive_data(data)
+            msgs = list(conn.receive_data(data))
             for i, msg in enumerate(msgs):
                 if msg.type == "welcome":
                     return msg, msgs[i + 1 :]

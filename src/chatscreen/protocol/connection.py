@@ -11,7 +11,7 @@ fatal ``error``. Nothing else may cross before the handshake completes::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from enum import Enum, auto
 from typing import Any
 
@@ -54,17 +54,22 @@ class Connection:
 
     # -- receiving ---------------------------------------------------------------------
 
-    def receive_data(self, data: bytes | bytearray | memoryview) -> list[Message]:
-        """Parse what arrived. Raises RemoteProtocolError when the peer broke the protocol;
-        the caller then sends :meth:`error` with ``fatal=True`` and closes."""
-        if self.state is State.CLOSED:
-            return []
-        out = []
-        for frame in self._decoder.feed(data):
+    def receive_data(self, data: bytes | bytearray | memoryview) -> Iterator[Message]:
+        """Parse what arrived and yield its messages one at a time. Raises
+        RemoteProtocolError when the peer broke the protocol; the caller then sends
+        :meth:`error` with ``fatal=True`` and closes.
+
+        Each message is checked against the state when it is taken, not when it arrived, so
+        a client may send requests right behind its hello: by the time they are taken the
+        server has accepted the hello (or refused it, and closed).
+        """
+        frames = self._decoder.feed(data)
+        for frame in frames:
+            if self.state is State.CLOSED:
+                return
             msg = parse_message(frame, self._inbound, self.limits)
             self._on_receive(msg)
-            out.append(msg)
-        return out
+            yield msg
 
     def _on_receive(self, msg: Message) -> None:
         state = self.state

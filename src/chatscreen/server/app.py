@@ -13,6 +13,7 @@ from chatscreen.errors import ErrorCode
 from chatscreen.protocol import Limits, State
 from chatscreen.server.chat import ChatService
 from chatscreen.server.fanout import LocalFanout
+from chatscreen.server.metrics import Counters, serve_http
 from chatscreen.server.peer import Peer
 from chatscreen.server.screen import ScreenRelay
 from chatscreen.server.storage import SQLiteStore
@@ -21,6 +22,7 @@ log = logging.getLogger("chatscreen.server")
 
 CHAT_WRITE_LIMITS = (256 << 10, 64 << 10)
 SCREEN_WRITE_LIMITS = (512 << 10, 128 << 10)
+CHAT_SNDBUF = 256 << 10  # kernel send buffer of a chat connection
 CHAT_SLOW_LIMIT = 8 << 20  # a chat client this far behind is cut off (it catches up later)
 SHUTDOWN_GRACE = 2.0
 
@@ -40,7 +42,11 @@ class Server:
                                   max_text=settings.max_text)
         self.screen_limits = Limits(max_frame=settings.max_screen_frame, max_header=1 << 20,
                                     max_text=settings.max_text)
+        self.counters = Counters()
+        self.chat.counters = self.counters
+        self.screen.counters = self.counters
         self._servers: list[asyncio.Server] = []
+        self.metrics_port: int | None = None
         self._housekeeper: asyncio.Task[None] | None = None
         self.chat_port = settings.chat_port
         self.screen_port = settings.screen_port
@@ -53,6 +59,7 @@ class Server:
 
     def peer_closed(self, peer: Peer) -> None:
         self.peers.discard(peer)
+        self.counters.disconnects[peer.close_code or "closed"] += 1
         if not self.peers:
             self._all_closed.set()
 
@@ -64,12 +71,17 @@ class Server:
         s = self.settings
         chat = await self._listen(s.chat_port, lambda: Peer(
             "chat", self.chat, self, self.chat_limits,
-            write_limits=CHAT_WRITE_LIMITS, slow_limit=CHAT_SLOW_LIMIT))
+            write_limits=CHAT_WRITE_LIMITS, slow_limit=CHAT_SLOW_LIMIT, coalesce=True,
+            sndbuf=CHAT_SNDBUF))
         screen = await self._listen(s.screen_port, lambda: Peer(
             "screen", self.screen, self, self.screen_limits,
             write_limits=SCREEN_WRITE_LIMITS, slow_limit=None))
         self.chat_port = chat.sockets[0].getsockname()[1]
         self.screen_port = screen.sockets[0].getsockname()[1]
+        if s.metrics_port >= 0:
+            http = await serve_http(self, s.metrics_host, s.metrics_port)
+            self._servers.append(http)
+            self.metrics_port = http.sockets[0].getsockname()[1]
         self._housekeeper = asyncio.create_task(self._housekeeping(), name="housekeeping")
 
     async def _listen(self, port: int, factory: Callable[[], Peer]) -> asyncio.Server:
@@ -86,7 +98,9 @@ class Server:
             "🚀 Server started!\n"
             f"📱 Chat server: {host}:{self.chat_port}\n"
             f"🖥️  Screen server: {host}:{self.screen_port}\n"
-            "Press Ctrl+C to stop the server"
+            + (f"📈 Metrics: http://{self.settings.metrics_host}:{self.metrics_port}/metrics\n"
+               if self.metrics_port is not None else "")
+            + "Press Ctrl+C to stop the server"
         )
 
     async def _housekeeping(self) -> None:
@@ -102,6 +116,10 @@ class Server:
                 if peer.conn.state is not State.OPEN:
                     if now - peer.opened_at > s.handshake_timeout:
                         peer.fail(ErrorCode.HANDSHAKE_TIMEOUT, "no handshake in time")
+                elif (peer.kind == "chat" and peer.paused_since is not None
+                      and now - peer.paused_since > s.slow_timeout):
+                    peer.fail(ErrorCode.TOO_SLOW,
+                              f"too slow: nothing read for {s.slow_timeout:g} s")
                 elif now - peer.last_rx > 3 * s.heartbeat:
                     peer.fail(ErrorCode.HEARTBEAT_TIMEOUT, "no sign of life")
                 elif now - peer.last_rx > s.heartbeat and not peer.ping_sent:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from chatscreen.errors import ErrorCode, RemoteProtocolError
 from chatscreen.protocol import Message, encode_frame
 from chatscreen.server.fanout import Fanout
+from chatscreen.server.metrics import Counters
 from chatscreen.server.session import Session
 from chatscreen.server.storage import MessageStore, StoredMessage
 
@@ -79,6 +80,7 @@ class ChatService:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.share_list: list[dict[str, Any]] = []  # kept current by the screen relay
         self.messages_total = 0
+        self.counters = Counters()
 
     async def start(self) -> None:
         self._next_id = await self.store.last_id()
@@ -320,13 +322,14 @@ class ChatService:
     def _deliver(self, m: StoredMessage) -> None:
         data = encode_frame({"type": "message", **m.to_wire()})
         if m.room is not None:
-            self.fanout.publish(room_topic(m.room), data)
+            n = self.fanout.publish(room_topic(m.room), data)
         else:
             assert m.to is not None
             sender_key, to_key = m.user.casefold(), m.to.casefold()
-            self.fanout.publish(user_topic(sender_key), data)
+            n = self.fanout.publish(user_topic(sender_key), data)
             if to_key != sender_key:
-                self.fanout.publish(user_topic(to_key), data)
+                n += self.fanout.publish(user_topic(to_key), data)
+        self.counters.deliveries += n
 
     def _typing(self, session: Session, msg: Message) -> None:
         active = msg["active"]

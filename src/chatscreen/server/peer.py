@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, Protocol
+import socket
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from chatscreen.errors import ErrorCode, RemoteProtocolError
 from chatscreen.protocol import Connection, Limits, Message, Role, State
@@ -49,6 +50,8 @@ class Peer(asyncio.Protocol):
         *,
         write_limits: tuple[int, int],
         slow_limit: int | None,
+        coalesce: bool = False,
+        sndbuf: int | None = None,
     ) -> None:
         self.kind = kind
         self.service = service
@@ -60,10 +63,15 @@ class Peer(asyncio.Protocol):
         self.closing = False
         self._write_limits = write_limits
         self._slow_limit = slow_limit
+        self._coalesce = coalesce
+        self._sndbuf = sndbuf
+        self._out: list[bytes] = []  # frames due this loop turn, written as one (coalesce)
+        self.paused_since: float | None = None  # when the transport buffer went over high
         self._transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
         self.opened_at = self.last_rx = self._loop.time()
         self.ping_sent = False
+        self.close_code: str | None = None  # why we closed it, for the metrics
 
     def __repr__(self) -> str:
         who = self.session.name if self.session else "-"
@@ -72,13 +80,18 @@ class Peer(asyncio.Protocol):
     # -- asyncio.Protocol --------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports have the same methods but do not subclass asyncio.Transport.
+        self._transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.addr = f"{peer[0]}:{peer[1]}"
         high, low = self._write_limits
-        transport.set_write_buffer_limits(high=high, low=low)
+        self._transport.set_write_buffer_limits(high=high, low=low)
+        sock = transport.get_extra_info("socket")
+        if self._sndbuf is not None and sock is not None:
+            # A fixed kernel buffer (no autotuning to megabytes) makes a stalled reader show
+            # up in our own buffer, and so in pause_writing, within a bounded amount of data.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self._sndbuf)
         self.registry.peer_opened(self)
 
     def data_received(self, data: bytes) -> None:
@@ -103,9 +116,11 @@ class Peer(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.writable = False
+        self.paused_since = self._loop.time()
 
     def resume_writing(self) -> None:
         self.writable = True
+        self.paused_since = None
         if not self.closing:
             self.service.on_writable(self)
 
@@ -122,11 +137,28 @@ class Peer(asyncio.Protocol):
         return self.conn.state is State.OPEN and not self.closing
 
     def buffered(self) -> int:
-        return self._transport.get_write_buffer_size() if self._transport else 0
+        pending = sum(map(len, self._out))
+        return pending + (self._transport.get_write_buffer_size() if self._transport else 0)
 
     def send_bytes(self, data: bytes) -> None:
+        """Queue an encoded frame. Never blocks. With ``coalesce``, every frame due in this
+        turn of the event loop goes out in one write (one system call, not one per message)."""
         if self.closing or self._transport is None:
             return
+        if not self._coalesce:
+            self._write(data)
+            return
+        if not self._out:
+            self._loop.call_soon(self._flush_out)
+        self._out.append(data)
+
+    def _flush_out(self) -> None:
+        out, self._out = self._out, []
+        if out and not self.closing:
+            self._write(out[0] if len(out) == 1 else b"".join(out))
+
+    def _write(self, data: bytes) -> None:
+        assert self._transport is not None
         self._transport.write(data)
         limit = self._slow_limit
         if limit is not None and self._transport.get_write_buffer_size() > limit:
@@ -141,17 +173,18 @@ class Peer(asyncio.Protocol):
 
     def error(self, code: ErrorCode | str, message: str, **extra: Any) -> None:
         """A non-fatal error: the request failed (``re``: which, ``cid``: its client id)."""
-        if not self.closing and self._transport is not None:
-            self._transport.write(self.conn.error(code, message, **extra))
+        self.send_bytes(self.conn.error(code, message, **extra))
 
     def fail(self, code: ErrorCode | str, message: str) -> None:
         """Tell the peer why, then close. Idempotent."""
         if self.closing or self._transport is None:
             return
         self.closing = True
+        self.close_code = str(code)
         transport = self._transport
+        out, self._out = self._out, []
         if not transport.is_closing():
-            transport.write(self.conn.error(code, message, fatal=True))
+            transport.write(b"".join([*out, self.conn.error(code, message, fatal=True)]))
             transport.close()  # flushes what is buffered, then closes
             self._loop.call_later(CLOSE_GRACE, transport.abort)
         self.conn.close()

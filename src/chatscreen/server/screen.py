@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from chatscreen.errors import ErrorCode, RemoteProtocolError
 from chatscreen.protocol import Message, encode_frame
+from chatscreen.server.metrics import Counters
 
 if TYPE_CHECKING:
     from chatscreen.server.chat import ChatService
@@ -77,6 +78,7 @@ class ScreenRelay:
         self._by_sharer: dict[Peer, Share] = {}
         self._watching: dict[Peer, set[Share]] = {}
         self._ids = itertools.count(1)
+        self.counters = Counters()
 
     # -- dispatch ----------------------------------------------------------------------
 
@@ -171,6 +173,8 @@ class ScreenRelay:
         }
         data = encode_frame(header, msg.payload)  # encoded once, for every viewer
         share.frames_in += 1
+        self.counters.screen_frames_in += 1
+        self.counters.screen_bytes_in += len(msg.payload)
         if key:
             share.current.replace(data)
         else:

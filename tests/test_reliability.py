@@ -1,0 +1,118 @@
+"""Durability, slow consumers and observability, on the real server process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+import struct
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from chatscreen.client import Client
+from tests.helpers.server import TIMEOUT, ServerProcess, running_server
+
+
+def frame(header: dict[str, Any]) -> bytes:
+    raw = json.dumps(header).encode()
+    return struct.pack(">II", 4 + len(raw), len(raw)) + raw
+
+
+def get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=TIMEOUT) as resp:
+        body: bytes = resp.read()
+        return body.decode()
+
+
+def connect(srv: ServerProcess, user: str) -> Client:
+    return Client("127.0.0.1", user, chat_port=srv.chat_port, screen_port=srv.screen_port,
+                  timeout=TIMEOUT, reconnect=False)
+
+
+def test_acknowledged_messages_survive_kill_9(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    srv = ServerProcess(data).start()
+
+    async def write() -> list[int]:
+        async with connect(srv, "alice") as alice:
+            await alice.join("general")
+            acks = await asyncio.gather(*(alice.say_nowait("general", f"m{i}")
+                                          for i in range(500)))
+            return [a["id"] for a in acks]
+
+    acked = asyncio.run(write())
+    srv.kill()  # SIGKILL: no shutdown, no flush
+
+    async def read(srv2: ServerProcess) -> list[int]:
+        async with connect(srv2, "bob") as bob:
+            page = await bob.history(room="general", limit=1000)
+            return [m["id"] for m in page["messages"]]
+
+    with running_server(data) as srv2:
+        stored = asyncio.run(read(srv2))
+    assert stored == sorted(acked)
+
+
+def stalled_chat_reader(srv: ServerProcess) -> socket.socket:
+    """Logs in, joins general, then never reads again (with a tiny receive buffer)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", srv.chat_port))
+    sock.sendall(frame({"type": "hello", "v": 1, "user": "stalled"}))
+    sock.sendall(frame({"type": "join", "room": "general"}))
+    return sock
+
+
+def test_stalled_chat_reader_is_cut_off_and_others_carry_on(tmp_path: Path) -> None:
+    env = {"CHATSCREEN_SLOW_TIMEOUT": "1"}
+    with running_server(tmp_path / "d", "--metrics-port", "0", env=env) as srv:
+        metrics_port = int(re.findall(r"Metrics: http://[\d.]+:(\d+)", "".join(srv.output))[0])
+
+        async def scenario() -> None:
+            stalled = stalled_chat_reader(srv)
+            async with connect(srv, "sender") as sender, connect(srv, "reader") as reader:
+                await sender.join("general")
+                await reader.join("general")
+                text = "x" * 3000
+                loop = asyncio.get_running_loop()
+                got = expected = 0
+                deadline = loop.time() + 6 * TIMEOUT
+                cut = False
+                while not cut:
+                    assert loop.time() < deadline, "the stalled reader was never cut off"
+                    # a burst of 150 kB, then everyone who reads has all of it in time
+                    await asyncio.gather(*(sender.say_nowait("general", text) for _ in range(50)))
+                    expected += 50
+                    async with asyncio.timeout(TIMEOUT):
+                        while got < expected:
+                            ev = await reader.next_event()
+                            got += ev.type == "message"
+                    body = await asyncio.to_thread(
+                        get, f"http://127.0.0.1:{metrics_port}/metrics")
+                    cut = 'chatscreen_disconnects_total{reason="too_slow"} 1' in body
+                stalled.close()
+
+        asyncio.run(scenario())
+
+
+def test_health_and_metrics_endpoints(tmp_path: Path) -> None:
+    with running_server(tmp_path / "d", "--metrics-port", "0") as srv:
+        banner = "".join(srv.output)
+        port = int(re.findall(r"📈 Metrics: http://127.0.0.1:(\d+)/metrics", banner)[0])
+
+        async def chat() -> None:
+            async with connect(srv, "a") as a, connect(srv, "b") as b:
+                await a.join("general")
+                await b.join("general")
+                await a.say("general", "counted")
+                health = json.loads(await asyncio.to_thread(get, f"http://127.0.0.1:{port}/health"))
+                assert health["status"] == "ok" and health["sessions"] == 2
+
+        asyncio.run(chat())
+        body = get(f"http://127.0.0.1:{port}/metrics")
+        assert "# TYPE chatscreen_messages_total counter" in body
+        assert "chatscreen_messages_total 1" in body
+        assert "chatscreen_deliveries_total 2" in body  # one message, two recipients
+        assert re.search(r'chatscreen_send_buffer_bytes\{stat="max"\} \d+', body)
