@@ -9,6 +9,8 @@ Markdown; every figure is the median of 3 runs.
   broadcasting to every client, the sender included. With 1 and with 50 other clients in the
   room (``bench.chat_listeners``, a separate process, so that their reading does not slow the
   sender's process down).
+* The same latency runs for chatscreen with a bare blocking socket as the sender (as the
+  original's sender is): the difference with the client library is the client's own cost.
 * Throughput, burst: the sender writes ``BURST`` messages at once, as fast as it can, and we
   time until all 50 listeners received all of them (or until nothing arrives for 1 s).
 * Throughput, one in flight: the latency run with 50 listeners, as messages/s; the listeners are
@@ -45,14 +47,17 @@ if str(REPO_ROOT) not in sys.path:
 
 from tests.helpers.server import ServerProcess  # noqa: E402
 
+from bench.chat_listeners import FrameCounter  # noqa: E402
 from chatscreen.client import Client  # noqa: E402
+from chatscreen.protocol import PROTOCOL_VERSION, encode_frame  # noqa: E402
 
 RUNS = int(os.environ.get("BENCH_CHAT_RUNS", "3"))
 MESSAGES = 500
-BURST = 2000
+BURST = 5000
 LISTENERS = (1, 50)
 HOST = "127.0.0.1"
 ROOM = "general"
+BARE = "chatscreen, bare-socket sender"
 TIMEOUT_S = 10.0
 BURST_TIMEOUT_S = 30.0
 START_TIMEOUT_S = 20.0
@@ -186,6 +191,44 @@ async def chatscreen_runs(port: int, listeners: Listeners, cfg: Config) -> None:
         await client.close()
 
 
+def bare_chatscreen_runs(port: int, listeners: Listeners, cfg: Config) -> None:
+    """The latency runs with a bare blocking socket as the sender, like the original's: this
+    leaves out the client library and shows what the server itself costs."""
+    with socket.create_connection((HOST, port), timeout=TIMEOUT_S) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as asyncio does
+        frames = FrameCounter()
+        pending: list[bytes] = []
+
+        def until(marker: bytes) -> None:
+            while True:
+                while pending:
+                    if marker in pending.pop(0):
+                        return
+                data = sock.recv(1 << 16)
+                if not data:
+                    raise ConnectionError("the server closed the connection")
+                pending.extend(frames.feed(data))
+
+        sock.sendall(encode_frame({"type": "hello", "v": PROTOCOL_VERSION, "client": "bench",
+                                   "user": "baresender"}))
+        until(b'"type":"welcome"')
+        sock.sendall(encode_frame({"type": "join", "room": ROOM}))
+        until(b'"type":"joined"')
+        for run in range(RUNS):
+            listeners.reset()
+            samples = []
+            start = time.perf_counter()
+            for i in range(MESSAGES):
+                cid = f"r{run}m{i}"
+                t = time.perf_counter()
+                sock.sendall(encode_frame({"type": "say", "room": ROOM, "text": text_of(i),
+                                           "cid": cid}))
+                until(f'"cid":"{cid}"'.encode())
+                samples.append(time.perf_counter() - t)
+            seconds = time.perf_counter() - start
+            record_latency(cfg, samples, seconds, listeners.wait(MESSAGES, TIMEOUT_S))
+
+
 def record_burst(cfg: Config, got: dict[str, float], t0: float) -> None:
     seconds = max(got["done_at"] - t0, 1e-9)
     cfg.burst_rate.append(got["total"] / seconds)
@@ -193,19 +236,26 @@ def record_burst(cfg: Config, got: dict[str, float], t0: float) -> None:
     cfg.burst_delivered.append(got["total"] / (BURST * cfg.listeners))
 
 
-def bench_chatscreen(count: int) -> Config:
-    cfg = Config("chatscreen", count)
+def bench_chatscreen(count: int, *, bare: bool = False) -> Config:
+    cfg = Config(BARE if bare else "chatscreen", count)
     with tempfile.TemporaryDirectory(prefix="bench-chat-") as tmp:
         server = ServerProcess(Path(tmp) / "data").start()
         try:
             listeners = Listeners("chatscreen", server.chat_port, count)
             try:
-                asyncio.run(chatscreen_runs(server.chat_port, listeners, cfg))
+                if bare:
+                    bare_chatscreen_runs(server.chat_port, listeners, cfg)
+                else:
+                    asyncio.run(chatscreen_runs(server.chat_port, listeners, cfg))
             finally:
                 listeners.close()
         finally:
             server.stop()
     return cfg
+
+
+def bench_bare(count: int) -> Config:
+    return bench_chatscreen(count, bare=True)
 
 
 # -- the original --------------------------------------------------------------------------
@@ -349,7 +399,7 @@ def render(configs: dict[tuple[str, int], Config]) -> str:
     out += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for count in LISTENERS:
         base = configs[("original", count)]
-        for system in ("original", "chatscreen"):
+        for system in ("original", "chatscreen", BARE):
             c = configs[(system, count)]
             cells = [system, str(count), f"{med(c.p50):.3f}", f"{med(c.p99):.3f}",
                      f"{med(c.closed_rate):.0f}", "yes" if all(c.complete) else "NO",
@@ -380,7 +430,8 @@ def main() -> int:
           "process; the sender in this one.\n", flush=True)
     configs: dict[tuple[str, int], Config] = {}
     for count in LISTENERS:
-        for system, bench in (("original", bench_original), ("chatscreen", bench_chatscreen)):
+        for system, bench in (("original", bench_original), ("chatscreen", bench_chatscreen),
+                              (BARE, bench_bare)):
             t = time.monotonic()
             cfg = bench(count)
             configs[(system, count)] = cfg

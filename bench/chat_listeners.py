@@ -26,7 +26,8 @@ import pickle
 import struct
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from chatscreen.protocol import PROTOCOL_VERSION, encode_frame
 
@@ -166,11 +167,11 @@ async def wait_for(listeners: list[Listener], target: int, timeout: float) -> di
 
 
 async def run(system: str, port: int, count: int) -> int:
-    connect: Callable[..., object] = (chatscreen_listener if system == "chatscreen"
-                                      else original_listener)
+    connect: Callable[[int, str, Listener, asyncio.Event], Coroutine[Any, Any, None]] = (
+        chatscreen_listener if system == "chatscreen" else original_listener)
     listeners = [Listener() for _ in range(count)]
     joined = [asyncio.Event() for _ in range(count)]
-    tasks = [asyncio.create_task(connect(port, f"listener{i}", listeners[i], joined[i]))  # type: ignore[arg-type]
+    tasks = [asyncio.create_task(connect(port, f"listener{i}", listeners[i], joined[i]))
              for i in range(count)]
     loop = asyncio.get_running_loop()
     try:

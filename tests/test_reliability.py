@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from chatscreen.client import Client
+from tests.helpers.proxy import FlakyProxy
 from tests.helpers.server import TIMEOUT, ServerProcess, running_server
 
 
@@ -116,3 +117,56 @@ def test_health_and_metrics_endpoints(tmp_path: Path) -> None:
         assert "chatscreen_messages_total 1" in body
         assert "chatscreen_deliveries_total 2" in body  # one message, two recipients
         assert re.search(r'chatscreen_send_buffer_bytes\{stat="max"\} \d+', body)
+
+
+def test_conversation_through_a_flaky_network_arrives_whole(tmp_path: Path) -> None:
+    """Thousands of messages, both ways, over a link that delays, splits and keeps cutting
+    connections mid-frame: every message arrives once, in order, on both sides."""
+    n = 1500
+
+    async def scenario(srv: ServerProcess) -> None:
+        proxy = FlakyProxy(srv.chat_port, seed=7, cut_after=(20_000, 120_000))
+        await proxy.start()
+        alice = connect(srv, "alice")
+        bob = Client("127.0.0.1", "bob", chat_port=proxy.port, timeout=TIMEOUT)
+        await alice.connect()
+        await bob.connect()
+        await alice.join("general")
+        await bob.join("general")
+        a_acks, b_acks = [], []
+        for i in range(n):
+            a_acks.append(alice.say_nowait("general", f"a{i}"))
+            if i % 3 == 0:
+                b_acks.append(bob.say_nowait("general", f"b{i}"))  # queued while cut off
+            if i % 100 == 99:
+                await asyncio.gather(*a_acks[-100:])
+        await asyncio.gather(*a_acks, *b_acks)
+        total = n + len(b_acks)
+        seen_bob = await collect(bob, total)
+        seen_alice = await collect(alice, total)
+        assert [m["id"] for m in seen_bob] == [m["id"] for m in seen_alice]
+        ids = [m["id"] for m in seen_alice]
+        assert ids == sorted(set(ids)) and len(ids) == total
+        texts = [m["text"] for m in seen_alice]
+        assert [t for t in texts if t[0] == "a"] == [f"a{i}" for i in range(n)]
+        assert [t for t in texts if t[0] == "b"] == [f"b{i}" for i in range(0, n, 3)]
+        assert proxy.cuts >= 3, proxy.cuts  # the faults really happened
+        await alice.close()
+        await bob.close()
+        await proxy.close()
+
+    with running_server(tmp_path / "d") as srv:
+        asyncio.run(asyncio.wait_for(scenario(srv), 12 * TIMEOUT))
+
+
+async def collect(c: Client, count: int) -> list[dict[str, Any]]:
+    """Every room message a client was given (live or as history), until ``count``."""
+    got: list[dict[str, Any]] = []
+    async with asyncio.timeout(6 * TIMEOUT):
+        while len(got) < count:
+            ev = await c.next_event()
+            if ev.type == "message" and ev.get("room") == "general":
+                got.append(ev.fields)
+            elif ev.type == "history" and ev.get("room") == "general":
+                got.extend(ev["messages"])
+    return got

@@ -50,7 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"chatscreen {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _server_parser(sub)
-    sub.add_parser("client", help="the desktop app")
+    p = sub.add_parser("client", help="the desktop app")
+    p.add_argument("--server", metavar="HOST[:PORT]",
+                   help="pre-fill the server (default: the last one used)")
+    p.add_argument("--user", help="pre-fill the username (default: the last one used)")
+    p.add_argument("--screen-port", type=int, default=None)
     p = sub.add_parser("chat", help="line-mode terminal chat")
     _client_args(p)
     p.add_argument("--room", default="general")
@@ -92,9 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "server":
             return run_server(args)
         if args.command == "client":
-            print("chatscreen client: the desktop app is not built yet; use 'chatscreen chat', "
-                  "'chatscreen share' and 'chatscreen view' meanwhile.", file=sys.stderr)
-            return 2
+            from chatscreen.gui import run_app
+
+            return run_app(args.server, args.user, args.screen_port)
         runner = {"chat": run_chat, "share": run_share, "view": run_view}[args.command]
         return asyncio.run(runner(args))
     except ChatscreenError as exc:

@@ -134,7 +134,9 @@ async def snapshot(client: Client, user: str | None, timeout: float = 30.0) -> C
         async with asyncio.timeout(timeout):
             while not canvas.complete:
                 msg = await screen.next_frame()
-                if msg["share"] == share["id"]:
+                if msg.type == "unshared" and msg["share"] == share["id"]:
+                    raise ConnectionResetError(f"{share['user']} stopped sharing")
+                if msg.type == "frame" and msg["share"] == share["id"]:
                     canvas.apply(msg["w"], msg["h"], msg["key"], frame_rects(msg))
         return canvas
     finally:

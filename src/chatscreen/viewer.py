@@ -55,6 +55,9 @@ async def _watch(host: str, port: int, screen_port: int, user: str, sharer: str 
                 msg = await screen.next_frame(timeout=0.5)
             except TimeoutError:
                 continue
+            if msg.type == "unshared":
+                box.status = f"{share['user']} stopped sharing"
+                break
             canvas.apply(msg["w"], msg["h"], msg["key"], frame_rects(msg))
             if canvas.complete:
                 box.put(canvas.pixels.copy())

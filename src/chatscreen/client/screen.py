@@ -46,6 +46,10 @@ class ScreenChannel:
                 return  # the application is far behind; the next key frame resyncs it
             self._frames.append(msg)
             self._frame_ready.set()
+        elif msg.type == "unshared":
+            # the end of a watched share travels with its frames, so a watcher sees it
+            self._frames.append(msg)
+            self._frame_ready.set()
         elif msg.type == "need_key":
             self.key_requested.set()
         else:
@@ -98,7 +102,8 @@ class ScreenChannel:
         self.link.send("unwatch", share=share_id)
 
     async def next_frame(self, timeout: float | None = None) -> Message:
-        """The next frame to apply, in order; raises TimeoutError or ConnectionResetError."""
+        """The next ``frame`` to apply, in order, or ``unshared`` when a watched share ended;
+        raises TimeoutError or ConnectionResetError."""
         async with asyncio.timeout(timeout):
             while not self._frames:
                 if self.link.closed.is_set():

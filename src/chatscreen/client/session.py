@@ -54,7 +54,11 @@ class Client:
         self.reconnect = reconnect
         self.timeout = timeout
         self.token: str | None = None
+        # Our own secret, sent with every hello: it lets a reconnect take over our previous
+        # session before the server has noticed it died, even if we never saw its welcome.
+        self._resume_secret = secrets.token_urlsafe(24)
         self.shares: list[dict[str, Any]] = []
+        self.default_room = "general"  # until the server's welcome says otherwise
         self.rooms: set[str] = set()
         self.last_id: dict[str, int] = {}  # room (or "@" for private) -> last message id seen
         self._events: asyncio.Queue[Message] = asyncio.Queue()
@@ -82,10 +86,11 @@ class Client:
 
     async def _open(self) -> None:
         link = await Link.open(self.host, self.chat_port, self.timeout,
-                               user=self.user, resume=self.token)
+                               user=self.user, resume=self._resume_secret)
         self._link = link
         self.token = link.welcome["token"]
         self.user = link.welcome["user"]
+        self.default_room = link.welcome["room"]
         self._connected.set()
         link.start(self._on_message, lambda reason: self._on_close(link, reason))
         self._emit(status("connected"))
@@ -145,7 +150,12 @@ class Client:
             return
 
     async def _resume(self) -> None:
-        """After a reconnect: re-join rooms from the last ids seen, then re-send."""
+        """After a reconnect: re-join rooms from the last ids seen, then re-send. If the new
+        connection drops meanwhile, its close starts the next reconnect."""
+        with contextlib.suppress(ConnectionResetError):
+            self._resend()
+
+    def _resend(self) -> None:
         link = self._link
         assert link is not None
         for room in sorted(self.rooms):
@@ -190,15 +200,14 @@ class Client:
         answer = msg  # what a waiting request gets: the whole answer
         if kind == "message":
             where = msg.get("room") or "@"
-            cid = msg.get("cid")
-            if cid is not None and msg["user"].casefold() == self.user.casefold():
-                out = self._outgoing.pop(cid, None)
-                if out is not None and not out.future.done():
-                    out.future.set_result(msg)
+            self._ack(msg.fields, msg)
             if self._seen(where, msg["id"]):
                 return
         elif kind == "history":
             where = "@" if "peer" in msg.fields else msg["room"]
+            for m in msg["messages"]:
+                # our own message whose echo was lost with a connection comes back this way
+                self._ack(m, Message("message", m))
             fresh = [m for m in msg["messages"] if m["id"] > self.last_id.get(where, 0)]
             if fresh:
                 self.last_id[where] = fresh[-1]["id"]
@@ -223,6 +232,14 @@ class Client:
                 else:
                     fut.set_result(answer)
         self._emit(msg)  # events carry only what this client has not seen yet
+
+    def _ack(self, fields: dict[str, Any], msg: Message) -> None:
+        """Resolve the future of our own message ``fields``, if it is one we wait for."""
+        cid = fields.get("cid")
+        if cid is not None and fields["user"].casefold() == self.user.casefold():
+            out = self._outgoing.pop(cid, None)
+            if out is not None and not out.future.done():
+                out.future.set_result(msg)
 
     # -- request/response matching: every request carries a fresh "rid" -----------------
 

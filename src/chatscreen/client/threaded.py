@@ -50,11 +50,26 @@ class ThreadedClient:
         async for event in self.client.events():
             self.events.put(event)
 
-    def close(self, timeout: float = 5.0) -> None:
+    def shutdown(self) -> Future[None]:
+        """Disconnect and stop the network thread, without blocking the caller."""
+        return self.run(self._shutdown())
+
+    async def _shutdown(self) -> None:
         try:
-            self.run(self.client.close()).result(timeout)
+            await self.client.close()
         finally:
-            if self._pump is not None:
-                self._pump.cancel()
-            self._loop.call_soon_threadsafe(self._loop.stop)
+            me = asyncio.current_task()
+            rest = [t for t in asyncio.all_tasks() if t is not me]
+            for task in rest:
+                task.cancel()
+            await asyncio.gather(*rest, return_exceptions=True)
+            asyncio.get_running_loop().call_soon(self._loop.stop)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Disconnect, stop the network thread and wait for it."""
+        try:
+            self.shutdown().result(timeout)
+        finally:
+            if self._loop.is_running():
+                self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout)

@@ -130,14 +130,14 @@ class ChatService:
         key = name.casefold()
         old = self.sessions.get(key)
         if old is not None:
-            if msg.get("resume") is not None and msg["resume"] == old.token:
+            if old.resume is not None and msg.get("resume") == old.resume:
                 # The same client coming back before we noticed it had gone.
                 old.chat.fail(ErrorCode.REPLACED, "replaced by a new connection of yours")
                 self._logout(old)
             else:
                 peer.fail(ErrorCode.NAME_TAKEN, f"Username '{name}' is already taken")
                 return
-        session = Session(name, peer)
+        session = Session(name, peer, resume=msg.get("resume"))
         peer.session = session
         self.sessions[key] = session
         self.tokens[session.token] = session

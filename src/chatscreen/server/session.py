@@ -15,6 +15,7 @@ class Session:
     name: str
     chat: Peer
     token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    resume: str | None = None  # the client's own secret; a new connection with it may take over
     rooms: set[str] = field(default_factory=set)
     screens: set[Peer] = field(default_factory=set)
 

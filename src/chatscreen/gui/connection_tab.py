@@ -1,0 +1,78 @@
+"""The Connection tab: username, server, Connect / Disconnect, and what happened."""
+
+from __future__ import annotations
+
+import argparse
+import tkinter as tk
+from tkinter import ttk
+from typing import TYPE_CHECKING
+
+from chatscreen.cli import split_server
+from chatscreen.errors import ChatscreenError
+from chatscreen.gui.settings import ClientSettings
+
+if TYPE_CHECKING:
+    from chatscreen.gui.app import App
+
+
+class ConnectionTab(ttk.Frame):
+    def __init__(self, master: tk.Misc, app: App, settings: ClientSettings) -> None:
+        super().__init__(master, padding=24)
+        self.app = app
+        self.user_var = tk.StringVar(value=settings.user)
+        self.server_var = tk.StringVar(value=settings.server)
+        self.screen_port_var = tk.StringVar(value=str(settings.screen_port))
+        self._build()
+
+    def _build(self) -> None:
+        body = self.app.fonts["body"]
+        ttk.Label(self, text="Connect to a chatscreen server", style="Title.TLabel").grid(
+            row=0, column=0, columnspan=3, sticky="w", pady=(0, 16))
+        rows = [("Username", self.user_var, ""),
+                ("Server", self.server_var, "HOST or HOST:PORT (chat port, default 9999)"),
+                ("Screen port", self.screen_port_var, "default 9998")]
+        self.entries: dict[str, ttk.Entry] = {}
+        for i, (label, var, hint) in enumerate(rows, start=1):
+            ttk.Label(self, text=label).grid(row=i, column=0, sticky="w", pady=4, padx=(0, 12))
+            entry = ttk.Entry(self, textvariable=var, width=32, font=body)
+            entry.grid(row=i, column=1, sticky="w", pady=4, ipady=2)
+            entry.bind("<Return>", lambda _e: self.connect())
+            self.entries[label] = entry
+            ttk.Label(self, text=hint, style="Hint.TLabel").grid(row=i, column=2, sticky="w",
+                                                                padx=(10, 0))
+        buttons = ttk.Frame(self)
+        buttons.grid(row=4, column=1, sticky="w", pady=(14, 8))
+        self.connect_button = ttk.Button(buttons, text="Connect", command=self.connect,
+                                         style="Accent.TButton")
+        self.connect_button.pack(side="left")
+        self.disconnect_button = ttk.Button(buttons, text="Disconnect",
+                                            command=self.app.disconnect, state="disabled")
+        self.disconnect_button.pack(side="left", padx=(8, 0))
+        self.message = ttk.Label(self, text="", style="Message.TLabel", wraplength=640)
+        self.message.grid(row=5, column=0, columnspan=3, sticky="w", pady=(8, 0))
+
+    def connect(self) -> None:
+        user = self.user_var.get().strip()
+        if not user:
+            self.show("Please enter a username", error=True)
+            self.entries["Username"].focus_set()
+            return
+        try:
+            host, chat_port = split_server(argparse.Namespace(
+                server=self.server_var.get().strip() or "localhost", chat_port=None))
+            screen_port = int(self.screen_port_var.get().strip() or "9998")
+        except (ChatscreenError, ValueError):
+            self.show("The server is HOST or HOST:PORT and the screen port a number",
+                      error=True)
+            return
+        self.app.connect(host, chat_port, screen_port, user)
+
+    def set_connected(self, active: bool) -> None:
+        """active: a session exists (connecting, connected or reconnecting)."""
+        self.connect_button.configure(state="disabled" if active else "normal")
+        self.disconnect_button.configure(state="normal" if active else "disabled")
+        for entry in self.entries.values():
+            entry.configure(state="disabled" if active else "normal")
+
+    def show(self, text: str, *, error: bool = False) -> None:
+        self.message.configure(text=text, foreground="#b3261e" if error else "#1e6b2f")

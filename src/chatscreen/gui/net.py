@@ -1,0 +1,257 @@
+"""One connection to a server, seen from the Tk thread.
+
+:class:`NetSession` wraps a :class:`ThreadedClient`: the client library's event loop runs on
+its own thread; every call from the GUI is scheduled on that loop and returns at once (a
+``concurrent.futures.Future``). Everything the GUI must learn (server events, ``status``,
+and the local ``gui_*`` events this module adds) arrives in one thread-safe queue,
+``events``, which the Tk thread polls. Nothing here touches a widget.
+
+Screen frames take another road (they are big): the watch task decodes and composes them on
+a render worker thread (:mod:`chatscreen.gui.render`) and leaves the result in a
+:class:`FrameMailbox` that the Tk thread empties.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable, Coroutine
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from typing import Any, TypeVar
+
+from chatscreen.client import Client, ThreadedClient
+from chatscreen.codec import DecodeError, decode_rect
+from chatscreen.gui.render import Composer, Patch, Redraw
+from chatscreen.protocol import Message
+from chatscreen.sharing import frame_rects, share_screen
+
+T = TypeVar("T")
+MAILBOX_DEPTH = 2  # redraws waiting for the Tk thread before the watcher waits too
+
+
+class FrameMailbox:
+    """Redraws on their way to the Tk thread; a full redraw replaces everything older."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: list[Redraw] = []
+        self._room: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
+
+    def put(self, redraw: Redraw | None) -> None:
+        if redraw is None:
+            return
+        with self._lock:
+            if redraw.full:
+                self._items.clear()
+            self._items.append(redraw)
+
+    def take(self) -> list[Redraw]:
+        with self._lock:
+            items, self._items = self._items, []
+            room = self._room
+        if items and room is not None:
+            room[0].call_soon_threadsafe(room[1].set)
+        return items
+
+    async def wait_for_room(self) -> None:
+        """On the network loop: wait while the Tk thread is behind (newest wins upstream)."""
+        with self._lock:
+            if len(self._items) < MAILBOX_DEPTH:
+                return
+            event = asyncio.Event()
+            self._room = (asyncio.get_running_loop(), event)
+        try:
+            await event.wait()
+        finally:
+            self._room = None
+
+
+def compose_frame(composer: Composer, msg: Message) -> Redraw | None:
+    """Decode a frame's rectangles and apply them (render worker thread)."""
+    try:
+        patches = [Patch(x, y, decode_rect(enc, bytes(data), w, h))
+                   for x, y, w, h, enc, data in frame_rects(msg)]
+    except DecodeError:
+        return None  # a bad frame is skipped; the next key frame repairs the picture
+    return composer.apply(msg["w"], msg["h"], msg["key"], patches)
+
+
+def gui_event(kind: str, **fields: Any) -> Message:
+    return Message(f"gui_{kind}", fields)
+
+
+class NetSession:
+    def __init__(self, host: str, user: str, *, chat_port: int, screen_port: int,
+                 render_pool: ThreadPoolExecutor) -> None:
+        self.host = host
+        self.chat_port = chat_port
+        self.tc = ThreadedClient(host, user, chat_port=chat_port, screen_port=screen_port,
+                                 timeout=10.0)
+        self.events = self.tc.events
+        self.user = user
+        self.render_pool = render_pool
+        self.rtt: float | None = None
+        self._ping: Future[float] | None = None
+        self._watch: Future[None] | None = None
+        self._share: Future[None] | None = None
+        self._share_stop: asyncio.Event | None = None
+        self.closed = False
+        self.connecting: Future[Client] = self.tc.connect()
+
+    @property
+    def client(self) -> Client:
+        return self.tc.client
+
+    def call(self, fn: Callable[[Client], Coroutine[Any, Any, T]],
+             what: str = "") -> Future[T]:
+        """Run fn(client) on the network loop; a failure becomes a ``gui_error`` event."""
+        fut = self.tc.call(fn)
+
+        def done(f: Future[T]) -> None:
+            if not f.cancelled() and f.exception() is not None:
+                text = str(f.exception()) or type(f.exception()).__name__
+                self.events.put(gui_event("error", text=f"{what}: {text}" if what else text))
+
+        fut.add_done_callback(done)
+        return fut
+
+    # -- chat --------------------------------------------------------------------------
+
+    def say(self, room: str, text: str, token: int) -> None:
+        async def go(c: Client) -> Message:
+            return await c.say_nowait(room, text)
+
+        self._post(go, token)
+
+    def pm(self, to: str, text: str, token: int) -> None:
+        async def go(c: Client) -> Message:
+            return await c.pm(to, text)
+
+        self._post(go, token)
+
+    def _post(self, fn: Callable[[Client], Coroutine[Any, Any, Message]], token: int) -> None:
+        fut = self.tc.call(fn)
+
+        def done(f: Future[Message]) -> None:
+            error = None if f.cancelled() or f.exception() is None else str(f.exception())
+            self.events.put(gui_event("sent", token=token, error=error))
+
+        fut.add_done_callback(done)
+
+    def typing(self, active: bool, *, room: str | None = None, to: str | None = None) -> None:
+        async def go(c: Client) -> None:
+            with contextlib.suppress(ConnectionResetError):
+                await c.typing(active, room=room, to=to)
+
+        self.tc.call(go)
+
+    def maybe_ping(self) -> None:
+        """Measure the round trip now and then (call it from a timer)."""
+        if self._ping is not None and not self._ping.done():
+            return
+        if self._ping is not None and self._ping.exception() is None:
+            self.rtt = self._ping.result()
+        if self.client.connected:
+            self._ping = self.tc.call(lambda c: c.ping())
+            self._ping.add_done_callback(self._ping_done)
+
+    def _ping_done(self, fut: Future[float]) -> None:
+        if not fut.cancelled() and fut.exception() is None:
+            self.rtt = fut.result()
+            self.events.put(gui_event("rtt", rtt=self.rtt))
+
+    # -- screen ------------------------------------------------------------------------
+
+    def watch(self, share: dict[str, Any], composer: Composer, mailbox: FrameMailbox) -> None:
+        self.unwatch()
+        self._watch = self.tc.run(self._watch_loop(share, composer, mailbox))
+
+    async def _watch_loop(self, share: dict[str, Any], composer: Composer,
+                          mailbox: FrameMailbox) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            screen = await self.client.open_screen()
+        except Exception as exc:  # ConnectError, ConnectionResetError, OSError
+            self.events.put(gui_event("watch_ended", user=share["user"], reason=str(exc)))
+            return
+        reason = "stopped"
+        try:
+            await screen.watch(share["id"])
+            while True:
+                msg = await screen.next_frame()
+                if msg["share"] != share["id"]:
+                    continue
+                if msg.type == "unshared":
+                    reason = f"{share['user']} stopped sharing"
+                    break
+                await mailbox.wait_for_room()
+                mailbox.put(await loop.run_in_executor(self.render_pool, compose_frame,
+                                                       composer, msg))
+        except ConnectionResetError as exc:
+            reason = str(exc)
+        finally:
+            await screen.close()
+            self.events.put(gui_event("watch_ended", user=share["user"], reason=reason))
+
+    def unwatch(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+
+    @property
+    def watching(self) -> bool:
+        return self._watch is not None and not self._watch.done()
+
+    def start_share(self, monitor: int, fps: float) -> None:
+        if self._share is not None and not self._share.done():
+            return
+        self._share = self.tc.run(self._share_loop(monitor, fps))
+
+    async def _share_loop(self, monitor: int, fps: float) -> None:
+        stop = self._share_stop = asyncio.Event()
+
+        def started(w: int, h: int) -> None:
+            self.events.put(gui_event("share_started", w=w, h=h))
+
+        reason = "stopped"
+        try:
+            await share_screen(self.client, stop, monitor=monitor, fps=fps, on_started=started)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # CaptureError, ConnectError, ConnectionResetError, ...
+            reason = str(exc) or type(exc).__name__
+        finally:
+            self.events.put(gui_event("share_ended", reason=reason))
+
+    def stop_share(self) -> None:
+        stop = self._share_stop
+        if stop is not None:
+            self.tc.run(_set(stop))
+
+    @property
+    def sharing(self) -> bool:
+        return self._share is not None and not self._share.done()
+
+    # -- the end -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Log out and stop the network thread, without blocking the Tk thread."""
+        if self.closed:
+            return
+        self.closed = True
+        tasks = [f for f in (self._watch, self._share) if f is not None]
+        self.unwatch()
+        self.stop_share()
+        threading.Thread(target=self._close, args=(tasks,), name="chatscreen-close",
+                         daemon=True).start()
+
+    def _close(self, tasks: list[Future[None]]) -> None:
+        # Let the screen tasks close their connections before the loop stops.
+        wait(tasks, timeout=3.0)
+        with contextlib.suppress(Exception):
+            self.tc.close(timeout=5.0)
+
+
+async def _set(event: asyncio.Event) -> None:
+    event.set()

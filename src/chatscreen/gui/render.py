@@ -1,0 +1,201 @@
+"""The fast redraw path: a shared screen shown in one Tk photo image, scaled to fit.
+
+Two halves, so that the Tk thread does as little as possible:
+
+* :class:`Composer` (no Tk; runs on a render worker thread) keeps the shared screen at full
+  resolution as a PIL image, pastes each frame's rectangles into it, and recomputes only the
+  part of the *scaled* picture those rectangles change (``Image.resize`` with a ``box`` gives
+  exactly the pixels a full resize gives there). Its output is a :class:`Redraw`: a few
+  regions already at display scale.
+* :class:`Blitter` (Tk thread) writes those regions into the photo: a region covering the
+  whole picture goes straight in with PIL's block put; a small one as PPM bytes
+  (``photo put -to``); a larger one through a scratch PIL photo and ``photo copy -to``. Tk
+  then repaints only that part of the window. ``bench/bench_gui.py`` measures the choices.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import tkinter as tk
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image, ImageTk
+
+RGB = npt.NDArray[np.uint8]
+Method = Literal["auto", "ppm", "pil"]
+#: Regions up to this many pixels go in as PPM (cheaper than a PIL block put + copy there).
+PPM_MAX_PIXELS = 40_000
+
+
+@dataclass(frozen=True, slots=True)
+class Patch:
+    """A decoded rectangle of a frame: its place on the shared screen and its pixels."""
+
+    x: int
+    y: int
+    pixels: RGB  # h x w x 3
+
+
+@dataclass(frozen=True, slots=True)
+class Region:
+    """Part of the scaled picture, at its place in the photo."""
+
+    x: int
+    y: int
+    image: Image.Image
+
+
+@dataclass(slots=True)
+class Redraw:
+    """What the photo must show next: its size, and the regions that changed."""
+
+    size: tuple[int, int]
+    regions: list[Region] = field(default_factory=list)
+    full: bool = False  # the regions cover the whole picture (older redraws may be dropped)
+    source: tuple[int, int] = (0, 0)  # the shared screen's size
+
+
+def resample_for(src: tuple[int, int], dst: tuple[int, int]) -> Image.Resampling:
+    """Area averaging (BOX) when shrinking: right for screens and ~25% cheaper than bilinear;
+    bilinear when enlarging."""
+    return Image.Resampling.BOX if dst[0] < src[0] else Image.Resampling.BILINEAR
+
+
+def fit_size(w: int, h: int, box_w: int, box_h: int) -> tuple[int, int]:
+    """The size of a w x h picture scaled to fit box_w x box_h, keeping the aspect ratio."""
+    scale = min(box_w / w, box_h / h)
+    if abs(scale - 1.0) < 1e-3:
+        return w, h
+    return max(1, round(w * scale)), max(1, round(h * scale))
+
+
+class Composer:
+    """The shared screen at full resolution and the regions of its scaled picture to redraw.
+
+    Thread-safe: frames are applied on a worker thread, ``set_box`` comes from the Tk thread.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.full: Image.Image | None = None
+        self.box = (1, 1)
+        self.shown = (0, 0)
+        self.complete = False  # a key frame has been applied
+
+    def set_box(self, box_w: int, box_h: int) -> Redraw | None:
+        """The room for the picture changed; returns a full redraw if the scaled size changes."""
+        with self._lock:
+            self.box = (max(1, box_w), max(1, box_h))
+            if self.full is None or fit_size(*self.full.size, *self.box) == self.shown:
+                return None
+            return self._redraw_all()
+
+    def apply(self, w: int, h: int, key: bool, patches: list[Patch]) -> Redraw:
+        """Apply one frame (a key frame covers the whole screen)."""
+        with self._lock:
+            if self.full is None or self.full.size != (w, h):
+                self.full = Image.new("RGB", (w, h))
+                self.complete = False
+            if key:
+                self.complete = True
+            covers = len(patches) == 1 and patches[0].pixels.shape[:2] == (h, w)
+            if covers and fit_size(w, h, *self.box) == (w, h):
+                # A whole picture shown 1:1: it is its own redraw, no crop needed.
+                img = Image.fromarray(patches[0].pixels, "RGB")
+                self.full.paste(img, (0, 0))
+                self.shown = (w, h)
+                return Redraw((w, h), [Region(0, 0, img)], full=True, source=(w, h))
+            for p in patches:
+                self.full.paste(Image.fromarray(p.pixels, "RGB"), (p.x, p.y))
+            if covers or fit_size(w, h, *self.box) != self.shown:
+                return self._redraw_all()
+            out = Redraw(self.shown, source=(w, h))
+            for p in patches:
+                ph, pw = p.pixels.shape[:2]
+                out.regions.append(self._region(p.x, p.y, pw, ph))
+            return out
+
+    def _redraw_all(self) -> Redraw:
+        assert self.full is not None
+        w, h = self.full.size
+        self.shown = fit_size(w, h, *self.box)
+        return Redraw(self.shown, [self._region(0, 0, w, h)], full=True, source=(w, h))
+
+    def _region(self, x: int, y: int, w: int, h: int) -> Region:
+        """The part of the scaled picture that source rect x,y,w,h changes."""
+        assert self.full is not None
+        fw, fh = self.full.size
+        sw, sh = self.shown
+        if (sw, sh) == (fw, fh):
+            return Region(x, y, self.full.crop((x, y, x + w, y + h)))
+        sx, sy = sw / fw, sh / fh
+        # The filter reaches about one output pixel beyond the rect: widen by 1 and clip.
+        dx0 = max(0, math.floor(x * sx) - 1)
+        dy0 = max(0, math.floor(y * sy) - 1)
+        dx1 = min(sw, math.ceil((x + w) * sx) + 1)
+        dy1 = min(sh, math.ceil((y + h) * sy) + 1)
+        box = (dx0 / sx, dy0 / sy, dx1 / sx, dy1 / sy)
+        img = self.full.resize((dx1 - dx0, dy1 - dy0), resample_for((fw, fh), (sw, sh)),
+                               box=box)
+        return Region(dx0, dy0, img)
+
+    def scaled_picture(self) -> Image.Image | None:
+        """What the photo should show: the full picture resized to the shown size."""
+        with self._lock:
+            if self.full is None:
+                return None
+            if self.shown == self.full.size:
+                return self.full.copy()
+            return self.full.resize(self.shown, resample_for(self.full.size, self.shown))
+
+
+class Blitter:
+    """Writes :class:`Redraw` regions into a Tk photo image. Tk thread only."""
+
+    def __init__(self, master: tk.Misc, method: Method = "auto") -> None:
+        self.master = master
+        self.method: Method = method
+        self.photo = ImageTk.PhotoImage("RGB", (1, 1), master=master)
+        self._scratch: ImageTk.PhotoImage | None = None
+        self.size = (1, 1)
+        self.updates = 0  # regions written (for tests and benchmarks)
+
+    @property
+    def name(self) -> str:
+        return str(self.photo)
+
+    def blit(self, redraw: Redraw) -> bool:
+        """Draw; True if the photo was replaced (the widget showing it must be told)."""
+        replaced = False
+        if redraw.size != self.size:
+            self.photo = ImageTk.PhotoImage("RGB", redraw.size, master=self.master)
+            self._scratch = None
+            self.size = redraw.size
+            replaced = True
+        for region in redraw.regions:
+            self._put(region)
+        return replaced
+
+    def _put(self, region: Region) -> None:
+        img = region.image
+        w, h = img.size
+        if (region.x, region.y, w, h) == (0, 0, *self.size) and self.method != "ppm":
+            self.photo.paste(img)  # the whole picture: one block put
+        elif self.method == "ppm" or (self.method == "auto" and w * h <= PPM_MAX_PIXELS):
+            data = b"P6\n%d %d\n255\n" % (w, h) + img.tobytes()
+            self.photo.tk.call(self.name, "put", data, "-format", "ppm",
+                               "-to", region.x, region.y)
+        else:
+            if self._scratch is None:
+                self._scratch = ImageTk.PhotoImage("RGB", self.size, master=self.master)
+            self._scratch.paste(img)
+            self.photo.tk.call(self.name, "copy", str(self._scratch), "-from", 0, 0, w, h,
+                               "-to", region.x, region.y)
+        self.updates += 1
+
+    def clear(self) -> bool:
+        return self.blit(Redraw((1, 1), [Region(0, 0, Image.new("RGB", (1, 1)))], full=True))

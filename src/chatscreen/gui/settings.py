@@ -1,0 +1,64 @@
+"""What the app remembers between runs: username and server, in the user's config dir.
+
+``$CHATSCREEN_CONFIG_DIR/client.toml`` if set (tests use it), else
+``$XDG_CONFIG_HOME/chatscreen/client.toml``, else ``~/.config/chatscreen/client.toml``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tomllib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+DEFAULT_SERVER = "localhost"
+DEFAULT_SCREEN_PORT = 9998
+
+
+@dataclass
+class ClientSettings:
+    user: str = ""
+    server: str = DEFAULT_SERVER  # HOST or HOST:CHAT_PORT
+    screen_port: int = DEFAULT_SCREEN_PORT
+
+
+def config_path() -> Path:
+    explicit = os.environ.get("CHATSCREEN_CONFIG_DIR")
+    if explicit:
+        return Path(explicit) / "client.toml"
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "chatscreen" / "client.toml"
+
+
+def load_settings(path: Path | None = None) -> ClientSettings:
+    """The remembered settings; defaults for anything missing or unreadable."""
+    path = path or config_path()
+    settings = ClientSettings()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8")).get("client", {})
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return settings
+    if isinstance(data.get("user"), str):
+        settings.user = data["user"]
+    if isinstance(data.get("server"), str) and data["server"]:
+        settings.server = data["server"]
+    port = data.get("screen_port")
+    if isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536:
+        settings.screen_port = port
+    return settings
+
+
+def save_settings(settings: ClientSettings, path: Path | None = None) -> None:
+    """Write the settings (best effort: an unwritable config dir is not an error)."""
+    path = path or config_path()
+    lines = ["[client]"]
+    for key, value in asdict(settings).items():
+        # A JSON string is a valid TOML basic string for everything a name or host holds.
+        lines.append(f"{key} = {json.dumps(value, ensure_ascii=False)}")
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        tmp.replace(path)
