@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 ARGS ?=
 
 .DEFAULT_GOAL := test
-.PHONY: venv sysdeps test lint run bench clean
+.PHONY: venv sysdeps test lint run bench soak clean
 
 venv: $(STAMP)
 
@@ -32,6 +32,10 @@ test: sysdeps $(STAMP)
 run: $(STAMP)
 	@if [ -n "$${DISPLAY:-}" ]; then $(BIN)/chatscreen client & fi; \
 	exec $(BIN)/chatscreen server $(ARGS)
+
+# A 10-minute soak: clients joining, chatting and leaving; the server must not grow.
+soak: $(STAMP)
+	CHATSCREEN_SOAK_SECONDS=600 $(BIN)/python -m pytest -q -o timeout=900 tests/test_soak.py
 
 bench: sysdeps $(STAMP)
 	$(BIN)/python -m bench
