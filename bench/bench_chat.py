@@ -162,7 +162,7 @@ def record_latency(cfg: Config, samples: list[float], seconds: float,
 
 
 async def chatscreen_runs(port: int, listeners: Listeners, cfg: Config) -> None:
-    client = Client(HOST, "sender", chat_port=port, reconnect=False)
+    client = Client(HOST, "sender", chat_port=port, reconnect=False, tls=False)
     await client.connect()
     try:
         await client.join(ROOM)
@@ -239,7 +239,8 @@ def record_burst(cfg: Config, got: dict[str, float], t0: float) -> None:
 def bench_chatscreen(count: int, *, bare: bool = False) -> Config:
     cfg = Config(BARE if bare else "chatscreen", count)
     with tempfile.TemporaryDirectory(prefix="bench-chat-") as tmp:
-        server = ServerProcess(Path(tmp) / "data").start()
+        # plain TCP: this measures the protocol and the server; TLS is measured in bench_load
+        server = ServerProcess(Path(tmp) / "data", tls=False).start()
         try:
             listeners = Listeners("chatscreen", server.chat_port, count)
             try:

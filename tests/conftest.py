@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -17,3 +18,12 @@ def xvfb_display() -> Iterator[str]:
         except XvfbError as exc:
             pytest.fail(str(exc), pytrace=False)
         yield display
+
+
+@pytest.fixture(autouse=True)
+def private_config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test gets its own client config (known_hosts, remembered settings): servers on
+    reused ports with new certificates must not look like an attack to the next test."""
+    path = tmp_path / "client-config"
+    monkeypatch.setenv("CHATSCREEN_CONFIG_DIR", str(path))
+    return path

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import socket
+import ssl
 import struct
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from chatscreen.client import Client
 from chatscreen.errors import ConnectError, ServerError
 from chatscreen.protocol import Message
 from tests.helpers.proxy import CuttableProxy
-from tests.helpers.server import TIMEOUT, ServerProcess, running_server
+from tests.helpers.server import TIMEOUT, ServerProcess, raw_socket, running_server
 
 
 def run(coro: Coroutine[Any, Any, None]) -> None:
@@ -211,13 +212,14 @@ def test_queued_message_is_stored_once_even_if_resent(server: ServerProcess) -> 
 # -- bad peers -----------------------------------------------------------------------------
 
 
-def raw_exchange(port: int, data: bytes) -> list[dict[str, Any]]:
+def raw_exchange(srv: ServerProcess, port: int, data: bytes) -> list[dict[str, Any]]:
     """Send raw bytes, read until the server closes; return the error headers it sent."""
-    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+    with raw_socket(srv, port) as sock:
         sock.sendall(data)
         buf = b""
-        while chunk := sock.recv(65536):
-            buf += chunk
+        with contextlib.suppress(ConnectionResetError, ssl.SSLError):
+            while chunk := sock.recv(65536):
+                buf += chunk
     headers = []
     while len(buf) >= 8:
         body, hlen = struct.unpack(">II", buf[:8])
@@ -249,7 +251,7 @@ def test_bad_peers_are_cut_off_and_others_carry_on(server: ServerProcess, port_k
         async with client(server, "steady") as steady:
             await steady.join("general")
             port = server.chat_port if port_kind == "chat" else server.screen_port
-            errors = await asyncio.to_thread(raw_exchange, port, data)
+            errors = await asyncio.to_thread(raw_exchange, server, port, data)
             assert errors and errors[-1]["type"] == "error"
             assert errors[-1]["code"] == code and errors[-1]["fatal"] is True
             assert (await steady.say("general", "unaffected"))["text"] == "unaffected"
@@ -260,13 +262,13 @@ def test_bad_peers_are_cut_off_and_others_carry_on(server: ServerProcess, port_k
 
 def test_oversize_chat_frame_is_refused_before_it_is_read(server: ServerProcess) -> None:
     header = struct.pack(">II", 200 << 20, 16)  # announces 200 MB, sends 8 bytes
-    errors = raw_exchange(server.chat_port, header)
+    errors = raw_exchange(server, server.chat_port, header)
     assert errors[-1]["code"] == "frame_too_large"
 
 
 def test_silent_connection_is_closed_after_handshake_timeout(tmp_path: Path) -> None:
     with running_server(tmp_path / "d", env={"CHATSCREEN_HANDSHAKE_TIMEOUT": "0.5"}) as srv:
-        errors = raw_exchange(srv.chat_port, b"")
+        errors = raw_exchange(srv, srv.chat_port, b"")
         assert errors[-1]["code"] == "handshake_timeout"
 
 
@@ -274,7 +276,7 @@ def test_dead_peer_is_detected_by_heartbeat(tmp_path: Path) -> None:
     env = {"CHATSCREEN_HEARTBEAT": "0.3"}
     with running_server(tmp_path / "d", env=env) as srv:
         hello = frame({"type": "hello", "v": 1, "user": "zombie"})
-        headers = raw_exchange(srv.chat_port, hello)  # never answers the pings
+        headers = raw_exchange(srv, srv.chat_port, hello)  # never answers the pings
         assert headers[0]["type"] == "welcome"
         assert any(h["type"] == "ping" for h in headers)
         assert headers[-1]["code"] == "heartbeat_timeout"

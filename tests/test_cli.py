@@ -15,6 +15,7 @@ import pytest
 
 from chatscreen.cli import split_server
 from chatscreen.config import ConfigError, load_settings
+from chatscreen.tls import cert_fingerprint
 from tests.helpers.server import REPO, TIMEOUT, ServerProcess, running_server
 
 LINE = re.compile(r"^\[\d\d:\d\d:\d\d\] (\S+): (.*)$")
@@ -43,13 +44,21 @@ def messages(out: str) -> list[tuple[str, str]]:
 
 def test_banner_is_the_originals_with_real_ports(server: ServerProcess) -> None:
     lines = "".join(server.output).splitlines()
+    fingerprint = cert_fingerprint(server.data_dir / "tls-cert.pem")  # made on first start
     assert lines == [
         "🚀 Server started!",
         f"📱 Chat server: 127.0.0.1:{server.chat_port}",
         f"🖥️  Screen server: 127.0.0.1:{server.screen_port}",
+        f"🔒 TLS certificate: {fingerprint}",
         "Press Ctrl+C to stop the server",
     ]
     assert server.chat_port != 0 and server.screen_port != 0
+    assert re.fullmatch(r"SHA256(:[0-9A-F]{2}){32}", fingerprint)
+
+
+def test_banner_says_when_tls_is_off(tmp_path: Path) -> None:
+    with running_server(tmp_path / "d", tls=False) as srv:
+        assert "⚠️  TLS is off (--no-tls)" in "".join(srv.output)
 
 
 def test_piped_chat_sends_every_line_and_prints_the_timeline(server: ServerProcess) -> None:

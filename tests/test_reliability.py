@@ -13,7 +13,7 @@ from typing import Any
 
 from chatscreen.client import Client
 from tests.helpers.proxy import FlakyProxy
-from tests.helpers.server import TIMEOUT, ServerProcess, running_server
+from tests.helpers.server import TIMEOUT, ServerProcess, raw_socket, running_server
 
 
 def frame(header: dict[str, Any]) -> bytes:
@@ -58,9 +58,7 @@ def test_acknowledged_messages_survive_kill_9(tmp_path: Path) -> None:
 
 def stalled_chat_reader(srv: ServerProcess) -> socket.socket:
     """Logs in, joins general, then never reads again (with a tiny receive buffer)."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", srv.chat_port))
+    sock = raw_socket(srv, srv.chat_port, rcvbuf=4096)
     sock.sendall(frame({"type": "hello", "v": 1, "user": "stalled"}))
     sock.sendall(frame({"type": "join", "room": "general"}))
     return sock

@@ -21,7 +21,7 @@ from chatscreen.client import Client, OutRect, ScreenChannel
 from chatscreen.codec import psnr
 from chatscreen.errors import ConnectError
 from tests.helpers.display import make_test_picture, show_picture
-from tests.helpers.server import TIMEOUT, ServerProcess, running_server
+from tests.helpers.server import TIMEOUT, ServerProcess, raw_socket, running_server
 
 
 def run(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -131,16 +131,14 @@ def stalled_viewer(srv: ServerProcess, name: str,
                    share_id: int) -> tuple[socket.socket, socket.socket]:
     """A viewer that logs in, asks to watch, and then never reads again."""
 
-    chat = socket.create_connection(("127.0.0.1", srv.chat_port), timeout=TIMEOUT)
+    chat = raw_socket(srv, srv.chat_port)
     chat.sendall(frame({"type": "hello", "v": 1, "user": name}))
     data = b""
     while b'"token"' not in data:
         data += chat.recv(65536)
     _, hlen = struct.unpack(">II", data[:8])
     token = json.loads(data[8 : 8 + hlen])["token"]
-    scr = socket.socket()
-    scr.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    scr.connect(("127.0.0.1", srv.screen_port))
+    scr = raw_socket(srv, srv.screen_port, rcvbuf=4096)
     scr.sendall(frame({"type": "hello", "v": 1, "token": token}))
     scr.sendall(frame({"type": "watch", "share": share_id}))
     return chat, scr

@@ -29,6 +29,10 @@ def _server_parser(sub: Any) -> None:
     p.add_argument("--data-dir", type=Path, help="where history is kept (default ./data)")
     p.add_argument("--config", type=Path, help="TOML config file ([server] table)")
     p.add_argument("--history", type=int, help="messages sent on joining a room (default 100)")
+    p.add_argument("--no-tls", action="store_true",
+                   help="plain TCP: no encryption (TLS is on by default)")
+    p.add_argument("--tls-cert", type=Path, help="certificate (PEM) instead of a self-signed one")
+    p.add_argument("--tls-key", type=Path, help="its private key (PEM)")
     p.add_argument("--metrics-port", type=int,
                    help="serve /health and /metrics (Prometheus) on this port (off by default)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
@@ -40,6 +44,11 @@ def _client_args(p: argparse.ArgumentParser, *, user: bool = True) -> None:
                    help="server address; HOST:PORT is short for --server HOST --chat-port PORT")
     p.add_argument("--chat-port", type=int, default=None)
     p.add_argument("--screen-port", type=int, default=DEFAULT_SCREEN_PORT)
+    p.add_argument("--no-tls", action="store_true",
+                   help="plain TCP, for a server started with --no-tls")
+    p.add_argument("--ca", type=Path, metavar="FILE",
+                   help="trust the server's certificate only if this CA signed it "
+                        "(default: the system's CAs, else pin it on first use)")
     if user:
         p.add_argument("--user", required=True, help="your username")
 
@@ -71,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="save one complete picture as PNG and exit")
     p.add_argument("--timeout", type=float, default=30.0)
     return parser
+
+
+def tls_args(args: argparse.Namespace) -> dict[str, Any]:
+    return {"tls": not getattr(args, "no_tls", False), "ca": getattr(args, "ca", None)}
 
 
 def split_server(args: argparse.Namespace) -> tuple[str, int]:
@@ -118,7 +131,8 @@ def run_server(args: argparse.Namespace) -> int:
     settings = load_settings(
         args.config, host=args.host, chat_port=args.chat_port, screen_port=args.screen_port,
         data_dir=args.data_dir, history=args.history, log_level=args.log_level,
-        log_format=args.log_format, metrics_port=args.metrics_port)
+        log_format=args.log_format, metrics_port=args.metrics_port,
+        tls=False if args.no_tls else None, tls_cert=args.tls_cert, tls_key=args.tls_key)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLogFormatter() if settings.log_format == "json" else
                          logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -181,7 +195,8 @@ async def run_chat(args: argparse.Namespace) -> int:
     from chatscreen.client import Client
 
     host, port = split_server(args)
-    client = Client(host, args.user, chat_port=port, screen_port=args.screen_port)
+    client = Client(host, args.user, chat_port=port, screen_port=args.screen_port,
+                    **tls_args(args))
     await client.connect()
     room: str = args.room
     out = print
@@ -200,6 +215,9 @@ async def run_chat(args: argparse.Namespace) -> int:
                     f"{ev['room']}", flush=True)
             elif ev.type == "error":
                 out(f"! {ev['message']}", flush=True)
+            elif ev.type == "tls":
+                out(f"* first connection to {ev['where']}: pinned its certificate "
+                    f"{ev['fingerprint']}", file=sys.stderr, flush=True)
             elif ev.type == "status" and ev["state"] in ("reconnecting", "disconnected"):
                 retry = f", retrying in {ev['retry_in']} s" if ev.get("retry_in") else ""
                 out(f"! {ev['state']}: {ev.get('reason', '')}{retry}", file=sys.stderr,
@@ -309,7 +327,7 @@ async def run_share(args: argparse.Namespace) -> int:
         raise ChatscreenError("--fps must be between 0 and 120")
     host, port = split_server(args)
     client = Client(host, args.user, chat_port=port, screen_port=args.screen_port,
-                    reconnect=False)
+                    reconnect=False, **tls_args(args))
     await client.connect()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -343,9 +361,10 @@ async def run_view(args: argparse.Namespace) -> int:
     if args.snapshot is None:
         from chatscreen.viewer import run_viewer_window
 
-        return run_viewer_window(host, port, args.screen_port, args.user, args.sharer)
+        return run_viewer_window(host, port, args.screen_port, args.user, args.sharer,
+                                 tls_args(args))
     client = Client(host, args.user, chat_port=port, screen_port=args.screen_port,
-                    reconnect=False)
+                    reconnect=False, **tls_args(args))
     await client.connect()
     try:
         canvas = await snapshot(client, args.sharer, args.timeout)

@@ -19,6 +19,9 @@ class ServerSettings:
     screen_port: int = 9998
     data_dir: Path = Path("data")
     history: int = 100  # messages a client gets on joining a room
+    tls: bool = True  # TLS on both ports; off only when asked for (--no-tls)
+    tls_cert: Path | None = None  # a real certificate; default: self-signed, made on first start
+    tls_key: Path | None = None
     heartbeat: float = 15.0  # seconds of silence before we ping; 3x that and we hang up
     handshake_timeout: float = 10.0
     max_text: int = 4000
@@ -53,7 +56,7 @@ def load_settings(config_file: Path | None = None, env: dict[str, str] | None = 
                   **flags: Any) -> ServerSettings:
     env = dict(os.environ) if env is None else env
     values: dict[str, Any] = {}
-    kinds = {f.name: _TYPES[str(f.type)] for f in fields(ServerSettings)}
+    kinds = {f.name: _TYPES[str(f.type).removesuffix(" | None")] for f in fields(ServerSettings)}
     if config_file is None and env.get("CHATSCREEN_CONFIG"):
         config_file = Path(env["CHATSCREEN_CONFIG"])
     if config_file is not None:
@@ -79,6 +82,8 @@ def load_settings(config_file: Path | None = None, env: dict[str, str] | None = 
         raise ConfigError("log_format must be 'text' or 'json'")
     if settings.durability not in ("normal", "full"):
         raise ConfigError("durability must be 'normal' or 'full'")
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        raise ConfigError("give both tls_cert and tls_key, or neither")
     for port in (settings.chat_port, settings.screen_port, max(settings.metrics_port, 0)):
         if not 0 <= port <= 65535:
             raise ConfigError(f"port {port} is out of range")

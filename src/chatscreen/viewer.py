@@ -40,8 +40,9 @@ class _Latest:
 
 
 async def _watch(host: str, port: int, screen_port: int, user: str, sharer: str | None,
-                 box: _Latest, stop: threading.Event) -> None:
-    client = Client(host, user, chat_port=port, screen_port=screen_port, reconnect=False)
+                 box: _Latest, stop: threading.Event, tls: dict[str, Any]) -> None:
+    client = Client(host, user, chat_port=port, screen_port=screen_port, reconnect=False,
+                    **tls)
     try:
         await client.connect()
         box.status = "Waiting for a share…"
@@ -68,7 +69,7 @@ async def _watch(host: str, port: int, screen_port: int, user: str, sharer: str 
 
 
 def run_viewer_window(host: str, port: int, screen_port: int, user: str,
-                      sharer: str | None) -> int:
+                      sharer: str | None, tls: dict[str, Any] | None = None) -> int:
     try:
         root = tk.Tk()
     except tk.TclError as exc:
@@ -79,7 +80,7 @@ def run_viewer_window(host: str, port: int, screen_port: int, user: str,
     label.pack(fill="both", expand=True)
     box, stop = _Latest(), threading.Event()
     net = threading.Thread(target=lambda: asyncio.run(
-        _watch(host, port, screen_port, user, sharer, box, stop)), daemon=True)
+        _watch(host, port, screen_port, user, sharer, box, stop, tls or {})), daemon=True)
     net.start()
     photo: list[ImageTk.PhotoImage] = []
 

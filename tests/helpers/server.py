@@ -6,6 +6,8 @@ import os
 import queue
 import re
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -13,6 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 TIMEOUT = float(os.environ.get("CHATSCREEN_TEST_TIMEOUT", "10"))
 REPO = Path(__file__).resolve().parents[2]
@@ -20,11 +23,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 class ServerProcess:
     def __init__(self, data_dir: Path, *extra: str, chat_port: int = 0, screen_port: int = 0,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, tls: bool = True) -> None:
         self.data_dir = data_dir
+        self.tls = tls
         self.args = [sys.executable, "-m", "chatscreen", "server", "--host", "127.0.0.1",
                      "--chat-port", str(chat_port), "--screen-port", str(screen_port),
-                     "--data-dir", str(data_dir), *extra]
+                     "--data-dir", str(data_dir), *([] if tls else ["--no-tls"]), *extra]
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc: subprocess.Popen[str] | None = None
         self.lines: queue.Queue[str | None] = queue.Queue()
@@ -96,9 +100,25 @@ class ServerProcess:
         self._stderr.close()
 
 
+def raw_socket(srv: ServerProcess, port: int, *, rcvbuf: int | None = None) -> socket.socket:
+    """A bare connection to one of the server's ports (TLS-wrapped when the server uses TLS),
+    for tests that speak the protocol by hand."""
+    sock = socket.socket()
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(TIMEOUT)
+    sock.connect(("127.0.0.1", port))
+    if not srv.tls:
+        return sock
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx.wrap_socket(sock)
+
+
 @contextmanager
-def running_server(data_dir: Path, *extra: str, **kwargs: object) -> Iterator[ServerProcess]:
-    server = ServerProcess(data_dir, *extra, **kwargs).start()  # type: ignore[arg-type]
+def running_server(data_dir: Path, *extra: str, **kwargs: Any) -> Iterator[ServerProcess]:
+    server = ServerProcess(data_dir, *extra, **kwargs).start()
     try:
         yield server
     finally:

@@ -6,11 +6,21 @@ import asyncio
 import contextlib
 import errno
 import socket
+import ssl
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from chatscreen.errors import ConnectError, ErrorCode, RemoteProtocolError, ServerError
 from chatscreen.protocol import PROTOCOL_VERSION, Connection, Limits, Message, Role
+from chatscreen.tls import (
+    KnownHosts,
+    changed_certificate_message,
+    fingerprint,
+    pinning_context,
+    verifying_context,
+)
 
 CLIENT_LIMITS = Limits(max_frame=256 << 20, max_header=16 << 20, max_text=1 << 20)
 READ_CHUNK = 1 << 18
@@ -20,6 +30,64 @@ FINAL_CODES = frozenset({
     ErrorCode.NAME_TAKEN, ErrorCode.INVALID_NAME, ErrorCode.UNSUPPORTED_VERSION,
     ErrorCode.REPLACED, ErrorCode.BAD_TOKEN,
 })
+
+
+@dataclass(frozen=True)
+class TLSOptions:
+    """How a client checks the server: by ``ca`` (and the host name), else by the system's
+    trust store or, failing that, by the fingerprint pinned in ``known_hosts``."""
+
+    ca: Path | None = None
+    known_hosts: KnownHosts = field(default_factory=KnownHosts)
+
+
+Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+async def _connect(host: str, port: int, ctx: ssl.SSLContext | None) -> Stream:
+    return await asyncio.open_connection(host, port, limit=READ_CHUNK, ssl=ctx,
+                                         server_hostname=host if ctx else None)
+
+
+async def _open_stream(host: str, port: int,
+                       tls: TLSOptions | None) -> tuple[asyncio.StreamReader,
+                                                        asyncio.StreamWriter, str | None, bool]:
+    """Connect, and with TLS authenticate the server. Returns the stream, the certificate's
+    fingerprint and whether it was pinned just now."""
+    if tls is None:
+        return (*await _connect(host, port, None), None, False)
+    where = f"{host}:{port}"
+    if tls.ca is not None:
+        try:
+            reader, writer = await _connect(host, port, verifying_context(tls.ca))
+        except ssl.SSLCertVerificationError as exc:
+            raise ConnectError(f"Failed to connect to {where}: its certificate is not trusted "
+                               f"by {tls.ca}: {exc.verify_message}") from None
+        return reader, writer, _peer_fingerprint(writer), False
+    pinned = tls.known_hosts.get(where)
+    if pinned is None:
+        with contextlib.suppress(ssl.SSLCertVerificationError):
+            reader, writer = await _connect(host, port, verifying_context(None))
+            return reader, writer, _peer_fingerprint(writer), False  # a CA-signed certificate
+    reader, writer = await _connect(host, port, pinning_context())
+    fp = _peer_fingerprint(writer)
+    if pinned is None:
+        tls.known_hosts.pin(where, fp)
+        return reader, writer, fp, True
+    if fp != pinned:
+        writer.close()
+        try:  # a replaced certificate that a CA vouches for is fine
+            reader, writer = await _connect(host, port, verifying_context(None))
+        except ssl.SSLCertVerificationError:
+            raise ConnectError(changed_certificate_message(
+                where, pinned, fp, tls.known_hosts.path)) from None
+        tls.known_hosts.pin(where, fp)
+    return reader, writer, fp, False
+
+
+def _peer_fingerprint(writer: asyncio.StreamWriter) -> str:
+    der: bytes = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+    return fingerprint(der)
 
 
 def describe_os_error(exc: BaseException) -> str:
@@ -51,13 +119,20 @@ class Link:
         self.close_reason: BaseException | None = None
         self.last_rx = asyncio.get_running_loop().time()
         self._task: asyncio.Task[None] | None = None
+        self.fingerprint: str | None = None  # the server certificate's, with TLS
+        self.pinned_now = False  # True when this connection pinned it (first contact)
 
     @classmethod
-    async def open(cls, host: str, port: int, timeout: float = 10.0, **hello: Any) -> Link:
+    async def open(cls, host: str, port: int, timeout: float = 10.0,
+                   tls: TLSOptions | None = None, **hello: Any) -> Link:
         where = f"{host}:{port}"
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(host, port, limit=READ_CHUNK), timeout)
+            reader, writer, fp, pinned = await asyncio.wait_for(
+                _open_stream(host, port, tls), timeout)
+        except ssl.SSLError as exc:
+            raise ConnectError(f"Failed to connect to {where}: TLS failed ({exc.reason}); "
+                               "is it a chatscreen server with TLS? (--no-tls if it has "
+                               "none)") from None
         except (OSError, TimeoutError) as exc:
             raise ConnectError(f"Failed to connect to {where}: {describe_os_error(exc)}") from None
         conn = Connection(Role.CLIENT, CLIENT_LIMITS)
@@ -70,8 +145,13 @@ class Link:
             raise ConnectError(exc.message) from exc
         except (OSError, TimeoutError, RemoteProtocolError) as exc:
             writer.close()
-            raise ConnectError(f"Failed to connect to {where}: {describe_os_error(exc)}") from None
-        return cls(reader, writer, conn, welcome, early)
+            hint = " (does the server use TLS? then leave out --no-tls)" if (
+                tls is None and isinstance(exc, ConnectionResetError)) else ""
+            raise ConnectError(f"Failed to connect to {where}: {describe_os_error(exc)}"
+                               f"{hint}") from None
+        link = cls(reader, writer, conn, welcome, early)
+        link.fingerprint, link.pinned_now = fp, pinned
+        return link
 
     @staticmethod
     async def _await_welcome(reader: asyncio.StreamReader,

@@ -16,12 +16,14 @@ import random
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from chatscreen.client.link import FINAL_CODES, Link, describe_os_error
+from chatscreen.client.link import FINAL_CODES, Link, TLSOptions, describe_os_error
 from chatscreen.client.screen import ScreenChannel
 from chatscreen.errors import ConnectError, ServerError
 from chatscreen.protocol import Message
+from chatscreen.tls import KnownHosts
 
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 15.0
@@ -46,13 +48,15 @@ def status(state: str, reason: str | None = None, retry_in: float | None = None)
 
 class Client:
     def __init__(self, host: str, user: str, *, chat_port: int = 9999, screen_port: int = 9998,
-                 reconnect: bool = True, timeout: float = 10.0) -> None:
+                 reconnect: bool = True, timeout: float = 10.0, tls: bool = True,
+                 ca: Path | None = None, known_hosts: KnownHosts | None = None) -> None:
         self.host = host
         self.user = user
         self.chat_port = chat_port
         self.screen_port = screen_port
         self.reconnect = reconnect
         self.timeout = timeout
+        self.tls = TLSOptions(ca, known_hosts or KnownHosts()) if tls else None
         self.token: str | None = None
         # Our own secret, sent with every hello: it lets a reconnect take over our previous
         # session before the server has noticed it died, even if we never saw its welcome.
@@ -85,8 +89,11 @@ class Client:
         return self
 
     async def _open(self) -> None:
-        link = await Link.open(self.host, self.chat_port, self.timeout,
+        link = await Link.open(self.host, self.chat_port, self.timeout, self.tls,
                                user=self.user, resume=self._resume_secret)
+        if link.pinned_now:
+            self._emit(Message("tls", {"where": f"{self.host}:{self.chat_port}",
+                                       "fingerprint": link.fingerprint, "pinned": True}))
         self._link = link
         self.token = link.welcome["token"]
         self.user = link.welcome["user"]
@@ -333,7 +340,8 @@ class Client:
     async def open_screen(self) -> ScreenChannel:
         if self.token is None:
             raise ConnectionResetError("log in first")
-        link = await Link.open(self.host, self.screen_port, self.timeout, token=self.token)
+        link = await Link.open(self.host, self.screen_port, self.timeout, self.tls,
+                               token=self.token)
         return ScreenChannel(link)
 
     def share_of(self, user: str) -> dict[str, Any] | None:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
 from collections.abc import Callable
 
 from chatscreen.config import ServerSettings
@@ -17,6 +18,7 @@ from chatscreen.server.metrics import Counters, serve_http
 from chatscreen.server.peer import Peer
 from chatscreen.server.screen import ScreenRelay
 from chatscreen.server.storage import SQLiteStore
+from chatscreen.tls import cert_fingerprint, ensure_self_signed, server_context
 
 log = logging.getLogger("chatscreen.server")
 
@@ -47,6 +49,8 @@ class Server:
         self.screen.counters = self.counters
         self._servers: list[asyncio.Server] = []
         self.metrics_port: int | None = None
+        self.fingerprint: str | None = None
+        self._tls: ssl.SSLContext | None = None
         self._housekeeper: asyncio.Task[None] | None = None
         self.chat_port = settings.chat_port
         self.screen_port = settings.screen_port
@@ -66,9 +70,10 @@ class Server:
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
+        s = self.settings
+        self._tls = await asyncio.to_thread(self._tls_context)
         await self.store.open()
         await self.chat.start()
-        s = self.settings
         chat = await self._listen(s.chat_port, lambda: Peer(
             "chat", self.chat, self, self.chat_limits,
             write_limits=CHAT_WRITE_LIMITS, slow_limit=CHAT_SLOW_LIMIT, coalesce=True,
@@ -84,11 +89,24 @@ class Server:
             self.metrics_port = http.sockets[0].getsockname()[1]
         self._housekeeper = asyncio.create_task(self._housekeeping(), name="housekeeping")
 
+    def _tls_context(self) -> ssl.SSLContext | None:
+        s = self.settings
+        if not s.tls:
+            return None
+        if s.tls_cert is not None and s.tls_key is not None:
+            cert, key = s.tls_cert, s.tls_key
+        else:
+            cert, key = ensure_self_signed(s.data_dir)
+        self.fingerprint = cert_fingerprint(cert)
+        return server_context(cert, key)
+
     async def _listen(self, port: int, factory: Callable[[], Peer]) -> asyncio.Server:
         loop = asyncio.get_running_loop()
         # asyncio sets TCP_NODELAY on every accepted connection.
-        server = await loop.create_server(factory, self.settings.host, port, reuse_address=True,
-                                          backlog=1024)
+        server = await loop.create_server(
+            factory, self.settings.host, port, reuse_address=True, backlog=1024,
+            ssl=self._tls, ssl_handshake_timeout=self.settings.handshake_timeout
+            if self._tls else None)
         self._servers.append(server)
         return server
 
@@ -98,6 +116,9 @@ class Server:
             "🚀 Server started!\n"
             f"📱 Chat server: {host}:{self.chat_port}\n"
             f"🖥️  Screen server: {host}:{self.screen_port}\n"
+            + (f"🔒 TLS certificate: {self.fingerprint}\n" if self.fingerprint else
+               "⚠️  TLS is off (--no-tls): anyone on the network can read and change the "
+               "traffic\n")
             + (f"📈 Metrics: http://{self.settings.metrics_host}:{self.metrics_port}/metrics\n"
                if self.metrics_port is not None else "")
             + "Press Ctrl+C to stop the server"
