@@ -61,15 +61,15 @@ def test_first_use_pins_and_a_changed_certificate_is_refused(tmp_path: Path,
 
 
 def test_plain_client_against_tls_server_gets_a_hint(tmp_path: Path) -> None:
-    with running_server(tmp_path / "d") as srv:
-        with pytest.raises(ConnectError, match="does the server use TLS"):
-            asyncio.run(connect(srv, "x", tls=False).connect())
+    with running_server(tmp_path / "d") as srv, \
+            pytest.raises(ConnectError, match="does the server use TLS"):
+        asyncio.run(connect(srv, "x", tls=False).connect())
 
 
 def test_tls_client_against_plain_server_says_so(tmp_path: Path) -> None:
-    with running_server(tmp_path / "d", tls=False) as srv:
-        with pytest.raises(ConnectError, match="TLS failed"):
-            asyncio.run(connect(srv, "x").connect())
+    with running_server(tmp_path / "d", tls=False) as srv, \
+            pytest.raises(ConnectError, match="TLS failed"):
+        asyncio.run(connect(srv, "x").connect())
 
 
 def test_only_tls_12_or_newer(tmp_path: Path) -> None:
