@@ -45,7 +45,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from tests.helpers.server import ServerProcess  # noqa: E402
+from tests.helpers.server import NO_RATE_LIMITS, ServerProcess  # noqa: E402
 
 from bench.chat_listeners import FrameCounter  # noqa: E402
 from chatscreen.client import Client  # noqa: E402
@@ -240,7 +240,7 @@ def bench_chatscreen(count: int, *, bare: bool = False) -> Config:
     cfg = Config(BARE if bare else "chatscreen", count)
     with tempfile.TemporaryDirectory(prefix="bench-chat-") as tmp:
         # plain TCP: this measures the protocol and the server; TLS is measured in bench_load
-        server = ServerProcess(Path(tmp) / "data", tls=False).start()
+        server = ServerProcess(Path(tmp) / "data", tls=False, env=NO_RATE_LIMITS).start()
         try:
             listeners = Listeners("chatscreen", server.chat_port, count)
             try:

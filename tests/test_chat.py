@@ -17,7 +17,13 @@ from chatscreen.client import Client
 from chatscreen.errors import ConnectError, ServerError
 from chatscreen.protocol import Message
 from tests.helpers.proxy import CuttableProxy
-from tests.helpers.server import TIMEOUT, ServerProcess, raw_socket, running_server
+from tests.helpers.server import (
+    NO_RATE_LIMITS,
+    TIMEOUT,
+    ServerProcess,
+    raw_socket,
+    running_server,
+)
 
 
 def run(coro: Coroutine[Any, Any, None]) -> None:
@@ -284,7 +290,7 @@ def test_dead_peer_is_detected_by_heartbeat(tmp_path: Path) -> None:
 
 def test_graceful_shutdown_tells_clients_and_keeps_messages(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    srv = ServerProcess(data).start()
+    srv = ServerProcess(data, env=NO_RATE_LIMITS).start()
 
     async def scenario() -> None:
         c = Client("127.0.0.1", "alice", chat_port=srv.chat_port, reconnect=False,

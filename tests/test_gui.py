@@ -7,8 +7,15 @@ window shows. Screenshots of each tab go to ``$CHATSCREEN_SCREENSHOTS`` (else a 
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import queue
+import socket
+import subprocess
+import sys
+import time
+import tkinter as tk
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,13 +23,15 @@ from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageTk
 
 from chatscreen.client import Client, OutRect, ScreenChannel, ThreadedClient
 from chatscreen.codec import encode_jpeg, psnr
+from chatscreen.gui.net import close_loop
 from chatscreen.protocol import Message
-from tests.helpers.display import render_test_picture
-from tests.helpers.gui import GuiHarness
+from chatscreen.sharing import snapshot
+from tests.helpers.display import grab_display, render_test_picture, show_picture
+from tests.helpers.gui import GUI_TIMEOUT, GuiHarness
 from tests.helpers.server import TIMEOUT, ServerProcess, running_server
 
 
@@ -40,6 +49,9 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
 @pytest.fixture
 def gui(xvfb_display: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[GuiHarness]:
     monkeypatch.setenv("CHATSCREEN_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("DISPLAY", xvfb_display)  # what the app captures when it shares
+    monkeypatch.delenv("CHATSCREEN_SCALE", raising=False)
+    monkeypatch.delenv("GDK_SCALE", raising=False)
     harness = GuiHarness(xvfb_display)
     try:
         yield harness
@@ -80,6 +92,7 @@ class Headless:
 
     def close(self) -> None:
         self.tc.close()
+        close_loop(self.tc)
 
 
 @pytest.fixture
@@ -107,6 +120,22 @@ def connected(g: GuiHarness, srv: ServerProcess, user: str) -> None:
     g.wait_for(lambda: "#general" in g.app.chat_tab.conversations, "joining #general")
 
 
+@contextlib.contextmanager
+def another_window(g: GuiHarness, tmp_path: Path) -> Iterator[None]:
+    """A small window of another application, at (0, 0), that takes the focus."""
+    png = tmp_path / "other.png"
+    Image.new("RGB", (24, 24), (200, 40, 40)).save(png)
+    with show_picture(g.display, png):
+        g.xdo("mousemove", "--sync", "6", "6")
+        where = subprocess.run(["xdotool", "getmouselocation", "--shell"], check=True,
+                               env={**os.environ, "DISPLAY": g.display}, capture_output=True,
+                               text=True, timeout=GUI_TIMEOUT).stdout
+        window = dict(line.split("=", 1) for line in where.split())["WINDOW"]
+        g.xdo("windowfocus", "--sync", window)
+        g.wait_for(lambda: not g.app.has_focus(), "the app to lose the focus")
+        yield
+
+
 def test_connect_send_and_receive(gui: GuiHarness, server: ServerProcess, bob: Headless,
                                   shots: Path, tmp_path: Path) -> None:
     g = gui
@@ -127,7 +156,47 @@ def test_connect_send_and_receive(gui: GuiHarness, server: ServerProcess, bob: H
     shown = chat.shown_text()
     assert shown.count("hello bob, from the app") == 1 and "bob  hi alice" in shown
     g.wait_for(lambda: not chat.pending, "the echo of our own message")
+    assert "You  hello bob, from the app" in chat.shown_text()  # own messages set apart
+    own = chat.text.tag_ranges("own")
+    assert own and "hello bob" in chat.text.get(own[0], own[1])
+
+    # Shift+Enter adds a line, Enter sends both.
+    g.type_into(chat.entry, "first line")
+    g.key("shift+Return")
+    g.xdo("type", "--delay", "4", "second line")
+    g.pump()
+    assert chat.entry_text() == "first line\nsecond line"
+    assert int(chat.entry.cget("height")) == 2  # the field grew
+    g.key("Return")
+    g.wait_for(lambda: bob.got("first line\nsecond line", user="alice"),
+               "bob to receive the two lines as one message")
+    assert chat.entry_text() == ""
+
+    # "bob is typing…", then his message with a link, which opens in the browser.
+    bob.tc.call(lambda c: c.typing(True, room="general")).result(TIMEOUT)
+    g.wait_for(lambda: chat.typing_label.cget("text") == "bob is typing…", "bob is typing…")
+    opened: list[str] = []
+    g.app.open_url = opened.append
+    bob.tc.call(lambda c: c.say("general", "see https://example.org/docs?x=1, it helps"))\
+        .result(TIMEOUT)
+    g.wait_for(lambda: "https://example.org/docs?x=1" in chat.shown_text(), "the link")
+    g.wait_for(lambda: chat.typing_label.cget("text") == "", "the typing notice to go")
     g.screenshot(shots / "chat.png")
+    start = chat.text.tag_ranges("link")[0]
+    chat.text.see(start)
+    g.pump()
+    bx, by, _bw, bh = chat.text.bbox(f"{start} + 3 chars")  # type: ignore[misc]
+    g.click_at(chat.text.winfo_rootx() + bx + 2, chat.text.winfo_rooty() + by + bh // 2)
+    g.wait_for(lambda: opened == ["https://example.org/docs?x=1"], "the link to open")
+
+    # A message while the window is not focused: a count in the title and the bell.
+    with another_window(g, tmp_path):
+        bob.tc.call(lambda c: c.say("general", "are you there?")).result(TIMEOUT)
+        g.wait_for(lambda: g.root.title().startswith("(1) chatscreen"), "the notice")
+        assert g.app.bells == 1
+    g.focus_window()
+    g.wait_for(lambda: g.root.title().startswith("chatscreen —"), "the title to clear")
+
     g.select_tab("Connection")
     g.screenshot(shots / "connection.png")
 
@@ -144,26 +213,99 @@ def test_connection_errors_in_plain_words(gui: GuiHarness, server: ServerProcess
     assert g.app.status_text == "Username 'bob' is already taken"
 
 
+def test_history_scroll_back_and_presence(gui: GuiHarness, server: ServerProcess,
+                                          bob: Headless) -> None:
+    g = gui
+
+    async def chatter(c: Client) -> None:
+        for i in range(150):
+            c.say_nowait("general", f"old {i:03d}")
+        await c.say("general", "the newest")
+
+    bob.tc.call(chatter).result(TIMEOUT)
+    connected(g, server, "alice")
+    chat = g.app.chat_tab
+    g.select_tab("Chat")
+    g.wait_for(lambda: "the newest" in chat.shown_text(), "the history on joining")
+    assert "old 149" in chat.shown_text() and "old 000" not in chat.shown_text()
+    assert chat.conversations["#general"].more
+    for _ in range(30):  # scroll to the top, page after page
+        if "old 000" in chat.shown_text():
+            break
+        g.wheel_up(chat.text, 15)
+        g.wait_for(lambda: not chat.conversations["#general"].loading, "older messages")
+    shown = chat.shown_text()
+    assert "old 000" in shown and not chat.conversations["#general"].more
+    assert all(shown.count(f"old {i:03d}\n") == 1 for i in range(150))
+
+    # Presence: carol comes and goes; the people list and the timeline say so.
+    carol = Headless(server, "carol")
+    try:
+        g.wait_for(lambda: "carol" in chat.people_names, "carol in the people list")
+        g.wait_for(lambda: "carol joined #general" in chat.shown_text(), "the join notice")
+        assert str(chat.people_label.cget("text")) == "In #general (3 online)"
+    finally:
+        carol.close()
+    g.wait_for(lambda: "carol left #general" in chat.shown_text(), "the leave notice")
+    assert "carol" not in chat.people_names
+
+
 def test_private_conversation(gui: GuiHarness, server: ServerProcess, bob: Headless) -> None:
     g = gui
     connected(g, server, "alice")
     chat = g.app.chat_tab
     g.select_tab("Chat")
-    g.wait_for(lambda: "bob" in chat.people.get(0, "end"), "bob in the people list")
-    index = list(chat.people.get(0, "end")).index("bob")
+    g.wait_for(lambda: "bob" in chat.people_names, "bob in the people list")
+    index = chat.people_names.index("bob")
     chat.people.see(index)
     g.pump()
     x, y, _w, h = chat.people.bbox(index)  # type: ignore[misc]
     g.click_at(chat.people.winfo_rootx() + x + 10, chat.people.winfo_rooty() + y + h // 2,
                double=True)
     g.wait_for(lambda: chat.current == "@bob", "the private conversation with bob")
-    assert str(chat.title.cget("text")) == "Private with bob"
+    assert str(chat.title.cget("text")) == "Private with bob  (online)"
     g.type_into(chat.entry, "just between us", enter=True)
     g.wait_for(lambda: bob.got("just between us", user="alice", to="bob"),
                "bob to receive the private message")
     bob.tc.call(lambda c: c.pm("alice", "sure thing")).result(TIMEOUT)
     g.wait_for(lambda: "sure thing" in chat.shown_text(), "bob's answer")
     assert "@bob" in chat.conversations and "hello" not in chat.shown_text()
+
+
+def test_keyboard_tabs_and_high_dpi(gui: GuiHarness, xvfb_display: str) -> None:
+    g = gui
+    nb = g.app.notebook
+    g.click(g.app.connection_tab.entries["Username"])
+
+    def title() -> str:
+        return str(nb.tab(nb.select(), "text"))  # type: ignore[no-untyped-call]
+
+    assert title() == "Connection"
+    for want in ("Chat", "Screen Share", "Connection"):
+        g.key("ctrl+Tab")
+        g.wait_for(lambda: title() == want, f"Ctrl+Tab to {want}")  # noqa: B023
+    g.key("ctrl+shift+Tab")
+    g.wait_for(lambda: title() == "Screen Share", "Ctrl+Shift+Tab back")
+    normal = g.app.fonts["body"].metrics("linespace")
+
+    # High DPI: CHATSCREEN_SCALE=2 doubles Tk's scaling, so every font (in points) doubles.
+    # In another process: Tk keeps its scaling and focus state per X display connection,
+    # which a second Tk app in this process would share.
+    probe = ("import json, tkinter as tk\n"
+             "from chatscreen.gui.app import App\n"
+             "from chatscreen.gui.settings import ClientSettings\n"
+             "root = tk.Tk()\n"
+             "app = App(root, ClientSettings())\n"
+             "print(json.dumps([app.scale, app.fonts['body'].metrics('linespace'),"
+             " app.px(100)]))\n"
+             "app.quit()\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, timeout=GUI_TIMEOUT,
+                         env={**os.environ, "DISPLAY": xvfb_display, "CHATSCREEN_SCALE": "2"})
+    scale, linespace, px100 = json.loads(out.stdout)
+    assert scale == 2.0
+    assert linespace >= 1.8 * normal
+    assert px100 >= 1.9 * g.app.px(100)  # paddings and the window size follow
 
 
 def _picture() -> np.ndarray:
@@ -175,6 +317,12 @@ def _bgra(rgb: np.ndarray) -> np.ndarray:
     out[..., :3] = rgb[..., ::-1]
     out[..., 3] = 255
     return out
+
+
+def _shown(g: GuiHarness, geo: tuple[int, int, int, int]) -> np.ndarray:
+    g.pump()  # Tk draws when idle: let it, and sync with the X server
+    x, y, sw, sh = geo
+    return grab_display(g.display)[y : y + sh, x : x + sw]
 
 
 def test_watch_a_share(gui: GuiHarness, server: ServerProcess, shots: Path) -> None:
@@ -195,11 +343,12 @@ def test_watch_a_share(gui: GuiHarness, server: ServerProcess, shots: Path) -> N
 
     try:
         painter.connect().result(TIMEOUT)
-        painter.call(share).result(TIMEOUT)
         connected(g, server, "alice")
         tab = g.app.screen_tab
         g.select_tab("Screen Share")
-        g.wait_for(lambda: tab.share_list.get().startswith("painter"), "the share in the list")
+        assert tab.shares == [] and "Nobody" in str(tab.empty_hint.cget("text"))
+        painter.call(share).result(TIMEOUT)  # the list follows, live
+        g.wait_for(lambda: tab.selected_label().startswith("▣ painter"), "the share in the list")
         g.click(tab.watch_button)
 
         best = 0.0
@@ -209,48 +358,177 @@ def test_watch_a_share(gui: GuiHarness, server: ServerProcess, shots: Path) -> N
             geo = tab.picture_geometry()
             if geo is None or tab.composer is None or not tab.composer.complete:
                 return False
-            x, y, sw, sh = geo
-            got = g.window_picture()  # the window is at (0, 0): root coordinates
-            region = got[y - g.root.winfo_rooty() : y - g.root.winfo_rooty() + sh,
-                         x - g.root.winfo_rootx() : x - g.root.winfo_rootx() + sw]
             # The source resized to the displayed size by area averaging (what a good
             # downscale is; the app uses the same filter when shrinking).
-            want = np.asarray(Image.fromarray(picture).resize((sw, sh), Image.Resampling.BOX))
-            best = max(best, psnr(region, want))
+            want = np.asarray(Image.fromarray(picture).resize(geo[2:], Image.Resampling.BOX))
+            best = max(best, psnr(_shown(g, geo), want))
             return best >= 30
 
         try:
             g.wait_for(shown_well, "the share on screen (PSNR >= 30 dB)")
         except AssertionError as exc:
-            raise AssertionError(f"{exc}; best PSNR {best:.1f} dB") from None
+            raise AssertionError(f"{exc}; best PSNR {best:.1f} dB; shown at "
+                                 f"{tab.picture_geometry()}") from None
         geo = tab.picture_geometry()
         assert geo is not None and geo[2] < w  # scaled down to fit the window
+        assert abs(geo[2] / geo[3] - w / h) < 0.01  # with its aspect ratio
+        g.wait_for(lambda: "received" in str(tab.stats_label.cget("text")), "the frame rate")
+        assert "frames/s" in str(tab.stats_label.cget("text"))
+        assert "bit/s" in str(tab.stats_label.cget("text"))
         g.screenshot(shots / "screen-share.png")
+
+        # 1:1: the picture at its own size, part of it in view; the top-left corner exact.
+        g.click(tab.one_button)
+        g.wait_for(lambda: tab.blitter.size == (w, h) and tab.picture_geometry() is not None,
+                   "the picture 1:1")
+
+        def one_to_one() -> bool:
+            g.pump()  # the scroll bars appear: the canvas gets smaller
+            geo = tab.picture_geometry()
+            assert geo is not None
+            return psnr(_shown(g, geo), picture[: geo[3], : geo[2]]) >= 30
+
+        g.wait_for(one_to_one, "the 1:1 pixels")
+        geo = tab.picture_geometry()
+        assert geo is not None and geo[2] < w  # only part of it in view: it scrolls
+        g.click(tab.fit_button)
+        g.wait_for(lambda: tab.blitter.size[0] < w, "fit again")
+
+        # Full screen, then Esc.
+        g.click(tab.full_button)
+        g.wait_for(lambda: tab.fullscreen is not None and tab.blitter.size == (1920, 1080),
+                   "the picture full screen")
+        g.pump()
+        full = grab_display(g.display)
+        want = np.asarray(Image.fromarray(picture).resize((1920, 1080),
+                                                          Image.Resampling.BILINEAR))
+        assert psnr(full, want) >= 28
+        g.key("Escape")
+        g.wait_for(lambda: tab.fullscreen is None and tab.blitter.size[0] < w,
+                   "Esc to leave full screen")
+
+        # The painter stops: the viewer says so, and the list empties.
+        painter.run(screens[0].unshare()).result(TIMEOUT)
+        g.wait_for(lambda: tab.shares == [], "the list to empty")
         g.click(tab.watch_button)
         g.wait_for(lambda: not tab.picture_shown, "the picture to go")
     finally:
         for screen in screens:
             painter.run(screen.close()).result(TIMEOUT)
         painter.close()
+        close_loop(painter)
+
+
+def test_share_from_the_app_then_ctrl_q(gui: GuiHarness, server: ServerProcess, bob: Headless,
+                                        shots: Path) -> None:
+    g = gui
+    connected(g, server, "alice")
+    tab = g.app.screen_tab
+    g.select_tab("Screen Share")
+    # A known picture elsewhere on the screen, to find in what bob receives.
+    picture = np.asarray(render_test_picture(640, 360).convert("RGB"))
+    shown = tk.Toplevel(g.root)
+    shown.overrideredirect(True)
+    shown.geometry("640x360+1200+600")
+    photo = ImageTk.PhotoImage(Image.fromarray(picture), master=shown)
+    canvas = tk.Canvas(shown, width=640, height=360, highlightthickness=0, borderwidth=0)
+    canvas.create_image(0, 0, anchor="nw", image=photo)
+    canvas.place(x=0, y=0, width=640, height=360)
+    g.wait_for(lambda: shown.winfo_ismapped(), "the known picture")
+
+    assert not g.app.banner.winfo_ismapped()
+    tab.preset.set("text")
+    g.click(tab.share_button)
+    g.wait_for(lambda: g.app.banner.winfo_ismapped(), "the sharing indicator")
+    assert "You are sharing your screen" in str(g.app.banner_label.cget("text"))
+    assert "text (q90, 5 frames/s)" in str(g.app.banner_detail.cget("text"))
+    assert g.root.title().startswith("● Sharing your screen")
+    assert str(tab.share_button.cget("text")) == "Stop Sharing Screen"
+    g.wait_for(lambda: tab.selected_label().startswith("▣ alice (you)"), "our share listed")
+
+    got = bob.tc.call(lambda c: snapshot(c, "alice", TIMEOUT)).result(2 * TIMEOUT)
+    assert got.size == (1920, 1080)
+    region = got.pixels[600:960, 1200:1840]
+    assert psnr(region, picture) >= 28, psnr(region, picture)
+    g.screenshot(shots / "sharing.png")
+
+    # Ctrl+Q: the window closes, the share stops and alice logs out.
+    g.key("ctrl+q")
+    assert g.app.wait_closed(GUI_TIMEOUT)
+    deadline = time.monotonic() + GUI_TIMEOUT
+    while True:
+        seen = bob.drain()
+        shares_gone = any(ev.type == "shares" and not ev["shares"] for ev in seen)
+        left = any(ev.type == "presence" and ev["user"] == "alice" and ev["event"] == "leave"
+                   for ev in seen)
+        if shares_gone and left:
+            break
+        assert time.monotonic() < deadline, "bob to see the share end and alice leave"
+        with contextlib.suppress(queue.Empty):
+            bob.seen.append(bob.tc.events.get(timeout=0.2))
+    del photo
+
+
+def _port_outside_ephemeral_range() -> int:
+    """A free TCP port below the kernel's ephemeral range: one the kernel never hands to an
+    outgoing connection, so it is still free when the server comes back on it."""
+    low = 32768
+    with contextlib.suppress(OSError, ValueError):
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    rng = np.random.default_rng()
+    for _ in range(200):
+        port = int(rng.integers(max(1024, low - 12000), low))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port below the ephemeral range")
+
+
+@pytest.fixture
+def fixed_port_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """The server on fixed ports, so that it can be restarted where the clients look."""
+    for _ in range(5):
+        srv = ServerProcess(tmp_path / "data", chat_port=_port_outside_ephemeral_range(),
+                            screen_port=_port_outside_ephemeral_range())
+        try:
+            srv.start()
+        except AssertionError:  # taken meanwhile by someone else: try other ports
+            with contextlib.suppress(Exception):
+                srv.kill()
+            continue
+        try:
+            yield srv
+        finally:
+            if srv.proc is not None and srv.proc.poll() is None:
+                srv.stop()
+        return
+    raise AssertionError("could not start the server on fixed ports")
 
 
 def test_server_restart_reconnects_without_losing_messages(
-        gui: GuiHarness, server: ServerProcess, bob: Headless) -> None:
+        gui: GuiHarness, fixed_port_server: ServerProcess) -> None:
     g = gui
-    connected(g, server, "alice")
-    chat = g.app.chat_tab
-    g.select_tab("Chat")
-    bob.tc.call(lambda c: c.say("general", "before the restart")).result(TIMEOUT)
-    g.wait_for(lambda: "before the restart" in chat.shown_text(), "the first message")
-
-    server.stop()
-    g.wait_for(lambda: g.app.status_text.startswith("Reconnecting"), "Reconnecting")
-    g.type_into(chat.entry, "typed while the server was away", enter=True)
-    assert "typed while the server was away" in chat.shown_text()  # shown as pending
-
-    again = ServerProcess(server.data_dir, chat_port=server.chat_port,
-                          screen_port=server.screen_port).start()
+    server = fixed_port_server
+    bob = Headless(server, "bob")
+    again: ServerProcess | None = None
     try:
+        connected(g, server, "alice")
+        chat = g.app.chat_tab
+        g.select_tab("Chat")
+        bob.tc.call(lambda c: c.say("general", "before the restart")).result(TIMEOUT)
+        g.wait_for(lambda: "before the restart" in chat.shown_text(), "the first message")
+
+        server.stop()
+        g.wait_for(lambda: g.app.status_text.startswith("Reconnecting"), "Reconnecting")
+        assert g.app.state == "reconnecting"
+        g.type_into(chat.entry, "typed while the server was away", enter=True)
+        assert "typed while the server was away" in chat.shown_text()  # shown as pending
+
+        again = ServerProcess(server.data_dir, chat_port=server.chat_port,
+                              screen_port=server.screen_port).start()
         g.wait_for(lambda: g.app.status_text.startswith("Connected"), "Connected again")
         bob.tc.call(lambda c: c.wait_connected(3 * TIMEOUT)).result(4 * TIMEOUT)
         g.wait_for(lambda: bob.got("typed while the server was away", user="alice"),
@@ -264,4 +542,6 @@ def test_server_restart_reconnects_without_losing_messages(
                      "after the restart"):
             assert shown.count(text) == 1, shown
     finally:
-        again.stop()
+        bob.close()
+        if again is not None:
+            again.stop()

@@ -13,7 +13,13 @@ from typing import Any
 
 from chatscreen.client import Client
 from tests.helpers.proxy import FlakyProxy
-from tests.helpers.server import TIMEOUT, ServerProcess, raw_socket, running_server
+from tests.helpers.server import (
+    NO_RATE_LIMITS,
+    TIMEOUT,
+    ServerProcess,
+    raw_socket,
+    running_server,
+)
 
 
 def frame(header: dict[str, Any]) -> bytes:
@@ -34,7 +40,7 @@ def connect(srv: ServerProcess, user: str) -> Client:
 
 def test_acknowledged_messages_survive_kill_9(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    srv = ServerProcess(data).start()
+    srv = ServerProcess(data, env=NO_RATE_LIMITS).start()
 
     async def write() -> list[int]:
         async with connect(srv, "alice") as alice:
@@ -65,7 +71,7 @@ def stalled_chat_reader(srv: ServerProcess) -> socket.socket:
 
 
 def test_stalled_chat_reader_is_cut_off_and_others_carry_on(tmp_path: Path) -> None:
-    env = {"CHATSCREEN_SLOW_TIMEOUT": "1"}
+    env = {"CHATSCREEN_SLOW_TIMEOUT": "1", **NO_RATE_LIMITS}
     with running_server(tmp_path / "d", "--metrics-port", "0", env=env) as srv:
         metrics_port = int(re.findall(r"Metrics: http://[\d.]+:(\d+)", "".join(srv.output))[0])
 
@@ -153,7 +159,7 @@ def test_conversation_through_a_flaky_network_arrives_whole(tmp_path: Path) -> N
         await bob.close()
         await proxy.close()
 
-    with running_server(tmp_path / "d") as srv:
+    with running_server(tmp_path / "d", env=NO_RATE_LIMITS) as srv:
         asyncio.run(asyncio.wait_for(scenario(srv), 12 * TIMEOUT))
 
 

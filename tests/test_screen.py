@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import select
 import socket
 import struct
 import subprocess
 import sys
+import time
+import zlib
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,9 +20,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from chatscreen.capture import ScreenCapture
 from chatscreen.client import Client, OutRect, ScreenChannel
-from chatscreen.codec import psnr
+from chatscreen.codec import Canvas, psnr
 from chatscreen.errors import ConnectError
+from chatscreen.protocol import FrameDecoder, Limits, Message
+from chatscreen.protocol.schema import Rect
+from chatscreen.sharing import ShareStats, find_share, frame_rects, share_screen
 from tests.helpers.display import make_test_picture, show_picture
 from tests.helpers.server import TIMEOUT, ServerProcess, raw_socket, running_server
 
@@ -242,3 +249,194 @@ def test_screen_port_needs_a_chat_session(server: ServerProcess) -> None:
         await c.close()
 
     run(scenario())
+
+
+# -- delta frames: newest-wins per viewer, late viewers, lossless refresh ----------------------
+
+W, H, T = 1920, 1080, 64
+
+
+def tile_update(n: int, rng: np.random.Generator, k: int = 20) -> list[OutRect]:
+    """k random 64x64 tiles of the top-left 640x640, raw, filled with a value of frame n."""
+    out = []
+    for i in rng.choice(100, size=k, replace=False):
+        y, x = divmod(int(i), 10)
+        out.append(OutRect(x * T, y * T, T, T, "raw", bytes([(n * 7 + 1) % 256]) * (T * T * 3)))
+    return out
+
+
+def apply_out(canvas: Canvas, rects: list[OutRect], key: bool) -> None:
+    canvas.apply(W, H, key, [(r.x, r.y, r.w, r.h, r.enc, r.data) for r in rects])
+
+
+class RawViewer:
+    """A viewer on a bare socket with a tiny receive buffer, reading at most ``rate`` bytes
+    a second (a slow link), decoding what it gets onto a canvas. Runs on its own thread."""
+
+    def __init__(self, srv: ServerProcess, name: str, share_id: int, rate: float) -> None:
+        self.chat, self.sock = stalled_viewer(srv, name, share_id)
+        self.rate = rate
+        self.canvas = Canvas(W, H)
+        self.frames = 0
+        self.bytes = 0
+        self.decoder = FrameDecoder(Limits(max_frame=256 << 20, max_header=16 << 20))
+
+    def read_until(self, want: np.ndarray | None, deadline: float) -> None:
+        """Read (throttled) until the canvas equals ``want``, or until the deadline."""
+        start, got = time.monotonic(), 0
+        self.sock.settimeout(0.1)
+        while time.monotonic() < deadline:
+            if want is not None and self.canvas.complete and np.array_equal(self.canvas.pixels,
+                                                                            want):
+                return
+            ahead = got / self.rate - (time.monotonic() - start)  # throttle: bytes per second
+            if ahead > 0:
+                select.select([], [], [], ahead)
+            try:
+                data = self.sock.recv(16384)
+            except TimeoutError:
+                continue
+            if not data:
+                raise ConnectionResetError("server closed the slow viewer")
+            got += len(data)
+            self.bytes += len(data)
+            for f in self.decoder.feed(data):
+                if f.header["type"] != "frame":
+                    continue
+                self.frames += 1
+                msg = Message("frame", {**f.header, "rects": rects_of(f.header)}, f.payload)
+                self.canvas.apply(msg["w"], msg["h"], msg["key"], frame_rects(msg))
+
+    def close(self) -> None:
+        self.sock.close()
+        self.chat.close()
+
+
+def rects_of(header: dict[str, Any]) -> tuple[Rect, ...]:
+    return tuple(Rect(r["x"], r["y"], r["w"], r["h"], r["enc"], r["len"])
+                 for r in header["rects"])
+
+
+def test_slow_viewer_gets_current_pictures_never_a_backlog(server: ServerProcess) -> None:
+    """Delta frames at 30/s, ~7 MB/s; one viewer reads at 2 MB/s. It skips to the newest
+    version of the regions that changed and ends on exactly the sharer's picture; the healthy
+    viewer beside it gets every frame."""
+    n, fps = 60, 30.0
+    rng = np.random.default_rng(4)
+    frames = [tile_update(i, rng, 20) for i in range(n)]
+    truth = Canvas(W, H)
+    key = [OutRect(0, 0, W, H, "zlib", zlib.compress(bytes(W * H * 3)))]
+    apply_out(truth, key, True)
+    for f in frames:
+        apply_out(truth, f, False)
+
+    async def scenario() -> None:
+        c, sharer = await sharer_channel(server, "deltas")
+        await sharer.send_frame(W, H, key, key=True)
+        v, vscreen, share_id = await viewer(server, "healthy", "deltas")
+        slow = await asyncio.to_thread(RawViewer, server, "slow", share_id, 2e6)
+        healthy = Canvas(W, H)
+        got: list[int] = []
+
+        async def watch_healthy() -> None:
+            while len(got) == 0 or got[-1] < n + 1:
+                msg = await vscreen.next_frame(timeout=TIMEOUT)
+                healthy.apply(msg["w"], msg["h"], msg["key"], frame_rects(msg))
+                got.append(msg["seq"])
+
+        healthy_task = asyncio.create_task(watch_healthy())
+        loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + 4 * TIMEOUT
+        slow_task = loop.run_in_executor(None, slow.read_until, truth.pixels, deadline)
+        start = loop.time()
+        for i, f in enumerate(frames):
+            await asyncio.sleep(max(0.0, start + i / fps - loop.time()))
+            await sharer.send_frame(W, H, f, key=False)
+        await healthy_task
+        await slow_task
+        slow.close()
+        assert np.array_equal(healthy.pixels, truth.pixels)
+        assert len(got) >= 0.9 * (n + 1) and got == sorted(got)
+        # the slow one got the final picture, exactly, from far fewer frames and bytes
+        assert slow.canvas.complete and np.array_equal(slow.canvas.pixels, truth.pixels)
+        assert slow.frames < n / 2, slow.frames
+        sent = sum(len(r.data) for f in frames for r in f)
+        assert slow.bytes < 0.6 * sent, (slow.bytes, sent)
+        await v.close()
+        await c.close()
+
+    run(scenario())
+
+
+def test_late_viewer_gets_key_plus_deltas_as_one_current_picture(server: ServerProcess) -> None:
+    async def scenario() -> None:
+        rng = np.random.default_rng(5)
+        c, sharer = await sharer_channel(server, "early2")
+        truth = Canvas(W, H)
+        key = [OutRect(0, 0, W, H, "raw", bytes([9]) * (W * H * 3))]
+        await sharer.send_frame(W, H, key, key=True)
+        apply_out(truth, key, True)
+        for i in range(10):
+            f = tile_update(i, rng)
+            await sharer.send_frame(W, H, f, key=False)
+            apply_out(truth, f, False)
+        v, vscreen, share_id = await viewer(server, "late2", "early2")
+        msg = await vscreen.next_frame(timeout=TIMEOUT)
+        assert msg["key"] and msg["share"] == share_id and msg["seq"] == 11
+        canvas = Canvas(W, H)
+        canvas.apply(W, H, True, frame_rects(msg))
+        assert np.array_equal(canvas.pixels, truth.pixels)
+        # the relay kept the newest version of each tile only: less than key + 10 deltas
+        assert len(msg.payload) <= W * H * 3 + 100 * T * T * 3
+        await v.close()
+        await c.close()
+
+    run(scenario())
+
+
+def test_shared_screen_ends_pixel_exact_after_the_lossless_refresh(
+        server: ServerProcess, xvfb_display: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real sharer on Xvfb: the viewer's picture becomes equal to the screen, bit for bit
+    (the key frame is lossless; the refresh after lossy updates is covered in test_tiles)."""
+    monkeypatch.setenv("DISPLAY", xvfb_display)
+    source = make_test_picture(1920, 1080, tmp_path / "source2.png")
+
+    async def scenario() -> None:
+        sharer = await Client("127.0.0.1", "exact", chat_port=server.chat_port,
+                              screen_port=server.screen_port, timeout=TIMEOUT).connect()
+        watcher = await Client("127.0.0.1", "eye", chat_port=server.chat_port,
+                               screen_port=server.screen_port, timeout=TIMEOUT).connect()
+        stop = asyncio.Event()
+        stats = ShareStats()
+        task = asyncio.create_task(share_screen(sharer, stop, stats=stats))
+        cap = await asyncio.to_thread(ScreenCapture, 1)  # with the cursor, as the sharer
+        screen = None
+        try:
+            share = await find_share(watcher, "exact", TIMEOUT)
+            screen = await watcher.open_screen()
+            await screen.watch(share["id"])
+            canvas = Canvas(share["w"], share["h"])
+            encs: set[str] = set()
+            async with asyncio.timeout(3 * TIMEOUT):
+                while True:
+                    msg = await screen.next_frame()
+                    rects = frame_rects(msg)
+                    encs |= {r[4] for r in rects}
+                    canvas.apply(msg["w"], msg["h"], msg["key"], rects)
+                    want = (await asyncio.to_thread(cap.grab))[..., 2::-1]
+                    if canvas.complete and np.array_equal(canvas.pixels, want):
+                        break
+            assert encs <= {"palette", "webp"}
+        finally:
+            stop.set()
+            await task
+            cap.close()
+            if screen is not None:
+                await screen.close()
+            await sharer.close()
+            await watcher.close()
+        assert stats.key_frames == 1
+
+    with show_picture(xvfb_display, source):
+        run(scenario())

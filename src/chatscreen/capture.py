@@ -57,6 +57,8 @@ class ScreenCapture:
         return self.monitor.width, self.monitor.height
 
     def grab(self) -> Image:
+        """The monitor now, BGRA: a new array each call (mss copies out of its shared memory
+        segment), so the caller may keep it as the previous picture."""
         m = self.monitor
         shot = self._sct.grab({"left": m.left, "top": m.top, "width": m.width,
                                "height": m.height})

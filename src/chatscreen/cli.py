@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import sys
 import threading
 from datetime import datetime
@@ -137,12 +138,12 @@ def run_server(args: argparse.Namespace) -> int:
     handler.setFormatter(JsonLogFormatter() if settings.log_format == "json" else
                          logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=settings.log_level.upper(), handlers=[handler])
-    try:
-        import uvloop  # faster event loop where it installs (Linux, macOS)
+    loop_factory: Any = None
+    if os.environ.get("CHATSCREEN_EVENT_LOOP", "uvloop") == "uvloop":
+        with contextlib.suppress(ImportError):  # faster, where it installs (Linux, macOS)
+            import uvloop
 
-        loop_factory: Any = uvloop.new_event_loop
-    except ImportError:
-        loop_factory = None
+            loop_factory = uvloop.new_event_loop
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             runner.run(serve(settings, lambda server: print(server.banner(), flush=True)))

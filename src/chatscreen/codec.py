@@ -2,12 +2,18 @@
 
 JPEG goes through simplejpeg (libjpeg-turbo), which encodes straight from mss's BGRA buffer
 with no colour conversion: see docs/benchmarks.md for the comparison with OpenCV.
+
+Lossless encodings (docs/protocol.md has their exact format): ``palette`` (up to 256 colours,
+zlib-compressed indices: text and UI), ``zlib`` (zlib-compressed RGB), ``png`` and ``webp``
+(lossless WebP for many-colour regions that must end pixel-exact), and ``raw``.
 """
 
 from __future__ import annotations
 
 import io
 import math
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -50,14 +56,89 @@ def encode_png(img: BGRA) -> bytes:
     return out.getvalue()
 
 
-def decode_png(data: bytes) -> RGB:
+def decode_png(data: bytes, size: tuple[int, int] | None = None) -> RGB:
+    return _decode_pil(data, "PNG", size)
+
+
+def _decode_pil(data: bytes, fmt: str, size: tuple[int, int] | None) -> RGB:
+    """Decode a PNG or WebP; with ``size``, refuse another size before decoding pixels."""
     try:
-        with PILImage.open(io.BytesIO(data)) as im:
-            if im.format != "PNG":
-                raise DecodeError("not a PNG")
+        with PILImage.open(io.BytesIO(data), formats=[fmt]) as im:
+            if im.format != fmt:
+                raise DecodeError(f"not a {fmt}")
+            if size is not None and im.size != size:
+                raise DecodeError(f"rect says {size[0]}x{size[1]} but its picture is "
+                                  f"{im.size[0]}x{im.size[1]}")
             return np.asarray(im.convert("RGB"))
     except (OSError, SyntaxError, ValueError) as exc:
-        raise DecodeError(f"bad PNG data: {exc}") from None
+        raise DecodeError(f"bad {fmt} data: {exc}") from None
+
+
+PALETTE_MAX = 256
+
+
+def rgb_of(img: BGRA) -> RGB:
+    """BGRA (or BGRX) to a contiguous RGB array."""
+    return np.ascontiguousarray(img[..., 2::-1])
+
+
+def encode_zlib(img: BGRA, level: int = 1) -> bytes:
+    return zlib.compress(rgb_of(img).tobytes(), level)
+
+
+def _inflate(data: bytes, size: int, what: str) -> bytes:
+    """Decompress a zlib stream that must hold exactly ``size`` bytes (bounded: a small
+    stream cannot expand into more than ``size`` bytes of memory)."""
+    d = zlib.decompressobj()
+    try:
+        out = d.decompress(data, size)
+    except zlib.error as exc:
+        raise DecodeError(f"bad {what} data: {exc}") from None
+    if len(out) != size or not d.eof or d.unconsumed_tail or d.unused_data:
+        raise DecodeError(f"{what} data does not hold exactly {size} bytes")
+    return out
+
+
+def decode_zlib(data: bytes, w: int, h: int) -> RGB:
+    return np.frombuffer(_inflate(data, w * h * 3, "zlib"), np.uint8).reshape(h, w, 3)
+
+
+def encode_palette(img: BGRA, level: int = 6) -> bytes | None:
+    """``u8 n-1``, ``n`` RGB triplets, zlib(one index byte per pixel); None if the picture
+    has more than 256 colours."""
+    px = np.ascontiguousarray(img).view(np.uint32).reshape(-1) | np.uint32(0xFF000000)
+    colours, index = np.unique(px, return_inverse=True)
+    if len(colours) > PALETTE_MAX:
+        return None
+    pal = colours.view(np.uint8).reshape(-1, 4)[:, 2::-1]  # BGRA words -> RGB
+    head = struct.pack("B", len(colours) - 1) + np.ascontiguousarray(pal).tobytes()
+    return head + zlib.compress(index.astype(np.uint8).tobytes(), level)
+
+
+def decode_palette(data: bytes, w: int, h: int) -> RGB:
+    if not data:
+        raise DecodeError("empty palette data")
+    n = data[0] + 1
+    if len(data) < 1 + 3 * n:
+        raise DecodeError("palette data shorter than its palette")
+    pal = np.frombuffer(data, np.uint8, 3 * n, 1).reshape(n, 3)
+    index = np.frombuffer(_inflate(data[1 + 3 * n :], w * h, "palette"), np.uint8)
+    if int(index.max(initial=0)) >= n:
+        raise DecodeError("palette index out of range")
+    return pal[index].reshape(h, w, 3)
+
+
+def encode_webp(img: BGRA, lossless: bool = True, quality: int = DEFAULT_QUALITY) -> bytes:
+    out = io.BytesIO()
+    if lossless:  # method 0 with quality 0: the fastest lossless effort, still compact
+        to_pil(img).save(out, format="WEBP", lossless=True, method=0, quality=0, exact=True)
+    else:
+        to_pil(img).save(out, format="WEBP", quality=quality, method=0)
+    return out.getvalue()
+
+
+def decode_webp(data: bytes, size: tuple[int, int] | None = None) -> RGB:
+    return _decode_pil(data, "WEBP", size)
 
 
 def to_pil(img: BGRA) -> PILImage.Image:
@@ -84,7 +165,13 @@ def decode_rect(enc: str, data: bytes, w: int, h: int) -> RGB:
     if enc == "jpeg":
         img = decode_jpeg(data)
     elif enc == "png":
-        img = decode_png(data)
+        img = decode_png(data, (w, h))
+    elif enc == "palette":
+        img = decode_palette(data, w, h)
+    elif enc == "zlib":
+        img = decode_zlib(data, w, h)
+    elif enc == "webp":
+        img = decode_webp(data, (w, h))
     elif enc == "raw":
         if len(data) != w * h * 3:
             raise DecodeError(f"raw rect of {w}x{h} needs {w * h * 3} bytes, got {len(data)}")

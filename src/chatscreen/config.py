@@ -28,6 +28,12 @@ class ServerSettings:
     max_screen_frame: int = 64 << 20
     durability: str = "normal"  # "normal" (survives kill -9) or "full" (survives power loss)
     slow_timeout: float = 10.0  # a chat client that reads nothing this long is cut off
+    rate_messages: float = 20.0  # chat requests a second per user, sustained ...
+    rate_burst: int = 60  # ... and in a burst; faster senders are slowed down (not dropped)
+    rate_bytes: int = 256 << 10  # bytes a second a user may send on the chat port
+    flood_timeout: float = 30.0  # slowed down without a pause this long: disconnected
+    max_connections_per_address: int = 32
+    max_handshakes: int = 256  # connections not yet logged in, over all addresses
     metrics_host: str = "127.0.0.1"
     metrics_port: int = -1  # -1: no /health and /metrics endpoint; 0: any free port
     log_level: str = "info"

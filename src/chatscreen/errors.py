@@ -37,6 +37,8 @@ class ErrorCode(StrEnum):
     HEARTBEAT_TIMEOUT = "heartbeat_timeout"
     TOO_SLOW = "too_slow"
     REPLACED = "replaced"
+    RATE_LIMITED = "rate_limited"
+    TOO_MANY_CONNECTIONS = "too_many_connections"
     SHUTDOWN = "shutdown"
     INTERNAL = "internal"
 

@@ -1,9 +1,15 @@
 """Sharing and viewing a screen over a client's screen connection.
 
 The sharer captures and encodes on one dedicated thread (mss handles are per thread) at a
-steady cadence that skips missed ticks instead of bursting, and sends a frame only when the
-picture changed or a viewer asked for a key frame. ``send_frame`` waits for the socket to
-drain, so a slow uplink lowers the frame rate instead of building a backlog.
+steady cadence that skips missed ticks instead of bursting. Each tick, the
+:class:`~chatscreen.encoders.ScreenEncoder` compares the capture with the previous one tile by
+tile and returns only the changed regions, each encoded by its content (lossless for text and
+UI, JPEG for photographic regions), plus the lossless refresh of regions that stopped
+changing; nothing at all when nothing changed. A key frame (the whole screen) is sent first,
+when the server asks (``need_key``) and every ``KEY_INTERVAL`` seconds while the screen
+changes. ``send_frame`` waits for the socket to drain, so a slow uplink lowers the frame rate
+instead of building a backlog; the server keeps the newest version of every region for its
+viewers, so the sharer never waits for any of them.
 """
 
 from __future__ import annotations
@@ -14,19 +20,21 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from chatscreen.capture import ScreenCapture
 from chatscreen.client import Client, OutRect, ScreenChannel
-from chatscreen.codec import DEFAULT_QUALITY, Canvas, encode_jpeg, fit_within
+from chatscreen.codec import DEFAULT_QUALITY, Canvas, fit_within
+from chatscreen.encoders import DEFAULT_PRESET, ScreenEncoder, Update
 from chatscreen.protocol import Message
 
-DEFAULT_FPS = 15.0
+DEFAULT_FPS = 30.0
+KEY_INTERVAL = 60.0  # seconds between unrequested key frames, only while the screen changes
 
 
 @dataclass
 class ShareStats:
     frames: int = 0
+    key_frames: int = 0
+    rects: int = 0
     bytes: int = 0
     started: float = field(default_factory=time.monotonic)
 
@@ -39,46 +47,58 @@ class ShareStats:
 class _Grabber:
     """Lives on the capture thread."""
 
-    def __init__(self, monitor: int, quality: int, max_size: tuple[int, int] | None) -> None:
+    def __init__(self, monitor: int, quality: int, max_size: tuple[int, int] | None,
+                 preset: str = DEFAULT_PRESET) -> None:
         self.capture = ScreenCapture(monitor)
-        self.quality = quality
+        self.encoder = ScreenEncoder(preset, quality=quality)
         self.max_size = max_size
-        self._last: Any = None
+        self.last_key = 0.0
 
-    def grab(self, force: bool) -> tuple[int, int, bytes] | None:
+    def grab(self, force: bool) -> tuple[int, int, Update] | None:
         img = self.capture.grab()
-        if not force and self._last is not None and np.array_equal(img, self._last):
-            return None  # nothing changed: send nothing
-        self._last = img.copy()
         if self.max_size is not None:
             img = fit_within(img, *self.max_size)
+        now = time.monotonic()
+        key = force or now - self.last_key >= KEY_INTERVAL
+        update = self.encoder.encode(img, key=force, now=now)
+        if update is None:
+            return None  # nothing changed: send nothing
+        if key and not update.key:  # the periodic key frame, only when something changed
+            update = self.encoder.encode(img, key=True, now=now)
+            assert update is not None
+        if update.key:
+            self.last_key = now
         h, w = img.shape[:2]
-        return w, h, encode_jpeg(img, self.quality)
+        return w, h, update
 
 
 async def share_screen(client: Client, stop: asyncio.Event, *, monitor: int = 1,
                        fps: float = DEFAULT_FPS, quality: int = DEFAULT_QUALITY,
                        max_size: tuple[int, int] | None = None,
                        stats: ShareStats | None = None,
-                       on_started: Any = None) -> ShareStats:
+                       on_started: Any = None, preset: str = DEFAULT_PRESET) -> ShareStats:
     stats = stats or ShareStats()
     loop = asyncio.get_running_loop()
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="capture")
-    grabber: _Grabber = await loop.run_in_executor(pool, _Grabber, monitor, quality, max_size)
+    grabber: _Grabber = await loop.run_in_executor(pool, _Grabber, monitor, quality, max_size,
+                                                   preset)
     screen: ScreenChannel = await client.open_screen()
     try:
         first = await loop.run_in_executor(pool, grabber.grab, True)
         assert first is not None
-        w, h, data = first
+        w, h, update = first
         await screen.share(w, h)
         if on_started is not None:
             on_started(w, h)
         period = 1.0 / fps
         next_tick = time.monotonic()
         while True:
-            await screen.send_frame(w, h, [OutRect(0, 0, w, h, "jpeg", data)], key=True)
+            rects = [OutRect(r.x, r.y, r.w, r.h, r.enc, r.data) for r in update.regions]
+            await screen.send_frame(w, h, rects, key=update.key)
             stats.frames += 1
-            stats.bytes += len(data)
+            stats.key_frames += update.key
+            stats.rects += len(rects)
+            stats.bytes += update.size
             while True:
                 next_tick += period
                 now = time.monotonic()
@@ -94,7 +114,7 @@ async def share_screen(client: Client, stop: asyncio.Event, *, monitor: int = 1,
                 grabbed = await loop.run_in_executor(pool, grabber.grab,
                                                      screen.key_requested.is_set())
                 if grabbed is not None:
-                    w, h, data = grabbed
+                    w, h, update = grabbed
                     break
     finally:
         await screen.close()

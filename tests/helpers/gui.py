@@ -10,6 +10,7 @@ milliseconds for the app's own poll timer) until a condition holds or a deadline
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import subprocess
 import time
@@ -80,9 +81,30 @@ class GuiHarness:
         self.wait_for(lambda: self.root.focus_get() is widget, "the field to take focus")
         if isinstance(widget, ttk.Entry) and widget.get():
             self.xdo("key", "End", *["BackSpace"] * len(widget.get()))
-        self.xdo("type", "--delay", "4", text)
+        elif isinstance(widget, tk.Text) and widget.get("1.0", "end-1c"):
+            self.xdo("key", "ctrl+End", *["BackSpace"] * len(widget.get("1.0", "end-1c")))
+        if text:
+            self.xdo("type", "--delay", "4", text)
         if enter:
             self.xdo("key", "Return")
+        self.pump()
+
+    def key(self, *keys: str) -> None:
+        """Press keys (xdotool names: "Return", "shift+Return", "ctrl+Tab") where the focus is."""
+        self.xdo("key", "--delay", "20", *keys)
+        self.pump()
+
+    def wheel_up(self, widget: tk.Misc, clicks: int = 5) -> None:
+        """Turn the mouse wheel up over a widget (X button 4)."""
+        self.pump()
+        x = widget.winfo_rootx() + widget.winfo_width() // 2
+        y = widget.winfo_rooty() + widget.winfo_height() // 2
+        self.xdo("mousemove", "--sync", str(x), str(y), "click", "--repeat", str(clicks),
+                 "--delay", "10", "4")
+        self.pump()
+
+    def focus_window(self) -> None:
+        self.xdo("windowfocus", "--sync", str(self.window_id()))
         self.pump()
 
     def select_tab(self, title: str) -> None:
@@ -115,5 +137,16 @@ class GuiHarness:
         return path
 
     def close(self) -> None:
+        """Close the window as a person would (the app logs out), and wait until the app's
+        network threads are done, so that nothing of this test outlives it."""
         with contextlib.suppress(tk.TclError):
             self.app.quit()
+        closed = self.app.wait_closed(GUI_TIMEOUT)
+        # The app is a web of reference cycles holding Tkinter objects; collect it now, on
+        # this (the Tk) thread. Left to the garbage collector, it can be freed on some
+        # network thread of a later test, where every Tcl call in a __del__ blocks for 1 s
+        # and raises "main thread is not in main loop" (an unraisable exception: the
+        # test running at that moment fails).
+        del self.app, self.root
+        gc.collect()
+        assert closed, "the app did not log out in time"

@@ -19,6 +19,9 @@ from typing import Any
 
 TIMEOUT = float(os.environ.get("CHATSCREEN_TEST_TIMEOUT", "10"))
 REPO = Path(__file__).resolve().parents[2]
+#: For tests and benchmarks that push many messages through one user on purpose.
+NO_RATE_LIMITS = {"CHATSCREEN_RATE_MESSAGES": "1e9", "CHATSCREEN_RATE_BURST": "1000000000",
+                  "CHATSCREEN_RATE_BYTES": "1000000000"}
 
 
 class ServerProcess:

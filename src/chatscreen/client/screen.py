@@ -6,12 +6,13 @@ import asyncio
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from chatscreen.client.link import Link
 from chatscreen.errors import ServerError
 from chatscreen.protocol import Message
 
-MAX_QUEUED_DELTAS = 64
+MAX_QUEUED_DELTAS = 64  # frames queued for the application before deltas are merged
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,13 +25,32 @@ class OutRect:
     data: bytes
 
 
+def merge_frames(older: Message, newer: Message) -> Message:
+    """One frame with the effect of ``older`` then ``newer`` (a delta of the same share and
+    size): the rectangles of both in order, less those of ``older`` that a rectangle of
+    ``newer`` covers entirely. No picture is decoded."""
+    kept: list[Any] = []
+    parts: list[bytes] = []
+    offset = 0
+    for r in older["rects"]:
+        if not any(n.x <= r.x and n.y <= r.y and n.x + n.w >= r.x + r.w
+                   and n.y + n.h >= r.y + r.h for n in newer["rects"]):
+            kept.append(r)
+            parts.append(older.payload[offset : offset + r.len])
+        offset += r.len
+    fields = {**older.fields, "seq": newer["seq"], "rects": (*kept, *newer["rects"])}
+    return Message("frame", fields, b"".join([*parts, newer.payload]))
+
+
 class ScreenChannel:
     def __init__(self, link: Link) -> None:
         self.link = link
         self.share_id: int | None = None
         self.key_requested = asyncio.Event()
         # Newest wins here too: a key frame (a complete picture) replaces whatever the
-        # application has not taken yet; deltas queue behind their key frame.
+        # application has not taken yet; deltas queue behind their key frame, and when the
+        # application falls behind they are merged into the last queued frame (a rect that
+        # a newer one covers entirely is dropped), so it still gets every change.
         self._frames: deque[Message] = deque()
         self._frame_ready = asyncio.Event()
         self._replies: asyncio.Queue[Message] = asyncio.Queue()
@@ -43,7 +63,11 @@ class ScreenChannel:
             if msg["key"]:
                 self._frames.clear()
             elif len(self._frames) >= MAX_QUEUED_DELTAS:
-                return  # the application is far behind; the next key frame resyncs it
+                last = self._frames[-1]
+                if (last.type == "frame" and last["share"] == msg["share"]
+                        and (last["w"], last["h"]) == (msg["w"], msg["h"])):
+                    self._frames[-1] = merge_frames(last, msg)
+                    return
             self._frames.append(msg)
             self._frame_ready.set()
         elif msg.type == "unshared":

@@ -70,7 +70,9 @@ class Client:
         self._outgoing: dict[str, _Outgoing] = {}
         self._waiters: dict[str, asyncio.Future[Message]] = {}
         self._rids = itertools.count(1)
-        self._cids = (f"{secrets.token_hex(4)}-{n}" for n in itertools.count(1))
+        # one stream of client ids, STREAM-N: the server de-duplicates re-sends exactly
+        stream = secrets.token_hex(4)
+        self._cids = (f"{stream}-{n}" for n in itertools.count(1))
         self._closing = False
         self._connected = asyncio.Event()
         self._reconnector: asyncio.Task[None] | None = None

@@ -73,3 +73,5 @@ class ThreadedClient:
             if self._loop.is_running():
                 self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout)
+            if not self._thread.is_alive():
+                self._loop.close()

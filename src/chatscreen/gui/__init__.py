@@ -28,8 +28,11 @@ def run_app(server: str | None = None, user: str | None = None,
         print(f"chatscreen client: cannot open a window ({exc}); is DISPLAY set?",
               file=sys.stderr)
         return 1
-    App(root, settings)
+    app = App(root, settings)
     root.mainloop()
+    app.quit()
+    # The window is gone; let the logout finish (stop sharing, close the connections).
+    app.wait_closed(timeout=10.0)
     return 0
 
 

@@ -9,13 +9,18 @@ which polls the event queue and the frame mailbox every few milliseconds with ``
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import re
 import time
 import tkinter as tk
+import webbrowser
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from tkinter import font as tkfont
 from tkinter import ttk
+from typing import Literal
 
 from chatscreen.gui.chat_tab import ChatTab
 from chatscreen.gui.connection_tab import ConnectionTab
@@ -55,57 +60,145 @@ class App:
         self._ever_connected = False
         self._next_ping = 0.0
         self._next_tick = 0.0
+        self._next_second = 0.0
         self._closed = False
+        self._closing: list[NetSession] = []  # sessions logging out in the background
+        self.base_title = "chatscreen"
+        self.unseen = 0  # messages that arrived while the window was not focused
+        self.bells = 0
+        self.sharing = False
+        self.open_url: Callable[[str], object] = webbrowser.open
+        self._setup_scaling()
         self._setup_style()
         self._build()
         root.protocol("WM_DELETE_WINDOW", self.quit)
-        root.bind_all("<Control-q>", lambda _e: self.quit())
+        self._bind_shortcuts()
+        root.bind("<FocusIn>", self._on_focus_in, add="+")
         self._poll_job = root.after(POLL_MS, self._poll)
 
     # -- look --------------------------------------------------------------------------
 
+    def _setup_scaling(self) -> None:
+        """High DPI: Tk turns point sizes into pixels with ``tk scaling`` (pixels per point),
+        taken from the screen's reported DPI. ``CHATSCREEN_SCALE`` (or the desktop's
+        ``GDK_SCALE``) multiplies it, for screens that report 96 DPI but are not."""
+        self.scale = 1.0
+        for var in ("CHATSCREEN_SCALE", "GDK_SCALE"):
+            try:
+                factor = float(os.environ.get(var, ""))
+            except ValueError:
+                continue
+            if 0.5 <= factor <= 4:
+                self.scale = factor
+                break
+        base = float(self.root.tk.call("tk", "scaling"))
+        self.dpi = base * 72 * self.scale
+        self.root.tk.call("tk", "scaling", base * self.scale)
+        # Pixel sizes (paddings, the window) follow the same factor as the fonts.
+        self.px_scale = max(1.0, self.dpi / 96)
+
+    def px(self, n: float) -> int:
+        return round(n * self.px_scale)
+
     def _setup_style(self) -> None:
-        family = "DejaVu Sans" if "DejaVu Sans" in tkfont.families(self.root) else "Helvetica"
-        for name in ("TkDefaultFont", "TkTextFont", "TkMenuFont", "TkHeadingFont"):
-            tkfont.nametofont(name, self.root).configure(family=family, size=11)
-        self.fonts = {
-            "body": tkfont.Font(self.root, family=family, size=11),
-            "bold": tkfont.Font(self.root, family=family, size=11, weight="bold"),
-            "italic": tkfont.Font(self.root, family=family, size=10, slant="italic"),
-            "title": tkfont.Font(self.root, family=family, size=14, weight="bold"),
-            "small": tkfont.Font(self.root, family=family, size=10),
-        }
+        families = set(tkfont.families(self.root))
+        family = next((f for f in ("Inter", "Noto Sans", "DejaVu Sans", "Liberation Sans")
+                       if f in families), "Helvetica")
+        # Sizes in points (positive): Tk scales them to the screen's DPI (see above).
+        for name, size in (("TkDefaultFont", 11), ("TkTextFont", 11), ("TkMenuFont", 11),
+                           ("TkHeadingFont", 11), ("TkCaptionFont", 12),
+                           ("TkSmallCaptionFont", 10), ("TkTooltipFont", 10)):
+            tkfont.nametofont(name, self.root).configure(family=family, size=size)
+        spec: dict[str, tuple[int, Literal["normal", "bold"], Literal["roman", "italic"]]] = {
+            "body": (11, "normal", "roman"), "bold": (11, "bold", "roman"),
+            "italic": (10, "normal", "italic"), "title": (15, "bold", "roman"),
+            "small": (10, "normal", "roman"), "banner": (12, "bold", "roman")}
+        self.fonts: dict[str, tkfont.Font] = {}
+        for key, (size, weight, slant) in spec.items():
+            name = f"Chatscreen{key.title()}"
+            try:
+                font = tkfont.Font(self.root, name=name, exists=True)
+                font.configure(family=family, size=size, weight=weight, slant=slant)
+            except tk.TclError:
+                font = tkfont.Font(self.root, name=name, family=family, size=size,
+                                   weight=weight, slant=slant)
+            self.fonts[key] = font
+        px = self.px
         style = ttk.Style(self.root)
         if "clam" in style.theme_names():
             style.theme_use("clam")
-        style.configure("TNotebook.Tab", padding=(16, 6), font=self.fonts["body"])
-        style.configure("Title.TLabel", font=self.fonts["title"])
-        style.configure("Heading.TLabel", font=self.fonts["bold"])
-        style.configure("Hint.TLabel", font=self.fonts["small"], foreground="#6b6b6b")
+        bg = "#f3f4f6"
+        style.configure(".", background=bg)
+        style.configure("TFrame", background=bg)
+        style.configure("TLabel", background=bg)
+        style.configure("TRadiobutton", background=bg)
+        style.configure("TNotebook", background=bg, borderwidth=0)
+        style.configure("TNotebook.Tab", padding=(px(18), px(7)), font=self.fonts["body"])
+        style.map("TNotebook.Tab", background=[("selected", "#ffffff"), ("!selected", "#e3e5e8")])
+        style.configure("Title.TLabel", font=self.fonts["title"], foreground="#1f2328")
+        style.configure("Heading.TLabel", font=self.fonts["bold"], foreground="#1f2328")
+        style.configure("Hint.TLabel", font=self.fonts["small"], foreground="#6b7078")
         style.configure("Message.TLabel", font=self.fonts["bold"])
-        style.configure("Status.TLabel", font=self.fonts["body"])
-        style.configure("TButton", padding=(10, 4))
+        style.configure("Status.TLabel", font=self.fonts["body"], foreground="#3c4043")
+        style.configure("TButton", padding=(px(12), px(5)))
+        style.configure("Accent.TButton", padding=(px(12), px(5)), foreground="#ffffff",
+                        background="#0b57d0", bordercolor="#0b57d0",
+                        font=self.fonts["bold"])
+        style.map("Accent.TButton",
+                  background=[("disabled", "#a8c4f0"), ("pressed", "#0842a0"),
+                              ("active", "#1a66e0")],
+                  foreground=[("disabled", "#eef3fb")])
+        style.configure("Selected.TButton", padding=(px(12), px(5)), background="#d3e3fd",
+                        foreground="#041e49", bordercolor="#0b57d0")
+        style.configure("Card.TFrame", background="#ffffff", relief="solid", borderwidth=1,
+                        bordercolor="#d0d4da")
+        style.configure("Card.TLabel", background="#ffffff")
+        style.configure("CardHeading.TLabel", background="#ffffff", font=self.fonts["bold"])
+        style.configure("CardHint.TLabel", background="#ffffff", foreground="#6b7078",
+                        font=self.fonts["small"])
+        style.configure("Banner.TFrame", background="#c5221f")
+        style.configure("Banner.TLabel", background="#c5221f", foreground="#ffffff",
+                        font=self.fonts["banner"])
+        style.configure("BannerHint.TLabel", background="#c5221f", foreground="#fde7e6",
+                        font=self.fonts["small"])
+        style.configure("Banner.TButton", padding=(px(12), px(3)), foreground="#c5221f",
+                        background="#ffffff", font=self.fonts["bold"])
+        style.map("Banner.TButton", background=[("active", "#fde7e6")])
+        self.root.configure(background=bg)
 
     def _build(self) -> None:
+        px = self.px
         self.root.title("chatscreen")
-        self.root.geometry("1100x720")
-        self.root.minsize(720, 480)
+        self.root.geometry(f"{px(1100)}x{px(720)}")
+        self.root.minsize(px(760), px(500))
         # The status line is packed first, so that it keeps its room when the window shrinks.
-        bar = ttk.Frame(self.root, padding=(10, 4))
+        bar = ttk.Frame(self.root, padding=(px(10), px(5)))
         bar.pack(fill="x", side="bottom")
+        # Shown across the top of every tab while the screen is shared: hard to miss.
+        self.banner = ttk.Frame(self.root, style="Banner.TFrame", padding=(px(14), px(8)))
+        self.banner_label = ttk.Label(self.banner, text="●  You are sharing your screen",
+                                      style="Banner.TLabel")
+        self.banner_label.pack(side="left")
+        self.banner_detail = ttk.Label(self.banner, text="", style="BannerHint.TLabel")
+        self.banner_detail.pack(side="left", padx=(px(14), 0))
+        self.banner_stop = ttk.Button(self.banner, text="Stop sharing", style="Banner.TButton",
+                                      command=lambda: self.screen_tab.stop_share())
+        self.banner_stop.pack(side="right")
         self.notebook = ttk.Notebook(self.root)
-        self.notebook.pack(fill="both", expand=True, padx=6, pady=(6, 0))
+        self.notebook.pack(fill="both", expand=True, padx=px(8), pady=(px(8), 0))
         self.connection_tab = ConnectionTab(self.notebook, self, self.settings)
         self.chat_tab = ChatTab(self.notebook, self)
         self.screen_tab = ScreenTab(self.notebook, self)
         self.notebook.add(self.connection_tab, text="Connection")
         self.notebook.add(self.chat_tab, text="Chat")
         self.notebook.add(self.screen_tab, text="Screen Share")
-        self.status_dot = tk.Canvas(bar, width=12, height=12, highlightthickness=0,
+        d = px(12)
+        self.status_dot = tk.Canvas(bar, width=d, height=d, highlightthickness=0,
                                     background=ttk.Style(self.root).lookup("TFrame",
                                                                            "background"))
-        self.status_dot.pack(side="left", padx=(0, 6))
-        self._dot = self.status_dot.create_oval(1, 1, 11, 11, fill=COLOURS["idle"], width=0)
+        self.status_dot.pack(side="left", padx=(0, px(6)))
+        self._dot = self.status_dot.create_oval(1, 1, d - 1, d - 1, fill=COLOURS["idle"],
+                                                width=0)
         self.status_label = ttk.Label(bar, text=self.status_text, style="Status.TLabel")
         self.status_label.pack(side="left")
 
@@ -131,8 +224,9 @@ class App:
     def disconnect(self) -> None:
         net, self.net = self.net, None
         if net is not None:
-            net.close()
+            self._close_session(net)
         self.screen_tab.stop_watching()
+        self.set_sharing(False)
         self.connection_tab.set_connected(False)
         self._set_state("disconnected", "you disconnected")
         self.connection_tab.show("Disconnected")
@@ -154,8 +248,9 @@ class App:
             never = not self._ever_connected
             net, self.net = self.net, None
             if net is not None:
-                net.close()
+                self._close_session(net)
             self.screen_tab.stop_watching()
+            self.set_sharing(False)
             self.connection_tab.set_connected(False)
             text = describe_failure(reason) if never else reason
             self._set_state("disconnected", text)
@@ -169,7 +264,8 @@ class App:
         net = self.net
         assert net is not None
         save_settings(self.settings)
-        self.root.title(f"chatscreen — {self.user} @ {self._where}")
+        self.base_title = f"chatscreen — {self.user} @ {self._where}"
+        self._refresh_title()
         self.connection_tab.show(f"Connected to {self._where} as {self.user}")
         user = self.user
         net.call(lambda c: c.join(DEFAULT_ROOM), f"Cannot join {DEFAULT_ROOM}")
@@ -177,8 +273,99 @@ class App:
         self.show_tab(self.chat_tab)
         self.chat_tab.entry.focus_set()
 
+    def _bind_shortcuts(self) -> None:
+        """Window-wide keys, in a bind tag put first on every widget: class bindings (an
+        entry's own Tab handling, for one) must not swallow them."""
+        tag = "ChatscreenKeys"
+        keys: list[tuple[str, Callable[[], object]]] = [
+            ("<Control-q>", self.quit), ("<Control-Q>", self.quit),
+            ("<Control-Tab>", lambda: self.cycle_tabs(1)),
+            ("<Control-Shift-Tab>", lambda: self.cycle_tabs(-1)),
+            ("<Control-ISO_Left_Tab>", lambda: self.cycle_tabs(-1)),
+            ("<F11>", lambda: self.screen_tab.toggle_fullscreen()),
+        ]
+        for seq, action in keys:
+            def handler(_e: object, action: Callable[[], object] = action) -> str:
+                action()
+                return "break"
+
+            self.root.bind_class(tag, seq, handler)
+
+        def tag_all(w: tk.Misc) -> None:
+            tags = w.bindtags()
+            if tag not in tags:
+                w.bindtags((tag, *tags))
+            for child in w.winfo_children():
+                tag_all(child)
+
+        tag_all(self.root)
+
     def show_tab(self, tab: ttk.Frame) -> None:
         self.notebook.select(tab)  # type: ignore[no-untyped-call]
+
+    def cycle_tabs(self, step: int) -> str:
+        """Ctrl+Tab / Ctrl+Shift+Tab."""
+        tabs = self.notebook.tabs()  # type: ignore[no-untyped-call]
+        current = tabs.index(self.notebook.select())  # type: ignore[no-untyped-call]
+        self.notebook.select(tabs[(current + step) % len(tabs)])  # type: ignore[no-untyped-call]
+        selected = self.notebook.nametowidget(self.notebook.select())  # type: ignore[no-untyped-call]
+        if selected is self.chat_tab:
+            self.chat_tab.entry.focus_set()
+        else:
+            self.notebook.focus_set()
+        return "break"
+
+    # -- notices, title, sharing indicator ---------------------------------------------
+
+    def has_focus(self) -> bool:
+        try:
+            return self.root.focus_get() is not None
+        except (KeyError, tk.TclError):  # focus in a widget Tkinter does not know (popdown)
+            return True
+
+    def notify(self, text: str) -> None:
+        """A message from someone else arrived: if the window is not focused, count it in
+        the title and ring the bell."""
+        if self.has_focus():
+            return
+        self.unseen += 1
+        self.bells += 1
+        self.root.bell()
+        self._refresh_title()
+
+    def _on_focus_in(self, _event: object) -> None:
+        if self.unseen:
+            self.unseen = 0
+            self._refresh_title()
+
+    def _refresh_title(self) -> None:
+        title = self.base_title
+        if self.sharing:
+            title = f"● Sharing your screen — {title}"
+        if self.unseen:
+            title = f"({self.unseen}) {title}"
+        if self.root.title() != title:
+            self.root.title(title)
+
+    def set_sharing(self, sharing: bool, detail: str = "") -> None:
+        self.sharing = sharing
+        if sharing:
+            self.banner_detail.configure(text=detail)
+            if not self.banner.winfo_ismapped():
+                self.banner.pack(fill="x", side="top", before=self.notebook)
+        else:
+            self.banner.pack_forget()
+        self._refresh_title()
+
+    def _share_tick(self) -> None:
+        net = self.net
+        stats = net.share_stats if net is not None else None
+        if self.sharing and stats is not None:
+            secs = max(time.monotonic() - stats.started, 1e-6)
+            self.banner_detail.configure(
+                text=f"{self.screen_tab.share_detail}  ·  sending "
+                     f"{stats.frames / secs:.1f} frames/s, {stats.bytes * 8 / secs / 1e6:.1f}"
+                     " Mbit/s")
 
     def _set_state(self, state: str, reason: str = "") -> None:
         self.state = state
@@ -225,6 +412,7 @@ class App:
                 except Exception:  # queue.Empty
                     break
                 self.on_event(ev)
+            self.chat_tab.flush()
             self.screen_tab.poll()
             now = time.monotonic()
             if self.net is not None and self.state == "connected" and now >= self._next_ping:
@@ -234,6 +422,12 @@ class App:
                 self._next_tick = now + 0.25
                 self._refresh_status()
                 self.chat_tab.tick()
+                if self.unseen and self.has_focus():  # FocusIn may not come (no WM)
+                    self._on_focus_in(None)
+            if now >= self._next_second:
+                self._next_second = now + 1.0
+                self.screen_tab.tick()
+                self._share_tick()
         finally:
             if not self._closed:
                 self._poll_job = self.root.after(POLL_MS, self._poll)
@@ -250,13 +444,36 @@ class App:
             self.chat_tab.on_event(ev)
             self.screen_tab.on_event(ev)
 
+    def _close_session(self, net: NetSession) -> None:
+        """Stop sharing and watching, log out: in the background (the window stays live)."""
+        self._closing = [n for n in self._closing if not n.close_done.is_set()]
+        self._closing.append(net)
+        net.close()
+
     def quit(self) -> None:
+        """Ctrl+Q or closing the window: stop sharing, disconnect, close the window."""
         if self._closed:
             return
         self._closed = True
         self.root.after_cancel(self._poll_job)
         if self.net is not None:
-            self.net.close()
+            self._close_session(self.net)
             self.net = None
         self.render_pool.shutdown(wait=False, cancel_futures=True)
-        self.root.destroy()
+        with contextlib.suppress(tk.TclError):  # already destroyed
+            self.root.destroy()
+        # Objects whose __del__ calls Tcl (photos, fonts) are freed here, on the Tk thread.
+        # Left to the garbage collector (the App is full of reference cycles) they could be
+        # freed on the network thread, where each such call blocks for a second and raises
+        # "main thread is not in main loop".
+        self.screen_tab.release()
+        self.fonts.clear()
+
+    def wait_closed(self, timeout: float = 10.0) -> bool:
+        """After the window is gone: wait until every session has logged out (so that the
+        process does not exit in the middle). True if they all did in time."""
+        deadline = time.monotonic() + timeout
+        for net in self._closing:
+            if not net.close_done.wait(max(0.0, deadline - time.monotonic())):
+                return False
+        return True

@@ -2,31 +2,65 @@
 
 from __future__ import annotations
 
+import bisect
 import itertools
+import re
 import time
 import tkinter as tk
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from tkinter import ttk
 from typing import TYPE_CHECKING, Any
 
 from chatscreen.cli import local_time
+from chatscreen.gui.widgets import selection, styled_listbox
 from chatscreen.protocol import Message
 
 if TYPE_CHECKING:
     from chatscreen.gui.app import App
 
-MAX_SHOWN = 500  # messages kept per conversation
+MAX_SHOWN = 2000  # entries kept per conversation (older ones come back by scrolling up)
+OLDER_PAGE = 50  # messages asked for each time the user scrolls to the top
 TYPING_EVERY = 3.0  # s between "typing" notices while the user types
 TYPING_SHOWN = 6.0  # s a "typing" notice is shown without news
+INPUT_MAX_LINES = 6  # the message field grows up to this many lines
+URL = re.compile(r"\b(?:https?://|www\.)[^\s<>\"']+", re.IGNORECASE)
+
+
+def split_links(text: str) -> list[tuple[str, str | None]]:
+    """Cut text into (piece, url or None); trailing punctuation stays out of a link."""
+    out: list[tuple[str, str | None]] = []
+    pos = 0
+    for m in URL.finditer(text):
+        url = m.group(0).rstrip(".,;:!?)]}")
+        if not url:
+            continue
+        if m.start() > pos:
+            out.append((text[pos:m.start()], None))
+        out.append((url, url if "://" in url else f"https://{url}"))
+        pos = m.start() + len(url)
+    if pos < len(text):
+        out.append((text[pos:], None))
+    return out
+
+
+def _now_ts() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass
 class Conversation:
     key: str  # "#room" or "@user"
-    messages: list[dict[str, Any]] = field(default_factory=list)
+    # Entries in timeline order: server messages (sort key (id, 0)) and local notices such as
+    # "bob joined" (sort key (id of the message before, n)).
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    keys: list[tuple[int, int]] = field(default_factory=list)
     ids: set[int] = field(default_factory=set)
     unread: int = 0
     typing: dict[str, float] = field(default_factory=dict)  # user -> shown until
+    more: bool = True  # older messages may exist on the server
+    loading: bool = False  # a scroll-back request is on its way
+    _notes: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     @property
     def title(self) -> str:
@@ -36,26 +70,41 @@ class Conversation:
     def is_room(self) -> bool:
         return self.key.startswith("#")
 
-    def add(self, m: dict[str, Any]) -> bool:
+    @property
+    def oldest_id(self) -> int | None:
+        return min(self.ids) if self.ids else None
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        return [e for e in self.entries if "info" not in e]
+
+    def _insert(self, key: tuple[int, int], entry: dict[str, Any]) -> None:
+        i = bisect.bisect(self.keys, key)
+        self.keys.insert(i, key)
+        self.entries.insert(i, entry)
+
+    def add(self, m: dict[str, Any], *, trim: bool = True) -> bool:
         if m["id"] in self.ids:
             return False
         self.ids.add(m["id"])
-        self.messages.append(m)
-        if len(self.messages) > 1 and self.messages[-2]["id"] > m["id"]:
-            self.messages.sort(key=lambda x: x["id"])
-        del self.messages[:-MAX_SHOWN]
+        self._insert((m["id"], 0), m)
+        if trim and len(self.entries) > MAX_SHOWN:
+            for old in self.entries[:-MAX_SHOWN]:
+                self.ids.discard(old.get("id", -1))
+            del self.entries[:-MAX_SHOWN]
+            del self.keys[:-MAX_SHOWN]
+            self.more = True
         return True
+
+    def note(self, text: str) -> None:
+        last = max(self.ids) if self.ids else 0
+        self._insert((last, next(self._notes)), {"info": text, "ts": _now_ts()})
 
 
 @dataclass
 class Pending:
     key: str
     text: str
-
-
-def _selection(listbox: tk.Listbox) -> tuple[int, ...]:
-    sel: tuple[int, ...] = listbox.curselection()  # type: ignore[no-untyped-call]
-    return sel
 
 
 class ChatTab(ttk.Frame):
@@ -66,74 +115,107 @@ class ChatTab(ttk.Frame):
         self.order: list[str] = []  # keys in the order of the list
         self.current: str | None = None
         self.room_users: dict[str, set[str]] = {}
+        self.people_names: list[str] = []  # the names in the people list, in its order
         self.pending: dict[int, Pending] = {}
+        self.links: dict[str, str] = {}  # text tag -> url
         self._tokens = itertools.count(1)
         self._typing_sent = 0.0
+        self._dirty = False
+        self._keep_top: str | None = None  # after loading older messages: keep this in view
         self._build()
 
     # -- layout ------------------------------------------------------------------------
 
     def _build(self) -> None:
+        fonts = self.app.fonts
         self.columnconfigure(1, weight=1)
         self.rowconfigure(0, weight=1)
         side = ttk.Frame(self)
-        side.grid(row=0, column=0, sticky="ns", padx=(0, 8))
+        side.grid(row=0, column=0, sticky="ns", padx=(0, 10))
         side.rowconfigure(1, weight=1)
-        side.rowconfigure(4, weight=1)
+        side.rowconfigure(4, weight=2)
         ttk.Label(side, text="Conversations", style="Heading.TLabel").grid(row=0, column=0,
                                                                           sticky="w")
-        self.conv_list = tk.Listbox(side, width=22, height=8, activestyle="none",
-                                    exportselection=False, font=self.app.fonts["body"])
-        self.conv_list.grid(row=1, column=0, sticky="nsew", pady=(2, 6))
+        self.conv_list = styled_listbox(side, fonts["body"], width=22, height=7)
+        self.conv_list.grid(row=1, column=0, sticky="nsew", pady=(4, 6))
         self.conv_list.bind("<<ListboxSelect>>", self._on_pick_conversation)
         join = ttk.Frame(side)
-        join.grid(row=2, column=0, sticky="ew", pady=(0, 10))
-        self.room_entry = ttk.Entry(join, width=14, font=self.app.fonts["body"])
+        join.grid(row=2, column=0, sticky="ew", pady=(0, 14))
+        self.room_entry = ttk.Entry(join, width=12, font=fonts["body"])
         self.room_entry.pack(side="left", fill="x", expand=True)
         self.room_entry.bind("<Return>", lambda _e: self.join_room())
         ttk.Button(join, text="Join room", command=self.join_room).pack(side="left", padx=(4, 0))
         self.people_label = ttk.Label(side, text="People", style="Heading.TLabel")
         self.people_label.grid(row=3, column=0, sticky="w")
-        self.people = tk.Listbox(side, width=22, height=8, activestyle="none",
-                                 exportselection=False, font=self.app.fonts["body"])
-        self.people.grid(row=4, column=0, sticky="nsew", pady=(2, 2))
+        self.people = styled_listbox(side, fonts["body"], width=22, height=8)
+        self.people.grid(row=4, column=0, sticky="nsew", pady=(4, 4))
         self.people.bind("<Double-Button-1>", lambda _e: self.open_private())
         self.people.bind("<Return>", lambda _e: self.open_private())
         ttk.Button(side, text="Private message", command=self.open_private).grid(
             row=5, column=0, sticky="ew")
+        ttk.Label(side, text="Double-click a name to talk privately", style="Hint.TLabel",
+                  wraplength=200).grid(row=6, column=0, sticky="w", pady=(4, 0))
 
         main = ttk.Frame(self)
         main.grid(row=0, column=1, sticky="nsew")
         main.columnconfigure(0, weight=1)
         main.rowconfigure(1, weight=1)
         self.title = ttk.Label(main, text="Not connected", style="Title.TLabel")
-        self.title.grid(row=0, column=0, columnspan=2, sticky="w", pady=(0, 4))
-        self.text = tk.Text(main, wrap="word", state="disabled", font=self.app.fonts["body"],
-                            padx=8, pady=6, relief="flat", borderwidth=1,
-                            highlightthickness=1, highlightbackground="#c8c8c8",
-                            spacing1=3, spacing3=3)
+        self.title.grid(row=0, column=0, columnspan=2, sticky="w", pady=(0, 6))
+        self.text = tk.Text(main, wrap="word", state="disabled", font=fonts["body"],
+                            padx=12, pady=8, relief="flat", borderwidth=0, cursor="arrow",
+                            highlightthickness=1, highlightbackground="#d0d4da",
+                            background="#ffffff", spacing1=2, spacing3=2, takefocus=False)
         self.text.grid(row=1, column=0, sticky="nsew")
-        scroll = ttk.Scrollbar(main, orient="vertical", command=self.text.yview)
-        scroll.grid(row=1, column=1, sticky="ns")
-        self.text.configure(yscrollcommand=scroll.set)
-        bold = self.app.fonts["bold"]
-        self.text.tag_configure("time", foreground="#8a8a8a")
-        self.text.tag_configure("name", foreground="#7a3e00", font=bold)
-        self.text.tag_configure("own", background="#e4efff", lmargin1=40, lmargin2=40)
-        self.text.tag_configure("ownname", foreground="#0b57d0", font=bold)
-        self.text.tag_configure("pending", foreground="#9a9a9a", lmargin1=40, lmargin2=40,
-                                background="#f1f4f9")
-        self.text.tag_configure("info", foreground="#6b6b6b", font=self.app.fonts["italic"])
+        self.scroll = ttk.Scrollbar(main, orient="vertical", command=self._on_scrollbar)
+        self.scroll.grid(row=1, column=1, sticky="ns")
+        self.text.configure(yscrollcommand=self._on_yview)
+        for seq in ("<Button-4>", "<MouseWheel>", "<Prior>", "<Control-Home>"):
+            self.text.bind(seq, self._on_scroll_up, add="+")
+        t = self.text
+        bold = fonts["bold"]
+        t.tag_configure("msg", lmargin1=4, lmargin2=62, rmargin=80, spacing1=6)
+        t.tag_configure("own", lmargin1=80, lmargin2=138, rmargin=4, background="#e8f0fe",
+                        spacing1=6)
+        t.tag_configure("time", foreground="#8a8f98", font=fonts["small"])
+        t.tag_configure("name", foreground="#a0410d", font=bold)
+        t.tag_configure("ownname", foreground="#0b57d0", font=bold)
+        t.tag_configure("pending", foreground="#8a8f98", lmargin1=80, lmargin2=138,
+                        background="#f1f3f4", spacing1=6)
+        t.tag_configure("info", foreground="#6b7078", font=fonts["italic"], justify="center",
+                        spacing1=6, spacing3=4)
+        t.tag_configure("more", foreground="#8a8f98", font=fonts["small"], justify="center")
+        t.tag_configure("link", foreground="#0b57d0", underline=True)
+        t.tag_bind("link", "<Enter>", lambda _e: t.configure(cursor="hand2"))
+        t.tag_bind("link", "<Leave>", lambda _e: t.configure(cursor="arrow"))
+        t.tag_bind("link", "<Button-1>", self._on_link)
         self.typing_label = ttk.Label(main, text="", style="Hint.TLabel")
-        self.typing_label.grid(row=2, column=0, sticky="w")
+        self.typing_label.grid(row=2, column=0, sticky="w", pady=(2, 0))
         row = ttk.Frame(main)
-        row.grid(row=3, column=0, columnspan=2, sticky="ew", pady=(4, 0))
-        self.entry = ttk.Entry(row, font=self.app.fonts["body"])
-        self.entry.pack(side="left", fill="x", expand=True, ipady=3)
-        self.entry.bind("<Return>", lambda _e: self.send_message())
+        row.grid(row=3, column=0, columnspan=2, sticky="ew", pady=(2, 0))
+        self.entry = tk.Text(row, height=1, width=20, wrap="word", font=fonts["body"], undo=True,
+                             relief="flat", borderwidth=0, padx=8, pady=6,
+                             highlightthickness=1, highlightbackground="#c4c9d0",
+                             highlightcolor="#0b57d0", background="#ffffff")
+        self.entry.pack(side="left", fill="x", expand=True)
+        self.entry.bind("<Return>", self._on_return)
+        self.entry.bind("<KP_Enter>", self._on_return)
+        self.entry.bind("<Shift-Return>", self._on_shift_return)
+        self.entry.bind("<Shift-KP_Enter>", self._on_shift_return)
         self.entry.bind("<KeyRelease>", self._on_key)
-        self.send_button = ttk.Button(row, text="Send", command=self.send_message)
-        self.send_button.pack(side="left", padx=(6, 0))
+        self.entry.bind("<Control-Tab>", lambda _e: self.app.cycle_tabs(1))
+        for seq in ("<Control-Shift-Tab>", "<Control-ISO_Left_Tab>"):
+            self.entry.bind(seq, lambda _e: self.app.cycle_tabs(-1))
+        self.entry.bind("<Tab>", lambda _e: self._focus_next())
+        self.send_button = ttk.Button(row, text="Send", command=self.send_message,
+                                      style="Accent.TButton")
+        self.send_button.pack(side="left", padx=(8, 0), fill="y")
+        ttk.Label(main, text="Enter sends · Shift+Enter adds a line", style="Hint.TLabel").grid(
+            row=4, column=0, sticky="e", pady=(2, 0))
+
+    def _focus_next(self) -> str:
+        self.send_button.focus_set()
+        return "break"
 
     # -- session -----------------------------------------------------------------------
 
@@ -145,12 +227,13 @@ class ChatTab(ttk.Frame):
         self.pending.clear()
         self.current = None
         self._refresh_list()
+        self._refresh_people()
         self._render()
 
     def conversation(self, key: str) -> Conversation:
         conv = self.conversations.get(key)
         if conv is None:
-            conv = self.conversations[key] = Conversation(key)
+            conv = self.conversations[key] = Conversation(key, more=key.startswith("#"))
             self.order.append(key)
             self.order.sort(key=lambda k: (not k.startswith("#"), k.casefold()))
             if self.current is None:
@@ -165,16 +248,32 @@ class ChatTab(ttk.Frame):
         other = m["to"] if m["user"].casefold() == me else m["user"]
         return f"@{other}"
 
+    def online(self, user: str) -> bool:
+        u = user.casefold()
+        return any(u in {x.casefold() for x in users} for users in self.room_users.values())
+
     # -- events from the network --------------------------------------------------------
 
     def on_event(self, ev: Message) -> None:
         kind = ev.type
         if kind == "message":
-            self._add_messages([ev.fields])
+            self._add_messages([ev.fields], live=True)
         elif kind == "history":
             if ev.get("room") is not None:
-                self.conversation(f"#{ev['room']}")
-            self._add_messages(ev["messages"])
+                conv = self.conversation(f"#{ev['room']}")
+                msgs = ev["messages"]
+                # A join's first page tells whether older messages exist; a reconnect's
+                # catch-up pages (all newer than what is shown) do not.
+                if ev.get("rid") is None and (not conv.ids or
+                                              (msgs and msgs[0]["id"] <= min(conv.ids))):
+                    conv.more = bool(ev.get("more"))
+                self._add_messages(ev["messages"])
+            else:  # private messages (ours with everybody, at login)
+                self._add_messages(ev["messages"])
+                for m in ev["messages"]:
+                    self.conversations[self._key_of(m)].more = bool(ev.get("more"))
+        elif kind == "gui_older":
+            self._on_older(ev)
         elif kind == "joined":
             room = ev["room"]
             self.room_users[room] = set(ev["users"])
@@ -193,50 +292,109 @@ class ChatTab(ttk.Frame):
             else:
                 users.discard(ev["user"])
             self._refresh_people()
-            self._info(f"#{ev['room']}", f"{ev['user']} "
-                       f"{'joined' if ev['event'] == 'join' else 'left'}")
+            self._note(f"#{ev['room']}", f"{ev['user']} "
+                       f"{'joined' if ev['event'] == 'join' else 'left'} #{ev['room']}")
+            self._refresh_list()
         elif kind == "left":
             self.room_users.pop(ev["room"], None)
+            self._refresh_people()
         elif kind == "typing":
             key = f"#{ev['room']}" if ev.get("room") is not None else f"@{ev['user']}"
-            conv = self.conversations.get(key)
-            if conv is not None:
+            talk = self.conversations.get(key)
+            if talk is not None:
                 if ev["active"]:
-                    conv.typing[ev["user"]] = time.monotonic() + TYPING_SHOWN
+                    talk.typing[ev["user"]] = time.monotonic() + TYPING_SHOWN
                 else:
-                    conv.typing.pop(ev["user"], None)
+                    talk.typing.pop(ev["user"], None)
                 self._refresh_typing()
         elif kind == "gui_sent":
             pending = self.pending.pop(ev["token"], None)
             if pending is not None:
                 if ev.get("error"):
-                    self._info(pending.key, f"Not sent: {pending.text!r} ({ev['error']})")
+                    self._note(pending.key, f"Not sent: {pending.text!r} ({ev['error']})")
                 if pending.key == self.current:
-                    self._render()
+                    self._dirty = True
 
-    def _add_messages(self, messages: list[dict[str, Any]]) -> None:
+    def _add_messages(self, messages: list[dict[str, Any]], *, live: bool = False) -> None:
         touched: set[str] = set()
+        me = self.app.user.casefold()
         for m in messages:
             key = self._key_of(m)
             conv = self.conversation(key)
             if conv.add(m):
                 touched.add(key)
-                if key != self.current and m["user"].casefold() != self.app.user.casefold():
+                mine = m["user"].casefold() == me
+                if key != self.current and not mine:
                     conv.unread += 1
+                if live and not mine:
+                    self.app.notify(f"{m['user']}: {m['text']}")
                 conv.typing.pop(m["user"], None)
         if self.current in touched:
-            self._render()
+            self._dirty = True
         if touched:
             self._refresh_list()
             self._refresh_typing()
 
-    def _info(self, key: str, text: str) -> None:
+    def _note(self, key: str, text: str) -> None:
         conv = self.conversations.get(key)
         if conv is None:
             return
-        conv.messages.append({"id": -1, "info": text, "ts": "", "user": ""})
+        conv.note(text)
         if key == self.current:
-            self._render()
+            self._dirty = True
+
+    # -- older messages ----------------------------------------------------------------
+
+    def load_older(self) -> bool:
+        """Ask for the page of messages before the oldest one shown (scrolling up)."""
+        conv = self.conversations.get(self.current or "")
+        net = self.app.net
+        if conv is None or net is None or conv.loading or not conv.more:
+            return False
+        oldest = conv.oldest_id
+        if oldest is None:
+            conv.more = False
+            return False
+        conv.loading = True
+        self._dirty = True
+        net.older(conv.key, oldest, OLDER_PAGE)
+        return True
+
+    def _on_older(self, ev: Message) -> None:
+        conv = self.conversations.get(ev["key"])
+        if conv is None:
+            return
+        conv.loading = False
+        if ev.get("error"):
+            self._dirty = conv.key == self.current
+            return
+        msgs = ev["messages"]
+        conv.more = bool(ev["more"]) and bool(msgs)
+        first = conv.oldest_id
+        for m in msgs:
+            conv.add(m, trim=False)
+        if conv.key == self.current:
+            self._keep_top = f"m{first}" if first is not None else None
+            self._dirty = True
+
+    def _on_yview(self, first: float | str, last: float | str) -> None:
+        self.scroll.set(float(first), float(last))
+        if float(first) <= 0.0 and float(last) < 1.0:
+            conv = self.conversations.get(self.current or "")
+            if conv is not None and conv.more and not conv.loading and self._at_top_by_user:
+                self.load_older()
+        self._at_top_by_user = False
+
+    _at_top_by_user = False
+
+    def _on_scrollbar(self, *args: str) -> None:
+        self._at_top_by_user = True
+        self.text.yview(*args)
+
+    def _on_scroll_up(self, _event: object) -> None:
+        self._at_top_by_user = True
+        if self.text.yview()[0] <= 0.0:  # already at the top (or everything fits)
+            self.load_older()
 
     # -- the user's actions ------------------------------------------------------------
 
@@ -250,13 +408,33 @@ class ChatTab(ttk.Frame):
         self._refresh_typing()
 
     def _on_pick_conversation(self, _event: object) -> None:
-        sel = _selection(self.conv_list)
+        sel = selection(self.conv_list)
         if sel and self.order[sel[0]] != self.current:
             self.select(self.order[sel[0]])
             self.entry.focus_set()
 
+    def _on_return(self, _event: object) -> str:
+        self.send_message()
+        return "break"
+
+    def _on_shift_return(self, _event: object) -> str:
+        self.entry.insert("insert", "\n")
+        self.entry.see("insert")
+        self._fit_entry()
+        return "break"
+
+    def entry_text(self) -> str:
+        return str(self.entry.get("1.0", "end-1c"))
+
+    def _fit_entry(self) -> None:
+        lines = self.entry.count("1.0", "end", "displaylines")
+        n = lines[0] if isinstance(lines, tuple) else (lines or 1)
+        height = max(1, min(INPUT_MAX_LINES, int(n)))
+        if int(self.entry.cget("height")) != height:
+            self.entry.configure(height=height)
+
     def send_message(self) -> None:
-        text = self.entry.get()
+        text = self.entry_text().strip("\n")
         net = self.app.net
         if not text.strip() or self.current is None or net is None:
             return
@@ -269,15 +447,17 @@ class ChatTab(ttk.Frame):
             net.pm(self.current[1:], text, token)
             net.typing(False, to=self.current[1:])
         self._typing_sent = 0.0
-        self.entry.delete(0, "end")
-        self._render()
+        self.entry.delete("1.0", "end")
+        self._fit_entry()
+        self._render(to_end=True)
 
     def _on_key(self, event: tk.Event[Any]) -> None:
+        self._fit_entry()
         net = self.app.net
-        if net is None or self.current is None or event.keysym == "Return":
+        if net is None or self.current is None or event.keysym in ("Return", "KP_Enter"):
             return
         now = time.monotonic()
-        if self.entry.get() and now - self._typing_sent > TYPING_EVERY:
+        if self.entry_text().strip() and now - self._typing_sent > TYPING_EVERY:
             self._typing_sent = now
             target = self.current[1:]
             if self.current.startswith("#"):
@@ -293,14 +473,22 @@ class ChatTab(ttk.Frame):
             self.room_entry.delete(0, "end")
 
     def open_private(self) -> None:
-        sel = _selection(self.people)
-        if not sel:
+        sel = selection(self.people)
+        if not sel or sel[0] >= len(self.people_names):
             return
-        user = self.people.get(sel[0])
+        user = self.people_names[sel[0]]
         if user.casefold() == self.app.user.casefold():
             return
         self.select(f"@{user}")
         self.entry.focus_set()
+
+    def _on_link(self, _event: object) -> str:
+        for tag in self.text.tag_names("current"):
+            url = self.links.get(str(tag))
+            if url is not None:
+                self.app.open_url(url)
+                break
+        return "break"
 
     # -- drawing -----------------------------------------------------------------------
 
@@ -308,9 +496,12 @@ class ChatTab(ttk.Frame):
         self.conv_list.delete(0, "end")
         for i, key in enumerate(self.order):
             conv = self.conversations[key]
-            label = f"{'#' if conv.is_room else '@'} {conv.title}"
+            if conv.is_room:
+                label = f"  # {conv.title}"
+            else:
+                label = f"  {'●' if self.online(conv.title) else '○'} {conv.title}"
             if conv.unread:
-                label += f"  ({conv.unread})"
+                label += f"   ({conv.unread})"
             self.conv_list.insert("end", label)
             if conv.unread:
                 self.conv_list.itemconfigure(i, foreground="#0b57d0")
@@ -321,17 +512,22 @@ class ChatTab(ttk.Frame):
     def _refresh_people(self) -> None:
         self.people.delete(0, "end")
         if self.current is None or not self.current.startswith("#"):
-            self.people_label.configure(text="People")
+            self.people_label.configure(text="People online")
             users: list[str] = sorted({u for s in self.room_users.values() for u in s},
                                       key=str.casefold)
         else:
             room = self.current[1:]
-            self.people_label.configure(text=f"People in #{room}")
+            n = len(self.room_users.get(room, set()))
+            self.people_label.configure(text=f"In #{room} ({n} online)")
             users = sorted(self.room_users.get(room, set()), key=str.casefold)
+        self.people_names = users
+        me = self.app.user.casefold()
         for user in users:
-            self.people.insert("end", user)
-            if user.casefold() == self.app.user.casefold():
-                self.people.itemconfigure("end", foreground="#0b57d0")
+            own = user.casefold() == me
+            self.people.insert("end", f"  ● {user}{'  (you)' if own else ''}")
+            self.people.itemconfigure("end", foreground="#0b57d0" if own else "#1e7d32")
+        if self.current is not None and not self.current.startswith("#"):
+            self._refresh_title()
 
     def _refresh_typing(self) -> None:
         conv = self.conversations.get(self.current or "")
@@ -346,34 +542,70 @@ class ChatTab(ttk.Frame):
             self.typing_label.configure(text=text)
 
     def tick(self) -> None:
-        """Called about once a second: expire typing notices."""
+        """Called a few times a second: expire typing notices."""
         self._refresh_typing()
 
-    def _render(self) -> None:
+    def flush(self) -> None:
+        """Redraw the timeline once if anything changed (called after each batch of events)."""
+        if self._dirty:
+            self._render()
+
+    def _refresh_title(self) -> None:
         conv = self.conversations.get(self.current or "")
         if conv is None:
             self.title.configure(text="Not connected" if self.app.net is None else "")
+        elif conv.is_room:
+            self.title.configure(text=f"# {conv.title}")
         else:
-            self.title.configure(text=("Room #" if conv.is_room else "Private with ")
-                                 + conv.title)
+            state = "online" if self.online(conv.title) else "offline"
+            self.title.configure(text=f"Private with {conv.title}  ({state})")
+
+    def _render(self, *, to_end: bool = False) -> None:
+        self._dirty = False
+        conv = self.conversations.get(self.current or "")
+        self._refresh_title()
         text = self.text
+        at_end = to_end or text.yview()[1] >= 0.999
+        top = text.yview()[0]
         text.configure(state="normal")
         text.delete("1.0", "end")
+        self.links.clear()
         me = self.app.user.casefold()
-        for m in [] if conv is None else conv.messages:
+        if conv is not None and conv.loading:
+            text.insert("end", "loading older messages…\n", "more")
+        elif conv is not None and conv.more and conv.ids:
+            text.insert("end", "scroll up for older messages\n", "more")
+        for m in [] if conv is None else conv.entries:
+            when = local_time(m["ts"])[:5]
             if "info" in m:
-                text.insert("end", f"{m['info']}\n", "info")
+                text.insert("end", f"{m['info']}  ·  {when}\n", "info")
                 continue
             own = m["user"].casefold() == me
-            extra = ("own",) if own else ()
-            text.insert("end", local_time(m["ts"])[:5] + "  ", ("time", *extra))
-            text.insert("end", m["user"], ("ownname" if own else "name", *extra))
-            text.insert("end", f"  {m['text']}\n", extra)
+            line = ("own",) if own else ("msg",)
+            mark = f"m{m['id']}"
+            text.insert("end", when + "  ", ("time", *line, mark))
+            text.insert("end", "You" if own else m["user"],
+                        ("ownname" if own else "name", *line))
+            text.insert("end", "  ", line)
+            for piece, url in split_links(m["text"]):
+                if url is None:
+                    text.insert("end", piece, line)
+                else:
+                    tag = f"url{len(self.links)}"
+                    self.links[tag] = url
+                    text.insert("end", piece, ("link", tag, *line))
+            text.insert("end", "\n", line)
         for p in self.pending.values():
             if p.key == self.current:
                 text.insert("end", f"sending…  {p.text}\n", "pending")
         text.configure(state="disabled")
-        text.see("end")
+        keep, self._keep_top = self._keep_top, None
+        if keep is not None and text.tag_ranges(keep):
+            text.yview(f"{keep}.first - 1 lines")
+        elif at_end:
+            text.see("end")
+        else:
+            text.yview_moveto(top)
 
     def shown_text(self) -> str:
         """What the message pane shows (for tests)."""

@@ -19,22 +19,24 @@ class ConnectionTab(ttk.Frame):
     def __init__(self, master: tk.Misc, app: App, settings: ClientSettings) -> None:
         super().__init__(master, padding=24)
         self.app = app
-        self.user_var = tk.StringVar(value=settings.user)
-        self.server_var = tk.StringVar(value=settings.server)
-        self.screen_port_var = tk.StringVar(value=str(settings.screen_port))
         self._build()
+        # No tk.StringVar here on purpose: a Tcl variable's __del__ calls Tcl, and if the
+        # garbage collector runs it on another thread that call blocks for a second and fails.
+        for label, value in (("Username", settings.user), ("Server", settings.server),
+                             ("Screen port", str(settings.screen_port))):
+            self.entries[label].insert(0, value)
 
     def _build(self) -> None:
         body = self.app.fonts["body"]
         ttk.Label(self, text="Connect to a chatscreen server", style="Title.TLabel").grid(
             row=0, column=0, columnspan=3, sticky="w", pady=(0, 16))
-        rows = [("Username", self.user_var, ""),
-                ("Server", self.server_var, "HOST or HOST:PORT (chat port, default 9999)"),
-                ("Screen port", self.screen_port_var, "default 9998")]
+        rows = [("Username", ""),
+                ("Server", "HOST or HOST:PORT (chat port, default 9999)"),
+                ("Screen port", "default 9998")]
         self.entries: dict[str, ttk.Entry] = {}
-        for i, (label, var, hint) in enumerate(rows, start=1):
+        for i, (label, hint) in enumerate(rows, start=1):
             ttk.Label(self, text=label).grid(row=i, column=0, sticky="w", pady=4, padx=(0, 12))
-            entry = ttk.Entry(self, textvariable=var, width=32, font=body)
+            entry = ttk.Entry(self, width=32, font=body)
             entry.grid(row=i, column=1, sticky="w", pady=4, ipady=2)
             entry.bind("<Return>", lambda _e: self.connect())
             self.entries[label] = entry
@@ -52,15 +54,15 @@ class ConnectionTab(ttk.Frame):
         self.message.grid(row=5, column=0, columnspan=3, sticky="w", pady=(8, 0))
 
     def connect(self) -> None:
-        user = self.user_var.get().strip()
+        user = self.entries["Username"].get().strip()
         if not user:
             self.show("Please enter a username", error=True)
             self.entries["Username"].focus_set()
             return
         try:
             host, chat_port = split_server(argparse.Namespace(
-                server=self.server_var.get().strip() or "localhost", chat_port=None))
-            screen_port = int(self.screen_port_var.get().strip() or "9998")
+                server=self.entries["Server"].get().strip() or "localhost", chat_port=None))
+            screen_port = int(self.entries["Screen port"].get().strip() or "9998")
         except (ChatscreenError, ValueError):
             self.show("The server is HOST or HOST:PORT and the screen port a number",
                       error=True)

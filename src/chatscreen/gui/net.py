@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, TypeVar
@@ -24,7 +25,7 @@ from chatscreen.client import Client, ThreadedClient
 from chatscreen.codec import DecodeError, decode_rect
 from chatscreen.gui.render import Composer, Patch, Redraw
 from chatscreen.protocol import Message
-from chatscreen.sharing import frame_rects, share_screen
+from chatscreen.sharing import ShareStats, frame_rects, share_screen
 
 T = TypeVar("T")
 MAILBOX_DEPTH = 2  # redraws waiting for the Tk thread before the watcher waits too
@@ -67,6 +68,30 @@ class FrameMailbox:
             self._room = None
 
 
+class RateMeter:
+    """Frames and bytes counted on one thread, read as rates on another."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.frames = 0
+        self.bytes = 0
+        self._mark = (time.monotonic(), 0, 0)
+
+    def add(self, nbytes: int) -> None:
+        with self._lock:
+            self.frames += 1
+            self.bytes += nbytes
+
+    def rates(self) -> tuple[float, float]:
+        """Frames per second and bits per second since the previous call."""
+        with self._lock:
+            now, frames, nbytes = time.monotonic(), self.frames, self.bytes
+            then, frames0, bytes0 = self._mark
+            self._mark = (now, frames, nbytes)
+        secs = max(now - then, 1e-6)
+        return (frames - frames0) / secs, (nbytes - bytes0) * 8 / secs
+
+
 def compose_frame(composer: Composer, msg: Message) -> Redraw | None:
     """Decode a frame's rectangles and apply them (render worker thread)."""
     try:
@@ -96,7 +121,10 @@ class NetSession:
         self._watch: Future[None] | None = None
         self._share: Future[None] | None = None
         self._share_stop: asyncio.Event | None = None
+        self.share_stats: ShareStats | None = None
+        self.watch_meter = RateMeter()
         self.closed = False
+        self.close_done = threading.Event()  # set once logged out and the loop has stopped
         self.connecting: Future[Client] = self.tc.connect()
 
     @property
@@ -136,6 +164,28 @@ class NetSession:
         def done(f: Future[Message]) -> None:
             error = None if f.cancelled() or f.exception() is None else str(f.exception())
             self.events.put(gui_event("sent", token=token, error=error))
+
+        fut.add_done_callback(done)
+
+    def older(self, key: str, before: int, limit: int) -> None:
+        """Ask for the messages of conversation key ("#room" or "@user") before id ``before``;
+        the answer comes back as a ``gui_older`` event."""
+        async def go(c: Client) -> Message:
+            if key.startswith("#"):
+                return await c.history(room=key[1:], before=before, limit=limit)
+            return await c.history(peer=key[1:], before=before, limit=limit)
+
+        fut = self.tc.call(go)
+
+        def done(f: Future[Message]) -> None:
+            if f.cancelled() or f.exception() is not None:
+                error = "cancelled" if f.cancelled() else str(f.exception())
+                self.events.put(gui_event("older", key=key, messages=[], more=True,
+                                          error=error))
+            else:
+                msg = f.result()
+                self.events.put(gui_event("older", key=key, messages=msg["messages"],
+                                          more=bool(msg.get("more")), error=None))
 
         fut.add_done_callback(done)
 
@@ -185,6 +235,7 @@ class NetSession:
                 if msg.type == "unshared":
                     reason = f"{share['user']} stopped sharing"
                     break
+                self.watch_meter.add(len(msg.payload))
                 await mailbox.wait_for_room()
                 mailbox.put(await loop.run_in_executor(self.render_pool, compose_frame,
                                                        composer, msg))
@@ -203,12 +254,14 @@ class NetSession:
     def watching(self) -> bool:
         return self._watch is not None and not self._watch.done()
 
-    def start_share(self, monitor: int, fps: float) -> None:
+    def start_share(self, monitor: int, fps: float, quality: int) -> None:
         if self._share is not None and not self._share.done():
             return
-        self._share = self.tc.run(self._share_loop(monitor, fps))
+        self.share_stats = ShareStats()
+        self._share = self.tc.run(self._share_loop(monitor, fps, quality, self.share_stats))
 
-    async def _share_loop(self, monitor: int, fps: float) -> None:
+    async def _share_loop(self, monitor: int, fps: float, quality: int,
+                          stats: ShareStats) -> None:
         stop = self._share_stop = asyncio.Event()
 
         def started(w: int, h: int) -> None:
@@ -216,7 +269,8 @@ class NetSession:
 
         reason = "stopped"
         try:
-            await share_screen(self.client, stop, monitor=monitor, fps=fps, on_started=started)
+            await share_screen(self.client, stop, monitor=monitor, fps=fps, quality=quality,
+                               stats=stats, on_started=started)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # CaptureError, ConnectError, ConnectionResetError, ...
@@ -248,9 +302,23 @@ class NetSession:
 
     def _close(self, tasks: list[Future[None]]) -> None:
         # Let the screen tasks close their connections before the loop stops.
-        wait(tasks, timeout=3.0)
-        with contextlib.suppress(Exception):
-            self.tc.close(timeout=5.0)
+        try:
+            wait(tasks, timeout=3.0)
+            with contextlib.suppress(Exception):
+                self.tc.close(timeout=5.0)
+            close_loop(self.tc)
+        finally:
+            self.close_done.set()
+
+
+def close_loop(tc: ThreadedClient) -> None:
+    """Close the stopped event loop of a ThreadedClient (``ThreadedClient.close`` stops it but
+    does not close it; left to the garbage collector, its ``__del__`` may find its self-pipe
+    already closed and raise). To go once the library closes it itself."""
+    loop: asyncio.AbstractEventLoop = tc._loop
+    thread: threading.Thread = tc._thread
+    if not thread.is_alive() and not loop.is_running() and not loop.is_closed():
+        loop.close()
 
 
 async def _set(event: asyncio.Event) -> None:

@@ -83,14 +83,21 @@ class Composer:
         self._lock = threading.Lock()
         self.full: Image.Image | None = None
         self.box = (1, 1)
+        self.fit = True  # scale to fit the box; False: show the picture 1:1
         self.shown = (0, 0)
         self.complete = False  # a key frame has been applied
 
-    def set_box(self, box_w: int, box_h: int) -> Redraw | None:
-        """The room for the picture changed; returns a full redraw if the scaled size changes."""
+    def _target(self, w: int, h: int) -> tuple[int, int]:
+        return fit_size(w, h, *self.box) if self.fit else (w, h)
+
+    def set_box(self, box_w: int, box_h: int, fit: bool | None = None) -> Redraw | None:
+        """The room for the picture (or the fit / 1:1 choice) changed; returns a full redraw
+        if the size the picture is shown at changes."""
         with self._lock:
             self.box = (max(1, box_w), max(1, box_h))
-            if self.full is None or fit_size(*self.full.size, *self.box) == self.shown:
+            if fit is not None:
+                self.fit = fit
+            if self.full is None or self._target(*self.full.size) == self.shown:
                 return None
             return self._redraw_all()
 
@@ -103,7 +110,7 @@ class Composer:
             if key:
                 self.complete = True
             covers = len(patches) == 1 and patches[0].pixels.shape[:2] == (h, w)
-            if covers and fit_size(w, h, *self.box) == (w, h):
+            if covers and self._target(w, h) == (w, h):
                 # A whole picture shown 1:1: it is its own redraw, no crop needed.
                 img = Image.fromarray(patches[0].pixels, "RGB")
                 self.full.paste(img, (0, 0))
@@ -111,7 +118,7 @@ class Composer:
                 return Redraw((w, h), [Region(0, 0, img)], full=True, source=(w, h))
             for p in patches:
                 self.full.paste(Image.fromarray(p.pixels, "RGB"), (p.x, p.y))
-            if covers or fit_size(w, h, *self.box) != self.shown:
+            if covers or self._target(w, h) != self.shown:
                 return self._redraw_all()
             out = Redraw(self.shown, source=(w, h))
             for p in patches:
@@ -122,7 +129,7 @@ class Composer:
     def _redraw_all(self) -> Redraw:
         assert self.full is not None
         w, h = self.full.size
-        self.shown = fit_size(w, h, *self.box)
+        self.shown = self._target(w, h)
         return Redraw(self.shown, [self._region(0, 0, w, h)], full=True, source=(w, h))
 
     def _region(self, x: int, y: int, w: int, h: int) -> Region:
@@ -196,6 +203,13 @@ class Blitter:
             self.photo.tk.call(self.name, "copy", str(self._scratch), "-from", 0, 0, w, h,
                                "-to", region.x, region.y)
         self.updates += 1
+
+    def release(self) -> None:
+        """Forget the photos (Tk thread). An ImageTk photo deletes its Tcl image when it is
+        freed; freed by the garbage collector on another thread, that call would block."""
+        self._scratch = None
+        if hasattr(self, "photo"):
+            del self.photo
 
     def clear(self) -> bool:
         return self.blit(Redraw((1, 1), [Region(0, 0, Image.new("RGB", (1, 1)))], full=True))

@@ -1,20 +1,42 @@
-"""The Screen Share tab: share your screen, pick a share, watch it scaled to the window."""
+"""The Screen Share tab: share your screen (monitor, preset), the live list of shared screens,
+and the one you watch: scaled to fit with its aspect ratio, 1:1 (scrollable), or full screen.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import tkinter as tk
+from dataclasses import dataclass
 from tkinter import ttk
 from typing import TYPE_CHECKING, Any
 
 from chatscreen.gui.net import FrameMailbox
 from chatscreen.gui.render import Blitter, Composer
+from chatscreen.gui.widgets import selection, styled_listbox
 from chatscreen.protocol import Message
 
 if TYPE_CHECKING:
     from chatscreen.gui.app import App
 
-SHARE_FPS = 15.0
 RESIZE_DELAY_MS = 60  # rescale once the window stops changing size
+STATS_EVERY = 1.0  # s between updates of the frames/s and bitrate shown
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    quality: int  # JPEG quality
+    fps: float
+    hint: str
+
+
+#: What is shared, mapped to JPEG quality and frame rate (see docs/gui.md).
+PRESETS = {
+    "text": Preset("text", 90, 5.0, "sharp text, 5 frames/s"),
+    "balanced": Preset("balanced", 80, 15.0, "15 frames/s"),
+    "motion": Preset("motion", 60, 30.0, "smooth motion, 30 frames/s"),
+}
+DEFAULT_PRESET = "balanced"
 
 
 def _monitors() -> list[str]:
@@ -30,60 +52,123 @@ def _monitors() -> list[str]:
     return names
 
 
+def format_rate(fps: float, bps: float) -> str:
+    rate = f"{bps / 1e6:.1f} Mbit/s" if bps >= 1e6 else f"{bps / 1e3:.0f} kbit/s"
+    return f"{fps:.1f} frames/s · {rate}"
+
+
 class ScreenTab(ttk.Frame):
     def __init__(self, master: tk.Misc, app: App) -> None:
         super().__init__(master, padding=8)
         self.app = app
         self.shares: list[dict[str, Any]] = []
         self.wanted: str | None = None  # whose share the user asked to see
+        self.watching: dict[str, Any] | None = None
         self.composer: Composer | None = None
         self.mailbox: FrameMailbox | None = None
         self._resize_job: str | None = None
         self.picture_shown = False
+        self.fullscreen: tk.Toplevel | None = None
+        self._full_canvas: tk.Canvas | None = None
+        self._full_item: int | None = None
+        self.shown_frames = 0  # redraws put on screen (for the "shown" rate)
+        self._shown_mark = 0
+        self.fit = True  # scale to fit; False: 1:1
         self._build()
         self.blitter = Blitter(self.canvas)
         self.image_item = self.canvas.create_image(0, 0, anchor="center",
                                                    image=self.blitter.name, state="hidden")
         self.placeholder = self.canvas.create_text(
-            0, 0, anchor="center", fill="#b0b0b0", font=self.app.fonts["body"],
-            text="No screen shown.\nPick a shared screen above and click "
+            0, 0, anchor="center", fill="#9aa0a6", font=self.app.fonts["body"],
+            text="No screen shown.\nPick a shared screen on the left and click "
                  "“Start Receiving Screen”.", justify="center")
         self.canvas.bind("<Configure>", self._on_resize)
+        self.canvas.bind("<ButtonPress-1>", lambda e: self.canvas.scan_mark(e.x, e.y))
+        self.canvas.bind("<B1-Motion>", lambda e: self.canvas.scan_dragto(e.x, e.y, gain=1))
+        self.canvas.bind("<Double-Button-1>", lambda _e: self.toggle_fullscreen())
+
+    # -- layout ------------------------------------------------------------------------
 
     def _build(self) -> None:
-        self.columnconfigure(0, weight=1)
-        self.rowconfigure(2, weight=1)
-        share = ttk.Frame(self)
-        share.grid(row=0, column=0, sticky="ew", pady=(0, 6))
-        ttk.Label(share, text="Your screen", style="Heading.TLabel", width=14).pack(side="left")
-        self.share_button = ttk.Button(share, text="Start Sharing Screen",
-                                       command=self.toggle_share, width=22)
+        fonts = self.app.fonts
+        self.columnconfigure(1, weight=1)
+        self.rowconfigure(1, weight=1)
+
+        share = ttk.Frame(self, style="Card.TFrame", padding=(12, 10))
+        share.grid(row=0, column=0, columnspan=2, sticky="ew", pady=(0, 10))
+        ttk.Label(share, text="Your screen", style="CardHeading.TLabel").pack(side="left",
+                                                                            padx=(0, 14))
+        self.share_button = ttk.Button(share, text="Start Sharing Screen", width=20,
+                                       command=self.toggle_share, style="Accent.TButton")
         self.share_button.pack(side="left")
-        ttk.Label(share, text="Monitor").pack(side="left", padx=(12, 4))
+        ttk.Label(share, text="Monitor", style="Card.TLabel").pack(side="left", padx=(16, 4))
         monitors = _monitors()
-        self.monitor = ttk.Combobox(share, values=monitors, state="readonly", width=18,
-                                    font=self.app.fonts["body"])
+        self.monitor = ttk.Combobox(share, values=monitors, state="readonly", width=16,
+                                    font=fonts["body"])
         if monitors:
             self.monitor.current(0)
         self.monitor.pack(side="left")
-        self.share_status = ttk.Label(share, text="", style="Hint.TLabel")
-        self.share_status.pack(side="left", padx=(12, 0))
+        ttk.Label(share, text="Optimise for", style="Card.TLabel").pack(side="left",
+                                                                       padx=(16, 4))
+        self.preset = ttk.Combobox(share, values=list(PRESETS), state="readonly", width=9,
+                                   font=fonts["body"])
+        self.preset.set(DEFAULT_PRESET)
+        self.preset.pack(side="left")
+        self.preset.bind("<<ComboboxSelected>>", lambda _e: self._show_preset())
+        self.preset_hint = ttk.Label(share, text="", style="CardHint.TLabel")
+        self.preset_hint.pack(side="left", padx=(8, 0))
+        self.share_status = ttk.Label(share, text="", style="CardHint.TLabel")
+        self.share_status.pack(side="right")
+        self._show_preset()
 
-        watch = ttk.Frame(self)
-        watch.grid(row=1, column=0, sticky="ew", pady=(0, 8))
-        ttk.Label(watch, text="Shared screens", style="Heading.TLabel", width=14).pack(
-            side="left")
-        self.share_list = ttk.Combobox(watch, values=[], state="readonly", width=30,
-                                       font=self.app.fonts["body"])
-        self.share_list.pack(side="left")
-        self.watch_button = ttk.Button(watch, text="Start Receiving Screen",
-                                       command=self.toggle_watch, width=22)
-        self.watch_button.pack(side="left", padx=(8, 0))
-        self.watch_status = ttk.Label(watch, text="", style="Hint.TLabel")
-        self.watch_status.pack(side="left", padx=(12, 0))
+        side = ttk.Frame(self)
+        side.grid(row=1, column=0, sticky="ns", padx=(0, 10))
+        side.rowconfigure(1, weight=1)
+        ttk.Label(side, text="Shared screens", style="Heading.TLabel").grid(row=0, column=0,
+                                                                           sticky="w")
+        self.share_list = styled_listbox(side, fonts["body"], width=26, height=8)
+        self.share_list.grid(row=1, column=0, sticky="nsew", pady=(4, 6))
+        self.share_list.bind("<Double-Button-1>", lambda _e: self.watch_selected())
+        self.share_list.bind("<Return>", lambda _e: self.watch_selected())
+        self.watch_button = ttk.Button(side, text="Start Receiving Screen",
+                                       command=self.toggle_watch)
+        self.watch_button.grid(row=2, column=0, sticky="ew")
+        self.empty_hint = ttk.Label(side, text="Nobody is sharing right now.",
+                                    style="Hint.TLabel", wraplength=220)
+        self.empty_hint.grid(row=3, column=0, sticky="w", pady=(6, 0))
 
-        self.canvas = tk.Canvas(self, background="#1e1f22", highlightthickness=0)
-        self.canvas.grid(row=2, column=0, sticky="nsew")
+        viewer = ttk.Frame(self)
+        viewer.grid(row=1, column=1, sticky="nsew")
+        viewer.columnconfigure(0, weight=1)
+        viewer.rowconfigure(1, weight=1)
+        bar = ttk.Frame(viewer)
+        bar.grid(row=0, column=0, columnspan=2, sticky="ew", pady=(0, 4))
+        self.watch_title = ttk.Label(bar, text="Not watching", style="Heading.TLabel")
+        self.watch_title.pack(side="left")
+        self.full_button = ttk.Button(bar, text="Full screen (F11)",
+                                      command=self.toggle_fullscreen)
+        self.full_button.pack(side="right")
+        self.one_button = ttk.Button(bar, text="1:1", width=4,
+                                     command=lambda: self.set_fit(False))
+        self.one_button.pack(side="right", padx=(0, 12))
+        self.fit_button = ttk.Button(bar, text="Fit", width=4, style="Selected.TButton",
+                                     command=lambda: self.set_fit(True))
+        self.fit_button.pack(side="right")
+        self.watch_status = ttk.Label(viewer, text="", style="Hint.TLabel")
+        self.watch_status.grid(row=4, column=0, sticky="w", pady=(4, 0))
+        self.stats_label = ttk.Label(viewer, text="", style="Hint.TLabel")
+        self.stats_label.grid(row=4, column=0, columnspan=2, sticky="e", pady=(4, 0))
+
+        self.canvas = tk.Canvas(viewer, background="#1e1f22", highlightthickness=0)
+        self.canvas.grid(row=1, column=0, sticky="nsew")
+        self.xscroll = ttk.Scrollbar(viewer, orient="horizontal", command=self.canvas.xview)
+        self.yscroll = ttk.Scrollbar(viewer, orient="vertical", command=self.canvas.yview)
+        self.canvas.configure(xscrollcommand=self.xscroll.set,
+                              yscrollcommand=self.yscroll.set)
+
+    def _show_preset(self) -> None:
+        p = PRESETS[self.preset_name]
+        self.preset_hint.configure(text=f"{p.hint} (JPEG q{p.quality})")
 
     # -- events ------------------------------------------------------------------------
 
@@ -91,39 +176,72 @@ class ScreenTab(ttk.Frame):
         if ev.type == "shares":
             self._set_shares(ev["shares"])
         elif ev.type == "gui_share_started":
-            self.share_status.configure(text=f"Sharing {ev['w']}x{ev['h']}")
-            self.share_button.configure(text="Stop Sharing Screen")
+            p = PRESETS[self.preset_name]
+            self.share_status.configure(text="")  # the red banner says it all
+            self.share_detail = (f"monitor {self._monitor_index()}, {ev['w']}x{ev['h']}, "
+                                 f"{p.name} (q{p.quality}, {p.fps:g} frames/s)")
+            self.app.set_sharing(True, self.share_detail)
         elif ev.type == "gui_share_ended":
             reason = ev["reason"]
             self.share_status.configure(
                 text="Not sharing" if reason == "stopped" else f"Sharing stopped: {reason}")
-            self.share_button.configure(text="Start Sharing Screen")
+            self._sharing_controls(False)
+            self.app.set_sharing(False)
         elif ev.type == "gui_watch_ended" and ev["reason"] != "stopped":
             self.watch_status.configure(text=f"Lost {ev['user']}'s screen: {ev['reason']}")
 
     def _set_shares(self, shares: list[dict[str, Any]]) -> None:
-        self.shares = [s for s in shares if s["user"].casefold() != self.app.user.casefold()] \
-            or list(shares)
-        labels = [self._label(s) for s in self.shares]
-        self.share_list.configure(values=labels)
-        if labels and not self.share_list.get():
-            self.share_list.current(0)
-        elif not labels:
-            self.share_list.set("")
+        me = self.app.user.casefold()
+        chosen = self._selected_share_id
+        # Other people's screens first; your own (to check what others see) last.
+        self.shares = sorted(shares, key=lambda s: (s["user"].casefold() == me,
+                                                   s["user"].casefold()))
+        self._relabel(chosen)
         net = self.app.net
         if self.wanted is None or net is None:
             return
         share = net.client.share_of(self.wanted)
         if share is None:
             net.unwatch()
+            self.watching = None
             self.watch_status.configure(text=f"{self.wanted} is not sharing now; "
                                              "waiting for their screen")
         elif not net.watching or self._watching_id != share["id"]:
             self._start(share)
 
-    @staticmethod
-    def _label(share: dict[str, Any]) -> str:
-        return f"{share['user']}  ({share['w']}x{share['h']})"
+    def _relabel(self, chosen: int | None = None) -> None:
+        me = self.app.user.casefold()
+        if chosen is None:
+            chosen = self._selected_share_id
+        self.share_list.delete(0, "end")
+        for i, s in enumerate(self.shares):
+            own = s["user"].casefold() == me
+            watching = self.watching is not None and self.watching["id"] == s["id"]
+            label = (f"  {'▶' if watching else '▣'} {s['user']}{' (you)' if own else ''}"
+                     f"  ·  {s['w']}x{s['h']}")
+            self.share_list.insert("end", label)
+            if watching:
+                self.share_list.itemconfigure(i, foreground="#0b57d0")
+            if s["id"] == chosen:
+                self.share_list.selection_set(i)
+        if self.shares and not selection(self.share_list):
+            self.share_list.selection_set(0)
+        self.empty_hint.configure(text="" if self.shares else "Nobody is sharing right now.")
+
+    @property
+    def _selected_share_id(self) -> int | None:
+        share = self._selected_share()
+        return None if share is None else int(share["id"])
+
+    def _selected_share(self) -> dict[str, Any] | None:
+        sel = selection(self.share_list)
+        if not sel or sel[0] >= len(self.shares):
+            return None
+        return self.shares[sel[0]]
+
+    def selected_label(self) -> str:
+        sel = selection(self.share_list)
+        return str(self.share_list.get(sel[0])).strip() if sel else ""
 
     # -- the user's actions ------------------------------------------------------------
 
@@ -133,13 +251,36 @@ class ScreenTab(ttk.Frame):
             self.share_status.configure(text="Connect first")
             return
         if net.sharing:
+            self.stop_share()
+            return
+        preset = PRESETS[self.preset_name]
+        self._show_preset()
+        net.start_share(self._monitor_index(), preset.fps, preset.quality)
+        self._sharing_controls(True)
+        self.share_status.configure(text="Starting…")
+
+    share_detail = ""
+
+    def _monitor_index(self) -> int:
+        choice = self.monitor.get()
+        return int(choice.split(":")[0]) if choice else 1
+
+    def stop_share(self) -> None:
+        net = self.app.net
+        if net is not None and net.sharing:
             net.stop_share()
             self.share_status.configure(text="Stopping…")
-            return
-        choice = self.monitor.get()
-        monitor = int(choice.split(":")[0]) if choice else 1
-        net.start_share(monitor, SHARE_FPS)
-        self.share_status.configure(text="Starting…")
+
+    def _sharing_controls(self, sharing: bool) -> None:
+        self.share_button.configure(text="Stop Sharing Screen" if sharing
+                                    else "Start Sharing Screen")
+        for box in (self.monitor, self.preset):
+            box.configure(state="disabled" if sharing else "readonly")
+
+    def watch_selected(self) -> None:
+        if self.wanted is not None:
+            self.stop_watching()
+        self.toggle_watch()
 
     def toggle_watch(self) -> None:
         net = self.app.net
@@ -149,11 +290,10 @@ class ScreenTab(ttk.Frame):
         if net is None:
             self.watch_status.configure(text="Connect first")
             return
-        index = self.share_list.current()
-        if index < 0 or index >= len(self.shares):
+        share = self._selected_share()
+        if share is None:
             self.watch_status.configure(text="Nobody is sharing a screen")
             return
-        share = self.shares[index]
         self.wanted = share["user"]
         self.watch_button.configure(text="Stop Receiving Screen")
         self._start(share)
@@ -164,29 +304,94 @@ class ScreenTab(ttk.Frame):
         net = self.app.net
         assert net is not None
         self.composer = Composer()
-        self.composer.set_box(*self._box())
+        self.composer.set_box(*self._box(), fit=self.fit)
         self.mailbox = FrameMailbox()
         self._watching_id = share["id"]
+        self.watching = share
         net.watch(share, self.composer, self.mailbox)
-        self.watch_status.configure(text=f"Watching {share['user']}")
+        net.watch_meter.rates()
+        self.watch_title.configure(text=f"{share['user']}'s screen  ({share['w']}x{share['h']})")
+        self.watch_status.configure(text="")
+        self.stats_label.configure(text="waiting for the picture…")
+        self._relabel()
 
     def stop_watching(self) -> None:
         if self.app.net is not None:
             self.app.net.unwatch()
+        self.leave_fullscreen()
         self.wanted = None
+        self.watching = None
         self._watching_id = None
         self.composer = self.mailbox = None
         self.watch_button.configure(text="Start Receiving Screen")
+        self.watch_title.configure(text="Not watching")
         self.watch_status.configure(text="")
+        self.stats_label.configure(text="")
         self._show_picture(False)
+        self._relabel()
 
     def reset(self) -> None:
         self.stop_watching()
         self._set_shares([])
         self.share_status.configure(text="")
-        self.share_button.configure(text="Start Sharing Screen")
+        self._sharing_controls(False)
+
+    @property
+    def preset_name(self) -> str:
+        name = self.preset.get()
+        return name if name in PRESETS else DEFAULT_PRESET
+
+    def set_fit(self, fit: bool) -> None:
+        """Fit the window (keeping the aspect ratio), or 1:1 (scroll or drag to pan)."""
+        self.fit = fit
+        self.fit_button.configure(style="Selected.TButton" if fit else "TButton")
+        self.one_button.configure(style="TButton" if fit else "Selected.TButton")
+        self._rescale()
+
+    # -- full screen -------------------------------------------------------------------
+
+    def toggle_fullscreen(self) -> None:
+        if self.fullscreen is not None:
+            self.leave_fullscreen()
+        else:
+            self.enter_fullscreen()
+
+    def enter_fullscreen(self) -> None:
+        if self.fullscreen is not None or self.composer is None:
+            return
+        top = tk.Toplevel(self, background="black")
+        sw, sh = top.winfo_screenwidth(), top.winfo_screenheight()
+        top.geometry(f"{sw}x{sh}+0+0")
+        with contextlib.suppress(tk.TclError):  # no window manager to ask
+            top.attributes("-fullscreen", True)
+        canvas = tk.Canvas(top, background="black", highlightthickness=0, width=sw, height=sh)
+        canvas.pack(fill="both", expand=True)
+        self._full_item = canvas.create_image(sw // 2, sh // 2, anchor="center",
+                                              image=self.blitter.name)
+        canvas.create_text(sw // 2, sh - 24, text="Esc leaves full screen", fill="#777777",
+                           font=self.app.fonts["small"])
+        for seq in ("<Escape>", "<F11>", "<Double-Button-1>"):
+            top.bind(seq, lambda _e: self.leave_fullscreen())
+        top.bind("<Control-q>", lambda _e: self.app.quit())
+        top.protocol("WM_DELETE_WINDOW", self.leave_fullscreen)
+        self.fullscreen, self._full_canvas = top, canvas
+        top.focus_force()
+        self._rescale()
+
+    def leave_fullscreen(self) -> None:
+        top, self.fullscreen, self._full_canvas, self._full_item = (
+            self.fullscreen, None, None, None)
+        if top is None:
+            return
+        top.destroy()
+        self.app.root.focus_force()
+        self._rescale()
 
     # -- drawing (Tk thread) -----------------------------------------------------------
+
+    def release(self) -> None:
+        """The window is gone: drop the photos here, on the Tk thread (see App.quit)."""
+        self.blitter.release()
 
     def poll(self) -> None:
         if self.mailbox is None:
@@ -194,36 +399,98 @@ class ScreenTab(ttk.Frame):
         for redraw in self.mailbox.take():
             if self.blitter.blit(redraw):
                 self.canvas.itemconfigure(self.image_item, image=self.blitter.name)
-            self._show_picture(True)
+                if self._full_canvas is not None and self._full_item is not None:
+                    self._full_canvas.itemconfigure(self._full_item, image=self.blitter.name)
+                self._place()
+            self.shown_frames += 1
+            if not self.picture_shown:
+                self._show_picture(True)
+                self._place()
+
+    def tick(self) -> None:
+        """About once a second: the received frames/s and bitrate."""
+        net = self.app.net
+        if net is None or self.watching is None:
+            return
+        fps, bps = net.watch_meter.rates()
+        shown = self.shown_frames - self._shown_mark
+        self._shown_mark = self.shown_frames
+        if self.picture_shown:
+            self.stats_label.configure(text=f"received {format_rate(fps, bps)}")
+        self.last_rates = (fps, bps, shown)
+
+    last_rates: tuple[float, float, int] = (0.0, 0.0, 0)
 
     def _show_picture(self, shown: bool) -> None:
         self.picture_shown = shown
         self.canvas.itemconfigure(self.image_item, state="normal" if shown else "hidden")
         self.canvas.itemconfigure(self.placeholder, state="hidden" if shown else "normal")
+        if not shown:
+            self._scrollbars(False)
 
     def _box(self) -> tuple[int, int]:
+        if self._full_canvas is not None:
+            top = self._full_canvas
+            return top.winfo_screenwidth(), top.winfo_screenheight()
         return max(1, self.canvas.winfo_width()), max(1, self.canvas.winfo_height())
 
+    def _scrollbars(self, shown: bool) -> None:
+        if shown:
+            self.xscroll.grid(row=3, column=0, sticky="ew")
+            self.yscroll.grid(row=1, column=1, sticky="ns")
+        else:
+            self.xscroll.grid_remove()
+            self.yscroll.grid_remove()
+
+    def _place(self) -> None:
+        """Centre the picture; when it is larger than the canvas (1:1), scroll it."""
+        cw, ch = max(1, self.canvas.winfo_width()), max(1, self.canvas.winfo_height())
+        pw, ph = self.blitter.size
+        self.canvas.coords(self.placeholder, cw // 2, ch // 2)
+        big = self.picture_shown and (pw > cw or ph > ch)
+        if big:
+            self.canvas.itemconfigure(self.image_item, anchor="nw")
+            self.canvas.coords(self.image_item, max(0, (cw - pw) // 2), max(0, (ch - ph) // 2))
+            self.canvas.configure(scrollregion=(0, 0, max(pw, cw), max(ph, ch)))
+        else:
+            self.canvas.itemconfigure(self.image_item, anchor="center")
+            self.canvas.coords(self.image_item, cw // 2, ch // 2)
+            self.canvas.configure(scrollregion=(0, 0, cw, ch))
+            self.canvas.xview_moveto(0)
+            self.canvas.yview_moveto(0)
+        self._scrollbars(big)
+        if self._full_canvas is not None and self._full_item is not None:
+            fc = self._full_canvas
+            self._full_canvas.coords(self._full_item, fc.winfo_screenwidth() // 2,
+                                     fc.winfo_screenheight() // 2)
+
     def _on_resize(self, _event: object) -> None:
-        w, h = self._box()
-        self.canvas.coords(self.image_item, w // 2, h // 2)
-        self.canvas.coords(self.placeholder, w // 2, h // 2)
+        self._place()
         if self._resize_job is not None:
             self.after_cancel(self._resize_job)
         self._resize_job = self.after(RESIZE_DELAY_MS, self._rescale)
 
     def _rescale(self) -> None:
+        if self._resize_job is not None:
+            self.after_cancel(self._resize_job)
         self._resize_job = None
         composer, mailbox = self.composer, self.mailbox
         if composer is not None and mailbox is not None:
             box = self._box()
+            fit = self.fit or self._full_canvas is not None
             # Through the render thread, so that it stays in order with the frames.
-            self.app.render_pool.submit(lambda: mailbox.put(composer.set_box(*box)))
+            self.app.render_pool.submit(lambda: mailbox.put(composer.set_box(*box, fit=fit)))
 
     def picture_geometry(self) -> tuple[int, int, int, int] | None:
-        """Where the picture is on the screen: x, y, w, h (root coordinates)."""
+        """Where the picture is on the screen: x, y, w, h (root coordinates), clipped to
+        the canvas."""
         if not self.picture_shown:
             return None
         x0, y0, x1, y1 = self.canvas.bbox(self.image_item)
-        return (self.canvas.winfo_rootx() + x0, self.canvas.winfo_rooty() + y0,
+        ox = int(self.canvas.canvasx(0))  # type: ignore[no-untyped-call]
+        oy = int(self.canvas.canvasy(0))  # type: ignore[no-untyped-call]
+        x0, y0 = max(x0, ox), max(y0, oy)
+        x1 = min(x1, ox + self.canvas.winfo_width())
+        y1 = min(y1, oy + self.canvas.winfo_height())
+        return (self.canvas.winfo_rootx() + x0 - ox, self.canvas.winfo_rooty() + y0 - oy,
                 x1 - x0, y1 - y0)

@@ -101,7 +101,7 @@ def boolean(value: Any, _: Limits) -> bool:
     return value
 
 
-ENCODINGS = ("jpeg", "png", "raw")
+ENCODINGS = ("jpeg", "png", "raw", "palette", "zlib", "webp")
 
 
 def encoding(value: Any, _: Limits) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
 import contextlib
 import logging
 import signal
@@ -14,13 +15,19 @@ from chatscreen.errors import ErrorCode
 from chatscreen.protocol import Limits, State
 from chatscreen.server.chat import ChatService
 from chatscreen.server.fanout import LocalFanout
+from chatscreen.server.limits import TokenBucket
 from chatscreen.server.metrics import Counters, serve_http
-from chatscreen.server.peer import Peer
+from chatscreen.server.peer import Peer, Rates
 from chatscreen.server.screen import ScreenRelay
 from chatscreen.server.storage import SQLiteStore
 from chatscreen.tls import cert_fingerprint, ensure_self_signed, server_context
 
 log = logging.getLogger("chatscreen.server")
+
+# asyncio gives every TLS connection a 256 KiB read buffer, allocated up front: 256 MB for
+# 1000 clients, and after they leave, a fragmented heap that keeps growing. Chat frames are
+# small and TLS records at most 16 KiB, so 32 KiB is plenty.
+asyncio.sslproto.SSLProtocol.max_size = 32 << 10
 
 CHAT_WRITE_LIMITS = (256 << 10, 64 << 10)
 SCREEN_WRITE_LIMITS = (512 << 10, 128 << 10)
@@ -34,6 +41,7 @@ class Server:
         self.settings = settings
         self.heartbeat = settings.heartbeat
         self.peers: set[Peer] = set()
+        self._per_address: dict[str, int] = {}
         self.store = SQLiteStore(settings.data_dir / "chatscreen.db",
                                  durability=settings.durability)
         self.fanout = LocalFanout()
@@ -59,10 +67,28 @@ class Server:
     # -- PeerRegistry ------------------------------------------------------------------
 
     def peer_opened(self, peer: Peer) -> None:
+        s = self.settings
         self.peers.add(peer)
+        ip = peer.ip
+        self._per_address[ip] = self._per_address.get(ip, 0) + 1
+        if self._per_address[ip] > s.max_connections_per_address:
+            peer.fail(ErrorCode.TOO_MANY_CONNECTIONS,
+                      f"too many connections from {ip} (at most {s.max_connections_per_address})")
+        elif sum(1 for p in self.peers if p.conn.state is not State.OPEN) > s.max_handshakes:
+            peer.fail(ErrorCode.TOO_MANY_CONNECTIONS, "too many logins in progress; try again")
+        elif peer.kind == "chat":
+            now = asyncio.get_running_loop().time()
+            peer.rates = Rates(TokenBucket(s.rate_messages, s.rate_burst, now),
+                               TokenBucket(s.rate_bytes, 4 * s.rate_bytes, now),
+                               s.flood_timeout)
 
     def peer_closed(self, peer: Peer) -> None:
         self.peers.discard(peer)
+        left = self._per_address.get(peer.ip, 1) - 1
+        if left > 0:
+            self._per_address[peer.ip] = left
+        else:
+            self._per_address.pop(peer.ip, None)
         self.counters.disconnects[peer.close_code or "closed"] += 1
         if not self.peers:
             self._all_closed.set()

@@ -34,7 +34,8 @@ log = logging.getLogger("chatscreen.chat")
 DEFAULT_ROOM = "general"
 ALL = "all"  # topic every logged-in chat connection subscribes to (share announcements)
 HISTORY_PAGE = 500  # messages per history frame when catching up
-CIDS_KEPT = 1000  # per user, to drop a message re-sent after a reconnect
+CIDS_KEPT = 64  # per user: client id streams, or opaque client ids, remembered
+CID_USERS_KEPT = 1024  # users (most recently active) whose client ids are kept
 
 
 def utc_now() -> str:
@@ -76,7 +77,8 @@ class ChatService:
         self._queue: list[_Pending] = []
         self._wakeup = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
-        self._cids: dict[str, OrderedDict[str, int]] = {}
+        # user -> their recent client ids, least recently active user first (bounded)
+        self._cids: OrderedDict[str, OrderedDict[str, int]] = OrderedDict()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.share_list: list[dict[str, Any]] = []  # kept current by the screen relay
         self.messages_total = 0
@@ -286,17 +288,40 @@ class ChatService:
 
     def _post(self, session: Session, cid: str | None, *, room: str | None, to: str | None,
               text: str) -> None:
-        if cid is not None:
-            seen = self._cids.setdefault(session.key, OrderedDict())
-            if cid in seen:
-                return  # a re-send of a message we already took; its echo went out then
-            seen[cid] = self._next_id + 1
-            while len(seen) > CIDS_KEPT:
-                seen.popitem(last=False)
+        if cid is not None and self._seen_cid(session.key, cid):
+            return  # a re-send of a message we already took; its echo went out then
         self._next_id += 1
         stored = StoredMessage(self._next_id, utc_now(), session.name, text, room, to, cid)
         self._queue.append(_Pending(stored, session))
         self._wakeup.set()
+
+    def _seen_cid(self, user: str, cid: str) -> bool:
+        """Has this user sent this client id before? Record it if not.
+
+        A cid of the form STREAM-N (N counting up per stream, as the client library makes
+        them) is de-duplicated exactly by keeping the highest N per stream; any other cid is
+        remembered among the user's last CIDS_KEPT."""
+        seen = self._cids.get(user)
+        if seen is None:
+            seen = self._cids[user] = OrderedDict()
+            while len(self._cids) > CID_USERS_KEPT:
+                self._cids.popitem(last=False)
+        else:
+            self._cids.move_to_end(user)
+        stream, dash, number = cid.rpartition("-")
+        if dash and number.isdigit() and len(number) <= 15:
+            n = int(number)
+            if seen.get(stream, -1) >= n:
+                return True
+            seen[stream] = n
+            seen.move_to_end(stream)
+        elif cid in seen:
+            return True
+        else:
+            seen[cid] = 0
+        while len(seen) > CIDS_KEPT:
+            seen.popitem(last=False)
+        return False
 
     async def _write_loop(self) -> None:
         while True:

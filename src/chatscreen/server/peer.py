@@ -10,12 +10,17 @@ get paused (``writable`` goes false) and the relay keeps only the newest picture
 from __future__ import annotations
 
 import asyncio
+import functools
+import itertools
 import logging
 import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from chatscreen.errors import ErrorCode, RemoteProtocolError
 from chatscreen.protocol import Connection, Limits, Message, Role, State
+from chatscreen.server.limits import RATED, TokenBucket
 
 if TYPE_CHECKING:
     from chatscreen.server.session import Session
@@ -23,6 +28,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("chatscreen.server")
 
 CLOSE_GRACE = 2.0  # seconds a closing transport may take to flush before it is aborted
+
+
+@dataclass
+class Rates:
+    """A peer's rate limits: messages and bytes it may send."""
+
+    messages: TokenBucket
+    bytes: TokenBucket
+    flood_timeout: float
+    flood_since: float | None = None  # when it was first slowed down, this streak
 
 
 class Service(Protocol):
@@ -59,6 +74,7 @@ class Peer(asyncio.Protocol):
         self.conn = Connection(Role.SERVER, limits)
         self.session: Session | None = None
         self.addr = "?"
+        self.ip = "?"
         self.writable = True
         self.closing = False
         self._write_limits = write_limits
@@ -72,6 +88,7 @@ class Peer(asyncio.Protocol):
         self.opened_at = self.last_rx = self._loop.time()
         self.ping_sent = False
         self.close_code: str | None = None  # why we closed it, for the metrics
+        self.rates: Rates | None = None  # rate limits, for peers that have them
 
     def __repr__(self) -> str:
         who = self.session.name if self.session else "-"
@@ -84,6 +101,7 @@ class Peer(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
+            self.ip = str(peer[0])
             self.addr = f"{peer[0]}:{peer[1]}"
         high, low = self._write_limits
         self._transport.set_write_buffer_limits(high=high, low=low)
@@ -97,12 +115,32 @@ class Peer(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
-        self.last_rx = self._loop.time()
+        now = self._loop.time()
+        self.last_rx = now
         self.ping_sent = False
+        messages = self.conn.receive_data(data)
+        if self.rates is not None:
+            wait = self.rates.bytes.spend(len(data), now)
+            if wait > 0:  # over the byte rate: stop reading for as long as it takes
+                self._throttle(wait, lambda: self._process(messages))
+                return
+        self._process(messages)
+
+    def _process(self, messages: Iterator[Message], first: Message | None = None) -> None:
+        """Handle messages in order. A user over the message rate is slowed down: the rest
+        waits (and the socket is not read) until the bucket has a token again."""
         try:
-            for msg in self.conn.receive_data(data):
+            for msg in itertools.chain((first,) if first else (), messages):
                 if self.closing:
                     return
+                if self.rates is not None and msg.type in RATED:
+                    wait = self.rates.messages.take(1, self._loop.time())
+                    if wait > 0:
+                        self._throttle(wait, functools.partial(self._process, messages, msg))
+                        return
+                    if self.rates.flood_since is not None and self.rates.messages.fuller_than(
+                            0.5, self._loop.time()):
+                        self.rates.flood_since = None  # the user slowed down
                 if msg.type == "ping":
                     self.send("pong", **msg.fields)
                 elif msg.type != "pong":
@@ -113,6 +151,26 @@ class Peer(asyncio.Protocol):
         except Exception:
             log.exception("%r: internal error", self)
             self.fail(ErrorCode.INTERNAL, "internal server error")
+
+    def _throttle(self, wait: float, resume: Callable[[], None]) -> None:
+        assert self._transport is not None and self.rates is not None
+        now = self._loop.time()
+        rates = self.rates
+        if rates.flood_since is None:
+            rates.flood_since = now
+            self.error(ErrorCode.RATE_LIMITED, "you are sending too fast; slowing you down")
+        elif now - rates.flood_since > rates.flood_timeout:
+            self.fail(ErrorCode.RATE_LIMITED, "flooding: you kept sending too fast")
+            return
+        self._transport.pause_reading()
+
+        def go_on() -> None:
+            if self.closing or self._transport is None:
+                return
+            self._transport.resume_reading()  # no data arrives before resume() returns
+            resume()
+
+        self._loop.call_later(wait, go_on)
 
     def pause_writing(self) -> None:
         self.writable = False

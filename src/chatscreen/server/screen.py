@@ -1,27 +1,33 @@
-"""The screen relay: shares, viewers and newest-wins fan-out.
+"""The screen relay: shares, viewers and newest-wins fan-out, VNC-style.
 
-A sharer's frame is validated, re-headed once with its share id and kept as bytes; the same
-bytes go to every viewer. Nothing here ever waits for a viewer. Each viewer has a pending
-list per share it watches: a key frame (a complete picture) replaces the list, a delta frame
-(changed rectangles) is appended to it. A viewer whose connection is writable gets its pending
-frames at once; one whose connection is full (paused by the transport's high-water mark) gets
-them when it drains, by then only the newest picture. If a viewer's deltas pile up past
-``VIEWER_BACKLOG`` they are dropped and the sharer is asked for a key frame (``need_key``).
+A sharer's frame is validated and cut into its rectangles ("pieces"), kept as the bytes the
+sharer sent; the relay never decodes a picture. Per share, a :class:`TileStore` keeps the
+**newest piece of every 64x64 tile** of the screen: a piece that fully covers a tile replaces
+what the tile held, and a piece no tile needs any more is dropped. Pieces are numbered in
+arrival order, so the store's live pieces, applied in that order, give the current picture.
 
-Each share also keeps its latest key frame plus the deltas since, so that a viewer who starts
-watching mid-stream gets a complete picture at once.
+Per viewer, the relay remembers only the number of the last piece it sent (``sent``): the
+viewer's dirty tiles are those whose pieces are newer. When the viewer's connection can take
+more (at once, or when it drains after ``pause_writing``), it gets one frame with the live
+pieces newer than ``sent``, oldest first: the newest version of every dirty region, never a
+backlog. A viewer who starts watching has ``sent = 0`` and so gets the current picture of
+every region at once, as a key frame. Nothing here ever waits for a viewer; the sharer is
+asked for a key frame (``need_key``) only when the relay has no picture to apply a delta to.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from chatscreen.errors import ErrorCode, RemoteProtocolError
 from chatscreen.protocol import Message, encode_frame
+from chatscreen.protocol.schema import MAX_RECTS
 from chatscreen.server.metrics import Counters
 
 if TYPE_CHECKING:
@@ -30,25 +36,79 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("chatscreen.screen")
 
-VIEWER_BACKLOG = 16 << 20  # bytes of deltas a viewer may have pending before we resync it
-SHARE_BACKLOG = 64 << 20  # bytes of deltas kept after a share's key frame
+TILE = 64  # the relay's tile grid (the reference sharer's tiles are the same size)
+MAX_PARTIAL = 32  # pieces only partly covering one tile before the relay asks for a key frame
 NEED_KEY_INTERVAL = 0.5  # seconds between key frame requests to one sharer
+VIEWER_SNDBUF = 256 << 10  # fixed kernel send buffer of a viewer's connection (see _watch)
 
 
-@dataclass(eq=False)
-class Pending:
-    frames: list[bytes] = field(default_factory=list)
-    size: int = 0
-    needs_key: bool = False
+@dataclass(eq=False, slots=True)
+class Piece:
+    """One rectangle of a sharer's frame: where it goes, and its encoded bytes."""
 
-    def replace(self, data: bytes) -> None:
-        self.frames = [data]
-        self.size = len(data)
-        self.needs_key = False
+    id: int
+    seq: int
+    rect: dict[str, Any]  # {"x","y","w","h","enc","len"}, as relayed
+    data: bytes
+    refs: int = 0  # tiles that need it
 
-    def append(self, data: bytes) -> None:
-        self.frames.append(data)
-        self.size += len(data)
+
+class TileStore:
+    """The newest piece of every tile of one share's screen."""
+
+    def __init__(self, w: int, h: int, first_id: int, tile: int = TILE) -> None:
+        self.w, self.h, self.tile = w, h, tile
+        self.cols = -(-w // tile)
+        rows = -(-h // tile)
+        self.owner: list[Piece | None] = [None] * (rows * self.cols)  # newest full cover
+        self.partial: list[list[Piece]] = [[] for _ in range(rows * self.cols)]  # newer, partial
+        self.live: dict[int, Piece] = {}  # id -> piece, in id order
+        self.key_id = first_id  # pieces before this one are not part of the picture
+        self.overflow = False  # too many partial pieces on one tile: a key frame would help
+
+    @property
+    def last_id(self) -> int:
+        return next(reversed(self.live)) if self.live else self.key_id - 1
+
+    def _release(self, piece: Piece) -> None:
+        piece.refs -= 1
+        if piece.refs == 0:
+            del self.live[piece.id]
+
+    def add(self, piece: Piece) -> None:
+        r, t = piece.rect, self.tile
+        x0, y0, x1, y1 = r["x"], r["y"], r["x"] + r["w"], r["y"] + r["h"]
+        self.live[piece.id] = piece
+        for row in range(y0 // t, (y1 - 1) // t + 1):
+            ty0, ty1 = row * t, min((row + 1) * t, self.h)
+            full_rows = y0 <= ty0 and y1 >= ty1
+            for col in range(x0 // t, (x1 - 1) // t + 1):
+                i = row * self.cols + col
+                piece.refs += 1
+                if full_rows and x0 <= col * t and x1 >= min((col + 1) * t, self.w):
+                    old = self.owner[i]
+                    self.owner[i] = piece
+                    parts, self.partial[i] = self.partial[i], []
+                    if old is not None:
+                        self._release(old)
+                    for p in parts:
+                        self._release(p)
+                else:
+                    self.partial[i].append(piece)
+                    if len(self.partial[i]) > MAX_PARTIAL:
+                        self.overflow = True
+        if piece.refs == 0:  # cannot happen for a rect inside the screen; be safe
+            del self.live[piece.id]
+
+    def newer_than(self, sent: int) -> list[Piece]:
+        """The live pieces after ``sent``, oldest first."""
+        out: list[Piece] = []
+        for pid in reversed(self.live):
+            if pid <= sent:
+                break
+            out.append(self.live[pid])
+        out.reverse()
+        return out
 
 
 @dataclass(eq=False)
@@ -57,10 +117,13 @@ class Share:
     sharer: Peer
     w: int
     h: int
-    current: Pending = field(default_factory=Pending)  # last key frame + deltas since
-    viewers: dict[Peer, Pending] = field(default_factory=dict)
+    store: TileStore | None = None  # None until the first key frame
+    viewers: dict[Peer, int] = field(default_factory=dict)  # viewer -> last piece id sent
     frames_in: int = 0
     last_need_key: float = 0.0
+    ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    # encoded catch-up frames by the "sent" they start from; valid until the next frame in
+    cache: dict[int, list[bytes]] = field(default_factory=dict)
 
     @property
     def user(self) -> str:
@@ -69,6 +132,37 @@ class Share:
 
     def describe(self) -> dict[str, Any]:
         return {"id": self.id, "user": self.user, "w": self.w, "h": self.h}
+
+    def catch_up(self, sent: int) -> tuple[list[bytes], int]:
+        """The frames that bring a viewer who has everything up to piece ``sent`` to the
+        current picture, and the id of the newest piece in them."""
+        store = self.store
+        if store is None or store.last_id <= sent:
+            return [], sent
+        frames = self.cache.get(sent)
+        if frames is None:
+            pieces = store.newer_than(sent)
+            frames = []
+            for n in range(0, len(pieces), MAX_RECTS):
+                chunk = pieces[n : n + MAX_RECTS]
+                header = {"type": "frame", "share": self.id, "seq": chunk[-1].seq,
+                          "w": store.w, "h": store.h, "key": n == 0 and sent < store.key_id,
+                          "rects": [p.rect for p in chunk]}
+                frames.append(encode_frame(header, b"".join(p.data for p in chunk)))
+            self.cache[sent] = frames
+        return frames, store.last_id
+
+
+def _fix_sndbuf(peer: Peer) -> None:
+    """Give a viewer's connection a fixed kernel send buffer. With autotuning (up to 4 MiB on
+    Linux) a slow viewer's backlog would sit in the kernel, out of the relay's reach; fixed,
+    a slow link shows up at once as ``pause_writing`` and the relay sends it only the newest
+    pictures. (Belongs in the screen listener's settings in app.py, as for chat peers.)"""
+    transport = getattr(peer, "_transport", None)
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, VIEWER_SNDBUF)
 
 
 class ScreenRelay:
@@ -156,40 +250,31 @@ class ScreenRelay:
                 raise RemoteProtocolError(ErrorCode.BAD_MESSAGE, "a new size needs a key frame")
             share.w, share.h = msg["w"], msg["h"]
             self._announce()
-        if not key and not share.current.frames:
+        if not key and share.store is None:
             self._ask_key(share)  # nothing to apply a delta to
             return
-        header = {
-            "type": "frame",
-            "share": share.id,
-            "seq": msg["seq"],
-            "w": share.w,
-            "h": share.h,
-            "key": key,
-            "rects": [
-                {"x": r.x, "y": r.y, "w": r.w, "h": r.h, "enc": r.enc, "len": r.len}
-                for r in msg["rects"]
-            ],
-        }
-        data = encode_frame(header, msg.payload)  # encoded once, for every viewer
         share.frames_in += 1
         self.counters.screen_frames_in += 1
         self.counters.screen_bytes_in += len(msg.payload)
         if key:
-            share.current.replace(data)
-        else:
-            share.current.append(data)
-            if share.current.size > SHARE_BACKLOG:
-                share.current = Pending()
-                self._ask_key(share)
-        for viewer, pending in share.viewers.items():
-            if key:
-                pending.replace(data)
-            elif not pending.needs_key:
-                pending.append(data)
-                if pending.size > VIEWER_BACKLOG:
-                    pending.frames, pending.size, pending.needs_key = [], 0, True
-                    self._ask_key(share)
+            share.store = TileStore(share.w, share.h, first_id=0)
+        store = share.store
+        assert store is not None
+        payload = memoryview(msg.payload)
+        offset = 0
+        seq = msg["seq"]
+        for r in msg["rects"]:
+            pid = next(share.ids)
+            if key and offset == 0:
+                store.key_id = pid
+            rect = {"x": r.x, "y": r.y, "w": r.w, "h": r.h, "enc": r.enc, "len": r.len}
+            store.add(Piece(pid, seq, rect, bytes(payload[offset : offset + r.len])))
+            offset += r.len
+        share.cache.clear()
+        if store.overflow:
+            store.overflow = False
+            self._ask_key(share)
+        for viewer in share.viewers:
             if viewer.writable:
                 self._flush(viewer)
 
@@ -207,8 +292,9 @@ class ScreenRelay:
             peer.error(ErrorCode.NO_SUCH_SHARE, f"no share {msg['share']}", re="watch")
             return
         if peer not in share.viewers:
-            pending = Pending(list(share.current.frames), share.current.size)
-            share.viewers[peer] = pending
+            share.viewers[peer] = 0  # nothing sent yet: the whole current picture is due
+            if peer not in self._watching:
+                _fix_sndbuf(peer)
             self._watching.setdefault(peer, set()).add(share)
         if peer.writable:
             self._flush(peer)
@@ -222,11 +308,13 @@ class ScreenRelay:
         self._flush(peer)
 
     def _flush(self, viewer: Peer) -> None:
+        """Send the viewer the newest version of its dirty regions, share by share, while its
+        connection takes more; the rest waits for ``resume_writing``, by then newer still."""
         for share in self._watching.get(viewer, ()):
-            pending = share.viewers[viewer]
-            if pending.frames:
-                frames, pending.frames, pending.size = pending.frames, [], 0
+            frames, last = share.catch_up(share.viewers[viewer])
+            if frames:
+                share.viewers[viewer] = last
                 for data in frames:
                     viewer.send_bytes(data)
             if not viewer.writable:
-                return  # the rest waits for resume_writing, by then newer
+                return
