@@ -32,6 +32,9 @@ asyncio.sslproto.SSLProtocol.max_size = 32 << 10
 CHAT_WRITE_LIMITS = (256 << 10, 64 << 10)
 SCREEN_WRITE_LIMITS = (512 << 10, 128 << 10)
 CHAT_SNDBUF = 256 << 10  # kernel send buffer of a chat connection
+# ... and of a screen connection: fixed (no autotuning to 4 MiB), so that a slow viewer's
+# backlog shows up at once as pause_writing and the relay sends it only the newest pictures
+SCREEN_SNDBUF = 256 << 10
 CHAT_SLOW_LIMIT = 8 << 20  # a chat client this far behind is cut off (it catches up later)
 SHUTDOWN_GRACE = 2.0
 
@@ -42,6 +45,7 @@ class Server:
         self.heartbeat = settings.heartbeat
         self.peers: set[Peer] = set()
         self._per_address: dict[str, int] = {}
+        self._handshaking = 0  # connections not logged in yet
         self.store = SQLiteStore(settings.data_dir / "chatscreen.db",
                                  durability=settings.durability)
         self.fanout = LocalFanout()
@@ -69,12 +73,13 @@ class Server:
     def peer_opened(self, peer: Peer) -> None:
         s = self.settings
         self.peers.add(peer)
+        self._handshaking += 1
         ip = peer.ip
         self._per_address[ip] = self._per_address.get(ip, 0) + 1
         if self._per_address[ip] > s.max_connections_per_address:
             peer.fail(ErrorCode.TOO_MANY_CONNECTIONS,
                       f"too many connections from {ip} (at most {s.max_connections_per_address})")
-        elif sum(1 for p in self.peers if p.conn.state is not State.OPEN) > s.max_handshakes:
+        elif self._handshaking > s.max_handshakes:
             peer.fail(ErrorCode.TOO_MANY_CONNECTIONS, "too many logins in progress; try again")
         elif peer.kind == "chat":
             now = asyncio.get_running_loop().time()
@@ -82,8 +87,13 @@ class Server:
                                TokenBucket(s.rate_bytes, 4 * s.rate_bytes, now),
                                s.flood_timeout)
 
+    def peer_ready(self, peer: Peer) -> None:
+        self._handshaking -= 1
+
     def peer_closed(self, peer: Peer) -> None:
         self.peers.discard(peer)
+        if not peer.logged_in:
+            self._handshaking -= 1
         left = self._per_address.get(peer.ip, 1) - 1
         if left > 0:
             self._per_address[peer.ip] = left
@@ -106,7 +116,7 @@ class Server:
             sndbuf=CHAT_SNDBUF))
         screen = await self._listen(s.screen_port, lambda: Peer(
             "screen", self.screen, self, self.screen_limits,
-            write_limits=SCREEN_WRITE_LIMITS, slow_limit=None))
+            write_limits=SCREEN_WRITE_LIMITS, slow_limit=None, sndbuf=SCREEN_SNDBUF))
         self.chat_port = chat.sockets[0].getsockname()[1]
         self.screen_port = screen.sockets[0].getsockname()[1]
         if s.metrics_port >= 0:

@@ -52,6 +52,8 @@ class Service(Protocol):
 class PeerRegistry(Protocol):
     def peer_opened(self, peer: Peer) -> None: ...
 
+    def peer_ready(self, peer: Peer) -> None: ...
+
     def peer_closed(self, peer: Peer) -> None: ...
 
 
@@ -89,6 +91,7 @@ class Peer(asyncio.Protocol):
         self.ping_sent = False
         self.close_code: str | None = None  # why we closed it, for the metrics
         self.rates: Rates | None = None  # rate limits, for peers that have them
+        self.logged_in = False
 
     def __repr__(self) -> str:
         who = self.session.name if self.session else "-"
@@ -228,6 +231,8 @@ class Peer(asyncio.Protocol):
 
     def accept(self, **fields: Any) -> None:
         self.send_bytes(self.conn.accept(**fields))
+        self.logged_in = True
+        self.registry.peer_ready(self)
 
     def error(self, code: ErrorCode | str, message: str, **extra: Any) -> None:
         """A non-fatal error: the request failed (``re``: which, ``cid``: its client id)."""
@@ -243,8 +248,11 @@ class Peer(asyncio.Protocol):
         out, self._out = self._out, []
         if not transport.is_closing():
             transport.write(b"".join([*out, self.conn.error(code, message, fatal=True)]))
-            transport.close()  # flushes what is buffered, then closes
-            self._loop.call_later(CLOSE_GRACE, transport.abort)
+            if code == ErrorCode.TOO_SLOW:
+                transport.abort()  # it does not read: nothing more will get through
+            else:
+                transport.close()  # flushes what is buffered, then closes
+                self._loop.call_later(CLOSE_GRACE, transport.abort)
         self.conn.close()
 
     def abort(self) -> None:

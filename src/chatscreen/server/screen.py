@@ -17,10 +17,8 @@ asked for a key frame (``need_key``) only when the relay has no picture to apply
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
-import socket
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -39,7 +37,6 @@ log = logging.getLogger("chatscreen.screen")
 TILE = 64  # the relay's tile grid (the reference sharer's tiles are the same size)
 MAX_PARTIAL = 32  # pieces only partly covering one tile before the relay asks for a key frame
 NEED_KEY_INTERVAL = 0.5  # seconds between key frame requests to one sharer
-VIEWER_SNDBUF = 256 << 10  # fixed kernel send buffer of a viewer's connection (see _watch)
 
 
 @dataclass(eq=False, slots=True)
@@ -151,18 +148,6 @@ class Share:
                 frames.append(encode_frame(header, b"".join(p.data for p in chunk)))
             self.cache[sent] = frames
         return frames, store.last_id
-
-
-def _fix_sndbuf(peer: Peer) -> None:
-    """Give a viewer's connection a fixed kernel send buffer. With autotuning (up to 4 MiB on
-    Linux) a slow viewer's backlog would sit in the kernel, out of the relay's reach; fixed,
-    a slow link shows up at once as ``pause_writing`` and the relay sends it only the newest
-    pictures. (Belongs in the screen listener's settings in app.py, as for chat peers.)"""
-    transport = getattr(peer, "_transport", None)
-    sock = transport.get_extra_info("socket") if transport is not None else None
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, VIEWER_SNDBUF)
 
 
 class ScreenRelay:
@@ -293,8 +278,6 @@ class ScreenRelay:
             return
         if peer not in share.viewers:
             share.viewers[peer] = 0  # nothing sent yet: the whole current picture is due
-            if peer not in self._watching:
-                _fix_sndbuf(peer)
             self._watching.setdefault(peer, set()).add(share)
         if peer.writable:
             self._flush(peer)
