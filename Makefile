@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 ARGS ?=
 
 .DEFAULT_GOAL := test
-.PHONY: venv sysdeps test lint run bench soak clean
+.PHONY: venv sysdeps test lint run bench soak clean fuzz
 
 venv: $(STAMP)
 
@@ -36,6 +36,16 @@ run: $(STAMP)
 # A 10-minute soak: clients joining, chatting and leaving; the server must not grow.
 soak: $(STAMP)
 	CHATSCREEN_SOAK_SECONDS=600 $(BIN)/python -m pytest -q -o timeout=900 tests/test_soak.py
+
+# Fuzzing with a large budget and a random seed (`make test` runs the same tests small).
+# Bounded: at most 15 minutes. Replay a run with `make fuzz FUZZ_SEED=<the seed it printed>`.
+fuzz: $(STAMP)
+	@seed=$${FUZZ_SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}; \
+	echo "fuzz seed $$seed (replay: make fuzz FUZZ_SEED=$$seed)"; \
+	CHATSCREEN_FUZZ_EXAMPLES=$${CHATSCREEN_FUZZ_EXAMPLES:-2000} \
+	CHATSCREEN_FUZZ_LIVE_EXAMPLES=$${CHATSCREEN_FUZZ_LIVE_EXAMPLES:-1500} \
+	timeout --kill-after=30 900 $(BIN)/python -m pytest -q -o timeout=880 \
+		--hypothesis-seed=$$seed --hypothesis-show-statistics tests/test_fuzz.py $(PYTEST_ARGS)
 
 bench: sysdeps $(STAMP)
 	$(BIN)/python -m bench

@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import getpass
+import ipaddress
 import json
 import logging
 import os
+import queue
 import sys
 import threading
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -38,6 +42,41 @@ def _server_parser(sub: Any) -> None:
                    help="serve /health and /metrics (Prometheus) on this port (off by default)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", choices=["text", "json"], help="json: one object per line")
+    p.add_argument("--require-accounts", action="store_true",
+                   help="no guests: only registered names may log in")
+    p.add_argument("--password-file", type=Path, metavar="FILE",
+                   help="a server password every client must give, read from FILE (or set "
+                        "server_password in the config, or CHATSCREEN_SERVER_PASSWORD)")
+    p.add_argument("--share-roles", metavar="ROLES",
+                   help="who may share a screen: everyone (default) or a comma list of "
+                        "admin, moderator, member, guest")
+
+
+def _admin_parser(sub: Any) -> None:
+    p = sub.add_parser("admin", help="manage accounts, roles and bans (on the server machine, "
+                       "no network)")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="the server's data directory (default ./data, or CHATSCREEN_DATA_DIR)")
+    cmds = p.add_subparsers(dest="admin_command", required=True, metavar="COMMAND")
+    c = cmds.add_parser("create-admin", help="create an admin account (asks for its password, "
+                        "or reads CHATSCREEN_PASSWORD)")
+    c.add_argument("name")
+    c = cmds.add_parser("add-user", help="create an account (password as for create-admin)")
+    c.add_argument("name")
+    c.add_argument("--role", choices=["admin", "moderator", "member"], default="member")
+    c = cmds.add_parser("set-role", help="change an account's role")
+    c.add_argument("name")
+    c.add_argument("role", choices=["admin", "moderator", "member"])
+    c = cmds.add_parser("ban", help="ban an account (or a guest's name) or an address")
+    c.add_argument("name", nargs="?")
+    c.add_argument("--address", metavar="IP")
+    c.add_argument("--for", dest="duration", metavar="DURATION",
+                   help="e.g. 10m, 2h, 7d (default: for ever)")
+    c.add_argument("--reason", default="")
+    c = cmds.add_parser("unban", help="lift a ban")
+    c.add_argument("name", nargs="?")
+    c.add_argument("--address", metavar="IP")
+    cmds.add_parser("list", help="accounts, roles and bans")
 
 
 def _client_args(p: argparse.ArgumentParser, *, user: bool = True) -> None:
@@ -52,6 +91,12 @@ def _client_args(p: argparse.ArgumentParser, *, user: bool = True) -> None:
                         "(default: the system's CAs, else pin it on first use)")
     if user:
         p.add_argument("--user", required=True, help="your username")
+        p.add_argument("--password-file", type=Path, metavar="FILE",
+                       help="your password, if your name is registered (or CHATSCREEN_PASSWORD; "
+                            "on a terminal you are asked when needed)")
+        p.add_argument("--server-password-file", type=Path, metavar="FILE",
+                       help="the server's password, if it has one (or "
+                            "CHATSCREEN_SERVER_PASSWORD; on a terminal you are asked)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"chatscreen {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _server_parser(sub)
+    _admin_parser(sub)
     p = sub.add_parser("client", help="the desktop app")
     p.add_argument("--server", metavar="HOST[:PORT]",
                    help="pre-fill the server (default: the last one used)")
@@ -109,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "server":
             return run_server(args)
+        if args.command == "admin":
+            return run_admin(args)
         if args.command == "client":
             from chatscreen.gui import run_app
 
@@ -133,7 +181,9 @@ def run_server(args: argparse.Namespace) -> int:
         args.config, host=args.host, chat_port=args.chat_port, screen_port=args.screen_port,
         data_dir=args.data_dir, history=args.history, log_level=args.log_level,
         log_format=args.log_format, metrics_port=args.metrics_port,
-        tls=False if args.no_tls else None, tls_cert=args.tls_cert, tls_key=args.tls_key)
+        tls=False if args.no_tls else None, tls_cert=args.tls_cert, tls_key=args.tls_key,
+        require_accounts=True if args.require_accounts else None,
+        server_password=_read_secret(args.password_file), share_roles=args.share_roles)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLogFormatter() if settings.log_format == "json" else
                          logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -151,6 +201,111 @@ def run_server(args: argparse.Namespace) -> int:
         raise ChatscreenError(
             f"Cannot listen on {settings.host} (ports {settings.chat_port}, "
             f"{settings.screen_port}): {exc.strerror or exc}") from None
+    return 0
+
+
+# -- passwords and `chatscreen admin` -----------------------------------------------------
+#
+# A password never comes from a command-line value (process lists, shell history): from a
+# file, from the environment, or typed at a terminal prompt without echo.
+
+
+def _read_secret(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        value = path.read_text().rstrip("\r\n")
+    except OSError as exc:
+        raise ChatscreenError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not value:
+        raise ChatscreenError(f"{path} is empty")
+    return value
+
+
+def _new_password(what: str) -> str:
+    """A new password: typed twice at a terminal, else CHATSCREEN_PASSWORD."""
+    from chatscreen.server.accounts import MIN_PASSWORD
+
+    if sys.stdin.isatty():
+        password = getpass.getpass(f"Password for {what}: ")
+        if getpass.getpass("Again: ") != password:
+            raise ChatscreenError("the passwords differ")
+    else:
+        password = os.environ.get("CHATSCREEN_PASSWORD", "")
+        if not password:
+            raise ChatscreenError("no password: run this on a terminal, or set "
+                                  "CHATSCREEN_PASSWORD")
+    if len(password) < MIN_PASSWORD:
+        raise ChatscreenError(f"a password needs at least {MIN_PASSWORD} characters")
+    return password
+
+
+def run_admin(args: argparse.Namespace) -> int:
+    from chatscreen.protocol.schema import is_valid_name
+    from chatscreen.server.accounts import AccountDB, hash_password
+    from chatscreen.server.moderation import parse_duration
+
+    data_dir = args.data_dir or Path(os.environ.get("CHATSCREEN_DATA_DIR") or "data")
+    cmd = args.admin_command
+    name: str | None = getattr(args, "name", None)
+    if name is not None and not is_valid_name(name):
+        raise ChatscreenError(f"invalid name {name!r}")
+    db = AccountDB.open(data_dir)
+    try:
+        if cmd in ("create-admin", "add-user"):
+            assert name is not None
+            role = "admin" if cmd == "create-admin" else args.role
+            if db.get(name) is not None:
+                raise ChatscreenError(f"'{name}' already has an account (set-role changes it)")
+            if not db.add(name, hash_password(_new_password(name)), role):
+                raise ChatscreenError(f"'{name}' already has an account")
+            db.log("(admin)", "create", name, f"role={role}")
+            print(f"Created {role} '{name}'")
+        elif cmd == "set-role":
+            assert name is not None
+            if not db.set_role(name, args.role):
+                raise ChatscreenError(f"'{name}' has no account")
+            db.log("(admin)", "role", name, f"role={args.role}")
+            print(f"'{name}' is now {args.role}")
+        elif cmd in ("ban", "unban"):
+            if (name is None) == (args.address is None):
+                raise ChatscreenError(f"{cmd} wants a NAME or --address IP")
+            if args.address is not None:
+                try:
+                    kind, target = "address", str(ipaddress.ip_address(args.address))
+                except ValueError:
+                    raise ChatscreenError(f"{args.address!r} is not an IP address") from None
+            else:
+                assert name is not None
+                kind, target = "account", name
+            if cmd == "unban":
+                if not db.unban(kind, target):
+                    raise ChatscreenError(f"{target} is not banned")
+                db.log("(admin)", "unban", target)
+                print(f"Unbanned {target}")
+            else:
+                try:
+                    seconds = parse_duration(args.duration) if args.duration else None
+                except ValueError as exc:
+                    raise ChatscreenError(str(exc)) from None
+                ban = db.ban(kind, target, time.time() + seconds if seconds else None,
+                             args.reason, "(admin)")
+                db.log("(admin)", "ban", target, f"duration={seconds} reason={args.reason}"
+                       if seconds else f"reason={args.reason}")
+                print(f"Banned {target} {ban.until_text()}")
+        else:
+            now = time.time()
+            accounts = db.accounts()
+            print(f"Accounts ({len(accounts)}):")
+            for a in accounts:
+                print(f"  {a.name:<24} {a.role:<10} since {a.created}")
+            bans = [b for b in db.bans() if b.active(now)]
+            print(f"Bans ({len(bans)}):")
+            for b in bans:
+                why = f" ({b.reason})" if b.reason else ""
+                print(f"  {b.kind} {b.target} {b.until_text()} by {b.by or '?'}{why}")
+    finally:
+        db.close()
     return 0
 
 
@@ -186,19 +341,57 @@ def format_message(m: dict[str, Any], current_room: str | None) -> str:
     return f"[{when}] {prefix}{m['user']}: {m['text']}"
 
 
-def _stdin_lines(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str | None]) -> None:
+def _stdin_lines(loop: asyncio.AbstractEventLoop, lines: asyncio.Queue[str | None],
+                 secrets: queue.Queue[str | None]) -> None:
     for line in sys.stdin:
-        loop.call_soon_threadsafe(queue.put_nowait, line.rstrip("\r\n"))
-    loop.call_soon_threadsafe(queue.put_nowait, None)
+        line = line.rstrip("\r\n")
+        if line.strip() == "/register" and sys.stdin.isatty():
+            # Asked here, by the one thread that reads the terminal, so the password cannot
+            # end up read as a chat line.
+            try:
+                password = getpass.getpass("Password to register your name with: ")
+                again = getpass.getpass("Again: ")
+            except (EOFError, KeyboardInterrupt):
+                password, again = "", "-"
+            secrets.put(password if password == again else None)
+        loop.call_soon_threadsafe(lines.put_nowait, line)
+    loop.call_soon_threadsafe(lines.put_nowait, None)
+
+
+async def connect_client(args: argparse.Namespace, **kwargs: Any) -> Any:
+    """Log in as --user: passwords from --password-file / --server-password-file, else
+    CHATSCREEN_PASSWORD / CHATSCREEN_SERVER_PASSWORD, else (on a terminal) asked for when
+    the server says it wants one."""
+    from chatscreen.client import Client
+    from chatscreen.errors import ConnectError, ServerError
+
+    host, port = split_server(args)
+    password = (_read_secret(getattr(args, "password_file", None))
+                or os.environ.get("CHATSCREEN_PASSWORD") or None)
+    server_password = (_read_secret(getattr(args, "server_password_file", None))
+                       or os.environ.get("CHATSCREEN_SERVER_PASSWORD") or None)
+    for _ in range(4):
+        client = Client(host, args.user, chat_port=port, screen_port=args.screen_port,
+                        password=password, server_password=server_password,
+                        **kwargs, **tls_args(args))
+        try:
+            return await client.connect()
+        except ConnectError as exc:
+            cause = exc.__cause__
+            if not (isinstance(cause, ServerError) and cause.code == "bad_password"
+                    and sys.stdin.isatty()):
+                raise
+            print(f"! {cause.message}", file=sys.stderr, flush=True)
+            if "server password" in cause.message:
+                server_password = await asyncio.to_thread(getpass.getpass, "Server password: ")
+            else:
+                password = await asyncio.to_thread(getpass.getpass,
+                                                   f"Password for {args.user}: ")
+    raise ChatscreenError("giving up after 4 attempts")
 
 
 async def run_chat(args: argparse.Namespace) -> int:
-    from chatscreen.client import Client
-
-    host, port = split_server(args)
-    client = Client(host, args.user, chat_port=port, screen_port=args.screen_port,
-                    **tls_args(args))
-    await client.connect()
+    client = await connect_client(args)
     room: str = args.room
     out = print
 
@@ -214,6 +407,8 @@ async def run_chat(args: argparse.Namespace) -> int:
             elif ev.type == "presence":
                 out(f"* {ev['user']} {'joined' if ev['event'] == 'join' else 'left'} "
                     f"{ev['room']}", flush=True)
+            elif ev.type == "notice":
+                out(f"* {ev['text']}", flush=True)
             elif ev.type == "error":
                 out(f"! {ev['message']}", flush=True)
             elif ev.type == "tls":
@@ -235,8 +430,9 @@ async def run_chat(args: argparse.Namespace) -> int:
     printer = asyncio.create_task(show_events())
     await client.join(room)
     lines: asyncio.Queue[str | None] = asyncio.Queue()
+    secrets: queue.Queue[str | None] = queue.Queue()
     loop = asyncio.get_running_loop()
-    threading.Thread(target=_stdin_lines, args=(loop, lines), daemon=True).start()
+    threading.Thread(target=_stdin_lines, args=(loop, lines, secrets), daemon=True).start()
     pending: list[asyncio.Future[Any]] = []
     status = 0
     try:
@@ -256,6 +452,9 @@ async def run_chat(args: argparse.Namespace) -> int:
             if not line.strip():
                 continue
             try:
+                if line.strip() == "/register":
+                    await _register(client, secrets, out)
+                    continue
                 room = await _chat_command(client, line, room, pending, out)
             except ChatscreenError as exc:
                 out(f"! {exc}", flush=True)
@@ -294,9 +493,75 @@ async def _chat_command(client: Any, line: str, room: str, pending: list[asyncio
         rooms = await client.list_rooms()
         out("* rooms: " + ", ".join(f"{r['name']} ({r['users']})" for r in rooms), flush=True)
         return room
-    out("! commands: /join ROOM, /msg USER TEXT, /who [ROOM], /rooms, /quit "
+    if cmd == "/register":  # with something after it: never sent, never used
+        out("! type /register alone: the password is asked for (or read from "
+            "CHATSCREEN_PASSWORD), never typed in the chat line", flush=True)
+        return room
+    if cmd == "/private" and rest:
+        await client.create_room(rest, private=True)
+        return str(rest)
+    if cmd == "/invite" and rest:
+        user, _, where = rest.partition(" ")
+        await client.invite(where.strip() or room, user)
+        out(f"* invited {user} to {where.strip() or room}", flush=True)
+        return room
+    if cmd in MODERATION_COMMANDS and rest:
+        await _moderation_command(client, cmd, rest)
+        return room
+    out("! commands: /join ROOM, /msg USER TEXT, /who [ROOM], /rooms, /register, "
+        "/kick USER [REASON], /mute USER DURATION [REASON], /unmute USER, "
+        "/ban USER|IP [DURATION] [REASON], /unban USER|IP, /role USER ROLE, /private ROOM, "
+        "/invite USER [ROOM], /quit "
         "(start a message with // to send a literal /)", flush=True)
     return room
+
+
+async def _register(client: Any, secrets: queue.Queue[str | None], out: Any) -> None:
+    if sys.stdin.isatty():
+        password = await asyncio.to_thread(secrets.get)
+        if password is None:
+            out("! the passwords differ; not registered", flush=True)
+            return
+    else:
+        password = os.environ.get("CHATSCREEN_PASSWORD") or None
+        if password is None:
+            out("! /register needs a password: run on a terminal, or set CHATSCREEN_PASSWORD",
+                flush=True)
+            return
+    await client.register(password)
+    out(f"* registered: from now on only your password logs in as {client.user}", flush=True)
+
+
+MODERATION_COMMANDS = {"/kick": "kick", "/mute": "mute", "/unmute": "unmute", "/ban": "ban",
+                       "/unban": "unban", "/role": "role"}
+
+
+async def _moderation_command(client: Any, cmd: str, rest: str) -> None:
+    from chatscreen.server.moderation import parse_duration
+
+    action = MODERATION_COMMANDS[cmd]
+    target, _, more = rest.partition(" ")
+    more = more.strip()
+    fields: dict[str, Any] = {}
+    try:
+        fields["address"] = str(ipaddress.ip_address(target))
+    except ValueError:
+        fields["target"] = target
+    if action in ("mute", "ban") and more:
+        first, _, reason = more.partition(" ")
+        try:
+            fields["duration"] = parse_duration(first)
+            more = reason.strip()
+        except ValueError as exc:
+            if action == "mute":  # for /ban, no duration: the rest is the reason
+                raise ChatscreenError(str(exc)) from None
+    if action == "role":
+        if not more:
+            raise ChatscreenError("/role USER ROLE (admin, moderator or member)")
+        fields["role"] = more
+    elif action in ("kick", "mute", "ban") and more:
+        fields["reason"] = more
+    await client.moderate(action, **fields)
 
 
 # -- share and view ---------------------------------------------------------------------
@@ -316,7 +581,6 @@ async def run_share(args: argparse.Namespace) -> int:
     import signal
 
     from chatscreen.capture import CaptureError
-    from chatscreen.client import Client
     from chatscreen.codec import DEFAULT_QUALITY
     from chatscreen.sharing import DEFAULT_FPS, ShareStats, share_screen
 
@@ -326,10 +590,7 @@ async def run_share(args: argparse.Namespace) -> int:
     fps = args.fps if args.fps is not None else DEFAULT_FPS
     if not 0 < fps <= 120:
         raise ChatscreenError("--fps must be between 0 and 120")
-    host, port = split_server(args)
-    client = Client(host, args.user, chat_port=port, screen_port=args.screen_port,
-                    reconnect=False, **tls_args(args))
-    await client.connect()
+    client = await connect_client(args, reconnect=False)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -355,7 +616,6 @@ async def run_share(args: argparse.Namespace) -> int:
 
 
 async def run_view(args: argparse.Namespace) -> int:
-    from chatscreen.client import Client
     from chatscreen.sharing import snapshot
 
     host, port = split_server(args)
@@ -364,9 +624,7 @@ async def run_view(args: argparse.Namespace) -> int:
 
         return run_viewer_window(host, port, args.screen_port, args.user, args.sharer,
                                  tls_args(args))
-    client = Client(host, args.user, chat_port=port, screen_port=args.screen_port,
-                    reconnect=False, **tls_args(args))
-    await client.connect()
+    client = await connect_client(args, reconnect=False)
     try:
         canvas = await snapshot(client, args.sharer, args.timeout)
     except TimeoutError:

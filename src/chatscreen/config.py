@@ -36,6 +36,11 @@ class ServerSettings:
     max_handshakes: int = 256  # connections not yet logged in, over all addresses
     metrics_host: str = "127.0.0.1"
     metrics_port: int = -1  # -1: no /health and /metrics endpoint; 0: any free port
+    server_password: str | None = None  # asked in every hello; config file or environment
+    require_accounts: bool = False  # no guests: only registered names may log in
+    share_roles: str = "everyone"  # or a comma list of roles (admin, moderator, member, guest)
+    login_delay: float = 0.5  # a failed login's answer waits this long, doubling ...
+    login_delay_max: float = 30.0  # ... up to this, per address and per account
     log_level: str = "info"
     log_format: str = "text"  # or "json": one JSON object per line
 
@@ -90,6 +95,12 @@ def load_settings(config_file: Path | None = None, env: dict[str, str] | None = 
         raise ConfigError("durability must be 'normal' or 'full'")
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise ConfigError("give both tls_cert and tls_key, or neither")
+    roles = {r.strip() for r in settings.share_roles.split(",") if r.strip()}
+    if roles != {"everyone"} and not roles <= {"admin", "moderator", "member", "guest"}:
+        raise ConfigError("share_roles must be 'everyone' or a comma list of admin, moderator, "
+                          "member, guest")
+    if settings.server_password == "":
+        raise ConfigError("server_password is empty")
     for port in (settings.chat_port, settings.screen_port, max(settings.metrics_port, 0)):
         if not 0 <= port <= 65535:
             raise ConfigError(f"port {port} is out of range")

@@ -30,7 +30,18 @@ from chatscreen.codec import (
     encode_palette,
     encode_webp,
 )
-from chatscreen.tiles import BGRA, TILE, Box, Mask, change_map, full_map, merge_tiles, tile_colours
+from chatscreen.tiles import (
+    BGRA,
+    TILE,
+    Box,
+    Mask,
+    change_map,
+    full_map,
+    grid,
+    merge_tiles,
+    tile_colours,
+    words,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,10 +117,17 @@ class ScreenEncoder:
     def size(self) -> tuple[int, int] | None:
         return None if self._prev is None else (self._prev.shape[1], self._prev.shape[0])
 
-    def encode(self, img: BGRA, *, key: bool = False, now: float | None = None) -> Update | None:
+    def encode(self, img: BGRA, *, key: bool = False, now: float | None = None,
+               hint: Mask | None = None) -> Update | None:
         """The update that brings the viewers from the previous capture to ``img`` (which the
-        encoder keeps: pass a new array each time), or None when there is nothing to send.
-        ``key``: cover the whole screen."""
+        encoder keeps, and may later write into: pass a new array each time), or None when
+        there is nothing to send. ``key``: cover the whole screen.
+
+        ``hint``: the tiles that may have changed (from X DAMAGE); only those are compared.
+        The tile diff stays the truth: a hinted tile that did not change is not sent, and
+        the encoder's reference picture takes the new pixels of the hinted (and refreshed)
+        tiles only, so it keeps what the viewers hold and a change the hint missed is still
+        found by the next full comparison (``hint=None``)."""
         now = time.monotonic() if now is None else now
         h, w = img.shape[:2]
         prev = self._prev
@@ -119,13 +137,23 @@ class ScreenEncoder:
             dirty = full_map(w, h, self.tile)
             self._lossy = np.zeros_like(dirty)
             self._changed_at = np.full(dirty.shape, now)
+        elif hint is not None:
+            assert prev is not None
+            if hint.shape != grid(w, h, self.tile):
+                raise ValueError(f"hint is {hint.shape}, the screen {grid(w, h, self.tile)}")
+            dirty = hinted_change_map(prev, img, hint, self.tile)
         else:
             assert prev is not None
             dirty = change_map(prev, img, self.tile)
         assert self._lossy is not None and self._changed_at is not None
-        self._prev = img
         self._changed_at[dirty] = now
         refresh = self._lossy & ~dirty & (now - self._changed_at >= self.preset.refresh_after)
+        if key or hint is None or prev is None:
+            self._prev = img if img.flags.writeable else img.copy()
+        else:  # keep the reference = what the viewers hold: take only the tiles looked at
+            for box in merge_tiles(hint | refresh, w, h, self.tile):
+                ys, xs = slice(box.y, box.y + box.h), slice(box.x, box.x + box.w)
+                prev[ys, xs] = img[ys, xs]
         if not dirty.any() and not refresh.any():
             return None
         few = np.zeros_like(dirty)
@@ -155,3 +183,29 @@ class ScreenEncoder:
     def pending_refresh(self) -> bool:
         """Are lossy tiles waiting for their lossless refresh?"""
         return self._lossy is not None and bool(self._lossy.any())
+
+    def refresh_due(self) -> float | None:
+        """When (``time.monotonic()``) the earliest pending lossless refresh is due, or None
+        when no tile waits for one: a sharer that captures only on damage must capture
+        then, even if nothing changes."""
+        if self._lossy is None or self._changed_at is None or not self._lossy.any():
+            return None
+        return float(self._changed_at[self._lossy].min()) + self.preset.refresh_after
+
+
+def hinted_change_map(prev: BGRA, cur: BGRA, hint: Mask, tile: int = TILE) -> Mask:
+    """:func:`~chatscreen.tiles.change_map` restricted to the set tiles of ``hint`` (others
+    are reported unchanged), comparing only the pixels of the hinted tiles."""
+    h, w = cur.shape[:2]
+    out: Mask = np.zeros_like(hint)
+    if not hint.any():
+        return out
+    pw, cw = words(prev), words(cur)
+    for box in merge_tiles(hint, w, h, tile):
+        ys, xs = slice(box.y, box.y + box.h), slice(box.x, box.x + box.w)
+        diff = pw[ys, xs] != cw[ys, xs]
+        per_col = np.logical_or.reduceat(diff, np.arange(0, box.w, tile), axis=1)
+        part = np.logical_or.reduceat(per_col, np.arange(0, box.h, tile), axis=0)
+        r0, c0 = box.y // tile, box.x // tile
+        out[r0 : r0 + part.shape[0], c0 : c0 + part.shape[1]] = part
+    return out

@@ -40,6 +40,12 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     TOO_MANY_CONNECTIONS = "too_many_connections"
     SHUTDOWN = "shutdown"
+    BAD_PASSWORD = "bad_password"
+    ACCOUNT_REQUIRED = "account_required"
+    BANNED = "banned"
+    MUTED = "muted"
+    FORBIDDEN = "forbidden"
+    KICKED = "kicked"
     INTERNAL = "internal"
 
 

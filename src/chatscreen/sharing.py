@@ -1,8 +1,13 @@
 """Sharing and viewing a screen over a client's screen connection.
 
-The sharer captures and encodes on one dedicated thread (mss handles are per thread) at a
-steady cadence that skips missed ticks instead of bursting. Each tick, the
-:class:`~chatscreen.encoders.ScreenEncoder` compares the capture with the previous one tile by
+The sharer captures and encodes on one dedicated thread (mss handles are per thread). Where
+the X server has the DAMAGE extension (:mod:`chatscreen.damage`), it captures when the X
+server reports a change, right away but never more often than ``fps`` (a change sooner than
+1/fps after the last capture is captured 1/fps after it), and compares only the tiles the
+damage touched; an idle screen costs no capture at all, except when a lossless refresh falls
+due. Without DAMAGE (no X, Wayland, ``damage=False``) it polls at a steady ``fps`` cadence
+that skips missed ticks instead of bursting. Each capture, the
+:class:`~chatscreen.encoders.ScreenEncoder` compares it with the previous one tile by
 tile and returns only the changed regions, each encoded by its content (lossless for text and
 UI, JPEG for photographic regions), plus the lossless refresh of regions that stopped
 changing; nothing at all when nothing changed. A key frame (the whole screen) is sent first,
@@ -15,6 +20,7 @@ viewers, so the sharer never waits for any of them.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -23,11 +29,14 @@ from typing import Any
 from chatscreen.capture import ScreenCapture
 from chatscreen.client import Client, OutRect, ScreenChannel
 from chatscreen.codec import DEFAULT_QUALITY, Canvas, fit_within
+from chatscreen.damage import DamageListener, Rect, damage_mask
 from chatscreen.encoders import DEFAULT_PRESET, ScreenEncoder, Update
 from chatscreen.protocol import Message
 
 DEFAULT_FPS = 30.0
 KEY_INTERVAL = 60.0  # seconds between unrequested key frames, only while the screen changes
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -37,6 +46,8 @@ class ShareStats:
     rects: int = 0
     bytes: int = 0
     started: float = field(default_factory=time.monotonic)
+    captures: int = 0  # screen captures taken (frames + captures that found no change)
+    damage: bool = False  # captures driven by X DAMAGE (else polling at fps)
 
     def summary(self) -> str:
         secs = max(time.monotonic() - self.started, 1e-9)
@@ -54,13 +65,22 @@ class _Grabber:
         self.max_size = max_size
         self.last_key = 0.0
 
-    def grab(self, force: bool) -> tuple[int, int, Update] | None:
+    def grab(self, force: bool,
+             damaged: list[Rect] | None = None) -> tuple[int, int, Update] | None:
+        """Capture and encode. ``damaged``: the rectangles (root coordinates) X DAMAGE
+        reported since the last capture, to compare only their tiles; None: compare all."""
         img = self.capture.grab()
+        full = img.shape[:2]
         if self.max_size is not None:
             img = fit_within(img, *self.max_size)
         now = time.monotonic()
         key = force or now - self.last_key >= KEY_INTERVAL
-        update = self.encoder.encode(img, key=force, now=now)
+        hint = None
+        h, w = img.shape[:2]
+        if damaged is not None and img.shape[:2] == full:  # a scaled picture: compare all
+            m = self.capture.monitor
+            hint = damage_mask(damaged, w, h, left=m.left, top=m.top, tile=self.encoder.tile)
+        update = self.encoder.encode(img, key=force, now=now, hint=hint)
         if update is None:
             return None  # nothing changed: send nothing
         if key and not update.key:  # the periodic key frame, only when something changed
@@ -68,30 +88,61 @@ class _Grabber:
             assert update is not None
         if update.key:
             self.last_key = now
-        h, w = img.shape[:2]
         return w, h, update
+
+
+async def _wait_any(events: list[asyncio.Event], timeout: float | None) -> None:
+    """Return when one of ``events`` is set, or after ``timeout`` seconds."""
+    if any(e.is_set() for e in events):
+        return
+    if timeout is not None and timeout <= 0:
+        return
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
 
 
 async def share_screen(client: Client, stop: asyncio.Event, *, monitor: int = 1,
                        fps: float = DEFAULT_FPS, quality: int = DEFAULT_QUALITY,
                        max_size: tuple[int, int] | None = None,
                        stats: ShareStats | None = None,
-                       on_started: Any = None, preset: str = DEFAULT_PRESET) -> ShareStats:
+                       on_started: Any = None, preset: str = DEFAULT_PRESET,
+                       damage: bool = True) -> ShareStats:
+    """Share ``monitor`` until ``stop`` is set. ``damage``: capture on X DAMAGE reports where
+    the X server has the extension (else, or with False, poll at ``fps``)."""
     stats = stats or ShareStats()
     loop = asyncio.get_running_loop()
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="capture")
     grabber: _Grabber = await loop.run_in_executor(pool, _Grabber, monitor, quality, max_size,
                                                    preset)
-    screen: ScreenChannel = await client.open_screen()
+    damaged = asyncio.Event()
+
+    def on_damage() -> None:
+        loop.call_soon_threadsafe(damaged.set)
+
+    listener: DamageListener | None = DamageListener(on_damage=on_damage, enabled=damage)
+    assert listener is not None
+    if not await loop.run_in_executor(None, listener.start):
+        log.info("polling the screen at %g frames/s: %s", fps, listener.unavailable)
+        listener = None
+    stats.damage = listener is not None
+    screen: ScreenChannel | None = None
     try:
+        screen = await client.open_screen()
+        if listener is not None:
+            listener.take()  # what the first (full) capture covers anyway
         first = await loop.run_in_executor(pool, grabber.grab, True)
+        stats.captures += 1
         assert first is not None
         w, h, update = first
         await screen.share(w, h)
         if on_started is not None:
             on_started(w, h)
         period = 1.0 / fps
-        next_tick = time.monotonic()
+        slot = next_tick = time.monotonic()
         while True:
             rects = [OutRect(r.x, r.y, r.w, r.h, r.enc, r.data) for r in update.regions]
             await screen.send_frame(w, h, rects, key=update.key)
@@ -100,24 +151,61 @@ async def share_screen(client: Client, stop: asyncio.Event, *, monitor: int = 1,
             stats.rects += len(rects)
             stats.bytes += update.size
             while True:
-                next_tick += period
-                now = time.monotonic()
-                if next_tick < now:
-                    next_tick = now  # skip missed ticks, don't burst
-                try:
-                    await asyncio.wait_for(stop.wait(), next_tick - now)
-                    return stats
-                except TimeoutError:
-                    pass
+                hint: list[Rect] | None = None
+                if listener is not None and not listener.active:  # the X connection broke
+                    log.warning("polling the screen at %g frames/s: %s", fps,
+                                listener.unavailable)
+                    listener.close()
+                    listener = None
+                    stats.damage = False
+                    next_tick = time.monotonic()
+                if listener is not None:
+                    # wait for damage, a key frame request or the next lossless refresh
+                    due = grabber.encoder.refresh_due()
+                    timeout = None if due is None else due - time.monotonic()
+                    await _wait_any([stop, damaged, screen.key_requested, screen.closed],
+                                    timeout)
+                    if stop.is_set():
+                        return stats
+                    # never more often than fps: a change sooner than 1/fps after the last
+                    # capture's slot waits for slot + 1/fps (whatever else changes meanwhile
+                    # comes along). Slots, not the actual capture times, so that timer
+                    # overshoot does not add up: a screen changing at exactly fps would
+                    # otherwise be captured later and later after each change.
+                    slot = max(slot + period, time.monotonic())
+                    wait = slot - time.monotonic()
+                    if wait > 0:
+                        await _wait_any([stop], wait)
+                        if stop.is_set():
+                            return stats
+                    damaged.clear()
+                    hint = listener.take()
+                    due = grabber.encoder.refresh_due()
+                    if (not hint and not screen.key_requested.is_set()
+                            and not screen.closed.is_set()
+                            and (due is None or due > time.monotonic())):
+                        continue  # a stale wake-up: nothing to look at
+                else:
+                    next_tick += period
+                    now = time.monotonic()
+                    if next_tick < now:
+                        next_tick = now  # skip missed ticks, don't burst
+                    await _wait_any([stop], next_tick - now)
+                    if stop.is_set():
+                        return stats
                 if screen.closed.is_set():
                     raise ConnectionResetError(str(screen.link.close_reason or "closed"))
                 grabbed = await loop.run_in_executor(pool, grabber.grab,
-                                                     screen.key_requested.is_set())
+                                                     screen.key_requested.is_set(), hint)
+                stats.captures += 1
                 if grabbed is not None:
                     w, h, update = grabbed
                     break
     finally:
-        await screen.close()
+        if listener is not None:
+            await loop.run_in_executor(None, listener.close)
+        if screen is not None:
+            await screen.close()
         await loop.run_in_executor(pool, grabber.capture.close)
         pool.shutdown(wait=False)
 

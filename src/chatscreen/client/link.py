@@ -28,7 +28,8 @@ READ_CHUNK = 1 << 18
 #: Errors after which reconnecting cannot help.
 FINAL_CODES = frozenset({
     ErrorCode.NAME_TAKEN, ErrorCode.INVALID_NAME, ErrorCode.UNSUPPORTED_VERSION,
-    ErrorCode.REPLACED, ErrorCode.BAD_TOKEN,
+    ErrorCode.REPLACED, ErrorCode.BAD_TOKEN, ErrorCode.BAD_PASSWORD, ErrorCode.BANNED,
+    ErrorCode.KICKED, ErrorCode.ACCOUNT_REQUIRED,
 })
 
 

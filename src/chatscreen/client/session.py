@@ -49,9 +49,14 @@ def status(state: str, reason: str | None = None, retry_in: float | None = None)
 class Client:
     def __init__(self, host: str, user: str, *, chat_port: int = 9999, screen_port: int = 9998,
                  reconnect: bool = True, timeout: float = 10.0, tls: bool = True,
-                 ca: Path | None = None, known_hosts: KnownHosts | None = None) -> None:
+                 ca: Path | None = None, known_hosts: KnownHosts | None = None,
+                 password: str | None = None, server_password: str | None = None) -> None:
         self.host = host
         self.user = user
+        # Sent in every hello (reconnects too); never logged or shown.
+        self._password = password
+        self._server_password = server_password
+        self.role: str | None = None  # admin, moderator, member; None: a guest
         self.chat_port = chat_port
         self.screen_port = screen_port
         self.reconnect = reconnect
@@ -92,7 +97,9 @@ class Client:
 
     async def _open(self) -> None:
         link = await Link.open(self.host, self.chat_port, self.timeout, self.tls,
-                               user=self.user, resume=self._resume_secret)
+                               user=self.user, resume=self._resume_secret,
+                               password=self._password,
+                               server_password=self._server_password)
         if link.pinned_now:
             self._emit(Message("tls", {"where": f"{self.host}:{self.chat_port}",
                                        "fingerprint": link.fingerprint, "pinned": True}))
@@ -100,6 +107,7 @@ class Client:
         self.token = link.welcome["token"]
         self.user = link.welcome["user"]
         self.default_room = link.welcome["room"]
+        self.role = link.welcome.get("role")
         self._connected.set()
         link.start(self._on_message, lambda reason: self._on_close(link, reason))
         self._emit(status("connected"))
@@ -149,7 +157,8 @@ class Client:
                 await self._open()
             except ConnectError as exc:
                 reason = str(exc)
-                if "already taken" in reason or "not supported" in reason:
+                cause = exc.__cause__
+                if isinstance(cause, ServerError) and cause.code in FINAL_CODES:
                     self._fail_all(ConnectionResetError(reason))
                     self._emit(status("disconnected", reason))
                     return
@@ -280,8 +289,12 @@ class Client:
         msg = await self._request("join", **fields)
         return list(msg["users"])
 
-    async def create_room(self, room: str) -> None:
-        await self._request("create", room=room)
+    async def create_room(self, room: str, *, private: bool = False) -> None:
+        """Create a room and join it; a private one admits only those invited."""
+        await self._request("create", room=room, **({"private": True} if private else {}))
+
+    async def invite(self, room: str, user: str) -> None:
+        await self._request("invite", room=room, user=user)
 
     async def leave(self, room: str) -> None:
         await self._request("leave", room=room)
@@ -322,6 +335,22 @@ class Client:
             del self._outgoing[cid]
             fut.set_exception(ConnectionResetError("not connected"))
         return fut
+
+    async def register(self, password: str) -> None:
+        """Own our name: from now on only this password logs in as it."""
+        msg = await self._request("register", password=password)
+        self._password = password  # for reconnecting
+        self.role = msg["role"]
+
+    async def moderate(self, action: str, target: str | None = None, *,
+                       address: str | None = None, duration: int | None = None,
+                       reason: str | None = None, role: str | None = None) -> None:
+        """kick, mute, unmute, ban, unban (a user, or an ``address``) or role (admins).
+        ``duration`` in seconds (mute, ban); none: for ever."""
+        fields = {k: v for k, v in (("target", target), ("address", address),
+                                     ("duration", duration), ("reason", reason),
+                                     ("role", role)) if v is not None}
+        await self._request("moderate", action=action, **fields)
 
     async def typing(self, active: bool, *, room: str | None = None,
                      to: str | None = None) -> None:

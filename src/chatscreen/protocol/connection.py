@@ -70,6 +70,9 @@ class Connection:
             msg = parse_message(frame, self._inbound, self.limits)
             self._on_receive(msg)
             yield msg
+        if self._decoder.error is not None and self.state is not State.CLOSED:
+            # valid frames came first, then a broken one: report it now, not on the next read
+            raise self._decoder.error
 
     def _on_receive(self, msg: Message) -> None:
         state = self.state
@@ -105,6 +108,8 @@ class Connection:
         elif self.state is not State.OPEN and type_ not in ("welcome", "error"):
             raise LocalProtocolError(ErrorCode.UNEXPECTED, f"cannot send {type_} before welcome")
         if type_ == "welcome":
+            if self.state is not State.HELLO_RECEIVED:
+                raise LocalProtocolError(ErrorCode.UNEXPECTED, "welcome only answers a hello")
             self.state = State.OPEN
         return encode_frame({"type": type_, **fields}, payload)
 

@@ -90,6 +90,11 @@ class FrameDecoder:
     def buffered(self) -> int:
         return len(self._buf)
 
+    @property
+    def error(self) -> RemoteProtocolError | None:
+        """The violation that broke the stream, once there was one."""
+        return self._error
+
     def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
         if self._error is not None:
             raise self._error

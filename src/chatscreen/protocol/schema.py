@@ -69,8 +69,8 @@ def short_str(max_len: int) -> Validator:
     def check(value: Any, _: Limits) -> str:
         if not isinstance(value, str) or len(value) > max_len:
             raise _bad(f"expected a string of at most {max_len} characters")
-        if any(unicodedata.category(ch) == "Cc" for ch in value):
-            raise _bad("string contains control characters")
+        if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
+            raise _bad("string contains control characters or lone surrogates")
         return value
 
     return check
@@ -158,7 +158,18 @@ class Spec:
     one_of: tuple[str, ...] = ()  # exactly one of these optional fields must be present
 
 
+def one_of_str(choices: tuple[str, ...]) -> Validator:
+    def check(value: Any, _: Limits) -> str:
+        if value not in choices:
+            raise _bad(f"expected one of {', '.join(choices)}")
+        return str(value)
+
+    return check
+
+
 NAME: Validator = name
+PASSWORD = short_str(1024)
+MODERATION_ACTIONS = ("kick", "mute", "unmute", "ban", "unban", "role")
 TEXT: Validator = text
 CID = short_str(64)
 RID = short_str(64)
@@ -178,13 +189,15 @@ _FRAME: dict[str, Validator] = {
 CLIENT_MESSAGES: dict[str, Spec] = {
     "hello": Spec(
         {"v": integer(1, 1000)},
-        {"user": NAME, "token": short_str(128), "resume": short_str(128), "client": short_str(64)},
+        {"user": NAME, "token": short_str(128), "resume": short_str(128), "client": short_str(64),
+         "password": PASSWORD, "server_password": PASSWORD},
     ),
     "ping": Spec(optional={"n": ID}),
     "pong": Spec(optional={"n": ID}),
     # chat port; "rid" (request id) is echoed in the answer or the error
     "rooms": Spec(optional={"rid": RID}),
-    "create": Spec({"room": NAME}, {"rid": RID}),
+    "create": Spec({"room": NAME}, {"rid": RID, "private": boolean}),
+    "invite": Spec({"room": NAME, "user": NAME}, {"rid": RID}),
     "join": Spec({"room": NAME}, {"after": ID, "rid": RID}),
     "leave": Spec({"room": NAME}, {"rid": RID}),
     "who": Spec({"room": NAME}, {"rid": RID}),
@@ -195,6 +208,13 @@ CLIENT_MESSAGES: dict[str, Spec] = {
         optional={"room": NAME, "peer": NAME, "before": ID, "after": ID, "limit": LIMIT,
                   "rid": RID},
         one_of=("room", "peer"),
+    ),
+    "register": Spec({"password": PASSWORD}, {"rid": RID}),
+    "moderate": Spec(
+        {"action": one_of_str(MODERATION_ACTIONS)},
+        {"target": NAME, "address": short_str(64), "duration": integer(1, 10 * 365 * 86400),
+         "reason": short_str(200), "role": short_str(16), "rid": RID},
+        one_of=("target", "address"),
     ),
     # screen port
     "share": Spec({"w": integer(1, MAX_DIM), "h": integer(1, MAX_DIM)}),
@@ -242,6 +262,7 @@ SERVER_MESSAGES: dict[str, Spec] = {
             "server": short_str(64),
             "heartbeat": number(0.1, 3600),
             "limits": obj({}, {"max_frame": ID, "max_text": ID, "history": ID}),
+            "role": short_str(16),
         },
     ),
     "error": Spec(
@@ -264,6 +285,10 @@ SERVER_MESSAGES: dict[str, Spec] = {
     "shares": Spec(
         {"shares": list_of(obj({"id": ID, "user": NAME, "w": ID, "h": ID}), 10_000)}
     ),
+    "registered": Spec({"user": NAME, "role": short_str(16)}, {"rid": RID}),
+    "moderated": Spec({"action": short_str(16)}, {"rid": RID}),
+    "invited": Spec({"room": NAME, "user": NAME}, {"rid": RID}),
+    "notice": Spec({"room": NAME, "text": short_str(1000)}),
     "shared": Spec({"share": ID}),
     "unshared": Spec({"share": ID}),
     "need_key": Spec(),

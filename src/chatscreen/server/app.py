@@ -13,7 +13,8 @@ from collections.abc import Callable
 from chatscreen.config import ServerSettings
 from chatscreen.errors import ErrorCode
 from chatscreen.protocol import Limits, State
-from chatscreen.server.chat import ChatService
+from chatscreen.server.accounts import SQLiteAccounts
+from chatscreen.server.chat import ChatService, LoginPolicy
 from chatscreen.server.fanout import LocalFanout
 from chatscreen.server.limits import TokenBucket
 from chatscreen.server.metrics import Counters, serve_http
@@ -49,8 +50,10 @@ class Server:
         self.store = SQLiteStore(settings.data_dir / "chatscreen.db",
                                  durability=settings.durability)
         self.fanout = LocalFanout()
+        self.accounts = SQLiteAccounts(self.store)
         self.chat = ChatService(self.store, self.fanout, history=settings.history,
-                                heartbeat=settings.heartbeat)
+                                heartbeat=settings.heartbeat, accounts=self.accounts,
+                                policy=login_policy(settings))
         self.screen = ScreenRelay(self.chat)
         self.chat_limits = Limits(max_frame=1 << 20, max_header=1 << 20,
                                   max_text=settings.max_text)
@@ -109,6 +112,7 @@ class Server:
         s = self.settings
         self._tls = await asyncio.to_thread(self._tls_context)
         await self.store.open()
+        await self.accounts.open()
         await self.chat.start()
         chat = await self._listen(s.chat_port, lambda: Peer(
             "chat", self.chat, self, self.chat_limits,
@@ -200,6 +204,13 @@ class Server:
             peer.abort()
         await self.store.close()
 
+
+
+def login_policy(s: ServerSettings) -> LoginPolicy:
+    roles = frozenset(r.strip() for r in s.share_roles.split(",") if r.strip())
+    return LoginPolicy(server_password=s.server_password, require_accounts=s.require_accounts,
+                       share_roles=None if roles == {"everyone"} else roles,
+                       login_delay=s.login_delay, login_delay_max=s.login_delay_max)
 
 
 async def run_server(settings: ServerSettings, on_started: Callable[[Server], None]) -> None:

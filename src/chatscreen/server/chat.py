@@ -12,7 +12,10 @@ the joiner subscribed).
 from __future__ import annotations
 
 import asyncio
+import hmac
+import ipaddress
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,8 +24,19 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from chatscreen.errors import ErrorCode, RemoteProtocolError
 from chatscreen.protocol import Message, encode_frame
+from chatscreen.server.accounts import (
+    MIN_PASSWORD,
+    RANK,
+    ROLES,
+    Account,
+    AccountStore,
+    Ban,
+    hash_password,
+    verify_password,
+)
 from chatscreen.server.fanout import Fanout
 from chatscreen.server.metrics import Counters
+from chatscreen.server.moderation import LoginGuard, format_duration
 from chatscreen.server.session import Session
 from chatscreen.server.storage import MessageStore, StoredMessage
 
@@ -62,10 +76,36 @@ class _Pending:
     sender: Session
 
 
+class _Refused(Exception):
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class LoginPolicy:
+    server_password: str | None = None
+    require_accounts: bool = False
+    share_roles: frozenset[str] | None = None  # None: everyone may share
+    login_delay: float = 0.5  # first failed login's delay, doubling ...
+    login_delay_max: float = 30.0  # ... up to this
+    refresh: float = 1.0  # seconds between checks for changes made by `chatscreen admin`
+
+
 class ChatService:
     def __init__(self, store: MessageStore, fanout: Fanout, *, history: int = 100,
-                 heartbeat: float = 15.0) -> None:
+                 heartbeat: float = 15.0, accounts: AccountStore | None = None,
+                 policy: LoginPolicy | None = None) -> None:
         self.store = store
+        self.account_store = accounts
+        self.policy = policy or LoginPolicy()
+        self.guard = LoginGuard(self.policy.login_delay, self.policy.login_delay_max)
+        self.accounts: dict[str, Account] = {}  # casefolded name -> account (a cache)
+        self.bans: dict[tuple[str, str], Ban] = {}  # (kind, target) -> ban (a cache)
+        self.mutes: dict[str, float | None] = {}  # casefolded name -> until (Unix time)
+        self.private: dict[str, set[str]] = {}  # private room -> casefolded names invited
+        self._db_version = -1
         self.heartbeat = heartbeat
         self._stopping = False
         self.fanout = fanout
@@ -89,6 +129,9 @@ class ChatService:
         await self.store.add_room(DEFAULT_ROOM)
         for room in await self.store.rooms():
             self.rooms.setdefault(room, set())
+        if self.account_store is not None:
+            await self._reload()
+            self._spawn(self._watch_accounts())
         self._writer = asyncio.create_task(self._write_loop(), name="chat-writer")
 
     async def stop(self) -> None:
@@ -129,7 +172,89 @@ class ChatService:
         name = msg.get("user")
         if name is None:
             raise RemoteProtocolError(ErrorCode.INVALID_NAME, "hello on the chat port needs a user")
+        ban = self._ban("address", peer.ip)
+        if ban is not None:
+            log.info("refused %s from banned address %s", name, peer.ip)
+            peer.fail(ErrorCode.BANNED, f"This address is banned {ban.until_text()}"
+                      + (f": {ban.reason}" if ban.reason else ""))
+            return
+        if self.policy.server_password is None and name.casefold() not in self.accounts:
+            self._finish_login(peer, msg, None)  # a guest: no password to check
+        else:
+            self._spawn(self._login(peer, msg))
+
+    async def _login(self, peer: Peer, msg: Message) -> None:
+        """Check the server password, then the account's (argon2id, off the event loop).
+        Failures are slowed down per address and per account (see LoginGuard)."""
+        name: str = msg["user"]
         key = name.casefold()
+        ip_key = f"ip:{peer.ip}"
+        server_password = self.policy.server_password
+        if server_password is not None:
+            given = msg.get("server_password")
+            if given is None:
+                peer.fail(ErrorCode.BAD_PASSWORD,
+                          "This server needs a password: give the server password")
+                return
+            if not await self._guard_wait([ip_key], peer):
+                return
+            if not hmac.compare_digest(given.encode(), server_password.encode()):
+                await self._login_failed(peer, [ip_key], name, "Wrong server password")
+                return
+            self.guard.succeeded([], release=[ip_key])
+        account = self.accounts.get(key)
+        if account is not None:
+            password = msg.get("password")
+            if password is None:
+                peer.fail(ErrorCode.BAD_PASSWORD, f"'{account.name}' is registered: "
+                          "give its password")
+                return
+            keys = [ip_key, f"user:{key}"]
+            if not await self._guard_wait(keys, peer):
+                return
+            ok = await asyncio.to_thread(verify_password, account.hash, password)
+            if peer.closing:
+                return
+            if not ok:
+                await self._login_failed(peer, keys, name,
+                                         f"Wrong password for '{account.name}'")
+                return
+            self.guard.succeeded([keys[1]], release=[ip_key])
+            account = self.accounts.get(key, account)  # its role may have changed meanwhile
+        self._finish_login(peer, msg, account)
+
+    async def _guard_wait(self, keys: list[str], peer: Peer) -> bool:
+        """Wait while these keys are slowed down; False if the peer went away."""
+        loop = asyncio.get_running_loop()
+        while (wait := self.guard.wait(keys, loop.time())) > 0:  # noqa: ASYNC110 - a deadline
+            await asyncio.sleep(wait)
+        if peer.closing:
+            return False
+        self.guard.reserve(keys, loop.time())
+        return True
+
+    async def _login_failed(self, peer: Peer, keys: list[str], name: str, message: str) -> None:
+        delay = self.guard.failed(keys, asyncio.get_running_loop().time())
+        log.warning("failed login as %s from %s (%s); next attempt in %.1f s", name, peer.addr,
+                    message, delay)
+        await asyncio.sleep(delay)  # the answer is slowed down, nothing else
+        peer.fail(ErrorCode.BAD_PASSWORD, message)
+
+    def _finish_login(self, peer: Peer, msg: Message, account: Account | None) -> None:
+        if peer.closing:
+            return
+        name: str = account.name if account is not None else msg["user"]
+        key = name.casefold()
+        if account is None and self.policy.require_accounts:
+            peer.fail(ErrorCode.ACCOUNT_REQUIRED, "This server admits registered users only: "
+                      f"'{name}' has no account")
+            return
+        ban = self._ban("account", key)
+        if ban is not None:
+            log.info("refused banned user %s from %s", name, peer.addr)
+            peer.fail(ErrorCode.BANNED, f"'{name}' is banned {ban.until_text()}"
+                      + (f": {ban.reason}" if ban.reason else ""))
+            return
         old = self.sessions.get(key)
         if old is not None:
             if old.resume is not None and msg.get("resume") == old.resume:
@@ -139,7 +264,8 @@ class ChatService:
             else:
                 peer.fail(ErrorCode.NAME_TAKEN, f"Username '{name}' is already taken")
                 return
-        session = Session(name, peer, resume=msg.get("resume"))
+        role = account.role if account is not None else None
+        session = Session(name, peer, resume=msg.get("resume"), role=role)
         peer.session = session
         self.sessions[key] = session
         self.tokens[session.token] = session
@@ -150,11 +276,12 @@ class ChatService:
             token=session.token,
             room=DEFAULT_ROOM,
             heartbeat=self.heartbeat,
+            **({"role": role} if role else {}),
             limits={"max_text": peer.conn.limits.max_text, "max_frame": peer.conn.limits.max_frame,
                     "history": self.history},
         )
         peer.send("shares", shares=self.share_list)
-        log.info("%s logged in from %s", name, peer.addr)
+        log.info("%s logged in from %s%s", name, peer.addr, f" as {role}" if role else "")
 
     def _logout(self, session: Session) -> None:
         key = session.key
@@ -171,8 +298,21 @@ class ChatService:
 
     # -- rooms -------------------------------------------------------------------------
 
+    def _may_enter(self, session: Session, room: str) -> bool:
+        invited = self.private.get(room)
+        return invited is None or session.key in invited or session.role == "admin"
+
+    def _private_refused(self, session: Session, room: str, msg: Message) -> bool:
+        """Refuse (``forbidden``) a request about a private room one is not invited to."""
+        if self._may_enter(session, room):
+            return False
+        session.chat.error(ErrorCode.FORBIDDEN, f"'{room}' is private: you need an "
+                           "invitation", re=msg.type, **_rid(msg))
+        return True
+
     def _rooms(self, session: Session, msg: Message) -> None:
-        rooms = [{"name": r, "users": len(m)} for r, m in sorted(self.rooms.items())]
+        rooms = [{"name": r, "users": len(m)} for r, m in sorted(self.rooms.items())
+                 if self._may_enter(session, r)]
         session.chat.send("rooms", rooms=rooms, **_rid(msg))
 
     def _create(self, session: Session, msg: Message) -> None:
@@ -181,9 +321,41 @@ class ChatService:
             session.chat.error(ErrorCode.ROOM_EXISTS, f"room '{room}' already exists", re="create",
                                **_rid(msg))
             return
+        if msg.get("private"):
+            if self.account_store is None:
+                session.chat.error(ErrorCode.FORBIDDEN, "this server has no private rooms",
+                                   re="create", **_rid(msg))
+                return
+            self.private[room] = {session.key}
         self.rooms[room] = set()
         self._spawn(self.store.add_room(room))
+        if msg.get("private"):
+            assert self.account_store is not None
+            self._spawn(self.account_store.add_private_room(room, session.name))
         self._join(session, room, None, msg.get("rid"))
+
+    def _invite(self, session: Session, msg: Message) -> None:
+        room = self._find_room(msg["room"])
+        if room is None:
+            session.chat.error(ErrorCode.NO_SUCH_ROOM, f"no room '{msg['room']}'", re="invite",
+                               **_rid(msg))
+            return
+        if self._private_refused(session, room, msg):
+            return
+        invited = self.private.get(room)
+        if invited is None:
+            session.chat.error(ErrorCode.FORBIDDEN, f"'{room}' is not private: anyone may join",
+                               re="invite", **_rid(msg))
+            return
+        user: str = msg["user"]
+        invited.add(user.casefold())
+        assert self.account_store is not None
+        self._spawn(self.account_store.invite(room, user))
+        log.info("%s invited %s to %s", session.name, user, room)
+        session.chat.send("invited", room=room, user=user, **_rid(msg))
+        target = self.sessions.get(user.casefold())
+        if target is not None:
+            target.chat.send("notice", room=room, text=f"{session.name} invited you to {room}")
 
     def _find_room(self, room: str) -> str | None:
         if room in self.rooms:
@@ -197,6 +369,8 @@ class ChatService:
             room = msg["room"]
             self.rooms[room] = set()
             self._spawn(self.store.add_room(room))
+        elif self._private_refused(session, room, msg):
+            return
         self._join(session, room, msg.get("after"), msg.get("rid"))
 
     def _join(self, session: Session, room: str, after: int | None, rid: str | None) -> None:
@@ -263,14 +437,31 @@ class ChatService:
             session.chat.error(ErrorCode.NO_SUCH_ROOM, f"no room '{msg['room']}'", re="who",
                                **_rid(msg))
             return
+        if self._private_refused(session, room, msg):
+            return
         session.chat.send("users", room=room, users=sorted(s.name for s in self.rooms[room]),
                           **_rid(msg))
 
     # -- messages ----------------------------------------------------------------------
 
+    def _muted(self, session: Session, kind: str, cid: str | None) -> bool:
+        """Is this user muted? Then tell them (a non-fatal ``muted`` error)."""
+        if session.key not in self.mutes:
+            return False
+        until = self.mutes[session.key]
+        if until is not None and until <= time.time():
+            del self.mutes[session.key]
+            return False
+        when = "for ever" if until is None else "until " + time.strftime(
+            "%H:%M:%S UTC", time.gmtime(until))
+        session.chat.error(ErrorCode.MUTED, f"you are muted {when}", re=kind, cid=cid)
+        return True
+
     def _say(self, session: Session, msg: Message) -> None:
         room = self._find_room(msg["room"])
         cid = msg.get("cid")
+        if self._muted(session, "say", cid):
+            return
         if room is None or room not in session.rooms:
             session.chat.error(ErrorCode.NOT_IN_ROOM, f"join '{msg['room']}' before you write "
                                "there", re="say", cid=cid)
@@ -280,6 +471,8 @@ class ChatService:
     def _pm(self, session: Session, msg: Message) -> None:
         target = self.sessions.get(msg["to"].casefold())
         cid = msg.get("cid")
+        if self._muted(session, "pm", cid):
+            return
         if target is None:
             session.chat.error(ErrorCode.NO_SUCH_USER, f"'{msg['to']}' is not connected",
                                re="pm", cid=cid)
@@ -371,6 +564,9 @@ class ChatService:
                 target.chat.send("typing", to=target.name, user=session.name, active=active)
 
     def _history(self, session: Session, msg: Message) -> None:
+        if "room" in msg.fields and self._private_refused(
+                session, self._find_room(msg["room"]) or msg["room"], msg):
+            return
         self._spawn(self._send_history(session, msg))
 
     async def _send_history(self, session: Session, msg: Message) -> None:
@@ -395,6 +591,210 @@ class ChatService:
         self.share_list = shares
         self.fanout.publish(ALL, encode_frame({"type": "shares", "shares": shares}))
 
+    # -- accounts and moderation -------------------------------------------------------
+
+    def may_share(self, session: Session) -> bool:
+        roles = self.policy.share_roles
+        return roles is None or (session.role or "guest") in roles
+
+    def _ban(self, kind: str, target: str) -> Ban | None:
+        ban = self.bans.get((kind, target.casefold() if kind == "account" else target))
+        return ban if ban is not None and ban.active(time.time()) else None
+
+    async def _reload(self) -> None:
+        """Read accounts and bans again (at start, and after `chatscreen admin` changed them),
+        and apply them to who is connected."""
+        store = self.account_store
+        assert store is not None
+        self._db_version = await store.version()
+        self.accounts = {a.key: a for a in await store.accounts()}
+        self.bans = {(b.kind, b.target): b for b in await store.bans()}
+        self.private = await store.private_rooms()
+        for session in list(self.sessions.values()):
+            account = self.accounts.get(session.key)
+            if session.role is not None:
+                session.role = account.role if account is not None else "member"
+            ban = self._ban("account", session.key) or self._ban("address", session.chat.ip)
+            if ban is not None:
+                session.chat.fail(ErrorCode.BANNED, f"You are banned {ban.until_text()}"
+                                  + (f": {ban.reason}" if ban.reason else ""))
+                self._logout(session)
+
+    async def _watch_accounts(self) -> None:
+        store = self.account_store
+        assert store is not None
+        while not self._stopping:
+            await asyncio.sleep(self.policy.refresh)
+            try:
+                if await store.version() != self._db_version:
+                    await self._reload()
+            except Exception:
+                log.exception("reloading accounts failed")
+
+    def _register(self, session: Session, msg: Message) -> None:
+        rid = _rid(msg)
+        if self.account_store is None:
+            session.chat.error(ErrorCode.FORBIDDEN, "this server has no accounts",
+                               re="register", **rid)
+        elif session.role is not None or session.key in self.accounts or session.registering:
+            session.chat.error(ErrorCode.FORBIDDEN, f"'{session.name}' is already registered",
+                               re="register", **rid)
+        elif len(msg["password"]) < MIN_PASSWORD:
+            session.chat.error(ErrorCode.BAD_PASSWORD, f"a password needs at least "
+                               f"{MIN_PASSWORD} characters", re="register", **rid)
+        else:
+            session.registering = True
+            self._spawn(self._do_register(session, msg["password"], rid))
+
+    async def _do_register(self, session: Session, password: str, rid: dict[str, Any]) -> None:
+        assert self.account_store is not None
+        try:
+            hashed = await asyncio.to_thread(hash_password, password)
+            added = await self.account_store.add(session.name, hashed, "member")
+        finally:
+            session.registering = False
+        if not added:
+            session.chat.error(ErrorCode.FORBIDDEN, f"'{session.name}' is already registered",
+                               re="register", **rid)
+            return
+        self.accounts[session.key] = Account(session.key, session.name, hashed, "member",
+                                             utc_now())
+        session.role = "member"
+        log.info("%s registered their name", session.name)
+        session.chat.send("registered", user=session.name, role="member", **rid)
+
+    def _role_of(self, key: str) -> str:
+        session = self.sessions.get(key)
+        if session is not None and session.role is not None:
+            return session.role
+        account = self.accounts.get(key)
+        return account.role if account is not None else "guest"
+
+    def _moderate(self, session: Session, msg: Message) -> None:
+        action = msg["action"]
+        rank = RANK[session.role or "guest"]
+        if rank < RANK["moderator"] or (action == "role" and session.role != "admin"):
+            who = "admins" if action == "role" else "admins and moderators"
+            session.chat.error(ErrorCode.FORBIDDEN, f"only {who} may {action}",
+                               re="moderate", **_rid(msg))
+            return
+        self._spawn(self._do_moderate(session, msg))
+
+    async def _do_moderate(self, session: Session, msg: Message) -> None:
+        try:
+            text, rooms = await self._moderation(session, msg)
+        except _Refused as exc:
+            session.chat.error(exc.code, exc.message, re="moderate", **_rid(msg))
+            return
+        for room in rooms:
+            self.fanout.publish(room_topic(room), encode_frame(
+                {"type": "notice", "room": room, "text": text}))
+        if not rooms & session.rooms:
+            session.chat.send("notice", room=next(iter(sorted(rooms)), DEFAULT_ROOM), text=text)
+        session.chat.send("moderated", action=msg["action"], **_rid(msg))
+        log.info("moderation: %s", text)
+        assert self.account_store is not None
+        target = msg.get("target") or msg.get("address")
+        detail = " ".join(f"{k}={msg[k]}" for k in ("duration", "role", "reason")
+                          if msg.get(k) is not None)
+        try:
+            await self.account_store.log(session.name, msg["action"], target, detail)
+        except Exception:
+            log.exception("could not record a moderation action")
+
+    async def _moderation(self, session: Session, msg: Message) -> tuple[str, set[str]]:
+        """Carry out a moderation request; returns the notice text and the rooms to show
+        it in (the target's). Raises _Refused."""
+        action: str = msg["action"]
+        reason: str = msg.get("reason") or ""
+        duration: int | None = msg.get("duration")
+        for_text = f" for {format_duration(duration)}" if duration else ""
+        because = f": {reason}" if reason else ""
+        until = time.time() + duration if duration else None
+        store = self.account_store
+        if store is None:
+            raise _Refused(ErrorCode.FORBIDDEN, "this server has no moderation")
+        if action in ("ban", "unban") and msg.get("address") is not None:
+            try:
+                address = str(ipaddress.ip_address(msg["address"]))
+            except ValueError:
+                raise _Refused(ErrorCode.BAD_MESSAGE, "address: not an IP address") from None
+            hit = [s for s in self.sessions.values() if s.chat.ip == address]
+            if any(s is session for s in hit):
+                raise _Refused(ErrorCode.FORBIDDEN, "that is your own address")
+            names = ", ".join(sorted(s.name for s in hit)) or "nobody connected"
+            rooms = {r for s in hit for r in s.rooms}
+            if action == "unban":
+                if not await store.unban("address", address):
+                    raise _Refused(ErrorCode.NO_SUCH_USER, f"address {address} is not banned")
+                self.bans.pop(("address", address), None)
+                return f"{session.name} lifted a ban on an address", rooms
+            ban = await store.ban("address", address, until, reason, session.name)
+            self.bans[("address", address)] = ban
+            for s in hit:
+                self._expel(s, ErrorCode.BANNED, f"This address is banned {ban.until_text()}"
+                            f"{because}")
+            return f"{session.name} banned an address ({names}){for_text}{because}", rooms
+        target: str | None = msg.get("target")
+        if target is None:
+            raise _Refused(ErrorCode.BAD_MESSAGE, f"{action} needs a target")
+        key = target.casefold()
+        if key == session.key:
+            raise _Refused(ErrorCode.FORBIDDEN, "you cannot moderate yourself")
+        if session.role != "admin" and RANK[self._role_of(key)] >= RANK[session.role or "guest"]:
+            raise _Refused(ErrorCode.FORBIDDEN, f"you may not moderate '{target}'")
+        victim = self.sessions.get(key)
+        name = victim.name if victim is not None else (
+            self.accounts[key].name if key in self.accounts else target)
+        rooms = set(victim.rooms) if victim is not None else set()
+        if action == "kick":
+            if victim is None:
+                raise _Refused(ErrorCode.NO_SUCH_USER, f"'{target}' is not connected")
+            self._expel(victim, ErrorCode.KICKED, f"You were kicked by {session.name}{because}")
+            return f"{session.name} kicked {name}{because}", rooms
+        if action == "mute":
+            self.mutes[key] = until
+            return f"{session.name} muted {name}{for_text}{because}", rooms
+        if action == "unmute":
+            if self.mutes.pop(key, 0) == 0:
+                raise _Refused(ErrorCode.NO_SUCH_USER, f"'{target}' is not muted")
+            return f"{session.name} unmuted {name}", rooms
+        if action == "ban":
+            ban = await store.ban("account", key, until, reason, session.name)
+            self.bans[("account", key)] = ban
+            if victim is not None:
+                self._expel(victim, ErrorCode.BANNED,
+                            f"You are banned {ban.until_text()}{because}")
+            return f"{session.name} banned {name}{for_text}{because}", rooms
+        if action == "unban":
+            if not await store.unban("account", key):
+                raise _Refused(ErrorCode.NO_SUCH_USER, f"'{target}' is not banned")
+            self.bans.pop(("account", key), None)
+            return f"{session.name} unbanned {name}", rooms
+        if action == "role":
+            role = msg.get("role")
+            if role not in ROLES:
+                raise _Refused(ErrorCode.BAD_MESSAGE, f"role must be one of {', '.join(ROLES)}")
+            if key not in self.accounts or not await store.set_role(key, role):
+                raise _Refused(ErrorCode.NO_SUCH_USER, f"'{target}' has no account")
+            account = self.accounts[key]
+            self.accounts[key] = Account(account.key, account.name, account.hash, role,
+                                         account.created)
+            if victim is not None:
+                victim.role = role
+            return f"{session.name} made {name} {'an' if role == 'admin' else 'a'} {role}", rooms
+        raise _Refused(ErrorCode.BAD_MESSAGE, f"unknown action {action!r}")
+
+    def _expel(self, session: Session, code: ErrorCode, message: str) -> None:
+        """Disconnect a user (kicked, banned); the room notice goes out first."""
+
+        def later() -> None:  # after the notice went out, so that they see it too
+            session.chat.fail(code, message)
+            if self.sessions.get(session.key) is session:
+                self._logout(session)
+
+        asyncio.get_running_loop().call_soon(later)
+
     # -- helpers -----------------------------------------------------------------------
 
     def _spawn(self, coro: Any) -> None:
@@ -417,4 +817,7 @@ class ChatService:
         "pm": _pm,
         "typing": _typing,
         "history": _history,
+        "register": _register,
+        "invite": _invite,
+        "moderate": _moderate,
     }

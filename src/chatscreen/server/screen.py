@@ -197,6 +197,10 @@ class ScreenRelay:
     # -- sharing -----------------------------------------------------------------------
 
     def _share(self, peer: Peer, msg: Message) -> None:
+        if peer.session is not None and not self.chat.may_share(peer.session):
+            peer.error(ErrorCode.FORBIDDEN, "you may not share your screen on this server",
+                       re="share")
+            return
         share = self._by_sharer.get(peer)
         if share is None:
             share = Share(next(self._ids), peer, msg["w"], msg["h"])

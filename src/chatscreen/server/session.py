@@ -18,6 +18,8 @@ class Session:
     resume: str | None = None  # the client's own secret; a new connection with it may take over
     rooms: set[str] = field(default_factory=set)
     screens: set[Peer] = field(default_factory=set)
+    registering: bool = False
+    role: str | None = None  # admin, moderator or member (a registered account); None: a guest
 
     @property
     def key(self) -> str:

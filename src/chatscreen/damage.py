@@ -1,0 +1,257 @@
+"""Which parts of the screen changed, and when, as the X server tells (the DAMAGE extension).
+
+:class:`DamageListener` opens its own X connection (python-xlib) to ``$DISPLAY`` (or the
+display it is given), asks for ``DamageReportRawRectangles`` on the root window (which covers
+every window on it) and, on its own thread, collects the damaged rectangles into a
+thread-safe accumulator. The first rectangle after a :meth:`~DamageListener.take` sets
+:attr:`~DamageListener.event` and calls the ``on_damage`` callback (from the listener
+thread: an asyncio user passes ``lambda: loop.call_soon_threadsafe(ev.set)``).
+
+The mouse pointer is not drawn into the framebuffer (mss draws it into captures from XFixes),
+so DAMAGE does not see it move: while ``track_pointer`` is on, the listener also asks the X
+server for the pointer position up to ``pointer_hz`` times a second (a round trip, no capture)
+and reports a :data:`POINTER_BOX` square around its old and new positions when it moves.
+
+Where DAMAGE cannot be had (python-xlib missing, no X server, no DAMAGE extension: Wayland,
+a VNC or RDP session without it), :meth:`~DamageListener.start` returns False and
+:attr:`~DamageListener.unavailable` says why; the caller polls instead. ``enabled=False``
+forces that (tests, or ``--no-damage``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+
+from chatscreen.tiles import TILE, Box, Mask, grid
+
+MAX_RECTS = 1024  # above this many pending rectangles the accumulator keeps their bounding box
+POINTER_BOX = 128  # side of the square reported around the pointer when it moves
+POINTER_HZ = 30.0
+
+Rect = tuple[int, int, int, int]  # x, y, w, h in root-window pixels
+
+
+class DamageAccumulator:
+    """Damaged rectangles since the last :meth:`take`; thread-safe."""
+
+    def __init__(self, max_rects: int = MAX_RECTS) -> None:
+        self.max_rects = max_rects
+        self._lock = threading.Lock()
+        self._rects: list[Rect] = []
+        self.total = 0  # rectangles added since creation (for stats and tests)
+
+    def add(self, rects: Iterable[Rect]) -> bool:
+        """Add rectangles; True when the accumulator was empty before (time to wake up)."""
+        new = [r for r in rects if r[2] > 0 and r[3] > 0]
+        if not new:
+            return False
+        with self._lock:
+            was_empty = not self._rects
+            self._rects.extend(new)
+            self.total += len(new)
+            if len(self._rects) > self.max_rects:
+                self._rects = [bounding_box(self._rects)]
+        return was_empty
+
+    def take(self) -> list[Rect]:
+        """The rectangles added since the last call (and forget them)."""
+        with self._lock:
+            out, self._rects = self._rects, []
+        return out
+
+    def __bool__(self) -> bool:
+        with self._lock:
+            return bool(self._rects)
+
+
+def bounding_box(rects: Iterable[Rect]) -> Rect:
+    rs = list(rects)
+    x0 = min(r[0] for r in rs)
+    y0 = min(r[1] for r in rs)
+    x1 = max(r[0] + r[2] for r in rs)
+    y1 = max(r[1] + r[3] for r in rs)
+    return x0, y0, x1 - x0, y1 - y0
+
+
+def damage_mask(rects: Iterable[Rect], w: int, h: int, *, left: int = 0, top: int = 0,
+                tile: int = TILE) -> Mask:
+    """The tiles of a w x h picture (whose top left is at root (left, top)) that any of
+    ``rects`` (root coordinates) touches."""
+    rows, cols = grid(w, h, tile)
+    mask: Mask = np.zeros((rows, cols), np.bool_)
+    for x, y, rw, rh in rects:
+        x0, y0 = max(x - left, 0), max(y - top, 0)
+        x1, y1 = min(x - left + rw, w), min(y - top + rh, h)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        mask[y0 // tile : -(-y1 // tile), x0 // tile : -(-x1 // tile)] = True
+    return mask
+
+
+def box_rect(box: Box) -> Rect:
+    return box.x, box.y, box.w, box.h
+
+
+class DamageListener:
+    """Reports damaged regions of the root window of an X display; see the module doc."""
+
+    def __init__(self, display: str | None = None, *,
+                 on_damage: Callable[[], None] | None = None, enabled: bool = True,
+                 track_pointer: bool = True, pointer_hz: float = POINTER_HZ) -> None:
+        self.display_name = display if display is not None else os.environ.get("DISPLAY")
+        self.on_damage = on_damage
+        self.enabled = enabled
+        self.track_pointer = track_pointer
+        self.pointer_period = 1.0 / pointer_hz
+        self.accumulator = DamageAccumulator()
+        self.event = threading.Event()  # set when damage is pending, cleared by take()
+        self.unavailable: str | None = None  # why DAMAGE is not used, once start() said so
+        self._disp: Any = None
+        self._damage: int | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._wake_r, self._wake_w = -1, -1
+        self._pointer: tuple[int, int] | None = None
+        self._notify_code = -1
+
+    @property
+    def active(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> bool:
+        """Connect and start the listener thread; False (and :attr:`unavailable` set) when
+        DAMAGE cannot be used, in which case the caller should poll."""
+        if self._thread is not None:
+            return self.active
+        if not self.enabled:
+            self.unavailable = "disabled"
+            return False
+        if not self.display_name:
+            self.unavailable = "no X display (DISPLAY is not set; Wayland?)"
+            return False
+        try:
+            from Xlib import display as xdisplay
+            from Xlib.ext import damage
+        except ImportError as exc:
+            self.unavailable = f"python-xlib is not installed ({exc})"
+            return False
+        try:
+            disp = xdisplay.Display(self.display_name)
+        except Exception as exc:  # Xlib raises DisplayError, ConnectionClosedError, OSError
+            self.unavailable = f"cannot connect to {self.display_name}: {exc}"
+            return False
+        try:
+            if not disp.has_extension(damage.extname):
+                raise RuntimeError(f"the X server of {self.display_name} has no DAMAGE "
+                                   "extension")
+            disp.damage_query_version()
+            root = disp.screen().root
+            self._damage = root.damage_create(damage.DamageReportRawRectangles)
+            if self.track_pointer:
+                p = root.query_pointer()
+                self._pointer = (int(p.root_x), int(p.root_y))
+            disp.sync()
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                disp.close()
+            self.unavailable = f"DAMAGE unavailable: {exc}"
+            return False
+        self._disp = disp
+        self._notify_code = int(disp.extension_event.DamageNotify)
+        self._wake_r, self._wake_w = os.pipe()
+        self._thread = threading.Thread(target=self._run, name="damage", daemon=True)
+        self._thread.start()
+        return True
+
+    def take(self) -> list[Rect]:
+        """Damaged rectangles (root coordinates) since the last call; clears :attr:`event`
+        first, so damage arriving during or after the call sets it again."""
+        self.event.clear()
+        return self.accumulator.take()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait (on the event, up to ``timeout`` seconds) until damage is pending."""
+        return self.event.wait(timeout)
+
+    def close(self) -> None:
+        """Stop the thread and close the X connection; idempotent."""
+        thread, self._thread = self._thread, None
+        self._stop.set()
+        if self._wake_w >= 0:
+            with contextlib.suppress(OSError):
+                os.write(self._wake_w, b"x")
+        if thread is not None:
+            thread.join(timeout=5)
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._wake_r = self._wake_w = -1
+        disp, self._disp = self._disp, None
+        if disp is not None:
+            with contextlib.suppress(Exception):
+                if self._damage is not None:
+                    disp.damage_destroy(self._damage)
+                disp.close()
+
+    def __enter__(self) -> DamageListener:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the listener thread -------------------------------------------------------------
+
+    def _report(self, rects: list[Rect]) -> None:
+        if self.accumulator.add(rects) or not self.event.is_set():
+            self.event.set()
+            if self.on_damage is not None:
+                self.on_damage()
+
+    def _run(self) -> None:
+        disp = self._disp
+        fd = disp.fileno()
+        root = disp.screen().root
+        next_pointer = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                rects: list[Rect] = []
+                for _ in range(disp.pending_events()):
+                    ev = disp.next_event()
+                    if ev.type & 0x7F == self._notify_code:
+                        a = ev.area
+                        rects.append((int(a.x), int(a.y), int(a.width), int(a.height)))
+                now = time.monotonic()
+                if self.track_pointer and now >= next_pointer:
+                    next_pointer = now + self.pointer_period
+                    rects += self._pointer_moved(root)
+                if rects:
+                    self._report(rects)
+                timeout = max(next_pointer - time.monotonic(), 0.0) if self.track_pointer \
+                    else None
+                readable, _, _ = select.select([fd, self._wake_r], [], [], timeout)
+                if self._wake_r in readable:
+                    break
+        except Exception as exc:  # the X connection broke: say so, wake the user to poll
+            self.unavailable = f"DAMAGE listener stopped: {exc}"
+            self.event.set()
+            if self.on_damage is not None:
+                self.on_damage()
+
+    def _pointer_moved(self, root: Any) -> list[Rect]:
+        p = root.query_pointer()
+        pos = (int(p.root_x), int(p.root_y))
+        old, self._pointer = self._pointer, pos
+        if old is None or old == pos:
+            return []
+        half = POINTER_BOX // 2
+        return [(x - half, y - half, POINTER_BOX, POINTER_BOX) for x, y in (old, pos)]

@@ -1,0 +1,282 @@
+"""Owned usernames, roles, bans and the moderation log, in the server's SQLite database.
+
+:class:`AccountDB` is the synchronous SQL, usable on its own (``chatscreen admin`` works on
+the data directory with no server running). :class:`SQLiteAccounts` runs the same calls on
+the message store's one SQLite thread, so the event loop never waits on disk. Passwords are
+hashed with argon2id (:func:`hash_password`, :func:`verify_password`); both take tens of
+milliseconds and are meant to run off the event loop (``asyncio.to_thread``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+if TYPE_CHECKING:
+    from chatscreen.server.storage import SQLiteStore
+
+ROLES = ("admin", "moderator", "member")
+RANK = {"admin": 3, "moderator": 2, "member": 1, "guest": 0}
+MIN_PASSWORD = 8
+
+_hasher = PasswordHasher()  # argon2id with the library's (RFC 9106 low-memory) parameters
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(stored: str, password: str) -> bool:
+    try:
+        return _hasher.verify(stored, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    key: str  # the casefolded name
+    name: str  # as the owner spelled it
+    hash: str
+    role: str
+    created: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ban:
+    kind: str  # "account" (target: a casefolded name) or "address" (target: an IP)
+    target: str
+    until: float | None  # Unix time; None: for ever
+    reason: str
+    by: str
+    created: str
+
+    def active(self, now: float) -> bool:
+        return self.until is None or self.until > now
+
+    def until_text(self) -> str:
+        if self.until is None:
+            return "for ever"
+        return "until " + time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.until))
+
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS accounts (
+    name    TEXT PRIMARY KEY,          -- casefolded
+    display TEXT NOT NULL,
+    hash    TEXT NOT NULL,             -- argon2id
+    role    TEXT NOT NULL DEFAULT 'member',
+    created TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+CREATE TABLE IF NOT EXISTS bans (
+    kind    TEXT NOT NULL,             -- 'account' or 'address'
+    target  TEXT NOT NULL,
+    until   REAL,                      -- Unix time, NULL: for ever
+    reason  TEXT NOT NULL DEFAULT '',
+    by_user TEXT NOT NULL DEFAULT '',
+    created TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    PRIMARY KEY (kind, target)
+);
+CREATE TABLE IF NOT EXISTS private_rooms (
+    room    TEXT PRIMARY KEY,
+    owner   TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS invitations (
+    room    TEXT NOT NULL,
+    user    TEXT NOT NULL,             -- casefolded
+    PRIMARY KEY (room, user)
+);
+CREATE TABLE IF NOT EXISTS moderation (
+    id      INTEGER PRIMARY KEY,
+    ts      TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    actor   TEXT NOT NULL,
+    action  TEXT NOT NULL,
+    target  TEXT NOT NULL,
+    detail  TEXT NOT NULL DEFAULT ''
+);
+"""
+
+
+class AccountDB:
+    """The SQL, on one sqlite3 connection (call it from one thread at a time)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        db.executescript(SCHEMA)
+
+    @classmethod
+    def open(cls, data_dir: Path) -> AccountDB:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(data_dir / "chatscreen.db", isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA busy_timeout=5000")
+        return cls(db)
+
+    def accounts(self) -> list[Account]:
+        rows = self.db.execute("SELECT name, display, hash, role, created FROM accounts "
+                               "ORDER BY name")
+        return [Account(*r) for r in rows]
+
+    def get(self, key: str) -> Account | None:
+        row = self.db.execute("SELECT name, display, hash, role, created FROM accounts "
+                              "WHERE name = ?", (key.casefold(),)).fetchone()
+        return Account(*row) if row else None
+
+    def add(self, name: str, hash_: str, role: str = "member") -> bool:
+        """Create an account; False if the name is taken."""
+        try:
+            self.db.execute("INSERT INTO accounts (name, display, hash, role) VALUES (?,?,?,?)",
+                            (name.casefold(), name, hash_, role))
+        except sqlite3.IntegrityError:
+            return False
+        return True
+
+    def set_role(self, key: str, role: str) -> bool:
+        cur = self.db.execute("UPDATE accounts SET role = ? WHERE name = ?",
+                              (role, key.casefold()))
+        return cur.rowcount > 0
+
+    def bans(self) -> list[Ban]:
+        rows = self.db.execute("SELECT kind, target, until, reason, by_user, created FROM bans "
+                               "ORDER BY kind, target")
+        return [Ban(*r) for r in rows]
+
+    def ban(self, kind: str, target: str, until: float | None, reason: str, by: str) -> Ban:
+        target = target.casefold() if kind == "account" else target
+        self.db.execute("INSERT OR REPLACE INTO bans (kind, target, until, reason, by_user) "
+                        "VALUES (?,?,?,?,?)", (kind, target, until, reason, by))
+        row = self.db.execute("SELECT kind, target, until, reason, by_user, created FROM bans "
+                              "WHERE kind = ? AND target = ?", (kind, target)).fetchone()
+        return Ban(*row)
+
+    def unban(self, kind: str, target: str) -> bool:
+        target = target.casefold() if kind == "account" else target
+        cur = self.db.execute("DELETE FROM bans WHERE kind = ? AND target = ?", (kind, target))
+        return cur.rowcount > 0
+
+    def log(self, actor: str, action: str, target: str, detail: str = "") -> None:
+        self.db.execute("INSERT INTO moderation (actor, action, target, detail) VALUES (?,?,?,?)",
+                        (actor, action, target, detail))
+
+    def moderation_log(self, limit: int = 100) -> list[tuple[str, str, str, str, str]]:
+        rows = self.db.execute("SELECT ts, actor, action, target, detail FROM moderation "
+                               "ORDER BY id DESC LIMIT ?", (limit,))
+        return [tuple(r) for r in rows][::-1]
+
+    def private_rooms(self) -> dict[str, set[str]]:
+        """Private room -> the (casefolded) names invited to it."""
+        out: dict[str, set[str]] = {r: set() for (r,) in
+                                    self.db.execute("SELECT room FROM private_rooms")}
+        for room, user in self.db.execute("SELECT room, user FROM invitations"):
+            out.setdefault(room, set()).add(user)
+        return out
+
+    def add_private_room(self, room: str, owner: str) -> None:
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute("INSERT OR IGNORE INTO private_rooms (room, owner) VALUES (?,?)",
+                            (room, owner))
+            self.db.execute("INSERT OR IGNORE INTO invitations (room, user) VALUES (?,?)",
+                            (room, owner.casefold()))
+
+    def invite(self, room: str, user: str) -> None:
+        self.db.execute("INSERT OR IGNORE INTO invitations (room, user) VALUES (?,?)",
+                        (room, user.casefold()))
+
+    def version(self) -> int:
+        """Changes when another connection (``chatscreen admin``) committed something."""
+        (value,) = self.db.execute("PRAGMA data_version").fetchone()
+        return int(value)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class AccountStore(Protocol):
+    """Accounts, bans and the moderation log, as the chat service uses them."""
+
+    async def accounts(self) -> list[Account]: ...
+
+    async def add(self, name: str, hash_: str, role: str = "member") -> bool: ...
+
+    async def set_role(self, key: str, role: str) -> bool: ...
+
+    async def bans(self) -> list[Ban]: ...
+
+    async def ban(self, kind: str, target: str, until: float | None, reason: str,
+                  by: str) -> Ban: ...
+
+    async def unban(self, kind: str, target: str) -> bool: ...
+
+    async def log(self, actor: str, action: str, target: str, detail: str = "") -> None: ...
+
+    async def version(self) -> int: ...
+
+    async def private_rooms(self) -> dict[str, set[str]]: ...
+
+    async def add_private_room(self, room: str, owner: str) -> None: ...
+
+    async def invite(self, room: str, user: str) -> None: ...
+
+
+class SQLiteAccounts:
+    """:class:`AccountDB` on the message store's SQLite thread and connection."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self.store = store
+        self._db: AccountDB | None = None
+
+    async def open(self) -> SQLiteAccounts:
+        def make() -> AccountDB:
+            return AccountDB(self.store.db)
+
+        self._db = await self.store._run(make)
+        return self
+
+    async def _call(self, name: str, *args: Any) -> Any:
+        assert self._db is not None, "SQLiteAccounts.open() was not awaited"
+        return await self.store._run(getattr(self._db, name), *args)
+
+    async def accounts(self) -> list[Account]:
+        result: list[Account] = await self._call("accounts")
+        return result
+
+    async def add(self, name: str, hash_: str, role: str = "member") -> bool:
+        return bool(await self._call("add", name, hash_, role))
+
+    async def set_role(self, key: str, role: str) -> bool:
+        return bool(await self._call("set_role", key, role))
+
+    async def bans(self) -> list[Ban]:
+        result: list[Ban] = await self._call("bans")
+        return result
+
+    async def ban(self, kind: str, target: str, until: float | None, reason: str,
+                  by: str) -> Ban:
+        result: Ban = await self._call("ban", kind, target, until, reason, by)
+        return result
+
+    async def unban(self, kind: str, target: str) -> bool:
+        return bool(await self._call("unban", kind, target))
+
+    async def log(self, actor: str, action: str, target: str, detail: str = "") -> None:
+        await self._call("log", actor, action, target, detail)
+
+    async def version(self) -> int:
+        return int(await self._call("version"))
+
+    async def private_rooms(self) -> dict[str, set[str]]:
+        result: dict[str, set[str]] = await self._call("private_rooms")
+        return result
+
+    async def add_private_room(self, room: str, owner: str) -> None:
+        await self._call("add_private_room", room, owner)
+
+    async def invite(self, room: str, user: str) -> None:
+        await self._call("invite", room, user)

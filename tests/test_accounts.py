@@ -1,0 +1,243 @@
+"""Owned usernames, server passwords and slowed-down brute force, on the real server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chatscreen.client import Client
+from chatscreen.errors import ConnectError, ServerError
+from tests.helpers.proxy import CuttableProxy
+from tests.helpers.server import REPO, TIMEOUT, ServerProcess, running_server
+
+PASSWORD = "correct horse battery staple"
+
+
+def run(coro: Coroutine[Any, Any, None]) -> None:
+    async def bounded() -> None:
+        async with asyncio.timeout(6 * TIMEOUT):
+            await coro
+
+    asyncio.run(bounded())
+
+
+def client(srv: ServerProcess, user: str, **kwargs: Any) -> Client:
+    return Client("127.0.0.1", user, chat_port=srv.chat_port, screen_port=srv.screen_port,
+                  timeout=TIMEOUT, **kwargs)
+
+
+def chatscreen(*args: str, stdin: str = "",
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "chatscreen", *args], input=stdin,
+                          capture_output=True, text=True, timeout=3 * TIMEOUT, cwd=REPO,
+                          env={**os.environ, **(env or {})})
+
+
+async def refused(c: Client) -> ServerError:
+    """Connect, expecting a fatal error; returns it."""
+    with pytest.raises(ConnectError) as info:
+        await c.connect()
+    cause = info.value.__cause__
+    assert isinstance(cause, ServerError), info.value
+    return cause
+
+
+def test_registered_name_needs_its_password_and_guests_still_work(tmp_path: Path) -> None:
+    with running_server(tmp_path / "data") as srv:
+        async def scenario() -> None:
+            async with client(srv, "alice") as alice:
+                assert alice.role is None  # a guest
+                with pytest.raises(ServerError, match="at least 8"):
+                    await alice.register("short")
+                await alice.register(PASSWORD)
+                assert alice.role == "member"
+                with pytest.raises(ServerError, match="already registered"):
+                    await alice.register(PASSWORD)
+            err = await refused(client(srv, "ALICE"))
+            assert (err.code, err.message) == ("bad_password",
+                                               "'alice' is registered: give its password")
+            err = await refused(client(srv, "alice", password="wrong password"))
+            assert (err.code, err.message) == ("bad_password", "Wrong password for 'alice'")
+            async with client(srv, "Alice", password=PASSWORD) as alice:
+                assert alice.role == "member"
+                assert alice.user == "alice"  # the account's spelling
+                await alice.join("general")
+                await alice.say("general", "it is really me")
+            async with client(srv, "bob") as bob:  # guests still get in with just a name
+                await bob.join("general")
+
+        run(scenario())
+        log = srv.stderr_path.read_text()
+    assert "registered" in log and "failed login as alice" in log
+    assert PASSWORD not in log and "wrong password" not in log
+    db = sqlite3.connect(tmp_path / "data" / "chatscreen.db")
+    (row,) = db.execute("SELECT name, display, hash, role FROM accounts").fetchall()
+    assert row[:2] == ("alice", "alice") and row[3] == "member"
+    assert row[2].startswith("$argon2id$") and PASSWORD not in row[2]
+    texts = [t for (t,) in db.execute("SELECT text FROM messages")]
+    assert not any(PASSWORD in t for t in texts)
+
+
+def test_password_survives_reconnects(tmp_path: Path) -> None:
+    """The client sends its password in every hello, so a dropped connection comes back,
+    also after registering on that connection."""
+    with running_server(tmp_path / "data") as srv:
+        async def scenario() -> None:
+            proxy = await CuttableProxy(srv.chat_port).start()
+            carol = Client("127.0.0.1", "carol", chat_port=proxy.port,
+                           screen_port=srv.screen_port, timeout=TIMEOUT)
+            try:
+                await carol.connect()
+                await carol.register(PASSWORD)
+                await carol.join("general")
+                proxy.cut()
+                await wait_status(carol, "reconnecting")
+                await wait_status(carol, "connected")
+                assert carol.role == "member"
+                assert (await carol.say("general", "back"))["user"] == "carol"
+            finally:
+                await carol.close()
+                await proxy.close()
+
+        run(scenario())
+
+
+async def wait_status(c: Client, state: str) -> None:
+    async with asyncio.timeout(TIMEOUT):
+        while True:
+            ev = await c.next_event()
+            if ev.type == "status" and ev["state"] == state:
+                return
+
+
+def test_brute_force_is_slowed_down_and_others_are_not(tmp_path: Path) -> None:
+    env = {"CHATSCREEN_LOGIN_DELAY": "0.4", "CHATSCREEN_LOGIN_DELAY_MAX": "30"}
+    with running_server(tmp_path / "data", env=env) as srv:
+        async def scenario() -> None:
+            async with client(srv, "dave") as dave:
+                await dave.register(PASSWORD)
+            loop = asyncio.get_running_loop()
+            for n, expected in enumerate((0.4, 0.8, 1.6), 1):
+                start = loop.time()
+                err = await refused(client(srv, "dave", password=f"guess {n}"))
+                took = loop.time() - start
+                assert err.code == "bad_password"
+                assert took >= expected - 0.05, f"failure {n} answered after {took:.2f} s"
+            # While dave's account is slowed down, other users log in at once.
+            attempt = asyncio.ensure_future(refused(client(srv, "dave", password="guess 4")))
+            start = loop.time()
+            async with client(srv, "erin") as erin:
+                await erin.join("general")
+            assert loop.time() - start < 1.5
+            assert not attempt.done()  # that one waits 3.2 s
+            err = await attempt
+            assert err.code == "bad_password"
+            assert loop.time() - start >= 3.2 - 0.1
+
+        run(scenario())
+
+
+def test_server_password_is_asked_before_anything_else(tmp_path: Path) -> None:
+    secret = "s3rver-secret"
+    env = {"CHATSCREEN_SERVER_PASSWORD": secret, "CHATSCREEN_LOGIN_DELAY": "0.1"}
+    with running_server(tmp_path / "data", env=env) as srv:
+        async def scenario() -> None:
+            err = await refused(client(srv, "frank"))
+            assert err.code == "bad_password" and "server password" in err.message
+            err = await refused(client(srv, "frank", server_password="nope"))
+            assert (err.code, err.message) == ("bad_password", "Wrong server password")
+            async with client(srv, "frank", server_password=secret) as frank:
+                await frank.join("general")
+
+        run(scenario())
+        assert secret not in srv.stderr_path.read_text()
+
+
+def test_server_password_from_a_file(tmp_path: Path) -> None:
+    secret_file = tmp_path / "server-password"
+    secret_file.write_text("from-a-file\n")
+    with running_server(tmp_path / "data", "--password-file", str(secret_file)) as srv:
+        async def scenario() -> None:
+            err = await refused(client(srv, "gina", server_password="from-a-fil"))
+            assert err.message == "Wrong server password"
+            async with client(srv, "gina", server_password="from-a-file") as gina:
+                await gina.join("general")
+
+        run(scenario())
+        # the CLI reads it from CHATSCREEN_SERVER_PASSWORD, never from an argument
+        out = chatscreen("chat", "--server", f"127.0.0.1:{srv.chat_port}", "--user", "hank",
+                         stdin="hello\n/quit\n",
+                         env={"CHATSCREEN_SERVER_PASSWORD": "from-a-file"})
+        assert out.returncode == 0, out.stderr
+        assert "hank: hello" in out.stdout
+
+
+def test_require_accounts_and_admin_cli_work_offline(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    env = {"CHATSCREEN_PASSWORD": PASSWORD}
+    out = chatscreen("admin", "--data-dir", str(data), "create-admin", "root", env=env)
+    assert out.returncode == 0, out.stderr
+    assert PASSWORD not in out.stdout + out.stderr
+    out = chatscreen("admin", "--data-dir", str(data), "add-user", "ivy", env=env)
+    assert out.returncode == 0, out.stderr
+    out = chatscreen("admin", "--data-dir", str(data), "set-role", "ivy", "moderator")
+    assert out.returncode == 0 and "moderator" in out.stdout, out.stderr
+    out = chatscreen("admin", "--data-dir", str(data), "set-role", "nobody", "member")
+    assert out.returncode == 1 and "no account" in out.stderr
+    out = chatscreen("admin", "--data-dir", str(data), "list")
+    assert "root" in out.stdout and "admin" in out.stdout and "ivy" in out.stdout
+    with running_server(data, "--require-accounts") as srv:
+        async def scenario() -> None:
+            err = await refused(client(srv, "guest1"))
+            assert err.code == "account_required"
+            async with client(srv, "root", password=PASSWORD) as root:
+                assert root.role == "admin"
+            async with client(srv, "ivy", password=PASSWORD) as ivy:
+                assert ivy.role == "moderator"
+
+        run(scenario())
+
+
+def test_chat_register_reads_the_password_from_the_environment(tmp_path: Path) -> None:
+    with running_server(tmp_path / "data") as srv:
+        server = f"127.0.0.1:{srv.chat_port}"
+        out = chatscreen("chat", "--server", server, "--user", "jack",
+                         stdin="/register\nhi\n/quit\n", env={"CHATSCREEN_PASSWORD": PASSWORD})
+        assert out.returncode == 0, out.stderr
+        assert "* registered" in out.stdout
+        out = chatscreen("chat", "--server", server, "--user", "jack", stdin="/quit\n",
+                         env={"CHATSCREEN_PASSWORD": ""})
+        assert out.returncode == 1 and "give its password" in out.stderr
+        pw_file = tmp_path / "pw"
+        pw_file.write_text(PASSWORD + "\n")
+        out = chatscreen("chat", "--server", server, "--user", "jack", "--password-file",
+                         str(pw_file), stdin="again\n/quit\n")
+        assert out.returncode == 0, out.stderr
+        assert "jack: again" in out.stdout
+        log = srv.stderr_path.read_text()
+    assert PASSWORD not in log
+    db = sqlite3.connect(tmp_path / "data" / "chatscreen.db")
+    assert not any(PASSWORD in t for (t,) in db.execute("SELECT text FROM messages"))
+
+
+def test_login_delay_measured_with_deadline_not_sleep() -> None:
+    """The guard's arithmetic: 0.5 s doubling to 30 s, per key."""
+    from chatscreen.server.moderation import LoginGuard
+
+    guard = LoginGuard(0.5, 30.0)
+    now = time.monotonic()
+    delays = [guard.failed(["ip:a", "user:x"], now + i) for i in range(9)]
+    assert delays == [0.5, 1, 2, 4, 8, 16, 30, 30, 30]
+    assert guard.wait(["ip:b"], now) == 0
+    assert guard.wait(["user:x"], now + 8) > 0
+    guard.succeeded(["user:x"], release=["ip:a"])
+    assert guard.wait(["ip:a", "user:x"], now + 8) == 0

@@ -1,0 +1,287 @@
+"""X DAMAGE: the listener on a real Xvfb, the damage-driven sharer, and the polling fallback."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from Xlib import X
+from Xlib import display as xdisplay
+
+from chatscreen.client import Client
+from chatscreen.codec import Canvas
+from chatscreen.damage import (
+    DamageAccumulator,
+    DamageListener,
+    Rect,
+    bounding_box,
+    damage_mask,
+)
+from chatscreen.encoders import ScreenEncoder, hinted_change_map
+from chatscreen.sharing import ShareStats, find_share, frame_rects, share_screen
+from chatscreen.tiles import change_map
+from tests.helpers.server import TIMEOUT, ServerProcess, running_server
+
+DEADLINE_S = 5.0
+
+
+def run(coro: Coroutine[Any, Any, Any]) -> Any:
+    async def bounded() -> Any:
+        async with asyncio.timeout(6 * TIMEOUT):
+            return await coro
+
+    return asyncio.run(bounded())
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    with running_server(tmp_path / "data") as srv:
+        yield srv
+
+
+class XWindow:
+    """A borderless window on ``display`` that fills rectangles with python-xlib."""
+
+    def __init__(self, display: str, x: int, y: int, w: int, h: int,
+                 background: int = 0x202020) -> None:
+        self.disp = xdisplay.Display(display)
+        screen = self.disp.screen()
+        self.win = screen.root.create_window(
+            x, y, w, h, 0, screen.root_depth, X.InputOutput, X.CopyFromParent,
+            background_pixel=background, override_redirect=True)
+        self.win.map()
+        self.disp.sync()
+
+    def fill(self, x: int, y: int, w: int, h: int, rgb: int) -> None:
+        gc = self.win.create_gc(foreground=rgb)
+        self.win.fill_rectangle(gc, x, y, w, h)
+        gc.free()
+        self.disp.sync()
+
+    def close(self) -> None:
+        self.win.destroy()
+        self.disp.close()
+
+
+def covers(rects: list[Rect], want: Rect) -> bool:
+    x, y, w, h = want
+    return any(rx <= x and ry <= y and rx + rw >= x + w and ry + rh >= y + h
+               for rx, ry, rw, rh in rects)
+
+
+def wait_for_rect(listener: DamageListener, want: Rect) -> list[Rect]:
+    """Wait (on the listener's event, up to DEADLINE_S) until a reported rect covers want."""
+    seen: list[Rect] = []
+    deadline = time.monotonic() + DEADLINE_S
+    while not covers(seen, want):
+        left = deadline - time.monotonic()
+        assert left > 0 and listener.wait(left), f"no damage covering {want}; got {seen}"
+        seen += listener.take()
+    return seen
+
+
+# -- the accumulator and the tile mask (no X) --------------------------------------------------
+
+
+def test_accumulator_wakes_once_and_collapses_to_a_bounding_box() -> None:
+    acc = DamageAccumulator(max_rects=3)
+    assert acc.add([(0, 0, 10, 10)]) is True  # empty before: wake the sharer
+    assert acc.add([(20, 20, 5, 5), (0, 0, 0, 9)]) is False  # already pending; empty rect dropped
+    assert acc.take() == [(0, 0, 10, 10), (20, 20, 5, 5)]
+    assert not acc and acc.take() == []
+    acc.add([(i * 10, 5, 2, 2) for i in range(5)])  # more than max_rects
+    assert acc.take() == [(0, 5, 42, 2)] == [bounding_box([(0, 5, 2, 2), (40, 5, 2, 2)])]
+
+
+def test_damage_mask_marks_every_touched_tile_within_the_monitor() -> None:
+    mask = damage_mask([(63, 0, 2, 1), (100, 100, 1, 1), (-50, -50, 10, 10)], 200, 130,
+                       tile=64)
+    assert mask.shape == (3, 4)
+    assert mask.tolist() == [[True, True, False, False],
+                             [False, True, False, False],
+                             [False, False, False, False]]
+    # a monitor at (1000, 0): root coordinates are shifted, outside ones ignored
+    mask = damage_mask([(1000, 70, 64, 1), (10, 10, 50, 50)], 200, 130, left=1000, tile=64)
+    assert np.flatnonzero(mask).tolist() == [4]
+
+
+def test_hinted_diff_finds_changes_in_hinted_tiles_only_and_keeps_the_truth() -> None:
+    rng = np.random.default_rng(7)
+    a = rng.integers(0, 3, (200, 300, 4), np.uint8)  # few colours: all sent losslessly
+    b = a.copy()
+    b[10, 10] += 1  # tile (0, 0)
+    b[150, 250] += 1  # tile (2, 3)
+    full = change_map(a, b, 64)
+    hint = np.zeros_like(full)
+    hint[0, :2] = True
+    hint[2, 2] = True
+    got = hinted_change_map(a, b, hint, 64)
+    assert (got == (full & hint)).all() and got[0, 0] and not got[2, 3]
+
+    enc = ScreenEncoder("balanced", tile=64)
+    assert enc.encode(a.copy(), now=0.0) is not None  # key frame
+    # the hint misses (2, 3): not sent now, but the encoder's reference keeps the old tile ...
+    up = enc.encode(b.copy(), now=1.0, hint=hint)
+    assert up is not None and [(r.x, r.y) for r in up.regions] == [(0, 0)]
+    assert enc.encode(b.copy(), now=2.0, hint=np.zeros_like(hint)) is None
+    # ... so the next full comparison still finds it
+    up = enc.encode(b.copy(), now=3.0)
+    assert up is not None and [(r.x, r.y) for r in up.regions] == [(192, 128)]
+    with pytest.raises(ValueError):
+        enc.encode(b.copy(), hint=np.zeros((1, 1), np.bool_))
+
+
+def test_refresh_due_says_when_a_lossy_tile_needs_its_lossless_refresh() -> None:
+    enc = ScreenEncoder("balanced", tile=64)
+    rng = np.random.default_rng(3)
+    a = np.zeros((128, 128, 4), np.uint8)
+    assert enc.encode(a.copy(), now=0.0) is not None and enc.refresh_due() is None
+    b = a.copy()
+    b[:64, :64] = rng.integers(0, 256, (64, 64, 4), np.uint8)  # photographic: sent as JPEG
+    up = enc.encode(b.copy(), now=1.0)
+    assert up is not None and up.regions[0].enc == "jpeg"
+    assert enc.refresh_due() == pytest.approx(1.0 + enc.preset.refresh_after)
+    hint = np.zeros((2, 2), np.bool_)  # nothing damaged: only the refresh
+    up = enc.encode(b.copy(), now=2.0, hint=hint)
+    assert up is not None and up.refreshed == 1 and up.regions[0].enc != "jpeg"
+    assert enc.refresh_due() is None
+
+
+# -- the listener on Xvfb ----------------------------------------------------------------------
+
+
+def test_listener_reports_a_rectangle_drawn_on_the_display(xvfb_display: str) -> None:
+    listener = DamageListener(xvfb_display, track_pointer=False)
+    assert listener.start(), listener.unavailable
+    win = None
+    try:
+        win = XWindow(xvfb_display, 300, 200, 400, 300)
+        listener.take()
+        t0 = time.monotonic()
+        win.fill(50, 60, 70, 80, 0xFF0000)
+        rects = wait_for_rect(listener, (350, 260, 70, 80))
+        assert time.monotonic() - t0 < DEADLINE_S
+        assert all(x >= 0 and y >= 0 and x + w <= 1920 and y + h <= 1080
+                   for x, y, w, h in rects)
+    finally:
+        if win is not None:
+            win.close()
+        listener.close()
+    assert not listener.active
+    assert not any(t.name == "damage" for t in threading.enumerate())
+
+
+def test_listener_calls_back_and_stops_on_close(xvfb_display: str) -> None:
+    woke = threading.Event()
+    with DamageListener(xvfb_display, on_damage=woke.set, track_pointer=False) as listener:
+        assert listener.active
+        win = XWindow(xvfb_display, 10, 10, 50, 50)
+        try:
+            assert woke.wait(DEADLINE_S)
+        finally:
+            win.close()
+    assert not listener.active
+
+
+def test_listener_reports_where_the_pointer_was_and_is(xvfb_display: str) -> None:
+    """The pointer is not in the framebuffer (mss draws it in): DAMAGE does not see it move,
+    the listener's pointer tracking does."""
+    disp = xdisplay.Display(xvfb_display)
+    root = disp.screen().root
+    root.warp_pointer(100, 100)
+    disp.sync()
+    try:
+        with DamageListener(xvfb_display, pointer_hz=100) as listener:
+            assert listener.active
+            listener.take()
+            root.warp_pointer(900, 700)
+            disp.sync()
+            rects = wait_for_rect(listener, (900, 700, 1, 1))
+            assert covers(rects, (100, 100, 1, 1))  # reported with the new position
+    finally:
+        disp.close()
+
+
+def test_listener_says_why_it_cannot_listen() -> None:
+    off = DamageListener(":0", enabled=False)
+    assert off.start() is False and off.unavailable == "disabled"
+    gone = DamageListener(":4242")  # no X server there
+    assert gone.start() is False and gone.unavailable and "4242" in gone.unavailable
+    none = DamageListener("")
+    assert none.start() is False and none.unavailable
+    for listener in (off, gone, none):
+        listener.close()
+
+
+# -- the sharer ---------------------------------------------------------------------------------
+
+
+def share_and_draw(server: ServerProcess, display: str, *, damage: bool) -> ShareStats:
+    """Share the display, draw a red square on it, return once the watcher shows it."""
+    x, y, side = 640, 384, 128
+
+    async def scenario() -> ShareStats:
+        sharer = await Client("127.0.0.1", "drawer", chat_port=server.chat_port,
+                              screen_port=server.screen_port, timeout=TIMEOUT).connect()
+        watcher = await Client("127.0.0.1", "eye", chat_port=server.chat_port,
+                               screen_port=server.screen_port, timeout=TIMEOUT).connect()
+        stop = asyncio.Event()
+        stats = ShareStats()
+        task = asyncio.create_task(share_screen(sharer, stop, stats=stats, damage=damage))
+        screen = None
+        win = None
+        try:
+            share = await find_share(watcher, "drawer", TIMEOUT)
+            screen = await watcher.open_screen()
+            await screen.watch(share["id"])
+            canvas = Canvas(share["w"], share["h"])
+            async with asyncio.timeout(3 * TIMEOUT):
+                while not canvas.complete:
+                    msg = await screen.next_frame()
+                    canvas.apply(msg["w"], msg["h"], msg["key"], frame_rects(msg))
+            win = await asyncio.to_thread(XWindow, display, x, y, side, side, 0x0000FF)
+            await asyncio.to_thread(win.fill, 0, 0, side, side, 0xFF0000)
+            async with asyncio.timeout(3 * TIMEOUT):
+                while True:
+                    msg = await screen.next_frame()
+                    canvas.apply(msg["w"], msg["h"], msg["key"], frame_rects(msg))
+                    seen = canvas.pixels[y + 10 : y + side - 10, x + 10 : x + side - 10]
+                    if (seen == (255, 0, 0)).all():
+                        break
+        finally:
+            stop.set()
+            await task
+            if win is not None:
+                await asyncio.to_thread(win.close)
+            if screen is not None:
+                await screen.close()
+            await sharer.close()
+            await watcher.close()
+        return stats
+
+    stats: ShareStats = run(scenario())
+    return stats
+
+
+def test_sharer_with_damage_sends_the_change_and_captures_only_on_damage(
+        server: ServerProcess, xvfb_display: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISPLAY", xvfb_display)
+    stats = share_and_draw(server, xvfb_display, damage=True)
+    assert stats.damage
+    assert stats.key_frames == 1
+    # no blind polling: (almost) every capture found something to send
+    assert stats.captures <= stats.frames + 3, (stats.captures, stats.frames)
+
+
+def test_sharer_without_damage_falls_back_to_polling(
+        server: ServerProcess, xvfb_display: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISPLAY", xvfb_display)
+    stats = share_and_draw(server, xvfb_display, damage=False)
+    assert not stats.damage
+    assert stats.key_frames == 1 and stats.frames >= 2

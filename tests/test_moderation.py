@@ -1,0 +1,312 @@
+"""Roles and moderation on the real server: kick, mute, ban, unban, roles, share rights."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chatscreen.client import Client
+from chatscreen.errors import ConnectError, ServerError
+from chatscreen.protocol import Message
+from tests.helpers.server import REPO, TIMEOUT, ServerProcess, running_server
+
+PASSWORD = "moderation password"
+
+
+def run(coro: Coroutine[Any, Any, None]) -> None:
+    async def bounded() -> None:
+        async with asyncio.timeout(6 * TIMEOUT):
+            await coro
+
+    asyncio.run(bounded())
+
+
+def admin_cli(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    out = subprocess.run([sys.executable, "-m", "chatscreen", "admin", "--data-dir", str(data),
+                          *args], capture_output=True, text=True, timeout=3 * TIMEOUT, cwd=REPO,
+                         env={**os.environ, "CHATSCREEN_PASSWORD": PASSWORD})
+    assert out.returncode == 0, out.stderr
+    return out
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    data = tmp_path / "data"
+    admin_cli(data, "create-admin", "boss")
+    admin_cli(data, "add-user", "mod", "--role", "moderator")
+    admin_cli(data, "add-user", "mel")
+    with running_server(data) as srv:
+        yield srv
+
+
+def client(srv: ServerProcess, user: str, password: str | None = None) -> Client:
+    return Client("127.0.0.1", user, chat_port=srv.chat_port, screen_port=srv.screen_port,
+                  timeout=TIMEOUT, password=password)
+
+
+async def wait_for(c: Client, pred: Callable[[Message], bool]) -> Message:
+    async with asyncio.timeout(TIMEOUT):
+        while True:
+            ev = await c.next_event()
+            if pred(ev):
+                return ev
+
+
+def notice(c: Client) -> Coroutine[Any, Any, Message]:
+    return wait_for(c, lambda e: e.type == "notice")
+
+
+def closed(c: Client) -> Coroutine[Any, Any, Message]:
+    return wait_for(c, lambda e: e.type == "status" and e["state"] == "disconnected")
+
+
+async def refused(c: Client) -> ServerError:
+    with pytest.raises(ConnectError) as info:
+        await c.connect()
+    cause = info.value.__cause__
+    assert isinstance(cause, ServerError), info.value
+    return cause
+
+
+def test_non_admins_cannot_moderate(server: ServerProcess) -> None:
+    async def scenario() -> None:
+        async with client(server, "guest") as guest, \
+                client(server, "mel", PASSWORD) as mel, \
+                client(server, "mod", PASSWORD) as mod, \
+                client(server, "victim") as victim:
+            for c in (guest, mel):
+                for action in ("kick", "mute", "ban", "unban", "role"):
+                    with pytest.raises(ServerError) as info:
+                        await c.moderate(action, "victim", role="admin")
+                    assert info.value.code == "forbidden"
+            with pytest.raises(ServerError, match="only admins") as info:
+                await mod.moderate("role", "mel", role="admin")
+            assert info.value.code == "forbidden"
+            with pytest.raises(ServerError, match="may not moderate"):
+                await mod.moderate("kick", "boss")  # a moderator cannot touch an admin
+            with pytest.raises(ServerError, match="yourself"):
+                await mod.moderate("mute", "mod")
+            await victim.join("general")
+            assert (await victim.say("general", "still here"))["text"] == "still here"
+            assert mel.role == "member"
+
+    run(scenario())
+
+
+def test_kick_disconnects_with_the_reason_and_the_room_sees_it(server: ServerProcess) -> None:
+    async def scenario() -> None:
+        async with client(server, "mod", PASSWORD) as mod, client(server, "bob") as bob, \
+                client(server, "carl") as carl:
+            for c in (mod, bob, carl):
+                await c.join("general")
+            await mod.moderate("kick", "bob", reason="spamming")
+            ev = await notice(carl)
+            assert ev.fields == {"room": "general", "text": "mod kicked bob: spamming"}
+            ev = await closed(bob)
+            assert ev["reason"] == "You were kicked by mod: spamming"
+            assert "bob" not in await carl.who("general")
+            with pytest.raises(ServerError, match="not connected"):
+                await mod.moderate("kick", "bob")
+        # a kick is not a ban: bob may come back
+        async with client(server, "bob") as bob:
+            await bob.join("general")
+
+    run(scenario())
+
+
+def test_muted_user_cannot_post_until_unmuted(server: ServerProcess) -> None:
+    async def scenario() -> None:
+        async with client(server, "mod", PASSWORD) as mod, client(server, "loud") as loud:
+            await mod.join("general")
+            await loud.join("general")
+            await mod.moderate("mute", "loud", duration=600, reason="calm down")
+            ev = await notice(loud)
+            assert ev["text"] == "mod muted loud for 10m: calm down"
+            with pytest.raises(ServerError) as info:
+                await loud.say("general", "can you hear me")
+            assert info.value.code == "muted" and "until" in info.value.message
+            with pytest.raises(ServerError) as info:
+                await loud.pm("mod", "psst")
+            assert info.value.code == "muted"
+            assert loud.connected  # muting is not fatal
+            await mod.moderate("unmute", "loud")
+            assert (await loud.say("general", "thanks"))["text"] == "thanks"
+        history = await _texts(server)
+        assert "can you hear me" not in history and "psst" not in history
+
+    run(scenario())
+
+
+async def _texts(server: ServerProcess) -> list[str]:
+    async with client(server, "reader") as reader:
+        msg = await reader.history(room="general")
+        return [m["text"] for m in msg["messages"]]
+
+
+def test_banned_user_cannot_come_back_until_unbanned(server: ServerProcess,
+                                                     tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with client(server, "boss", PASSWORD) as boss:
+            await boss.join("general")
+            async with client(server, "mel", PASSWORD) as mel:
+                await mel.join("general")
+                await boss.moderate("ban", "mel", duration=7 * 86400, reason="trolling")
+                ev = await notice(boss)
+                assert ev["text"] == "boss banned mel for 7d: trolling"
+                ev = await closed(mel)
+                assert ev["reason"].startswith("You are banned until ")
+            err = await refused(client(server, "mel", PASSWORD))
+            assert err.code == "banned" and "until" in err.message and "trolling" in err.message
+            # a banned guest name too, for ever
+            await boss.moderate("ban", "troll")
+            err = await refused(client(server, "TROLL"))
+            assert err.code == "banned" and "for ever" in err.message
+            await boss.moderate("unban", "mel")
+            async with client(server, "mel", PASSWORD) as mel:
+                await mel.join("general")
+
+    run(scenario())
+    db = sqlite3.connect(server.data_dir / "chatscreen.db")
+    actions = [(a, t) for a, t in db.execute("SELECT action, target FROM moderation "
+                                             "WHERE actor = 'boss' ORDER BY id")]
+    assert actions == [("ban", "mel"), ("ban", "troll"), ("unban", "mel")]
+    log = server.stderr_path.read_text()
+    assert "moderation: boss banned mel for 7d: trolling" in log
+
+
+def test_banned_address_cannot_come_back(tmp_path: Path) -> None:
+    """An address ban made with `chatscreen admin` while the server runs: whoever is
+    connected from it is cut off, and nobody gets in from it until it is lifted."""
+    data = tmp_path / "data"
+    admin_cli(data, "create-admin", "boss")
+    with running_server(data) as srv:
+        async def scenario() -> None:
+            async with client(srv, "someone") as someone:
+                await someone.join("general")
+                await asyncio.to_thread(admin_cli, data, "ban", "--address", "127.0.0.1",
+                                        "--for", "2h", "--reason", "abuse")
+                ev = await closed(someone)
+                assert "banned" in ev["reason"]
+            for name, password in (("someone", None), ("boss", PASSWORD)):
+                err = await refused(client(srv, name, password))
+                assert err.code == "banned" and "This address is banned until" in err.message
+            await asyncio.to_thread(admin_cli, data, "unban", "--address", "127.0.0.1")
+            async with asyncio.timeout(TIMEOUT):  # the server notices within a second
+                while True:
+                    try:
+                        async with client(srv, "someone"):
+                            break
+                    except ConnectError as exc:
+                        assert "banned" in str(exc)
+                        await asyncio.sleep(0.2)
+
+        run(scenario())
+    out = admin_cli(data, "list")
+    assert "Bans (0)" in out.stdout
+
+
+def test_admin_sets_roles_and_moderators_then_moderate(server: ServerProcess) -> None:
+    async def scenario() -> None:
+        async with client(server, "boss", PASSWORD) as boss, \
+                client(server, "mel", PASSWORD) as mel, client(server, "guest") as guest:
+            await mel.join("general")
+            await guest.join("general")
+            with pytest.raises(ServerError, match="has no account"):
+                await boss.moderate("role", "guest", role="moderator")
+            with pytest.raises(ServerError, match="role must be"):
+                await boss.moderate("role", "mel", role="emperor")
+            await boss.moderate("role", "mel", role="moderator")
+            ev = await notice(mel)
+            assert ev["text"] == "boss made mel a moderator"
+            await mel.moderate("mute", "guest", duration=60)
+            with pytest.raises(ServerError):
+                await guest.say("general", "hello?")
+
+    run(scenario())
+
+
+def test_share_roles_decide_who_may_share(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    admin_cli(data, "add-user", "mel")
+    with running_server(data, "--share-roles", "member,moderator,admin") as srv:
+        async def scenario() -> None:
+            async with client(srv, "guest") as guest, client(srv, "mel", PASSWORD) as mel:
+                screen = await guest.open_screen()
+                try:
+                    with pytest.raises(ServerError) as info:
+                        await screen.share(640, 480)
+                    assert info.value.code == "forbidden"
+                finally:
+                    await screen.close()
+                screen = await mel.open_screen()
+                try:
+                    assert await screen.share(640, 480) >= 0
+                finally:
+                    await screen.close()
+
+        run(scenario())
+
+
+def test_chat_commands_moderate_and_print_notices(server: ServerProcess) -> None:
+    async def scenario() -> None:
+        async with client(server, "bob") as bob:
+            await bob.join("general")
+            cmd = [sys.executable, "-m", "chatscreen", "chat", "--server",
+                   f"127.0.0.1:{server.chat_port}", "--user", "mod"]
+            out = await asyncio.to_thread(
+                subprocess.run, cmd, input="/mute bob 10m shush\n/unmute bob\n"
+                "/kick bob bye\n/role bob admin\n/quit\n", capture_output=True, text=True,
+                timeout=3 * TIMEOUT, cwd=REPO, env={**os.environ, "CHATSCREEN_PASSWORD": PASSWORD})
+            assert out.returncode == 0, out.stderr
+            assert "* mod muted bob for 10m: shush" in out.stdout
+            assert "* mod unmuted bob" in out.stdout
+            assert "* mod kicked bob: bye" in out.stdout
+            assert "only admins may role" in out.stdout
+            ev = await closed(bob)
+            assert ev["reason"] == "You were kicked by mod: bye"
+
+    run(scenario())
+
+
+def test_private_rooms_admit_only_the_invited(server: ServerProcess) -> None:
+    async def scenario() -> None:
+        async with client(server, "mel", PASSWORD) as mel, client(server, "ann") as ann, \
+                client(server, "eve") as eve:
+            await mel.create_room("secret", private=True)
+            await mel.say("secret", "for invited eyes only")
+            for request in (eve.join("secret"), eve.who("secret"),
+                            eve.history(room="secret"), eve.invite("secret", "eve")):
+                with pytest.raises(ServerError) as info:
+                    await request
+                assert info.value.code == "forbidden"
+            assert "secret" not in {r["name"] for r in await eve.list_rooms()}
+            await mel.invite("secret", "ann")
+            ev = await notice(ann)
+            assert ev.fields == {"room": "secret", "text": "mel invited you to secret"}
+            assert await ann.join("SECRET") == ["ann", "mel"]
+            msg = await ann.history(room="secret")
+            assert [m["text"] for m in msg["messages"]] == ["for invited eyes only"]
+            assert "secret" in {r["name"] for r in await ann.list_rooms()}
+            with pytest.raises(ServerError, match="not private"):
+                await mel.invite("general", "eve")
+            with pytest.raises(ServerError):
+                await eve.say("secret", "let me in")
+
+    run(scenario())
+    # invitations outlive a restart
+    with running_server(server.data_dir) as srv:
+        async def again() -> None:
+            async with client(srv, "ann") as ann, client(srv, "eve") as eve:
+                await ann.join("secret")
+                with pytest.raises(ServerError, match="private"):
+                    await eve.join("secret")
+
+        run(again())
