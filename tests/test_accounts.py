@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sqlite3
+import struct
 import subprocess
 import sys
 import time
@@ -17,7 +19,14 @@ import pytest
 from chatscreen.client import Client
 from chatscreen.errors import ConnectError, ServerError
 from tests.helpers.proxy import CuttableProxy
-from tests.helpers.server import REPO, TIMEOUT, ServerProcess, running_server
+from tests.helpers.server import (
+    NO_RATE_LIMITS,
+    REPO,
+    TIMEOUT,
+    ServerProcess,
+    raw_socket,
+    running_server,
+)
 
 PASSWORD = "correct horse battery staple"
 
@@ -241,3 +250,60 @@ def test_login_delay_measured_with_deadline_not_sleep() -> None:
     assert guard.wait(["user:x"], now + 8) > 0
     guard.succeeded(["user:x"], release=["ip:a"])
     assert guard.wait(["ip:a", "user:x"], now + 8) == 0
+
+
+def test_requests_pipelined_behind_a_password_hello_wait_for_it(tmp_path: Path) -> None:
+    """A hello that needs a password check is answered off the event loop; what the client
+    sent right behind it is held until then, not refused."""
+    with running_server(tmp_path / "d", env=NO_RATE_LIMITS) as srv:
+
+        async def register() -> None:
+            async with Client("127.0.0.1", "pip", chat_port=srv.chat_port, timeout=TIMEOUT,
+                              reconnect=False) as c:
+                await c.register("correct horse battery")
+
+        asyncio.run(register())
+        sock = raw_socket(srv, srv.chat_port)
+        with sock:
+            sock.sendall(frame({"type": "hello", "v": 1, "user": "pip",
+                                "password": "correct horse battery"})
+                         + frame({"type": "join", "room": "general", "rid": "j"}))
+            got = read_headers(sock, lambda h: h.get("type") == "joined")
+        assert got[0]["type"] == "welcome"
+        assert got[-1]["rid"] == "j"
+
+
+def test_look_alike_names_are_the_same_name(tmp_path: Path) -> None:
+    with running_server(tmp_path / "d") as srv:
+
+        async def scenario() -> None:
+            async with Client("127.0.0.1", "alice", chat_port=srv.chat_port, timeout=TIMEOUT,
+                              reconnect=False):
+                fullwidth = Client("127.0.0.1", "ａｌｉｃｅ", chat_port=srv.chat_port,
+                                   timeout=TIMEOUT, reconnect=False)
+                with pytest.raises(ConnectError, match="already taken"):
+                    await fullwidth.connect()
+
+        asyncio.run(scenario())
+
+
+def read_headers(sock: Any, until: Any) -> list[dict[str, Any]]:
+    buf, out = b"", list[dict[str, Any]]()
+    while True:
+        chunk = sock.recv(65536)
+        assert chunk, out
+        buf += chunk
+        while len(buf) >= 8:
+            body, hlen = struct.unpack(">II", buf[:8])
+            if len(buf) < 4 + body:
+                break
+            header = json.loads(buf[8 : 8 + hlen])
+            buf = buf[4 + body :]
+            out.append(header)
+            if until(header):
+                return out
+
+
+def frame(header: dict[str, Any]) -> bytes:
+    raw = json.dumps(header).encode()
+    return struct.pack(">II", 4 + len(raw), len(raw)) + raw

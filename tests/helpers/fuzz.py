@@ -58,8 +58,10 @@ nasty_values = json_values | st.floats(allow_nan=True, allow_infinity=True)
 
 
 def _names() -> st.SearchStrategy[str]:
+    # Names in their NFKC form (the schema normalises them): the parsed field is the value.
     chars = st.characters(exclude_categories=("C", "Z"), exclude_characters="@#:,/\\")
-    return st.text(chars, min_size=1, max_size=schema.MAX_NAME).filter(schema.is_valid_name)
+    return st.text(chars, min_size=1, max_size=schema.MAX_NAME).filter(
+        lambda s: unicodedata.normalize("NFKC", s) == s and schema.is_valid_name(s))
 
 
 def _texts(max_text: int) -> st.SearchStrategy[str]:

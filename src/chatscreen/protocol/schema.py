@@ -39,16 +39,22 @@ def is_valid_name(value: str) -> bool:
 
 
 def name(value: Any, _: Limits) -> str:
-    """User and room names: 1-32 characters, no spaces, controls or ``@#:,/\\``."""
+    """User and room names: 1-32 characters, no spaces, controls or ``@#:,/\\``.
+
+    Names are normalised to NFKC first, so that look-alikes made of compatibility characters
+    (full-width letters, ligatures, superscripts) become the name they look like: "ａｌｉｃｅ"
+    is "alice", and so is taken when alice is connected. Control, format (bidirectional
+    overrides, zero-width joiners) and other invisible characters are refused."""
     if not isinstance(value, str):
         raise _bad("name must be a string")
-    if not is_valid_name(value):
+    normal: str = unicodedata.normalize("NFKC", value)
+    if not is_valid_name(normal):
         raise RemoteProtocolError(
             ErrorCode.INVALID_NAME,
-            f"invalid name {value[:40]!r}: use 1-{MAX_NAME} letters, digits or punctuation "
+            f"invalid name {normal[:40]!r}: use 1-{MAX_NAME} letters, digits or punctuation "
             "other than @#:,/\\ and no spaces",
         )
-    return value
+    return normal
 
 
 def text(value: Any, limits: Limits) -> str:

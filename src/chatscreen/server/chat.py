@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("chatscreen.chat")
 
 DEFAULT_ROOM = "general"
+PRESENCE_BATCH = 0.05  # seconds presence announcements of a room are gathered for
 ALL = "all"  # topic every logged-in chat connection subscribes to (share announcements)
 HISTORY_PAGE = 500  # messages per history frame when catching up
 CIDS_KEPT = 64  # per user: client id streams, or opaque client ids, remembered
@@ -122,6 +123,8 @@ class ChatService:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.share_list: list[dict[str, Any]] = []  # kept current by the screen relay
         self.messages_total = 0
+        # room -> presence frames to publish, with the peer each one is about
+        self._presence_due: dict[str, list[tuple[bytes, Peer]]] = {}
         self.counters = Counters()
 
     async def start(self) -> None:
@@ -427,9 +430,28 @@ class ChatService:
         self._presence(room, session, "leave")
 
     def _presence(self, room: str, session: Session, event: str) -> None:
-        data = encode_frame({"type": "presence", "room": room, "user": session.name,
-                             "event": event})
-        self.fanout.publish(room_topic(room), data)
+        """Announce a join or leave. Announcements are gathered for PRESENCE_BATCH seconds
+        and published together: when 1000 clients join one room, each member gets a few
+        writes instead of 1000 (the cost of a storm is writes, O(members x joins))."""
+        pending = self._presence_due.get(room)
+        if pending is None:
+            pending = self._presence_due[room] = []
+            asyncio.get_running_loop().call_later(PRESENCE_BATCH, self._flush_presence, room)
+        pending.append((encode_frame({"type": "presence", "room": room, "user": session.name,
+                                      "event": event}), session.chat))
+
+    def _flush_presence(self, room: str) -> None:
+        """Everyone gets the batch but for news of themselves (the joiner has ``joined``)."""
+        pending = self._presence_due.pop(room, None)
+        if not pending:
+            return
+        subjects = {peer for _, peer in pending}
+        self.fanout.publish(room_topic(room), b"".join(f for f, _ in pending), exclude=subjects)
+        for subject in subjects:  # still (or already) receiving this room
+            if self.fanout.is_subscribed(room_topic(room), subject):
+                others = [f for f, peer in pending if peer is not subject]
+                if others:
+                    subject.send_bytes(b"".join(others))
 
     def _who(self, session: Session, msg: Message) -> None:
         room = self._find_room(msg["room"])
@@ -540,6 +562,7 @@ class ChatService:
     def _deliver(self, m: StoredMessage) -> None:
         data = encode_frame({"type": "message", **m.to_wire()})
         if m.room is not None:
+            self._flush_presence(m.room)  # "bob joined" before bob's first message
             n = self.fanout.publish(room_topic(m.room), data)
         else:
             assert m.to is not None
@@ -557,7 +580,7 @@ class ChatService:
                 return
             data = encode_frame({"type": "typing", "room": room, "user": session.name,
                                  "active": active})
-            self.fanout.publish(room_topic(room), data, exclude=session.chat)
+            self.fanout.publish(room_topic(room), data, exclude=(session.chat,))
         else:
             target = self.sessions.get(msg["to"].casefold())
             if target is not None and target is not session:

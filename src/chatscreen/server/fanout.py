@@ -8,6 +8,7 @@ Topics used by the chat service: ``room:NAME`` and ``user:NAME``.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Container
 from typing import Protocol
 
 
@@ -21,7 +22,9 @@ class Fanout(Protocol):
 
     def unsubscribe(self, topic: str, sink: Sink) -> None: ...
 
-    def publish(self, topic: str, data: bytes, *, exclude: Sink | None = None) -> int:
+    def is_subscribed(self, topic: str, sink: Sink) -> bool: ...
+
+    def publish(self, topic: str, data: bytes, *, exclude: Container[Sink] = ()) -> int:
         """Deliver ``data`` (encoded once by the caller) to every subscriber; return how many."""
 
 
@@ -39,13 +42,16 @@ class LocalFanout:
             if not subs:
                 del self._topics[topic]
 
-    def publish(self, topic: str, data: bytes, *, exclude: Sink | None = None) -> int:
+    def is_subscribed(self, topic: str, sink: Sink) -> bool:
+        return sink in self._topics.get(topic, ())
+
+    def publish(self, topic: str, data: bytes, *, exclude: Container[Sink] = ()) -> int:
         subs = self._topics.get(topic)
         if not subs:
             return 0
         n = 0
         for sink in list(subs):  # a send may unsubscribe a too-slow sink
-            if sink is not exclude:
+            if sink not in exclude:
                 sink.send_bytes(data)
                 n += 1
         return n

@@ -92,6 +92,7 @@ class Peer(asyncio.Protocol):
         self.close_code: str | None = None  # why we closed it, for the metrics
         self.rates: Rates | None = None  # rate limits, for peers that have them
         self.logged_in = False
+        self._held: Iterator[Message] | None = None  # requests behind a hello not yet answered
 
     def __repr__(self) -> str:
         who = self.session.name if self.session else "-"
@@ -148,6 +149,14 @@ class Peer(asyncio.Protocol):
                     self.send("pong", **msg.fields)
                 elif msg.type != "pong":
                     self.service.handle(self, msg)
+                if (msg.type == "hello" and not self.closing
+                        and self.conn.state is State.HELLO_RECEIVED):
+                    # The service answers this hello later (a password to check off the
+                    # loop): hold what came behind it, and stop reading, until it accepts.
+                    assert self._transport is not None
+                    self._held = messages
+                    self._transport.pause_reading()
+                    return
         except RemoteProtocolError as exc:
             log.info("%r: protocol error %s: %s", self, exc.code, exc.message)
             self.fail(exc.code, exc.message)
@@ -233,6 +242,16 @@ class Peer(asyncio.Protocol):
         self.send_bytes(self.conn.accept(**fields))
         self.logged_in = True
         self.registry.peer_ready(self)
+        held, self._held = self._held, None
+        if held is not None:
+            self._loop.call_soon(self._release, held)
+
+    def _release(self, held: Iterator[Message]) -> None:
+        """Go on with the requests that came behind a hello the service answered late."""
+        if self.closing or self._transport is None:
+            return
+        self._transport.resume_reading()  # no data arrives before _process returns
+        self._process(held)
 
     def error(self, code: ErrorCode | str, message: str, **extra: Any) -> None:
         """A non-fatal error: the request failed (``re``: which, ``cid``: its client id)."""
