@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.server import ServerProcess, running_server
 from tests.helpers.xvfb import XvfbError, run_xvfb
 
 
@@ -27,3 +28,10 @@ def private_config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "client-config"
     monkeypatch.setenv("CHATSCREEN_CONFIG_DIR", str(path))
     return path
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """The real server, with its defaults (TLS), on free loopback ports."""
+    with running_server(tmp_path / "data") as srv:
+        yield srv

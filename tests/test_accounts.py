@@ -10,7 +10,6 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -24,19 +23,13 @@ from tests.helpers.server import (
     REPO,
     TIMEOUT,
     ServerProcess,
+    frame,
     raw_socket,
+    run,
     running_server,
 )
 
 PASSWORD = "correct horse battery staple"
-
-
-def run(coro: Coroutine[Any, Any, None]) -> None:
-    async def bounded() -> None:
-        async with asyncio.timeout(6 * TIMEOUT):
-            await coro
-
-    asyncio.run(bounded())
 
 
 def client(srv: ServerProcess, user: str, **kwargs: Any) -> Client:
@@ -304,6 +297,3 @@ def read_headers(sock: Any, until: Any) -> list[dict[str, Any]]:
                 return out
 
 
-def frame(header: dict[str, Any]) -> bytes:
-    raw = json.dumps(header).encode()
-    return struct.pack(">II", 4 + len(raw), len(raw)) + raw

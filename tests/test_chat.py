@@ -7,7 +7,7 @@ import contextlib
 import json
 import ssl
 import struct
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,43 +15,22 @@ import pytest
 
 from chatscreen.client import Client
 from chatscreen.errors import ConnectError, ServerError
-from chatscreen.protocol import Message
 from tests.helpers.proxy import CuttableProxy
 from tests.helpers.server import (
     NO_RATE_LIMITS,
     TIMEOUT,
     ServerProcess,
+    frame,
     raw_socket,
+    run,
     running_server,
+    wait_for,
 )
-
-
-def run(coro: Coroutine[Any, Any, None]) -> None:
-    async def bounded() -> None:
-        async with asyncio.timeout(6 * TIMEOUT):
-            await coro
-
-    asyncio.run(bounded())
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    with running_server(tmp_path / "data") as srv:
-        yield srv
 
 
 def client(srv: ServerProcess, user: str, port: int | None = None) -> Client:
     return Client("127.0.0.1", user, chat_port=port or srv.chat_port,
                   screen_port=srv.screen_port, timeout=TIMEOUT)
-
-
-async def wait_for(c: Client, pred: Callable[[Message], bool]) -> Message:
-    """Next event satisfying pred (events before it are skipped)."""
-    async with asyncio.timeout(TIMEOUT):
-        while True:
-            ev = await c.next_event()
-            if pred(ev):
-                return ev
 
 
 async def collect_messages(c: Client, count: int, room: str = "general") -> list[dict[str, Any]]:
@@ -232,11 +211,6 @@ def raw_exchange(srv: ServerProcess, port: int, data: bytes) -> list[dict[str, A
         headers.append(json.loads(buf[8 : 8 + hlen]))
         buf = buf[4 + body :]
     return headers
-
-
-def frame(header: dict[str, Any]) -> bytes:
-    raw = json.dumps(header).encode()
-    return struct.pack(">II", 4 + len(raw), len(raw)) + raw
 
 
 @pytest.mark.parametrize("port_kind", ["chat", "screen"])

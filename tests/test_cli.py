@@ -8,7 +8,6 @@ import re
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,12 +18,6 @@ from chatscreen.tls import cert_fingerprint
 from tests.helpers.server import REPO, TIMEOUT, ServerProcess, running_server
 
 LINE = re.compile(r"^\[\d\d:\d\d:\d\d\] (\S+): (.*)$")
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    with running_server(tmp_path / "data") as srv:
-        yield srv
 
 
 def chatscreen(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:

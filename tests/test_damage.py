@@ -5,9 +5,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Coroutine, Iterator
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -26,23 +23,9 @@ from chatscreen.damage import (
 from chatscreen.encoders import ScreenEncoder, hinted_change_map
 from chatscreen.sharing import ShareStats, find_share, frame_rects, share_screen
 from chatscreen.tiles import change_map
-from tests.helpers.server import TIMEOUT, ServerProcess, running_server
+from tests.helpers.server import TIMEOUT, ServerProcess, run
 
 DEADLINE_S = 5.0
-
-
-def run(coro: Coroutine[Any, Any, Any]) -> Any:
-    async def bounded() -> Any:
-        async with asyncio.timeout(6 * TIMEOUT):
-            return await coro
-
-    return asyncio.run(bounded())
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    with running_server(tmp_path / "data") as srv:
-        yield srv
 
 
 class XWindow:

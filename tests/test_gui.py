@@ -32,18 +32,12 @@ from chatscreen.protocol import Message
 from chatscreen.sharing import snapshot
 from tests.helpers.display import grab_display, render_test_picture, show_picture
 from tests.helpers.gui import GUI_TIMEOUT, GuiHarness
-from tests.helpers.server import TIMEOUT, ServerProcess, running_server
+from tests.helpers.server import TIMEOUT, ServerProcess
 
 
 @pytest.fixture
 def shots(tmp_path: Path) -> Path:
     return Path(os.environ.get("CHATSCREEN_SCREENSHOTS") or tmp_path / "shots")
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    with running_server(tmp_path / "data") as srv:
-        yield srv
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +16,9 @@ import pytest
 from chatscreen.client import Client
 from chatscreen.errors import ConnectError, ServerError
 from chatscreen.protocol import Message
-from tests.helpers.server import REPO, TIMEOUT, ServerProcess, running_server
+from tests.helpers.server import REPO, TIMEOUT, ServerProcess, run, running_server, wait_for
 
 PASSWORD = "moderation password"
-
-
-def run(coro: Coroutine[Any, Any, None]) -> None:
-    async def bounded() -> None:
-        async with asyncio.timeout(6 * TIMEOUT):
-            await coro
-
-    asyncio.run(bounded())
 
 
 def admin_cli(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -50,14 +42,6 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
 def client(srv: ServerProcess, user: str, password: str | None = None) -> Client:
     return Client("127.0.0.1", user, chat_port=srv.chat_port, screen_port=srv.screen_port,
                   timeout=TIMEOUT, password=password)
-
-
-async def wait_for(c: Client, pred: Callable[[Message], bool]) -> Message:
-    async with asyncio.timeout(TIMEOUT):
-        while True:
-            ev = await c.next_event()
-            if pred(ev):
-                return ev
 
 
 def notice(c: Client) -> Coroutine[Any, Any, Message]:

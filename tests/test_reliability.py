@@ -6,7 +6,6 @@ import asyncio
 import json
 import re
 import socket
-import struct
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -17,14 +16,10 @@ from tests.helpers.server import (
     NO_RATE_LIMITS,
     TIMEOUT,
     ServerProcess,
+    frame,
     raw_socket,
     running_server,
 )
-
-
-def frame(header: dict[str, Any]) -> bytes:
-    raw = json.dumps(header).encode()
-    return struct.pack(">II", 4 + len(raw), len(raw)) + raw
 
 
 def get(url: str) -> str:

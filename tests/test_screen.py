@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 import zlib
-from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,21 +27,7 @@ from chatscreen.protocol import FrameDecoder, Limits, Message
 from chatscreen.protocol.schema import Rect
 from chatscreen.sharing import ShareStats, find_share, frame_rects, share_screen
 from tests.helpers.display import make_test_picture, show_picture
-from tests.helpers.server import TIMEOUT, ServerProcess, raw_socket, running_server
-
-
-def run(coro: Coroutine[Any, Any, Any]) -> Any:
-    async def bounded() -> Any:
-        async with asyncio.timeout(6 * TIMEOUT):
-            return await coro
-
-    return asyncio.run(bounded())
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    with running_server(tmp_path / "data") as srv:
-        yield srv
+from tests.helpers.server import TIMEOUT, ServerProcess, frame, raw_socket, run
 
 
 def cli(*args: str, display: str | None = None) -> list[str]:
@@ -127,11 +112,6 @@ async def viewer(srv: ServerProcess, name: str, sharer: str) -> tuple[Client, Sc
     screen = await c.open_screen()
     await screen.watch(share["id"])
     return c, screen, share["id"]
-
-
-def frame(header: dict[str, Any]) -> bytes:
-    raw = json.dumps(header).encode()
-    return struct.pack(">II", 4 + len(raw), len(raw)) + raw
 
 
 def stalled_viewer(srv: ServerProcess, name: str,

@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import queue
 import re
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from chatscreen.client import Client
+from chatscreen.protocol import Message
+
+T = TypeVar("T")
 
 TIMEOUT = float(os.environ.get("CHATSCREEN_TEST_TIMEOUT", "10"))
 REPO = Path(__file__).resolve().parents[2]
@@ -127,3 +135,28 @@ def running_server(data_dir: Path, *extra: str, **kwargs: Any) -> Iterator[Serve
     finally:
         if server.proc is not None and server.proc.poll() is None:
             server.stop()
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a test scenario on a fresh event loop, bounded in time."""
+
+    async def bounded() -> T:
+        async with asyncio.timeout(6 * TIMEOUT):
+            return await coro
+
+    return asyncio.run(bounded())
+
+
+def frame(header: dict[str, Any]) -> bytes:
+    """A protocol frame built by hand (for tests that speak the protocol raw)."""
+    raw = json.dumps(header).encode()
+    return struct.pack(">II", 4 + len(raw), len(raw)) + raw
+
+
+async def wait_for(c: Client, pred: Callable[[Message], bool]) -> Message:
+    """The client's next event that satisfies pred (events before it are skipped)."""
+    async with asyncio.timeout(TIMEOUT):
+        while True:
+            ev = await c.next_event()
+            if pred(ev):
+                return ev
