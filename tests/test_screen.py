@@ -22,7 +22,7 @@ from PIL import Image
 from chatscreen.capture import ScreenCapture
 from chatscreen.client import Client, OutRect, ScreenChannel
 from chatscreen.codec import Canvas, psnr
-from chatscreen.errors import ConnectError
+from chatscreen.errors import ConnectError, ServerError
 from chatscreen.protocol import FrameDecoder, Limits, Message
 from chatscreen.protocol.schema import Rect
 from chatscreen.sharing import ShareStats, find_share, frame_rects, share_screen
@@ -420,3 +420,43 @@ def test_shared_screen_ends_pixel_exact_after_the_lossless_refresh(
 
     with show_picture(xvfb_display, source):
         run(scenario())
+
+
+def test_sharer_chooses_who_watches_and_sees_them(server: ServerProcess) -> None:
+    async def connect(name: str) -> tuple[Client, ScreenChannel]:
+        c = await Client("127.0.0.1", name, chat_port=server.chat_port,
+                         screen_port=server.screen_port, timeout=TIMEOUT).connect()
+        return c, await c.open_screen()
+
+    async def until(pred: Any) -> None:
+        async with asyncio.timeout(TIMEOUT):
+            while not pred():  # noqa: ASYNC110 - a value the reader task sets; bounded
+                await asyncio.sleep(0.01)
+
+    async def scenario() -> None:
+        alice, a_screen = await connect("alice")
+        bob, b_screen = await connect("bob")
+        carol, c_screen = await connect("carol")
+        share_id = await a_screen.share(1920, 1080, viewers=["Bob"])
+        await send_frames(a_screen, 1, size=1000)
+        await c_screen.watch(share_id)
+        with pytest.raises(ServerError, match="alice shares only with the people they chose"):
+            await c_screen._reply("never")  # the answer to carol's watch is a refusal
+        await b_screen.watch(share_id)
+        assert (await b_screen.next_frame(timeout=TIMEOUT))["share"] == share_id
+        await until(lambda: a_screen.viewers == ["bob"])
+        # the members of a room instead: bob is not in "dev", carol is
+        await carol.join("dev")
+        await a_screen.share(1920, 1080, room="dev")
+        msg = await b_screen.next_frame(timeout=TIMEOUT)
+        while msg.type != "unshared":  # bob is shown out
+            msg = await b_screen.next_frame(timeout=TIMEOUT)
+        await c_screen.watch(share_id)
+        assert (await c_screen.next_frame(timeout=TIMEOUT))["share"] == share_id
+        await until(lambda: a_screen.viewers == ["carol"])
+        await carol.close()
+        await until(lambda: a_screen.viewers == [])
+        for c in (alice, bob):
+            await c.close()
+
+    run(scenario())

@@ -116,10 +116,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--room", default="general")
     p = sub.add_parser("share", help="share the screen of $DISPLAY until interrupted")
     _client_args(p)
-    p.add_argument("--fps", type=float, default=None, help="frames per second at most (15)")
-    p.add_argument("--quality", type=int, default=None, help="JPEG quality 1-100 (80)")
+    p.add_argument("--fps", type=float, default=None, help="updates per second at most (30)")
+    p.add_argument("--quality", type=int, default=None,
+                   help="JPEG quality 1-100 for photographic regions (80)")
+    p.add_argument("--preset", choices=["text", "balanced", "motion"], default="balanced",
+                   help="what is shared: text (sharpest), balanced, motion (smoothest)")
     p.add_argument("--monitor", type=int, default=1, help="monitor number, 0 for all (1)")
     p.add_argument("--max-size", metavar="WxH", help="scale down to fit, keeping the aspect")
+    p.add_argument("--only", metavar="USER[,USER...]",
+                   help="only these users may watch (default: anyone)")
+    p.add_argument("--room", help="only the members of this room may watch")
     p = sub.add_parser("view", help="watch a shared screen")
     _client_args(p)
     p.add_argument("--from", dest="sharer", help="whose share to watch (default: the first)")
@@ -581,11 +587,10 @@ async def run_share(args: argparse.Namespace) -> int:
     import signal
 
     from chatscreen.capture import CaptureError
-    from chatscreen.codec import DEFAULT_QUALITY
     from chatscreen.sharing import DEFAULT_FPS, ShareStats, share_screen
 
-    quality = args.quality if args.quality is not None else DEFAULT_QUALITY
-    if not 1 <= quality <= 100:
+    quality = args.quality  # None: the preset's
+    if quality is not None and not 1 <= quality <= 100:
         raise ChatscreenError("--quality must be between 1 and 100")
     fps = args.fps if args.fps is not None else DEFAULT_FPS
     if not 0 < fps <= 120:
@@ -598,13 +603,15 @@ async def run_share(args: argparse.Namespace) -> int:
     stats = ShareStats()
 
     def started(w: int, h: int) -> None:
-        print(f"Sharing {w}x{h} at up to {fps:g} frames/s (JPEG quality {quality}); "
+        print(f"Sharing {w}x{h} at up to {fps:g} updates/s (preset {args.preset}); "
               "press Ctrl+C to stop", flush=True)
 
     try:
         await share_screen(client, stop, monitor=args.monitor, fps=fps, quality=quality,
                            max_size=_parse_size(args.max_size), stats=stats,
-                           on_started=started)
+                           on_started=started, preset=args.preset,
+                           viewers=[u.strip() for u in args.only.split(",") if u.strip()]
+                           if args.only else None, room=args.room)
     except CaptureError as exc:
         raise ChatscreenError(str(exc)) from None
     except ConnectionResetError as exc:

@@ -28,7 +28,7 @@ from typing import Any
 
 from chatscreen.capture import ScreenCapture
 from chatscreen.client import Client, OutRect, ScreenChannel
-from chatscreen.codec import DEFAULT_QUALITY, Canvas, fit_within
+from chatscreen.codec import Canvas, fit_within
 from chatscreen.damage import DamageListener, Rect, damage_mask
 from chatscreen.encoders import DEFAULT_PRESET, ScreenEncoder, Update
 from chatscreen.protocol import Message
@@ -58,7 +58,7 @@ class ShareStats:
 class _Grabber:
     """Lives on the capture thread."""
 
-    def __init__(self, monitor: int, quality: int, max_size: tuple[int, int] | None,
+    def __init__(self, monitor: int, quality: int | None, max_size: tuple[int, int] | None,
                  preset: str = DEFAULT_PRESET) -> None:
         self.capture = ScreenCapture(monitor)
         self.encoder = ScreenEncoder(preset, quality=quality)
@@ -106,13 +106,15 @@ async def _wait_any(events: list[asyncio.Event], timeout: float | None) -> None:
 
 
 async def share_screen(client: Client, stop: asyncio.Event, *, monitor: int = 1,
-                       fps: float = DEFAULT_FPS, quality: int = DEFAULT_QUALITY,
+                       fps: float = DEFAULT_FPS, quality: int | None = None,
                        max_size: tuple[int, int] | None = None,
                        stats: ShareStats | None = None,
                        on_started: Any = None, preset: str = DEFAULT_PRESET,
-                       damage: bool = True) -> ShareStats:
+                       damage: bool = True, viewers: list[str] | None = None,
+                       room: str | None = None) -> ShareStats:
     """Share ``monitor`` until ``stop`` is set. ``damage``: capture on X DAMAGE reports where
-    the X server has the extension (else, or with False, poll at ``fps``)."""
+    the X server has the extension (else, or with False, poll at ``fps``). ``viewers`` or
+    ``room``: who may watch (default: anyone)."""
     stats = stats or ShareStats()
     loop = asyncio.get_running_loop()
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="capture")
@@ -138,7 +140,7 @@ async def share_screen(client: Client, stop: asyncio.Event, *, monitor: int = 1,
         stats.captures += 1
         assert first is not None
         w, h, update = first
-        await screen.share(w, h)
+        await screen.share(w, h, viewers=viewers, room=room)
         if on_started is not None:
             on_started(w, h)
         period = 1.0 / fps

@@ -47,6 +47,7 @@ class ScreenChannel:
         self.link = link
         self.share_id: int | None = None
         self.key_requested = asyncio.Event()
+        self.viewers: list[str] = []  # who watches our share, as the server last said
         # Newest wins here too: a key frame (a complete picture) replaces whatever the
         # application has not taken yet; deltas queue behind their key frame, and when the
         # application falls behind they are merged into the last queued frame (a rect that
@@ -76,6 +77,8 @@ class ScreenChannel:
             self._frame_ready.set()
         elif msg.type == "need_key":
             self.key_requested.set()
+        elif msg.type == "viewers":
+            self.viewers = list(msg["users"])
         else:
             self._replies.put_nowait(msg)
 
@@ -94,8 +97,17 @@ class ScreenChannel:
 
     # -- sharing -----------------------------------------------------------------------
 
-    async def share(self, w: int, h: int) -> int:
-        self.link.send("share", w=w, h=h)
+    async def share(self, w: int, h: int, *, viewers: Sequence[str] | None = None,
+                    room: str | None = None) -> int:
+        """Start sharing (or change size or audience): only ``viewers``, or only the members
+        of ``room``, may watch; anyone when neither is given. ``self.viewers`` then follows
+        who is watching."""
+        fields: dict[str, Any] = {"w": w, "h": h}
+        if viewers is not None:
+            fields["viewers"] = list(viewers)
+        if room is not None:
+            fields["room"] = room
+        self.link.send("share", **fields)
         msg = await self._reply("shared")
         self.share_id = int(msg["share"])
         return self.share_id

@@ -182,6 +182,28 @@ RID = short_str(64)
 ID = integer(0)
 LIMIT = integer(1, 1000)
 
+def list_of(item: Validator, max_items: int = 100_000) -> Validator:
+    def check(value: Any, limits: Limits) -> list[Any]:
+        if not isinstance(value, list) or len(value) > max_items:
+            raise _bad(f"expected a list of at most {max_items} items")
+        return [item(v, limits) for v in value]
+
+    return check
+
+
+def obj(required: dict[str, Validator], optional: dict[str, Validator] | None = None) -> Validator:
+    def check(value: Any, limits: Limits) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise _bad("expected an object")
+        out = {k: _field(value, k, v, limits) for k, v in required.items()}
+        for k, v in (optional or {}).items():
+            if value.get(k) is not None:
+                out[k] = _field(value, k, v, limits)
+        return out
+
+    return check
+
+
 # A screen update: the sharer sends it, the server relays it with the share id added.
 _FRAME: dict[str, Validator] = {
     "seq": ID,
@@ -223,34 +245,14 @@ CLIENT_MESSAGES: dict[str, Spec] = {
         one_of=("target", "address"),
     ),
     # screen port
-    "share": Spec({"w": integer(1, MAX_DIM), "h": integer(1, MAX_DIM)}),
+    # who may watch: only the users in "viewers", or only the members of "room"; else anyone
+    "share": Spec({"w": integer(1, MAX_DIM), "h": integer(1, MAX_DIM)},
+                  {"viewers": list_of(NAME, 1000), "room": NAME}),
     "unshare": Spec(),
     "frame": Spec(_FRAME, payload=True),
     "watch": Spec({"share": ID}),
     "unwatch": Spec({"share": ID}),
 }
-
-def list_of(item: Validator, max_items: int = 100_000) -> Validator:
-    def check(value: Any, limits: Limits) -> list[Any]:
-        if not isinstance(value, list) or len(value) > max_items:
-            raise _bad(f"expected a list of at most {max_items} items")
-        return [item(v, limits) for v in value]
-
-    return check
-
-
-def obj(required: dict[str, Validator], optional: dict[str, Validator] | None = None) -> Validator:
-    def check(value: Any, limits: Limits) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise _bad("expected an object")
-        out = {k: _field(value, k, v, limits) for k, v in required.items()}
-        for k, v in (optional or {}).items():
-            if value.get(k) is not None:
-                out[k] = _field(value, k, v, limits)
-        return out
-
-    return check
-
 
 # Sent by the server to clients; clients validate them too (never trust the network).
 _MESSAGE_OBJ = {
@@ -296,6 +298,7 @@ SERVER_MESSAGES: dict[str, Spec] = {
     "invited": Spec({"room": NAME, "user": NAME}, {"rid": RID}),
     "notice": Spec({"room": NAME, "text": short_str(1000)}),
     "shared": Spec({"share": ID}),
+    "viewers": Spec({"share": ID, "users": NAMES}),
     "unshared": Spec({"share": ID}),
     "need_key": Spec(),
     "frame": Spec({"share": ID, **_FRAME}, payload=True),

@@ -116,6 +116,8 @@ class Share:
     h: int
     store: TileStore | None = None  # None until the first key frame
     viewers: dict[Peer, int] = field(default_factory=dict)  # viewer -> last piece id sent
+    allowed: frozenset[str] | None = None  # casefolded names who may watch (None: anyone)
+    room: str | None = None  # only members of this room may watch
     frames_in: int = 0
     last_need_key: float = 0.0
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -193,6 +195,8 @@ class ScreenRelay:
         self._unshare(peer, quiet=True)
         for share in self._watching.pop(peer, set()):
             share.viewers.pop(peer, None)
+            if share.id in self.shares:
+                self._tell_sharer(share)
 
     # -- sharing -----------------------------------------------------------------------
 
@@ -209,6 +213,12 @@ class ScreenRelay:
             log.info("%s started sharing %dx%d as share %d", share.user, share.w, share.h, share.id)
         else:
             share.w, share.h = msg["w"], msg["h"]
+        viewers = msg.get("viewers")
+        share.allowed = frozenset(v.casefold() for v in viewers) if viewers is not None else None
+        share.room = msg.get("room")
+        for viewer in [v for v in share.viewers if not self._may_watch(v, share)]:
+            self._unwatch(viewer, share.id)  # no longer among those it shares with
+            viewer.send("unshared", share=share.id)
         peer.send("shared", share=share.id)
         self._announce()
 
@@ -280,16 +290,37 @@ class ScreenRelay:
         if share is None:
             peer.error(ErrorCode.NO_SUCH_SHARE, f"no share {msg['share']}", re="watch")
             return
+        if not self._may_watch(peer, share):
+            whom = f"the members of {share.room}" if share.room else "the people they chose"
+            peer.error(ErrorCode.FORBIDDEN, f"{share.user} shares only with {whom}", re="watch")
+            return
         if peer not in share.viewers:
             share.viewers[peer] = 0  # nothing sent yet: the whole current picture is due
             self._watching.setdefault(peer, set()).add(share)
+            self._tell_sharer(share)
         if peer.writable:
             self._flush(peer)
+
+    def _may_watch(self, peer: Peer, share: Share) -> bool:
+        session = peer.session
+        if session is None:
+            return False
+        if session is share.sharer.session:
+            return True
+        if share.allowed is not None and session.key not in share.allowed:
+            return False
+        return share.room is None or share.room in session.rooms
+
+    def _tell_sharer(self, share: Share) -> None:
+        """The sharer sees who is watching, live."""
+        users = sorted({v.session.name for v in share.viewers if v.session is not None})
+        share.sharer.send("viewers", share=share.id, users=users)
 
     def _unwatch(self, peer: Peer, share_id: int) -> None:
         share = self.shares.get(share_id)
         if share is not None and share.viewers.pop(peer, None) is not None:
             self._watching.get(peer, set()).discard(share)
+            self._tell_sharer(share)
 
     def on_writable(self, peer: Peer) -> None:
         self._flush(peer)
