@@ -25,6 +25,7 @@ from tests.helpers.server import (
     ServerProcess,
     frame,
     raw_socket,
+    refused,
     run,
     running_server,
 )
@@ -42,15 +43,6 @@ def chatscreen(*args: str, stdin: str = "",
     return subprocess.run([sys.executable, "-m", "chatscreen", *args], input=stdin,
                           capture_output=True, text=True, timeout=3 * TIMEOUT, cwd=REPO,
                           env={**os.environ, **(env or {})})
-
-
-async def refused(c: Client) -> ServerError:
-    """Connect, expecting a fatal error; returns it."""
-    with pytest.raises(ConnectError) as info:
-        await c.connect()
-    cause = info.value.__cause__
-    assert isinstance(cause, ServerError), info.value
-    return cause
 
 
 def test_registered_name_needs_its_password_and_guests_still_work(tmp_path: Path) -> None:

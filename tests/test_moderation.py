@@ -16,7 +16,15 @@ import pytest
 from chatscreen.client import Client
 from chatscreen.errors import ConnectError, ServerError
 from chatscreen.protocol import Message
-from tests.helpers.server import REPO, TIMEOUT, ServerProcess, run, running_server, wait_for
+from tests.helpers.server import (
+    REPO,
+    TIMEOUT,
+    ServerProcess,
+    refused,
+    run,
+    running_server,
+    wait_for,
+)
 
 PASSWORD = "moderation password"
 
@@ -50,14 +58,6 @@ def notice(c: Client) -> Coroutine[Any, Any, Message]:
 
 def closed(c: Client) -> Coroutine[Any, Any, Message]:
     return wait_for(c, lambda e: e.type == "status" and e["state"] == "disconnected")
-
-
-async def refused(c: Client) -> ServerError:
-    with pytest.raises(ConnectError) as info:
-        await c.connect()
-    cause = info.value.__cause__
-    assert isinstance(cause, ServerError), info.value
-    return cause
 
 
 def test_non_admins_cannot_moderate(server: ServerProcess) -> None:

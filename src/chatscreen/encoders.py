@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from chatscreen.client.screen import OutRect
 from chatscreen.codec import (
     DEFAULT_QUALITY,
     encode_jpeg,
@@ -68,16 +69,7 @@ LOSSLESS_BUDGET = 0.25  # share of the screen's tiles an update (not a key frame
 #                         encode losslessly; a bigger change goes lossy, refreshed once still
 
 
-@dataclass(frozen=True, slots=True)
-class Region:
-    """One encoded rectangle of a frame."""
-
-    x: int
-    y: int
-    w: int
-    h: int
-    enc: str
-    data: bytes
+Region = OutRect  # one encoded rectangle of a frame, as ScreenChannel.send_frame takes it
 
 
 @dataclass

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chatscreen.capture import ScreenCapture
-from chatscreen.client import Client, OutRect, ScreenChannel
+from chatscreen.client import Client, ScreenChannel
 from chatscreen.codec import Canvas, fit_within
 from chatscreen.damage import DamageListener, Rect, damage_mask
 from chatscreen.encoders import DEFAULT_PRESET, ScreenEncoder, Update
@@ -146,7 +146,7 @@ async def share_screen(client: Client, stop: asyncio.Event, *, monitor: int = 1,
         period = 1.0 / fps
         slot = next_tick = time.monotonic()
         while True:
-            rects = [OutRect(r.x, r.y, r.w, r.h, r.enc, r.data) for r in update.regions]
+            rects = update.regions  # already what send_frame takes
             await screen.send_frame(w, h, rects, key=update.key)
             stats.frames += 1
             stats.key_frames += update.key

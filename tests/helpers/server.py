@@ -20,7 +20,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
+
 from chatscreen.client import Client
+from chatscreen.errors import ConnectError, ServerError
 from chatscreen.protocol import Message
 
 T = TypeVar("T")
@@ -160,3 +163,12 @@ async def wait_for(c: Client, pred: Callable[[Message], bool]) -> Message:
             ev = await c.next_event()
             if pred(ev):
                 return ev
+
+
+async def refused(c: Client) -> ServerError:
+    """Connect, expecting the server to refuse with a fatal error; return that error."""
+    with pytest.raises(ConnectError) as info:
+        await c.connect()
+    cause = info.value.__cause__
+    assert isinstance(cause, ServerError), info.value
+    return cause
