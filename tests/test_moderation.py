@@ -129,6 +129,40 @@ def test_muted_user_cannot_post_until_unmuted(server: ServerProcess) -> None:
     run(scenario())
 
 
+def test_a_mute_outlives_a_restart_and_admin_lifts_it(server: ServerProcess) -> None:
+    """Mutes are stored like bans: a restart does not free a muted user; `chatscreen admin
+    unmute` on the server machine does, while the server runs."""
+    async def mute() -> None:
+        async with client(server, "mod", PASSWORD) as mod:
+            await mod.moderate("mute", "loud", duration=3600, reason="spam")
+
+    async def say(text: str) -> None:
+        async with client(server, "loud") as loud:
+            await loud.join("general")
+            await loud.say("general", text)
+
+    run(mute())
+    server.stop()
+    server.start()
+    with pytest.raises(ServerError) as info:
+        run(say("after the restart"))
+    assert info.value.code == "muted"
+    assert "mute loud until" in admin_cli(server.data_dir, "list").stdout
+    admin_cli(server.data_dir, "unmute", "loud")
+
+    async def say_when_unmuted() -> None:
+        async with asyncio.timeout(TIMEOUT):  # the server reloads within a second
+            while True:
+                try:
+                    await say("free again")
+                    return
+                except ServerError as exc:
+                    assert exc.code == "muted"
+                    await asyncio.sleep(0.2)
+
+    run(say_when_unmuted())
+
+
 async def _texts(server: ServerProcess) -> list[str]:
     async with client(server, "reader") as reader:
         msg = await reader.history(room="general")
@@ -194,7 +228,7 @@ def test_banned_address_cannot_come_back(tmp_path: Path) -> None:
 
         run(scenario())
     out = admin_cli(data, "list")
-    assert "Bans (0)" in out.stdout
+    assert "Bans and mutes (0)" in out.stdout
 
 
 def test_admin_sets_roles_and_moderators_then_moderate(server: ServerProcess) -> None:

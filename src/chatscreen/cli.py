@@ -76,6 +76,13 @@ def _admin_parser(sub: Any) -> None:
     c = cmds.add_parser("unban", help="lift a ban")
     c.add_argument("name", nargs="?")
     c.add_argument("--address", metavar="IP")
+    c = cmds.add_parser("mute", help="stop a user posting (they can still read)")
+    c.add_argument("name")
+    c.add_argument("--for", dest="duration", metavar="DURATION",
+                   help="e.g. 10m, 2h, 7d (default: for ever)")
+    c.add_argument("--reason", default="")
+    c = cmds.add_parser("unmute", help="let a muted user post again")
+    c.add_argument("name")
     cmds.add_parser("list", help="accounts, roles and bans")
 
 
@@ -273,10 +280,13 @@ def run_admin(args: argparse.Namespace) -> int:
                 raise ChatscreenError(f"'{name}' has no account")
             db.log("(admin)", "role", name, f"role={args.role}")
             print(f"'{name}' is now {args.role}")
-        elif cmd in ("ban", "unban"):
-            if (name is None) == (args.address is None):
+        elif cmd in ("ban", "unban", "mute", "unmute"):
+            if (name is None) == (getattr(args, "address", None) is None):
                 raise ChatscreenError(f"{cmd} wants a NAME or --address IP")
-            if args.address is not None:
+            if cmd in ("mute", "unmute"):
+                assert name is not None
+                kind, target = "mute", name
+            elif args.address is not None:
                 try:
                     kind, target = "address", str(ipaddress.ip_address(args.address))
                 except ValueError:
@@ -284,11 +294,12 @@ def run_admin(args: argparse.Namespace) -> int:
             else:
                 assert name is not None
                 kind, target = "account", name
-            if cmd == "unban":
+            done = {"ban": "Banned", "unban": "Unbanned", "mute": "Muted", "unmute": "Unmuted"}
+            if cmd in ("unban", "unmute"):
                 if not db.unban(kind, target):
-                    raise ChatscreenError(f"{target} is not banned")
-                db.log("(admin)", "unban", target)
-                print(f"Unbanned {target}")
+                    raise ChatscreenError(f"{target} is not {done[cmd[2:]].lower()}")
+                db.log("(admin)", cmd, target)
+                print(f"{done[cmd]} {target}")
             else:
                 try:
                     seconds = parse_duration(args.duration) if args.duration else None
@@ -296,9 +307,9 @@ def run_admin(args: argparse.Namespace) -> int:
                     raise ChatscreenError(str(exc)) from None
                 ban = db.ban(kind, target, time.time() + seconds if seconds else None,
                              args.reason, "(admin)")
-                db.log("(admin)", "ban", target, f"duration={seconds} reason={args.reason}"
+                db.log("(admin)", cmd, target, f"duration={seconds} reason={args.reason}"
                        if seconds else f"reason={args.reason}")
-                print(f"Banned {target} {ban.until_text()}")
+                print(f"{done[cmd]} {target} {ban.until_text()}")
         else:
             now = time.time()
             accounts = db.accounts()
@@ -306,7 +317,7 @@ def run_admin(args: argparse.Namespace) -> int:
             for a in accounts:
                 print(f"  {a.name:<24} {a.role:<10} since {a.created}")
             bans = [b for b in db.bans() if b.active(now)]
-            print(f"Bans ({len(bans)}):")
+            print(f"Bans and mutes ({len(bans)}):")
             for b in bans:
                 why = f" ({b.reason})" if b.reason else ""
                 print(f"  {b.kind} {b.target} {b.until_text()} by {b.by or '?'}{why}")

@@ -56,7 +56,8 @@ class ServerProcess:
         self._stderr = open(self.stderr_path, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=self._stderr,
                                      text=True, env=self.env, cwd=REPO)
-        threading.Thread(target=self._pump, daemon=True).start()
+        self.lines, self.output = queue.Queue(), []  # a restart reads the new process only
+        threading.Thread(target=self._pump, args=(self.proc, self.lines), daemon=True).start()
         banner = self.wait_for_line(r"Press Ctrl\+C to stop the server")
         chat = re.search(r"Chat server: .*:(\d+)", banner)
         screen = re.search(r"Screen server: .*:(\d+)", banner)
@@ -64,11 +65,12 @@ class ServerProcess:
         self.chat_port, self.screen_port = int(chat.group(1)), int(screen.group(1))
         return self
 
-    def _pump(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line)
-        self.lines.put(None)
+    @staticmethod
+    def _pump(proc: subprocess.Popen[str], lines: queue.Queue[str | None]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put(None)
 
     def wait_for_line(self, pattern: str, timeout: float = TIMEOUT) -> str:
         """Wait for a stdout line matching pattern; returns all output so far."""

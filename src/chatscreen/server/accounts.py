@@ -50,7 +50,7 @@ class Account:
 
 @dataclass(frozen=True, slots=True)
 class Ban:
-    kind: str  # "account" (target: a casefolded name) or "address" (target: an IP)
+    kind: str  # "account" or "mute" (target: a casefolded name), "address" (target: an IP)
     target: str
     until: float | None  # Unix time; None: for ever
     reason: str
@@ -75,7 +75,7 @@ CREATE TABLE IF NOT EXISTS accounts (
     created TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
 );
 CREATE TABLE IF NOT EXISTS bans (
-    kind    TEXT NOT NULL,             -- 'account' or 'address'
+    kind    TEXT NOT NULL,             -- 'account', 'address' or 'mute' (an account's)
     target  TEXT NOT NULL,
     until   REAL,                      -- Unix time, NULL: for ever
     reason  TEXT NOT NULL DEFAULT '',
@@ -148,7 +148,7 @@ class AccountDB:
         return [Ban(*r) for r in rows]
 
     def ban(self, kind: str, target: str, until: float | None, reason: str, by: str) -> Ban:
-        target = target.casefold() if kind == "account" else target
+        target = target.casefold() if kind != "address" else target
         self.db.execute("INSERT OR REPLACE INTO bans (kind, target, until, reason, by_user) "
                         "VALUES (?,?,?,?,?)", (kind, target, until, reason, by))
         row = self.db.execute("SELECT kind, target, until, reason, by_user, created FROM bans "
@@ -156,7 +156,7 @@ class AccountDB:
         return Ban(*row)
 
     def unban(self, kind: str, target: str) -> bool:
-        target = target.casefold() if kind == "account" else target
+        target = target.casefold() if kind != "address" else target
         cur = self.db.execute("DELETE FROM bans WHERE kind = ? AND target = ?", (kind, target))
         return cur.rowcount > 0
 

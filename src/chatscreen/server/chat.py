@@ -104,7 +104,6 @@ class ChatService:
         self.guard = LoginGuard(self.policy.login_delay, self.policy.login_delay_max)
         self.accounts: dict[str, Account] = {}  # casefolded name -> account (a cache)
         self.bans: dict[tuple[str, str], Ban] = {}  # (kind, target) -> ban (a cache)
-        self.mutes: dict[str, float | None] = {}  # casefolded name -> until (Unix time)
         self.private: dict[str, set[str]] = {}  # private room -> casefolded names invited
         self._db_version = -1
         self.heartbeat = heartbeat
@@ -468,15 +467,11 @@ class ChatService:
 
     def _muted(self, session: Session, kind: str, cid: str | None) -> bool:
         """Is this user muted? Then tell them (a non-fatal ``muted`` error)."""
-        if session.key not in self.mutes:
+        mute = self._ban("mute", session.key)
+        if mute is None:
             return False
-        until = self.mutes[session.key]
-        if until is not None and until <= time.time():
-            del self.mutes[session.key]
-            return False
-        when = "for ever" if until is None else "until " + time.strftime(
-            "%H:%M:%S UTC", time.gmtime(until))
-        session.chat.error(ErrorCode.MUTED, f"you are muted {when}", re=kind, cid=cid)
+        session.chat.error(ErrorCode.MUTED, f"you are muted {mute.until_text()}", re=kind,
+                           cid=cid)
         return True
 
     def _say(self, session: Session, msg: Message) -> None:
@@ -621,7 +616,7 @@ class ChatService:
         return roles is None or (session.role or "guest") in roles
 
     def _ban(self, kind: str, target: str) -> Ban | None:
-        ban = self.bans.get((kind, target.casefold() if kind == "account" else target))
+        ban = self.bans.get((kind, target.casefold() if kind != "address" else target))
         return ban if ban is not None and ban.active(time.time()) else None
 
     async def _reload(self) -> None:
@@ -775,12 +770,13 @@ class ChatService:
                 raise _Refused(ErrorCode.NO_SUCH_USER, f"'{target}' is not connected")
             self._expel(victim, ErrorCode.KICKED, f"You were kicked by {session.name}{because}")
             return f"{session.name} kicked {name}{because}", rooms
-        if action == "mute":
-            self.mutes[key] = until
+        if action == "mute":  # stored like a ban: it outlives a restart of the server
+            self.bans[("mute", key)] = await store.ban("mute", key, until, reason, session.name)
             return f"{session.name} muted {name}{for_text}{because}", rooms
         if action == "unmute":
-            if self.mutes.pop(key, 0) == 0:
+            if not await store.unban("mute", key):
                 raise _Refused(ErrorCode.NO_SUCH_USER, f"'{target}' is not muted")
+            self.bans.pop(("mute", key), None)
             return f"{session.name} unmuted {name}", rooms
         if action == "ban":
             ban = await store.ban("account", key, until, reason, session.name)
