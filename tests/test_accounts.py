@@ -140,6 +140,27 @@ def test_brute_force_is_slowed_down_and_others_are_not(tmp_path: Path) -> None:
         run(scenario())
 
 
+def test_long_login_delays_end_in_a_clear_answer_not_a_timeout(tmp_path: Path) -> None:
+    """A slowed-down login is answered before the handshake timeout: 'wrong password, the
+    next try is looked at in N s', then 'try again in N s', never 'no handshake in time'."""
+    env = {"CHATSCREEN_LOGIN_DELAY": "6", "CHATSCREEN_HANDSHAKE_TIMEOUT": "2"}
+    with running_server(tmp_path / "data", env=env) as srv:
+        async def scenario() -> None:
+            async with client(srv, "dave") as dave:
+                await dave.register(PASSWORD)
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            err = await refused(client(srv, "dave", password="guess"))
+            assert err.code == "bad_password", err
+            assert "the next try is looked at in" in err.message
+            assert loop.time() - start < 2.0
+            err = await refused(client(srv, "dave", password=PASSWORD))
+            assert err.code == "rate_limited", err
+            assert "Too many failed logins" in err.message and "try again in" in err.message
+
+        run(scenario())
+
+
 def test_server_password_is_asked_before_anything_else(tmp_path: Path) -> None:
     secret = "s3rver-secret"
     env = {"CHATSCREEN_SERVER_PASSWORD": secret, "CHATSCREEN_LOGIN_DELAY": "0.1"}

@@ -439,6 +439,12 @@ def test_sharer_chooses_who_watches_and_sees_them(server: ServerProcess) -> None
         carol, c_screen = await connect("carol")
         share_id = await a_screen.share(1920, 1080, viewers=["Bob"])
         await send_frames(a_screen, 1, size=1000)
+        # only those who may watch even see the share in their list
+        await until(lambda: [s["id"] for s in bob.shares] == [share_id]
+                    and [s["id"] for s in alice.shares] == [share_id])
+        await bob.ping()
+        await carol.ping()  # both lists are sent before the answers to these pings
+        assert carol.shares == []
         await c_screen.watch(share_id)
         with pytest.raises(ServerError, match="alice shares only with the people they chose"):
             await c_screen._reply("never")  # the answer to carol's watch is a refusal
@@ -448,6 +454,13 @@ def test_sharer_chooses_who_watches_and_sees_them(server: ServerProcess) -> None
         # the members of a room instead: bob is not in "dev", carol is
         await carol.join("dev")
         await a_screen.share(1920, 1080, room="dev")
+        await until(lambda: [s["id"] for s in carol.shares] == [share_id])
+        await bob.ping()
+        assert bob.shares == []
+        await bob.join("dev")  # joining the room shows it, leaving hides it again
+        await until(lambda: [s["id"] for s in bob.shares] == [share_id])
+        await bob.leave("dev")
+        await until(lambda: bob.shares == [])
         msg = await b_screen.next_frame(timeout=TIMEOUT)
         while msg.type != "unshared":  # bob is shown out
             msg = await b_screen.next_frame(timeout=TIMEOUT)

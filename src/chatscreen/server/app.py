@@ -210,7 +210,8 @@ def login_policy(s: ServerSettings) -> LoginPolicy:
     roles = frozenset(r.strip() for r in s.share_roles.split(",") if r.strip())
     return LoginPolicy(server_password=s.server_password, require_accounts=s.require_accounts,
                        share_roles=None if roles == {"everyone"} else roles,
-                       login_delay=s.login_delay, login_delay_max=s.login_delay_max)
+                       login_delay=s.login_delay, login_delay_max=s.login_delay_max,
+                       handshake_timeout=s.handshake_timeout)
 
 
 async def run_server(settings: ServerSettings, on_started: Callable[[Server], None]) -> None:

@@ -15,6 +15,7 @@ import asyncio
 import hmac
 import ipaddress
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -91,6 +92,7 @@ class LoginPolicy:
     share_roles: frozenset[str] | None = None  # None: everyone may share
     login_delay: float = 0.5  # first failed login's delay, doubling ...
     login_delay_max: float = 30.0  # ... up to this
+    handshake_timeout: float = 10.0  # a login is answered within this, slowed down or not
     refresh: float = 1.0  # seconds between checks for changes made by `chatscreen admin`
 
 
@@ -120,7 +122,9 @@ class ChatService:
         # user -> their recent client ids, least recently active user first (bounded)
         self._cids: OrderedDict[str, OrderedDict[str, int]] = OrderedDict()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.share_list: list[dict[str, Any]] = []  # kept current by the screen relay
+        self.share_list: list[dict[str, Any]] = []  # kept current by the screen relay ...
+        # ... with, when some shares are only for some users, what one session may see
+        self.share_view: Callable[[Session], list[dict[str, Any]]] | None = None
         self.messages_total = 0
         # room -> presence frames to publish, with the peer each one is about
         self._presence_due: dict[str, list[tuple[bytes, Peer]]] = {}
@@ -225,10 +229,21 @@ class ChatService:
             account = self.accounts.get(key, account)  # its role may have changed meanwhile
         self._finish_login(peer, msg, account)
 
+    def _answer_within(self, peer: Peer) -> float:
+        """Seconds left to answer this login before its handshake timeout (less a margin):
+        the server's own slowing down must end in a clear answer, never in a timeout."""
+        left = peer.opened_at + self.policy.handshake_timeout - asyncio.get_running_loop().time()
+        return max(0.0, left * 0.8 - 0.05)
+
     async def _guard_wait(self, keys: list[str], peer: Peer) -> bool:
-        """Wait while these keys are slowed down; False if the peer went away."""
+        """Wait while these keys are slowed down; False if the peer went away or was told
+        to come back later (when the wait would outlast its handshake)."""
         loop = asyncio.get_running_loop()
-        while (wait := self.guard.wait(keys, loop.time())) > 0:  # noqa: ASYNC110 - a deadline
+        while (wait := self.guard.wait(keys, loop.time())) > 0:
+            if wait > self._answer_within(peer):
+                peer.fail(ErrorCode.RATE_LIMITED, "Too many failed logins from this address "
+                          f"or for this name: try again in {math.ceil(wait)} s")
+                return False
             await asyncio.sleep(wait)
         if peer.closing:
             return False
@@ -239,7 +254,10 @@ class ChatService:
         delay = self.guard.failed(keys, asyncio.get_running_loop().time())
         log.warning("failed login as %s from %s (%s); next attempt in %.1f s", name, peer.addr,
                     message, delay)
-        await asyncio.sleep(delay)  # the answer is slowed down, nothing else
+        answer = min(delay, self._answer_within(peer))
+        await asyncio.sleep(answer)  # the answer is slowed down, nothing else
+        if delay > answer + 0.5:
+            message += f" (the next try is looked at in {math.ceil(delay - answer)} s)"
         peer.fail(ErrorCode.BAD_PASSWORD, message)
 
     def _finish_login(self, peer: Peer, msg: Message, account: Account | None) -> None:
@@ -282,7 +300,7 @@ class ChatService:
             limits={"max_text": peer.conn.limits.max_text, "max_frame": peer.conn.limits.max_frame,
                     "history": self.history},
         )
-        peer.send("shares", shares=self.share_list)
+        self._send_shares(session)
         log.info("%s logged in from %s%s", name, peer.addr, f" as {role}" if role else "")
 
     def _logout(self, session: Session) -> None:
@@ -383,6 +401,8 @@ class ChatService:
             return
         members.add(session)
         session.rooms.add(room)
+        if self.share_view is not None:
+            self._send_shares(session)  # a share for this room's members may show up
         self._presence(room, session, "join")
         self._spawn(self._send_joined(session, room, after, rid, subscribe=True))
 
@@ -424,6 +444,8 @@ class ChatService:
 
     def _leave(self, session: Session, room: str) -> None:
         session.rooms.discard(room)
+        if self.share_view is not None:
+            self._send_shares(session)
         self.rooms.get(room, set()).discard(session)
         self.fanout.unsubscribe(room_topic(room), session.chat)
         self._presence(room, session, "leave")
@@ -605,9 +627,20 @@ class ChatService:
 
     # -- screen shares (announced on the chat port) -------------------------------------
 
-    def announce_shares(self, shares: list[dict[str, Any]]) -> None:
-        self.share_list = shares
-        self.fanout.publish(ALL, encode_frame({"type": "shares", "shares": shares}))
+    def announce_shares(self, shares: list[dict[str, Any]],
+                        view: Callable[[Session], list[dict[str, Any]]] | None = None) -> None:
+        """The share list changed. ``view``: some shares are only for some users, and this
+        gives the list one session may see (who may not watch a share does not see it)."""
+        self.share_list, self.share_view = shares, view
+        if view is None:
+            self.fanout.publish(ALL, encode_frame({"type": "shares", "shares": shares}))
+        else:
+            for session in self.sessions.values():
+                self._send_shares(session)
+
+    def _send_shares(self, session: Session) -> None:
+        shares = self.share_list if self.share_view is None else self.share_view(session)
+        session.chat.send("shares", shares=shares)
 
     # -- accounts and moderation -------------------------------------------------------
 

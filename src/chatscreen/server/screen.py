@@ -31,6 +31,7 @@ from chatscreen.server.metrics import Counters
 if TYPE_CHECKING:
     from chatscreen.server.chat import ChatService
     from chatscreen.server.peer import Peer
+    from chatscreen.server.session import Session
 
 log = logging.getLogger("chatscreen.screen")
 
@@ -237,7 +238,15 @@ class ScreenRelay:
         self._announce()
 
     def _announce(self) -> None:
-        self.chat.announce_shares([s.describe() for s in self.shares.values()])
+        shares = [s.describe() for s in self.shares.values()]
+        if all(s.allowed is None and s.room is None for s in self.shares.values()):
+            self.chat.announce_shares(shares)  # the same list for all: encoded once
+        else:
+            self.chat.announce_shares(shares, self._visible_to)
+
+    def _visible_to(self, session: Session) -> list[dict[str, Any]]:
+        """The shares this user may watch: the others are not even listed to them."""
+        return [s.describe() for s in self.shares.values() if self._may_see(session, s)]
 
     def _frame(self, peer: Peer, msg: Message) -> None:
         share = self._by_sharer.get(peer)
@@ -302,9 +311,10 @@ class ScreenRelay:
             self._flush(peer)
 
     def _may_watch(self, peer: Peer, share: Share) -> bool:
-        session = peer.session
-        if session is None:
-            return False
+        return peer.session is not None and self._may_see(peer.session, share)
+
+    @staticmethod
+    def _may_see(session: Session, share: Share) -> bool:
         if session is share.sharer.session:
             return True
         if share.allowed is not None and session.key not in share.allowed:
