@@ -539,3 +539,62 @@ def test_server_restart_reconnects_without_losing_messages(
         bob.close()
         if again is not None:
             again.stop()
+
+
+def test_register_log_in_with_password_and_moderate_from_the_chat_line(
+        gui: GuiHarness, server: ServerProcess, bob: Headless) -> None:
+    """/register asks for the password in a dialog (dots, never in the chat line); the
+    Password field logs in with it; /who answers in the conversation; an admin's /kick
+    works from the chat line and its notice shows in the room."""
+    g = gui
+    password = "correct horse battery"
+    connected(g, server, "alice")
+    chat = g.app.chat_tab
+    g.select_tab("Chat")
+    g.type_into(chat.entry, "/register", enter=True)
+    g.wait_for(lambda: chat.password_dialog is not None
+               and chat.password_dialog.winfo_ismapped(), "the password dialog")
+    dialog = chat.password_dialog
+    assert dialog is not None and str(dialog.entries[0].cget("show")) == "•"
+    g.type_into(dialog.entries[0], password)
+    g.type_into(dialog.entries[1], password, enter=True)
+    g.wait_for(lambda: "Registered: from now on only your password logs in as alice"
+               in chat.shown_text(), "the registration note")
+    assert "/register" not in chat.shown_text() and password not in chat.shown_text()
+    g.type_into(chat.entry, "/who", enter=True)
+    g.wait_for(lambda: "In #general: alice, bob" in chat.shown_text(), "/who's answer")
+
+    # Without the password the name is refused; with it in the Password field, admitted.
+    g.select_tab("Connection")
+    g.click(g.app.connection_tab.disconnect_button)
+    g.wait_for(lambda: g.app.net is None, "disconnected")
+    connect(g, server, "alice")
+    g.wait_for(lambda: "is registered: give its password"
+               in str(g.app.connection_tab.message.cget("text")), "the refusal")
+    tab = g.app.connection_tab
+    assert str(tab.entries["Password"].cget("show")) == "•"
+    g.type_into(tab.entries["Password"], password)
+    g.click(tab.connect_button)
+    g.wait_for(lambda: g.app.status_text.startswith("Connected"), "Connected with a password")
+
+    subprocess.run([sys.executable, "-m", "chatscreen", "admin", "--data-dir",
+                    str(server.data_dir), "set-role", "alice", "admin"], check=True,
+                   capture_output=True, timeout=3 * TIMEOUT)
+    g.select_tab("Chat")
+    g.wait_for(lambda: chat.current == "#general", "#general")
+
+    def refused_or_kicked() -> bool:
+        return ("alice kicked bob: being rude" in chat.shown_text()
+                or "Cannot kick" in str(tab.message.cget("text")))
+
+    deadline = time.monotonic() + GUI_TIMEOUT
+    while True:  # the server picks up the new role within a second: until then, refused
+        tab.show("")
+        g.type_into(chat.entry, "/kick bob being rude", enter=True)
+        g.wait_for(refused_or_kicked, "the kick notice in #general, or a refusal")
+        if "alice kicked bob: being rude" in chat.shown_text() or time.monotonic() > deadline:
+            break
+    assert "alice kicked bob: being rude" in chat.shown_text()
+    bob.drain()
+    assert any(ev.type == "status" and ev["state"] == "disconnected"
+               and "kicked" in ev["reason"] for ev in bob.seen)

@@ -489,47 +489,37 @@ async def run_chat(args: argparse.Namespace) -> int:
 
 async def _chat_command(client: Any, line: str, room: str, pending: list[asyncio.Future[Any]],
                         out: Any) -> str:
-    if not line.startswith("/") or line.startswith("//"):
-        text = line[1:] if line.startswith("//") else line
-        pending.append(client.say_nowait(room, text))
+    """Carry out one chat line (see :mod:`chatscreen.commands`); returns the current room."""
+    from chatscreen.commands import HELP, parse_command
+
+    try:
+        command = parse_command(line, room)
+    except ChatscreenError as exc:
+        out(f"! {exc}", flush=True)
         return room
-    cmd, _, rest = line.partition(" ")
-    rest = rest.strip()
-    if cmd == "/join" and rest:
-        await client.join(rest)
-        return str(rest)
-    if cmd == "/msg" and " " in rest:
-        to, _, text = rest.partition(" ")
-        pending.append(asyncio.ensure_future(client.pm(to, text)))
-        return room
-    if cmd == "/who":
-        target = rest or room
-        out(f"* in {target}: {', '.join(await client.who(target))}", flush=True)
-        return room
-    if cmd == "/rooms":
+    kind, a = command.kind, command.args
+    if kind == "say":
+        pending.append(client.say_nowait(room, a["text"]))
+    elif kind == "join":
+        await client.join(a["room"])
+        return str(a["room"])
+    elif kind == "msg":
+        pending.append(asyncio.ensure_future(client.pm(a["to"], a["text"])))
+    elif kind == "who":
+        out(f"* in {a['room']}: {', '.join(await client.who(a['room']))}", flush=True)
+    elif kind == "rooms":
         rooms = await client.list_rooms()
         out("* rooms: " + ", ".join(f"{r['name']} ({r['users']})" for r in rooms), flush=True)
-        return room
-    if cmd == "/register":  # with something after it: never sent, never used
-        out("! type /register alone: the password is asked for (or read from "
-            "CHATSCREEN_PASSWORD), never typed in the chat line", flush=True)
-        return room
-    if cmd == "/private" and rest:
-        await client.create_room(rest, private=True)
-        return str(rest)
-    if cmd == "/invite" and rest:
-        user, _, where = rest.partition(" ")
-        await client.invite(where.strip() or room, user)
-        out(f"* invited {user} to {where.strip() or room}", flush=True)
-        return room
-    if cmd in MODERATION_COMMANDS and rest:
-        await _moderation_command(client, cmd, rest)
-        return room
-    out("! commands: /join ROOM, /msg USER TEXT, /who [ROOM], /rooms, /register, "
-        "/kick USER [REASON], /mute USER DURATION [REASON], /unmute USER, "
-        "/ban USER|IP [DURATION] [REASON], /unban USER|IP, /role USER ROLE, /private ROOM, "
-        "/invite USER [ROOM], /quit "
-        "(start a message with // to send a literal /)", flush=True)
+    elif kind == "private":
+        await client.create_room(a["room"], private=True)
+        return str(a["room"])
+    elif kind == "invite":
+        await client.invite(a["room"], a["user"])
+        out(f"* invited {a['user']} to {a['room']}", flush=True)
+    elif kind == "moderate":
+        await client.moderate(**a)
+    else:  # help (register and quit are handled by the caller)
+        out(f"! {HELP}", flush=True)
     return room
 
 
@@ -547,38 +537,6 @@ async def _register(client: Any, secrets: queue.Queue[str | None], out: Any) -> 
             return
     await client.register(password)
     out(f"* registered: from now on only your password logs in as {client.user}", flush=True)
-
-
-MODERATION_COMMANDS = {"/kick": "kick", "/mute": "mute", "/unmute": "unmute", "/ban": "ban",
-                       "/unban": "unban", "/role": "role"}
-
-
-async def _moderation_command(client: Any, cmd: str, rest: str) -> None:
-    from chatscreen.server.moderation import parse_duration
-
-    action = MODERATION_COMMANDS[cmd]
-    target, _, more = rest.partition(" ")
-    more = more.strip()
-    fields: dict[str, Any] = {}
-    try:
-        fields["address"] = str(ipaddress.ip_address(target))
-    except ValueError:
-        fields["target"] = target
-    if action in ("mute", "ban") and more:
-        first, _, reason = more.partition(" ")
-        try:
-            fields["duration"] = parse_duration(first)
-            more = reason.strip()
-        except ValueError as exc:
-            if action == "mute":  # for /ban, no duration: the rest is the reason
-                raise ChatscreenError(str(exc)) from None
-    if action == "role":
-        if not more:
-            raise ChatscreenError("/role USER ROLE (admin, moderator or member)")
-        fields["role"] = more
-    elif action in ("kick", "mute", "ban") and more:
-        fields["reason"] = more
-    await client.moderate(action, **fields)
 
 
 # -- share and view ---------------------------------------------------------------------

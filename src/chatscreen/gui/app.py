@@ -204,7 +204,8 @@ class App:
 
     # -- connection --------------------------------------------------------------------
 
-    def connect(self, host: str, chat_port: int, screen_port: int, user: str) -> None:
+    def connect(self, host: str, chat_port: int, screen_port: int, user: str, *,
+                password: str | None = None, server_password: str | None = None) -> None:
         if self.net is not None:
             return
         self.chat_tab.reset()
@@ -216,7 +217,8 @@ class App:
         self.settings = ClientSettings(user=user, server=host if chat_port == 9999
                                        else f"{host}:{chat_port}", screen_port=screen_port)
         self.net = NetSession(host, user, chat_port=chat_port, screen_port=screen_port,
-                              render_pool=self.render_pool)
+                              render_pool=self.render_pool, password=password,
+                              server_password=server_password)
         self.connection_tab.set_connected(True)
         self.connection_tab.show("")
         self._set_state("connecting")

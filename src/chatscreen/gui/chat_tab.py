@@ -13,6 +13,10 @@ from tkinter import ttk
 from typing import TYPE_CHECKING, Any
 
 from chatscreen.cli import local_time
+from chatscreen.commands import HELP, Command, parse_command
+from chatscreen.errors import ChatscreenError
+from chatscreen.gui.dialogs import NewPasswordDialog
+from chatscreen.gui.net import gui_event
 from chatscreen.gui.widgets import selection, styled_listbox
 from chatscreen.protocol import Message
 
@@ -122,6 +126,7 @@ class ChatTab(ttk.Frame):
         self._typing_sent = 0.0
         self._dirty = False
         self._keep_top: str | None = None  # after loading older messages: keep this in view
+        self.password_dialog: NewPasswordDialog | None = None  # the last /register's
         self._build()
 
     # -- layout ------------------------------------------------------------------------
@@ -307,6 +312,14 @@ class ChatTab(ttk.Frame):
                 else:
                     talk.typing.pop(ev["user"], None)
                 self._refresh_typing()
+        elif kind == "notice":  # a moderation action, an invitation: shown in its room
+            key = f"#{ev['room']}"
+            self.conversation(key)
+            self._note(key, ev["text"])
+            self._refresh_list()
+        elif kind == "gui_note":
+            if ev["key"] in self.conversations:
+                self._note(ev["key"], ev["text"])
         elif kind == "gui_sent":
             pending = self.pending.pop(ev["token"], None)
             if pending is not None:
@@ -438,6 +451,21 @@ class ChatTab(ttk.Frame):
         net = self.app.net
         if not text.strip() or self.current is None or net is None:
             return
+        if text.startswith("/"):
+            room = self.current[1:] if self.current.startswith("#") else "general"
+            try:
+                command = parse_command(text, room)
+            except ChatscreenError as exc:
+                self._note(self.current, str(exc))
+                self._render(to_end=True)
+                return
+            self.entry.delete("1.0", "end")
+            self._fit_entry()
+            if command.kind != "say":
+                self.run_command(command)
+                self._render(to_end=True)
+                return
+            text = command.args["text"]  # "//text": a message that starts with "/"
         token = next(self._tokens)
         self.pending[token] = Pending(self.current, text)
         if self.current.startswith("#"):
@@ -450,6 +478,59 @@ class ChatTab(ttk.Frame):
         self.entry.delete("1.0", "end")
         self._fit_entry()
         self._render(to_end=True)
+
+    def run_command(self, command: Command) -> None:
+        """Carry out a chat-line command (see :mod:`chatscreen.commands`); what it answers
+        shows as a note in the current conversation."""
+        net = self.app.net
+        if net is None or self.current is None:
+            return
+        here, kind, a = self.current, command.kind, command.args
+
+        def then(fn: Any, what: str, answer: Any = None) -> None:
+            fut = net.call(fn, what)
+            if answer is not None:
+                fut.add_done_callback(lambda f: None if f.cancelled() or f.exception() else
+                                      net.events.put(gui_event("note", key=here,
+                                                               text=answer(f.result()))))
+
+        if kind == "join":
+            self.app.joining = a["room"]
+            then(lambda c: c.join(a["room"]), f"Cannot join {a['room']}")
+        elif kind == "msg":
+            self.select(f"@{a['to']}")
+            token = next(self._tokens)
+            self.pending[token] = Pending(f"@{a['to']}", a["text"])
+            net.pm(a["to"], a["text"], token)
+        elif kind == "who":
+            then(lambda c: c.who(a["room"]), f"Cannot list {a['room']}",
+                 lambda users: f"In #{a['room']}: {', '.join(users)}")
+        elif kind == "rooms":
+            then(lambda c: c.list_rooms(), "Cannot list the rooms",
+                 lambda rooms: "Rooms: " + ", ".join(f"#{r['name']} ({r['users']})"
+                                                     for r in rooms))
+        elif kind == "private":
+            self.app.joining = a["room"]
+            then(lambda c: c.create_room(a["room"], private=True),
+                 f"Cannot create {a['room']}")
+        elif kind == "invite":
+            then(lambda c: c.invite(a["room"], a["user"]), f"Cannot invite {a['user']}",
+                 lambda _: f"Invited {a['user']} to #{a['room']}")
+        elif kind == "moderate":
+            # the server's notice in the target's rooms says what was done
+            then(lambda c: c.moderate(**a), f"Cannot {a['action']}",
+                 lambda _: f"Done: {a['action']} {a.get('target') or a.get('address')}")
+        elif kind == "register":
+            def register(password: str) -> None:
+                then(lambda c: c.register(password), "Cannot register",
+                     lambda _: f"Registered: from now on only your password logs in as "
+                               f"{self.app.user}")
+
+            self.password_dialog = NewPasswordDialog(self, self.app.user, register)
+        elif kind == "quit":
+            self.app.quit()
+        else:
+            self._note(here, HELP)
 
     def _on_key(self, event: tk.Event[Any]) -> None:
         self._fit_entry()

@@ -31,19 +31,23 @@ class ConnectionTab(ttk.Frame):
         ttk.Label(self, text="Connect to a chatscreen server", style="Title.TLabel").grid(
             row=0, column=0, columnspan=3, sticky="w", pady=(0, 16))
         rows = [("Username", ""),
+                ("Password", "only if your name is registered"),
                 ("Server", "HOST or HOST:PORT (chat port, default 9999)"),
-                ("Screen port", "default 9998")]
+                ("Screen port", "default 9998"),
+                ("Server password", "only if the server asks for one")]
         self.entries: dict[str, ttk.Entry] = {}
         for i, (label, hint) in enumerate(rows, start=1):
             ttk.Label(self, text=label).grid(row=i, column=0, sticky="w", pady=4, padx=(0, 12))
-            entry = ttk.Entry(self, width=32, font=body)
+            # passwords are shown as dots, kept in memory only, never saved
+            secret = "password" in label.lower()
+            entry = ttk.Entry(self, width=32, font=body, show="•" if secret else "")
             entry.grid(row=i, column=1, sticky="w", pady=4, ipady=2)
             entry.bind("<Return>", lambda _e: self.connect())
             self.entries[label] = entry
             ttk.Label(self, text=hint, style="Hint.TLabel").grid(row=i, column=2, sticky="w",
                                                                 padx=(10, 0))
         buttons = ttk.Frame(self)
-        buttons.grid(row=4, column=1, sticky="w", pady=(14, 8))
+        buttons.grid(row=len(rows) + 1, column=1, sticky="w", pady=(14, 8))
         self.connect_button = ttk.Button(buttons, text="Connect", command=self.connect,
                                          style="Accent.TButton")
         self.connect_button.pack(side="left")
@@ -51,7 +55,7 @@ class ConnectionTab(ttk.Frame):
                                             command=self.app.disconnect, state="disabled")
         self.disconnect_button.pack(side="left", padx=(8, 0))
         self.message = ttk.Label(self, text="", style="Message.TLabel", wraplength=640)
-        self.message.grid(row=5, column=0, columnspan=3, sticky="w", pady=(8, 0))
+        self.message.grid(row=len(rows) + 2, column=0, columnspan=3, sticky="w", pady=(8, 0))
 
     def connect(self) -> None:
         user = self.entries["Username"].get().strip()
@@ -67,7 +71,9 @@ class ConnectionTab(ttk.Frame):
             self.show("The server is HOST or HOST:PORT and the screen port a number",
                       error=True)
             return
-        self.app.connect(host, chat_port, screen_port, user)
+        self.app.connect(host, chat_port, screen_port, user,
+                         password=self.entries["Password"].get() or None,
+                         server_password=self.entries["Server password"].get() or None)
 
     def set_connected(self, active: bool) -> None:
         """active: a session exists (connecting, connected or reconnecting)."""

@@ -1,0 +1,96 @@
+"""Chat-line commands (``/join``, ``/msg``, ``/kick`` ...), parsed the same for every client.
+
+:func:`parse_command` is pure: a line typed in a chat box in, a :class:`Command` out (or a
+:class:`~chatscreen.errors.ChatscreenError` saying how to write it). The terminal client
+(``chatscreen chat``) and the desktop app each carry commands out with their own I/O.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any
+
+from chatscreen.errors import ChatscreenError
+from chatscreen.server.moderation import parse_duration
+
+HELP = ("commands: /join ROOM, /msg USER TEXT, /who [ROOM], /rooms, /register, "
+        "/kick USER [REASON], /mute USER DURATION [REASON], /unmute USER, "
+        "/ban USER|IP [DURATION] [REASON], /unban USER|IP, /role USER ROLE, /private ROOM, "
+        "/invite USER [ROOM], /quit (start a message with // to send a literal /)")
+
+MODERATION = {"/kick": "kick", "/mute": "mute", "/unmute": "unmute", "/ban": "ban",
+              "/unban": "unban", "/role": "role"}
+
+
+@dataclass(frozen=True)
+class Command:
+    """What a chat line asks for.
+
+    ``kind`` is one of: ``say`` (text), ``join`` (room), ``msg`` (to, text), ``who`` (room),
+    ``rooms``, ``register``, ``private`` (room), ``invite`` (user, room), ``moderate``
+    (action and the fields of a ``moderate`` request), ``quit``, ``help``.
+    """
+
+    kind: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_command(line: str, room: str) -> Command:
+    """The command in a chat line typed while ``room`` is the current room."""
+    if not line.startswith("/") or line.startswith("//"):
+        return Command("say", {"text": line[1:] if line.startswith("//") else line})
+    cmd, _, rest = line.strip().partition(" ")
+    rest = rest.strip()
+    if cmd == "/join" and rest:
+        return Command("join", {"room": rest.lstrip("#")})
+    if cmd == "/msg" and " " in rest:
+        to, _, text = rest.partition(" ")
+        return Command("msg", {"to": to, "text": text.strip()})
+    if cmd == "/who":
+        return Command("who", {"room": rest.lstrip("#") or room})
+    if cmd == "/rooms" and not rest:
+        return Command("rooms")
+    if cmd == "/register":
+        if rest:  # never sent, never used: it was typed where others could see it
+            raise ChatscreenError("type /register alone: the password is asked for, never "
+                                  "typed in the chat line")
+        return Command("register")
+    if cmd == "/private" and rest:
+        return Command("private", {"room": rest.lstrip("#")})
+    if cmd == "/invite" and rest:
+        user, _, where = rest.partition(" ")
+        return Command("invite", {"user": user, "room": where.strip().lstrip("#") or room})
+    if cmd in MODERATION and rest:
+        return Command("moderate", _moderation(MODERATION[cmd], rest))
+    if cmd == "/quit" and not rest:
+        return Command("quit")
+    if cmd == "/help":
+        return Command("help")
+    raise ChatscreenError(HELP)
+
+
+def _moderation(action: str, rest: str) -> dict[str, Any]:
+    """The fields of a ``moderate`` request: ``/ban 10.0.0.7 2h flooding`` and the like."""
+    target, _, more = rest.partition(" ")
+    more = more.strip()
+    fields: dict[str, Any] = {"action": action}
+    try:
+        fields["address"] = str(ipaddress.ip_address(target))
+    except ValueError:
+        fields["target"] = target
+    if action in ("mute", "ban") and more:
+        first, _, reason = more.partition(" ")
+        try:
+            fields["duration"] = parse_duration(first)
+            more = reason.strip()
+        except ValueError as exc:
+            if action == "mute":  # for /ban, no duration: the rest is the reason
+                raise ChatscreenError(str(exc)) from None
+    if action == "role":
+        if not more:
+            raise ChatscreenError("/role USER ROLE (admin, moderator or member)")
+        fields["role"] = more
+    elif action in ("kick", "mute", "ban") and more:
+        fields["reason"] = more
+    return fields
