@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import ssl
 import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -21,7 +18,7 @@ from tests.helpers.server import (
     TIMEOUT,
     ServerProcess,
     frame,
-    raw_socket,
+    raw_exchange,
     run,
     running_server,
     wait_for,
@@ -195,22 +192,6 @@ def test_queued_message_is_stored_once_even_if_resent(server: ServerProcess) -> 
 
 
 # -- bad peers -----------------------------------------------------------------------------
-
-
-def raw_exchange(srv: ServerProcess, port: int, data: bytes) -> list[dict[str, Any]]:
-    """Send raw bytes, read until the server closes; return the error headers it sent."""
-    with raw_socket(srv, port) as sock:
-        sock.sendall(data)
-        buf = b""
-        with contextlib.suppress(ConnectionResetError, ssl.SSLError):
-            while chunk := sock.recv(65536):
-                buf += chunk
-    headers = []
-    while len(buf) >= 8:
-        body, hlen = struct.unpack(">II", buf[:8])
-        headers.append(json.loads(buf[8 : 8 + hlen]))
-        buf = buf[4 + body :]
-    return headers
 
 
 @pytest.mark.parametrize("port_kind", ["chat", "screen"])

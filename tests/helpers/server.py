@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import queue
@@ -116,20 +117,46 @@ class ServerProcess:
         self._stderr.close()
 
 
-def raw_socket(srv: ServerProcess, port: int, *, rcvbuf: int | None = None) -> socket.socket:
-    """A bare connection to one of the server's ports (TLS-wrapped when the server uses TLS),
-    for tests that speak the protocol by hand."""
+def raw_socket(srv: ServerProcess, port: int, *, rcvbuf: int | None = None,
+               source: str | None = None, tls: bool = True) -> socket.socket:
+    """A bare connection to one of the server's ports (TLS-wrapped when the server uses TLS
+    and ``tls``), for tests that speak the protocol by hand; from the loopback address
+    ``source`` (127.0.0.2 ...: another machine, as far as the server can tell)."""
     sock = socket.socket()
     if rcvbuf is not None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    if source is not None:
+        sock.bind((source, 0))
     sock.settimeout(TIMEOUT)
     sock.connect(("127.0.0.1", port))
-    if not srv.tls:
+    if not srv.tls or not tls:
         return sock
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     return ctx.wrap_socket(sock)
+
+
+def read_headers(sock: socket.socket) -> list[dict[str, Any]]:
+    """Read until the server closes; return the headers of the frames it sent."""
+    buf = b""
+    with contextlib.suppress(ConnectionResetError, ssl.SSLError):
+        while chunk := sock.recv(65536):
+            buf += chunk
+    headers = []
+    while len(buf) >= 8:
+        body, hlen = struct.unpack(">II", buf[:8])
+        headers.append(json.loads(buf[8 : 8 + hlen]))
+        buf = buf[4 + body :]
+    return headers
+
+
+def raw_exchange(srv: ServerProcess, port: int, data: bytes, **kwargs: Any
+                 ) -> list[dict[str, Any]]:
+    """Send raw bytes, read until the server closes; return the headers it sent."""
+    with raw_socket(srv, port, **kwargs) as sock:
+        sock.sendall(data)
+        return read_headers(sock)
 
 
 @contextmanager

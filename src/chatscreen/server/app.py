@@ -46,7 +46,8 @@ class Server:
         self.heartbeat = settings.heartbeat
         self.peers: set[Peer] = set()
         self._per_address: dict[str, int] = {}
-        self._handshaking = 0  # connections not logged in yet
+        # connections not logged in yet, oldest first (a dict as an ordered set)
+        self._handshaking: dict[Peer, None] = {}
         self.store = SQLiteStore(settings.data_dir / "chatscreen.db",
                                  durability=settings.durability)
         self.fanout = LocalFanout()
@@ -76,27 +77,32 @@ class Server:
     def peer_opened(self, peer: Peer) -> None:
         s = self.settings
         self.peers.add(peer)
-        self._handshaking += 1
+        self._handshaking[peer] = None
         ip = peer.ip
         self._per_address[ip] = self._per_address.get(ip, 0) + 1
         if self._per_address[ip] > s.max_connections_per_address:
             peer.fail(ErrorCode.TOO_MANY_CONNECTIONS,
                       f"too many connections from {ip} (at most {s.max_connections_per_address})")
-        elif self._handshaking > s.max_handshakes:
-            peer.fail(ErrorCode.TOO_MANY_CONNECTIONS, "too many logins in progress; try again")
-        elif peer.kind == "chat":
-            now = asyncio.get_running_loop().time()
-            peer.rates = Rates(TokenBucket(s.rate_messages, s.rate_burst, now),
-                               TokenBucket(s.rate_bytes, 4 * s.rate_bytes, now),
-                               s.flood_timeout)
+        else:
+            if len(self._handshaking) > s.max_handshakes:
+                # Full of connections that are not logging in (slowloris, from anywhere):
+                # the one waiting longest makes room, so that they cannot keep others out.
+                oldest = next(iter(self._handshaking))
+                del self._handshaking[oldest]
+                oldest.fail(ErrorCode.HANDSHAKE_TIMEOUT,
+                            "too slow to log in while others were waiting")
+            if peer.kind == "chat":
+                now = asyncio.get_running_loop().time()
+                peer.rates = Rates(TokenBucket(s.rate_messages, s.rate_burst, now),
+                                   TokenBucket(s.rate_bytes, 4 * s.rate_bytes, now),
+                                   s.flood_timeout)
 
     def peer_ready(self, peer: Peer) -> None:
-        self._handshaking -= 1
+        self._handshaking.pop(peer, None)
 
     def peer_closed(self, peer: Peer) -> None:
         self.peers.discard(peer)
-        if not peer.logged_in:
-            self._handshaking -= 1
+        self._handshaking.pop(peer, None)
         left = self._per_address.get(peer.ip, 1) - 1
         if left > 0:
             self._per_address[peer.ip] = left
