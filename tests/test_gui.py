@@ -432,6 +432,9 @@ def test_share_from_the_app_then_ctrl_q(gui: GuiHarness, server: ServerProcess, 
 
     assert not g.app.banner.winfo_ismapped()
     tab.preset.set("text")
+    tab.audience.set("Only the people named")  # bob may watch; carol does not even see it
+    g.type_into(tab.audience_entry, "bob")
+    carol = Headless(server, "carol")
     g.click(tab.share_button)
     g.wait_for(lambda: g.app.banner.winfo_ismapped(), "the sharing indicator")
     assert "You are sharing your screen" in str(g.app.banner_label.cget("text"))
@@ -439,6 +442,22 @@ def test_share_from_the_app_then_ctrl_q(gui: GuiHarness, server: ServerProcess, 
     assert g.root.title().startswith("● Sharing your screen")
     assert str(tab.share_button.cget("text")) == "Stop Sharing Screen"
     g.wait_for(lambda: tab.selected_label().startswith("▣ alice (you)"), "our share listed")
+    g.wait_for(lambda: str(tab.viewers_label.cget("text")) == "Nobody is watching",
+               "the viewer list")
+
+    g.wait_for(lambda: any(s["user"] == "alice" for s in bob.tc.client.shares),
+               "bob to see the share")
+    share_id = next(s["id"] for s in bob.tc.client.shares if s["user"] == "alice")
+    watching = bob.tc.call(lambda c: c.open_screen()).result(TIMEOUT)
+    bob.tc.call(lambda c: watching.watch(share_id)).result(TIMEOUT)
+    g.wait_for(lambda: str(tab.viewers_label.cget("text")) == "Watched by bob",
+               "bob among the viewers, live")
+    carol.tc.call(lambda c: c.ping()).result(TIMEOUT)  # the share list came before this
+    assert carol.tc.client.shares == []
+    carol.close()
+    bob.tc.call(lambda c: watching.close()).result(TIMEOUT)
+    g.wait_for(lambda: str(tab.viewers_label.cget("text")) == "Nobody is watching",
+               "bob gone from the viewers")
 
     got = bob.tc.call(lambda c: snapshot(c, "alice", TIMEOUT)).result(2 * TIMEOUT)
     assert got.size == (1920, 1080)

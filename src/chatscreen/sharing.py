@@ -48,6 +48,7 @@ class ShareStats:
     started: float = field(default_factory=time.monotonic)
     captures: int = 0  # screen captures taken (frames + captures that found no change)
     damage: bool = False  # captures driven by X DAMAGE (else polling at fps)
+    channel: ScreenChannel | None = None  # the share's connection (its ``viewers``: live)
 
     def summary(self) -> str:
         secs = max(time.monotonic() - self.started, 1e-9)
@@ -133,7 +134,7 @@ async def share_screen(client: Client, stop: asyncio.Event, *, monitor: int = 1,
     stats.damage = listener is not None
     screen: ScreenChannel | None = None
     try:
-        screen = await client.open_screen()
+        screen = stats.channel = await client.open_screen()
         if listener is not None:
             listener.take()  # what the first (full) capture covers anyway
         first = await loop.run_in_executor(pool, grabber.grab, True)

@@ -368,6 +368,8 @@ class App:
                 text=f"{self.screen_tab.share_detail}  ·  sending "
                      f"{stats.frames / secs:.1f} frames/s, {stats.bytes * 8 / secs / 1e6:.1f}"
                      " Mbit/s")
+            channel = stats.channel
+            self.screen_tab.show_viewers(list(channel.viewers) if channel is not None else None)
 
     def _set_state(self, state: str, reason: str = "") -> None:
         self.state = state

@@ -256,14 +256,18 @@ class NetSession:
     def watching(self) -> bool:
         return self._watch is not None and not self._watch.done()
 
-    def start_share(self, monitor: int, fps: float, quality: int) -> None:
+    def start_share(self, monitor: int, fps: float, quality: int, *,
+                    viewers: list[str] | None = None, room: str | None = None) -> None:
+        """Share a monitor; only ``viewers``, or the members of ``room``, may watch (else
+        anyone)."""
         if self._share is not None and not self._share.done():
             return
         self.share_stats = ShareStats()
-        self._share = self.tc.run(self._share_loop(monitor, fps, quality, self.share_stats))
+        self._share = self.tc.run(self._share_loop(monitor, fps, quality, self.share_stats,
+                                                   viewers, room))
 
-    async def _share_loop(self, monitor: int, fps: float, quality: int,
-                          stats: ShareStats) -> None:
+    async def _share_loop(self, monitor: int, fps: float, quality: int, stats: ShareStats,
+                          viewers: list[str] | None, room: str | None) -> None:
         stop = self._share_stop = asyncio.Event()
 
         def started(w: int, h: int) -> None:
@@ -272,7 +276,7 @@ class NetSession:
         reason = "stopped"
         try:
             await share_screen(self.client, stop, monitor=monitor, fps=fps, quality=quality,
-                               stats=stats, on_started=started)
+                               stats=stats, on_started=started, viewers=viewers, room=room)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # CaptureError, ConnectError, ConnectionResetError, ...

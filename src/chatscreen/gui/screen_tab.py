@@ -31,6 +31,10 @@ class Preset:
 
 
 #: What is shared, mapped to JPEG quality and frame rate (see docs/gui.md).
+# who may watch our share: the choice, and what `share` is sent with
+AUDIENCES = {"Everyone": "everyone", "Only the people named": "viewers",
+             "The members of a room": "room"}
+
 PRESETS = {
     "text": Preset("text", 90, 5.0, "sharp text, 5 frames/s"),
     "balanced": Preset("balanced", 80, 15.0, "15 frames/s"),
@@ -94,8 +98,24 @@ class ScreenTab(ttk.Frame):
         self.columnconfigure(1, weight=1)
         self.rowconfigure(1, weight=1)
 
-        share = ttk.Frame(self, style="Card.TFrame", padding=(12, 10))
-        share.grid(row=0, column=0, columnspan=2, sticky="ew", pady=(0, 10))
+        card = ttk.Frame(self, style="Card.TFrame", padding=(12, 10))
+        card.grid(row=0, column=0, columnspan=2, sticky="ew", pady=(0, 10))
+        share = ttk.Frame(card, style="Card.TFrame")
+        share.pack(fill="x")
+        audience = ttk.Frame(card, style="Card.TFrame")
+        audience.pack(fill="x", pady=(8, 0))
+        ttk.Label(audience, text="Who may watch", style="Card.TLabel").pack(side="left",
+                                                                           padx=(0, 6))
+        self.audience = ttk.Combobox(audience, values=list(AUDIENCES), state="readonly",
+                                     width=22, font=fonts["body"])
+        self.audience.set(next(iter(AUDIENCES)))
+        self.audience.pack(side="left")
+        self.audience_entry = ttk.Entry(audience, width=30, font=fonts["body"])
+        self.audience_entry.pack(side="left", padx=(6, 0))
+        ttk.Label(audience, text="names separated by commas, or a room",
+                  style="CardHint.TLabel").pack(side="left", padx=(8, 0))
+        self.viewers_label = ttk.Label(audience, text="", style="CardHint.TLabel")
+        self.viewers_label.pack(side="right")
         ttk.Label(share, text="Your screen", style="CardHeading.TLabel").pack(side="left",
                                                                             padx=(0, 14))
         self.share_button = ttk.Button(share, text="Start Sharing Screen", width=20,
@@ -254,8 +274,16 @@ class ScreenTab(ttk.Frame):
             self.stop_share()
             return
         preset = PRESETS[self.preset_name]
+        who, text = AUDIENCES[self.audience.get()], self.audience_entry.get().strip()
+        names = [n.strip() for n in text.split(",") if n.strip()]
+        if who != "everyone" and not names:
+            self.share_status.configure(text="Name the people, or the room, who may watch")
+            self.audience_entry.focus_set()
+            return
         self._show_preset()
-        net.start_share(self._monitor_index(), preset.fps, preset.quality)
+        net.start_share(self._monitor_index(), preset.fps, preset.quality,
+                        viewers=names if who == "viewers" else None,
+                        room=names[0].lstrip("#") if who == "room" else None)
         self._sharing_controls(True)
         self.share_status.configure(text="Starting…")
 
@@ -274,8 +302,18 @@ class ScreenTab(ttk.Frame):
     def _sharing_controls(self, sharing: bool) -> None:
         self.share_button.configure(text="Stop Sharing Screen" if sharing
                                     else "Start Sharing Screen")
-        for box in (self.monitor, self.preset):
+        for box in (self.monitor, self.preset, self.audience):
             box.configure(state="disabled" if sharing else "readonly")
+        self.audience_entry.configure(state="disabled" if sharing else "normal")
+        if not sharing:
+            self.viewers_label.configure(text="")
+
+    def show_viewers(self, users: list[str] | None) -> None:
+        """Who watches our share right now, as the server says (None: not known yet)."""
+        text = "" if users is None else (
+            "Watched by " + ", ".join(users) if users else "Nobody is watching")
+        if str(self.viewers_label.cget("text")) != text:
+            self.viewers_label.configure(text=text)
 
     def watch_selected(self) -> None:
         if self.wanted is not None:
