@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.server import ServerProcess, running_server
+from tests.helpers.server import ServerProcess, port_outside_ephemeral_range, running_server
 from tests.helpers.xvfb import XvfbError, run_xvfb
 
 
@@ -35,3 +35,24 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
     """The real server, with its defaults (TLS), on free loopback ports."""
     with running_server(tmp_path / "data") as srv:
         yield srv
+
+
+@pytest.fixture
+def fixed_port_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """The server on fixed ports, so that it can be restarted where the clients look."""
+    for _ in range(5):
+        srv = ServerProcess(tmp_path / "data", chat_port=port_outside_ephemeral_range(),
+                            screen_port=port_outside_ephemeral_range())
+        try:
+            srv.start()
+        except AssertionError:  # taken meanwhile by someone else: try other ports
+            with contextlib.suppress(Exception):
+                srv.kill()
+            continue
+        try:
+            yield srv
+        finally:
+            if srv.proc is not None and srv.proc.poll() is None:
+                srv.stop()
+        return
+    raise AssertionError("could not start the server on fixed ports")

@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import queue
-import socket
 import subprocess
 import sys
 import time
@@ -480,45 +479,6 @@ def test_share_from_the_app_then_ctrl_q(gui: GuiHarness, server: ServerProcess, 
         with contextlib.suppress(queue.Empty):
             bob.seen.append(bob.tc.events.get(timeout=0.2))
     del photo
-
-
-def _port_outside_ephemeral_range() -> int:
-    """A free TCP port below the kernel's ephemeral range: one the kernel never hands to an
-    outgoing connection, so it is still free when the server comes back on it."""
-    low = 32768
-    with contextlib.suppress(OSError, ValueError):
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    rng = np.random.default_rng()
-    for _ in range(200):
-        port = int(rng.integers(max(1024, low - 12000), low))
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise AssertionError("no free port below the ephemeral range")
-
-
-@pytest.fixture
-def fixed_port_server(tmp_path: Path) -> Iterator[ServerProcess]:
-    """The server on fixed ports, so that it can be restarted where the clients look."""
-    for _ in range(5):
-        srv = ServerProcess(tmp_path / "data", chat_port=_port_outside_ephemeral_range(),
-                            screen_port=_port_outside_ephemeral_range())
-        try:
-            srv.start()
-        except AssertionError:  # taken meanwhile by someone else: try other ports
-            with contextlib.suppress(Exception):
-                srv.kill()
-            continue
-        try:
-            yield srv
-        finally:
-            if srv.proc is not None and srv.proc.poll() is None:
-                srv.stop()
-        return
-    raise AssertionError("could not start the server on fixed ports")
 
 
 def test_server_restart_reconnects_without_losing_messages(

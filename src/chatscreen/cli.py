@@ -556,7 +556,8 @@ async def run_share(args: argparse.Namespace) -> int:
     import signal
 
     from chatscreen.capture import CaptureError
-    from chatscreen.sharing import DEFAULT_FPS, ShareStats, share_screen
+    from chatscreen.resume import keep_sharing
+    from chatscreen.sharing import DEFAULT_FPS, ShareStats
 
     quality = args.quality  # None: the preset's
     if quality is not None and not 1 <= quality <= 100:
@@ -564,7 +565,7 @@ async def run_share(args: argparse.Namespace) -> int:
     fps = args.fps if args.fps is not None else DEFAULT_FPS
     if not 0 < fps <= 120:
         raise ChatscreenError("--fps must be between 0 and 120")
-    client = await connect_client(args, reconnect=False)
+    client = await connect_client(args)  # reconnects, and the share resumes by itself
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -576,7 +577,7 @@ async def run_share(args: argparse.Namespace) -> int:
               "press Ctrl+C to stop", flush=True)
 
     try:
-        await share_screen(client, stop, monitor=args.monitor, fps=fps, quality=quality,
+        await keep_sharing(client, stop, monitor=args.monitor, fps=fps, quality=quality,
                            max_size=_parse_size(args.max_size), stats=stats,
                            on_started=started, preset=args.preset,
                            viewers=[u.strip() for u in args.only.split(",") if u.strip()]

@@ -18,6 +18,8 @@ from PIL import Image, ImageTk
 from chatscreen.client import Client
 from chatscreen.codec import Canvas
 from chatscreen.errors import ChatscreenError
+from chatscreen.protocol import Message
+from chatscreen.resume import keep_watching
 from chatscreen.sharing import find_share, frame_rects
 
 
@@ -41,27 +43,26 @@ class _Latest:
 
 async def _watch(host: str, port: int, screen_port: int, user: str, sharer: str | None,
                  box: _Latest, stop: threading.Event, tls: dict[str, Any]) -> None:
-    client = Client(host, user, chat_port=port, screen_port=screen_port, reconnect=False,
-                    **tls)
+    client = Client(host, user, chat_port=port, screen_port=screen_port, **tls)
     try:
         await client.connect()
         box.status = "Waiting for a share…"
         share = await find_share(client, sharer, timeout=3600)
-        screen = await client.open_screen()
-        await screen.watch(share["id"])
         canvas = Canvas(share["w"], share["h"])
         box.status = f"Watching {share['user']}"
-        while not stop.is_set():
-            try:
-                msg = await screen.next_frame(timeout=0.5)
-            except TimeoutError:
-                continue
-            if msg.type == "unshared":
-                box.status = f"{share['user']} stopped sharing"
-                break
+
+        async def show(msg: Message) -> None:
             canvas.apply(msg["w"], msg["h"], msg["key"], frame_rects(msg))
             if canvas.complete:
                 box.put(canvas.pixels.copy())
+
+        watching = asyncio.ensure_future(keep_watching(client, share, show))
+        while not stop.is_set() and not watching.done():  # the window closing sets stop
+            await asyncio.wait({watching}, timeout=0.5)
+        if watching.done():
+            box.status = watching.result()
+        else:
+            watching.cancel()
     except (ChatscreenError, OSError) as exc:
         box.status = f"Disconnected: {exc}"
     finally:

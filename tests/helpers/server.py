@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import queue
+import random
 import re
 import signal
 import socket
@@ -201,3 +202,21 @@ async def refused(c: Client) -> ServerError:
     cause = info.value.__cause__
     assert isinstance(cause, ServerError), info.value
     return cause
+
+
+def port_outside_ephemeral_range() -> int:
+    """A free TCP port below the kernel's ephemeral range: one the kernel never hands to an
+    outgoing connection, so it is still free when the server comes back on it."""
+    low = 32768
+    with contextlib.suppress(OSError, ValueError):
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(max(1024, low - 12000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port below the ephemeral range")

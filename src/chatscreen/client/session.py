@@ -80,6 +80,8 @@ class Client:
         self._cids = (f"{stream}-{n}" for n in itertools.count(1))
         self._closing = False
         self._connected = asyncio.Event()
+        self._gave_up = asyncio.Event()  # closed, or a reconnect that cannot succeed
+        self._shares_changed = asyncio.Event()  # set (and replaced) on every share list
         self._reconnector: asyncio.Task[None] | None = None
         self.rtt: float | None = None
 
@@ -104,6 +106,7 @@ class Client:
             self._emit(Message("tls", {"where": f"{self.host}:{self.chat_port}",
                                        "fingerprint": link.fingerprint, "pinned": True}))
         self._link = link
+        self.shares = []  # the server sends the current list next: none of the old ids hold
         self.token = link.welcome["token"]
         self.user = link.welcome["user"]
         self.default_room = link.welcome["room"]
@@ -116,8 +119,36 @@ class Client:
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    async def wait_connected(self, timeout: float | None = None) -> bool:
+        """Wait until logged in (again, after a reconnect); False if this client will not
+        be: it was closed, it does not reconnect, or the server refused it for good.
+        TimeoutError after ``timeout`` seconds."""
+        if self._connected.is_set():
+            return True
+        if self._gave_up.is_set() or not self.reconnect:
+            return False
+        back = asyncio.ensure_future(self._connected.wait())
+        gone = asyncio.ensure_future(self._gave_up.wait())
+        try:
+            done, _ = await asyncio.wait({back, gone}, timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if not done:
+                raise TimeoutError("not connected in time")
+        finally:
+            back.cancel()
+            gone.cancel()
+        return self._connected.is_set()
+
+    async def wait_share(self, user: str, timeout: float) -> dict[str, Any]:
+        """The share of ``user`` once the server lists it; TimeoutError after ``timeout``."""
+        async with asyncio.timeout(timeout):
+            while (share := self.share_of(user)) is None:
+                await self._shares_changed.wait()
+        return share
+
     async def close(self) -> None:
         self._closing = True
+        self._gave_up.set()
         if self._reconnector is not None:
             self._reconnector.cancel()
         if self._link is not None:
@@ -142,6 +173,7 @@ class Client:
                 fut.set_exception(ConnectionResetError(text))
         self._waiters.clear()
         if self._closing or not self.reconnect or final:
+            self._gave_up.set()
             self._fail_all(ConnectionResetError(text))
             self._emit(status("disconnected", text))
             return
@@ -159,6 +191,7 @@ class Client:
                 reason = str(exc)
                 cause = exc.__cause__
                 if isinstance(cause, ServerError) and cause.code in FINAL_CODES:
+                    self._gave_up.set()
                     self._fail_all(ConnectionResetError(reason))
                     self._emit(status("disconnected", reason))
                     return
@@ -232,6 +265,8 @@ class Client:
             msg = Message("history", {**msg.fields, "messages": fresh})
         elif kind == "shares":
             self.shares = msg["shares"]
+            changed, self._shares_changed = self._shares_changed, asyncio.Event()
+            changed.set()
         elif kind == "joined":
             self.rooms.add(msg["room"])
         elif kind == "left":
@@ -362,9 +397,6 @@ class Client:
         await self._request("ping")
         self.rtt = loop.time() - start
         return self.rtt
-
-    async def wait_connected(self, timeout: float | None = None) -> None:
-        await asyncio.wait_for(self._connected.wait(), timeout)
 
     # -- screen ------------------------------------------------------------------------
 

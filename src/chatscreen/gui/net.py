@@ -25,7 +25,8 @@ from chatscreen.client import Client, ThreadedClient
 from chatscreen.codec import DecodeError, decode_rect
 from chatscreen.gui.render import Composer, Patch, Redraw
 from chatscreen.protocol import Message
-from chatscreen.sharing import ShareStats, frame_rects, share_screen
+from chatscreen.resume import keep_sharing, keep_watching
+from chatscreen.sharing import ShareStats, frame_rects
 
 T = TypeVar("T")
 MAILBOX_DEPTH = 2  # redraws waiting for the Tk thread before the watcher waits too
@@ -221,30 +222,22 @@ class NetSession:
 
     async def _watch_loop(self, share: dict[str, Any], composer: Composer,
                           mailbox: FrameMailbox) -> None:
+        """Watch until the share ends or the user stops; after a reconnect the same user's
+        share is watched again by itself (resume.keep_watching)."""
         loop = asyncio.get_running_loop()
-        try:
-            screen = await self.client.open_screen()
-        except Exception as exc:  # ConnectError, ConnectionResetError, OSError
-            self.events.put(gui_event("watch_ended", user=share["user"], reason=str(exc)))
-            return
+
+        async def show(msg: Message) -> None:
+            self.watch_meter.add(len(msg.payload))
+            await mailbox.wait_for_room()
+            mailbox.put(await loop.run_in_executor(self.render_pool, compose_frame,
+                                                   composer, msg))
+
         reason = "stopped"
         try:
-            await screen.watch(share["id"])
-            while True:
-                msg = await screen.next_frame()
-                if msg["share"] != share["id"]:
-                    continue
-                if msg.type == "unshared":
-                    reason = f"{share['user']} stopped sharing"
-                    break
-                self.watch_meter.add(len(msg.payload))
-                await mailbox.wait_for_room()
-                mailbox.put(await loop.run_in_executor(self.render_pool, compose_frame,
-                                                       composer, msg))
-        except ConnectionResetError as exc:
-            reason = str(exc)
+            reason = await keep_watching(self.client, share, show)
+        except Exception as exc:  # ConnectError, OSError, ...: said in the window
+            reason = str(exc) or type(exc).__name__
         finally:
-            await screen.close()
             self.events.put(gui_event("watch_ended", user=share["user"], reason=reason))
 
     def unwatch(self) -> None:
@@ -275,7 +268,7 @@ class NetSession:
 
         reason = "stopped"
         try:
-            await share_screen(self.client, stop, monitor=monitor, fps=fps, quality=quality,
+            await keep_sharing(self.client, stop, monitor=monitor, fps=fps, quality=quality,
                                stats=stats, on_started=started, viewers=viewers, room=room)
         except asyncio.CancelledError:
             raise
