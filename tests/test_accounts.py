@@ -196,6 +196,25 @@ def test_server_password_from_a_file(tmp_path: Path) -> None:
         assert "hank: hello" in out.stdout
 
 
+def test_server_password_asked_for_by_the_server_command(tmp_path: Path) -> None:
+    """`chatscreen server --password` asks for it (here, without a terminal, it takes
+    CHATSCREEN_PASSWORD): it is never on the command line, so never in a process list."""
+    secret = "asked-for secret"
+    env = {"CHATSCREEN_PASSWORD": secret}
+    with running_server(tmp_path / "data", "--password", env=env) as srv:
+        assert srv.proc is not None
+        cmdline = Path(f"/proc/{srv.proc.pid}/cmdline").read_bytes()
+        assert secret.encode() not in cmdline
+
+        async def scenario() -> None:
+            err = await refused(client(srv, "ivy"))
+            assert err.code == "bad_password"
+            async with client(srv, "ivy", server_password=secret) as ivy:
+                await ivy.join("general")
+
+        run(scenario())
+
+
 def test_require_accounts_and_admin_cli_work_offline(tmp_path: Path) -> None:
     data = tmp_path / "data"
     env = {"CHATSCREEN_PASSWORD": PASSWORD}

@@ -44,6 +44,9 @@ def _server_parser(sub: Any) -> None:
     p.add_argument("--log-format", choices=["text", "json"], help="json: one object per line")
     p.add_argument("--require-accounts", action="store_true",
                    help="no guests: only registered names may log in")
+    p.add_argument("--password", action="store_true",
+                   help="ask (on the terminal, typed twice) for a server password every "
+                        "client must give; it never goes on the command line")
     p.add_argument("--password-file", type=Path, metavar="FILE",
                    help="a server password every client must give, read from FILE (or set "
                         "server_password in the config, or CHATSCREEN_SERVER_PASSWORD)")
@@ -196,7 +199,9 @@ def run_server(args: argparse.Namespace) -> int:
         log_format=args.log_format, metrics_port=args.metrics_port,
         tls=False if args.no_tls else None, tls_cert=args.tls_cert, tls_key=args.tls_key,
         require_accounts=True if args.require_accounts else None,
-        server_password=_read_secret(args.password_file), share_roles=args.share_roles)
+        server_password=(_new_password("the server") if args.password
+                         else _read_secret(args.password_file)),
+        share_roles=args.share_roles)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLogFormatter() if settings.log_format == "json" else
                          logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
