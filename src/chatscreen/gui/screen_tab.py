@@ -110,12 +110,13 @@ class ScreenTab(ttk.Frame):
                                      width=22, font=fonts["body"])
         self.audience.set(next(iter(AUDIENCES)))
         self.audience.pack(side="left")
-        self.audience_entry = ttk.Entry(audience, width=30, font=fonts["body"])
-        self.audience_entry.pack(side="left", padx=(6, 0))
-        ttk.Label(audience, text="names separated by commas, or a room",
-                  style="CardHint.TLabel").pack(side="left", padx=(8, 0))
-        self.viewers_label = ttk.Label(audience, text="", style="CardHint.TLabel")
+        # packed before the entry and its hint, so that it keeps its room when space is short
+        self.viewers_label = ttk.Label(audience, text="", style="Card.TLabel")
         self.viewers_label.pack(side="right")
+        self.audience_entry = ttk.Entry(audience, width=24, font=fonts["body"])
+        self.audience_entry.pack(side="left", padx=(6, 0))
+        ttk.Label(audience, text="names, comma-separated, or a room",
+                  style="CardHint.TLabel").pack(side="left", padx=(8, 0))
         ttk.Label(share, text="Your screen", style="CardHeading.TLabel").pack(side="left",
                                                                             padx=(0, 14))
         self.share_button = ttk.Button(share, text="Start Sharing Screen", width=20,
