@@ -302,7 +302,9 @@ class VideoRegion:
                 self._counts = None  # and what moved before is history
             elif len(self._history) >= HISTORY and (hot & inside).sum() < inside.sum() / 4:
                 self.stop()  # little of it moves any more (a cursor in a stopped video)
-        want = self._candidate(img, hot, w, h)
+        want = None
+        if self.box is None or (hot & ~self._tiles(self.box, dirty.shape)).any():
+            want = self._candidate(img, hot, w, h)  # (none needed while all motion is inside)
         if want is not None and self.box is not None and not _within(want, self.box):
             want = _union(want, self.box) if _overlap(want, self.box) else want
             self.stop()
