@@ -193,3 +193,14 @@ def test_a_requested_idr_comes_with_the_next_picture() -> None:
     u = enc.encode(screen(9), now=9 / 30)
     assert u is not None
     assert [is_idr(r.data) for r in u.regions if r.enc == "h264"] == [False]
+
+
+def test_share_takes_encoding() -> None:
+    from chatscreen.cli import build_parser
+
+    p = build_parser()
+    base = ["share", "--server", "localhost", "--user", "ann"]
+    assert p.parse_args(base).encoding == "auto"
+    assert p.parse_args([*base, "--encoding", "h264"]).encoding == "h264"
+    with pytest.raises(SystemExit):
+        p.parse_args([*base, "--encoding", "mpeg2"])
