@@ -17,7 +17,8 @@ tick reached the X server, so the viewer measures:
   pixel-exact (lossless refresh), or the PSNR it stays at.
 
 Environment: ``BENCH_SCREEN_SECONDS`` (window, default 20), ``BENCH_SCREEN_RUNS`` (default 3),
-``BENCH_SCREEN_WORKLOADS`` (comma-separated subset), ``BENCH_SCREEN_BASELINE=0`` to skip the
+``BENCH_SCREEN_WORKLOADS`` (comma-separated subset), ``BENCH_SCREEN_ENCODING`` (the sharer's
+``--encoding``, default auto), ``BENCH_SCREEN_BASELINE=0`` to skip the
 original. Figures are medians over the runs.
 """
 
@@ -259,7 +260,8 @@ def run_chatscreen(display: str, name: str, png: Path) -> Result:
         try:
             args = [sys.executable, "-m", "chatscreen", "share", "--server",
                     f"{HOST}:{server.chat_port}", "--screen-port", str(server.screen_port),
-                    "--user", "sharer", "--fps", "30"]
+                    "--user", "sharer", "--fps", "30",
+                    "--encoding", os.environ.get("BENCH_SCREEN_ENCODING", "auto")]
             with child(args, r"Sharing \d+x\d+", {"DISPLAY": display},
                        stop_signal=signal.SIGINT) as (sharer, _):
                 return asyncio.run(_view_chatscreen(server, sharer.pid, work, display))

@@ -131,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="JPEG quality 1-100 for photographic regions (80)")
     p.add_argument("--preset", choices=["text", "balanced", "motion"], default="balanced",
                    help="what is shared: text (sharpest), balanced, motion (smoothest)")
+    p.add_argument("--encoding", choices=["auto", "h264", "lossless", "jpeg"], default="auto",
+                   help="auto: by content, H.264 where a region changes every frame; h264: "
+                        "H.264 for any region that keeps changing; lossless/jpeg: every "
+                        "change so (default auto)")
     p.add_argument("--monitor", type=int, default=1, help="monitor number, 0 for all (1)")
     p.add_argument("--max-size", metavar="WxH", help="scale down to fit, keeping the aspect")
     p.add_argument("--only", metavar="USER[,USER...]",
@@ -584,7 +588,7 @@ async def run_share(args: argparse.Namespace) -> int:
     try:
         await keep_sharing(client, stop, monitor=args.monitor, fps=fps, quality=quality,
                            max_size=_parse_size(args.max_size), stats=stats,
-                           on_started=started, preset=args.preset,
+                           on_started=started, preset=args.preset, encoding=args.encoding,
                            viewers=[u.strip() for u in args.only.split(",") if u.strip()]
                            if args.only else None, room=args.room)
     except CaptureError as exc:

@@ -15,6 +15,7 @@ import math
 import struct
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -176,6 +177,8 @@ def decode_rect(enc: str, data: bytes, w: int, h: int) -> RGB:
         if len(data) != w * h * 3:
             raise DecodeError(f"raw rect of {w}x{h} needs {w * h * 3} bytes, got {len(data)}")
         img = np.frombuffer(data, np.uint8).reshape(h, w, 3)
+    elif enc == "h264":
+        raise DecodeError("h264 rects need their stream's decoder: use a Canvas")
     else:
         raise DecodeError(f"unknown encoding {enc!r}")
     if img.shape[:2] != (h, w):
@@ -189,6 +192,7 @@ class Canvas:
     def __init__(self, w: int, h: int) -> None:
         self.pixels: RGB = np.zeros((h, w, 3), np.uint8)
         self.complete = False  # True once a key frame has been applied
+        self.video: Any = None  # chatscreen.video.VideoStreams, made at the first h264 rect
 
     @property
     def size(self) -> tuple[int, int]:
@@ -199,10 +203,26 @@ class Canvas:
         if (w, h) != self.size:
             self.pixels = np.zeros((h, w, 3), np.uint8)
             self.complete = False
+            self.video = None
         for x, y, rw, rh, enc, data in rects:
+            if enc == "h264":
+                self._apply_h264(x, y, rw, rh, bytes(data))
+                continue
             self.pixels[y : y + rh, x : x + rw] = decode_rect(enc, data, rw, rh)
         if key:
             self.complete = True
+
+    def _apply_h264(self, x: int, y: int, w: int, h: int, data: bytes) -> None:
+        """Decode an h264 rect with its stream's decoder (one per rectangle); a P-frame of a
+        stream whose IDR this canvas never had is skipped (the region waits for the next
+        IDR). Bad data raises DecodeError, as for every encoding."""
+        if self.video is None:
+            from chatscreen.video import VideoStreams  # PyAV loads only when needed
+
+            self.video = VideoStreams()
+        pic = self.video.decode(x, y, w, h, data)
+        if pic is not None:
+            self.pixels[y : y + h, x : x + w] = pic
 
     def save_png(self, path: Path) -> None:
         PILImage.fromarray(self.pixels, "RGB").save(path, format="PNG")

@@ -43,6 +43,7 @@ from chatscreen.tiles import (
     tile_colours,
     words,
 )
+from chatscreen.video import H264Encoder
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +66,7 @@ PRESETS = {
     "motion": Preset("motion", 70, "420", 16, 0.5),
 }
 DEFAULT_PRESET = "balanced"
+ENCODING_MODES = ("auto", "h264", "lossless", "jpeg")  # share --encoding
 LOSSLESS_BUDGET = 0.25  # share of the screen's tiles an update (not a key frame) may
 #                         encode losslessly; a bigger change goes lossy, refreshed once still
 
@@ -95,7 +97,7 @@ class ScreenEncoder:
     """Turns successive BGRA captures into updates; lives on the capture thread."""
 
     def __init__(self, preset: str | Preset = DEFAULT_PRESET, *, quality: int | None = None,
-                 tile: int = TILE) -> None:
+                 tile: int = TILE, encoding: str = "auto") -> None:
         p = PRESETS[preset] if isinstance(preset, str) else preset
         if quality is not None:
             p = Preset(p.name, quality, p.subsampling, p.lossless_colours, p.refresh_after)
@@ -104,6 +106,11 @@ class ScreenEncoder:
         self._prev: BGRA | None = None
         self._lossy: Mask | None = None  # tiles whose viewers' copy is lossy
         self._changed_at: np.ndarray | None = None  # per tile, time of its last change
+        if encoding not in ENCODING_MODES:
+            raise ValueError(f"encoding must be one of {', '.join(ENCODING_MODES)}")
+        self.encoding = encoding
+        self.video = VideoRegion(encoding, self.preset, tile) if encoding in ("auto", "h264") \
+            else None
 
     @property
     def size(self) -> tuple[int, int] | None:
@@ -140,17 +147,26 @@ class ScreenEncoder:
         assert self._lossy is not None and self._changed_at is not None
         self._changed_at[dirty] = now
         refresh = self._lossy & ~dirty & (now - self._changed_at >= self.preset.refresh_after)
+        video: list[Region] = []
+        if self.video is not None:  # a region that changes every frame goes as H.264
+            video, vmask = self.video.step(img, dirty, refresh, key=key)
+            if video:
+                dirty = dirty & ~vmask
+                self._lossy[vmask] = True  # refreshed losslessly once the motion stops
+                self._changed_at[vmask] = now
         if key or hint is None or prev is None:
             self._prev = img if img.flags.writeable else img.copy()
         else:  # keep the reference = what the viewers hold: take only the tiles looked at
             for box in merge_tiles(hint | refresh, w, h, self.tile):
                 ys, xs = slice(box.y, box.y + box.h), slice(box.x, box.x + box.w)
                 prev[ys, xs] = img[ys, xs]
-        if not dirty.any() and not refresh.any():
+        if not dirty.any() and not refresh.any() and not video:
             return None
         few = np.zeros_like(dirty)
-        if key:
+        if key or self.encoding == "lossless":
             few[:] = True
+        elif self.encoding == "jpeg":
+            pass  # every change lossy, refreshed losslessly once still
         elif dirty.any():
             counts = tile_colours(img, dirty, self.tile, cap=self.preset.lossless_colours + 1)
             few[dirty] = counts <= self.preset.lossless_colours
@@ -160,6 +176,7 @@ class ScreenEncoder:
         lossy = dirty & ~few
         regions = [self._region(img, box, True) for box in merge_tiles(lossless, w, h, self.tile)]
         regions += [self._region(img, box, False) for box in merge_tiles(lossy, w, h, self.tile)]
+        regions += video
         self._lossy[lossless] = False
         self._lossy[lossy] = True
         return Update(key, regions, int(refresh.sum()))
@@ -171,6 +188,11 @@ class ScreenEncoder:
         else:
             enc, data = "jpeg", encode_jpeg(part, self.preset.quality, self.preset.subsampling)
         return Region(box.x, box.y, box.w, box.h, enc, data)
+
+    def request_idr(self) -> None:
+        """The relay asked (``need_idr``): the next H.264 picture is a keyframe."""
+        if self.video is not None:
+            self.video.request_idr()
 
     def pending_refresh(self) -> bool:
         """Are lossy tiles waiting for their lossless refresh?"""
@@ -201,3 +223,167 @@ def hinted_change_map(prev: BGRA, cur: BGRA, hint: Mask, tile: int = TILE) -> Ma
         r0, c0 = box.y // tile, box.x // tile
         out[r0 : r0 + part.shape[0], c0 : c0 + part.shape[1]] = part
     return out
+
+
+HISTORY = 10  # captures remembered per tile to find motion
+HOT_AUTO = 8  # auto: a tile changed in this many of the last HISTORY captures is "moving"
+HOT_FORCED = 3  # --encoding h264: a lower bar
+MIN_TILES_AUTO = 12  # auto: a moving region smaller than this stays on tiles (a cursor, a clock)
+RECHECK_AFTER = 1.0  # seconds before a region found not photographic is looked at again
+
+
+class VideoRegion:
+    """Finds the region that changes every frame and sends it as one H.264 stream.
+
+    Per tile, how many of the last ``HISTORY`` captures changed it. ``auto``: the largest
+    4-connected group of tiles changed in at least ``HOT_AUTO`` of them, at least
+    ``MIN_TILES_AUTO`` tiles, with mostly many-colour tiles (a photo, a video, not scrolling
+    text: that stays lossless) becomes the stream's rectangle (its bounding box). ``h264``
+    (forced): the bounding box of every tile changed in ``HOT_FORCED`` of them. While the
+    stream runs, every capture that changed a tile in it sends the whole rectangle as one
+    H.264 picture. The stream ends (and the lossless refresh makes the rectangle exact) when
+    it has been still for the preset's ``refresh_after``, when little of it still moves, on a
+    key frame or a new size; motion outside it makes a new stream over both (a new IDR).
+    One stream at a time."""
+
+    def __init__(self, mode: str, preset: Preset, tile: int = TILE) -> None:
+        self.mode = mode
+        self.preset = preset
+        self.tile = tile
+        self.box: Box | None = None  # the stream's rectangle, in pixels
+        self.encoder: H264Encoder | None = None
+        self._counts: np.ndarray | None = None
+        self._history: list[Mask] = []
+        self._rejected: dict[Box, float] = {}  # regions found not photographic, and when
+        self.streams = 0  # streams started (for tests and stats)
+
+    def request_idr(self) -> None:
+        if self.encoder is not None:
+            self.encoder.idr_next = True
+
+    def stop(self) -> None:
+        self.box = None
+        if self.encoder is not None:
+            self.encoder.close()
+            self.encoder = None
+
+    def _remember(self, dirty: Mask) -> Mask:
+        if self._counts is None or self._counts.shape != dirty.shape:
+            self._counts = np.zeros(dirty.shape, np.int16)
+            self._history = []
+        self._history.append(dirty)
+        self._counts += dirty
+        if len(self._history) > HISTORY:
+            self._counts -= self._history.pop(0)
+        hot: Mask = self._counts >= (HOT_AUTO if self.mode == "auto" else HOT_FORCED)
+        return hot
+
+    def _tiles(self, box: Box, shape: tuple[int, ...]) -> Mask:
+        t = self.tile
+        m: Mask = np.zeros(shape, np.bool_)
+        m[box.y // t : -(-(box.y + box.h) // t), box.x // t : -(-(box.x + box.w) // t)] = True
+        return m
+
+    def step(self, img: BGRA, dirty: Mask, refresh: Mask, *,
+             key: bool) -> tuple[list[Region], Mask]:
+        """This capture's H.264 region (or none) and the tiles it covers."""
+        h, w = img.shape[:2]
+        if key:
+            self.stop()  # a key frame is lossless; the relay forgets streams with it
+            return [], dirty
+        hot = self._remember(dirty)
+        if self._counts is None:  # just forgotten: nothing moves
+            hot = np.zeros_like(dirty)
+        if self.box is not None:
+            inside = self._tiles(self.box, dirty.shape)
+            if (refresh & inside).any() or (self.box.x + self.box.w > w
+                                            or self.box.y + self.box.h > h):
+                self.stop()  # still long enough for the lossless refresh: motion over
+                self._counts = None  # and what moved before is history
+            elif len(self._history) >= HISTORY and (hot & inside).sum() < inside.sum() / 4:
+                self.stop()  # little of it moves any more (a cursor in a stopped video)
+        want = None
+        if self.box is None or (hot & ~self._tiles(self.box, dirty.shape)).any():
+            want = self._candidate(img, hot, w, h)  # (none needed while all motion is inside)
+        if want is not None and self.box is not None and not _within(want, self.box):
+            want = _union(want, self.box) if _overlap(want, self.box) else want
+            self.stop()
+        if self.box is None and want is not None:
+            self.box = want
+            self.encoder = H264Encoder(want.w, want.h)
+            self.streams += 1
+        if self.box is None or self.encoder is None:
+            return [], dirty
+        inside = self._tiles(self.box, dirty.shape)
+        if not (dirty & inside).any():
+            return [], inside
+        b = self.box
+        data = self.encoder.encode(img[b.y : b.y + b.h, b.x : b.x + b.w])
+        return [Region(b.x, b.y, b.w, b.h, "h264", data)], inside
+
+    def _candidate(self, img: BGRA, hot: Mask, w: int, h: int) -> Box | None:
+        if not hot.any():
+            return None
+        if self.mode != "auto":
+            rows, cols = np.nonzero(hot)
+            return _box(int(cols.min()), int(cols.max()) + 1, int(rows.min()),
+                        int(rows.max()) + 1, w, h, self.tile)
+        best: Box | None = None
+        best_n = 0
+        for n, (c0, c1, r0, r1) in _components(hot):
+            if n >= MIN_TILES_AUTO and n > best_n and n >= (c1 - c0) * (r1 - r0) / 2:
+                best, best_n = _box(c0, c1, r0, r1, w, h, self.tile), n
+        if best is None or (self.box is not None and _within(best, self.box)):
+            return best
+        now = time.monotonic()
+        if now - self._rejected.get(best, -RECHECK_AFTER) < RECHECK_AFTER:
+            return None
+        region = self._tiles(best, hot.shape) & hot
+        counts = tile_colours(img, region, self.tile, cap=self.preset.lossless_colours + 1)
+        if (counts > self.preset.lossless_colours).sum() * 2 < len(counts):
+            self._rejected = {b: t for b, t in self._rejected.items()
+                              if now - t < RECHECK_AFTER}
+            self._rejected[best] = now  # few colours: text, UI: tiles keep it sharp
+            return None
+        return best
+
+
+def _components(mask: Mask) -> list[tuple[int, tuple[int, int, int, int]]]:
+    """4-connected groups of set tiles: (tiles, (c0, c1, r0, r1) bounding box)."""
+    seen = np.zeros_like(mask)
+    rows, cols = mask.shape
+    out = []
+    for r, c in zip(*np.nonzero(mask), strict=True):
+        if seen[r, c]:
+            continue
+        seen[r, c] = True
+        stack = [(int(r), int(c))]
+        n, c0, c1, r0, r1 = 0, int(c), int(c) + 1, int(r), int(r) + 1
+        while stack:
+            y, x = stack.pop()
+            n += 1
+            c0, c1, r0, r1 = min(c0, x), max(c1, x + 1), min(r0, y), max(r1, y + 1)
+            for yy, xx in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
+                if 0 <= yy < rows and 0 <= xx < cols and mask[yy, xx] and not seen[yy, xx]:
+                    seen[yy, xx] = True
+                    stack.append((yy, xx))
+        out.append((n, (c0, c1, r0, r1)))
+    return out
+
+
+def _box(c0: int, c1: int, r0: int, r1: int, w: int, h: int, tile: int) -> Box:
+    x, y = c0 * tile, r0 * tile
+    return Box(x, y, min(c1 * tile, w) - x, min(r1 * tile, h) - y)
+
+
+def _within(a: Box, b: Box) -> bool:
+    return b.x <= a.x and b.y <= a.y and a.x + a.w <= b.x + b.w and a.y + a.h <= b.y + b.h
+
+
+def _overlap(a: Box, b: Box) -> bool:
+    return a.x < b.x + b.w and b.x < a.x + a.w and a.y < b.y + b.h and b.y < a.y + a.h
+
+
+def _union(a: Box, b: Box) -> Box:
+    x, y = min(a.x, b.x), min(a.y, b.y)
+    return Box(x, y, max(a.x + a.w, b.x + b.w) - x, max(a.y + a.h, b.y + b.h) - y)

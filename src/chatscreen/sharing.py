@@ -28,7 +28,7 @@ from typing import Any
 
 from chatscreen.capture import ScreenCapture
 from chatscreen.client import Client, ScreenChannel
-from chatscreen.codec import Canvas, fit_within
+from chatscreen.codec import Canvas, DecodeError, fit_within
 from chatscreen.damage import DamageListener, Rect, damage_mask
 from chatscreen.encoders import DEFAULT_PRESET, ScreenEncoder, Update
 from chatscreen.protocol import Message
@@ -60,16 +60,19 @@ class _Grabber:
     """Lives on the capture thread."""
 
     def __init__(self, monitor: int, quality: int | None, max_size: tuple[int, int] | None,
-                 preset: str = DEFAULT_PRESET) -> None:
+                 preset: str = DEFAULT_PRESET, encoding: str = "auto") -> None:
         self.capture = ScreenCapture(monitor)
-        self.encoder = ScreenEncoder(preset, quality=quality)
+        self.encoder = ScreenEncoder(preset, quality=quality, encoding=encoding)
         self.max_size = max_size
         self.last_key = 0.0
 
-    def grab(self, force: bool,
-             damaged: list[Rect] | None = None) -> tuple[int, int, Update] | None:
+    def grab(self, force: bool, damaged: list[Rect] | None = None,
+             idr: bool = False) -> tuple[int, int, Update] | None:
         """Capture and encode. ``damaged``: the rectangles (root coordinates) X DAMAGE
-        reported since the last capture, to compare only their tiles; None: compare all."""
+        reported since the last capture, to compare only their tiles; None: compare all.
+        ``idr``: the relay asked for an H.264 keyframe."""
+        if idr:
+            self.encoder.request_idr()
         img = self.capture.grab()
         full = img.shape[:2]
         if self.max_size is not None:
@@ -112,15 +115,17 @@ async def share_screen(client: Client, stop: asyncio.Event, *, monitor: int = 1,
                        stats: ShareStats | None = None,
                        on_started: Any = None, preset: str = DEFAULT_PRESET,
                        damage: bool = True, viewers: list[str] | None = None,
-                       room: str | None = None) -> ShareStats:
+                       room: str | None = None, encoding: str = "auto") -> ShareStats:
     """Share ``monitor`` until ``stop`` is set. ``damage``: capture on X DAMAGE reports where
     the X server has the extension (else, or with False, poll at ``fps``). ``viewers`` or
-    ``room``: who may watch (default: anyone)."""
+    ``room``: who may watch (default: anyone). ``encoding``: ``auto`` (by content, H.264 for
+    regions that change every frame), ``h264`` (H.264 for any region that keeps changing),
+    ``lossless`` or ``jpeg`` (every change so, never H.264)."""
     stats = stats or ShareStats()
     loop = asyncio.get_running_loop()
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="capture")
     grabber: _Grabber = await loop.run_in_executor(pool, _Grabber, monitor, quality, max_size,
-                                                   preset)
+                                                   preset, encoding)
     damaged = asyncio.Event()
 
     def on_damage() -> None:
@@ -198,8 +203,10 @@ async def share_screen(client: Client, stop: asyncio.Event, *, monitor: int = 1,
                         return stats
                 if screen.closed.is_set():
                     raise ConnectionResetError(str(screen.link.close_reason or "closed"))
+                idr = screen.idr_requested.is_set()
+                screen.idr_requested.clear()
                 grabbed = await loop.run_in_executor(pool, grabber.grab,
-                                                     screen.key_requested.is_set(), hint)
+                                                     screen.key_requested.is_set(), hint, idr)
                 stats.captures += 1
                 if grabbed is not None:
                     w, h, update = grabbed
@@ -248,7 +255,10 @@ async def snapshot(client: Client, user: str | None, timeout: float = 30.0) -> C
                 if msg.type == "unshared" and msg["share"] == share["id"]:
                     raise ConnectionResetError(f"{share['user']} stopped sharing")
                 if msg.type == "frame" and msg["share"] == share["id"]:
-                    canvas.apply(msg["w"], msg["h"], msg["key"], frame_rects(msg))
+                    try:
+                        canvas.apply(msg["w"], msg["h"], msg["key"], frame_rects(msg))
+                    except DecodeError as exc:  # the sharer sent something bad: skip it
+                        log.warning("skipped a frame of %s: %s", share["user"], exc)
         return canvas
     finally:
         await screen.close()

@@ -33,8 +33,9 @@ def merge_frames(older: Message, newer: Message) -> Message:
     parts: list[bytes] = []
     offset = 0
     for r in older["rects"]:
-        if not any(n.x <= r.x and n.y <= r.y and n.x + n.w >= r.x + r.w
-                   and n.y + n.h >= r.y + r.h for n in newer["rects"]):
+        # an h264 picture is never dropped: the P-frames after it refer to it
+        if r.enc == "h264" or not any(n.x <= r.x and n.y <= r.y and n.x + n.w >= r.x + r.w
+                                      and n.y + n.h >= r.y + r.h for n in newer["rects"]):
             kept.append(r)
             parts.append(older.payload[offset : offset + r.len])
         offset += r.len
@@ -47,6 +48,7 @@ class ScreenChannel:
         self.link = link
         self.share_id: int | None = None
         self.key_requested = asyncio.Event()
+        self.idr_requested = asyncio.Event()  # need_idr: restart H.264 streams with an IDR
         self.viewers: list[str] = []  # who watches our share, as the server last said
         # Newest wins here too: a key frame (a complete picture) replaces whatever the
         # application has not taken yet; deltas queue behind their key frame, and when the
@@ -77,6 +79,8 @@ class ScreenChannel:
             self._frame_ready.set()
         elif msg.type == "need_key":
             self.key_requested.set()
+        elif msg.type == "need_idr":
+            self.idr_requested.set()
         elif msg.type == "viewers":
             self.viewers = list(msg["users"])
         else:

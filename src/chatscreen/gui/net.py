@@ -96,8 +96,14 @@ class RateMeter:
 def compose_frame(composer: Composer, msg: Message) -> Redraw | None:
     """Decode a frame's rectangles and apply them (render worker thread)."""
     try:
-        patches = [Patch(x, y, decode_rect(enc, bytes(data), w, h))
-                   for x, y, w, h, enc, data in frame_rects(msg)]
+        patches = []
+        for x, y, w, h, enc, data in frame_rects(msg):
+            if enc == "h264":  # stateful: each stream has its decoder
+                pic = composer.decode_h264(x, y, w, h, bytes(data))
+                if pic is not None:
+                    patches.append(Patch(x, y, pic))
+            else:
+                patches.append(Patch(x, y, decode_rect(enc, bytes(data), w, h)))
     except DecodeError:
         return None  # a bad frame is skipped; the next key frame repairs the picture
     return composer.apply(msg["w"], msg["h"], msg["key"], patches)

@@ -19,7 +19,7 @@ import math
 import threading
 import tkinter as tk
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -86,6 +86,17 @@ class Composer:
         self.fit = True  # scale to fit the box; False: show the picture 1:1
         self.shown = (0, 0)
         self.complete = False  # a key frame has been applied
+        self.video: Any = None  # chatscreen.video.VideoStreams, at the first h264 rect
+
+    def decode_h264(self, x: int, y: int, w: int, h: int, data: bytes) -> RGB | None:
+        """An h264 rect's picture, by its stream's decoder (render worker thread: frames come
+        in order); None while the stream waits for an IDR. DecodeError for bad data."""
+        if self.video is None:
+            from chatscreen.video import VideoStreams  # PyAV loads only when needed
+
+            self.video = VideoStreams()
+        pic: RGB | None = self.video.decode(x, y, w, h, data)
+        return pic
 
     def _target(self, w: int, h: int) -> tuple[int, int]:
         return fit_size(w, h, *self.box) if self.fit else (w, h)

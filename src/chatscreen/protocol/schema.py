@@ -107,7 +107,7 @@ def boolean(value: Any, _: Limits) -> bool:
     return value
 
 
-ENCODINGS = ("jpeg", "png", "raw", "palette", "zlib", "webp")
+ENCODINGS = ("jpeg", "png", "raw", "palette", "zlib", "webp", "h264")
 
 
 def encoding(value: Any, _: Limits) -> str:
@@ -301,6 +301,7 @@ SERVER_MESSAGES: dict[str, Spec] = {
     "viewers": Spec({"share": ID, "users": NAMES}),
     "unshared": Spec({"share": ID}),
     "need_key": Spec(),
+    "need_idr": Spec(),
     "frame": Spec({"share": ID, **_FRAME}, payload=True),
 }
 

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from chatscreen.annexb import is_idr
 from chatscreen.errors import ErrorCode, RemoteProtocolError
 from chatscreen.protocol import Message, encode_frame
 from chatscreen.protocol.schema import MAX_RECTS
@@ -38,6 +39,11 @@ log = logging.getLogger("chatscreen.screen")
 TILE = 64  # the relay's tile grid (the reference sharer's tiles are the same size)
 MAX_PARTIAL = 32  # pieces only partly covering one tile before the relay asks for a key frame
 NEED_KEY_INTERVAL = 0.5  # seconds between key frame requests to one sharer
+NEED_IDR_INTERVAL = 1.0  # seconds between h264 IDR requests to one sharer
+CHAIN_IDR_AFTER = 60  # h264 pictures since the last IDR before the relay asks for a new one
+CHAIN_IDR_BYTES = 2 << 20  # ... or this many bytes
+CHAIN_MAX = 1800  # a stream whose chain grows past this (need_idr ignored) is forgotten
+CHAIN_MAX_BYTES = 32 << 20
 
 
 @dataclass(eq=False, slots=True)
@@ -63,6 +69,9 @@ class TileStore:
         self.live: dict[int, Piece] = {}  # id -> piece, in id order
         self.key_id = first_id  # pieces before this one are not part of the picture
         self.overflow = False  # too many partial pieces on one tile: a key frame would help
+        # h264 streams (by rectangle): their pieces since the stream's last IDR, each held
+        # alive by the chain (one extra ref) so that any viewer can decode the newest one
+        self.chains: dict[tuple[int, int, int, int], Chain] = {}
 
     @property
     def last_id(self) -> int:
@@ -98,6 +107,47 @@ class TileStore:
         if piece.refs == 0:  # cannot happen for a rect inside the screen; be safe
             del self.live[piece.id]
 
+    def add_h264(self, piece: Piece) -> bool:
+        """Add an ``h264`` piece; True when the sharer should be asked for an IDR (the chain
+        since the last one is long, or this P-frame has none the relay knows of)."""
+        r = piece.rect
+        key = (r["x"], r["y"], r["w"], r["h"])
+        self.add(piece)
+        chain = self.chains.get(key)
+        if is_idr(piece.data):
+            if chain is not None:
+                self._drop_chain(key)
+            chain = self.chains[key] = Chain()
+        elif chain is None:
+            return True  # a P-frame nobody joining now could decode
+        chain.pieces.append(piece)
+        chain.bytes += len(piece.data)
+        piece.refs += 1
+        if len(chain.pieces) > CHAIN_MAX or chain.bytes > CHAIN_MAX_BYTES:
+            self._drop_chain(key)  # the sharer ignores need_idr: bound the memory
+            return True
+        return len(chain.pieces) > CHAIN_IDR_AFTER or chain.bytes > CHAIN_IDR_BYTES
+
+    def _drop_chain(self, key: tuple[int, int, int, int]) -> None:
+        for p in self.chains.pop(key).pieces:
+            self._release(p)
+
+    def forget_hidden_chains(self, piece: Piece) -> None:
+        """After a non-h264 ``piece``: drop the chains of streams that it and newer pieces
+        now hide entirely (every tile of the stream owned by a piece newer than its last
+        picture), e.g. the lossless refresh after the motion stopped."""
+        r, t = piece.rect, self.tile
+        for key, chain in list(self.chains.items()):
+            x, y, w, h = key
+            if not (r["x"] < x + w and x < r["x"] + r["w"] and r["y"] < y + h
+                    and y < r["y"] + r["h"]):
+                continue
+            last = chain.pieces[-1].id
+            if all((o := self.owner[row * self.cols + col]) is not None and o.id > last
+                   for row in range(y // t, (y + h - 1) // t + 1)
+                   for col in range(x // t, (x + w - 1) // t + 1)):
+                self._drop_chain(key)
+
     def newer_than(self, sent: int) -> list[Piece]:
         """The live pieces after ``sent``, oldest first."""
         out: list[Piece] = []
@@ -107,6 +157,14 @@ class TileStore:
             out.append(self.live[pid])
         out.reverse()
         return out
+
+
+@dataclass(eq=False, slots=True)
+class Chain:
+    """An h264 stream's pieces since its last IDR, oldest first."""
+
+    pieces: list[Piece] = field(default_factory=list)
+    bytes: int = 0
 
 
 @dataclass(eq=False)
@@ -121,6 +179,7 @@ class Share:
     room: str | None = None  # only members of this room may watch
     frames_in: int = 0
     last_need_key: float = 0.0
+    last_need_idr: float = 0.0
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     # encoded catch-up frames by the "sent" they start from; valid until the next frame in
     cache: dict[int, list[bytes]] = field(default_factory=dict)
@@ -276,7 +335,14 @@ class ScreenRelay:
             if key and offset == 0:
                 store.key_id = pid
             rect = {"x": r.x, "y": r.y, "w": r.w, "h": r.h, "enc": r.enc, "len": r.len}
-            store.add(Piece(pid, seq, rect, bytes(payload[offset : offset + r.len])))
+            piece = Piece(pid, seq, rect, bytes(payload[offset : offset + r.len]))
+            if r.enc == "h264":
+                if store.add_h264(piece):
+                    self._ask_idr(share)
+            else:
+                store.add(piece)
+                if store.chains:
+                    store.forget_hidden_chains(piece)
             offset += r.len
         share.cache.clear()
         if store.overflow:
@@ -291,6 +357,15 @@ class ScreenRelay:
         if now - share.last_need_key >= NEED_KEY_INTERVAL:
             share.last_need_key = now
             share.sharer.send("need_key")
+
+    def _ask_idr(self, share: Share) -> None:
+        """Ask the sharer to restart its h264 streams with an IDR (rate limited): the relay
+        keeps every picture since the last IDR, so this only shortens what a joining or
+        lagging viewer must decode; nobody waits for it."""
+        now = time.monotonic()
+        if now - share.last_need_idr >= NEED_IDR_INTERVAL:
+            share.last_need_idr = now
+            share.sharer.send("need_idr")
 
     # -- watching ----------------------------------------------------------------------
 
@@ -307,6 +382,9 @@ class ScreenRelay:
             share.viewers[peer] = 0  # nothing sent yet: the whole current picture is due
             self._watching.setdefault(peer, set()).add(share)
             self._tell_sharer(share)
+            if share.store is not None and any(len(c.pieces) > 1
+                                               for c in share.store.chains.values()):
+                self._ask_idr(share)  # it decodes the chain meanwhile; a short one is nicer
         if peer.writable:
             self._flush(peer)
 
