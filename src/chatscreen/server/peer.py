@@ -282,6 +282,12 @@ class Peer(asyncio.Protocol):
         self.conn.close()
         self.registry.peer_closed(self)
         self.service.on_lost(self)
+        # Break the cycles (peer <-> transport, peer <-> session) so that the connection's
+        # memory, ~40 KB with TLS (OpenSSL state, BIOs, uvloop's buffers), is freed now and
+        # not at the cyclic collector's next full pass: that held 1000s of closed
+        # connections, RSS growing ~45 MB per 1000 TLS sessions.
+        self._transport = None
+        self.session = None
 
     # -- sending -----------------------------------------------------------------------
 
