@@ -34,8 +34,9 @@ asyncio.sslproto.SSLProtocol.max_size = 32 << 10
 
 # A chat transport takes this much before the peer keeps the rest as references to the shared
 # frames (peer.py): with TLS this bounds the encrypted copy, and OpenSSL's memory BIO, which
-# keeps the largest size it ever had, per connection.
-CHAT_WRITE_LIMITS = (64 << 10, 16 << 10)
+# keeps the largest size it ever had, per connection. The kernel's buffer (below) does the
+# real buffering; ours fill only when a reader is ~0.5 MB behind.
+CHAT_WRITE_LIMITS = (16 << 10, 4 << 10)
 SCREEN_WRITE_LIMITS = (512 << 10, 128 << 10)
 CHAT_SNDBUF = 256 << 10  # kernel send buffer of a chat connection
 # ... and of a screen connection: fixed (no autotuning to 4 MiB), so that a slow viewer's

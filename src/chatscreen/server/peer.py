@@ -36,7 +36,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("chatscreen.server")
 
 CLOSE_GRACE = 2.0  # seconds a closing transport may take to flush before it is aborted
-WRITE_CHUNK = 64 << 10  # a backlog is handed to the transport in pieces of about this size
+WRITE_CHUNK = 16 << 10  # a backlog is handed to the transport in pieces of at most this size
+# With TLS the encrypted bytes wait in one more buffer that the app transport does not report
+# (uvloop's and asyncio's TCP transport under the TLS layer, 64 KiB high water): whenever the
+# TLS transport reports anything buffered, that one is full, and the budget counts it too.
+TLS_HIDDEN = 64 << 10
 BUDGET_RETRY = 0.25  # s: over budget with no one to cut, look again no sooner than this
 
 
@@ -154,10 +158,11 @@ class Peer(asyncio.Protocol):
         self._slow_limit = slow_limit
         self._buffers = buffers
         self._sndbuf = sndbuf
-        self._out: list[bytes] = []  # chat: frames not yet handed to the transport
+        self._out: list[bytes | memoryview] = []  # chat: frames not yet handed on
         self._out_bytes = 0
         self._flush_due = False
         self.counted = 0  # chat: bytes queued + in the transport, as counted in buffers.total
+        self._hidden = 0  # TLS_HIDDEN with TLS
         self.paused_since: float | None = None  # when the transport buffer went over high
         self._transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
@@ -183,6 +188,8 @@ class Peer(asyncio.Protocol):
             self.addr = f"{peer[0]}:{peer[1]}"
         high, low = self._write_limits
         self._transport.set_write_buffer_limits(high=high, low=low)
+        if transport.get_extra_info("sslcontext") is not None:
+            self._hidden = TLS_HIDDEN
         sock = transport.get_extra_info("socket")
         if self._sndbuf is not None and sock is not None:
             # A fixed kernel buffer (no autotuning to megabytes) makes a stalled reader show
@@ -321,30 +328,34 @@ class Peer(asyncio.Protocol):
             self.fail(ErrorCode.TOO_SLOW, "too slow: you are not reading what the server sends")
 
     def _flush_out(self) -> None:
-        """Hand the queue to the transport: at once if it is short, else in pieces of about
-        WRITE_CHUNK for as long as the transport takes them (it pauses us past high water)."""
+        """Hand the queue to the transport: at once if it is short, else in pieces of at most
+        WRITE_CHUNK for as long as the transport takes them (it pauses us past high water),
+        so that what a transport holds (with TLS, encrypted: a private copy) stays small."""
         self._flush_due = False
         out = self._out
         transport = self._transport
         if not out or self.closing or transport is None:
             return
-        if len(out) == 1:
+        if self._out_bytes <= WRITE_CHUNK:
             self._out = []
             self._out_bytes = 0
-            transport.write(out[0])
-        elif self._out_bytes <= WRITE_CHUNK:
-            self._out = []
-            self._out_bytes = 0
-            transport.write(b"".join(out))
+            transport.write(out[0] if len(out) == 1 else b"".join(out))
         else:
-            i = 0
+            i = 0  # frames handed on whole
             while i < len(out) and self.writable:
-                j, size = i, 0
-                while j < len(out) and size < WRITE_CHUNK:
+                first = out[i]
+                if len(first) > WRITE_CHUNK:  # a long run of frames: its first piece
+                    view = memoryview(first)
+                    out[i] = view[WRITE_CHUNK:]
+                    self._out_bytes -= WRITE_CHUNK
+                    transport.write(view[:WRITE_CHUNK])
+                    continue
+                j, size = i + 1, len(first)
+                while j < len(out) and size + len(out[j]) <= WRITE_CHUNK:
                     size += len(out[j])
                     j += 1
-                transport.write(b"".join(out[i:j]))
                 self._out_bytes -= size
+                transport.write(first if j == i + 1 else b"".join(out[i:j]))
                 i = j
             del out[:i]
         self._recount()
@@ -353,8 +364,10 @@ class Peer(asyncio.Protocol):
 
     def _recount(self) -> None:
         assert self._buffers is not None
-        n = self._out_bytes + (self._transport.get_write_buffer_size()
-                               if self._transport is not None and not self.closing else 0)
+        n = self._out_bytes
+        if self._transport is not None and not self.closing:
+            size = self._transport.get_write_buffer_size()
+            n += (size + self._hidden) if size else 0
         self._buffers.total += n - self.counted
         self.counted = n
 
