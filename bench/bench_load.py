@@ -625,13 +625,16 @@ def render(results: dict[str, Results]) -> str:
             rows.append([system, str(n), fmt(FIXED_DELIVERIES / n, 0), fmt(mw(ws, "deliveries"), 0),
                          fmt(100 * mw(ws, "complete"), 2) + " %", fmt(mw(ws, "p50"), 2),
                          fmt(mw(ws, "p99"), 2), fmt(mw(ws, "max"), 2),
-                         fmt(mw(ws, "server_cpu"), 0), fmt(mw(ws, "gen_cpu"), 0),
+                         fmt(mw(ws, "server_cpu"), 0),
+                         fmt(med([1e4 * w.server_cpu / w.deliveries for w in ws]), 1),
+                         fmt(mw(ws, "gen_cpu"), 0),
                          fmt(mw(ws, "others_cpu"), 0),
                          f"{limited}/{len(ws)}" if limited else "no",
                          ratio(mw(ws, "deliveries"), mw(b, "deliveries")) if b else "–",
                          ratio(mw(ws, "p99"), mw(b, "p99")) if b else "–"])
     out += table(["system", "clients", "messages/s", "deliveries/s", "delivered", "p50 ms",
-                  "p99 ms", "max ms", "server CPU %", "generator CPU %", "other processes CPU %",
+                  "p99 ms", "max ms", "server CPU %", "server CPU µs per delivery",
+                  "generator CPU %", "other processes CPU %",
                   "gen-limited", "deliveries/s vs original", "p99 vs original"], rows)
 
     out += ["", f"### Ceiling at {BIG} clients (rate raised until deliveries/s stop rising or "
