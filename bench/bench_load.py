@@ -8,7 +8,8 @@ default 1), ``BENCH_LOAD_STALL_RUNS`` (default 1; 0 skips it), ``BENCH_LOAD_SYST
 ``chatscreen-notls`` the same with ``--no-tls``), ``BENCH_LOAD_FAN`` (client counts of the
 fan-out, default ``10,100,1000``; the last is also the storm's, the ceiling's and the churn's),
 ``BENCH_LOAD_RAMP`` (the ceiling's messages/s steps; empty skips it), ``BENCH_LOAD_CHURN``
-(default 1; 0 skips it). Just the 1000-client fan-out, five times:
+(default 1; 0 skips it), ``BENCH_LOAD_STALL_CLIENTS`` and ``BENCH_LOAD_STALL_RATE`` (default
+50 clients, 2000 messages/s). Just the 1000-client fan-out, five times:
 ``BENCH_LOAD_FAN=1000 BENCH_LOAD_RAMP= BENCH_LOAD_CHURN=0 BENCH_LOAD_STALL_RUNS=0
 BENCH_LOAD_RUNS=5``.
 
@@ -98,8 +99,9 @@ WARMUP_S = 1.0
 MEASURE_S = 2.0 if QUICK else 3.0
 RAMP_MEASURE_S = 2.0
 PROBES = 32
-STALL_CLIENTS = 50
-STALL_RATE = 2000  # messages/s: 100,000 deliveries/s, ~350 kB/s to each client
+STALL_CLIENTS = int(os.environ.get("BENCH_LOAD_STALL_CLIENTS", "50"))
+# messages/s: 100,000 deliveries/s, ~350 kB/s to each client
+STALL_RATE = int(os.environ.get("BENCH_LOAD_STALL_RATE", "2000"))
 STALL_AT = 3.0 if QUICK else 5.0
 STALL_TOTAL = 8.0 if QUICK else 25.0
 BUCKET = 0.25
@@ -761,13 +763,13 @@ def render_targets(results: dict[str, Results]) -> str:
     ok = None
     if c and c.stall:
         ok = after_pct(c) >= 99.0 and cut(c) <= 15.0
-    rows.append(["one of 50 stops reading: others' deliveries after; cut-off s",
+    rows.append([f"one of {STALL_CLIENTS} stops reading: others' deliveries after; cut-off s",
                  "47 % → 0",
                  cell(o, after_pct, 0) + " %; " + cell(o, cut, 1),
                  cell(c, after_pct, 0) + " %; " + cell(c, cut, 1), "100 %, ≤ 15 s", met(ok)])
     mem = max([*(c.rss_big if c else []), *(s["rss_max"] for s in (c.stall if c else []))],
               default=0)
-    rows.append([f"server RSS max MB ({BIG} clients; 50 + one stalled)", "29",
+    rows.append([f"server RSS max MB ({BIG} clients; {STALL_CLIENTS} with one stalled)", "29",
                  cell(o, lambda r: max(r.rss_big) / 1024, 0) + "; " +
                  cell(o, lambda r: r.stall[0]["rss_max"] / 1024, 0),
                  cell(c, lambda r: max(r.rss_big) / 1024, 0) + "; " +
