@@ -3,9 +3,15 @@
 Run ``python -m bench.bench_load`` from the repository root (~5 min); ``BENCH_LOAD_QUICK=1``
 for a short smoke run (~1.5 min). Output is Markdown. Knobs: ``BENCH_LOAD_RUNS`` (default 3:
 every figure is the median of that many runs), ``BENCH_LOAD_WORKERS`` (load generator processes,
-default 1), ``BENCH_LOAD_STALL_RUNS`` (default 1), ``BENCH_LOAD_SYSTEMS`` (default
+default 1), ``BENCH_LOAD_STALL_RUNS`` (default 1; 0 skips it), ``BENCH_LOAD_SYSTEMS`` (default
 ``original,chatscreen``; ``chatscreen`` is the server as it ships, with TLS, and
-``chatscreen-notls`` the same with ``--no-tls``).
+``chatscreen-notls`` the same with ``--no-tls``), ``BENCH_LOAD_FAN`` (client counts of the
+fan-out, default ``10,100,1000``; the last is also the storm's, the ceiling's and the churn's),
+``BENCH_LOAD_RAMP`` (the ceiling's messages/s steps; empty skips it), ``BENCH_LOAD_CHURN``
+(default 1; 0 skips it), ``BENCH_LOAD_STALL_CLIENTS`` and ``BENCH_LOAD_STALL_RATE`` (default
+50 clients, 2000 messages/s). Just the 1000-client fan-out, five times:
+``BENCH_LOAD_FAN=1000 BENCH_LOAD_RAMP= BENCH_LOAD_CHURN=0 BENCH_LOAD_STALL_RUNS=0
+BENCH_LOAD_RUNS=5``.
 
 The load generator is ``bench.loadgen``: its own process(es), asyncio Protocols on uvloop,
 counting deliveries without decoding frames; see its docstring. The servers: the real one
@@ -21,6 +27,8 @@ Scenarios, per system, each run on a fresh server:
   sends its login and join at once); the time until the last one has its join confirmed.
 * **ceiling**: on the same 1000 clients, the rate is raised step by step until deliveries/s
   stop rising (less than 5 % more than the best step) or p99 passes 1 s.
+* **churn**: three rounds of the 1000 clients connecting, joining and all leaving again; the
+  server's RSS with them connected and 3 s after they left (memory must not grow per session).
 * **stall**: 50 clients at 2000 messages/s; one of them stops reading (and sending); the
   others' deliveries/s and latency before and after, when and how the stalled one is cut
   off (chatscreen's ``/metrics``: ``disconnects_total{reason="too_slow"}``), server memory
@@ -77,19 +85,29 @@ SERVER_ENV = {"CHATSCREEN_MAX_CONNECTIONS_PER_ADDRESS": "100000",
               "CHATSCREEN_RATE_MESSAGES": "1000000", "CHATSCREEN_RATE_BURST": "1000000",
               "CHATSCREEN_RATE_BYTES": str(1 << 30)}
 FIXED_DELIVERIES = 40_000  # per second, the issue's latency target
-FAN_CLIENTS = (10, 100, 200) if QUICK else (10, 100, 1000)
+def _ints(name: str, default: tuple[int, ...]) -> tuple[int, ...]:
+    value = os.environ.get(name)
+    return default if value is None else tuple(int(x) for x in value.split(",") if x.strip())
+
+
+FAN_CLIENTS = _ints("BENCH_LOAD_FAN", (10, 100, 200) if QUICK else (10, 100, 1000))
 BIG = FAN_CLIENTS[-1]
-RAMP = (200, 600) if QUICK else (300, 600, 1000, 1500, 2000, 3000)  # messages/s, BIG clients
+# messages/s, BIG clients; BENCH_LOAD_RAMP= (empty) skips the ceiling
+RAMP = _ints("BENCH_LOAD_RAMP", (200, 600) if QUICK else (300, 600, 1000, 1500, 2000, 3000))
+CHURN = os.environ.get("BENCH_LOAD_CHURN", "1") not in ("", "0")
 WARMUP_S = 1.0
 MEASURE_S = 2.0 if QUICK else 3.0
 RAMP_MEASURE_S = 2.0
 PROBES = 32
-STALL_CLIENTS = 50
-STALL_RATE = 2000  # messages/s: 100,000 deliveries/s, ~350 kB/s to each client
+STALL_CLIENTS = int(os.environ.get("BENCH_LOAD_STALL_CLIENTS", "50"))
+# messages/s: 100,000 deliveries/s, ~350 kB/s to each client
+STALL_RATE = int(os.environ.get("BENCH_LOAD_STALL_RATE", "2000"))
 STALL_AT = 3.0 if QUICK else 5.0
 STALL_TOTAL = 8.0 if QUICK else 25.0
 BUCKET = 0.25
-HIGH_WATER = 256 << 10  # chatscreen's chat write high-water mark (server/app.py)
+CHURN_ROUNDS = 3
+CHURN_SETTLE_S = 3.0  # after everyone left: the server's housekeeping ticks every second
+HIGH_WATER = 16 << 10  # chatscreen's chat write high-water mark (server/app.py)
 GEN_LIMIT_CPU = 85.0
 START_TIMEOUT = 20.0
 CMD_SLACK = 30.0
@@ -456,6 +474,7 @@ class Results:
     rss_big: list[int] = field(default_factory=list)  # kB, max during the BIG-client phase
     hwm: list[int] = field(default_factory=list)
     stall: list[dict[str, Any]] = field(default_factory=list)
+    churn: list[tuple[int, int]] = field(default_factory=list)  # kB: (connected, after)
 
 
 def fan_run(workers: list[Worker], target: Target, res: Results, run_no: int) -> None:
@@ -477,7 +496,8 @@ def fan_run(workers: list[Worker], target: Target, res: Results, run_no: int) ->
         res.fan.setdefault(n, []).append(window(r, sampler, WARMUP_S, WARMUP_S + MEASURE_S,
                                                 rate, n))
         if n == BIG:
-            ramp(workers, sampler, res, n)
+            if RAMP:
+                ramp(workers, sampler, res, n)
             res.rss_big.append(sampler.rss_max)
         close_all(workers)
     res.hwm.append(proc_mem_kb(target.pid)[1])
@@ -502,6 +522,16 @@ def ramp(workers: list[Worker], sampler: Sampler, res: Results, n: int) -> None:
     res.ramps.append(steps)
     res.ceiling.append(best)
     res.ceiling_100ms.append(max((w.deliveries for _, w in steps if w.p99 <= 100), default=0.0))
+
+
+def churn_run(workers: list[Worker], target: Target, res: Results) -> None:
+    sampler = Sampler(target, workers)
+    for r in range(CHURN_ROUNDS):
+        connect(workers, target, "churn", BIG, f"c{r}u", sampler)
+        connected = proc_mem_kb(target.pid)[0]
+        close_all(workers)
+        time.sleep(CHURN_SETTLE_S)
+        res.churn.append((connected, proc_mem_kb(target.pid)[0]))
 
 
 def stall_run(workers: list[Worker], target: Target, res: Results, run_no: int) -> None:
@@ -597,13 +627,16 @@ def render(results: dict[str, Results]) -> str:
             rows.append([system, str(n), fmt(FIXED_DELIVERIES / n, 0), fmt(mw(ws, "deliveries"), 0),
                          fmt(100 * mw(ws, "complete"), 2) + " %", fmt(mw(ws, "p50"), 2),
                          fmt(mw(ws, "p99"), 2), fmt(mw(ws, "max"), 2),
-                         fmt(mw(ws, "server_cpu"), 0), fmt(mw(ws, "gen_cpu"), 0),
+                         fmt(mw(ws, "server_cpu"), 0),
+                         fmt(med([1e4 * w.server_cpu / w.deliveries for w in ws]), 1),
+                         fmt(mw(ws, "gen_cpu"), 0),
                          fmt(mw(ws, "others_cpu"), 0),
                          f"{limited}/{len(ws)}" if limited else "no",
                          ratio(mw(ws, "deliveries"), mw(b, "deliveries")) if b else "–",
                          ratio(mw(ws, "p99"), mw(b, "p99")) if b else "–"])
     out += table(["system", "clients", "messages/s", "deliveries/s", "delivered", "p50 ms",
-                  "p99 ms", "max ms", "server CPU %", "generator CPU %", "other processes CPU %",
+                  "p99 ms", "max ms", "server CPU %", "server CPU µs per delivery",
+                  "generator CPU %", "other processes CPU %",
                   "gen-limited", "deliveries/s vs original", "p99 vs original"], rows)
 
     out += ["", f"### Ceiling at {BIG} clients (rate raised until deliveries/s stop rising or "
@@ -643,6 +676,14 @@ def render(results: dict[str, Results]) -> str:
     out += table(["system", "all joined, s", "median join, s", "failed (worst run)",
                   "retries (\"try again\")", "server CPU %", "other processes CPU %",
                   "vs original"], rows)
+
+    out += ["", f"### Churn: {CHURN_ROUNDS} rounds of {BIG} clients joining and leaving "
+            "(server RSS, MB)\n"]
+    rows = [[system, " → ".join(fmt(c / 1024, 0) for c, _ in res.churn),
+             " → ".join(fmt(a / 1024, 0) for _, a in res.churn)]
+            for system, res in results.items() if res.churn]
+    out += table(["system", f"with {BIG} clients connected, round by round",
+                  f"{CHURN_SETTLE_S:g} s after they left"], rows)
 
     out += ["", f"### One of {STALL_CLIENTS} clients stops reading ({STALL_RATE} messages/s, "
             f"{STALL_RATE * STALL_CLIENTS:,} deliveries/s; stall at t = {STALL_AT:g} s; "
@@ -722,13 +763,13 @@ def render_targets(results: dict[str, Results]) -> str:
     ok = None
     if c and c.stall:
         ok = after_pct(c) >= 99.0 and cut(c) <= 15.0
-    rows.append(["one of 50 stops reading: others' deliveries after; cut-off s",
+    rows.append([f"one of {STALL_CLIENTS} stops reading: others' deliveries after; cut-off s",
                  "47 % → 0",
                  cell(o, after_pct, 0) + " %; " + cell(o, cut, 1),
                  cell(c, after_pct, 0) + " %; " + cell(c, cut, 1), "100 %, ≤ 15 s", met(ok)])
     mem = max([*(c.rss_big if c else []), *(s["rss_max"] for s in (c.stall if c else []))],
               default=0)
-    rows.append([f"server RSS max MB ({BIG} clients; 50 + one stalled)", "29",
+    rows.append([f"server RSS max MB ({BIG} clients; {STALL_CLIENTS} with one stalled)", "29",
                  cell(o, lambda r: max(r.rss_big) / 1024, 0) + "; " +
                  cell(o, lambda r: r.stall[0]["rss_max"] / 1024, 0),
                  cell(c, lambda r: max(r.rss_big) / 1024, 0) + "; " +
@@ -757,6 +798,10 @@ def main() -> int:
                         fan_run(workers, target, results[system], run_no)
                     print(f"<!-- {system} run {run_no + 1}: {time.monotonic() - t:.1f} s -->",
                           flush=True)
+            for system in SYSTEMS if CHURN else ():
+                with start_target(system, tmp) as target:
+                    churn_run(workers, target, results[system])
+                print(f"<!-- {system} churn: {results[system].churn} -->", flush=True)
             for run_no in range(STALL_RUNS):
                 for system in SYSTEMS:
                     t = time.monotonic()

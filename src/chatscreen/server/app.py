@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import asyncio.sslproto
 import contextlib
+import ctypes
 import logging
 import signal
 import ssl
+import time
 from collections.abc import Callable
 
 from chatscreen.config import ServerSettings
@@ -18,7 +20,7 @@ from chatscreen.server.chat import ChatService, LoginPolicy
 from chatscreen.server.fanout import LocalFanout
 from chatscreen.server.limits import TokenBucket
 from chatscreen.server.metrics import Counters, serve_http
-from chatscreen.server.peer import Peer, Rates
+from chatscreen.server.peer import Peer, Rates, SendBuffers
 from chatscreen.server.screen import ScreenRelay
 from chatscreen.server.storage import SQLiteStore
 from chatscreen.tls import cert_fingerprint, ensure_self_signed, server_context
@@ -30,7 +32,11 @@ log = logging.getLogger("chatscreen.server")
 # small and TLS records at most 16 KiB, so 32 KiB is plenty.
 asyncio.sslproto.SSLProtocol.max_size = 32 << 10
 
-CHAT_WRITE_LIMITS = (256 << 10, 64 << 10)
+# A chat transport takes this much before the peer keeps the rest as references to the shared
+# frames (peer.py): with TLS this bounds the encrypted copy, and OpenSSL's memory BIO, which
+# keeps the largest size it ever had, per connection. The kernel's buffer (below) does the
+# real buffering; ours fill only when a reader is ~0.5 MB behind.
+CHAT_WRITE_LIMITS = (16 << 10, 4 << 10)
 SCREEN_WRITE_LIMITS = (512 << 10, 128 << 10)
 CHAT_SNDBUF = 256 << 10  # kernel send buffer of a chat connection
 # ... and of a screen connection: fixed (no autotuning to 4 MiB), so that a slow viewer's
@@ -38,6 +44,26 @@ CHAT_SNDBUF = 256 << 10  # kernel send buffer of a chat connection
 SCREEN_SNDBUF = 256 << 10
 CHAT_SLOW_LIMIT = 8 << 20  # a chat client this far behind is cut off (it catches up later)
 SHUTDOWN_GRACE = 2.0
+# glibc keeps freed memory; with TLS, where every connection allocates and frees buffers of
+# 16-256 KiB, the heap fragments and RSS grows with every 1000 sessions without the memory
+# ever being reused (measured, three rounds of 1000 TLS clients joining and leaving: RSS after
+# they left 76 -> 103 -> 125 MB; with malloc_trim 48, 48, 48 MB). malloc_trim(0) hands the
+# free pages back (~1 ms); housekeeping runs it after this many connections closed, or after
+# the send buffers shrank by TRIM_AFTER_BYTES.
+TRIM_AFTER_CLOSED = 100
+TRIM_AFTER_BYTES = 8 << 20
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(None)
+        trim: Callable[[int], int] = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+    return trim
+
+
+MALLOC_TRIM = _malloc_trim()
 
 
 class Server:
@@ -48,6 +74,10 @@ class Server:
         self._per_address: dict[str, int] = {}
         # connections not logged in yet, oldest first (a dict as an ordered set)
         self._handshaking: dict[Peer, None] = {}
+        self.buffers = SendBuffers(settings.send_budget if settings.send_budget > 0 else None,
+                                   min_cut=CHAT_WRITE_LIMITS[0])
+        self._closed_since_trim = 0
+        self._buffered_peak = 0  # the send buffers' largest total since the last trim
         self.store = SQLiteStore(settings.data_dir / "chatscreen.db",
                                  durability=settings.durability)
         self.fanout = LocalFanout()
@@ -109,6 +139,7 @@ class Server:
         else:
             self._per_address.pop(peer.ip, None)
         self.counters.disconnects[peer.close_code or "closed"] += 1
+        self._closed_since_trim += 1
         if not self.peers:
             self._all_closed.set()
 
@@ -122,7 +153,7 @@ class Server:
         await self.chat.start()
         chat = await self._listen(s.chat_port, lambda: Peer(
             "chat", self.chat, self, self.chat_limits,
-            write_limits=CHAT_WRITE_LIMITS, slow_limit=CHAT_SLOW_LIMIT, coalesce=True,
+            write_limits=CHAT_WRITE_LIMITS, slow_limit=CHAT_SLOW_LIMIT, buffers=self.buffers,
             sndbuf=CHAT_SNDBUF))
         screen = await self._listen(s.screen_port, lambda: Peer(
             "screen", self.screen, self, self.screen_limits,
@@ -192,6 +223,21 @@ class Server:
                 elif now - peer.last_rx > s.heartbeat and not peer.ping_sent:
                     peer.ping_sent = True
                     peer.send("ping")
+            total = self.buffers.recount()
+            self.buffers.enforce()
+            self._buffered_peak = max(self._buffered_peak, total)
+            if (self._closed_since_trim >= TRIM_AFTER_CLOSED
+                    or self._buffered_peak - total >= TRIM_AFTER_BYTES):
+                self.trim_memory()
+
+    def trim_memory(self) -> None:
+        """Give the heap's free pages back to the system (glibc only)."""
+        self._closed_since_trim = 0
+        self._buffered_peak = self.buffers.total
+        if MALLOC_TRIM is not None:
+            t0 = time.perf_counter()
+            MALLOC_TRIM(0)
+            log.debug("malloc_trim: %.1f ms", 1e3 * (time.perf_counter() - t0))
 
     async def stop(self, reason: str = "the server is shutting down") -> None:
         """Stop listening, store what was received, tell every client why, close."""

@@ -60,6 +60,11 @@ def render_metrics(server: Server) -> str:
            [('{reason="none"}', 0)])
     metric("send_buffer_bytes", "gauge", "Bytes waiting to be sent, over all connections.",
            [('{stat="total"}', sum(buffers)), ('{stat="max"}', max(buffers, default=0))])
+    metric("send_budget_bytes", "gauge", "Budget for the chat connections' send buffers.",
+           [("", server.buffers.budget or 0)])
+    metric("send_budget_cuts_total", "counter",
+           "Chat connections cut off as too slow because the send buffers passed the budget.",
+           [("", server.buffers.cuts)])
     metric("shares", "gauge", "Active screen shares.", [("", len(server.screen.shares))])
     metric("screen_frames_total", "counter", "Screen frames received from sharers.",
            [("", c.screen_frames_in)])

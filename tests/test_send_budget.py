@@ -1,0 +1,89 @@
+"""The global budget for chat send buffers, on the real server: a reader that stops is cut off
+as too slow once the total passes the budget, and the others carry on with nothing lost."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import urllib.request
+from pathlib import Path
+
+from chatscreen.client import Client
+from tests.helpers.server import (
+    NO_RATE_LIMITS,
+    TIMEOUT,
+    ServerProcess,
+    frame,
+    raw_socket,
+    running_server,
+)
+
+
+def metrics(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=TIMEOUT) as resp:
+        body: bytes = resp.read()
+    out: dict[str, float] = {}
+    for line in body.decode().splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def connect(srv: ServerProcess, user: str) -> Client:
+    return Client("127.0.0.1", user, chat_port=srv.chat_port, timeout=TIMEOUT, reconnect=False)
+
+
+def stalled_reader(srv: ServerProcess, name: str) -> socket.socket:
+    """Logs in, joins general, then never reads again (with a tiny receive buffer)."""
+    sock = raw_socket(srv, srv.chat_port, rcvbuf=4096)
+    sock.sendall(frame({"type": "hello", "v": 1, "user": name}))
+    sock.sendall(frame({"type": "join", "room": "general"}))
+    return sock
+
+
+def test_reader_past_the_send_budget_is_cut_and_others_carry_on(tmp_path: Path) -> None:
+    # The budget is the only limit that can act here: no flood limits, and a slow_timeout
+    # far longer than the test.
+    env = {"CHATSCREEN_SEND_BUDGET": str(512 << 10), "CHATSCREEN_SLOW_TIMEOUT": "3600",
+           **NO_RATE_LIMITS}
+    with running_server(tmp_path / "d", "--metrics-port", "0", env=env) as srv:
+        port = int(re.findall(r"Metrics: http://[\d.]+:(\d+)", "".join(srv.output))[0])
+        assert metrics(port)["chatscreen_send_budget_bytes"] == 512 << 10
+
+        async def scenario() -> None:
+            stalled = stalled_reader(srv, "stalled")
+            async with connect(srv, "sender") as sender, connect(srv, "reader") as reader:
+                await sender.join("general")
+                await reader.join("general")
+                text = "x" * 3000
+                loop = asyncio.get_running_loop()
+                got = expected = 0
+                sent: list[int] = []
+                deadline = loop.time() + 6 * TIMEOUT
+                cut = False
+                bursts_after_cut = 0
+                while bursts_after_cut < 2:  # two more bursts once it is gone
+                    assert loop.time() < deadline, "the stalled reader was never cut off"
+                    acks = await asyncio.gather(*(sender.say_nowait("general", text)
+                                                  for _ in range(50)))
+                    sent += [a["id"] for a in acks]
+                    expected += 50
+                    async with asyncio.timeout(TIMEOUT):  # the reader is never held up
+                        while got < expected:
+                            ev = await reader.next_event()
+                            got += ev.type == "message"
+                    m = await asyncio.to_thread(metrics, port)
+                    if not cut and m["chatscreen_send_budget_cuts_total"] == 1:
+                        cut = True
+                        assert m['chatscreen_disconnects_total{reason="too_slow"}'] == 1
+                    bursts_after_cut += cut
+                stalled.close()
+                # nothing lost for those who read: the reader's history has every message
+                page = await reader.history(room="general", limit=len(sent) + 10)
+                assert [x["id"] for x in page["messages"]] == sent
+                assert (await asyncio.to_thread(metrics, port))[
+                    "chatscreen_send_budget_cuts_total"] == 1
+
+        asyncio.run(scenario())
