@@ -5,7 +5,8 @@ with no colour conversion: see docs/benchmarks.md for the comparison with OpenCV
 
 Lossless encodings (docs/protocol.md has their exact format): ``palette`` (up to 256 colours,
 zlib-compressed indices: text and UI), ``zlib`` (zlib-compressed RGB), ``png`` and ``webp``
-(lossless WebP for many-colour regions that must end pixel-exact), and ``raw``.
+(lossless WebP for many-colour regions that must end pixel-exact), and ``raw``. ``copy``
+carries no picture: it copies pixels the canvas already has (a scroll), see :class:`Canvas`.
 """
 
 from __future__ import annotations
@@ -176,11 +177,26 @@ def decode_rect(enc: str, data: bytes, w: int, h: int) -> RGB:
         if len(data) != w * h * 3:
             raise DecodeError(f"raw rect of {w}x{h} needs {w * h * 3} bytes, got {len(data)}")
         img = np.frombuffer(data, np.uint8).reshape(h, w, 3)
+    elif enc == "copy":
+        raise DecodeError("a copy rect has no picture of its own: apply it on a canvas")
     else:
         raise DecodeError(f"unknown encoding {enc!r}")
     if img.shape[:2] != (h, w):
         raise DecodeError(f"rect says {w}x{h} but its picture is {img.shape[1]}x{img.shape[0]}")
     return img
+
+
+COPY = struct.Struct(">II")  # a copy rect's data: the source's x, y
+
+
+def copy_source(data: bytes, w: int, h: int, size: tuple[int, int]) -> tuple[int, int]:
+    """The top left of a ``copy`` rect's source, checked to lie inside a ``size`` screen."""
+    if len(data) != COPY.size:
+        raise DecodeError(f"copy data is {COPY.size} bytes, got {len(data)}")
+    sx, sy = COPY.unpack(data)
+    if sx + w > size[0] or sy + h > size[1]:
+        raise DecodeError(f"copy source {sx},{sy} {w}x{h} lies outside {size[0]}x{size[1]}")
+    return sx, sy
 
 
 class Canvas:
@@ -200,6 +216,11 @@ class Canvas:
             self.pixels = np.zeros((h, w, 3), np.uint8)
             self.complete = False
         for x, y, rw, rh, enc, data in rects:
+            if enc == "copy":  # pixels the canvas already has: read before writing
+                sx, sy = copy_source(data, rw, rh, self.size)
+                self.pixels[y : y + rh, x : x + rw] = self.pixels[sy : sy + rh,
+                                                                  sx : sx + rw].copy()
+                continue
             self.pixels[y : y + rh, x : x + rw] = decode_rect(enc, data, rw, rh)
         if key:
             self.complete = True

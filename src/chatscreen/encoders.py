@@ -26,11 +26,13 @@ import numpy as np
 
 from chatscreen.client.screen import OutRect
 from chatscreen.codec import (
+    COPY,
     DEFAULT_QUALITY,
     encode_jpeg,
     encode_palette,
     encode_webp,
 )
+from chatscreen.scroll import Move, apply_move, detect_move, move_tiles
 from chatscreen.tiles import (
     BGRA,
     TILE,
@@ -77,6 +79,7 @@ class Update:
     key: bool
     regions: list[Region]
     refreshed: int = 0  # tiles sent as lossless refresh
+    move: Move | None = None  # a scroll sent as a copy (the first region)
 
     @property
     def size(self) -> int:
@@ -104,6 +107,7 @@ class ScreenEncoder:
         self._prev: BGRA | None = None
         self._lossy: Mask | None = None  # tiles whose viewers' copy is lossy
         self._changed_at: np.ndarray | None = None  # per tile, time of its last change
+        self.moves = True  # look for scrolls and send them as copies
 
     @property
     def size(self) -> tuple[int, int] | None:
@@ -138,15 +142,18 @@ class ScreenEncoder:
             assert prev is not None
             dirty = change_map(prev, img, self.tile)
         assert self._lossy is not None and self._changed_at is not None
+        move: Move | None = None
+        if not key and prev is not None and self.moves:
+            move, dirty = self._find_move(prev, img, dirty, now)
         self._changed_at[dirty] = now
         refresh = self._lossy & ~dirty & (now - self._changed_at >= self.preset.refresh_after)
         if key or hint is None or prev is None:
             self._prev = img if img.flags.writeable else img.copy()
         else:  # keep the reference = what the viewers hold: take only the tiles looked at
-            for box in merge_tiles(hint | refresh, w, h, self.tile):
+            for box in merge_tiles(hint | refresh | dirty, w, h, self.tile):
                 ys, xs = slice(box.y, box.y + box.h), slice(box.x, box.x + box.w)
                 prev[ys, xs] = img[ys, xs]
-        if not dirty.any() and not refresh.any():
+        if not dirty.any() and not refresh.any() and move is None:
             return None
         few = np.zeros_like(dirty)
         if key:
@@ -158,11 +165,32 @@ class ScreenEncoder:
                 few[:] = False
         lossless = (dirty & few) | refresh
         lossy = dirty & ~few
-        regions = [self._region(img, box, True) for box in merge_tiles(lossless, w, h, self.tile)]
+        regions = [] if move is None else [copy_region(move)]
+        regions += [self._region(img, box, True) for box in merge_tiles(lossless, w, h, self.tile)]
         regions += [self._region(img, box, False) for box in merge_tiles(lossy, w, h, self.tile)]
         self._lossy[lossless] = False
         self._lossy[lossy] = True
-        return Update(key, regions, int(refresh.sum()))
+        return Update(key, regions, int(refresh.sum()), move)
+
+    def _find_move(self, prev: BGRA, img: BGRA, dirty: Mask,
+                   now: float) -> tuple[Move | None, Mask]:
+        """Look for a scroll in the changed tiles; when found, apply it to the reference
+        picture (as the viewers will) and return it with the tiles that still differ."""
+        move = detect_move(prev, img, dirty, self.tile)
+        if move is None:
+            return None, dirty
+        assert self._lossy is not None and self._changed_at is not None
+        dest = move_tiles(move, dirty.shape, self.tile)
+        # the moved tiles carry the lossiness of the tiles they come from
+        t, lossy, was = self.tile, self._lossy, self._lossy.copy()
+        for r in range(move.y // t, -(-(move.y + move.h) // t)):
+            a = max(r * t, move.y) - move.y + move.sy
+            b = min((r + 1) * t, move.y + move.h) - move.y + move.sy
+            c0, c1 = move.x // t, -(-(move.x + move.w) // t)
+            lossy[r, c0:c1] |= was[a // t : -(-b // t), c0:c1].any(axis=0)
+        self._changed_at[dest] = now
+        apply_move(prev, move)
+        return move, hinted_change_map(prev, img, dirty | dest, self.tile)
 
     def _region(self, img: BGRA, box: Box, lossless: bool) -> Region:
         part = img[box.y : box.y + box.h, box.x : box.x + box.w]
@@ -183,6 +211,11 @@ class ScreenEncoder:
         if self._lossy is None or self._changed_at is None or not self._lossy.any():
             return None
         return float(self._changed_at[self._lossy].min()) + self.preset.refresh_after
+
+
+def copy_region(move: Move) -> Region:
+    """A ``copy`` rect: the destination, and the source's top left as 2 x uint32 BE."""
+    return Region(move.x, move.y, move.w, move.h, "copy", COPY.pack(move.sx, move.sy))
 
 
 def hinted_change_map(prev: BGRA, cur: BGRA, hint: Mask, tile: int = TILE) -> Mask:

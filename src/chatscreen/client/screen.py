@@ -28,13 +28,18 @@ class OutRect:
 def merge_frames(older: Message, newer: Message) -> Message:
     """One frame with the effect of ``older`` then ``newer`` (a delta of the same share and
     size): the rectangles of both in order, less those of ``older`` that a rectangle of
-    ``newer`` covers entirely. No picture is decoded."""
+    ``newer`` covers entirely. No picture is decoded. A ``copy`` reads what the rects before
+    it drew, so none is dropped when a copy comes after it."""
     kept: list[Any] = []
     parts: list[bytes] = []
     offset = 0
-    for r in older["rects"]:
-        if not any(n.x <= r.x and n.y <= r.y and n.x + n.w >= r.x + r.w
-                   and n.y + n.h >= r.y + r.h for n in newer["rects"]):
+    copies = [i for i, r in enumerate(older["rects"]) if r.enc == "copy"]
+    last_copy = copies[-1] if copies else -1
+    if any(n.enc == "copy" for n in newer["rects"]):
+        last_copy = len(older["rects"])
+    for i, r in enumerate(older["rects"]):
+        if i < last_copy or not any(n.x <= r.x and n.y <= r.y and n.x + n.w >= r.x + r.w
+                                    and n.y + n.h >= r.y + r.h for n in newer["rects"]):
             kept.append(r)
             parts.append(older.payload[offset : offset + r.len])
         offset += r.len

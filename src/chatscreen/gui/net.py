@@ -22,8 +22,8 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
 from chatscreen.client import Client, ThreadedClient
-from chatscreen.codec import DecodeError, decode_rect
-from chatscreen.gui.render import Composer, Patch, Redraw
+from chatscreen.codec import DecodeError
+from chatscreen.gui.render import Composer, Redraw, patch_of
 from chatscreen.protocol import Message
 from chatscreen.sharing import ShareStats, frame_rects, share_screen
 
@@ -95,7 +95,8 @@ class RateMeter:
 def compose_frame(composer: Composer, msg: Message) -> Redraw | None:
     """Decode a frame's rectangles and apply them (render worker thread)."""
     try:
-        patches = [Patch(x, y, decode_rect(enc, bytes(data), w, h))
+        size = (msg["w"], msg["h"])
+        patches = [patch_of(x, y, w, h, enc, bytes(data), size)
                    for x, y, w, h, enc, data in frame_rects(msg)]
     except DecodeError:
         return None  # a bad frame is skipped; the next key frame repairs the picture

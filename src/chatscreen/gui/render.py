@@ -25,6 +25,8 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageTk
 
+from chatscreen.codec import copy_source, decode_rect
+
 RGB = npt.NDArray[np.uint8]
 Method = Literal["auto", "ppm", "pil"]
 #: Regions up to this many pixels go in as PPM (cheaper than a PIL block put + copy there).
@@ -38,6 +40,27 @@ class Patch:
     x: int
     y: int
     pixels: RGB  # h x w x 3
+
+
+@dataclass(frozen=True, slots=True)
+class CopyPatch:
+    """A ``copy`` rect of a frame: w x h pixels the picture already has, from (sx, sy)."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+    sx: int
+    sy: int
+
+
+def patch_of(x: int, y: int, w: int, h: int, enc: str, data: bytes,
+             size: tuple[int, int]) -> Patch | CopyPatch:
+    """Decode one rect of a frame of a ``size`` screen (raises DecodeError)."""
+    if enc == "copy":
+        sx, sy = copy_source(data, w, h, size)
+        return CopyPatch(x, y, w, h, sx, sy)
+    return Patch(x, y, decode_rect(enc, data, w, h))
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +124,7 @@ class Composer:
                 return None
             return self._redraw_all()
 
-    def apply(self, w: int, h: int, key: bool, patches: list[Patch]) -> Redraw:
+    def apply(self, w: int, h: int, key: bool, patches: list[Patch | CopyPatch]) -> Redraw:
         """Apply one frame (a key frame covers the whole screen)."""
         with self._lock:
             if self.full is None or self.full.size != (w, h):
@@ -109,20 +132,25 @@ class Composer:
                 self.complete = False
             if key:
                 self.complete = True
-            covers = len(patches) == 1 and patches[0].pixels.shape[:2] == (h, w)
-            if covers and self._target(w, h) == (w, h):
+            first = patches[0] if len(patches) == 1 else None
+            covers = isinstance(first, Patch) and first.pixels.shape[:2] == (h, w)
+            if isinstance(first, Patch) and covers and self._target(w, h) == (w, h):
                 # A whole picture shown 1:1: it is its own redraw, no crop needed.
-                img = Image.fromarray(patches[0].pixels, "RGB")
+                img = Image.fromarray(first.pixels, "RGB")
                 self.full.paste(img, (0, 0))
                 self.shown = (w, h)
                 return Redraw((w, h), [Region(0, 0, img)], full=True, source=(w, h))
             for p in patches:
-                self.full.paste(Image.fromarray(p.pixels, "RGB"), (p.x, p.y))
+                if isinstance(p, CopyPatch):  # crop copies: overlapping source is fine
+                    self.full.paste(self.full.crop((p.sx, p.sy, p.sx + p.w, p.sy + p.h)),
+                                    (p.x, p.y))
+                else:
+                    self.full.paste(Image.fromarray(p.pixels, "RGB"), (p.x, p.y))
             if covers or self._target(w, h) != self.shown:
                 return self._redraw_all()
             out = Redraw(self.shown, source=(w, h))
             for p in patches:
-                ph, pw = p.pixels.shape[:2]
+                pw, ph = (p.w, p.h) if isinstance(p, CopyPatch) else p.pixels.shape[1::-1]
                 out.regions.append(self._region(p.x, p.y, pw, ph))
             return out
 

@@ -107,7 +107,8 @@ def boolean(value: Any, _: Limits) -> bool:
     return value
 
 
-ENCODINGS = ("jpeg", "png", "raw", "palette", "zlib", "webp")
+ENCODINGS = ("jpeg", "png", "raw", "palette", "zlib", "webp", "copy")
+COPY_LEN = 8  # a copy rect's data: the source's x and y, uint32 big-endian each
 
 
 def encoding(value: Any, _: Limits) -> str:
@@ -346,4 +347,20 @@ def parse_message(frame: Frame, table: Mapping[str, Spec], limits: Limits) -> Me
         for r in fields["rects"]:
             if r.x + r.w > fields["w"] or r.y + r.h > fields["h"]:
                 raise _bad(f"rect {r.x},{r.y} {r.w}x{r.h} lies outside {fields['w']}x{fields['h']}")
+        check_copies(fields, frame.payload)
     return Message(kind, fields, frame.payload)
+
+
+def check_copies(fields: Mapping[str, Any], payload: bytes) -> None:
+    """A ``copy`` rect: 8 bytes of data, a source inside the screen."""
+    offset = 0
+    for r in fields["rects"]:
+        if r.enc == "copy":
+            if r.len != COPY_LEN:
+                raise _bad(f"a copy rect has {COPY_LEN} bytes of data, not {r.len}")
+            sx = int.from_bytes(payload[offset : offset + 4], "big")
+            sy = int.from_bytes(payload[offset + 4 : offset + 8], "big")
+            if sx + r.w > fields["w"] or sy + r.h > fields["h"]:
+                raise _bad(f"copy source {sx},{sy} {r.w}x{r.h} lies outside "
+                           f"{fields['w']}x{fields['h']}")
+        offset += r.len

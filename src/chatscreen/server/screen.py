@@ -13,6 +13,14 @@ pieces newer than ``sent``, oldest first: the newest version of every dirty regi
 backlog. A viewer who starts watching has ``sent = 0`` and so gets the current picture of
 every region at once, as a key frame. Nothing here ever waits for a viewer; the sharer is
 asked for a key frame (``need_key``) only when the relay has no picture to apply a delta to.
+
+A ``copy`` piece (a scroll: "copy this rectangle from there", no pixels) reads pixels the
+viewer must already have. So that replaying the live pieces in order still gives the current
+picture, the copy **pins** the pieces that made up its source when it arrived (they stay live,
+with their ids, until the copy itself is dropped), and those may be copies pinning their own
+sources. A chain of copies deeper than ``MAX_COPY_DEPTH`` makes the relay ask for a key frame,
+which starts a new store; past ``HARD_COPY_DEPTH`` (a sharer that ignores ``need_key``) it
+drops the picture until that key frame comes.
 """
 
 from __future__ import annotations
@@ -36,6 +44,9 @@ log = logging.getLogger("chatscreen.screen")
 
 TILE = 64  # the relay's tile grid (the reference sharer's tiles are the same size)
 MAX_PARTIAL = 32  # pieces only partly covering one tile before the relay asks for a key frame
+MAX_COPY_DEPTH = 150  # copies reading from copies (5 s of scrolling at 30/s) before it asks
+#                       for a key frame, so that a late viewer's catch-up stays short
+HARD_COPY_DEPTH = 4 * MAX_COPY_DEPTH  # a sharer ignoring need_key: the picture is dropped
 NEED_KEY_INTERVAL = 0.5  # seconds between key frame requests to one sharer
 
 
@@ -47,7 +58,9 @@ class Piece:
     seq: int
     rect: dict[str, Any]  # {"x","y","w","h","enc","len"}, as relayed
     data: bytes
-    refs: int = 0  # tiles that need it
+    refs: int = 0  # tiles that need it, and copies that read from it (pins)
+    deps: tuple[Piece, ...] = ()  # a copy: the pieces it reads from, pinned while it lives
+    depth: int = 0  # a copy: 1 + the deepest copy among its deps (the chain's length)
 
 
 class TileStore:
@@ -62,19 +75,49 @@ class TileStore:
         self.live: dict[int, Piece] = {}  # id -> piece, in id order
         self.key_id = first_id  # pieces before this one are not part of the picture
         self.overflow = False  # too many partial pieces on one tile: a key frame would help
+        self.max_depth = 0  # the longest chain of copies among the pieces added
 
     @property
     def last_id(self) -> int:
         return next(reversed(self.live)) if self.live else self.key_id - 1
 
     def _release(self, piece: Piece) -> None:
-        piece.refs -= 1
-        if piece.refs == 0:
-            del self.live[piece.id]
+        stack = [piece]
+        while stack:  # a copy dropped unpins what it read from, and so on down its chain
+            p = stack.pop()
+            p.refs -= 1
+            if p.refs == 0:
+                del self.live[p.id]
+                stack.extend(p.deps)
+
+    def _pin_sources(self, piece: Piece) -> None:
+        """A copy reads pixels the viewers already have: keep alive (pin) every piece that
+        makes up its source as it is now, so that whoever replays the live pieces in order
+        (a viewer joining late, or catching up) has them when it applies the copy."""
+        r, t = piece.rect, self.tile
+        sx, sy = int.from_bytes(piece.data[:4], "big"), int.from_bytes(piece.data[4:8], "big")
+        deps: dict[int, Piece] = {}
+        for row in range(sy // t, (sy + r["h"] - 1) // t + 1):
+            for col in range(sx // t, (sx + r["w"] - 1) // t + 1):
+                i = row * self.cols + col
+                owner = self.owner[i]
+                if owner is not None:
+                    deps[owner.id] = owner
+                for p in self.partial[i]:
+                    deps[p.id] = p
+        piece.deps = tuple(deps.values())
+        for p in piece.deps:
+            p.refs += 1
+        piece.depth = 1 + max((p.depth for p in piece.deps), default=0)
+        self.max_depth = max(self.max_depth, piece.depth)
+        if piece.depth > MAX_COPY_DEPTH:
+            self.overflow = True  # a key frame ends the chain
 
     def add(self, piece: Piece) -> None:
         r, t = piece.rect, self.tile
         x0, y0, x1, y1 = r["x"], r["y"], r["x"] + r["w"], r["y"] + r["h"]
+        if r["enc"] == "copy":
+            self._pin_sources(piece)
         self.live[piece.id] = piece
         for row in range(y0 // t, (y1 - 1) // t + 1):
             ty0, ty1 = row * t, min((row + 1) * t, self.h)
@@ -95,7 +138,8 @@ class TileStore:
                     if len(self.partial[i]) > MAX_PARTIAL:
                         self.overflow = True
         if piece.refs == 0:  # cannot happen for a rect inside the screen; be safe
-            del self.live[piece.id]
+            piece.refs = 1
+            self._release(piece)
 
     def newer_than(self, sent: int) -> list[Piece]:
         """The live pieces after ``sent``, oldest first."""
@@ -252,6 +296,8 @@ class ScreenRelay:
         if not key and share.store is None:
             self._ask_key(share)  # nothing to apply a delta to
             return
+        if key and any(r.enc == "copy" for r in msg["rects"]):
+            raise RemoteProtocolError(ErrorCode.BAD_MESSAGE, "a key frame cannot hold copy rects")
         share.frames_in += 1
         self.counters.screen_frames_in += 1
         self.counters.screen_bytes_in += len(msg.payload)
@@ -270,6 +316,10 @@ class ScreenRelay:
             store.add(Piece(pid, seq, rect, bytes(payload[offset : offset + r.len])))
             offset += r.len
         share.cache.clear()
+        if store.max_depth > HARD_COPY_DEPTH:  # bounded memory whatever the sharer does
+            share.store = None
+            self._ask_key(share)
+            return
         if store.overflow:
             store.overflow = False
             self._ask_key(share)
