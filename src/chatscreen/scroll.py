@@ -11,8 +11,9 @@ where tiles changed:
 2. Each segment of ``cur`` whose hash occurs exactly once in the same column of ``prev``
    votes for the offset between the two rows; blank segments (hashes seen many times) do not
    vote. The most voted offset wins if enough segments agree.
-3. For that offset, the columns where most rows match form the copied span, and the longest
-   run of rows matching on the whole span gives the rectangle.
+3. For that offset, in the longest run of rows where most segments match, the columns where
+   90 % of them match form the copied span; the longest run of rows matching on the whole
+   span gives the rectangle.
 
 The hashes only *propose* a move: the encoder applies the copy to its reference picture and
 compares tiles exactly afterwards, so a wrong guess costs bytes, never correctness.
@@ -30,7 +31,7 @@ from chatscreen.tiles import BGRA, TILE, Mask, words
 
 MIN_TILES = 16  # fewer changed tiles than this: not worth looking for a move
 MIN_ROWS = 32  # a move shorter than this many rows is not used
-MIN_VOTES = 0.05  # share of the region's segments that must agree on the offset
+MIN_VOTES = 0.02  # share of the region's segments that must agree on the offset
 VOTE_COLUMNS = 8  # segment columns that vote (spread over the region); all are checked later
 _RNG = np.random.default_rng(0x5C0011)
 _WEIGHTS = (_RNG.integers(1, 2**63, TILE // 2, dtype=np.uint64) | np.uint64(1))
@@ -113,8 +114,8 @@ def detect_move(prev: BGRA, cur: BGRA, dirty: Mask, tile: int = TILE) -> Move | 
     if i1 - i0 < MIN_ROWS:
         return None
     match = hc[i0:i1] == hp[i0 + dy : i1 + dy]  # (dest rows, segment columns)
-    good = match.mean(axis=0) >= 0.5
-    c0, c1 = _longest_run(good)
+    ra, rb = _longest_run(match.mean(axis=1) >= 0.5)  # rows where most of it moved
+    c0, c1 = _longest_run(match[ra:rb].mean(axis=0) >= 0.9)  # columns that moved there
     if c1 - c0 == 0:
         return None
     rows_ok = match[:, c0:c1].all(axis=1)
