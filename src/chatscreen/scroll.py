@@ -8,12 +8,14 @@ where tiles changed:
 
 1. Every row of the region is cut into 64-pixel segments and each segment hashed (a weighted
    sum of its pixels taken two at a time as 64-bit words, wrapping: ~1 ms for a 1080p frame).
-2. Each segment of ``cur`` whose hash occurs exactly once in the same column of ``prev``
-   votes for the offset between the two rows; blank segments (hashes seen many times) do not
-   vote. The most voted offset wins if enough segments agree.
+2. Each row of ``cur`` whose hash (over the region's width) occurs exactly once in ``prev``
+   votes for the offset between the two rows; blank rows (hashes seen many times) do not
+   vote. The most voted offset wins if enough rows agree. If none does (something beside the
+   move changes on every row), segments of a few columns vote the same way, column by column.
 3. For that offset, in the longest run of rows where most segments match, the columns where
-   90 % of them match form the copied span; the longest run of rows matching on the whole
-   span gives the rectangle.
+   90 % of them match form the copied span; the longest run of rows where 85 % of that span
+   matches gives the rectangle (what did not move in it, such as the pointer drawn into the
+   capture, is left to the tile diff).
 
 The hashes only *propose* a move: the encoder applies the copy to its reference picture and
 compares tiles exactly afterwards, so a wrong guess costs bytes, never correctness.
@@ -32,6 +34,7 @@ from chatscreen.tiles import BGRA, TILE, Mask, words
 MIN_TILES = 16  # fewer changed tiles than this: not worth looking for a move
 MIN_ROWS = 32  # a move shorter than this many rows is not used
 MIN_VOTES = 0.02  # share of the region's segments that must agree on the offset
+ROW_MATCH = 0.85  # share of a row's segments that must have moved for the row to be copied
 VOTE_COLUMNS = 8  # segment columns that vote (spread over the region); all are checked later
 _RNG = np.random.default_rng(0x5C0011)
 _WEIGHTS = (_RNG.integers(1, 2**63, TILE // 2, dtype=np.uint64) | np.uint64(1))
@@ -62,27 +65,41 @@ def segment_hashes(img: BGRA, x0: int, x1: int, y0: int, y1: int,
         px = np.ascontiguousarray(px[:, : n * seg + x0])
     pairs = px.view(np.uint64)[y0:y1, x0 // 2 : (x0 + n * seg) // 2].reshape(y1 - y0, n, seg // 2)
     weights = _WEIGHTS if seg == TILE else _RNG.integers(1, 2**63, seg // 2, dtype=np.uint64)
-    out: npt.NDArray[np.uint64] = (pairs * weights).sum(axis=2, dtype=np.uint64)
+    out: npt.NDArray[np.uint64] = pairs @ weights  # wraps mod 2**64; no temporary array
     return out
 
 
-def _vote(hp: npt.NDArray[np.uint64], hc: npt.NDArray[np.uint64]) -> tuple[int, int]:
-    """The row offset most segments agree on (``cur[i] == prev[i + dy]``), and its votes."""
-    rows, cols = hp.shape
+def _vote_rows(hp: npt.NDArray[np.uint64], hc: npt.NDArray[np.uint64]) -> tuple[int, int]:
+    """The row offset most whole rows agree on (``cur[i] == prev[i + dy]``), and its votes:
+    cheap (one key per row), enough unless something beside the move changes on every row."""
+    tag = np.arange(1, hp.shape[1] + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    return _vote(hp @ tag, hc @ tag, 1)
+
+
+def _vote_columns(hp: npt.NDArray[np.uint64],
+                  hc: npt.NDArray[np.uint64]) -> tuple[int, int]:
+    """The row offset most segments (of up to VOTE_COLUMNS columns) agree on, and its votes."""
+    cols = hp.shape[1]
     pick = np.unique(np.linspace(0, cols - 1, min(cols, VOTE_COLUMNS)).round().astype(np.intp))
     # one key per (column, hash): the column in the top bits keeps columns apart
     tag = (pick.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))[None, :]
-    kp = (hp[:, pick] ^ tag).ravel()
-    kc = (hc[:, pick] ^ tag).ravel()
-    order = np.argsort(kp, kind="stable")
+    return _vote((hp[:, pick] ^ tag).ravel(), (hc[:, pick] ^ tag).ravel(), len(pick))
+
+
+def _vote(kp: npt.NDArray[np.uint64], kc: npt.NDArray[np.uint64],
+          per_row: int) -> tuple[int, int]:
+    """Keys of prev and cur, ``per_row`` keys a row: each key of cur found exactly once in
+    prev votes for the offset between their rows."""
+    rows = len(kp) // per_row
+    order = np.argsort(kp)
     sp = kp[order]
     left = np.searchsorted(sp, kc, "left")
     right = np.searchsorted(sp, kc, "right")
     unique = (right - left) == 1
     if not unique.any():
         return 0, 0
-    i = np.flatnonzero(unique) // len(pick)  # row in cur
-    j = order[left[unique]] // len(pick)  # row in prev
+    i = np.flatnonzero(unique) // per_row  # row in cur
+    j = order[left[unique]] // per_row  # row in prev
     dy = j - i
     dy = dy[dy != 0]
     if len(dy) == 0:
@@ -106,9 +123,11 @@ def detect_move(prev: BGRA, cur: BGRA, dirty: Mask, tile: int = TILE) -> Move | 
     hp = segment_hashes(prev, x0, x1, y0, y1)
     hc = segment_hashes(cur, x0, x1, y0, y1)
     nrows, ncols = hc.shape
-    dy, votes = _vote(hp, hc)
-    if dy == 0 or votes < max(8, MIN_VOTES * nrows * min(ncols, VOTE_COLUMNS)):
-        return None
+    dy, votes = _vote_rows(hp, hc)
+    if dy == 0 or votes < max(8, MIN_VOTES * nrows):
+        dy, votes = _vote_columns(hp, hc)
+        if dy == 0 or votes < max(8, MIN_VOTES * nrows * min(ncols, VOTE_COLUMNS)):
+            return None
     # dest rows i (region-relative) read prev rows i + dy
     i0, i1 = max(0, -dy), min(nrows, nrows - dy)
     if i1 - i0 < MIN_ROWS:
@@ -118,7 +137,9 @@ def detect_move(prev: BGRA, cur: BGRA, dirty: Mask, tile: int = TILE) -> Move | 
     c0, c1 = _longest_run(match[ra:rb].mean(axis=0) >= 0.9)  # columns that moved there
     if c1 - c0 == 0:
         return None
-    rows_ok = match[:, c0:c1].all(axis=1)
+    # a row belongs to the copy when nearly all of the span moved (a pointer drawn into the
+    # capture, or a caret, leaves a few segments that the tile diff then sends as pixels)
+    rows_ok = match[:, c0:c1].mean(axis=1) >= ROW_MATCH
     r0, r1 = _longest_run(rows_ok)
     if r1 - r0 < MIN_ROWS:
         return None
