@@ -3,7 +3,8 @@
 The sharer captures and encodes on one dedicated thread (mss handles are per thread). Where
 the X server has the DAMAGE extension (:mod:`chatscreen.damage`), it captures when the X
 server reports a change, right away but never more often than ``fps`` (a change sooner than
-1/fps after the last capture is captured 1/fps after it), and compares only the tiles the
+1/fps after the last capture waits, on average, for 1/fps after it; see
+:class:`CaptureBucket`), and compares only the tiles the
 damage touched; an idle screen costs no capture at all, except when a lossless refresh falls
 due. Without DAMAGE (no X, Wayland, ``damage=False``) it polls at a steady ``fps`` cadence
 that skips missed ticks instead of bursting. Each capture, the
@@ -34,6 +35,9 @@ from chatscreen.encoders import DEFAULT_PRESET, ScreenEncoder, Update
 from chatscreen.protocol import Message
 
 DEFAULT_FPS = 30.0
+CAPTURE_BURST = 2.0  # captures that may follow one another sooner than 1/fps
+SETTLE = 0.001  # seconds without new damage before a capture (see _settle)
+MAX_SETTLE = 0.006
 KEY_INTERVAL = 60.0  # seconds between unrequested key frames, only while the screen changes
 
 log = logging.getLogger(__name__)
@@ -91,6 +95,36 @@ class _Grabber:
         return w, h, update
 
 
+class CaptureBucket:
+    """The capture rate limit: tokens refilled at ``fps``, at most ``burst`` kept."""
+
+    def __init__(self, fps: float, burst: float = CAPTURE_BURST) -> None:
+        self.fps, self.burst = fps, burst
+        self.tokens = burst
+        self.at = time.monotonic()
+
+    def take(self, now: float) -> float:
+        """Take a token for a capture at ``now``; how long to wait before capturing."""
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.fps) - 1.0
+        self.at = now
+        return max(0.0, -self.tokens / self.fps)
+
+
+async def _settle(listener: DamageListener) -> None:
+    """Let a burst of drawing end before capturing: wait while damage keeps arriving, in
+    steps of ``SETTLE`` seconds, at most ``MAX_SETTLE``. A scroll is a copy then a redraw
+    of the exposed lines; captured in between, the picture is half drawn and the rest waits
+    for the next capture, 1/fps later."""
+    end = time.monotonic() + MAX_SETTLE
+    seen = listener.accumulator.total
+    while time.monotonic() < end:
+        await asyncio.sleep(SETTLE)
+        total = listener.accumulator.total
+        if total == seen:
+            return
+        seen = total
+
+
 async def _wait_any(events: list[asyncio.Event], timeout: float | None) -> None:
     """Return when one of ``events`` is set, or after ``timeout`` seconds."""
     if any(e.is_set() for e in events):
@@ -144,7 +178,8 @@ async def share_screen(client: Client, stop: asyncio.Event, *, monitor: int = 1,
         if on_started is not None:
             on_started(w, h)
         period = 1.0 / fps
-        slot = next_tick = time.monotonic()
+        next_tick = time.monotonic()
+        bucket = CaptureBucket(fps)
         while True:
             rects = update.regions  # already what send_frame takes
             await screen.send_frame(w, h, rects, key=update.key)
@@ -169,17 +204,18 @@ async def share_screen(client: Client, stop: asyncio.Event, *, monitor: int = 1,
                                     timeout)
                     if stop.is_set():
                         return stats
-                    # never more often than fps: a change sooner than 1/fps after the last
-                    # capture's slot waits for slot + 1/fps (whatever else changes meanwhile
-                    # comes along). Slots, not the actual capture times, so that timer
-                    # overshoot does not add up: a screen changing at exactly fps would
-                    # otherwise be captured later and later after each change.
-                    slot = max(slot + period, time.monotonic())
-                    wait = slot - time.monotonic()
+                    # never more often than fps on average: a token bucket (refilled at fps,
+                    # holding CAPTURE_BURST) lets a change be captured at once unless the
+                    # last ones came faster than fps; then it waits for the next token
+                    # (whatever else changes meanwhile comes along). Not fixed slots after
+                    # each capture: with changes at exactly fps, one late wake-up would push
+                    # every later capture as late (the slot only ratchets up).
+                    wait = bucket.take(time.monotonic())
                     if wait > 0:
                         await _wait_any([stop], wait)
                         if stop.is_set():
                             return stats
+                    await _settle(listener)
                     damaged.clear()
                     hint = listener.take()
                     due = grabber.encoder.refresh_due()
