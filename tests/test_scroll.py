@@ -4,6 +4,7 @@ and the whole path through a real server for a live, a late and a throttled view
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
 import time
 from typing import Any
@@ -354,3 +355,86 @@ def test_a_key_frame_with_a_copy_is_refused(server: ServerProcess) -> None:
 
 def test_copy_payload_layout() -> None:
     assert COPY.pack(1, 2) == struct.pack(">II", 1, 2) and COPY.size == 8
+
+
+# -- the real sharer on Xvfb -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("workload", ["typing", "scrolling"])
+def test_real_sharer_follows_a_workload_and_ends_exact(
+        server: ServerProcess, xvfb_display: str, monkeypatch: pytest.MonkeyPatch,
+        workload: str) -> None:
+    """The sharer on Xvfb with X DAMAGE (small damage: only its box is captured; a scroll:
+    copies) while bench/screen_workloads.py types or scrolls for 1.5 s at 30 changes/s: the
+    viewer's picture then equals the screen bit for bit."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from chatscreen.capture import ScreenCapture
+    from chatscreen.client import Client
+    from chatscreen.sharing import ShareStats, find_share, share_screen
+
+    monkeypatch.setenv("DISPLAY", xvfb_display)
+    script = Path(__file__).resolve().parents[1] / "bench" / "screen_workloads.py"
+    proc = subprocess.Popen([sys.executable, str(script), workload, "--seconds", "1.5",
+                             "--max-seconds", "60"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        deadline = time.monotonic() + 3 * TIMEOUT
+        while b"ready" not in proc.stdout.readline():
+            assert time.monotonic() < deadline and proc.poll() is None
+
+        async def scenario() -> set[str]:
+            sharer = await Client("127.0.0.1", "worker", chat_port=server.chat_port,
+                                  screen_port=server.screen_port, timeout=TIMEOUT).connect()
+            watcher = await Client("127.0.0.1", "eye2", chat_port=server.chat_port,
+                                   screen_port=server.screen_port, timeout=TIMEOUT).connect()
+            stop = asyncio.Event()
+            stats = ShareStats()
+            task = asyncio.create_task(share_screen(sharer, stop, stats=stats))
+            cap = await asyncio.to_thread(ScreenCapture, 1)
+            screen = None
+            encs: set[str] = set()
+            try:
+                share = await find_share(watcher, "worker", TIMEOUT)
+                screen = await watcher.open_screen()
+                await screen.watch(share["id"])
+                canvas = Canvas(share["w"], share["h"])
+                while not canvas.complete:
+                    msg = await screen.next_frame(timeout=TIMEOUT)
+                    canvas.apply(msg["w"], msg["h"], msg["key"], frame_rects(msg))
+                assert proc.stdin is not None
+                proc.stdin.write(b"go\n")
+                proc.stdin.flush()
+                still_from = time.monotonic() + 1.6
+                async with asyncio.timeout(3 * TIMEOUT):
+                    while True:
+                        with contextlib.suppress(TimeoutError):
+                            msg = await screen.next_frame(timeout=0.2)
+                            rects = frame_rects(msg)
+                            encs |= {r[4] for r in rects}
+                            canvas.apply(msg["w"], msg["h"], msg["key"], rects)
+                        if time.monotonic() < still_from:
+                            continue
+                        want = (await asyncio.to_thread(cap.grab))[..., 2::-1]
+                        if np.array_equal(canvas.pixels, want):
+                            break
+                assert stats.damage and stats.frames > 20
+            finally:
+                stop.set()
+                await task
+                cap.close()
+                if screen is not None:
+                    await screen.close()
+                await sharer.close()
+                await watcher.close()
+            return encs
+
+        encs = run(scenario())
+        if workload == "scrolling":
+            assert "copy" in encs and "jpeg" not in encs
+    finally:
+        proc.kill()
+        proc.wait()

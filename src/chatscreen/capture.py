@@ -64,5 +64,13 @@ class ScreenCapture:
                                "height": m.height})
         return np.asarray(shot)
 
+    def grab_into(self, out: Image, x: int, y: int, w: int, h: int) -> None:
+        """Capture only the w x h rectangle at (x, y) of the monitor into ``out`` (a picture
+        of the monitor's size) at the same place: ~0.1 ms for a few tiles against ~1.5-3 ms
+        for the whole 1920x1080 monitor."""
+        m = self.monitor
+        shot = self._sct.grab({"left": m.left + x, "top": m.top + y, "width": w, "height": h})
+        out[y : y + h, x : x + w] = np.asarray(shot)
+
     def close(self) -> None:
         self._sct.close()

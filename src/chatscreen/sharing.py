@@ -27,7 +27,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from chatscreen.capture import ScreenCapture
+import numpy as np
+
+from chatscreen.capture import Image, ScreenCapture
 from chatscreen.client import Client, ScreenChannel
 from chatscreen.codec import Canvas, fit_within
 from chatscreen.damage import DamageListener, Rect, damage_mask
@@ -35,6 +37,7 @@ from chatscreen.encoders import DEFAULT_PRESET, ScreenEncoder, Update
 from chatscreen.protocol import Message
 
 DEFAULT_FPS = 30.0
+PARTIAL_CAPTURE = 0.25  # damage within this share of the screen: capture only its box
 CAPTURE_BURST = 2.0  # captures that may follow one another sooner than 1/fps
 SETTLE = 0.001  # seconds without new damage before a capture (see _settle)
 MAX_SETTLE = 0.006
@@ -68,12 +71,49 @@ class _Grabber:
         self.encoder = ScreenEncoder(preset, quality=quality)
         self.max_size = max_size
         self.last_key = 0.0
+        self._scratch: Image | None = None  # the screen as last captured, tile by tile
+
+    def _grab_damaged(self, force: bool, damaged: list[Rect] | None) -> Image | None:
+        """Capture only the bounding box of the damaged tiles, into the scratch copy of the
+        screen, when they are a small part of it: the picture to encode, or None (capture
+        it all). The encoder, given the damage as hint, reads only the hinted tiles and
+        those due for a lossless refresh; the latter were captured when they last changed
+        (damage is reported for every change), so the scratch copy holds them."""
+        scratch = self._scratch
+        if (scratch is None or force or not damaged or self.max_size is not None
+                or time.monotonic() - self.last_key >= KEY_INTERVAL):
+            return None
+        m = self.capture.monitor
+        t = self.encoder.tile
+        h, w = scratch.shape[:2]
+        mask = damage_mask(damaged, w, h, left=m.left, top=m.top, tile=t)
+        if not mask.any():
+            return scratch  # damage off this monitor: nothing to capture
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        y0, y1 = int(rows[0]) * t, min(int(rows[-1] + 1) * t, h)
+        x0, x1 = int(cols[0]) * t, min(int(cols[-1] + 1) * t, w)
+        if (x1 - x0) * (y1 - y0) > PARTIAL_CAPTURE * w * h:
+            return None
+        self.capture.grab_into(scratch, x0, y0, x1 - x0, y1 - y0)
+        return scratch
+
+    def _encode_damaged(self, img: Image,
+                        damaged: list[Rect] | None) -> tuple[int, int, Update] | None:
+        m = self.capture.monitor
+        h, w = img.shape[:2]
+        hint = damage_mask(damaged or [], w, h, left=m.left, top=m.top, tile=self.encoder.tile)
+        update = self.encoder.encode(img, now=time.monotonic(), hint=hint)
+        return None if update is None else (w, h, update)
 
     def grab(self, force: bool,
              damaged: list[Rect] | None = None) -> tuple[int, int, Update] | None:
         """Capture and encode. ``damaged``: the rectangles (root coordinates) X DAMAGE
         reported since the last capture, to compare only their tiles; None: compare all."""
+        img = self._grab_damaged(force, damaged)
+        if img is not None:  # only the damaged tiles were captured (into the scratch copy)
+            return self._encode_damaged(img, damaged)
         img = self.capture.grab()
+        self._scratch = None
         full = img.shape[:2]
         if self.max_size is not None:
             img = fit_within(img, *self.max_size)
@@ -86,12 +126,16 @@ class _Grabber:
             hint = damage_mask(damaged, w, h, left=m.left, top=m.top, tile=self.encoder.tile)
         update = self.encoder.encode(img, key=force, now=now, hint=hint)
         if update is None:
+            if hint is not None and self.max_size is None and img.flags.writeable:
+                self._scratch = img
             return None  # nothing changed: send nothing
         if key and not update.key:  # the periodic key frame, only when something changed
             update = self.encoder.encode(img, key=True, now=now)
             assert update is not None
         if update.key:
             self.last_key = now
+        elif hint is not None and self.max_size is None and img.flags.writeable:
+            self._scratch = img  # the encoder copied what it needed: ours to write into
         return w, h, update
 
 
