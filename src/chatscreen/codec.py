@@ -23,6 +23,7 @@ import simplejpeg
 from PIL import Image as PILImage
 
 from chatscreen.errors import ChatscreenError
+from chatscreen.scroll import copy_rows
 
 RGB = npt.NDArray[np.uint8]  # H x W x 3
 BGRA = npt.NDArray[np.uint8]  # H x W x 4
@@ -218,8 +219,7 @@ class Canvas:
         for x, y, rw, rh, enc, data in rects:
             if enc == "copy":  # pixels the canvas already has: read before writing
                 sx, sy = copy_source(data, rw, rh, self.size)
-                self.pixels[y : y + rh, x : x + rw] = self.pixels[sy : sy + rh,
-                                                                  sx : sx + rw].copy()
+                copy_rows(self.pixels, x, y, rw, rh, sx, sy)
                 continue
             self.pixels[y : y + rh, x : x + rw] = decode_rect(enc, data, rw, rh)
         if key:

@@ -43,6 +43,7 @@ from chatscreen.tiles import (
     grid,
     merge_tiles,
     tile_colours,
+    tile_diff,
     words,
 )
 
@@ -129,6 +130,7 @@ class ScreenEncoder:
         prev = self._prev
         if prev is None or prev.shape != img.shape:
             key = True
+        move: Move | None = None
         if key:
             dirty = full_map(w, h, self.tile)
             self._lossy = np.zeros_like(dirty)
@@ -137,20 +139,26 @@ class ScreenEncoder:
             assert prev is not None
             if hint.shape != grid(w, h, self.tile):
                 raise ValueError(f"hint is {hint.shape}, the screen {grid(w, h, self.tile)}")
-            dirty = hinted_change_map(prev, img, hint, self.tile)
+            # a scroll is looked for in the damaged region itself (no exact diff needed to
+            # look), and the exact diff is taken once, after the copy
+            move = self._find_move(prev, img, hint, now) if self.moves else None
+            look = hint if move is None else hint | move_tiles(move, hint.shape, self.tile)
+            dirty = hinted_change_map(prev, img, look, self.tile)
         else:
             assert prev is not None
             dirty = change_map(prev, img, self.tile)
+            move = self._find_move(prev, img, dirty, now) if self.moves else None
+            if move is not None:
+                dirty = hinted_change_map(prev, img, dirty | move_tiles(move, dirty.shape,
+                                                                        self.tile), self.tile)
         assert self._lossy is not None and self._changed_at is not None
-        move: Move | None = None
-        if not key and prev is not None and self.moves:
-            move, dirty = self._find_move(prev, img, dirty, now)
         self._changed_at[dirty] = now
         refresh = self._lossy & ~dirty & (now - self._changed_at >= self.preset.refresh_after)
         if key or hint is None or prev is None:
             self._prev = img if img.flags.writeable else img.copy()
         else:  # keep the reference = what the viewers hold: take only the tiles looked at
-            for box in merge_tiles(hint | refresh | dirty, w, h, self.tile):
+            # (a compared tile that did not change already holds the same pixels)
+            for box in merge_tiles(refresh | dirty, w, h, self.tile):
                 ys, xs = slice(box.y, box.y + box.h), slice(box.x, box.x + box.w)
                 prev[ys, xs] = img[ys, xs]
         if not dirty.any() and not refresh.any() and move is None:
@@ -172,15 +180,15 @@ class ScreenEncoder:
         self._lossy[lossy] = True
         return Update(key, regions, int(refresh.sum()), move)
 
-    def _find_move(self, prev: BGRA, img: BGRA, dirty: Mask,
-                   now: float) -> tuple[Move | None, Mask]:
-        """Look for a scroll in the changed tiles; when found, apply it to the reference
-        picture (as the viewers will) and return it with the tiles that still differ."""
-        move = detect_move(prev, img, dirty, self.tile)
+    def _find_move(self, prev: BGRA, img: BGRA, region: Mask, now: float) -> Move | None:
+        """Look for a scroll in the ``region`` tiles (changed or damaged); when found, apply
+        it to the reference picture, as the viewers will: the caller then compares the
+        region and the copy's tiles."""
+        move = detect_move(prev, img, region, self.tile)
         if move is None:
-            return None, dirty
+            return None
         assert self._lossy is not None and self._changed_at is not None
-        dest = move_tiles(move, dirty.shape, self.tile)
+        dest = move_tiles(move, region.shape, self.tile)
         # the moved tiles carry the lossiness of the tiles they come from
         t, lossy, was = self.tile, self._lossy, self._lossy.copy()
         for r in range(move.y // t, -(-(move.y + move.h) // t)):
@@ -190,7 +198,7 @@ class ScreenEncoder:
             lossy[r, c0:c1] |= was[a // t : -(-b // t), c0:c1].any(axis=0)
         self._changed_at[dest] = now
         apply_move(prev, move)
-        return move, hinted_change_map(prev, img, dirty | dest, self.tile)
+        return move
 
     def _region(self, img: BGRA, box: Box, lossless: bool) -> Region:
         part = img[box.y : box.y + box.h, box.x : box.x + box.w]
@@ -228,9 +236,7 @@ def hinted_change_map(prev: BGRA, cur: BGRA, hint: Mask, tile: int = TILE) -> Ma
     pw, cw = words(prev), words(cur)
     for box in merge_tiles(hint, w, h, tile):
         ys, xs = slice(box.y, box.y + box.h), slice(box.x, box.x + box.w)
-        diff = pw[ys, xs] != cw[ys, xs]
-        per_col = np.logical_or.reduceat(diff, np.arange(0, box.w, tile), axis=1)
-        part = np.logical_or.reduceat(per_col, np.arange(0, box.h, tile), axis=0)
+        part = tile_diff(pw[ys, xs], cw[ys, xs], tile)
         r0, c0 = box.y // tile, box.x // tile
         out[r0 : r0 + part.shape[0], c0 : c0 + part.shape[1]] = part
     return out

@@ -166,8 +166,23 @@ def _longest_run(flags: npt.NDArray[np.bool_]) -> tuple[int, int]:
 
 def apply_move(img: BGRA, move: Move) -> None:
     """Do the copy on ``img`` in place, as a viewer does (source read before writing)."""
-    src = img[move.sy : move.sy + move.h, move.sx : move.sx + move.w].copy()
-    img[move.y : move.y + move.h, move.x : move.x + move.w] = src
+    copy_rows(img, move.x, move.y, move.w, move.h, move.sx, move.sy)
+
+
+def copy_rows(img: npt.NDArray[np.uint8], x: int, y: int, w: int, h: int, sx: int,
+              sy: int) -> None:
+    """Copy the w x h rectangle at (sx, sy) of ``img`` to (x, y), in place, as if the source
+    were read first. A vertical move is done in bands of ``|dy|`` rows, in the order that
+    never overwrites a row before it is read: one pass over memory instead of two."""
+    dy = sy - y
+    if sx != x or abs(dy) < 8 or abs(dy) >= h:
+        img[y : y + h, x : x + w] = img[sy : sy + h, sx : sx + w].copy()
+        return
+    step = abs(dy)
+    starts = range(0, h, step) if dy > 0 else reversed(range(0, h, step))
+    for r in starts:  # content moving up: top band first; moving down: bottom band first
+        n = min(step, h - r)
+        img[y + r : y + r + n, x : x + w] = img[sy + r : sy + r + n, x : x + w]
 
 
 def move_tiles(move: Move, shape: tuple[int, int], tile: int = TILE) -> Mask:
