@@ -25,7 +25,7 @@ from chatscreen.protocol.schema import CLIENT_MESSAGES, Rect
 from chatscreen.scroll import Move, apply_move, detect_move, move_tiles
 from chatscreen.server.screen import MAX_COPY_DEPTH, Piece, TileStore
 from chatscreen.sharing import frame_rects
-from chatscreen.tiles import TILE, change_map
+from chatscreen.tiles import TILE, change_map, grid
 from tests.helpers.server import TIMEOUT, ServerProcess, run
 from tests.test_screen import RawViewer, sharer_channel, viewer
 
@@ -123,8 +123,13 @@ def apply_update(canvas: Canvas, regions: list[OutRect], key: bool) -> None:
     canvas.apply(W, H, key, [(r.x, r.y, r.w, r.h, r.enc, r.data) for r in regions])
 
 
-def test_encoder_sends_scrolls_as_copies_bit_exact_and_small() -> None:
+@pytest.mark.parametrize("damage", [False, True])
+def test_encoder_sends_scrolls_as_copies_bit_exact_and_small(damage: bool) -> None:
+    """Polling (the whole screen compared) or with a damage hint (the text window and the
+    status bar; the encoder then reuses the hashes of the region it compared)."""
     enc = ScreenEncoder()
+    hint = np.zeros(grid(W, H), bool)
+    hint[: -(-(TEXT_H + 40) // TILE), : PANEL_X // TILE] = True
     canvas = Canvas(W, H)
     first = enc.encode(document(0), now=0.0)
     assert first is not None and first.key
@@ -134,7 +139,7 @@ def test_encoder_sends_scrolls_as_copies_bit_exact_and_small() -> None:
         img = document(top)
         if n == 6:  # something else changes too: the status bar
             img[TEXT_H + 10 : TEXT_H + 40, 300:700] = 255
-        u = enc.encode(img, now=n / 30)
+        u = enc.encode(img, now=n / 30, hint=hint if damage else None)
         if u is None:
             assert top == tops[n - 2]
             continue

@@ -32,7 +32,7 @@ from chatscreen.codec import (
     encode_palette,
     encode_webp,
 )
-from chatscreen.scroll import Move, apply_move, detect_move, move_tiles
+from chatscreen.scroll import Move, MoveFinder, apply_move, move_tiles
 from chatscreen.tiles import (
     BGRA,
     TILE,
@@ -109,6 +109,7 @@ class ScreenEncoder:
         self._lossy: Mask | None = None  # tiles whose viewers' copy is lossy
         self._changed_at: np.ndarray | None = None  # per tile, time of its last change
         self.moves = True  # look for scrolls and send them as copies
+        self._finder = MoveFinder(tile)
 
     @property
     def size(self) -> tuple[int, int] | None:
@@ -156,11 +157,16 @@ class ScreenEncoder:
         refresh = self._lossy & ~dirty & (now - self._changed_at >= self.preset.refresh_after)
         if key or hint is None or prev is None:
             self._prev = img if img.flags.writeable else img.copy()
+            if key:
+                self._finder.forget()
+            else:
+                self._finder.keep(None)
         else:  # keep the reference = what the viewers hold: take only the tiles looked at
             # (a compared tile that did not change already holds the same pixels)
             for box in merge_tiles(refresh | dirty, w, h, self.tile):
                 ys, xs = slice(box.y, box.y + box.h), slice(box.x, box.x + box.w)
                 prev[ys, xs] = img[ys, xs]
+            self._finder.keep(look)  # the compared tiles now hold img's pixels
         if not dirty.any() and not refresh.any() and move is None:
             return None
         few = np.zeros_like(dirty)
@@ -184,7 +190,7 @@ class ScreenEncoder:
         """Look for a scroll in the ``region`` tiles (changed or damaged); when found, apply
         it to the reference picture, as the viewers will: the caller then compares the
         region and the copy's tiles."""
-        move = detect_move(prev, img, region, self.tile)
+        move = self._finder.find(prev, img, region)
         if move is None:
             return None
         assert self._lossy is not None and self._changed_at is not None

@@ -24,6 +24,7 @@ Horizontal moves are not looked for (rare on desktops; they fall back to changed
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -109,8 +110,51 @@ def _vote(kp: npt.NDArray[np.uint64], kc: npt.NDArray[np.uint64],
     return best - rows, int(counts[best])
 
 
-def detect_move(prev: BGRA, cur: BGRA, dirty: Mask, tile: int = TILE) -> Move | None:
-    """A vertical move of part of the changed region from ``prev`` to ``cur``, or None."""
+Box4 = tuple[int, int, int, int]  # x0, x1, y0, y1
+Hashes = npt.NDArray[np.uint64]
+
+
+class MoveFinder:
+    """:func:`detect_move` that reuses, as the previous picture's hashes, those it took of
+    the last picture when the caller says the previous picture now equals it there."""
+
+    def __init__(self, tile: int = TILE) -> None:
+        self.tile = tile
+        self._known: tuple[Box4, Hashes] | None = None  # hashes of prev over a box
+        self._pending: tuple[Box4, Hashes] | None = None  # hashes of the last cur
+
+    def find(self, prev: BGRA, cur: BGRA, region: Mask) -> Move | None:
+        known, self._known, self._pending = self._known, None, None
+
+        def hashes(img: BGRA, box: Box4) -> Hashes:
+            if img is prev and known is not None and known[0] == box:
+                return known[1]
+            out = segment_hashes(img, *box)
+            if img is cur:
+                self._pending = (box, out)
+            return out
+
+        return detect_move(prev, cur, region, self.tile, hashes)
+
+    def keep(self, same: Mask | None) -> None:
+        """The previous picture now equals the last one on the tiles set in ``same`` (None:
+        everywhere): keep the last picture's hashes if they lie within."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        (x0, x1, y0, y1), _ = pending
+        t = self.tile
+        if same is None or bool(same[y0 // t : -(-y1 // t), x0 // t : -(-x1 // t)].all()):
+            self._known = pending
+
+    def forget(self) -> None:
+        self._known = self._pending = None
+
+
+def detect_move(prev: BGRA, cur: BGRA, dirty: Mask, tile: int = TILE,
+                hashes: Callable[[BGRA, Box4], Hashes] | None = None) -> Move | None:
+    """A vertical move of part of the changed region from ``prev`` to ``cur``, or None.
+    ``hashes(img, (x0, x1, y0, y1))``: :func:`segment_hashes`, maybe remembered."""
     if int(dirty.sum()) < MIN_TILES:
         return None
     h, w = cur.shape[:2]
@@ -120,8 +164,10 @@ def detect_move(prev: BGRA, cur: BGRA, dirty: Mask, tile: int = TILE) -> Move | 
     x0, x1 = int(cols[0]) * tile, min(int(cols[-1] + 1) * tile, w)
     if y1 - y0 < 2 * MIN_ROWS or x1 - x0 < TILE:
         return None
-    hp = segment_hashes(prev, x0, x1, y0, y1)
-    hc = segment_hashes(cur, x0, x1, y0, y1)
+    if hashes is None:
+        hashes = lambda img, box: segment_hashes(img, *box)  # noqa: E731
+    hp = hashes(prev, (x0, x1, y0, y1))
+    hc = hashes(cur, (x0, x1, y0, y1))
     nrows, ncols = hc.shape
     dy, votes = _vote_rows(hp, hc)
     if dy == 0 or votes < max(8, MIN_VOTES * nrows):
