@@ -443,3 +443,26 @@ def test_real_sharer_follows_a_workload_and_ends_exact(
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_gui_composer_applies_copies_like_the_canvas() -> None:
+    """The GUI's full-resolution picture (no Tk needed) after a key frame and scroll updates
+    equals the Canvas's."""
+    from PIL import Image as PILImage
+
+    from chatscreen.gui.render import Composer, CopyPatch, patch_of
+
+    enc = ScreenEncoder()
+    canvas, composer = Canvas(W, H), Composer()
+    composer.set_box(W, H)
+    for n in range(4):
+        u = enc.encode(document(n * 2), now=n / 30)
+        assert u is not None
+        rects = [(r.x, r.y, r.w, r.h, r.enc, r.data) for r in u.regions]
+        canvas.apply(W, H, u.key, rects)
+        patches = [patch_of(*r, size=(W, H)) for r in rects]
+        assert n == 0 or isinstance(patches[0], CopyPatch)
+        composer.apply(W, H, u.key, patches)
+    assert composer.full is not None
+    assert np.array_equal(np.asarray(composer.full.convert("RGB")), canvas.pixels)
+    assert isinstance(composer.full, PILImage.Image)
