@@ -2,9 +2,9 @@
 
 The sharer captures and encodes on one dedicated thread (mss handles are per thread). Where
 the X server has the DAMAGE extension (:mod:`chatscreen.damage`), it captures when the X
-server reports a change, right away but never more often than ``fps`` (a change sooner than
-1/fps after the last capture waits, on average, for 1/fps after it; see
-:class:`CaptureBucket`), and compares only the tiles the
+server reports a change, right away but not much more often than ``fps`` on average (a
+change that comes too soon waits for a token: see :class:`CaptureBucket`), once the drawing
+has settled (:func:`_settle`), and compares only the tiles the
 damage touched; an idle screen costs no capture at all, except when a lossless refresh falls
 due. Without DAMAGE (no X, Wayland, ``damage=False``) it polls at a steady ``fps`` cadence
 that skips missed ticks instead of bursting. Each capture, the
@@ -39,6 +39,7 @@ from chatscreen.protocol import Message
 DEFAULT_FPS = 30.0
 PARTIAL_CAPTURE = 0.25  # damage within this share of the screen: capture only its box
 CAPTURE_BURST = 2.0  # captures that may follow one another sooner than 1/fps
+CAPTURE_SLACK = 1.2  # captures may come at up to 1.2 x fps on average (see CaptureBucket)
 SETTLE = 0.001  # seconds without new damage before a capture (see _settle)
 MAX_SETTLE = 0.006
 KEY_INTERVAL = 60.0  # seconds between unrequested key frames, only while the screen changes
@@ -140,10 +141,13 @@ class _Grabber:
 
 
 class CaptureBucket:
-    """The capture rate limit: tokens refilled at ``fps``, at most ``burst`` kept."""
+    """The capture rate limit: tokens refilled at ``fps`` x ``CAPTURE_SLACK``, at most
+    ``burst`` kept. The slack: a screen changing at exactly ``fps`` sometimes needs a second
+    capture for one change (a redraw caught half done); without it, each such capture costs
+    a token never won back, and from then on every capture waits (the latency ratchets up)."""
 
     def __init__(self, fps: float, burst: float = CAPTURE_BURST) -> None:
-        self.fps, self.burst = fps, burst
+        self.fps, self.burst = fps * CAPTURE_SLACK, burst
         self.tokens = burst
         self.at = time.monotonic()
 
@@ -248,8 +252,8 @@ async def share_screen(client: Client, stop: asyncio.Event, *, monitor: int = 1,
                                     timeout)
                     if stop.is_set():
                         return stats
-                    # never more often than fps on average: a token bucket (refilled at fps,
-                    # holding CAPTURE_BURST) lets a change be captured at once unless the
+                    # never much more often than fps on average: a token bucket (refilled at
+                    # 1.2 x fps, holding CAPTURE_BURST) lets a change be captured at once unless the
                     # last ones came faster than fps; then it waits for the next token
                     # (whatever else changes meanwhile comes along). Not fixed slots after
                     # each capture: with changes at exactly fps, one late wake-up would push
