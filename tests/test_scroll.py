@@ -466,3 +466,38 @@ def test_gui_composer_applies_copies_like_the_canvas() -> None:
     assert composer.full is not None
     assert np.array_equal(np.asarray(composer.full.convert("RGB")), canvas.pixels)
     assert isinstance(composer.full, PILImage.Image)
+
+
+def test_a_long_scroll_keeps_the_copy_chain_short_without_key_frames() -> None:
+    """300 steps of continuous scrolling: the sharer sends a band of the copy as pixels now
+    and then, so the relay's chains of copies stay far below MAX_COPY_DEPTH (no key frame
+    asked for), and the relay's live pieces still replay to the exact picture."""
+    from chatscreen.encoders import COPY_REFRESH_DEPTH
+
+    w, h, line = 640, 480, 12
+    tall = Image.new("RGB", (w, h + 320 * line), (252, 252, 250))
+    d = ImageDraw.Draw(tall)
+    for n in range((h + 320 * line) // line):
+        d.text((4, n * line), f"{n:5d} " + "lorem ipsum " * (1 + n % 5), fill=(0, 0, 0),
+               font=_FONT)
+    doc = np.asarray(tall)[..., ::-1]
+    enc = ScreenEncoder()
+    store = TileStore(w, h, first_id=1)
+    truth = Canvas(w, h)
+    pid = 0
+    for step in range(301):
+        img = np.empty((h, w, 4), np.uint8)
+        img[..., :3] = doc[step * line : step * line + h]
+        img[..., 3] = 255
+        u = enc.encode(img, now=step / 30)
+        assert u is not None and u.key == (step == 0)
+        for r in u.regions:
+            pid += 1
+            store.add(Piece(pid, step, {"x": r.x, "y": r.y, "w": r.w, "h": r.h, "enc": r.enc,
+                                        "len": len(r.data)}, r.data))
+        truth.apply(w, h, u.key, [(r.x, r.y, r.w, r.h, r.enc, r.data) for r in u.regions])
+        assert np.array_equal(truth.pixels, np.ascontiguousarray(img[..., 2::-1])), step
+    assert not store.overflow and store.max_depth <= 1.5 * COPY_REFRESH_DEPTH < MAX_COPY_DEPTH
+    late = Canvas(w, h)
+    late.apply(w, h, True, replay(store.newer_than(0)))
+    assert np.array_equal(late.pixels, truth.pixels)

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from chatscreen.client.screen import OutRect
 from chatscreen.codec import (
@@ -68,6 +69,7 @@ PRESETS = {
     "motion": Preset("motion", 70, "420", 16, 0.5),
 }
 DEFAULT_PRESET = "balanced"
+COPY_REFRESH_DEPTH = 48  # a band of a copy deeper than this in copies is sent as pixels
 LOSSLESS_BUDGET = 0.25  # share of the screen's tiles an update (not a key frame) may
 #                         encode losslessly; a bigger change goes lossy, refreshed once still
 
@@ -110,6 +112,9 @@ class ScreenEncoder:
         self._changed_at: np.ndarray | None = None  # per tile, time of its last change
         self.moves = True  # look for scrolls and send them as copies
         self._finder = MoveFinder(tile)
+        # per tile, how many copies deep its content is (the relay keeps every piece of
+        # such a chain alive); see _age_copies
+        self._depth: npt.NDArray[np.int32] = np.zeros((0, 0), np.int32)
 
     @property
     def size(self) -> tuple[int, int] | None:
@@ -136,6 +141,7 @@ class ScreenEncoder:
             dirty = full_map(w, h, self.tile)
             self._lossy = np.zeros_like(dirty)
             self._changed_at = np.full(dirty.shape, now)
+            self._depth = np.zeros(dirty.shape, np.int32)
         elif hint is not None:
             assert prev is not None
             if hint.shape != grid(w, h, self.tile):
@@ -153,8 +159,14 @@ class ScreenEncoder:
                 dirty = hinted_change_map(prev, img, dirty | move_tiles(move, dirty.shape,
                                                                         self.tile), self.tile)
         assert self._lossy is not None and self._changed_at is not None
+        copies: list[Region] = []
+        if move is not None:
+            forced = self._age_copies(move, dirty)
+            dirty |= forced
+            copies = band_copies(move, forced, self.tile)
         self._changed_at[dirty] = now
         refresh = self._lossy & ~dirty & (now - self._changed_at >= self.preset.refresh_after)
+        self._depth[dirty | refresh] = 0  # sent as pixels: no copy chain behind them
         if key or hint is None or prev is None:
             self._prev = img if img.flags.writeable else img.copy()
             if key:
@@ -179,7 +191,7 @@ class ScreenEncoder:
                 few[:] = False
         lossless = (dirty & few) | refresh
         lossy = dirty & ~few
-        regions = [] if move is None else [copy_region(move)]
+        regions = copies
         regions += [self._region(img, box, True) for box in merge_tiles(lossless, w, h, self.tile)]
         regions += [self._region(img, box, False) for box in merge_tiles(lossy, w, h, self.tile)]
         self._lossy[lossless] = False
@@ -206,6 +218,38 @@ class ScreenEncoder:
         apply_move(prev, move)
         return move
 
+    def _age_copies(self, move: Move, dirty: Mask) -> Mask:
+        """Track how deep the chain of copies behind each tile is, and bound it: the tiles
+        of one band (tile row) of the copy to send as pixels instead (lossless when few
+        colours), else none.
+
+        The copy goes as one ``copy`` rect per band, so that a band sent as pixels ends the
+        chains through it. Content keeps coming from the side it moves away from (below,
+        for a scroll down a document), so resetting the deepest band does not help (it
+        copies from its deep neighbour again at the next step): when a band is deeper than
+        ``COPY_REFRESH_DEPTH``, the one of those nearest that side is sent. A long scroll
+        then stays under ~1.3 x that depth, sending a band in about a third of its steps,
+        instead of the relay asking for a key frame (``MAX_COPY_DEPTH``)."""
+        t, d = self.tile, self._depth
+        new = d.copy()
+        c0, c1 = move.x // t, -(-(move.x + move.w) // t)
+        rows = list(range(move.y // t, -(-(move.y + move.h) // t)))
+        for r in rows:
+            a = max(r * t, move.y) - move.y + move.sy
+            b = min((r + 1) * t, move.y + move.h) - move.y + move.sy
+            src = d[a // t : -(-b // t), c0:c1].max(axis=0) + 1
+            whole = move.y <= r * t and (r + 1) * t <= move.y + move.h
+            new[r, c0:c1] = src if whole else np.maximum(new[r, c0:c1], src)
+        new[dirty] = 0
+        forced: Mask = np.zeros_like(dirty)
+        deep = [r for r in rows if int(new[r, c0:c1].max()) > COPY_REFRESH_DEPTH]
+        if deep:
+            r = max(deep) if move.sy > move.y else min(deep)
+            forced[r, c0:c1] = True
+            new[r, c0:c1] = 0
+        self._depth = new
+        return forced
+
     def _region(self, img: BGRA, box: Box, lossless: bool) -> Region:
         part = img[box.y : box.y + box.h, box.x : box.x + box.w]
         if lossless:
@@ -230,6 +274,21 @@ class ScreenEncoder:
 def copy_region(move: Move) -> Region:
     """A ``copy`` rect: the destination, and the source's top left as 2 x uint32 BE."""
     return Region(move.x, move.y, move.w, move.h, "copy", COPY.pack(move.sx, move.sy))
+
+
+def band_copies(move: Move, skip: Mask, tile: int = TILE) -> list[Region]:
+    """``move`` as one copy rect per tile row it covers, less the rows set in ``skip``
+    (sent as pixels), ordered so that none overwrites what a later one reads: top first
+    when the content moves up (it reads below), bottom first when it moves down."""
+    dy = move.sy - move.y
+    out = []
+    c = move.x // tile
+    for r in range(move.y // tile, -(-(move.y + move.h) // tile)):
+        if skip[r, c]:
+            continue
+        y0, y1 = max(r * tile, move.y), min((r + 1) * tile, move.y + move.h)
+        out.append(copy_region(Move(move.x, y0, move.w, y1 - y0, move.sx, y0 + dy)))
+    return out if dy > 0 else out[::-1]
 
 
 def hinted_change_map(prev: BGRA, cur: BGRA, hint: Mask, tile: int = TILE) -> Mask:
