@@ -74,6 +74,7 @@ from bench.screen_workloads import VIDEO_BOX, read_marker  # noqa: E402
 from chatscreen.client import Client  # noqa: E402
 from chatscreen.client.link import Link  # noqa: E402
 from chatscreen.codec import Canvas, psnr  # noqa: E402
+from chatscreen.cursor import Cursor, composite  # noqa: E402
 from chatscreen.sharing import find_share, frame_rects  # noqa: E402
 
 RUNS = int(os.environ.get("BENCH_SCREEN_RUNS", "3"))
@@ -185,8 +186,9 @@ class Tracker:
         self.next_sample = 0.0
         self.psnr: list[float] = []
 
-    def shown(self, rgb: RGB, full: RGB | None = None) -> None:
-        """``rgb``: the viewer's picture (maybe scaled); ``full``: it at 1920x1080."""
+    def shown(self, rgb: RGB, full: RGB | None = None, pointer: Cursor | None = None) -> None:
+        """``rgb``: the viewer's picture (maybe scaled); ``full``: it at 1920x1080;
+        ``pointer``: the sharer's pointer, drawn over it for the PSNR sample."""
         now = time.monotonic()
         tick = read_marker(rgb, *self.scale)
         if tick > self.last:
@@ -197,6 +199,8 @@ class Tracker:
             screen = self.grabber.grab()
             if read_marker(screen) == tick:
                 pic = full if full is not None else rgb
+                if pointer is not None:
+                    pic = composite(pic, pointer)
                 self.psnr.append(psnr(region(pic, self.work.name),
                                       region(screen, self.work.name)))
 
@@ -240,7 +244,7 @@ async def _view_chatscreen(server: ServerProcess, sharer_pid: int, work: Workloa
             with contextlib.suppress(TimeoutError):
                 msg = await screen.next_frame(timeout=left)
                 canvas.apply(msg["w"], msg["h"], msg["key"], frame_rects(msg))
-                track.shown(canvas.pixels)
+                track.shown(canvas.pixels, pointer=screen.cursors.get(share["id"]))
         meter.finish(r)
         r.bytes_in = counter.count
         track.result(r, start, end)
@@ -253,10 +257,11 @@ async def _view_chatscreen(server: ServerProcess, sharer_pid: int, work: Workloa
                 canvas.apply(msg["w"], msg["h"], msg["key"], frame_rects(msg))
             if time.monotonic() >= still_from:
                 shot = grabber.grab()
-                if np.array_equal(canvas.pixels, shot):
+                seen = composite(canvas.pixels, screen.cursors.get(share["id"]))
+                if np.array_equal(seen, shot):
                     r.exact_after = time.monotonic() - still_from
                     break
-                r.still_psnr = psnr(canvas.pixels, shot)
+                r.still_psnr = psnr(seen, shot)
         return r
     finally:
         if screen is not None:

@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 from chatscreen.client import OutRect
 from chatscreen.client.screen import merge_frames
 from chatscreen.codec import COPY, Canvas, DecodeError
+from chatscreen.cursor import composite
 from chatscreen.encoders import ScreenEncoder
 from chatscreen.errors import RemoteProtocolError, ServerError
 from chatscreen.protocol import Frame, Limits, Message, parse_message
@@ -424,7 +425,8 @@ def test_real_sharer_follows_a_workload_and_ends_exact(
                         if time.monotonic() < still_from:
                             continue
                         want = (await asyncio.to_thread(cap.grab))[..., 2::-1]
-                        if np.array_equal(canvas.pixels, want):
+                        seen = composite(canvas.pixels, screen.cursors.get(share["id"]))
+                        if np.array_equal(seen, want):
                             break
                 assert stats.damage and stats.frames > 20
             finally:

@@ -15,7 +15,9 @@ changing; nothing at all when nothing changed. A key frame (the whole screen) is
 when the server asks (``need_key``) and every ``KEY_INTERVAL`` seconds while the screen
 changes. ``send_frame`` waits for the socket to drain, so a slow uplink lowers the frame rate
 instead of building a backlog; the server keeps the newest version of every region for its
-viewers, so the sharer never waits for any of them.
+viewers, so the sharer never waits for any of them. Where XFixes gives the pointer's picture,
+the captures leave the pointer out and a ``cursor`` message goes when it moves or changes
+(:mod:`chatscreen.cursor`): moving the mouse re-sends no tiles.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import numpy as np
 from chatscreen.capture import Image, ScreenCapture
 from chatscreen.client import Client, ScreenChannel
 from chatscreen.codec import Canvas, fit_within
+from chatscreen.cursor import Cursor, CursorTracker
 from chatscreen.damage import DamageListener, Rect, damage_mask
 from chatscreen.encoders import DEFAULT_PRESET, ScreenEncoder, Update
 from chatscreen.protocol import Message
@@ -56,6 +59,7 @@ class ShareStats:
     started: float = field(default_factory=time.monotonic)
     captures: int = 0  # screen captures taken (frames + captures that found no change)
     damage: bool = False  # captures driven by X DAMAGE (else polling at fps)
+    cursors: int = 0  # pointer updates sent (the pointer is not in the tiles)
 
     def summary(self) -> str:
         secs = max(time.monotonic() - self.started, 1e-9)
@@ -68,7 +72,14 @@ class _Grabber:
 
     def __init__(self, monitor: int, quality: int | None, max_size: tuple[int, int] | None,
                  preset: str = DEFAULT_PRESET) -> None:
-        self.capture = ScreenCapture(monitor)
+        # the pointer goes as its own small update where its picture can be had (XFixes),
+        # else it is drawn into the captures
+        self.capture = ScreenCapture(monitor, with_cursor=False)
+        self.pointer: CursorTracker | None = CursorTracker()
+        if max_size is not None or self.capture.cursor() is None:
+            self.capture.close()
+            self.capture = ScreenCapture(monitor)
+            self.pointer = None
         self.encoder = ScreenEncoder(preset, quality=quality)
         self.max_size = max_size
         self.last_key = 0.0
@@ -105,6 +116,18 @@ class _Grabber:
         hint = damage_mask(damaged or [], w, h, left=m.left, top=m.top, tile=self.encoder.tile)
         update = self.encoder.encode(img, now=time.monotonic(), hint=hint)
         return None if update is None else (w, h, update)
+
+    def grab_with_pointer(self, force: bool, damaged: list[Rect] | None = None
+                          ) -> tuple[tuple[int, int, Update] | None, tuple[Cursor, bool] | None]:
+        """:meth:`grab`, and the pointer update due (the cursor, and whether its picture
+        changed), if any."""
+        grabbed = self.grab(force, damaged)
+        return grabbed, self.pointer_update()
+
+    def pointer_update(self) -> tuple[Cursor, bool] | None:
+        if self.pointer is None:
+            return None
+        return self.pointer.update(self.capture.cursor())
 
     def grab(self, force: bool,
              damaged: list[Rect] | None = None) -> tuple[int, int, Update] | None:
@@ -225,10 +248,15 @@ async def share_screen(client: Client, stop: asyncio.Event, *, monitor: int = 1,
         await screen.share(w, h, viewers=viewers, room=room)
         if on_started is not None:
             on_started(w, h)
+        pointer = await loop.run_in_executor(pool, grabber.pointer_update)
         period = 1.0 / fps
         next_tick = time.monotonic()
         bucket = CaptureBucket(fps)
         while True:
+            if pointer is not None:  # the pointer moved or changed: ~40 bytes, no tiles
+                await screen.send_cursor(*pointer)
+                stats.cursors += 1
+                pointer = None
             rects = update.regions  # already what send_frame takes
             await screen.send_frame(w, h, rects, key=update.key)
             stats.frames += 1
@@ -281,9 +309,13 @@ async def share_screen(client: Client, stop: asyncio.Event, *, monitor: int = 1,
                         return stats
                 if screen.closed.is_set():
                     raise ConnectionResetError(str(screen.link.close_reason or "closed"))
-                grabbed = await loop.run_in_executor(pool, grabber.grab,
-                                                     screen.key_requested.is_set(), hint)
+                grabbed, pointer = await loop.run_in_executor(
+                    pool, grabber.grab_with_pointer, screen.key_requested.is_set(), hint)
                 stats.captures += 1
+                if pointer is not None and grabbed is None:
+                    await screen.send_cursor(*pointer)
+                    stats.cursors += 1
+                    pointer = None
                 if grabbed is not None:
                     w, h, update = grabbed
                     break

@@ -17,6 +17,7 @@ from PIL import Image, ImageTk
 
 from chatscreen.client import Client
 from chatscreen.codec import Canvas
+from chatscreen.cursor import composite
 from chatscreen.errors import ChatscreenError
 from chatscreen.sharing import find_share, frame_rects
 
@@ -48,6 +49,7 @@ async def _watch(host: str, port: int, screen_port: int, user: str, sharer: str 
         box.status = "Waiting for a share…"
         share = await find_share(client, sharer, timeout=3600)
         screen = await client.open_screen()
+        screen.cursor_messages = True  # redraw when only the pointer moves
         await screen.watch(share["id"])
         canvas = Canvas(share["w"], share["h"])
         box.status = f"Watching {share['user']}"
@@ -59,9 +61,10 @@ async def _watch(host: str, port: int, screen_port: int, user: str, sharer: str 
             if msg.type == "unshared":
                 box.status = f"{share['user']} stopped sharing"
                 break
-            canvas.apply(msg["w"], msg["h"], msg["key"], frame_rects(msg))
-            if canvas.complete:
-                box.put(canvas.pixels.copy())
+            if msg.type == "frame":
+                canvas.apply(msg["w"], msg["h"], msg["key"], frame_rects(msg))
+            if canvas.complete:  # with the sharer's pointer drawn over (a copy)
+                box.put(composite(canvas.pixels, screen.cursors.get(share["id"])))
     except (ChatscreenError, OSError) as exc:
         box.status = f"Disconnected: {exc}"
     finally:

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from chatscreen.client import Client, ThreadedClient
 from chatscreen.codec import DecodeError
+from chatscreen.cursor import Cursor
 from chatscreen.gui.render import Composer, Redraw, patch_of
 from chatscreen.protocol import Message
 from chatscreen.sharing import ShareStats, frame_rects, share_screen
@@ -92,8 +93,12 @@ class RateMeter:
         return (frames - frames0) / secs, (nbytes - bytes0) * 8 / secs
 
 
-def compose_frame(composer: Composer, msg: Message) -> Redraw | None:
-    """Decode a frame's rectangles and apply them (render worker thread)."""
+def compose_frame(composer: Composer, msg: Message,
+                  pointer: Cursor | None = None) -> Redraw | None:
+    """Decode a frame's rectangles and apply them, or draw the sharer's ``pointer`` after a
+    ``cursor`` message (render worker thread)."""
+    if msg.type == "cursor":
+        return composer.set_cursor(pointer)
     try:
         size = (msg["w"], msg["h"])
         patches = [patch_of(x, y, w, h, enc, bytes(data), size)
@@ -228,6 +233,7 @@ class NetSession:
             return
         reason = "stopped"
         try:
+            screen.cursor_messages = True  # the pointer is drawn by the composer
             await screen.watch(share["id"])
             while True:
                 msg = await screen.next_frame()
@@ -239,7 +245,8 @@ class NetSession:
                 self.watch_meter.add(len(msg.payload))
                 await mailbox.wait_for_room()
                 mailbox.put(await loop.run_in_executor(self.render_pool, compose_frame,
-                                                       composer, msg))
+                                                       composer, msg,
+                                                       screen.cursors.get(share["id"])))
         except ConnectionResetError as exc:
             reason = str(exc)
         finally:

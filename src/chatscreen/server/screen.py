@@ -167,6 +167,7 @@ class Share:
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     # encoded catch-up frames by the "sent" they start from; valid until the next frame in
     cache: dict[int, list[bytes]] = field(default_factory=dict)
+    cursor: PointerState = field(default_factory=lambda: PointerState())
 
     @property
     def user(self) -> str:
@@ -196,6 +197,35 @@ class Share:
         return frames, store.last_id
 
 
+@dataclass(eq=False)
+class PointerState:
+    """A share's mouse pointer, newest wins: its place, its picture, and per viewer which
+    versions of them it was sent."""
+
+    x: int = 0
+    y: int = 0
+    shape: tuple[int, int, bytes] | None = None  # w, h, the picture as the sharer sent it
+    moved: int = 0  # version of the place
+    drawn: int = 0  # version of the picture
+    sent: dict[Peer, tuple[int, int]] = field(default_factory=dict)
+
+    def due(self, share_id: int, viewer: Peer) -> bytes | None:
+        """The ``cursor`` message the viewer lacks (the picture only if it changed since
+        it was last sent one), or None."""
+        if self.shape is None:
+            return None
+        moved, drawn = self.sent.get(viewer, (0, 0))
+        if moved == self.moved and drawn == self.drawn:
+            return None
+        self.sent[viewer] = (self.moved, self.drawn)
+        header: dict[str, Any] = {"type": "cursor", "share": share_id, "x": self.x,
+                                  "y": self.y}
+        if drawn == self.drawn:
+            return encode_frame(header)
+        w, h, data = self.shape
+        return encode_frame({**header, "w": w, "h": h}, data)
+
+
 class ScreenRelay:
     def __init__(self, chat: ChatService) -> None:
         self.chat = chat
@@ -214,6 +244,8 @@ class ScreenRelay:
             self._frame(peer, msg)
         elif msg.type == "share":
             self._share(peer, msg)
+        elif msg.type == "cursor":
+            self._cursor(peer, msg)
         elif msg.type == "unshare":
             self._unshare(peer)
         elif msg.type == "watch":
@@ -239,6 +271,7 @@ class ScreenRelay:
         self._unshare(peer, quiet=True)
         for share in self._watching.pop(peer, set()):
             share.viewers.pop(peer, None)
+            share.cursor.sent.pop(peer, None)
             if share.id in self.shares:
                 self._tell_sharer(share)
 
@@ -327,6 +360,20 @@ class ScreenRelay:
             if viewer.writable:
                 self._flush(viewer)
 
+    def _cursor(self, peer: Peer, msg: Message) -> None:
+        share = self._by_sharer.get(peer)
+        if share is None:
+            raise RemoteProtocolError(ErrorCode.NOT_SHARING, "send share before cursor")
+        state = share.cursor
+        if "w" in msg.fields:
+            state.shape = (msg["w"], msg["h"], bytes(msg.payload))
+            state.drawn += 1
+        state.x, state.y = msg["x"], msg["y"]
+        state.moved += 1
+        for viewer in share.viewers:
+            if viewer.writable:
+                self._flush(viewer)
+
     def _ask_key(self, share: Share) -> None:
         now = time.monotonic()
         if now - share.last_need_key >= NEED_KEY_INTERVAL:
@@ -369,6 +416,7 @@ class ScreenRelay:
     def _unwatch(self, peer: Peer, share_id: int) -> None:
         share = self.shares.get(share_id)
         if share is not None and share.viewers.pop(peer, None) is not None:
+            share.cursor.sent.pop(peer, None)
             self._watching.get(peer, set()).discard(share)
             self._tell_sharer(share)
 
@@ -384,5 +432,8 @@ class ScreenRelay:
                 share.viewers[viewer] = last
                 for data in frames:
                     viewer.send_bytes(data)
+            pointer = share.cursor.due(share.id, viewer)
+            if pointer is not None:
+                viewer.send_bytes(pointer)
             if not viewer.writable:
                 return
