@@ -503,3 +503,23 @@ def test_a_long_scroll_keeps_the_copy_chain_short_without_key_frames() -> None:
     late = Canvas(w, h)
     late.apply(w, h, True, replay(store.newer_than(0)))
     assert np.array_equal(late.pixels, truth.pixels)
+
+
+def test_capture_bucket_allows_a_burst_then_about_fps() -> None:
+    from chatscreen.sharing import CAPTURE_BURST, CAPTURE_SLACK, CaptureBucket
+
+    b = CaptureBucket(30.0)
+    t0 = b.at
+    assert CAPTURE_BURST == 2.0
+    assert b.take(t0) == 0.0 and b.take(t0) == 0.0  # a burst of two at once
+    wait = b.take(t0)
+    assert wait == pytest.approx(1 / (30 * CAPTURE_SLACK))  # then one per token
+    # changes at exactly 30/s after a pause: never a wait, even after an extra capture
+    b = CaptureBucket(30.0)
+    t = b.at + 1.0
+    waits = []
+    for n in range(300):
+        waits.append(b.take(t + n / 30))
+        if n == 100:
+            waits.append(b.take(t + n / 30 + 0.001))  # the same change captured twice
+    assert max(waits[:101]) == 0.0 and max(waits[103:]) == 0.0
