@@ -6,10 +6,16 @@ lossy version of it and when it last changed. For each new capture it sends:
 * the tiles that changed, merged into few rectangles; tiles of few colours (text, UI: up to
   ``Preset.lossless_colours``) losslessly (``palette``, else lossless ``webp``), the others
   as JPEG. Lossless encoding costs ~40 ns a pixel here against ~5 for JPEG, so when more
-  than ``LOSSLESS_BUDGET`` of the screen changes at once (a scroll, a window dragged) all
+  than ``LOSSLESS_BUDGET`` of the screen changes at once (a window dragged) all
   of it goes as JPEG, and the refresh below makes it exact once it stops moving;
 * the **lossless refresh**: tiles sent lossy that have not changed for ``refresh_after``
   seconds, again losslessly, so that a still picture ends pixel-exact on every viewer;
+* first, when part of the screen moved up or down (a scroll, :mod:`chatscreen.scroll`),
+  ``copy`` rects for it, one per tile row, applied to the reference picture as the viewers
+  will apply them: the tiles above then only have to cover what still differs (the exposed
+  lines), usually few enough to go losslessly. Each tile remembers how many copies deep its
+  content is; a row deeper than ``COPY_REFRESH_DEPTH`` goes as pixels instead, so that the
+  relay, which keeps every piece a copy reads, never holds long chains;
 * nothing at all when nothing changed and nothing waits for a refresh.
 
 A key frame (the first, after ``need_key``, or a new size) covers the whole screen, all of it
