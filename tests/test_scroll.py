@@ -523,3 +523,44 @@ def test_capture_bucket_allows_a_burst_then_about_fps() -> None:
         if n == 100:
             waits.append(b.take(t + n / 30 + 0.001))  # the same change captured twice
     assert max(waits[:101]) == 0.0 and max(waits[103:]) == 0.0
+
+
+def wide_document(left: int) -> np.ndarray:
+    """BGRA: a wide table scrolled sideways to column ``left`` (one column = 10 pixels)."""
+    im = Image.new("RGB", (W + 2000, TEXT_H), (250, 250, 248))
+    d = ImageDraw.Draw(im)
+    for k in range(TEXT_H // LINE):
+        d.text((4, k * LINE), " | ".join(f"r{k}c{c:03d}" for c in range(k % 3, 400, 3)),
+               fill=(20, 20, 30), font=_FONT)
+    out = np.zeros((H, W, 4), np.uint8)
+    out[:TEXT_H, :, :3] = np.asarray(im)[:, left * 10 : left * 10 + W, ::-1]
+    out[..., 3] = 255
+    return out
+
+
+def test_detect_move_finds_a_horizontal_scroll() -> None:
+    prev, cur = wide_document(5), wide_document(9)
+    move = detect_move(prev, cur, change_map(prev, cur))
+    assert move is not None and move.sy == move.y and move.sx - move.x == 40
+    assert move.h >= TEXT_H - 64 and move.w >= W - 40 - 64
+    fixed = prev.copy()
+    apply_move(fixed, move)
+    assert change_map(fixed, cur).sum() < 0.2 * change_map(prev, cur).sum()
+
+
+def test_encoder_sends_horizontal_scrolls_as_copies_bit_exact() -> None:
+    enc = ScreenEncoder()
+    canvas = Canvas(W, H)
+    sizes = []
+    for n, left in enumerate([0, 2, 5, 4, 4, 9, 20]):
+        img = wide_document(left)
+        u = enc.encode(img, now=n / 30)
+        if u is None:
+            continue
+        apply_update(canvas, u.regions, u.key)
+        assert np.array_equal(canvas.pixels, rgb(img)), n
+        if n:
+            assert u.regions[0].enc == "copy"
+            sizes.append(u.size)
+    first = enc.encode(wide_document(20), now=1.0, key=True)
+    assert first is not None and max(sizes) < first.size / 4

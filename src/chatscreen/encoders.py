@@ -10,7 +10,8 @@ lossy version of it and when it last changed. For each new capture it sends:
   of it goes as JPEG, and the refresh below makes it exact once it stops moving;
 * the **lossless refresh**: tiles sent lossy that have not changed for ``refresh_after``
   seconds, again losslessly, so that a still picture ends pixel-exact on every viewer;
-* first, when part of the screen moved up or down (a scroll, :mod:`chatscreen.scroll`),
+* first, when part of the screen moved up, down or sideways (a scroll,
+  :mod:`chatscreen.scroll`),
   ``copy`` rects for it, one per tile row, applied to the reference picture as the viewers
   will apply them: the tiles above then only have to cover what still differs (the exposed
   lines), usually few enough to go losslessly. Each tile remembers how many copies deep its
@@ -39,7 +40,7 @@ from chatscreen.codec import (
     encode_palette,
     encode_webp,
 )
-from chatscreen.scroll import Move, MoveFinder, apply_move, move_tiles
+from chatscreen.scroll import Move, MoveFinder, apply_move, from_source, move_tiles, whole_tiles
 from chatscreen.tiles import (
     BGRA,
     TILE,
@@ -214,12 +215,10 @@ class ScreenEncoder:
         assert self._lossy is not None and self._changed_at is not None
         dest = move_tiles(move, region.shape, self.tile)
         # the moved tiles carry the lossiness of the tiles they come from
-        t, lossy, was = self.tile, self._lossy, self._lossy.copy()
-        for r in range(move.y // t, -(-(move.y + move.h) // t)):
-            a = max(r * t, move.y) - move.y + move.sy
-            b = min((r + 1) * t, move.y + move.h) - move.y + move.sy
-            c0, c1 = move.x // t, -(-(move.x + move.w) // t)
-            lossy[r, c0:c1] |= was[a // t : -(-b // t), c0:c1].any(axis=0)
+        t = self.tile
+        r0, r1 = move.y // t, -(-(move.y + move.h) // t)
+        c0, c1 = move.x // t, -(-(move.x + move.w) // t)
+        self._lossy[r0:r1, c0:c1] |= from_source(self._lossy, move, t)
         self._changed_at[dest] = now
         apply_move(prev, move)
         return move
@@ -238,14 +237,12 @@ class ScreenEncoder:
         instead of the relay asking for a key frame (``MAX_COPY_DEPTH``)."""
         t, d = self.tile, self._depth
         new = d.copy()
+        r0, r1 = move.y // t, -(-(move.y + move.h) // t)
         c0, c1 = move.x // t, -(-(move.x + move.w) // t)
-        rows = list(range(move.y // t, -(-(move.y + move.h) // t)))
-        for r in rows:
-            a = max(r * t, move.y) - move.y + move.sy
-            b = min((r + 1) * t, move.y + move.h) - move.y + move.sy
-            src = d[a // t : -(-b // t), c0:c1].max(axis=0) + 1
-            whole = move.y <= r * t and (r + 1) * t <= move.y + move.h
-            new[r, c0:c1] = src if whole else np.maximum(new[r, c0:c1], src)
+        rows = list(range(r0, r1))
+        src = from_source(d, move, t) + 1
+        new[r0:r1, c0:c1] = np.where(whole_tiles(move, t), src,
+                                     np.maximum(new[r0:r1, c0:c1], src))
         new[dirty] = 0
         forced: Mask = np.zeros_like(dirty)
         deep = [r for r in rows if int(new[r, c0:c1].max()) > COPY_REFRESH_DEPTH]
