@@ -17,15 +17,23 @@ tick reached the X server, so the viewer measures:
   pixel-exact (lossless refresh), or the PSNR it stays at.
 
 Environment: ``BENCH_SCREEN_SECONDS`` (window, default 20), ``BENCH_SCREEN_RUNS`` (default 3),
-``BENCH_SCREEN_WORKLOADS`` (comma-separated subset), ``BENCH_SCREEN_ENCODING`` (the sharer's
-``--encoding``, default auto), ``BENCH_SCREEN_BASELINE=0`` to skip the
+``BENCH_SCREEN_WORKLOADS`` (comma-separated subset; empty: none), ``BENCH_SCREEN_ENCODING``
+(the sharer's ``--encoding``, default auto), ``BENCH_SCREEN_BASELINE=0`` to skip the
 original. Figures are medians over the runs.
+
+Fan-out (``BENCH_SCREEN_FANOUT=0`` skips it): one sharer of ``BENCH_SCREEN_FANOUT_WORKLOAD``
+(default scrolling) watched by 1 viewer, by ``BENCH_SCREEN_FANOUT_VIEWERS`` (default 10), and
+by as many plus one **stalled** viewer (it asks to watch, then never reads: a 4 kB receive
+buffer). One viewer (the probe) decodes and measures updates/s and latency; every viewer
+counts the frames that reach it. The sharer's CPU must not grow with the viewers, and the
+stalled one must change the others' frames/s by less than 10 %.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import os
 import re
@@ -39,6 +47,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -48,7 +57,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from tests.helpers.pictures import make_test_picture  # noqa: E402
-from tests.helpers.server import ServerProcess  # noqa: E402
+from tests.helpers.server import ServerProcess, frame, raw_socket  # noqa: E402
 from tests.helpers.xvfb import run_xvfb  # noqa: E402
 
 from bench import baseline_original as original  # noqa: E402
@@ -66,12 +75,17 @@ from bench.screen_workloads import VIDEO_BOX, read_marker  # noqa: E402
 from chatscreen.client import Client  # noqa: E402
 from chatscreen.client.link import Link  # noqa: E402
 from chatscreen.codec import Canvas, psnr  # noqa: E402
+from chatscreen.cursor import Cursor, composite  # noqa: E402
 from chatscreen.sharing import find_share, frame_rects  # noqa: E402
 
 RUNS = int(os.environ.get("BENCH_SCREEN_RUNS", "3"))
 WINDOW_S = float(os.environ.get("BENCH_SCREEN_SECONDS", "20"))
-WORKLOADS = os.environ.get("BENCH_SCREEN_WORKLOADS", "idle,typing,scrolling,video,drag").split(",")
+WORKLOADS = [w for w in os.environ.get("BENCH_SCREEN_WORKLOADS",
+                                       "idle,typing,scrolling,video,drag").split(",") if w]
 BASELINE = os.environ.get("BENCH_SCREEN_BASELINE", "1") != "0"
+FANOUT = os.environ.get("BENCH_SCREEN_FANOUT", "1") != "0"
+FANOUT_VIEWERS = int(os.environ.get("BENCH_SCREEN_FANOUT_VIEWERS", "10"))
+FANOUT_WORKLOAD = os.environ.get("BENCH_SCREEN_FANOUT_WORKLOAD", "scrolling")
 RATE = 30.0
 STILL_S = 3.0  # after the window: how long we wait for the pixel-exact picture
 START_TIMEOUT_S = 30.0
@@ -173,8 +187,9 @@ class Tracker:
         self.next_sample = 0.0
         self.psnr: list[float] = []
 
-    def shown(self, rgb: RGB, full: RGB | None = None) -> None:
-        """``rgb``: the viewer's picture (maybe scaled); ``full``: it at 1920x1080."""
+    def shown(self, rgb: RGB, full: RGB | None = None, pointer: Cursor | None = None) -> None:
+        """``rgb``: the viewer's picture (maybe scaled); ``full``: it at 1920x1080;
+        ``pointer``: the sharer's pointer, drawn over it for the PSNR sample."""
         now = time.monotonic()
         tick = read_marker(rgb, *self.scale)
         if tick > self.last:
@@ -185,6 +200,8 @@ class Tracker:
             screen = self.grabber.grab()
             if read_marker(screen) == tick:
                 pic = full if full is not None else rgb
+                if pointer is not None:
+                    pic = composite(pic, pointer)
                 self.psnr.append(psnr(region(pic, self.work.name),
                                       region(screen, self.work.name)))
 
@@ -228,7 +245,7 @@ async def _view_chatscreen(server: ServerProcess, sharer_pid: int, work: Workloa
             with contextlib.suppress(TimeoutError):
                 msg = await screen.next_frame(timeout=left)
                 canvas.apply(msg["w"], msg["h"], msg["key"], frame_rects(msg))
-                track.shown(canvas.pixels)
+                track.shown(canvas.pixels, pointer=screen.cursors.get(share["id"]))
         meter.finish(r)
         r.bytes_in = counter.count
         track.result(r, start, end)
@@ -241,10 +258,11 @@ async def _view_chatscreen(server: ServerProcess, sharer_pid: int, work: Workloa
                 canvas.apply(msg["w"], msg["h"], msg["key"], frame_rects(msg))
             if time.monotonic() >= still_from:
                 shot = grabber.grab()
-                if np.array_equal(canvas.pixels, shot):
+                seen = composite(canvas.pixels, screen.cursors.get(share["id"]))
+                if np.array_equal(seen, shot):
                     r.exact_after = time.monotonic() - still_from
                     break
-                r.still_psnr = psnr(canvas.pixels, shot)
+                r.still_psnr = psnr(seen, shot)
         return r
     finally:
         if screen is not None:
@@ -308,6 +326,137 @@ def run_original(display: str, name: str, png: Path) -> Result:
     finally:
         grabber.close()
         work.close()
+
+
+# -- one sharer, many viewers, one of them stalled ---------------------------------------------
+
+
+@dataclass
+class Fanout:
+    """One run of the fan-out scenario: the probe viewer decodes and measures updates and
+    latency; the others only count the frames that reach them."""
+
+    probe: Result = field(default_factory=Result)
+    frames: list[int] = field(default_factory=list)  # per viewer (probe included) in the window
+
+
+def stalled_socket(server: ServerProcess, name: str, share_id: int) -> list[Any]:
+    """A viewer that logs in, asks to watch, and never reads again (a 4 kB receive buffer)."""
+    chat = raw_socket(server, server.chat_port)
+    chat.sendall(frame({"type": "hello", "v": 1, "user": name}))
+    data = b""
+    while b'"token"' not in data:
+        data += chat.recv(65536)
+    hlen = int.from_bytes(data[4:8], "big")
+    token = json.loads(data[8 : 8 + hlen])["token"]
+    scr = raw_socket(server, server.screen_port, rcvbuf=4096)
+    scr.sendall(frame({"type": "hello", "v": 1, "token": token}))
+    scr.sendall(frame({"type": "watch", "share": share_id}))
+    return [chat, scr]
+
+
+async def _counting_viewer(server: ServerProcess, name: str) -> tuple[Client, _CountingScreen,
+                                                                      dict[str, Any]]:
+    client = Client(HOST, name, chat_port=server.chat_port, screen_port=server.screen_port,
+                    reconnect=False)
+    await client.connect()
+    share = await find_share(client, "sharer", START_TIMEOUT_S)
+    link = await Link.open(HOST, server.screen_port, client.timeout,
+                           getattr(client, "tls", None), token=client.token)
+    screen = _CountingScreen(link)
+    await screen.watch(share["id"])
+    return client, screen, share
+
+
+async def _view_fanout(server: ServerProcess, sharer_pid: int, work: Workload, display: str,
+                       viewers: int, stalled: bool) -> tuple[Fanout, Result]:
+    grabber = CursorGrabber(display)
+    opened = [await _counting_viewer(server, f"viewer{i}") for i in range(viewers)]
+    socks: list[Any] = []
+    drains: list[asyncio.Task[None]] = []
+    try:
+        _, probe, share = opened[0]
+        if stalled:
+            socks = await asyncio.to_thread(stalled_socket, server, "stalled", share["id"])
+        canvas = Canvas(share["w"], share["h"])
+        async with asyncio.timeout(START_TIMEOUT_S):
+            while not canvas.complete:
+                msg = await probe.next_frame()
+                canvas.apply(msg["w"], msg["h"], msg["key"], frame_rects(msg))
+
+        async def drain(screen: _CountingScreen) -> None:
+            while True:
+                await screen.next_frame()
+
+        drains = [asyncio.create_task(drain(s)) for _, s, _ in opened[1:]]
+        track = Tracker(work, grabber, (1.0, 1.0))
+        track.next_sample = math.inf  # no PSNR sampling here
+        r = Result()
+        work.start()
+        meter = Meter((sharer_pid, server.proc.pid if server.proc else 0))
+        counts0 = [s.frames_in for _, s, _ in opened]
+        start, end = meter.t0, meter.t0 + WINDOW_S
+        while (left := end - time.monotonic()) > 0:
+            with contextlib.suppress(TimeoutError):
+                msg = await probe.next_frame(timeout=left)
+                canvas.apply(msg["w"], msg["h"], msg["key"], frame_rects(msg))
+                track.shown(canvas.pixels)
+        meter.finish(r)
+        track.result(r, start, end)
+        out = Fanout(r, [s.frames_in - c for (_, s, _), c in zip(opened, counts0, strict=True)])
+        return out, r
+    finally:
+        for t in drains:
+            t.cancel()
+        for sock in socks:
+            sock.close()
+        for client, screen, _ in opened:
+            await screen.close()
+            await client.close()
+        grabber.close()
+
+
+def run_fanout(display: str, name: str, png: Path, viewers: int, stalled: bool) -> Fanout:
+    with tempfile.TemporaryDirectory(prefix="bench-screen-") as tmp:
+        work = Workload(display, name, png)
+        server = ServerProcess(Path(tmp) / "data").start()
+        try:
+            args = [sys.executable, "-m", "chatscreen", "share", "--server",
+                    f"{HOST}:{server.chat_port}", "--screen-port", str(server.screen_port),
+                    "--user", "sharer", "--fps", "30"]
+            with child(args, r"Sharing \d+x\d+", {"DISPLAY": display},
+                       stop_signal=signal.SIGINT) as (sharer, _):
+                out, _ = asyncio.run(_view_fanout(server, sharer.pid, work, display, viewers,
+                                                  stalled))
+                return out
+        finally:
+            server.stop()
+            work.close()
+
+
+FANOUT_CASES = [("1 viewer", 1, False), (f"{FANOUT_VIEWERS} viewers", FANOUT_VIEWERS, False),
+                (f"{FANOUT_VIEWERS} viewers + 1 stalled", FANOUT_VIEWERS, True)]
+
+
+def render_fanout(results: dict[str, list[Fanout]]) -> str:
+    head = ["case", "probe updates/s", "probe p50 ms", "p95 ms", "viewers' frames/s (mean)",
+            "slowest viewer frames/s", "sharer CPU %", "server CPU %"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for case, _, _ in FANOUT_CASES:
+        rs = results.get(case)
+        if not rs:
+            continue
+        lines.append("| " + " | ".join([
+            case,
+            fmt(med([f.probe.updates / f.probe.seconds for f in rs])),
+            fmt(med([pct(f.probe.latency, 0.5) * 1000 for f in rs]), ".0f"),
+            fmt(med([pct(f.probe.latency, 0.95) * 1000 for f in rs]), ".0f"),
+            fmt(med([statistics.mean(f.frames) / f.probe.seconds for f in rs])),
+            fmt(med([min(f.frames) / f.probe.seconds for f in rs])),
+            fmt(med([f.probe.sharer_cpu for f in rs]), ".0f"),
+            fmt(med([f.probe.server_cpu for f in rs]), ".0f"),
+        ]) + " |")
+    return "\n".join(lines)
 
 
 # -- report ----------------------------------------------------------------------------------
@@ -406,8 +555,25 @@ def main() -> int:
                           f"{r.sharer_cpu:.0f} %, server {r.server_cpu:.0f} %, PSNR "
                           f"{fmt(med(r.psnr))}, exact after {fmt(r.exact_after, '.2f')} s "
                           f"({time.monotonic() - t:.0f} s) -->", flush=True)
+        fanout: dict[str, list[Fanout]] = {}
+        if FANOUT:
+            for run in range(RUNS):
+                for case, viewers, stalled in FANOUT_CASES:
+                    t = time.monotonic()
+                    f = run_fanout(d, FANOUT_WORKLOAD, png, viewers, stalled)
+                    fanout.setdefault(case, []).append(f)
+                    print(f"<!-- run {run + 1} fan-out {FANOUT_WORKLOAD}, {case}: probe "
+                          f"{f.probe.updates} updates, p50 "
+                          f"{fmt(pct(f.probe.latency, 0.5) * 1000, '.0f')} ms, frames "
+                          f"{f.frames}, sharer {f.probe.sharer_cpu:.0f} %, server "
+                          f"{f.probe.server_cpu:.0f} % ({time.monotonic() - t:.0f} s) -->",
+                          flush=True)
     print()
     print(render(results))
+    if fanout:
+        print(f"\nOne sharer, {FANOUT_WORKLOAD} workload, several viewers (the probe viewer "
+              "decodes; the others count the frames reaching them):\n")
+        print(render_fanout(fanout))
     return 0
 
 

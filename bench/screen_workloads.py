@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                        background="#2b2d31")
     canvas.place(x=0, y=0, width=W, height=H)
     keep: list[object] = []
+    on_top: list[tk.Toplevel] = []  # windows to raise above the desktop once it is mapped
     if args.desktop and Path(args.desktop).exists():
         photo = tk.PhotoImage(master=root, file=args.desktop)
         keep.append(photo)
@@ -130,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             win.geometry(f"640x400+{px}+{py}")
 
         step_drag(0)
+        on_top.append(win)
         step = step_drag
 
     marker = [canvas.create_rectangle(MARKER[0] + b * BLOCK, MARKER[1],
@@ -168,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
             root.after(1, tick)
 
     root.wait_visibility(canvas)
+    for win_ in on_top:  # without a window manager, the desktop mapped last would hide it
+        win_.lift()
+        win_.wait_visibility(win_)
     root.update_idletasks()
     root.update()
     root.after(1, announce)

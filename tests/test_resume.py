@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from chatscreen.client import Client
+from chatscreen.client import Client, ScreenChannel
 from chatscreen.codec import Canvas, psnr
 from chatscreen.protocol import Message
 from chatscreen.resume import keep_watching
@@ -35,7 +35,7 @@ class Watched:
         self.key_after_restart = False
         self.changed = asyncio.Event()
 
-    async def show(self, msg: Message) -> None:
+    async def show(self, msg: Message, _screen: ScreenChannel) -> None:
         if self.canvas is None or msg["key"]:
             self.canvas = Canvas(msg["w"], msg["h"])
             self.key_after_restart = self.key_after_restart or self.restarted

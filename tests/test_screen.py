@@ -22,6 +22,7 @@ from PIL import Image
 from chatscreen.capture import ScreenCapture
 from chatscreen.client import Client, OutRect, ScreenChannel
 from chatscreen.codec import Canvas, psnr
+from chatscreen.cursor import composite
 from chatscreen.errors import ConnectError, ServerError
 from chatscreen.protocol import FrameDecoder, Limits, Message
 from chatscreen.protocol.schema import Rect
@@ -405,7 +406,8 @@ def test_shared_screen_ends_pixel_exact_after_the_lossless_refresh(
                     encs |= {r[4] for r in rects}
                     canvas.apply(msg["w"], msg["h"], msg["key"], rects)
                     want = (await asyncio.to_thread(cap.grab))[..., 2::-1]
-                    if canvas.complete and np.array_equal(canvas.pixels, want):
+                    seen = composite(canvas.pixels, screen.cursors.get(share["id"]))
+                    if canvas.complete and np.array_equal(seen, want):
                         break
             assert encs <= {"palette", "webp"}
         finally:

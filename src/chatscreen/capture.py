@@ -12,6 +12,7 @@ import mss
 import numpy as np
 import numpy.typing as npt
 
+from chatscreen.cursor import MAX_CURSOR, Cursor, shape_of_bgra
 from chatscreen.errors import ChatscreenError
 
 Image = npt.NDArray[np.uint8]  # H x W x 4, BGRA (what mss gives, no copy)
@@ -63,6 +64,35 @@ class ScreenCapture:
         shot = self._sct.grab({"left": m.left, "top": m.top, "width": m.width,
                                "height": m.height})
         return np.asarray(shot)
+
+    def cursor(self) -> Cursor | None:
+        """The pointer now (its picture's top left relative to the monitor, and the
+        picture), or None where it cannot be had (no XFixes, another platform)."""
+        # mss 10 draws the pointer into captures (with_cursor) from its implementation's
+        # cursor(), which the public object does not expose: use it where it is there
+        impl = getattr(self._sct, "_impl", None)
+        cursor = getattr(impl, "cursor", None)
+        if cursor is None:
+            return None
+        try:
+            shot = cursor()
+        except Exception:  # mss raises ScreenShotError without XFixes
+            return None
+        if shot is None or shot.width <= 0 or shot.height <= 0:
+            return None
+        if shot.width > MAX_CURSOR or shot.height > MAX_CURSOR:
+            return None
+        m = self.monitor
+        return Cursor(shot.left - m.left, shot.top - m.top,
+                      shape_of_bgra(shot.raw, shot.width, shot.height))
+
+    def grab_into(self, out: Image, x: int, y: int, w: int, h: int) -> None:
+        """Capture only the w x h rectangle at (x, y) of the monitor into ``out`` (a picture
+        of the monitor's size) at the same place: ~0.1 ms for a few tiles against ~1.5-3 ms
+        for the whole 1920x1080 monitor."""
+        m = self.monitor
+        shot = self._sct.grab({"left": m.left + x, "top": m.top + y, "width": w, "height": h})
+        out[y : y + h, x : x + w] = np.asarray(shot)
 
     def close(self) -> None:
         self._sct.close()

@@ -5,7 +5,8 @@ with no colour conversion: see docs/benchmarks.md for the comparison with OpenCV
 
 Lossless encodings (docs/protocol.md has their exact format): ``palette`` (up to 256 colours,
 zlib-compressed indices: text and UI), ``zlib`` (zlib-compressed RGB), ``png`` and ``webp``
-(lossless WebP for many-colour regions that must end pixel-exact), and ``raw``.
+(lossless WebP for many-colour regions that must end pixel-exact), and ``raw``. ``copy``
+carries no picture: it copies pixels the canvas already has (a scroll), see :class:`Canvas`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import simplejpeg
 from PIL import Image as PILImage
 
 from chatscreen.errors import ChatscreenError
+from chatscreen.scroll import copy_rows
 
 RGB = npt.NDArray[np.uint8]  # H x W x 3
 BGRA = npt.NDArray[np.uint8]  # H x W x 4
@@ -108,9 +110,10 @@ def encode_palette(img: BGRA, level: int = 6) -> bytes | None:
     """``u8 n-1``, ``n`` RGB triplets, zlib(one index byte per pixel); None if the picture
     has more than 256 colours."""
     px = np.ascontiguousarray(img).view(np.uint32).reshape(-1) | np.uint32(0xFF000000)
-    colours, index = np.unique(px, return_inverse=True)
-    if len(colours) > PALETTE_MAX:
+    colours = np.unique(px)  # a sort, then a binary search per pixel: 2.5x faster than
+    if len(colours) > PALETTE_MAX:  # unique(return_inverse=True), which argsorts
         return None
+    index = np.searchsorted(colours, px)
     pal = colours.view(np.uint8).reshape(-1, 4)[:, 2::-1]  # BGRA words -> RGB
     head = struct.pack("B", len(colours) - 1) + np.ascontiguousarray(pal).tobytes()
     return head + zlib.compress(index.astype(np.uint8).tobytes(), level)
@@ -179,11 +182,26 @@ def decode_rect(enc: str, data: bytes, w: int, h: int) -> RGB:
         img = np.frombuffer(data, np.uint8).reshape(h, w, 3)
     elif enc == "h264":
         raise DecodeError("h264 rects need their stream's decoder: use a Canvas")
+    elif enc == "copy":
+        raise DecodeError("a copy rect has no picture of its own: apply it on a canvas")
     else:
         raise DecodeError(f"unknown encoding {enc!r}")
     if img.shape[:2] != (h, w):
         raise DecodeError(f"rect says {w}x{h} but its picture is {img.shape[1]}x{img.shape[0]}")
     return img
+
+
+COPY = struct.Struct(">II")  # a copy rect's data: the source's x, y
+
+
+def copy_source(data: bytes, w: int, h: int, size: tuple[int, int]) -> tuple[int, int]:
+    """The top left of a ``copy`` rect's source, checked to lie inside a ``size`` screen."""
+    if len(data) != COPY.size:
+        raise DecodeError(f"copy data is {COPY.size} bytes, got {len(data)}")
+    sx, sy = COPY.unpack(data)
+    if sx + w > size[0] or sy + h > size[1]:
+        raise DecodeError(f"copy source {sx},{sy} {w}x{h} lies outside {size[0]}x{size[1]}")
+    return sx, sy
 
 
 class Canvas:
@@ -207,6 +225,10 @@ class Canvas:
         for x, y, rw, rh, enc, data in rects:
             if enc == "h264":
                 self._apply_h264(x, y, rw, rh, bytes(data))
+                continue
+            if enc == "copy":  # pixels the canvas already has: read before writing
+                sx, sy = copy_source(data, rw, rh, self.size)
+                copy_rows(self.pixels, x, y, rw, rh, sx, sy)
                 continue
             self.pixels[y : y + rh, x : x + rw] = decode_rect(enc, data, rw, rh)
         if key:

@@ -6,10 +6,17 @@ lossy version of it and when it last changed. For each new capture it sends:
 * the tiles that changed, merged into few rectangles; tiles of few colours (text, UI: up to
   ``Preset.lossless_colours``) losslessly (``palette``, else lossless ``webp``), the others
   as JPEG. Lossless encoding costs ~40 ns a pixel here against ~5 for JPEG, so when more
-  than ``LOSSLESS_BUDGET`` of the screen changes at once (a scroll, a window dragged) all
+  than ``LOSSLESS_BUDGET`` of the screen changes at once (a window dragged) all
   of it goes as JPEG, and the refresh below makes it exact once it stops moving;
 * the **lossless refresh**: tiles sent lossy that have not changed for ``refresh_after``
   seconds, again losslessly, so that a still picture ends pixel-exact on every viewer;
+* first, when part of the screen moved up, down or sideways (a scroll,
+  :mod:`chatscreen.scroll`),
+  ``copy`` rects for it, one per tile row, applied to the reference picture as the viewers
+  will apply them: the tiles above then only have to cover what still differs (the exposed
+  lines), usually few enough to go losslessly. Each tile remembers how many copies deep its
+  content is; a row deeper than ``COPY_REFRESH_DEPTH`` goes as pixels instead, so that the
+  relay, which keeps every piece a copy reads, never holds long chains;
 * nothing at all when nothing changed and nothing waits for a refresh.
 
 A key frame (the first, after ``need_key``, or a new size) covers the whole screen, all of it
@@ -23,14 +30,17 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from chatscreen.client.screen import OutRect
 from chatscreen.codec import (
+    COPY,
     DEFAULT_QUALITY,
     encode_jpeg,
     encode_palette,
     encode_webp,
 )
+from chatscreen.scroll import Move, MoveFinder, apply_move, from_source, move_tiles, whole_tiles
 from chatscreen.tiles import (
     BGRA,
     TILE,
@@ -41,6 +51,7 @@ from chatscreen.tiles import (
     grid,
     merge_tiles,
     tile_colours,
+    tile_diff,
     words,
 )
 from chatscreen.video import H264Encoder
@@ -67,6 +78,7 @@ PRESETS = {
 }
 DEFAULT_PRESET = "balanced"
 ENCODING_MODES = ("auto", "h264", "lossless", "jpeg")  # share --encoding
+COPY_REFRESH_DEPTH = 48  # a band of a copy deeper than this in copies is sent as pixels
 LOSSLESS_BUDGET = 0.25  # share of the screen's tiles an update (not a key frame) may
 #                         encode losslessly; a bigger change goes lossy, refreshed once still
 
@@ -79,6 +91,7 @@ class Update:
     key: bool
     regions: list[Region]
     refreshed: int = 0  # tiles sent as lossless refresh
+    move: Move | None = None  # a scroll sent as a copy (the first region)
 
     @property
     def size(self) -> int:
@@ -111,6 +124,11 @@ class ScreenEncoder:
         self.encoding = encoding
         self.video = VideoRegion(encoding, self.preset, tile) if encoding in ("auto", "h264") \
             else None
+        self.moves = True  # look for scrolls and send them as copies
+        self._finder = MoveFinder(tile)
+        # per tile, how many copies deep its content is (the relay keeps every piece of
+        # such a chain alive); see _age_copies
+        self._depth: npt.NDArray[np.int32] = np.zeros((0, 0), np.int32)
 
     @property
     def size(self) -> tuple[int, int] | None:
@@ -132,35 +150,60 @@ class ScreenEncoder:
         prev = self._prev
         if prev is None or prev.shape != img.shape:
             key = True
+        move: Move | None = None
         if key:
             dirty = full_map(w, h, self.tile)
             self._lossy = np.zeros_like(dirty)
             self._changed_at = np.full(dirty.shape, now)
+            self._depth = np.zeros(dirty.shape, np.int32)
         elif hint is not None:
             assert prev is not None
             if hint.shape != grid(w, h, self.tile):
                 raise ValueError(f"hint is {hint.shape}, the screen {grid(w, h, self.tile)}")
-            dirty = hinted_change_map(prev, img, hint, self.tile)
+            # a scroll is looked for in the damaged region itself (no exact diff needed to
+            # look), and the exact diff is taken once, after the copy
+            move = self._find_move(prev, img, hint, now) if self.moves else None
+            look = hint if move is None else hint | move_tiles(move, hint.shape, self.tile)
+            dirty = hinted_change_map(prev, img, look, self.tile)
         else:
             assert prev is not None
             dirty = change_map(prev, img, self.tile)
+            move = self._find_move(prev, img, dirty, now) if self.moves else None
+            if move is not None:
+                dirty = hinted_change_map(prev, img, dirty | move_tiles(move, dirty.shape,
+                                                                        self.tile), self.tile)
         assert self._lossy is not None and self._changed_at is not None
+        copies: list[Region] = []
+        if move is not None:
+            forced = self._age_copies(move, dirty)
+            dirty |= forced
+            copies = band_copies(move, forced, self.tile)
         self._changed_at[dirty] = now
         refresh = self._lossy & ~dirty & (now - self._changed_at >= self.preset.refresh_after)
         video: list[Region] = []
+        vmask = np.zeros_like(dirty)
         if self.video is not None:  # a region that changes every frame goes as H.264
             video, vmask = self.video.step(img, dirty, refresh, key=key)
             if video:
                 dirty = dirty & ~vmask
                 self._lossy[vmask] = True  # refreshed losslessly once the motion stops
                 self._changed_at[vmask] = now
+            else:
+                vmask = np.zeros_like(dirty)
+        self._depth[dirty | refresh | vmask] = 0  # sent as pixels: no copy chain behind them
         if key or hint is None or prev is None:
             self._prev = img if img.flags.writeable else img.copy()
+            if key:
+                self._finder.forget()
+            else:
+                self._finder.keep(None)
         else:  # keep the reference = what the viewers hold: take only the tiles looked at
-            for box in merge_tiles(hint | refresh, w, h, self.tile):
+            # (a compared tile that did not change already holds the same pixels)
+            for box in merge_tiles(refresh | dirty | vmask, w, h, self.tile):
                 ys, xs = slice(box.y, box.y + box.h), slice(box.x, box.x + box.w)
                 prev[ys, xs] = img[ys, xs]
-        if not dirty.any() and not refresh.any() and not video:
+            self._finder.keep(look)  # the compared tiles now hold img's pixels
+        if not dirty.any() and not refresh.any() and move is None and not video:
             return None
         few = np.zeros_like(dirty)
         if key or self.encoding == "lossless":
@@ -174,12 +217,61 @@ class ScreenEncoder:
                 few[:] = False
         lossless = (dirty & few) | refresh
         lossy = dirty & ~few
-        regions = [self._region(img, box, True) for box in merge_tiles(lossless, w, h, self.tile)]
+        regions = copies
+        regions += [self._region(img, box, True) for box in merge_tiles(lossless, w, h, self.tile)]
         regions += [self._region(img, box, False) for box in merge_tiles(lossy, w, h, self.tile)]
         regions += video
         self._lossy[lossless] = False
         self._lossy[lossy] = True
-        return Update(key, regions, int(refresh.sum()))
+        return Update(key, regions, int(refresh.sum()), move)
+
+    def _find_move(self, prev: BGRA, img: BGRA, region: Mask, now: float) -> Move | None:
+        """Look for a scroll in the ``region`` tiles (changed or damaged); when found, apply
+        it to the reference picture, as the viewers will: the caller then compares the
+        region and the copy's tiles."""
+        move = self._finder.find(prev, img, region)
+        if move is None:
+            return None
+        assert self._lossy is not None and self._changed_at is not None
+        dest = move_tiles(move, region.shape, self.tile)
+        # the moved tiles carry the lossiness of the tiles they come from
+        t = self.tile
+        r0, r1 = move.y // t, -(-(move.y + move.h) // t)
+        c0, c1 = move.x // t, -(-(move.x + move.w) // t)
+        self._lossy[r0:r1, c0:c1] |= from_source(self._lossy, move, t)
+        self._changed_at[dest] = now
+        apply_move(prev, move)
+        return move
+
+    def _age_copies(self, move: Move, dirty: Mask) -> Mask:
+        """Track how deep the chain of copies behind each tile is, and bound it: the tiles
+        of one band (tile row) of the copy to send as pixels instead (lossless when few
+        colours), else none.
+
+        The copy goes as one ``copy`` rect per band, so that a band sent as pixels ends the
+        chains through it. Content keeps coming from the side it moves away from (below,
+        for a scroll down a document), so resetting the deepest band does not help (it
+        copies from its deep neighbour again at the next step): when a band is deeper than
+        ``COPY_REFRESH_DEPTH``, the one of those nearest that side is sent. A long scroll
+        then stays under ~1.3 x that depth, sending a band in about a third of its steps,
+        instead of the relay asking for a key frame (``MAX_COPY_DEPTH``)."""
+        t, d = self.tile, self._depth
+        new = d.copy()
+        r0, r1 = move.y // t, -(-(move.y + move.h) // t)
+        c0, c1 = move.x // t, -(-(move.x + move.w) // t)
+        rows = list(range(r0, r1))
+        src = from_source(d, move, t) + 1
+        new[r0:r1, c0:c1] = np.where(whole_tiles(move, t), src,
+                                     np.maximum(new[r0:r1, c0:c1], src))
+        new[dirty] = 0
+        forced: Mask = np.zeros_like(dirty)
+        deep = [r for r in rows if int(new[r, c0:c1].max()) > COPY_REFRESH_DEPTH]
+        if deep:
+            r = max(deep) if move.sy > move.y else min(deep)
+            forced[r, c0:c1] = True
+            new[r, c0:c1] = 0
+        self._depth = new
+        return forced
 
     def _region(self, img: BGRA, box: Box, lossless: bool) -> Region:
         part = img[box.y : box.y + box.h, box.x : box.x + box.w]
@@ -207,6 +299,26 @@ class ScreenEncoder:
         return float(self._changed_at[self._lossy].min()) + self.preset.refresh_after
 
 
+def copy_region(move: Move) -> Region:
+    """A ``copy`` rect: the destination, and the source's top left as 2 x uint32 BE."""
+    return Region(move.x, move.y, move.w, move.h, "copy", COPY.pack(move.sx, move.sy))
+
+
+def band_copies(move: Move, skip: Mask, tile: int = TILE) -> list[Region]:
+    """``move`` as one copy rect per tile row it covers, less the rows set in ``skip``
+    (sent as pixels), ordered so that none overwrites what a later one reads: top first
+    when the content moves up (it reads below), bottom first when it moves down."""
+    dy = move.sy - move.y
+    out = []
+    c = move.x // tile
+    for r in range(move.y // tile, -(-(move.y + move.h) // tile)):
+        if skip[r, c]:
+            continue
+        y0, y1 = max(r * tile, move.y), min((r + 1) * tile, move.y + move.h)
+        out.append(copy_region(Move(move.x, y0, move.w, y1 - y0, move.sx, y0 + dy)))
+    return out if dy > 0 else out[::-1]
+
+
 def hinted_change_map(prev: BGRA, cur: BGRA, hint: Mask, tile: int = TILE) -> Mask:
     """:func:`~chatscreen.tiles.change_map` restricted to the set tiles of ``hint`` (others
     are reported unchanged), comparing only the pixels of the hinted tiles."""
@@ -217,9 +329,7 @@ def hinted_change_map(prev: BGRA, cur: BGRA, hint: Mask, tile: int = TILE) -> Ma
     pw, cw = words(prev), words(cur)
     for box in merge_tiles(hint, w, h, tile):
         ys, xs = slice(box.y, box.y + box.h), slice(box.x, box.x + box.w)
-        diff = pw[ys, xs] != cw[ys, xs]
-        per_col = np.logical_or.reduceat(diff, np.arange(0, box.w, tile), axis=1)
-        part = np.logical_or.reduceat(per_col, np.arange(0, box.h, tile), axis=0)
+        part = tile_diff(pw[ys, xs], cw[ys, xs], tile)
         r0, c0 = box.y // tile, box.x // tile
         out[r0 : r0 + part.shape[0], c0 : c0 + part.shape[1]] = part
     return out

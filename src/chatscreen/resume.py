@@ -60,21 +60,20 @@ async def keep_sharing(client: Client, stop: asyncio.Event, *,
 
 
 async def keep_watching(client: Client, share: dict[str, Any],
-                        handle: Callable[[Message], Awaitable[None]], *,
+                        handle: Callable[[Message, ScreenChannel], Awaitable[None]], *,
                         reshare_wait: float = RESHARE_WAIT,
-                        on_screen: Callable[[ScreenChannel | None], None] | None = None) -> str:
-    """Watch ``share``, giving each of its frames to ``handle``; after a reconnect, watch
-    the same user's share again. Returns why it ended ("alice stopped sharing", or the
-    reason the connection was lost for good). ``on_screen`` is told of each new screen
-    connection (None: between connections)."""
+                        cursor_messages: bool = False) -> str:
+    """Watch ``share``, giving each of its frames (and, with ``cursor_messages``, its
+    ``cursor`` messages) to ``handle`` with the screen connection they came on; after a
+    reconnect, watch the same user's share again. Returns why it ended ("alice stopped
+    sharing", or the reason the connection was lost for good)."""
     user = share["user"]
     delay = RETRY_FIRST
     while True:
         screen: ScreenChannel | None = None
         try:
             screen = await client.open_screen()
-            if on_screen is not None:
-                on_screen(screen)
+            screen.cursor_messages = cursor_messages
             await screen.watch(share["id"])
             delay = RETRY_FIRST
             while True:
@@ -83,7 +82,7 @@ async def keep_watching(client: Client, share: dict[str, Any],
                     continue
                 if msg.type == "unshared":
                     return f"{user} stopped sharing"
-                await handle(msg)
+                await handle(msg, screen)
         except ServerError as exc:  # the share is gone, or no longer for us
             return exc.message
         except (ConnectionResetError, ConnectError) as exc:
@@ -91,8 +90,6 @@ async def keep_watching(client: Client, share: dict[str, Any],
         finally:
             if screen is not None:
                 await screen.close()
-            if on_screen is not None:
-                on_screen(None)
         log.info("lost %s's screen (%s): watching again once back", user, reason)
         if not await _back_in(client, delay):
             return reason

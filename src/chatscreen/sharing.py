@@ -2,8 +2,9 @@
 
 The sharer captures and encodes on one dedicated thread (mss handles are per thread). Where
 the X server has the DAMAGE extension (:mod:`chatscreen.damage`), it captures when the X
-server reports a change, right away but never more often than ``fps`` (a change sooner than
-1/fps after the last capture is captured 1/fps after it), and compares only the tiles the
+server reports a change, right away but not much more often than ``fps`` on average (a
+change that comes too soon waits for a token: see :class:`CaptureBucket`), once the drawing
+has settled (:func:`_settle`), and compares only the tiles the
 damage touched; an idle screen costs no capture at all, except when a lossless refresh falls
 due. Without DAMAGE (no X, Wayland, ``damage=False``) it polls at a steady ``fps`` cadence
 that skips missed ticks instead of bursting. Each capture, the
@@ -14,7 +15,9 @@ changing; nothing at all when nothing changed. A key frame (the whole screen) is
 when the server asks (``need_key``) and every ``KEY_INTERVAL`` seconds while the screen
 changes. ``send_frame`` waits for the socket to drain, so a slow uplink lowers the frame rate
 instead of building a backlog; the server keeps the newest version of every region for its
-viewers, so the sharer never waits for any of them.
+viewers, so the sharer never waits for any of them. Where XFixes gives the pointer's picture,
+the captures leave the pointer out and a ``cursor`` message goes when it moves or changes
+(:mod:`chatscreen.cursor`): moving the mouse re-sends no tiles.
 """
 
 from __future__ import annotations
@@ -26,14 +29,22 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from chatscreen.capture import ScreenCapture
+import numpy as np
+
+from chatscreen.capture import Image, ScreenCapture
 from chatscreen.client import Client, ScreenChannel
 from chatscreen.codec import Canvas, DecodeError, fit_within
+from chatscreen.cursor import Cursor, CursorTracker
 from chatscreen.damage import DamageListener, Rect, damage_mask
 from chatscreen.encoders import DEFAULT_PRESET, ScreenEncoder, Update
 from chatscreen.protocol import Message
 
 DEFAULT_FPS = 30.0
+PARTIAL_CAPTURE = 0.25  # damage within this share of the screen: capture only its box
+CAPTURE_BURST = 2.0  # captures that may follow one another sooner than 1/fps
+CAPTURE_SLACK = 1.2  # captures may come at up to 1.2 x fps on average (see CaptureBucket)
+SETTLE = 0.001  # seconds without new damage before a capture (see _settle)
+MAX_SETTLE = 0.006
 KEY_INTERVAL = 60.0  # seconds between unrequested key frames, only while the screen changes
 
 log = logging.getLogger(__name__)
@@ -49,6 +60,7 @@ class ShareStats:
     captures: int = 0  # screen captures taken (frames + captures that found no change)
     damage: bool = False  # captures driven by X DAMAGE (else polling at fps)
     channel: ScreenChannel | None = None  # the share's connection (its ``viewers``: live)
+    cursors: int = 0  # pointer updates sent (the pointer is not in the tiles)
 
     def summary(self) -> str:
         secs = max(time.monotonic() - self.started, 1e-9)
@@ -61,10 +73,63 @@ class _Grabber:
 
     def __init__(self, monitor: int, quality: int | None, max_size: tuple[int, int] | None,
                  preset: str = DEFAULT_PRESET, encoding: str = "auto") -> None:
-        self.capture = ScreenCapture(monitor)
+        # the pointer goes as its own small update where its picture can be had (XFixes),
+        # else it is drawn into the captures
+        self.capture = ScreenCapture(monitor, with_cursor=False)
+        self.pointer: CursorTracker | None = CursorTracker()
+        if max_size is not None or self.capture.cursor() is None:
+            self.capture.close()
+            self.capture = ScreenCapture(monitor)
+            self.pointer = None
         self.encoder = ScreenEncoder(preset, quality=quality, encoding=encoding)
         self.max_size = max_size
         self.last_key = 0.0
+        self._scratch: Image | None = None  # the screen as last captured, tile by tile
+
+    def _grab_damaged(self, force: bool, damaged: list[Rect] | None) -> Image | None:
+        """Capture only the bounding box of the damaged tiles, into the scratch copy of the
+        screen, when they are a small part of it: the picture to encode, or None (capture
+        it all). The encoder, given the damage as hint, reads only the hinted tiles and
+        those due for a lossless refresh; the latter were captured when they last changed
+        (damage is reported for every change), so the scratch copy holds them."""
+        scratch = self._scratch
+        if (scratch is None or force or not damaged or self.max_size is not None
+                or time.monotonic() - self.last_key >= KEY_INTERVAL):
+            return None
+        m = self.capture.monitor
+        t = self.encoder.tile
+        h, w = scratch.shape[:2]
+        mask = damage_mask(damaged, w, h, left=m.left, top=m.top, tile=t)
+        if not mask.any():
+            return scratch  # damage off this monitor: nothing to capture
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        y0, y1 = int(rows[0]) * t, min(int(rows[-1] + 1) * t, h)
+        x0, x1 = int(cols[0]) * t, min(int(cols[-1] + 1) * t, w)
+        if (x1 - x0) * (y1 - y0) > PARTIAL_CAPTURE * w * h:
+            return None
+        self.capture.grab_into(scratch, x0, y0, x1 - x0, y1 - y0)
+        return scratch
+
+    def _encode_damaged(self, img: Image,
+                        damaged: list[Rect] | None) -> tuple[int, int, Update] | None:
+        m = self.capture.monitor
+        h, w = img.shape[:2]
+        hint = damage_mask(damaged or [], w, h, left=m.left, top=m.top, tile=self.encoder.tile)
+        update = self.encoder.encode(img, now=time.monotonic(), hint=hint)
+        return None if update is None else (w, h, update)
+
+    def grab_with_pointer(self, force: bool, damaged: list[Rect] | None = None,
+                          idr: bool = False
+                          ) -> tuple[tuple[int, int, Update] | None, tuple[Cursor, bool] | None]:
+        """:meth:`grab`, and the pointer update due (the cursor, and whether its picture
+        changed), if any."""
+        grabbed = self.grab(force, damaged, idr)
+        return grabbed, self.pointer_update()
+
+    def pointer_update(self) -> tuple[Cursor, bool] | None:
+        if self.pointer is None:
+            return None
+        return self.pointer.update(self.capture.cursor())
 
     def grab(self, force: bool, damaged: list[Rect] | None = None,
              idr: bool = False) -> tuple[int, int, Update] | None:
@@ -73,7 +138,11 @@ class _Grabber:
         ``idr``: the relay asked for an H.264 keyframe."""
         if idr:
             self.encoder.request_idr()
+        img = self._grab_damaged(force, damaged)
+        if img is not None:  # only the damaged tiles were captured (into the scratch copy)
+            return self._encode_damaged(img, damaged)
         img = self.capture.grab()
+        self._scratch = None
         full = img.shape[:2]
         if self.max_size is not None:
             img = fit_within(img, *self.max_size)
@@ -86,13 +155,50 @@ class _Grabber:
             hint = damage_mask(damaged, w, h, left=m.left, top=m.top, tile=self.encoder.tile)
         update = self.encoder.encode(img, key=force, now=now, hint=hint)
         if update is None:
+            if hint is not None and self.max_size is None and img.flags.writeable:
+                self._scratch = img
             return None  # nothing changed: send nothing
         if key and not update.key:  # the periodic key frame, only when something changed
             update = self.encoder.encode(img, key=True, now=now)
             assert update is not None
         if update.key:
             self.last_key = now
+        elif hint is not None and self.max_size is None and img.flags.writeable:
+            self._scratch = img  # the encoder copied what it needed: ours to write into
         return w, h, update
+
+
+class CaptureBucket:
+    """The capture rate limit: tokens refilled at ``fps`` x ``CAPTURE_SLACK``, at most
+    ``burst`` kept. The slack: a screen changing at exactly ``fps`` sometimes needs a second
+    capture for one change (a redraw caught half done); without it, each such capture costs
+    a token never won back, and from then on every capture waits (the latency ratchets up)."""
+
+    def __init__(self, fps: float, burst: float = CAPTURE_BURST) -> None:
+        self.fps, self.burst = fps * CAPTURE_SLACK, burst
+        self.tokens = burst
+        self.at = time.monotonic()
+
+    def take(self, now: float) -> float:
+        """Take a token for a capture at ``now``; how long to wait before capturing."""
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.fps) - 1.0
+        self.at = now
+        return max(0.0, -self.tokens / self.fps)
+
+
+async def _settle(listener: DamageListener) -> None:
+    """Let a burst of drawing end before capturing: wait while damage keeps arriving, in
+    steps of ``SETTLE`` seconds, at most ``MAX_SETTLE``. A scroll is a copy then a redraw
+    of the exposed lines; captured in between, the picture is half drawn and the rest waits
+    for the next capture, 1/fps later."""
+    end = time.monotonic() + MAX_SETTLE
+    seen = listener.accumulator.total
+    while time.monotonic() < end:
+        await asyncio.sleep(SETTLE)
+        total = listener.accumulator.total
+        if total == seen:
+            return
+        seen = total
 
 
 async def _wait_any(events: list[asyncio.Event], timeout: float | None) -> None:
@@ -149,9 +255,15 @@ async def share_screen(client: Client, stop: asyncio.Event, *, monitor: int = 1,
         await screen.share(w, h, viewers=viewers, room=room)
         if on_started is not None:
             on_started(w, h)
+        pointer = await loop.run_in_executor(pool, grabber.pointer_update)
         period = 1.0 / fps
-        slot = next_tick = time.monotonic()
+        next_tick = time.monotonic()
+        bucket = CaptureBucket(fps)
         while True:
+            if pointer is not None:  # the pointer moved or changed: ~40 bytes, no tiles
+                await screen.send_cursor(*pointer)
+                stats.cursors += 1
+                pointer = None
             rects = update.regions  # already what send_frame takes
             await screen.send_frame(w, h, rects, key=update.key)
             stats.frames += 1
@@ -175,17 +287,18 @@ async def share_screen(client: Client, stop: asyncio.Event, *, monitor: int = 1,
                                     timeout)
                     if stop.is_set():
                         return stats
-                    # never more often than fps: a change sooner than 1/fps after the last
-                    # capture's slot waits for slot + 1/fps (whatever else changes meanwhile
-                    # comes along). Slots, not the actual capture times, so that timer
-                    # overshoot does not add up: a screen changing at exactly fps would
-                    # otherwise be captured later and later after each change.
-                    slot = max(slot + period, time.monotonic())
-                    wait = slot - time.monotonic()
+                    # never much more often than fps on average: a token bucket (refilled at
+                    # 1.2 x fps, holding CAPTURE_BURST) lets a change be captured at once unless the
+                    # last ones came faster than fps; then it waits for the next token
+                    # (whatever else changes meanwhile comes along). Not fixed slots after
+                    # each capture: with changes at exactly fps, one late wake-up would push
+                    # every later capture as late (the slot only ratchets up).
+                    wait = bucket.take(time.monotonic())
                     if wait > 0:
                         await _wait_any([stop], wait)
                         if stop.is_set():
                             return stats
+                    await _settle(listener)
                     damaged.clear()
                     hint = listener.take()
                     due = grabber.encoder.refresh_due()
@@ -205,9 +318,13 @@ async def share_screen(client: Client, stop: asyncio.Event, *, monitor: int = 1,
                     raise ConnectionResetError(str(screen.link.close_reason or "closed"))
                 idr = screen.idr_requested.is_set()
                 screen.idr_requested.clear()
-                grabbed = await loop.run_in_executor(pool, grabber.grab,
-                                                     screen.key_requested.is_set(), hint, idr)
+                grabbed, pointer = await loop.run_in_executor(
+                    pool, grabber.grab_with_pointer, screen.key_requested.is_set(), hint, idr)
                 stats.captures += 1
+                if pointer is not None and grabbed is None:
+                    await screen.send_cursor(*pointer)
+                    stats.cursors += 1
+                    pointer = None
                 if grabbed is not None:
                     w, h, update = grabbed
                     break

@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageTk
 
-from chatscreen.client import Client
+from chatscreen.client import Client, ScreenChannel
 from chatscreen.codec import Canvas
+from chatscreen.cursor import composite
 from chatscreen.errors import ChatscreenError
 from chatscreen.protocol import Message
 from chatscreen.resume import keep_watching
@@ -51,12 +52,15 @@ async def _watch(host: str, port: int, screen_port: int, user: str, sharer: str 
         canvas = Canvas(share["w"], share["h"])
         box.status = f"Watching {share['user']}"
 
-        async def show(msg: Message) -> None:
-            canvas.apply(msg["w"], msg["h"], msg["key"], frame_rects(msg))
-            if canvas.complete:
-                box.put(canvas.pixels.copy())
+        async def show(msg: Message, screen: ScreenChannel) -> None:
+            if msg.type == "frame":
+                canvas.apply(msg["w"], msg["h"], msg["key"], frame_rects(msg))
+            if canvas.complete:  # with the sharer's pointer drawn over (a copy)
+                box.put(composite(canvas.pixels, screen.cursors.get(msg["share"])))
 
-        watching = asyncio.ensure_future(keep_watching(client, share, show))
+        # cursor messages too: redraw when only the pointer moves
+        watching = asyncio.ensure_future(keep_watching(client, share, show,
+                                                       cursor_messages=True))
         while not stop.is_set() and not watching.done():  # the window closing sets stop
             await asyncio.wait({watching}, timeout=0.5)
         if watching.done():

@@ -119,7 +119,7 @@ def _screen_frame(draw: st.DrawFn) -> tuple[Header, bytes]:
     w = draw(st.sampled_from((1, schema.MAX_DIM)) | st.integers(1, schema.MAX_DIM))
     h = draw(st.sampled_from((1, schema.MAX_DIM)) | st.integers(1, schema.MAX_DIM))
     rects: list[dict[str, Any]] = []
-    total = 0
+    parts: list[bytes] = []
     for _ in range(draw(st.integers(1, 5))):
         x = draw(st.integers(0, w - 1))
         y = draw(st.integers(0, h - 1))
@@ -127,8 +127,14 @@ def _screen_frame(draw: st.DrawFn) -> tuple[Header, bytes]:
                       "h": draw(st.integers(1, h - y)),
                       "enc": draw(st.sampled_from(schema.ENCODINGS)),
                       "len": draw(st.integers(0, 16))})
-        total += rects[-1]["len"]
-    payload = draw(st.binary(min_size=total, max_size=total))
+        r = rects[-1]
+        if r["enc"] == "copy":  # its data: a source inside the screen, 2 x uint32 BE
+            r["len"] = schema.COPY_LEN
+            parts.append(struct.pack(">II", draw(st.integers(0, w - r["w"])),
+                                     draw(st.integers(0, h - r["h"]))))
+        else:
+            parts.append(draw(st.binary(min_size=r["len"], max_size=r["len"])))
+    payload = b"".join(parts)
     fields = {"seq": draw(st.integers(0, schema.MAX_INT)), "w": w, "h": h,
               "key": draw(st.booleans()), "rects": rects}
     return fields, payload
@@ -144,6 +150,14 @@ def message_of(draw: st.DrawFn, kind: str, spec: Spec, limits: Limits) -> tuple[
         fields, payload = draw(_screen_frame())
         header.update(fields)
         required = {k: v for k, v in required.items() if k not in fields}
+    if kind == "cursor":  # w and h together, with the picture as payload, or neither
+        for key, check in required.items():
+            header[key] = draw(value_strategy(check, limits))
+        if draw(st.booleans()):
+            header["w"] = draw(value_strategy(spec.optional["w"], limits))
+            header["h"] = draw(value_strategy(spec.optional["h"], limits))
+            payload = draw(st.binary(min_size=1, max_size=64))
+        return header, payload
     for key, check in required.items():
         header[key] = draw(value_strategy(check, limits))
     chosen = draw(st.sampled_from(spec.one_of)) if spec.one_of else None

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chatscreen.client.link import Link
+from chatscreen.cursor import Cursor, CursorError, Shape
 from chatscreen.errors import ServerError
 from chatscreen.protocol import Message
 
@@ -28,14 +29,21 @@ class OutRect:
 def merge_frames(older: Message, newer: Message) -> Message:
     """One frame with the effect of ``older`` then ``newer`` (a delta of the same share and
     size): the rectangles of both in order, less those of ``older`` that a rectangle of
-    ``newer`` covers entirely. No picture is decoded."""
+    ``newer`` covers entirely. No picture is decoded. A ``copy`` reads what the rects before
+    it drew, so none is dropped when a copy comes after it."""
     kept: list[Any] = []
     parts: list[bytes] = []
     offset = 0
-    for r in older["rects"]:
-        # an h264 picture is never dropped: the P-frames after it refer to it
-        if r.enc == "h264" or not any(n.x <= r.x and n.y <= r.y and n.x + n.w >= r.x + r.w
-                                      and n.y + n.h >= r.y + r.h for n in newer["rects"]):
+    copies = [i for i, r in enumerate(older["rects"]) if r.enc == "copy"]
+    last_copy = copies[-1] if copies else -1
+    if any(n.enc == "copy" for n in newer["rects"]):
+        last_copy = len(older["rects"])
+    for i, r in enumerate(older["rects"]):
+        # an h264 picture is never dropped: the P-frames after it refer to it; nor is what
+        # a copy (older, or in the newer frame) reads from
+        if r.enc == "h264" or i < last_copy or not any(
+                n.x <= r.x and n.y <= r.y and n.x + n.w >= r.x + r.w and n.y + n.h >= r.y + r.h
+                for n in newer["rects"]):
             kept.append(r)
             parts.append(older.payload[offset : offset + r.len])
         offset += r.len
@@ -55,6 +63,11 @@ class ScreenChannel:
         # application falls behind they are merged into the last queued frame (a rect that
         # a newer one covers entirely is dropped), so it still gets every change.
         self._frames: deque[Message] = deque()
+        # the sharer's mouse pointer per watched share (kept here, newest wins); with
+        # cursor_messages, the "cursor" messages are also queued with the frames
+        self.cursors: dict[int, Cursor] = {}
+        self.cursor_messages = False
+        self.cursor_changed = asyncio.Event()  # set at each pointer update (clear to wait)
         self._frame_ready = asyncio.Event()
         self._replies: asyncio.Queue[Message] = asyncio.Queue()
         self._seq = 0
@@ -77,6 +90,10 @@ class ScreenChannel:
             # the end of a watched share travels with its frames, so a watcher sees it
             self._frames.append(msg)
             self._frame_ready.set()
+        elif msg.type == "cursor":
+            if self._on_cursor(msg) and self.cursor_messages:
+                self._frames.append(msg)
+                self._frame_ready.set()
         elif msg.type == "need_key":
             self.key_requested.set()
         elif msg.type == "need_idr":
@@ -85,6 +102,21 @@ class ScreenChannel:
             self.viewers = list(msg["users"])
         else:
             self._replies.put_nowait(msg)
+
+    def _on_cursor(self, msg: Message) -> bool:
+        """Keep a share's pointer; False if its picture is bad or still unknown."""
+        old = self.cursors.get(msg["share"])
+        shape = old.shape if old is not None else None
+        if "w" in msg.fields:
+            try:
+                shape = Shape.decode(msg.payload, msg["w"], msg["h"])
+            except CursorError:
+                return False
+        if shape is None:
+            return False
+        self.cursors[msg["share"]] = Cursor(msg["x"], msg["y"], shape)
+        self.cursor_changed.set()
+        return True
 
     def _on_close(self, reason: BaseException | None) -> None:
         self._replies.put_nowait(Message("closed", {"reason": str(reason or "closed")}))
@@ -127,6 +159,16 @@ class ScreenChannel:
             self.key_requested.clear()
         self.link.send_with_payload("frame", payload, seq=self._seq, w=w, h=h, key=key,
                                     rects=header_rects)
+        await self.link.drain()
+
+    async def send_cursor(self, cursor: Cursor, with_shape: bool) -> None:
+        """Tell the viewers where the pointer is (and, ``with_shape``, its picture)."""
+        if with_shape and cursor.shape is not None:
+            s = cursor.shape
+            self.link.send_with_payload("cursor", s.encode(), x=cursor.x, y=cursor.y, w=s.w,
+                                        h=s.h)
+        else:
+            self.link.send("cursor", x=cursor.x, y=cursor.y)
         await self.link.drain()
 
     async def unshare(self) -> None:

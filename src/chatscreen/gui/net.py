@@ -21,9 +21,10 @@ from collections.abc import Callable, Coroutine
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
-from chatscreen.client import Client, ThreadedClient
-from chatscreen.codec import DecodeError, decode_rect
-from chatscreen.gui.render import Composer, Patch, Redraw
+from chatscreen.client import Client, ScreenChannel, ThreadedClient
+from chatscreen.codec import DecodeError
+from chatscreen.cursor import Cursor
+from chatscreen.gui.render import Composer, CopyPatch, Patch, Redraw, patch_of
 from chatscreen.protocol import Message
 from chatscreen.resume import keep_sharing, keep_watching
 from chatscreen.sharing import ShareStats, frame_rects
@@ -93,17 +94,22 @@ class RateMeter:
         return (frames - frames0) / secs, (nbytes - bytes0) * 8 / secs
 
 
-def compose_frame(composer: Composer, msg: Message) -> Redraw | None:
-    """Decode a frame's rectangles and apply them (render worker thread)."""
+def compose_frame(composer: Composer, msg: Message,
+                  pointer: Cursor | None = None) -> Redraw | None:
+    """Decode a frame's rectangles and apply them, or draw the sharer's ``pointer`` after a
+    ``cursor`` message (render worker thread)."""
+    if msg.type == "cursor":
+        return composer.set_cursor(pointer)
     try:
-        patches = []
+        size = (msg["w"], msg["h"])
+        patches: list[Patch | CopyPatch] = []
         for x, y, w, h, enc, data in frame_rects(msg):
             if enc == "h264":  # stateful: each stream has its decoder
                 pic = composer.decode_h264(x, y, w, h, bytes(data))
                 if pic is not None:
                     patches.append(Patch(x, y, pic))
             else:
-                patches.append(Patch(x, y, decode_rect(enc, bytes(data), w, h)))
+                patches.append(patch_of(x, y, w, h, enc, bytes(data), size))
     except DecodeError:
         return None  # a bad frame is skipped; the next key frame repairs the picture
     return composer.apply(msg["w"], msg["h"], msg["key"], patches)
@@ -232,15 +238,16 @@ class NetSession:
         share is watched again by itself (resume.keep_watching)."""
         loop = asyncio.get_running_loop()
 
-        async def show(msg: Message) -> None:
+        async def show(msg: Message, screen: ScreenChannel) -> None:
             self.watch_meter.add(len(msg.payload))
             await mailbox.wait_for_room()
-            mailbox.put(await loop.run_in_executor(self.render_pool, compose_frame,
-                                                   composer, msg))
+            mailbox.put(await loop.run_in_executor(self.render_pool, compose_frame, composer,
+                                                   msg, screen.cursors.get(msg["share"])))
 
         reason = "stopped"
         try:
-            reason = await keep_watching(self.client, share, show)
+            # cursor messages too: the pointer is drawn by the composer
+            reason = await keep_watching(self.client, share, show, cursor_messages=True)
         except Exception as exc:  # ConnectError, OSError, ...: said in the window
             reason = str(exc) or type(exc).__name__
         finally:

@@ -25,6 +25,9 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageTk
 
+from chatscreen.codec import copy_source, decode_rect
+from chatscreen.cursor import Cursor, composite
+
 RGB = npt.NDArray[np.uint8]
 Method = Literal["auto", "ppm", "pil"]
 #: Regions up to this many pixels go in as PPM (cheaper than a PIL block put + copy there).
@@ -38,6 +41,27 @@ class Patch:
     x: int
     y: int
     pixels: RGB  # h x w x 3
+
+
+@dataclass(frozen=True, slots=True)
+class CopyPatch:
+    """A ``copy`` rect of a frame: w x h pixels the picture already has, from (sx, sy)."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+    sx: int
+    sy: int
+
+
+def patch_of(x: int, y: int, w: int, h: int, enc: str, data: bytes,
+             size: tuple[int, int]) -> Patch | CopyPatch:
+    """Decode one rect of a frame of a ``size`` screen (raises DecodeError)."""
+    if enc == "copy":
+        sx, sy = copy_source(data, w, h, size)
+        return CopyPatch(x, y, w, h, sx, sy)
+    return Patch(x, y, decode_rect(enc, data, w, h))
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +111,8 @@ class Composer:
         self.shown = (0, 0)
         self.complete = False  # a key frame has been applied
         self.video: Any = None  # chatscreen.video.VideoStreams, at the first h264 rect
+        self.cursor: Cursor | None = None  # the sharer's pointer, drawn over the picture
+        self._under: tuple[int, int, Image.Image] | None = None  # what the pointer covers
 
     def decode_h264(self, x: int, y: int, w: int, h: int, data: bytes) -> RGB | None:
         """An h264 rect's picture, by its stream's decoder (render worker thread: frames come
@@ -97,6 +123,44 @@ class Composer:
             self.video = VideoStreams()
         pic: RGB | None = self.video.decode(x, y, w, h, data)
         return pic
+
+    def _lift(self) -> tuple[int, int, int, int] | None:
+        """Take the pointer off the full picture; the box it covered."""
+        if self._under is None or self.full is None:
+            return None
+        x, y, img = self._under
+        self._under = None
+        self.full.paste(img, (x, y))
+        return x, y, img.width, img.height
+
+    def _drop(self) -> tuple[int, int, int, int] | None:
+        """Draw the pointer on the full picture (keeping what it covers); its box."""
+        c = self.cursor
+        if c is None or c.shape is None or self.full is None:
+            return None
+        fw, fh = self.full.size
+        x0, y0 = max(c.x, 0), max(c.y, 0)
+        x1, y1 = min(c.x + c.shape.w, fw), min(c.y + c.shape.h, fh)
+        if x1 <= x0 or y1 <= y0:
+            return None
+        under = self.full.crop((x0, y0, x1, y1))
+        drawn = composite(np.asarray(under), Cursor(c.x - x0, c.y - y0, c.shape))
+        self.full.paste(Image.fromarray(drawn, "RGB"), (x0, y0))
+        self._under = (x0, y0, under)
+        return x0, y0, x1 - x0, y1 - y0
+
+    def set_cursor(self, cursor: Cursor | None) -> Redraw | None:
+        """The pointer moved or changed: the regions to redraw (its old and new places)."""
+        with self._lock:
+            self.cursor = cursor
+            if self.full is None:
+                return None
+            boxes = [self._lift(), self._drop()]
+            if self._target(*self.full.size) != self.shown:
+                return self._redraw_all()
+            out = Redraw(self.shown, source=self.full.size)
+            out.regions += [self._region(*b) for b in boxes if b is not None]
+            return out
 
     def _target(self, w: int, h: int) -> tuple[int, int]:
         return fit_size(w, h, *self.box) if self.fit else (w, h)
@@ -112,29 +176,39 @@ class Composer:
                 return None
             return self._redraw_all()
 
-    def apply(self, w: int, h: int, key: bool, patches: list[Patch]) -> Redraw:
+    def apply(self, w: int, h: int, key: bool, patches: list[Patch | CopyPatch]) -> Redraw:
         """Apply one frame (a key frame covers the whole screen)."""
         with self._lock:
             if self.full is None or self.full.size != (w, h):
                 self.full = Image.new("RGB", (w, h))
                 self.complete = False
+                self._under = None
             if key:
                 self.complete = True
-            covers = len(patches) == 1 and patches[0].pixels.shape[:2] == (h, w)
-            if covers and self._target(w, h) == (w, h):
+            lifted = self._lift()  # the patches and copies apply to the picture alone
+            first = patches[0] if len(patches) == 1 else None
+            covers = isinstance(first, Patch) and first.pixels.shape[:2] == (h, w)
+            if (isinstance(first, Patch) and covers and self._target(w, h) == (w, h)
+                    and self.cursor is None):
                 # A whole picture shown 1:1: it is its own redraw, no crop needed.
-                img = Image.fromarray(patches[0].pixels, "RGB")
+                img = Image.fromarray(first.pixels, "RGB")
                 self.full.paste(img, (0, 0))
                 self.shown = (w, h)
                 return Redraw((w, h), [Region(0, 0, img)], full=True, source=(w, h))
             for p in patches:
-                self.full.paste(Image.fromarray(p.pixels, "RGB"), (p.x, p.y))
+                if isinstance(p, CopyPatch):  # crop copies: overlapping source is fine
+                    self.full.paste(self.full.crop((p.sx, p.sy, p.sx + p.w, p.sy + p.h)),
+                                    (p.x, p.y))
+                else:
+                    self.full.paste(Image.fromarray(p.pixels, "RGB"), (p.x, p.y))
+            dropped = self._drop()
             if covers or self._target(w, h) != self.shown:
                 return self._redraw_all()
             out = Redraw(self.shown, source=(w, h))
             for p in patches:
-                ph, pw = p.pixels.shape[:2]
+                pw, ph = (p.w, p.h) if isinstance(p, CopyPatch) else p.pixels.shape[1::-1]
                 out.regions.append(self._region(p.x, p.y, pw, ph))
+            out.regions += [self._region(*b) for b in (lifted, dropped) if b is not None]
             return out
 
     def _redraw_all(self) -> Redraw:

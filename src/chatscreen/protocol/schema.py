@@ -107,7 +107,8 @@ def boolean(value: Any, _: Limits) -> bool:
     return value
 
 
-ENCODINGS = ("jpeg", "png", "raw", "palette", "zlib", "webp", "h264")
+ENCODINGS = ("jpeg", "png", "raw", "palette", "zlib", "webp", "h264", "copy")
+COPY_LEN = 8  # a copy rect's data: the source's x and y, uint32 big-endian each
 
 
 def encoding(value: Any, _: Limits) -> str:
@@ -213,6 +214,15 @@ _FRAME: dict[str, Validator] = {
     "rects": rects,
 }
 
+# The sharer's mouse pointer: where its picture's top left is; with w, h and a payload (the
+# picture, zlib-compressed RGBA) when the picture changed.
+MAX_CURSOR_SIDE = 256
+_CURSOR: tuple[dict[str, Validator], dict[str, Validator]] = (
+    {"x": integer(-MAX_DIM, MAX_DIM), "y": integer(-MAX_DIM, MAX_DIM)},
+    {"w": integer(1, MAX_CURSOR_SIDE), "h": integer(1, MAX_CURSOR_SIDE)},
+)
+MAX_CURSOR_DATA = 4 * MAX_CURSOR_SIDE * MAX_CURSOR_SIDE + 1024  # zlib of the largest picture
+
 # Sent by clients to the server. The handshake (``hello``) is the same on both ports.
 CLIENT_MESSAGES: dict[str, Spec] = {
     "hello": Spec(
@@ -250,6 +260,7 @@ CLIENT_MESSAGES: dict[str, Spec] = {
                   {"viewers": list_of(NAME, 1000), "room": NAME}),
     "unshare": Spec(),
     "frame": Spec(_FRAME, payload=True),
+    "cursor": Spec(*_CURSOR, payload=True),
     "watch": Spec({"share": ID}),
     "unwatch": Spec({"share": ID}),
 }
@@ -303,6 +314,7 @@ SERVER_MESSAGES: dict[str, Spec] = {
     "need_key": Spec(),
     "need_idr": Spec(),
     "frame": Spec({"share": ID, **_FRAME}, payload=True),
+    "cursor": Spec({"share": ID, **_CURSOR[0]}, _CURSOR[1], payload=True),
 }
 
 
@@ -347,4 +359,33 @@ def parse_message(frame: Frame, table: Mapping[str, Spec], limits: Limits) -> Me
         for r in fields["rects"]:
             if r.x + r.w > fields["w"] or r.y + r.h > fields["h"]:
                 raise _bad(f"rect {r.x},{r.y} {r.w}x{r.h} lies outside {fields['w']}x{fields['h']}")
+        check_copies(fields, frame.payload)
+    if kind == "cursor":
+        check_cursor(fields, frame.payload)
     return Message(kind, fields, frame.payload)
+
+
+def check_copies(fields: Mapping[str, Any], payload: bytes) -> None:
+    """A ``copy`` rect: 8 bytes of data, a source inside the screen."""
+    offset = 0
+    for r in fields["rects"]:
+        if r.enc == "copy":
+            if r.len != COPY_LEN:
+                raise _bad(f"a copy rect has {COPY_LEN} bytes of data, not {r.len}")
+            sx = int.from_bytes(payload[offset : offset + 4], "big")
+            sy = int.from_bytes(payload[offset + 4 : offset + 8], "big")
+            if sx + r.w > fields["w"] or sy + r.h > fields["h"]:
+                raise _bad(f"copy source {sx},{sy} {r.w}x{r.h} lies outside "
+                           f"{fields['w']}x{fields['h']}")
+        offset += r.len
+
+
+def check_cursor(fields: Mapping[str, Any], payload: bytes) -> None:
+    """A ``cursor``: ``w`` and ``h`` come together, with a payload (the picture), or neither
+    comes and there is no payload (the same picture, moved)."""
+    if ("w" in fields) != ("h" in fields):
+        raise _bad("a cursor has both w and h, or neither")
+    if ("w" in fields) != bool(payload):
+        raise _bad("a cursor carries its picture exactly when it has w and h")
+    if len(payload) > MAX_CURSOR_DATA:
+        raise _bad(f"a cursor picture takes at most {MAX_CURSOR_DATA} bytes")

@@ -13,6 +13,14 @@ pieces newer than ``sent``, oldest first: the newest version of every dirty regi
 backlog. A viewer who starts watching has ``sent = 0`` and so gets the current picture of
 every region at once, as a key frame. Nothing here ever waits for a viewer; the sharer is
 asked for a key frame (``need_key``) only when the relay has no picture to apply a delta to.
+
+A ``copy`` piece (a scroll: "copy this rectangle from there", no pixels) reads pixels the
+viewer must already have. So that replaying the live pieces in order still gives the current
+picture, the copy **pins** the pieces that made up its source when it arrived (they stay live,
+with their ids, until the copy itself is dropped), and those may be copies pinning their own
+sources. A chain of copies deeper than ``MAX_COPY_DEPTH`` makes the relay ask for a key frame,
+which starts a new store; past ``HARD_COPY_DEPTH`` (a sharer that ignores ``need_key``) it
+drops the picture until that key frame comes.
 """
 
 from __future__ import annotations
@@ -38,6 +46,9 @@ log = logging.getLogger("chatscreen.screen")
 
 TILE = 64  # the relay's tile grid (the reference sharer's tiles are the same size)
 MAX_PARTIAL = 32  # pieces only partly covering one tile before the relay asks for a key frame
+MAX_COPY_DEPTH = 150  # copies reading from copies (5 s of scrolling at 30/s) before it asks
+#                       for a key frame, so that a late viewer's catch-up stays short
+HARD_COPY_DEPTH = 4 * MAX_COPY_DEPTH  # a sharer ignoring need_key: the picture is dropped
 NEED_KEY_INTERVAL = 0.5  # seconds between key frame requests to one sharer
 NEED_IDR_INTERVAL = 1.0  # seconds between h264 IDR requests to one sharer
 CHAIN_IDR_AFTER = 60  # h264 pictures since the last IDR before the relay asks for a new one
@@ -54,7 +65,9 @@ class Piece:
     seq: int
     rect: dict[str, Any]  # {"x","y","w","h","enc","len"}, as relayed
     data: bytes
-    refs: int = 0  # tiles that need it
+    refs: int = 0  # tiles that need it, and copies that read from it (pins)
+    deps: tuple[Piece, ...] = ()  # a copy: the pieces it reads from, pinned while it lives
+    depth: int = 0  # a copy: 1 + the deepest copy among its deps (the chain's length)
 
 
 class TileStore:
@@ -72,19 +85,49 @@ class TileStore:
         # h264 streams (by rectangle): their pieces since the stream's last IDR, each held
         # alive by the chain (one extra ref) so that any viewer can decode the newest one
         self.chains: dict[tuple[int, int, int, int], Chain] = {}
+        self.max_depth = 0  # the longest chain of copies among the pieces added
 
     @property
     def last_id(self) -> int:
         return next(reversed(self.live)) if self.live else self.key_id - 1
 
     def _release(self, piece: Piece) -> None:
-        piece.refs -= 1
-        if piece.refs == 0:
-            del self.live[piece.id]
+        stack = [piece]
+        while stack:  # a copy dropped unpins what it read from, and so on down its chain
+            p = stack.pop()
+            p.refs -= 1
+            if p.refs == 0:
+                del self.live[p.id]
+                stack.extend(p.deps)
+
+    def _pin_sources(self, piece: Piece) -> None:
+        """A copy reads pixels the viewers already have: keep alive (pin) every piece that
+        makes up its source as it is now, so that whoever replays the live pieces in order
+        (a viewer joining late, or catching up) has them when it applies the copy."""
+        r, t = piece.rect, self.tile
+        sx, sy = int.from_bytes(piece.data[:4], "big"), int.from_bytes(piece.data[4:8], "big")
+        deps: dict[int, Piece] = {}
+        for row in range(sy // t, (sy + r["h"] - 1) // t + 1):
+            for col in range(sx // t, (sx + r["w"] - 1) // t + 1):
+                i = row * self.cols + col
+                owner = self.owner[i]
+                if owner is not None:
+                    deps[owner.id] = owner
+                for p in self.partial[i]:
+                    deps[p.id] = p
+        piece.deps = tuple(deps.values())
+        for p in piece.deps:
+            p.refs += 1
+        piece.depth = 1 + max((p.depth for p in piece.deps), default=0)
+        self.max_depth = max(self.max_depth, piece.depth)
+        if piece.depth > MAX_COPY_DEPTH:
+            self.overflow = True  # a key frame ends the chain
 
     def add(self, piece: Piece) -> None:
         r, t = piece.rect, self.tile
         x0, y0, x1, y1 = r["x"], r["y"], r["x"] + r["w"], r["y"] + r["h"]
+        if r["enc"] == "copy":
+            self._pin_sources(piece)
         self.live[piece.id] = piece
         for row in range(y0 // t, (y1 - 1) // t + 1):
             ty0, ty1 = row * t, min((row + 1) * t, self.h)
@@ -105,7 +148,8 @@ class TileStore:
                     if len(self.partial[i]) > MAX_PARTIAL:
                         self.overflow = True
         if piece.refs == 0:  # cannot happen for a rect inside the screen; be safe
-            del self.live[piece.id]
+            piece.refs = 1
+            self._release(piece)
 
     def add_h264(self, piece: Piece) -> bool:
         """Add an ``h264`` piece; True when the sharer should be asked for an IDR (the chain
@@ -183,6 +227,7 @@ class Share:
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     # encoded catch-up frames by the "sent" they start from; valid until the next frame in
     cache: dict[int, list[bytes]] = field(default_factory=dict)
+    cursor: PointerState = field(default_factory=lambda: PointerState())
 
     @property
     def user(self) -> str:
@@ -212,6 +257,35 @@ class Share:
         return frames, store.last_id
 
 
+@dataclass(eq=False)
+class PointerState:
+    """A share's mouse pointer, newest wins: its place, its picture, and per viewer which
+    versions of them it was sent."""
+
+    x: int = 0
+    y: int = 0
+    shape: tuple[int, int, bytes] | None = None  # w, h, the picture as the sharer sent it
+    moved: int = 0  # version of the place
+    drawn: int = 0  # version of the picture
+    sent: dict[Peer, tuple[int, int]] = field(default_factory=dict)
+
+    def due(self, share_id: int, viewer: Peer) -> bytes | None:
+        """The ``cursor`` message the viewer lacks (the picture only if it changed since
+        it was last sent one), or None."""
+        if self.shape is None:
+            return None
+        moved, drawn = self.sent.get(viewer, (0, 0))
+        if moved == self.moved and drawn == self.drawn:
+            return None
+        self.sent[viewer] = (self.moved, self.drawn)
+        header: dict[str, Any] = {"type": "cursor", "share": share_id, "x": self.x,
+                                  "y": self.y}
+        if drawn == self.drawn:
+            return encode_frame(header)
+        w, h, data = self.shape
+        return encode_frame({**header, "w": w, "h": h}, data)
+
+
 class ScreenRelay:
     def __init__(self, chat: ChatService) -> None:
         self.chat = chat
@@ -230,6 +304,8 @@ class ScreenRelay:
             self._frame(peer, msg)
         elif msg.type == "share":
             self._share(peer, msg)
+        elif msg.type == "cursor":
+            self._cursor(peer, msg)
         elif msg.type == "unshare":
             self._unshare(peer)
         elif msg.type == "watch":
@@ -255,6 +331,7 @@ class ScreenRelay:
         self._unshare(peer, quiet=True)
         for share in self._watching.pop(peer, set()):
             share.viewers.pop(peer, None)
+            share.cursor.sent.pop(peer, None)
             if share.id in self.shares:
                 self._tell_sharer(share)
 
@@ -320,6 +397,8 @@ class ScreenRelay:
         if not key and share.store is None:
             self._ask_key(share)  # nothing to apply a delta to
             return
+        if key and any(r.enc == "copy" for r in msg["rects"]):
+            raise RemoteProtocolError(ErrorCode.BAD_MESSAGE, "a key frame cannot hold copy rects")
         share.frames_in += 1
         self.counters.screen_frames_in += 1
         self.counters.screen_bytes_in += len(msg.payload)
@@ -345,9 +424,27 @@ class ScreenRelay:
                     store.forget_hidden_chains(piece)
             offset += r.len
         share.cache.clear()
+        if store.max_depth > HARD_COPY_DEPTH:  # bounded memory whatever the sharer does
+            share.store = None
+            self._ask_key(share)
+            return
         if store.overflow:
             store.overflow = False
             self._ask_key(share)
+        for viewer in share.viewers:
+            if viewer.writable:
+                self._flush(viewer)
+
+    def _cursor(self, peer: Peer, msg: Message) -> None:
+        share = self._by_sharer.get(peer)
+        if share is None:
+            raise RemoteProtocolError(ErrorCode.NOT_SHARING, "send share before cursor")
+        state = share.cursor
+        if "w" in msg.fields:
+            state.shape = (msg["w"], msg["h"], bytes(msg.payload))
+            state.drawn += 1
+        state.x, state.y = msg["x"], msg["y"]
+        state.moved += 1
         for viewer in share.viewers:
             if viewer.writable:
                 self._flush(viewer)
@@ -407,6 +504,7 @@ class ScreenRelay:
     def _unwatch(self, peer: Peer, share_id: int) -> None:
         share = self.shares.get(share_id)
         if share is not None and share.viewers.pop(peer, None) is not None:
+            share.cursor.sent.pop(peer, None)
             self._watching.get(peer, set()).discard(share)
             self._tell_sharer(share)
 
@@ -422,5 +520,8 @@ class ScreenRelay:
                 share.viewers[viewer] = last
                 for data in frames:
                     viewer.send_bytes(data)
+            pointer = share.cursor.due(share.id, viewer)
+            if pointer is not None:
+                viewer.send_bytes(pointer)
             if not viewer.writable:
                 return
