@@ -43,6 +43,7 @@ REQUESTS: dict[str, dict[str, Any]] = {
     "register": {"password": "a long enough password"},
     "moderate": {"action": "kick", "target": "bob"},
     "share": {"w": 64, "h": 64}, "unshare": {}, "watch": {"share": 1}, "unwatch": {"share": 1},
+    "cursor": {"x": 10, "y": 10},
     "frame": {"seq": 1, "w": 64, "h": 64, "key": True,
               "rects": [{"x": 0, "y": 0, "w": 1, "h": 1, "enc": "raw", "len": 3}]},
 }
