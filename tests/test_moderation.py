@@ -163,6 +163,31 @@ def test_a_mute_outlives_a_restart_and_admin_lifts_it(server: ServerProcess) -> 
     run(say_when_unmuted())
 
 
+def test_admin_cli_moderates_the_running_server_and_the_room_sees_it(
+        server: ServerProcess) -> None:
+    """`chatscreen admin mute/kick` on the server machine act on the running server, and
+    the target's rooms get the notice, as for a moderator's chat command."""
+    async def scenario() -> None:
+        async with client(server, "loud") as loud, client(server, "witness") as witness:
+            await loud.join("general")
+            await witness.join("general")
+            await asyncio.to_thread(admin_cli, server.data_dir, "mute", "loud", "--for", "1h",
+                                    "--reason", "spam")
+            ev = await notice(witness)
+            assert ev["text"].startswith("an admin muted loud until") and "spam" in ev["text"]
+            with pytest.raises(ServerError) as info:
+                await loud.say("general", "still here?")
+            assert info.value.code == "muted"
+            out = await asyncio.to_thread(admin_cli, server.data_dir, "kick", "loud",
+                                          "--reason", "enough")
+            assert "Asked the running server to kick loud" in out.stdout
+            assert (await notice(witness))["text"] == "an admin kicked loud: enough"
+            ev = await closed(loud)
+            assert "kicked by an admin: enough" in ev["reason"]
+
+    run(scenario())
+
+
 async def _texts(server: ServerProcess) -> list[str]:
     async with client(server, "reader") as reader:
         msg = await reader.history(room="general")

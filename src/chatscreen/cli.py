@@ -79,6 +79,9 @@ def _admin_parser(sub: Any) -> None:
     c = cmds.add_parser("unban", help="lift a ban")
     c.add_argument("name", nargs="?")
     c.add_argument("--address", metavar="IP")
+    c = cmds.add_parser("kick", help="disconnect a user from the running server")
+    c.add_argument("name")
+    c.add_argument("--reason", default="")
     c = cmds.add_parser("mute", help="stop a user posting (they can still read)")
     c.add_argument("name")
     c.add_argument("--for", dest="duration", metavar="DURATION",
@@ -289,6 +292,11 @@ def run_admin(args: argparse.Namespace) -> int:
                 raise ChatscreenError(f"'{name}' has no account")
             db.log("(admin)", "role", name, f"role={args.role}")
             print(f"'{name}' is now {args.role}")
+        elif cmd == "kick":
+            assert name is not None
+            db.ask_kick(name, args.reason)
+            db.log("(admin)", "kick", name, f"reason={args.reason}")
+            print(f"Asked the running server to kick {name} (if connected, within a second)")
         elif cmd in ("ban", "unban", "mute", "unmute"):
             if (name is None) == (getattr(args, "address", None) is None):
                 raise ChatscreenError(f"{cmd} wants a NAME or --address IP")

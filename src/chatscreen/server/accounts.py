@@ -83,6 +83,10 @@ CREATE TABLE IF NOT EXISTS bans (
     created TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
     PRIMARY KEY (kind, target)
 );
+CREATE TABLE IF NOT EXISTS kicks (         -- asked by `chatscreen admin kick`, done by the
+    target  TEXT NOT NULL,             -- running server (which then deletes the row)
+    reason  TEXT NOT NULL DEFAULT ''
+);
 CREATE TABLE IF NOT EXISTS private_rooms (
     room    TEXT PRIMARY KEY,
     owner   TEXT NOT NULL
@@ -160,6 +164,18 @@ class AccountDB:
         cur = self.db.execute("DELETE FROM bans WHERE kind = ? AND target = ?", (kind, target))
         return cur.rowcount > 0
 
+    def ask_kick(self, target: str, reason: str) -> None:
+        self.db.execute("INSERT INTO kicks (target, reason) VALUES (?, ?)",
+                        (target.casefold(), reason))
+
+    def take_kicks(self) -> list[tuple[str, str]]:
+        """The kicks asked for since the last call: (casefolded name, reason)."""
+        with self.db:
+            self.db.execute("BEGIN")
+            rows = [(r[0], r[1]) for r in self.db.execute("SELECT target, reason FROM kicks")]
+            self.db.execute("DELETE FROM kicks")
+        return rows
+
     def log(self, actor: str, action: str, target: str, detail: str = "") -> None:
         self.db.execute("INSERT INTO moderation (actor, action, target, detail) VALUES (?,?,?,?)",
                         (actor, action, target, detail))
@@ -216,6 +232,8 @@ class AccountStore(Protocol):
 
     async def log(self, actor: str, action: str, target: str, detail: str = "") -> None: ...
 
+    async def take_kicks(self) -> list[tuple[str, str]]: ...
+
     async def version(self) -> int: ...
 
     async def private_rooms(self) -> dict[str, set[str]]: ...
@@ -267,6 +285,10 @@ class SQLiteAccounts:
 
     async def log(self, actor: str, action: str, target: str, detail: str = "") -> None:
         await self._call("log", actor, action, target, detail)
+
+    async def take_kicks(self) -> list[tuple[str, str]]:
+        result: list[tuple[str, str]] = await self._call("take_kicks")
+        return result
 
     async def version(self) -> int:
         return int(await self._call("version"))

@@ -674,10 +674,27 @@ class ChatService:
         and apply them to who is connected."""
         store = self.account_store
         assert store is not None
+        first = self._db_version < 0
         self._db_version = await store.version()
         self.accounts = {a.key: a for a in await store.accounts()}
-        self.bans = {(b.kind, b.target): b for b in await store.bans()}
+        old, self.bans = self.bans, {(b.kind, b.target): b for b in await store.bans()}
         self.private = await store.private_rooms()
+        if not first:  # what `chatscreen admin` did is shown in the rooms, as a moderator's is
+            for (kind, target), new in self.bans.items():
+                if kind != "address" and old.get((kind, target)) != new:
+                    what = "muted" if kind == "mute" else "banned"
+                    self._admin_notice(target, f"{what} {{name}} {new.until_text()}"
+                                       + (f": {new.reason}" if new.reason else ""))
+            for kind, target in old.keys() - self.bans.keys():
+                if kind != "address":
+                    self._admin_notice(target, f"{'unmuted' if kind == 'mute' else 'unbanned'}"
+                                       " {name}")
+        for key, reason in await store.take_kicks():
+            victim = self.sessions.get(key)
+            if victim is not None and not first:
+                because = f": {reason}" if reason else ""
+                self._admin_notice(key, "kicked {name}" + because)
+                self._expel(victim, ErrorCode.KICKED, f"You were kicked by an admin{because}")
         for session in list(self.sessions.values()):
             account = self.accounts.get(session.key)
             if session.role is not None:
@@ -687,6 +704,18 @@ class ChatService:
                 session.chat.fail(ErrorCode.BANNED, f"You are banned {ban.until_text()}"
                                   + (f": {ban.reason}" if ban.reason else ""))
                 self._logout(session)
+
+    def _admin_notice(self, key: str, text: str) -> None:
+        """A notice of an action `chatscreen admin` took, in the rooms of its target (if
+        connected). ``text`` has ``{name}`` for the target's name."""
+        victim = self.sessions.get(key)
+        if victim is None:
+            return
+        line = "an admin " + text.replace("{name}", victim.name, 1)
+        for room in victim.rooms:
+            self.fanout.publish(room_topic(room), encode_frame(
+                {"type": "notice", "room": room, "text": line}))
+        log.info("moderation: %s", line)
 
     async def _watch_accounts(self) -> None:
         store = self.account_store
