@@ -30,6 +30,7 @@ from typing import Any
 import av
 import numpy as np
 from av.codec.context import CodecContext
+from av.video.reformatter import VideoReformatter
 
 from chatscreen.annexb import is_idr, nal_types
 from chatscreen.codec import BGRA, RGB, DecodeError
@@ -89,6 +90,13 @@ class H264Encoder:
         }
         ctx.open()
         self._ctx = ctx
+        # one BGRA picture, reused: each capture is copied into it once (with the extra
+        # column or row of an odd size), then converted by one reused swscale context
+        self._bgra = av.VideoFrame(cw, ch, "bgra")
+        plane = self._bgra.planes[0]
+        self._pixels: BGRA = np.frombuffer(memoryview(plane), np.uint8).reshape(
+            ch, plane.line_size)[:, : cw * 4].reshape(ch, cw, 4)
+        self._reformatter = VideoReformatter()
         self._n = 0
         self.idr_next = True  # the first picture is an IDR
 
@@ -98,16 +106,20 @@ class H264Encoder:
         if img.shape[:2] != (self.h, self.w):
             raise ValueError(f"picture is {img.shape[1]}x{img.shape[0]}, "
                              f"the stream {self.w}x{self.h}")
-        cw, ch = coded_size(self.w, self.h)
-        if (cw, ch) != (self.w, self.h):
-            img = np.pad(img, ((0, ch - self.h), (0, cw - self.w), (0, 0)), mode="edge")
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="bgra")
+        w, h = self.w, self.h
+        pix = self._pixels
+        pix[:h, :w] = img
+        if pix.shape[1] != w:  # odd sizes: repeat the last column, the last row
+            pix[:h, w:] = img[:, w - 1 :]
+        if pix.shape[0] != h:
+            pix[h:] = pix[h - 1 : h]
+        frame = self._reformatter.reformat(self._bgra, format=PIX_FMT)
         frame.pts = round(self._n * 1000 / self.fps)
         self._n += 1
         if idr or self.idr_next:
             frame.pict_type = av.video.frame.PictureType.I
             self.idr_next = False
-        packets = self._ctx.encode(frame.reformat(format=PIX_FMT))
+        packets = self._ctx.encode(frame)
         data = b"".join(bytes(p) for p in packets)
         if not data:  # zerolatency never holds a picture back; be sure anyway
             data = b"".join(bytes(p) for p in self._ctx.encode(None))
