@@ -5,10 +5,10 @@ process; no file, no socket). One :class:`H264Encoder` encodes one screen rectan
 "stream", identified on the wire by its rectangle: docs/protocol.md, ``h264``); each call to
 :meth:`H264Encoder.encode` gives **one access unit** (one picture) as an Annex B byte stream:
 NAL units each behind a ``00 00 00 01`` / ``00 00 01`` start code. The encoder is set for
-latency, not for compression: preset ultrafast (CAVLC, 4x4 transforms, diamond motion
-search), tune zerolatency (no lookahead, no frame delay: a picture in gives its access unit out
-at once) and psnr, no B-frames, one reference picture (P-frames refer only to the previous
-picture), 4:2:0, constant quality (CRF) with a VBV cap.
+latency, not for compression: preset ultrafast (4x4 transforms, diamond motion search) with
+CABAC and the deblocking filter back on, tune zerolatency (no lookahead, no frame delay: a
+picture in gives its access unit out at once) and psnr, no B-frames, one reference picture
+(P-frames refer only to the previous picture), 4:2:0, constant quality (CRF) with a VBV cap.
 A keyframe is an IDR access unit with the sequence and picture parameter sets (SPS, PPS) in
 front of it: it decodes on its own, and every P-frame after it decodes once the IDR and the
 P-frames between have been decoded. The encoder emits an IDR first, when asked (``idr=True``),
@@ -40,9 +40,10 @@ __all__ = ["H264Decoder", "H264Encoder", "VideoStreams", "coded_size", "is_idr",
 log = logging.getLogger(__name__)
 
 #: Constant rate factor, chosen on bench/screen_workloads.py's video (1040x600, 30 new grainy
-#: photographic pictures/s), where 4:2:0 alone caps PSNR at 34.3 dB: CRF 22 gives 32.0 dB at
-#: ~1.1 MB/s (in process, every picture), CRF 23 31.9 dB at 0.8 MB/s, CRF 18 32.7 dB at
-#: 3.3 MB/s (docs/benchmarks.md).
+#: photographic pictures/s), where 4:2:0 alone caps PSNR at 34.3 dB: with plain ultrafast
+#: (CAVLC, no deblocking) CRF 22 gives 32.0 dB at ~1.1 MB/s (in process, every picture), CRF
+#: 23 31.9 dB at 0.8 MB/s, CRF 18 32.7 dB at 3.3 MB/s; with CABAC and deblocking CRF 22 gives
+#: 32.1 dB at 0.85 MB/s (docs/benchmarks.md).
 DEFAULT_CRF = 22
 #: VBV: at most this many bits per second on average, over a buffer of one second (the
 #: issue's 1.2 MB/s), so that a picture harder than the tuning set lowers quality, not the
@@ -84,8 +85,11 @@ class H264Encoder:
             "forced-idr": "1",  # a requested keyframe is an IDR, not just an I picture
             "x264-params": (f"bframes=0:ref=1:keyint={KEYINT}:min-keyint={KEYINT}:"
                             f"scenecut=0:repeat-headers=1:annexb=1:"
-                            # plain ultrafast: CABAC + 8x8 transforms take ~10 % fewer bytes
-                            # at the same PSNR but double the decoding time (2.5 -> 5 ms)
+                            # CABAC: -23 % bytes at the same PSNR; deblocking: +0.14 dB,
+                            # -3 % bytes; together +~2 ms of x264 and +~1.5 ms of decoding a
+                            # 1088x704 picture (plain ultrafast measured 1.28 MB/s in the
+                            # bench, over the 1.2 MB/s target; these 0.98 MB/s)
+                            f"cabac=1:no-deblock=0:"
                             f"vbv-maxrate={maxrate // 1000}:vbv-bufsize={maxrate // 1000}"),
         }
         ctx.open()
