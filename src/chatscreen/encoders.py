@@ -125,6 +125,7 @@ class ScreenEncoder:
         self.video = VideoRegion(encoding, self.preset, tile) if encoding in ("auto", "h264") \
             else None
         self.moves = True  # look for scrolls and send them as copies
+        self._last_move: Move | None = None  # see _diff_streaming
         self._finder = MoveFinder(tile)
         # per tile, how many copies deep its content is (the relay keeps every piece of
         # such a chain alive); see _age_copies
@@ -141,7 +142,8 @@ class ScreenEncoder:
         there is nothing to send. ``key``: cover the whole screen.
 
         ``hint``: the tiles that may have changed (from X DAMAGE); only those are compared.
-        The tile diff stays the truth: a hinted tile that did not change is not sent, and
+        The tile diff stays the truth (except inside a running H.264 stream: see
+        :meth:`_diff_streaming`): a hinted tile that did not change is not sent, and
         the encoder's reference picture takes the new pixels of the hinted (and refreshed)
         tiles only, so it keeps what the viewers hold and a change the hint missed is still
         found by the next full comparison (``hint=None``)."""
@@ -162,13 +164,20 @@ class ScreenEncoder:
                 raise ValueError(f"hint is {hint.shape}, the screen {grid(w, h, self.tile)}")
             # a scroll is looked for in the damaged region itself (no exact diff needed to
             # look), and the exact diff is taken once, after the copy
-            move = self._find_move(prev, img, hint, now) if self.moves else None
-            look = hint if move is None else hint | move_tiles(move, hint.shape, self.tile)
-            dirty = hinted_change_map(prev, img, look, self.tile)
+            streamed = self._streamed(hint.shape)
+            if streamed.any():
+                dirty = self._diff_streaming(prev, img, hint, streamed, now)
+                move = self._last_move
+                look = hint if move is None else hint | move_tiles(move, hint.shape, self.tile)
+            else:
+                move = self._find_move(prev, img, hint, now) if self.moves else None
+                look = hint if move is None else hint | move_tiles(move, hint.shape, self.tile)
+                dirty = hinted_change_map(prev, img, look, self.tile)
         else:
             assert prev is not None
             dirty = change_map(prev, img, self.tile)
-            move = self._find_move(prev, img, dirty, now) if self.moves else None
+            move = self._find_move(prev, img, dirty & ~self._streamed(dirty.shape), now) \
+                if self.moves else None
             if move is not None:
                 dirty = hinted_change_map(prev, img, dirty | move_tiles(move, dirty.shape,
                                                                         self.tile), self.tile)
@@ -225,10 +234,39 @@ class ScreenEncoder:
         self._lossy[lossy] = True
         return Update(key, regions, int(refresh.sum()), move)
 
+    def _diff_streaming(self, prev: BGRA, img: BGRA, hint: Mask, streamed: Mask,
+                        now: float) -> Mask:
+        """The changed tiles of a hinted capture while an H.264 stream runs (its tiles set in
+        ``streamed``); the move found, if any, in ``_last_move``. Inside the stream, damage
+        is taken as change without comparing: the whole rectangle goes as one picture
+        anyway (an unchanged one costs x264 a few bytes; the comparison ~2 ms a picture).
+        Outside, the tiles are compared first and a scroll is looked for only among those
+        that changed: the X server often reports the bounding box of the stream and of a
+        small change far from it (a clock, a cursor), and looking for a scroll in all of it
+        cost as much as the H.264 encoding itself."""
+        outside = hinted_change_map(prev, img, hint & ~streamed, self.tile)
+        move = self._find_move(prev, img, outside, now) if self.moves else None
+        if move is not None:
+            outside = hinted_change_map(prev, img, outside | move_tiles(move, hint.shape,
+                                                                         self.tile), self.tile)
+        self._last_move = move
+        dirty: Mask = outside | (hint & streamed)
+        return dirty
+
+    def _streamed(self, shape: tuple[int, ...]) -> Mask:
+        """The tiles of the running H.264 stream (none when there is none): no scroll is
+        looked for there (it cost as much as the H.264 encoding itself; motion inside the
+        stream is H.264's business)."""
+        if self.video is None or self.video.box is None:
+            return np.zeros(shape, np.bool_)
+        return self.video.tiles(self.video.box, shape)
+
     def _find_move(self, prev: BGRA, img: BGRA, region: Mask, now: float) -> Move | None:
         """Look for a scroll in the ``region`` tiles (changed or damaged); when found, apply
         it to the reference picture, as the viewers will: the caller then compares the
         region and the copy's tiles."""
+        if not region.any():
+            return None
         move = self._finder.find(prev, img, region)
         if move is None:
             return None
@@ -388,7 +426,7 @@ class VideoRegion:
         hot: Mask = self._counts >= (HOT_AUTO if self.mode == "auto" else HOT_FORCED)
         return hot
 
-    def _tiles(self, box: Box, shape: tuple[int, ...]) -> Mask:
+    def tiles(self, box: Box, shape: tuple[int, ...]) -> Mask:
         t = self.tile
         m: Mask = np.zeros(shape, np.bool_)
         m[box.y // t : -(-(box.y + box.h) // t), box.x // t : -(-(box.x + box.w) // t)] = True
@@ -405,7 +443,7 @@ class VideoRegion:
         if self._counts is None:  # just forgotten: nothing moves
             hot = np.zeros_like(dirty)
         if self.box is not None:
-            inside = self._tiles(self.box, dirty.shape)
+            inside = self.tiles(self.box, dirty.shape)
             if (refresh & inside).any() or (self.box.x + self.box.w > w
                                             or self.box.y + self.box.h > h):
                 self.stop()  # still long enough for the lossless refresh: motion over
@@ -413,7 +451,7 @@ class VideoRegion:
             elif len(self._history) >= HISTORY and (hot & inside).sum() < inside.sum() / 4:
                 self.stop()  # little of it moves any more (a cursor in a stopped video)
         want = None
-        if self.box is None or (hot & ~self._tiles(self.box, dirty.shape)).any():
+        if self.box is None or (hot & ~self.tiles(self.box, dirty.shape)).any():
             want = self._candidate(img, hot, w, h)  # (none needed while all motion is inside)
         if want is not None and self.box is not None and not _within(want, self.box):
             want = _union(want, self.box) if _overlap(want, self.box) else want
@@ -424,7 +462,7 @@ class VideoRegion:
             self.streams += 1
         if self.box is None or self.encoder is None:
             return [], dirty
-        inside = self._tiles(self.box, dirty.shape)
+        inside = self.tiles(self.box, dirty.shape)
         if not (dirty & inside).any():
             return [], inside
         b = self.box
@@ -448,7 +486,7 @@ class VideoRegion:
         now = time.monotonic()
         if now - self._rejected.get(best, -RECHECK_AFTER) < RECHECK_AFTER:
             return None
-        region = self._tiles(best, hot.shape) & hot
+        region = self.tiles(best, hot.shape) & hot
         counts = tile_colours(img, region, self.tile, cap=self.preset.lossless_colours + 1)
         if (counts > self.preset.lossless_colours).sum() * 2 < len(counts):
             self._rejected = {b: t for b, t in self._rejected.items()

@@ -5,10 +5,10 @@ process; no file, no socket). One :class:`H264Encoder` encodes one screen rectan
 "stream", identified on the wire by its rectangle: docs/protocol.md, ``h264``); each call to
 :meth:`H264Encoder.encode` gives **one access unit** (one picture) as an Annex B byte stream:
 NAL units each behind a ``00 00 00 01`` / ``00 00 01`` start code. The encoder is set for
-latency, not for compression: preset ultrafast (CAVLC, 4x4 transforms, diamond motion
-search), tune zerolatency (no lookahead, no frame delay: a picture in gives its access unit out
-at once) and psnr, no B-frames, one reference picture (P-frames refer only to the previous
-picture), 4:2:0, constant quality (CRF) with a VBV cap.
+latency, not for compression: preset ultrafast (4x4 transforms, diamond motion search) with
+CABAC and the deblocking filter back on, tune zerolatency (no lookahead, no frame delay: a
+picture in gives its access unit out at once) and psnr, no B-frames, one reference picture
+(P-frames refer only to the previous picture), 4:2:0, constant quality (CRF) with a VBV cap.
 A keyframe is an IDR access unit with the sequence and picture parameter sets (SPS, PPS) in
 front of it: it decodes on its own, and every P-frame after it decodes once the IDR and the
 P-frames between have been decoded. The encoder emits an IDR first, when asked (``idr=True``),
@@ -30,6 +30,7 @@ from typing import Any
 import av
 import numpy as np
 from av.codec.context import CodecContext
+from av.video.reformatter import VideoReformatter
 
 from chatscreen.annexb import is_idr, nal_types
 from chatscreen.codec import BGRA, RGB, DecodeError
@@ -39,9 +40,10 @@ __all__ = ["H264Decoder", "H264Encoder", "VideoStreams", "coded_size", "is_idr",
 log = logging.getLogger(__name__)
 
 #: Constant rate factor, chosen on bench/screen_workloads.py's video (1040x600, 30 new grainy
-#: photographic pictures/s), where 4:2:0 alone caps PSNR at 34.3 dB: CRF 22 gives 32.0 dB at
-#: ~1.1 MB/s (in process, every picture), CRF 23 31.9 dB at 0.8 MB/s, CRF 18 32.7 dB at
-#: 3.3 MB/s (docs/benchmarks.md).
+#: photographic pictures/s), where 4:2:0 alone caps PSNR at 34.3 dB: with plain ultrafast
+#: (CAVLC, no deblocking) CRF 22 gives 32.0 dB at ~1.1 MB/s (in process, every picture), CRF
+#: 23 31.9 dB at 0.8 MB/s, CRF 18 32.7 dB at 3.3 MB/s; with CABAC and deblocking CRF 22 gives
+#: 32.1 dB at 0.85 MB/s (docs/benchmarks.md).
 DEFAULT_CRF = 22
 #: VBV: at most this many bits per second on average, over a buffer of one second (the
 #: issue's 1.2 MB/s), so that a picture harder than the tuning set lowers quality, not the
@@ -83,12 +85,22 @@ class H264Encoder:
             "forced-idr": "1",  # a requested keyframe is an IDR, not just an I picture
             "x264-params": (f"bframes=0:ref=1:keyint={KEYINT}:min-keyint={KEYINT}:"
                             f"scenecut=0:repeat-headers=1:annexb=1:"
-                            # plain ultrafast: CABAC + 8x8 transforms take ~10 % fewer bytes
-                            # at the same PSNR but double the decoding time (2.5 -> 5 ms)
+                            # CABAC: -23 % bytes at the same PSNR; deblocking: +0.14 dB,
+                            # -3 % bytes; together +~2 ms of x264 and +~1.5 ms of decoding a
+                            # 1088x704 picture (plain ultrafast measured 1.28 MB/s in the
+                            # bench, over the 1.2 MB/s target; these 0.98 MB/s)
+                            f"cabac=1:no-deblock=0:"
                             f"vbv-maxrate={maxrate // 1000}:vbv-bufsize={maxrate // 1000}"),
         }
         ctx.open()
         self._ctx = ctx
+        # one BGRA picture, reused: each capture is copied into it once (with the extra
+        # column or row of an odd size), then converted by one reused swscale context
+        self._bgra = av.VideoFrame(cw, ch, "bgra")
+        plane = self._bgra.planes[0]
+        self._pixels: BGRA = np.frombuffer(memoryview(plane), np.uint8).reshape(
+            ch, plane.line_size)[:, : cw * 4].reshape(ch, cw, 4)
+        self._reformatter = VideoReformatter()
         self._n = 0
         self.idr_next = True  # the first picture is an IDR
 
@@ -98,16 +110,20 @@ class H264Encoder:
         if img.shape[:2] != (self.h, self.w):
             raise ValueError(f"picture is {img.shape[1]}x{img.shape[0]}, "
                              f"the stream {self.w}x{self.h}")
-        cw, ch = coded_size(self.w, self.h)
-        if (cw, ch) != (self.w, self.h):
-            img = np.pad(img, ((0, ch - self.h), (0, cw - self.w), (0, 0)), mode="edge")
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="bgra")
+        w, h = self.w, self.h
+        pix = self._pixels
+        pix[:h, :w] = img
+        if pix.shape[1] != w:  # odd sizes: repeat the last column, the last row
+            pix[:h, w:] = img[:, w - 1 :]
+        if pix.shape[0] != h:
+            pix[h:] = pix[h - 1 : h]
+        frame = self._reformatter.reformat(self._bgra, format=PIX_FMT)
         frame.pts = round(self._n * 1000 / self.fps)
         self._n += 1
         if idr or self.idr_next:
             frame.pict_type = av.video.frame.PictureType.I
             self.idr_next = False
-        packets = self._ctx.encode(frame.reformat(format=PIX_FMT))
+        packets = self._ctx.encode(frame)
         data = b"".join(bytes(p) for p in packets)
         if not data:  # zerolatency never holds a picture back; be sure anyway
             data = b"".join(bytes(p) for p in self._ctx.encode(None))
