@@ -34,7 +34,7 @@ class ServerSettings:
     rate_bytes: int = 256 << 10  # bytes a second a user may send on the chat port
     flood_timeout: float = 30.0  # slowed down without a pause this long: disconnected
     max_connections_per_address: int = 32
-    max_handshakes: int = 256  # connections not yet logged in (more: the oldest is closed)
+    max_handshakes: int = 256  # connections not yet logged in (more: see Server._make_room)
     metrics_host: str = "127.0.0.1"
     metrics_port: int = -1  # -1: no /health and /metrics endpoint; 0: any free port
     server_password: str | None = None  # asked in every hello; config file or environment

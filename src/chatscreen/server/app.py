@@ -113,19 +113,26 @@ class Server:
         if self._per_address[ip] > s.max_connections_per_address:
             peer.fail(ErrorCode.TOO_MANY_CONNECTIONS,
                       f"too many connections from {ip} (at most {s.max_connections_per_address})")
-        else:
-            if len(self._handshaking) > s.max_handshakes:
-                # Full of connections that are not logging in (slowloris, from anywhere):
-                # the one waiting longest makes room, so that they cannot keep others out.
-                oldest = next(iter(self._handshaking))
-                del self._handshaking[oldest]
-                oldest.fail(ErrorCode.HANDSHAKE_TIMEOUT,
-                            "too slow to log in while others were waiting")
-            if peer.kind == "chat":
-                now = asyncio.get_running_loop().time()
-                peer.rates = Rates(TokenBucket(s.rate_messages, s.rate_burst, now),
-                                   TokenBucket(s.rate_bytes, 4 * s.rate_bytes, now),
-                                   s.flood_timeout)
+        elif len(self._handshaking) > s.max_handshakes and not self._make_room(peer):
+            peer.fail(ErrorCode.TOO_MANY_CONNECTIONS, "too many logins in progress; try again")
+        elif peer.kind == "chat":
+            now = asyncio.get_running_loop().time()
+            peer.rates = Rates(TokenBucket(s.rate_messages, s.rate_burst, now),
+                               TokenBucket(s.rate_bytes, 4 * s.rate_bytes, now),
+                               s.flood_timeout)
+
+    def _make_room(self, newcomer: Peer) -> bool:
+        """Every login slot is taken. If the connection waiting longest has waited a quarter
+        of the handshake timeout (a login takes milliseconds: that one is slow on purpose,
+        slowloris from any number of addresses), close it so that the newcomer gets its
+        slot; else (a storm of real logins) the newcomer is told to try again."""
+        oldest = next(iter(self._handshaking))
+        age = asyncio.get_running_loop().time() - oldest.opened_at
+        if oldest is newcomer or age < self.settings.handshake_timeout / 4:
+            return False
+        del self._handshaking[oldest]
+        oldest.fail(ErrorCode.HANDSHAKE_TIMEOUT, "too slow to log in while others were waiting")
+        return True
 
     def peer_ready(self, peer: Peer) -> None:
         self._handshaking.pop(peer, None)
