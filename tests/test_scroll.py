@@ -452,7 +452,8 @@ def test_gui_composer_applies_copies_like_the_canvas() -> None:
     equals the Canvas's."""
     from PIL import Image as PILImage
 
-    from chatscreen.gui.render import Composer, CopyPatch, patch_of
+    from chatscreen.gui.render import Composer, patch_of
+    from chatscreen.scroll import Move
 
     enc = ScreenEncoder()
     canvas, composer = Canvas(W, H), Composer()
@@ -463,7 +464,7 @@ def test_gui_composer_applies_copies_like_the_canvas() -> None:
         rects = [(r.x, r.y, r.w, r.h, r.enc, r.data) for r in u.regions]
         canvas.apply(W, H, u.key, rects)
         patches = [patch_of(*r, size=(W, H)) for r in rects]
-        assert n == 0 or isinstance(patches[0], CopyPatch)
+        assert n == 0 or isinstance(patches[0], Move)
         composer.apply(W, H, u.key, patches)
     assert composer.full is not None
     assert np.array_equal(np.asarray(composer.full.convert("RGB")), canvas.pixels)

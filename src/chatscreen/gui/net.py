@@ -24,9 +24,10 @@ from typing import Any, TypeVar
 from chatscreen.client import Client, ScreenChannel, ThreadedClient
 from chatscreen.codec import DecodeError
 from chatscreen.cursor import Cursor
-from chatscreen.gui.render import Composer, CopyPatch, Patch, Redraw, patch_of
+from chatscreen.gui.render import Composer, Patch, Redraw, patch_of
 from chatscreen.protocol import Message
 from chatscreen.resume import keep_sharing, keep_watching
+from chatscreen.scroll import Move
 from chatscreen.sharing import ShareStats, frame_rects
 
 T = TypeVar("T")
@@ -102,7 +103,7 @@ def compose_frame(composer: Composer, msg: Message,
         return composer.set_cursor(pointer)
     try:
         size = (msg["w"], msg["h"])
-        patches: list[Patch | CopyPatch] = []
+        patches: list[Patch | Move] = []
         for x, y, w, h, enc, data in frame_rects(msg):
             if enc == "h264":  # stateful: each stream has its decoder
                 pic = composer.decode_h264(x, y, w, h, bytes(data))

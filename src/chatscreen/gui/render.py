@@ -27,6 +27,7 @@ from PIL import Image, ImageTk
 
 from chatscreen.codec import copy_source, decode_rect
 from chatscreen.cursor import Cursor, composite
+from chatscreen.scroll import Move  # a copy rect: what the picture already has, moved
 
 RGB = npt.NDArray[np.uint8]
 Method = Literal["auto", "ppm", "pil"]
@@ -43,24 +44,12 @@ class Patch:
     pixels: RGB  # h x w x 3
 
 
-@dataclass(frozen=True, slots=True)
-class CopyPatch:
-    """A ``copy`` rect of a frame: w x h pixels the picture already has, from (sx, sy)."""
-
-    x: int
-    y: int
-    w: int
-    h: int
-    sx: int
-    sy: int
-
-
 def patch_of(x: int, y: int, w: int, h: int, enc: str, data: bytes,
-             size: tuple[int, int]) -> Patch | CopyPatch:
+             size: tuple[int, int]) -> Patch | Move:
     """Decode one rect of a frame of a ``size`` screen (raises DecodeError)."""
     if enc == "copy":
         sx, sy = copy_source(data, w, h, size)
-        return CopyPatch(x, y, w, h, sx, sy)
+        return Move(x, y, w, h, sx, sy)
     return Patch(x, y, decode_rect(enc, data, w, h))
 
 
@@ -176,7 +165,7 @@ class Composer:
                 return None
             return self._redraw_all()
 
-    def apply(self, w: int, h: int, key: bool, patches: list[Patch | CopyPatch]) -> Redraw:
+    def apply(self, w: int, h: int, key: bool, patches: list[Patch | Move]) -> Redraw:
         """Apply one frame (a key frame covers the whole screen)."""
         with self._lock:
             if self.full is None or self.full.size != (w, h):
@@ -196,7 +185,7 @@ class Composer:
                 self.shown = (w, h)
                 return Redraw((w, h), [Region(0, 0, img)], full=True, source=(w, h))
             for p in patches:
-                if isinstance(p, CopyPatch):  # crop copies: overlapping source is fine
+                if isinstance(p, Move):  # crop copies: overlapping source is fine
                     self.full.paste(self.full.crop((p.sx, p.sy, p.sx + p.w, p.sy + p.h)),
                                     (p.x, p.y))
                 else:
@@ -206,7 +195,7 @@ class Composer:
                 return self._redraw_all()
             out = Redraw(self.shown, source=(w, h))
             for p in patches:
-                pw, ph = (p.w, p.h) if isinstance(p, CopyPatch) else p.pixels.shape[1::-1]
+                pw, ph = (p.w, p.h) if isinstance(p, Move) else p.pixels.shape[1::-1]
                 out.regions.append(self._region(p.x, p.y, pw, ph))
             out.regions += [self._region(*b) for b in (lifted, dropped) if b is not None]
             return out
