@@ -76,6 +76,26 @@ def test_frame_rects_must_match_payload_and_screen() -> None:
         parse({"type": "ping"}, b"x")
 
 
+def test_quality_layers_are_validated() -> None:
+    rect = {"x": 0, "y": 0, "w": 100, "h": 50, "enc": "jpeg", "len": 3}
+    for layer in ("full", "low", None):
+        msg = parse(frame_header(rects=[{**rect, "layer": layer}]), b"abc")
+        assert msg["rects"][0].layer == layer
+    for bad in ("mid", 1, True, ""):
+        with pytest.raises(RemoteProtocolError, match="layer"):
+            parse(frame_header(rects=[{**rect, "layer": bad}]), b"abc")
+    assert parse({"type": "share", "w": 10, "h": 10, "layers": 2})["layers"] == 2
+    with pytest.raises(RemoteProtocolError, match="layers"):
+        parse({"type": "share", "w": 10, "h": 10, "layers": 3})
+    on = parse({"type": "low_layer", "on": True, "rate": 300_000}, table=SERVER_MESSAGES)
+    assert on["on"] is True and on["rate"] == 300_000
+    assert "rate" not in parse({"type": "low_layer", "on": False},
+                               table=SERVER_MESSAGES).fields
+    for bad_rate in (0, 15_999, 10**9, "fast", 1.5):
+        with pytest.raises(RemoteProtocolError, match="rate"):
+            parse({"type": "low_layer", "on": True, "rate": bad_rate}, table=SERVER_MESSAGES)
+
+
 def test_server_messages_are_validated_too() -> None:
     ok = {"type": "message", "id": 3, "user": "bob", "ts": "2026-01-01T00:00:00.000Z",
           "text": "hi", "room": "general"}

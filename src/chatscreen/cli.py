@@ -138,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: by content, H.264 where a region changes every frame; h264: "
                         "H.264 for any region that keeps changing; lossless/jpeg: every "
                         "change so (default auto)")
+    p.add_argument("--layers", type=int, choices=[1, 2], default=2,
+                   help="2: also send a low quality layer while the server asks for one, for "
+                        "viewers on slow links; 1: never (default 2)")
     p.add_argument("--monitor", type=int, default=1, help="monitor number, 0 for all (1)")
     p.add_argument("--max-size", metavar="WxH", help="scale down to fit, keeping the aspect")
     p.add_argument("--only", metavar="USER[,USER...]",
@@ -598,7 +601,7 @@ async def run_share(args: argparse.Namespace) -> int:
                            max_size=_parse_size(args.max_size), stats=stats,
                            on_started=started, preset=args.preset, encoding=args.encoding,
                            viewers=[u.strip() for u in args.only.split(",") if u.strip()]
-                           if args.only else None, room=args.room)
+                           if args.only else None, room=args.room, layers=args.layers)
     except CaptureError as exc:
         raise ChatscreenError(str(exc)) from None
     except ConnectionResetError as exc:

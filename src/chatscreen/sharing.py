@@ -38,6 +38,7 @@ from chatscreen.cursor import Cursor, CursorTracker
 from chatscreen.damage import DamageListener, Rect, damage_mask
 from chatscreen.encoders import DEFAULT_PRESET, ScreenEncoder, Update
 from chatscreen.protocol import Message
+from chatscreen.simulcast import LowLayer
 
 DEFAULT_FPS = 30.0
 PARTIAL_CAPTURE = 0.25  # damage within this share of the screen: capture only its box
@@ -85,6 +86,20 @@ class _Grabber:
         self.max_size = max_size
         self.last_key = 0.0
         self._scratch: Image | None = None  # the screen as last captured, tile by tile
+        self.low: LowLayer | None = None  # the low quality layer, while the relay wants it
+        self.low_rate: int | None = None  # set by the sharing loop (the relay's low_layer)
+
+    def _layered(self, img: Image, update: Update) -> Update:
+        """``update`` with the low quality layer added while the relay asks for one."""
+        if self.low_rate is None:
+            if self.low is not None:
+                self.low.close()
+                self.low = None
+            return update
+        if self.low is None:
+            self.low = LowLayer(self.low_rate)
+        self.low.retune(self.low_rate)
+        return self.low.add(img, update)
 
     def _grab_damaged(self, force: bool, damaged: list[Rect] | None) -> Image | None:
         """Capture only the bounding box of the damaged tiles, into the scratch copy of the
@@ -116,7 +131,7 @@ class _Grabber:
         h, w = img.shape[:2]
         hint = damage_mask(damaged or [], w, h, left=m.left, top=m.top, tile=self.encoder.tile)
         update = self.encoder.encode(img, now=time.monotonic(), hint=hint)
-        return None if update is None else (w, h, update)
+        return None if update is None else (w, h, self._layered(img, update))
 
     def grab_with_pointer(self, force: bool, damaged: list[Rect] | None = None,
                           idr: bool = False
@@ -165,7 +180,7 @@ class _Grabber:
             self.last_key = now
         elif hint is not None and self.max_size is None and img.flags.writeable:
             self._scratch = img  # the encoder copied what it needed: ours to write into
-        return w, h, update
+        return w, h, self._layered(img, update)
 
 
 class CaptureBucket:
@@ -221,12 +236,14 @@ async def share_screen(client: Client, stop: asyncio.Event, *, monitor: int = 1,
                        stats: ShareStats | None = None,
                        on_started: Any = None, preset: str = DEFAULT_PRESET,
                        damage: bool = True, viewers: list[str] | None = None,
-                       room: str | None = None, encoding: str = "auto") -> ShareStats:
+                       room: str | None = None, encoding: str = "auto",
+                       layers: int = 2) -> ShareStats:
     """Share ``monitor`` until ``stop`` is set. ``damage``: capture on X DAMAGE reports where
     the X server has the extension (else, or with False, poll at ``fps``). ``viewers`` or
     ``room``: who may watch (default: anyone). ``encoding``: ``auto`` (by content, H.264 for
     regions that change every frame), ``h264`` (H.264 for any region that keeps changing),
-    ``lossless`` or ``jpeg`` (every change so, never H.264)."""
+    ``lossless`` or ``jpeg`` (every change so, never H.264). ``layers=2``: send a low quality
+    layer too while the relay asks for one (:mod:`chatscreen.simulcast`); 1: never."""
     stats = stats or ShareStats()
     loop = asyncio.get_running_loop()
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="capture")
@@ -252,7 +269,7 @@ async def share_screen(client: Client, stop: asyncio.Event, *, monitor: int = 1,
         stats.captures += 1
         assert first is not None
         w, h, update = first
-        await screen.share(w, h, viewers=viewers, room=room)
+        await screen.share(w, h, viewers=viewers, room=room, layers=layers)
         if on_started is not None:
             on_started(w, h)
         pointer = await loop.run_in_executor(pool, grabber.pointer_update)
@@ -318,6 +335,7 @@ async def share_screen(client: Client, stop: asyncio.Event, *, monitor: int = 1,
                     raise ConnectionResetError(str(screen.link.close_reason or "closed"))
                 idr = screen.idr_requested.is_set()
                 screen.idr_requested.clear()
+                grabber.low_rate = screen.low_rate
                 grabbed, pointer = await loop.run_in_executor(
                     pool, grabber.grab_with_pointer, screen.key_requested.is_set(), hint, idr)
                 stats.captures += 1

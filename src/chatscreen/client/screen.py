@@ -14,6 +14,7 @@ from chatscreen.errors import ServerError
 from chatscreen.protocol import Message
 
 MAX_QUEUED_DELTAS = 64  # frames queued for the application before deltas are merged
+DEFAULT_LOW_RATE = 300_000  # bytes/s of a low layer asked for without a rate
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +25,7 @@ class OutRect:
     h: int
     enc: str
     data: bytes
+    layer: str | None = None  # simulcast: "full" or "low" (that quality layer only); None: both
 
 
 def merge_frames(older: Message, newer: Message) -> Message:
@@ -58,6 +60,9 @@ class ScreenChannel:
         self.key_requested = asyncio.Event()
         self.idr_requested = asyncio.Event()  # need_idr: restart H.264 streams with an IDR
         self.viewers: list[str] = []  # who watches our share, as the server last said
+        # simulcast: the byte rate the relay asked our low quality layer to keep to, while it
+        # wants one (only asked of a share made with layers=2)
+        self.low_rate: int | None = None
         # Newest wins here too: a key frame (a complete picture) replaces whatever the
         # application has not taken yet; deltas queue behind their key frame, and when the
         # application falls behind they are merged into the last queued frame (a rect that
@@ -98,6 +103,8 @@ class ScreenChannel:
             self.key_requested.set()
         elif msg.type == "need_idr":
             self.idr_requested.set()
+        elif msg.type == "low_layer":
+            self.low_rate = (msg.get("rate") or DEFAULT_LOW_RATE) if msg["on"] else None
         elif msg.type == "viewers":
             self.viewers = list(msg["users"])
         else:
@@ -134,11 +141,14 @@ class ScreenChannel:
     # -- sharing -----------------------------------------------------------------------
 
     async def share(self, w: int, h: int, *, viewers: Sequence[str] | None = None,
-                    room: str | None = None) -> int:
+                    room: str | None = None, layers: int = 1) -> int:
         """Start sharing (or change size or audience): only ``viewers``, or only the members
         of ``room``, may watch; anyone when neither is given. ``self.viewers`` then follows
-        who is watching."""
+        who is watching. ``layers=2``: we can send a low quality layer when the relay asks
+        (``self.low_rate``)."""
         fields: dict[str, Any] = {"w": w, "h": h}
+        if layers > 1:
+            fields["layers"] = layers
         if viewers is not None:
             fields["viewers"] = list(viewers)
         if room is not None:
@@ -153,7 +163,9 @@ class ScreenChannel:
         captures the next picture only then: newest wins, no backlog at the sharer)."""
         self._seq += 1
         header_rects = [{"x": r.x, "y": r.y, "w": r.w, "h": r.h, "enc": r.enc,
-                         "len": len(r.data)} for r in rects]
+                         "len": len(r.data)} if r.layer is None else
+                        {"x": r.x, "y": r.y, "w": r.w, "h": r.h, "enc": r.enc,
+                         "len": len(r.data), "layer": r.layer} for r in rects]
         payload = b"".join(r.data for r in rects)
         if key:
             self.key_requested.clear()

@@ -125,6 +125,11 @@ class Rect:
     h: int
     enc: str
     len: int
+    layer: str | None = None  # simulcast: "full" or "low" (only that layer); None: both
+
+
+LAYERS = ("full", "low")  # a rect's optional "layer"
+MIN_LOW_RATE, MAX_LOW_RATE = 16_000, 100_000_000  # low_layer "rate", bytes/s
 
 
 _RECT_FIELDS: dict[str, Validator] = {
@@ -144,7 +149,11 @@ def rects(value: Any, limits: Limits) -> tuple[Rect, ...]:
     for item in value:
         if not isinstance(item, dict):
             raise _bad("each rect must be an object")
-        out.append(Rect(**{k: _field(item, k, v, limits) for k, v in _RECT_FIELDS.items()}))
+        layer = item.get("layer")
+        if layer is not None and layer not in LAYERS:
+            raise _bad(f"layer: expected one of {', '.join(LAYERS)}")
+        out.append(Rect(**{k: _field(item, k, v, limits) for k, v in _RECT_FIELDS.items()},
+                        layer=layer))
     return tuple(out)
 
 
@@ -257,7 +266,7 @@ CLIENT_MESSAGES: dict[str, Spec] = {
     # screen port
     # who may watch: only the users in "viewers", or only the members of "room"; else anyone
     "share": Spec({"w": integer(1, MAX_DIM), "h": integer(1, MAX_DIM)},
-                  {"viewers": list_of(NAME, 1000), "room": NAME}),
+                  {"viewers": list_of(NAME, 1000), "room": NAME, "layers": integer(1, 2)}),
     "unshare": Spec(),
     "frame": Spec(_FRAME, payload=True),
     "cursor": Spec(*_CURSOR, payload=True),
@@ -313,6 +322,8 @@ SERVER_MESSAGES: dict[str, Spec] = {
     "unshared": Spec({"share": ID}),
     "need_key": Spec(),
     "need_idr": Spec(),
+    # simulcast: start (with the byte rate its lossy parts should keep to) or stop the low layer
+    "low_layer": Spec({"on": boolean}, {"rate": integer(MIN_LOW_RATE, MAX_LOW_RATE)}),
     "frame": Spec({"share": ID, **_FRAME}, payload=True),
     "cursor": Spec({"share": ID, **_CURSOR[0]}, _CURSOR[1], payload=True),
 }

@@ -32,6 +32,7 @@ class Counters:
         self.deliveries = 0  # chat frames written to recipients (message x recipient)
         self.screen_frames_in = 0
         self.screen_bytes_in = 0
+        self.screen_layer_switches = 0  # viewers moved between quality layers (simulcast)
 
 
 def render_metrics(server: Server) -> str:
@@ -70,6 +71,13 @@ def render_metrics(server: Server) -> str:
            [("", c.screen_frames_in)])
     metric("screen_bytes_total", "counter", "Screen bytes received from sharers.",
            [("", c.screen_bytes_in)])
+    metric("screen_layer_switches_total", "counter",
+           "Screen viewers moved between the full and the low quality layer.",
+           [("", c.screen_layer_switches)])
+    lows = sum(1 for sh in server.screen.shares.values() for st in sh.viewers.values()
+               if st.layer == 1)
+    metric("screen_low_viewers", "gauge", "Screen viewers on a share's low quality layer.",
+           [("", lows)])
     metric("uptime_seconds", "gauge", "Seconds since the server started.",
            [("", round(time.time() - c.started, 3))])
     return "\n".join(lines) + "\n"

@@ -22,6 +22,7 @@ import functools
 import itertools
 import logging
 import socket
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -41,6 +42,9 @@ WRITE_CHUNK = 16 << 10  # a backlog is handed to the transport in pieces of at m
 # (uvloop's and asyncio's TCP transport under the TLS layer, 64 KiB high water): whenever the
 # TLS transport reports anything buffered, that one is full, and the budget counts it too.
 TLS_HIDDEN = 64 << 10
+# struct tcp_info (linux/tcp.h): tcpi_bytes_acked, a u64 at this offset (Linux >= 4.1)
+TCPI_BYTES_ACKED = 120
+TCP_INFO_LEN = TCPI_BYTES_ACKED + 8
 BUDGET_RETRY = 0.25  # s: over budget with no one to cut, look again no sooner than this
 
 
@@ -164,6 +168,11 @@ class Peer(asyncio.Protocol):
         self.counted = 0  # chat: bytes queued + in the transport, as counted in buffers.total
         self._hidden = 0  # TLS_HIDDEN with TLS
         self.paused_since: float | None = None  # when the transport buffer went over high
+        # the last pause: bytes the transport drained meanwhile, and in how many seconds:
+        # what the link carries (the screen relay's adapt.py)
+        self.last_drain: tuple[int, float] | None = None
+        self._pause_bytes = 0  # buffered when paused, plus written since
+        self._pause_acked: int | None = None  # TCP bytes acknowledged when paused
         self._transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
         self.opened_at = self.last_rx = self._loop.time()
@@ -270,9 +279,19 @@ class Peer(asyncio.Protocol):
     def pause_writing(self) -> None:
         self.writable = False
         self.paused_since = self._loop.time()
+        self._pause_bytes = self._transport.get_write_buffer_size() if self._transport else 0
+        self._pause_acked = self._bytes_acked()
 
     def resume_writing(self) -> None:
         self.writable = True
+        if self.paused_since is not None and self._transport is not None:
+            # what the peer acknowledged meanwhile (exact: we had data waiting all along),
+            # else what left our buffer (the kernel's buffer in between blurs it)
+            acked = self._bytes_acked()
+            drained = (acked - self._pause_acked if acked is not None
+                       and self._pause_acked is not None
+                       else self._pause_bytes - self._transport.get_write_buffer_size())
+            self.last_drain = (drained, self._loop.time() - self.paused_since)
         self.paused_since = None
         if self.closing:
             return
@@ -280,6 +299,19 @@ class Peer(asyncio.Protocol):
             self._flush_due = True  # the backlog goes on at the end of this turn
             self._buffers.due(self)
         self.service.on_writable(self)
+
+    def _bytes_acked(self) -> int | None:
+        """TCP bytes the peer acknowledged so far (Linux ``TCP_INFO``), or None."""
+        sock = self._transport.get_extra_info("socket") if self._transport else None
+        if sock is None or not hasattr(socket, "TCP_INFO"):
+            return None
+        try:
+            info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_LEN)
+        except OSError:
+            return None
+        if len(info) < TCP_INFO_LEN:
+            return None
+        return int.from_bytes(info[TCPI_BYTES_ACKED : TCPI_BYTES_ACKED + 8], sys.byteorder)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
@@ -313,6 +345,8 @@ class Peer(asyncio.Protocol):
             return
         buffers = self._buffers
         if buffers is None:
+            if not self.writable:
+                self._pause_bytes += len(data)
             self._transport.write(data)
             return
         self._out.append(data)

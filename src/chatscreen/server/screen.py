@@ -21,6 +21,19 @@ with their ids, until the copy itself is dropped), and those may be copies pinni
 sources. A chain of copies deeper than ``MAX_COPY_DEPTH`` makes the relay ask for a key frame,
 which starts a new store; past ``HARD_COPY_DEPTH`` (a sharer that ignores ``need_key``) it
 drops the picture until that key frame comes.
+
+**Quality layers (simulcast).** A sharer that announced ``layers: 2`` can be asked
+(``low_layer``) to send its lossy pieces (``jpeg``, ``h264``) a second time at a lower quality,
+marked ``layer: "low"`` (its full-quality ones then ``layer: "full"``). The share then keeps a
+second store, ``low``: the same common pieces (same ids, same bytes), the low pieces instead
+of the full ones. Each viewer has a :class:`Seat`: its layer, what it was sent from that
+layer's store, and a :class:`~chatscreen.server.adapt.LinkMeter` that decides, from how many
+arrivals newest wins had to merge and how fast its connection drains, when it moves to the
+low layer and back. A viewer who changes layer starts over in the other store (a key frame:
+a complete picture, each ``h264`` chain from its IDR); the relay asks for the low layer when
+the first viewer needs it (starting the low store as a copy of the full one) and stops it
+when nobody has needed it for a while. At most one extra layer: the sharer's work does not
+grow with the number of viewers.
 """
 
 from __future__ import annotations
@@ -35,6 +48,7 @@ from chatscreen.annexb import is_idr
 from chatscreen.errors import ErrorCode, RemoteProtocolError
 from chatscreen.protocol import Message, encode_frame
 from chatscreen.protocol.schema import MAX_RECTS
+from chatscreen.server.adapt import FULL, LINGER, LOW, RATE_INTERVAL, LinkMeter, Rate, low_rate
 from chatscreen.server.metrics import Counters
 
 if TYPE_CHECKING:
@@ -90,6 +104,21 @@ class TileStore:
     @property
     def last_id(self) -> int:
         return next(reversed(self.live)) if self.live else self.key_id - 1
+
+    def clone(self) -> TileStore:
+        """A store holding the same picture, made of copies of this one's pieces (same ids,
+        same bytes): the start of a share's low layer."""
+        new = TileStore(self.w, self.h, self.key_id, self.tile)
+        same: dict[int, Piece] = {}
+        for pid, p in self.live.items():  # in id order: a copy's deps come before it
+            same[pid] = new.live[pid] = Piece(p.id, p.seq, p.rect, p.data, p.refs,
+                                               tuple(same[d.id] for d in p.deps), p.depth)
+        new.owner = [None if o is None else same[o.id] for o in self.owner]
+        new.partial = [[same[p.id] for p in ps] for ps in self.partial]
+        new.chains = {k: Chain([same[p.id] for p in c.pieces], c.bytes)
+                      for k, c in self.chains.items()}
+        new.max_depth = self.max_depth
+        return new
 
     def _release(self, piece: Piece) -> None:
         stack = [piece]
@@ -211,6 +240,19 @@ class Chain:
     bytes: int = 0
 
 
+@dataclass(eq=False, slots=True)
+class Seat:
+    """One viewer of a share: its layer, the last piece it was sent from that layer's store,
+    and what its link carries."""
+
+    link: LinkMeter
+    sent: int = 0
+
+    @property
+    def layer(self) -> int:
+        return self.link.layer
+
+
 @dataclass(eq=False)
 class Share:
     id: int
@@ -218,7 +260,7 @@ class Share:
     w: int
     h: int
     store: TileStore | None = None  # None until the first key frame
-    viewers: dict[Peer, int] = field(default_factory=dict)  # viewer -> last piece id sent
+    viewers: dict[Peer, Seat] = field(default_factory=dict)
     allowed: frozenset[str] | None = None  # casefolded names who may watch (None: anyone)
     room: str | None = None  # only members of this room may watch
     frames_in: int = 0
@@ -228,6 +270,13 @@ class Share:
     # encoded catch-up frames by the "sent" they start from; valid until the next frame in
     cache: dict[int, list[bytes]] = field(default_factory=dict)
     cursor: PointerState = field(default_factory=lambda: PointerState())
+    layers: int = 1  # quality layers the sharer can send (2: it can send a low layer)
+    low: TileStore | None = None  # the low layer's picture, while the sharer sends it
+    low_on: bool = False  # the sharer was asked for the low layer
+    low_rate: int | None = None  # the byte rate asked of it
+    low_used: float = 0.0  # when a viewer was last on the low layer
+    rate_asked: float = 0.0  # when the rate was last asked
+    full_rate: Rate = field(default_factory=Rate)  # bytes/s into the full layer
 
     @property
     def user(self) -> str:
@@ -237,13 +286,17 @@ class Share:
     def describe(self) -> dict[str, Any]:
         return {"id": self.id, "user": self.user, "w": self.w, "h": self.h}
 
-    def catch_up(self, sent: int) -> tuple[list[bytes], int]:
-        """The frames that bring a viewer who has everything up to piece ``sent`` to the
-        current picture, and the id of the newest piece in them."""
-        store = self.store
+    def layer_store(self, layer: int) -> TileStore | None:
+        return self.low if layer == LOW else self.store
+
+    def catch_up(self, sent: int, layer: int = FULL) -> tuple[list[bytes], int]:
+        """The frames that bring a viewer of ``layer`` who has everything up to piece
+        ``sent`` to the current picture, and the id of the newest piece in them."""
+        store = self.layer_store(layer)
         if store is None or store.last_id <= sent:
             return [], sent
-        frames = self.cache.get(sent)
+        cache_key = sent if layer == FULL else -1 - sent
+        frames = self.cache.get(cache_key)
         if frames is None:
             pieces = store.newer_than(sent)
             frames = []
@@ -253,7 +306,7 @@ class Share:
                           "w": store.w, "h": store.h, "key": n == 0 and sent < store.key_id,
                           "rects": [p.rect for p in chunk]}
                 frames.append(encode_frame(header, b"".join(p.data for p in chunk)))
-            self.cache[sent] = frames
+            self.cache[cache_key] = frames
         return frames, store.last_id
 
 
@@ -350,6 +403,9 @@ class ScreenRelay:
             log.info("%s started sharing %dx%d as share %d", share.user, share.w, share.h, share.id)
         else:
             share.w, share.h = msg["w"], msg["h"]
+        share.layers = msg.get("layers", 1)
+        if share.layers < 2 and share.low_on:  # it can no longer: everybody on full
+            self._stop_low(share)
         viewers = msg.get("viewers")
         share.allowed = frozenset(v.casefold() for v in viewers) if viewers is not None else None
         share.room = msg.get("room")
@@ -404,36 +460,112 @@ class ScreenRelay:
         self.counters.screen_bytes_in += len(msg.payload)
         if key:
             share.store = TileStore(share.w, share.h, first_id=0)
+            if share.low_on:
+                share.low = TileStore(share.w, share.h, first_id=0)
         store = share.store
         assert store is not None
+        low = share.low
         payload = memoryview(msg.payload)
         offset = 0
         seq = msg["seq"]
-        for r in msg["rects"]:
+        now = time.monotonic()
+        added = [False, False]  # pieces added to the full, the low layer
+        for i, r in enumerate(msg["rects"]):
             pid = next(share.ids)
-            if key and offset == 0:
-                store.key_id = pid
             rect = {"x": r.x, "y": r.y, "w": r.w, "h": r.h, "enc": r.enc, "len": r.len}
-            piece = Piece(pid, seq, rect, bytes(payload[offset : offset + r.len]))
-            if r.enc == "h264":
-                if store.add_h264(piece):
-                    self._ask_idr(share)
-            else:
-                store.add(piece)
-                if store.chains:
-                    store.forget_hidden_chains(piece)
+            data = bytes(payload[offset : offset + r.len])
             offset += r.len
+            if r.layer != "low":  # a piece of both layers, or of the full one only
+                share.full_rate.add(now, r.len)
+                added[FULL] = True
+                self._add(share, store, Piece(pid, seq, rect, data), key and i == 0)
+            if r.layer != "full" and low is not None:  # both layers, or the low one only
+                added[LOW] = True
+                self._add(share, low, Piece(pid, seq, rect, data), key and i == 0)
         share.cache.clear()
-        if store.max_depth > HARD_COPY_DEPTH:  # bounded memory whatever the sharer does
-            share.store = None
-            self._ask_key(share)
-            return
-        if store.overflow:
-            store.overflow = False
-            self._ask_key(share)
-        for viewer in share.viewers:
+        for st in (store, low):
+            if st is None:
+                continue
+            if st.max_depth > HARD_COPY_DEPTH:  # bounded memory whatever the sharer does
+                share.store = share.low = None
+                self._ask_key(share)
+                return
+            if st.overflow:
+                st.overflow = False
+                self._ask_key(share)
+        for viewer, seat in share.viewers.items():
+            if added[seat.layer]:
+                seat.link.arrived(now)
             if viewer.writable:
                 self._flush(viewer)
+        if share.layers >= 2:
+            self._adapt(share, now)
+
+    def _add(self, share: Share, store: TileStore, piece: Piece, first: bool) -> None:
+        """Add a piece to one layer's store (``first``: the first of a key frame)."""
+        if first:
+            store.key_id = piece.id
+        if piece.rect["enc"] == "h264":
+            if store.add_h264(piece):
+                self._ask_idr(share)
+        else:
+            store.add(piece)
+            if store.chains:
+                store.forget_hidden_chains(piece)
+
+    # -- quality layers ----------------------------------------------------------------
+
+    def _adapt(self, share: Share, now: float) -> None:
+        """Move each viewer to the layer its link carries; start, retune or stop the
+        sharer's low layer accordingly."""
+        full_rate = share.full_rate.per_second(now)
+        for viewer, seat in share.viewers.items():
+            layer = seat.link.decide(now, full_rate, can_low=True)
+            if layer != seat.layer:
+                self._switch(share, viewer, seat, layer, now)
+        lows = [seat for seat in share.viewers.values() if seat.layer == LOW]
+        if lows:
+            share.low_used = now
+        if not share.low_on:
+            return
+        if not lows and now - share.low_used >= LINGER:
+            self._stop_low(share)
+            return
+        rate = low_rate([s.link.capacity for s in lows if s.link.capacity is not None],
+                        share.low_rate)
+        if rate != share.low_rate and now - share.rate_asked >= RATE_INTERVAL:
+            share.low_rate, share.rate_asked = rate, now
+            share.sharer.send("low_layer", on=True, rate=rate)
+
+    def _switch(self, share: Share, viewer: Peer, seat: Seat, layer: int, now: float) -> None:
+        """The viewer gets ``layer`` from now on, starting with its complete current picture
+        (a key frame: each h264 chain of that layer from its IDR)."""
+        if layer == LOW and not share.low_on:
+            self._start_low(share, now, seat.link.capacity)
+        log.info("%s: %s's view of share %d goes to the %s layer (link %s kB/s)",
+                 viewer, share.user, share.id, "low" if layer == LOW else "full",
+                 "?" if seat.link.capacity is None else f"{seat.link.capacity / 1000:.0f}")
+        self.counters.screen_layer_switches += 1
+        seat.link.switched(now, layer)
+        seat.sent = 0
+        store = share.layer_store(layer)
+        if store is not None and any(len(c.pieces) > 1 for c in store.chains.values()):
+            self._ask_idr(share)
+        if viewer.writable:
+            self._flush(viewer)
+
+    def _start_low(self, share: Share, now: float, capacity: float | None) -> None:
+        share.low_on, share.low_used, share.rate_asked = True, now, now
+        share.low = share.store.clone() if share.store is not None else None
+        share.low_rate = low_rate([capacity] if capacity is not None else [], None)
+        share.sharer.send("low_layer", on=True, rate=share.low_rate)
+
+    def _stop_low(self, share: Share) -> None:
+        share.low_on, share.low, share.low_rate = False, None, None
+        for viewer, seat in share.viewers.items():
+            if seat.layer == LOW:
+                self._switch(share, viewer, seat, FULL, time.monotonic())
+        share.sharer.send("low_layer", on=False)
 
     def _cursor(self, peer: Peer, msg: Message) -> None:
         share = self._by_sharer.get(peer)
@@ -476,7 +608,8 @@ class ScreenRelay:
             peer.error(ErrorCode.FORBIDDEN, f"{share.user} shares only with {whom}", re="watch")
             return
         if peer not in share.viewers:
-            share.viewers[peer] = 0  # nothing sent yet: the whole current picture is due
+            # nothing sent yet: the whole current picture is due, at full quality
+            share.viewers[peer] = Seat(LinkMeter(time.monotonic()))
             self._watching.setdefault(peer, set()).add(share)
             self._tell_sharer(share)
             if share.store is not None and any(len(c.pieces) > 1
@@ -509,15 +642,21 @@ class ScreenRelay:
             self._tell_sharer(share)
 
     def on_writable(self, peer: Peer) -> None:
+        if peer.last_drain is not None:  # what the link carried while it was paused
+            for share in self._watching.get(peer, ()):
+                share.viewers[peer].link.drained(*peer.last_drain)
+            peer.last_drain = None
         self._flush(peer)
 
     def _flush(self, viewer: Peer) -> None:
         """Send the viewer the newest version of its dirty regions, share by share, while its
         connection takes more; the rest waits for ``resume_writing``, by then newer still."""
         for share in self._watching.get(viewer, ()):
-            frames, last = share.catch_up(share.viewers[viewer])
+            seat = share.viewers[viewer]
+            frames, last = share.catch_up(seat.sent, seat.layer)
             if frames:
-                share.viewers[viewer] = last
+                seat.sent = last
+                seat.link.delivered(time.monotonic())
                 for data in frames:
                     viewer.send_bytes(data)
             pointer = share.cursor.due(share.id, viewer)
