@@ -27,6 +27,13 @@ by as many plus one **stalled** viewer (it asks to watch, then never reads: a 4 
 buffer). One viewer (the probe) decodes and measures updates/s and latency; every viewer
 counts the frames that reach it. The sharer's CPU must not grow with the viewers, and the
 stalled one must change the others' frames/s by less than 10 %.
+
+Throttled (``BENCH_SCREEN_THROTTLED=0`` skips it): one sharer of the ``video`` workload
+watched by ``BENCH_SCREEN_FANOUT_VIEWERS`` viewers that count frames and one more that reads
+at most ``BENCH_SCREEN_THROTTLE`` bytes/s (default 300000; a 4 kB receive buffer) and decodes:
+its frames/s, new ticks/s, latency and PSNR in the video region, with the sharer's low
+quality layer (``--layers 2``, the default) and without (``--layers 1``), and the others'
+frames/s and the sharer's and server's CPU beside it.
 """
 
 from __future__ import annotations
@@ -58,6 +65,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from tests.helpers.pictures import make_test_picture  # noqa: E402
 from tests.helpers.server import ServerProcess, frame, raw_socket  # noqa: E402
+from tests.helpers.throttle import read_frames  # noqa: E402
 from tests.helpers.xvfb import run_xvfb  # noqa: E402
 
 from bench import baseline_original as original  # noqa: E402
@@ -76,6 +84,7 @@ from chatscreen.client import Client  # noqa: E402
 from chatscreen.client.link import Link  # noqa: E402
 from chatscreen.codec import Canvas, psnr  # noqa: E402
 from chatscreen.cursor import Cursor, composite  # noqa: E402
+from chatscreen.protocol import Message  # noqa: E402
 from chatscreen.sharing import find_share, frame_rects  # noqa: E402
 
 RUNS = int(os.environ.get("BENCH_SCREEN_RUNS", "3"))
@@ -86,6 +95,8 @@ BASELINE = os.environ.get("BENCH_SCREEN_BASELINE", "1") != "0"
 FANOUT = os.environ.get("BENCH_SCREEN_FANOUT", "1") != "0"
 FANOUT_VIEWERS = int(os.environ.get("BENCH_SCREEN_FANOUT_VIEWERS", "10"))
 FANOUT_WORKLOAD = os.environ.get("BENCH_SCREEN_FANOUT_WORKLOAD", "scrolling")
+THROTTLED = os.environ.get("BENCH_SCREEN_THROTTLED", "1") != "0"
+THROTTLE = float(os.environ.get("BENCH_SCREEN_THROTTLE", "300000"))
 RATE = 30.0
 STILL_S = 3.0  # after the window: how long we wait for the pixel-exact picture
 START_TIMEOUT_S = 30.0
@@ -459,6 +470,142 @@ def render_fanout(results: dict[str, list[Fanout]]) -> str:
     return "\n".join(lines)
 
 
+# -- one viewer on a slow link, with and without the low quality layer -----------------------
+
+
+class ThrottledViewer:
+    """A viewer reading at most ``rate`` bytes a second on its own thread (a slow link),
+    decoding every frame and tracking ticks and PSNR like the probe viewer."""
+
+    def __init__(self, server: ServerProcess, share_id: int, rate: float, work: Workload,
+                 display: str) -> None:
+        self.socks = stalled_socket(server, "throttled", share_id)
+        self.rate, self.work, self.display = rate, work, display
+        self.frames = 0
+        self.bytes = 0
+        self.track: Tracker | None = None
+        self.stop = threading.Event()
+        self.measuring = threading.Event()
+        self.ready = threading.Event()  # it has a complete picture
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        grabber = CursorGrabber(self.display)  # mss: one per thread
+        self.track = track = Tracker(self.work, grabber, (1.0, 1.0))
+        canvas = Canvas(W, H)
+
+        def on_frame(msg: Message) -> None:
+            canvas.apply(msg["w"], msg["h"], msg["key"], frame_rects(msg))
+            if canvas.complete:
+                self.ready.set()
+            if self.measuring.is_set():
+                self.frames += 1
+                self.bytes += len(msg.payload)
+                track.shown(canvas.pixels)
+
+        try:
+            read_frames(self.socks[1], lambda: self.rate, self.stop, on_frame, 65536.0)
+        finally:
+            grabber.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(10)
+        for sock in self.socks:
+            sock.close()
+
+
+@dataclass
+class Throttled:
+    """One run: the throttled viewer (frames, updates, latency, PSNR), the others' frames."""
+
+    viewer: Result = field(default_factory=Result)
+    frames: int = 0  # the throttled viewer's frames in the window
+    others: list[int] = field(default_factory=list)  # per counting viewer
+
+
+async def _view_throttled(server: ServerProcess, sharer_pid: int, work: Workload, display: str,
+                          viewers: int, rate: float) -> Throttled:
+    opened = [await _counting_viewer(server, f"viewer{i}") for i in range(viewers)]
+    share = opened[0][2]
+    slow = await asyncio.to_thread(ThrottledViewer, server, share["id"], rate, work, display)
+
+    async def drain(screen: _CountingScreen) -> None:
+        while True:
+            await screen.next_frame()
+
+    drains = [asyncio.create_task(drain(s)) for _, s, _ in opened]
+    try:
+        if not await asyncio.to_thread(slow.ready.wait, START_TIMEOUT_S):
+            raise TimeoutError("the throttled viewer got no complete picture")
+        r = Result()
+        counts0 = [s.frames_in for _, s, _ in opened]
+        work.start()
+        meter = Meter((sharer_pid, server.proc.pid if server.proc else 0))
+        slow.measuring.set()
+        start, end = meter.t0, meter.t0 + WINDOW_S
+        await asyncio.sleep(WINDOW_S)
+        slow.measuring.clear()
+        meter.finish(r)
+        assert slow.track is not None
+        slow.track.result(r, start, end)
+        r.bytes_in = slow.bytes
+        return Throttled(r, slow.frames,
+                         [s.frames_in - c for (_, s, _), c in zip(opened, counts0, strict=True)])
+    finally:
+        for t in drains:
+            t.cancel()
+        await asyncio.to_thread(slow.close)
+        for client, screen, _ in opened:
+            await screen.close()
+            await client.close()
+
+
+def run_throttled(display: str, png: Path, viewers: int, layers: int) -> Throttled:
+    with tempfile.TemporaryDirectory(prefix="bench-screen-") as tmp:
+        work = Workload(display, "video", png)
+        server = ServerProcess(Path(tmp) / "data").start()
+        try:
+            args = [sys.executable, "-m", "chatscreen", "share", "--server",
+                    f"{HOST}:{server.chat_port}", "--screen-port", str(server.screen_port),
+                    "--user", "sharer", "--fps", "30", "--layers", str(layers)]
+            with child(args, r"Sharing \d+x\d+", {"DISPLAY": display},
+                       stop_signal=signal.SIGINT) as (sharer, _):
+                return asyncio.run(_view_throttled(server, sharer.pid, work, display, viewers,
+                                                   THROTTLE))
+        finally:
+            server.stop()
+            work.close()
+
+
+THROTTLED_CASES = [("without low layer (--layers 1)", 1), ("with low layer (--layers 2)", 2)]
+
+
+def render_throttled(results: dict[str, list[Throttled]]) -> str:
+    head = ["case", "throttled frames/s", "throttled updates/s", "p50 ms", "PSNR dB (region)",
+            "throttled kB/s", "others' frames/s (mean)", "slowest other frames/s",
+            "sharer CPU %", "server CPU %"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for case, _ in THROTTLED_CASES:
+        rs = results.get(case)
+        if not rs:
+            continue
+        lines.append("| " + " | ".join([
+            case,
+            fmt(med([t.frames / t.viewer.seconds for t in rs])),
+            fmt(med([t.viewer.updates / t.viewer.seconds for t in rs])),
+            fmt(med([pct(t.viewer.latency, 0.5) * 1000 for t in rs]), ".0f"),
+            fmt(med([med(t.viewer.psnr) if t.viewer.psnr else math.nan for t in rs])),
+            fmt(med([t.viewer.bytes_in / t.viewer.seconds / 1000 for t in rs]), ".0f"),
+            fmt(med([statistics.mean(t.others) / t.viewer.seconds for t in rs])),
+            fmt(med([min(t.others) / t.viewer.seconds for t in rs])),
+            fmt(med([t.viewer.sharer_cpu for t in rs]), ".0f"),
+            fmt(med([t.viewer.server_cpu for t in rs]), ".0f"),
+        ]) + " |")
+    return "\n".join(lines)
+
+
 # -- report ----------------------------------------------------------------------------------
 
 
@@ -568,12 +715,28 @@ def main() -> int:
                           f"{f.frames}, sharer {f.probe.sharer_cpu:.0f} %, server "
                           f"{f.probe.server_cpu:.0f} % ({time.monotonic() - t:.0f} s) -->",
                           flush=True)
+        throttled: dict[str, list[Throttled]] = {}
+        if THROTTLED:
+            for run in range(RUNS):
+                for case, layers in THROTTLED_CASES:
+                    t = time.monotonic()
+                    th = run_throttled(d, png, FANOUT_VIEWERS, layers)
+                    throttled.setdefault(case, []).append(th)
+                    v = th.viewer
+                    print(f"<!-- run {run + 1} throttled video, {case}: {th.frames} frames, "
+                          f"{v.updates} updates, PSNR {fmt(med(v.psnr))}, others {th.others}, "
+                          f"sharer {v.sharer_cpu:.0f} %, server {v.server_cpu:.0f} % "
+                          f"({time.monotonic() - t:.0f} s) -->", flush=True)
     print()
     print(render(results))
     if fanout:
         print(f"\nOne sharer, {FANOUT_WORKLOAD} workload, several viewers (the probe viewer "
               "decodes; the others count the frames reaching them):\n")
         print(render_fanout(fanout))
+    if throttled:
+        print(f"\nOne sharer, video workload, {FANOUT_VIEWERS} viewers and one more reading at "
+              f"most {THROTTLE / 1000:g} kB/s (it decodes; the others count frames):\n")
+        print(render_throttled(throttled))
     return 0
 
 

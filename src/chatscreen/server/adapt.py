@@ -45,6 +45,8 @@ MIN_RATE = 32_000  # bytes/s asked of the low layer, at least ...
 MAX_RATE = 1_200_000  # ... and at most
 RATE_STEP = 0.3  # the rate asked of the sharer changes only by more than this share
 RATE_INTERVAL = 2.0  # ... and at most this often
+BACKLOG_SECONDS = 0.25  # a viewer's connection holds about this much of its link's capacity
+MIN_BACKLOG = 64 << 10  # ... at least
 
 
 class Rate:
@@ -144,6 +146,14 @@ class LinkMeter:
         self._arrived.clear()
         self._delivered.clear()
         self._calm_since = now
+
+
+def backlog(capacity: float) -> int:
+    """How many bytes a viewer's connection may hold (our buffer, the kernel's) for a link
+    that carries ``capacity`` bytes/s: a quarter of a second, at least ``MIN_BACKLOG`` (the
+    peer caps it at its usual limit). Held data is stale data on a slow link: 768 KiB at
+    300 kB/s was 2.6 s behind before anything newer could go."""
+    return max(MIN_BACKLOG, int(capacity * BACKLOG_SECONDS))
 
 
 def low_rate(capacities: list[float], current: int | None) -> int:

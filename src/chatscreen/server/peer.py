@@ -18,6 +18,7 @@ when the total over all chat peers passes the server's budget and it is among th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import logging
@@ -299,6 +300,30 @@ class Peer(asyncio.Protocol):
             self._flush_due = True  # the backlog goes on at the end of this turn
             self._buffers.due(self)
         self.service.on_writable(self)
+
+    def pause_drain(self) -> tuple[int, float] | None:
+        """While paused: the bytes the peer acknowledged since the pause, and the seconds it
+        has lasted (what the link carries so far), or None."""
+        if self.paused_since is None or self._pause_acked is None:
+            return None
+        acked = self._bytes_acked()
+        if acked is None:
+            return None
+        return acked - self._pause_acked, self._loop.time() - self.paused_since
+
+    def limit_backlog(self, nbytes: int) -> None:
+        """Hold at most about ``nbytes`` for this peer (our buffer's high water mark and the
+        kernel's send buffer), never more than it was given at the start: a viewer on a slow
+        link then waits behind less stale data (the screen relay sizes it to its link)."""
+        transport = self._transport
+        if transport is None or self.closing:
+            return
+        high = max(1, min(nbytes, self._write_limits[0]))
+        transport.set_write_buffer_limits(high=high, low=high // 4)
+        sock = transport.get_extra_info("socket")
+        if self._sndbuf is not None and sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, min(high, self._sndbuf))
 
     def _bytes_acked(self) -> int | None:
         """TCP bytes the peer acknowledged so far (Linux ``TCP_INFO``), or None."""

@@ -29,8 +29,10 @@ second store, ``low``: the same common pieces (same ids, same bytes), the low pi
 of the full ones. Each viewer has a :class:`Seat`: its layer, what it was sent from that
 layer's store, and a :class:`~chatscreen.server.adapt.LinkMeter` that decides, from how many
 arrivals newest wins had to merge and how fast its connection drains, when it moves to the
-low layer and back. A viewer who changes layer starts over in the other store (a key frame:
-a complete picture, each ``h264`` chain from its IDR); the relay asks for the low layer when
+low layer and back. A viewer who changes layer gets one frame from the other store with the
+pieces of every tile where the two differ (:meth:`TileStore.switch_from`: each ``h264`` chain
+among them from its IDR, what copies among them read), so it ends on that layer's complete,
+current picture without the whole screen again; the relay asks for the low layer when
 the first viewer needs it (starting the low store as a copy of the full one) and stops it
 when nobody has needed it for a while. At most one extra layer: the sharer's work does not
 grow with the number of viewers.
@@ -41,6 +43,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -48,7 +51,16 @@ from chatscreen.annexb import is_idr
 from chatscreen.errors import ErrorCode, RemoteProtocolError
 from chatscreen.protocol import Message, encode_frame
 from chatscreen.protocol.schema import MAX_RECTS
-from chatscreen.server.adapt import FULL, LINGER, LOW, RATE_INTERVAL, LinkMeter, Rate, low_rate
+from chatscreen.server.adapt import (
+    FULL,
+    LINGER,
+    LOW,
+    RATE_INTERVAL,
+    LinkMeter,
+    Rate,
+    backlog,
+    low_rate,
+)
 from chatscreen.server.metrics import Counters
 
 if TYPE_CHECKING:
@@ -82,6 +94,7 @@ class Piece:
     refs: int = 0  # tiles that need it, and copies that read from it (pins)
     deps: tuple[Piece, ...] = ()  # a copy: the pieces it reads from, pinned while it lives
     depth: int = 0  # a copy: 1 + the deepest copy among its deps (the chain's length)
+    pure: bool = True  # the same in every quality layer (not a layer's own, nor reading one)
 
 
 class TileStore:
@@ -112,7 +125,8 @@ class TileStore:
         same: dict[int, Piece] = {}
         for pid, p in self.live.items():  # in id order: a copy's deps come before it
             same[pid] = new.live[pid] = Piece(p.id, p.seq, p.rect, p.data, p.refs,
-                                               tuple(same[d.id] for d in p.deps), p.depth)
+                                               tuple(same[d.id] for d in p.deps), p.depth,
+                                               p.pure)
         new.owner = [None if o is None else same[o.id] for o in self.owner]
         new.partial = [[same[p.id] for p in ps] for ps in self.partial]
         new.chains = {k: Chain([same[p.id] for p in c.pieces], c.bytes)
@@ -145,6 +159,7 @@ class TileStore:
                 for p in self.partial[i]:
                     deps[p.id] = p
         piece.deps = tuple(deps.values())
+        piece.pure = piece.pure and all(p.pure for p in piece.deps)
         for p in piece.deps:
             p.refs += 1
         piece.depth = 1 + max((p.depth for p in piece.deps), default=0)
@@ -221,6 +236,55 @@ class TileStore:
                    for col in range(x // t, (x + w - 1) // t + 1)):
                 self._drop_chain(key)
 
+    def _tiles(self, r: dict[str, Any]) -> Iterator[int]:
+        t = self.tile
+        for row in range(r["y"] // t, (r["y"] + r["h"] - 1) // t + 1):
+            for col in range(r["x"] // t, (r["x"] + r["w"] - 1) // t + 1):
+                yield row * self.cols + col
+
+    def switch_from(self, other: TileStore, sent: int) -> list[Piece]:
+        """The pieces, oldest first, that bring a viewer who got ``other``'s pieces up to
+        ``sent`` (the other quality layer of the same share) to this store's current
+        picture, without what it already has: replaying them gives what a key frame would.
+
+        A tile is **clean** when both stores' newest full cover of it is the same piece,
+        pure (no layer's own pixels in it), already sent, with nothing partial on top in
+        either: the viewer shows exactly this store's pixels there. The pieces that make up
+        every other tile (its full cover and what lies on top) are replayed, in id order, with
+        what replaying them needs: the sources a replayed copy reads (its deps), the whole
+        chain of a replayed h264 picture (from its IDR: the viewer's decoder of that stream
+        holds the other layer's pictures), and, where a replayed piece draws over a clean
+        tile, that tile's newer pieces again."""
+        clean = [mine is not None and theirs is not None and mine.id == theirs.id
+                 and mine.id <= sent and mine.pure and theirs.pure
+                 and not self.partial[i] and not other.partial[i]
+                 for i, (mine, theirs) in enumerate(zip(self.owner, other.owner, strict=True))]
+        stack: list[Piece] = []
+        for i, is_clean in enumerate(clean):
+            if not is_clean:
+                owner = self.owner[i]
+                if owner is not None:
+                    stack.append(owner)
+                stack.extend(self.partial[i])
+        want: dict[int, Piece] = {}
+        while stack:
+            p = stack.pop()
+            if p.id in want:
+                continue
+            want[p.id] = p
+            stack.extend(p.deps)
+            r = p.rect
+            if r["enc"] == "h264":
+                chain = self.chains.get((r["x"], r["y"], r["w"], r["h"]))
+                if chain is not None and p in chain.pieces:
+                    stack.extend(chain.pieces)
+            for i in self._tiles(r):
+                owner = self.owner[i]
+                if owner is not None and owner.id > p.id:
+                    stack.append(owner)
+                stack.extend(q for q in self.partial[i] if q.id > p.id)
+        return [want[k] for k in sorted(want)]
+
     def newer_than(self, sent: int) -> list[Piece]:
         """The live pieces after ``sent``, oldest first."""
         out: list[Piece] = []
@@ -247,6 +311,7 @@ class Seat:
 
     link: LinkMeter
     sent: int = 0
+    came_from: int | None = None  # moved from this layer; ``sent`` is still that layer's
 
     @property
     def layer(self) -> int:
@@ -298,16 +363,34 @@ class Share:
         cache_key = sent if layer == FULL else -1 - sent
         frames = self.cache.get(cache_key)
         if frames is None:
-            pieces = store.newer_than(sent)
-            frames = []
-            for n in range(0, len(pieces), MAX_RECTS):
-                chunk = pieces[n : n + MAX_RECTS]
-                header = {"type": "frame", "share": self.id, "seq": chunk[-1].seq,
-                          "w": store.w, "h": store.h, "key": n == 0 and sent < store.key_id,
-                          "rects": [p.rect for p in chunk]}
-                frames.append(encode_frame(header, b"".join(p.data for p in chunk)))
+            frames = self._encode(store, store.newer_than(sent), sent < store.key_id)
             self.cache[cache_key] = frames
         return frames, store.last_id
+
+    def switch(self, seat: Seat) -> tuple[list[bytes], int]:
+        """A viewer that changed layer: the frames that bring it from what it has of the old
+        layer to the current picture of the new one (only where they differ), and the id of
+        the newest piece of the new one; a key frame if there is no telling."""
+        came_from, seat.came_from = seat.came_from, None
+        old, new = self.layer_store(came_from or FULL), self.layer_store(seat.layer)
+        if came_from == seat.layer:  # back before it was told: nothing to undo
+            return self.catch_up(seat.sent, seat.layer)
+        if new is None:
+            return [], 0
+        if old is None or seat.sent < old.key_id or seat.sent < new.key_id:
+            return self.catch_up(0, seat.layer)
+        pieces = new.switch_from(old, seat.sent)
+        return (self._encode(new, pieces, False) if pieces else []), new.last_id
+
+    def _encode(self, store: TileStore, pieces: list[Piece], key: bool) -> list[bytes]:
+        frames = []
+        for n in range(0, len(pieces), MAX_RECTS):
+            chunk = pieces[n : n + MAX_RECTS]
+            header = {"type": "frame", "share": self.id, "seq": chunk[-1].seq,
+                      "w": store.w, "h": store.h, "key": n == 0 and key,
+                      "rects": [p.rect for p in chunk]}
+            frames.append(encode_frame(header, b"".join(p.data for p in chunk)))
+        return frames
 
 
 @dataclass(eq=False)
@@ -478,10 +561,12 @@ class ScreenRelay:
             if r.layer != "low":  # a piece of both layers, or of the full one only
                 share.full_rate.add(now, r.len)
                 added[FULL] = True
-                self._add(share, store, Piece(pid, seq, rect, data), key and i == 0)
+                self._add(share, store, Piece(pid, seq, rect, data, pure=r.layer is None),
+                          key and i == 0)
             if r.layer != "full" and low is not None:  # both layers, or the low one only
                 added[LOW] = True
-                self._add(share, low, Piece(pid, seq, rect, data), key and i == 0)
+                self._add(share, low, Piece(pid, seq, rect, data, pure=r.layer is None),
+                          key and i == 0)
         share.cache.clear()
         for st in (store, low):
             if st is None:
@@ -540,14 +625,17 @@ class ScreenRelay:
     def _switch(self, share: Share, viewer: Peer, seat: Seat, layer: int, now: float) -> None:
         """The viewer gets ``layer`` from now on, starting with its complete current picture
         (a key frame: each h264 chain of that layer from its IDR)."""
+        if seat.link.capacity is None and (drain := viewer.pause_drain()) is not None:
+            seat.link.drained(*drain)  # paused since before it was judged: its rate so far
         if layer == LOW and not share.low_on:
             self._start_low(share, now, seat.link.capacity)
         log.info("%s: %s's view of share %d goes to the %s layer (link %s kB/s)",
                  viewer, share.user, share.id, "low" if layer == LOW else "full",
                  "?" if seat.link.capacity is None else f"{seat.link.capacity / 1000:.0f}")
         self.counters.screen_layer_switches += 1
+        if seat.came_from is None:
+            seat.came_from = seat.layer  # what it has: pieces of that layer up to seat.sent
         seat.link.switched(now, layer)
-        seat.sent = 0
         store = share.layer_store(layer)
         if store is not None and any(len(c.pieces) > 1 for c in store.chains.values()):
             self._ask_idr(share)
@@ -643,9 +731,14 @@ class ScreenRelay:
 
     def on_writable(self, peer: Peer) -> None:
         if peer.last_drain is not None:  # what the link carried while it was paused
+            capacity = None
             for share in self._watching.get(peer, ()):
-                share.viewers[peer].link.drained(*peer.last_drain)
+                link = share.viewers[peer].link
+                link.drained(*peer.last_drain)
+                capacity = link.capacity
             peer.last_drain = None
+            if capacity is not None:  # hold no more than a moment of what the link carries
+                peer.limit_backlog(backlog(capacity))
         self._flush(peer)
 
     def _flush(self, viewer: Peer) -> None:
@@ -653,7 +746,11 @@ class ScreenRelay:
         connection takes more; the rest waits for ``resume_writing``, by then newer still."""
         for share in self._watching.get(viewer, ()):
             seat = share.viewers[viewer]
-            frames, last = share.catch_up(seat.sent, seat.layer)
+            if seat.came_from is not None:
+                frames, last = share.switch(seat)
+                seat.sent = last  # of the new layer now, even with nothing to send
+            else:
+                frames, last = share.catch_up(seat.sent, seat.layer)
             if frames:
                 seat.sent = last
                 seat.link.delivered(time.monotonic())
