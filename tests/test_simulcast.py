@@ -1,14 +1,20 @@
 """Quality layers through the real relay: a viewer on a slow link is moved to the sharer's low
 layer and gets more, current, complete pictures, a fast viewer keeps the full quality, and
-the slow one goes back up when its link recovers (real server process, real sockets)."""
+the slow one goes back up when its link recovers (real server process, real sockets); the
+real sharer's low layer on Xvfb; the sharer's low layer encoder on its own."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import select
+import subprocess
+import sys
 import threading
 import time
 import zlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,6 +23,7 @@ from chatscreen.client import Client, OutRect, ScreenChannel
 from chatscreen.codec import Canvas
 from chatscreen.protocol import Message
 from chatscreen.sharing import frame_rects
+from tests.helpers.display import make_test_picture
 from tests.helpers.server import TIMEOUT, ServerProcess, run
 from tests.helpers.throttle import read_frames
 from tests.test_screen import stalled_viewer, viewer
@@ -73,6 +80,7 @@ class SlowViewer:
         self.rate = rate
         self.canvas = Canvas(W, H)
         self.frames: list[tuple[float, str, int]] = []  # (when, enc, picture number % 251)
+        self.h264: list[int] = []  # the size of each h264 picture received
         self.first_key_complete: bool | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(
@@ -84,6 +92,7 @@ class SlowViewer:
         self.canvas.apply(msg["w"], msg["h"], msg["key"], frame_rects(msg))
         if msg["key"] and self.first_key_complete is None:
             self.first_key_complete = self.canvas.complete
+        self.h264 += [r.len for r in msg["rects"] if r.enc == "h264"]
         for r in msg["rects"]:
             if (r.x, r.y) == (X, Y):
                 self.frames.append((time.monotonic(), r.enc, self.picture()))
@@ -122,6 +131,7 @@ async def share(srv: ServerProcess, name: str, layers: int) -> tuple[Client, Sha
 async def follow(screen: ScreenChannel, canvas: Canvas, encs: list[str]) -> None:
     while True:
         msg = await screen.next_frame()
+        assert all(r.layer is None for r in msg["rects"])  # viewers never see layers
         canvas.apply(msg["w"], msg["h"], msg["key"], frame_rects(msg))
         encs += [r.enc for r in msg["rects"] if (r.x, r.y) == (X, Y)]
 
@@ -144,6 +154,8 @@ async def slow_frames(srv: ServerProcess, tag: str, layers: int,
         await sharer.run(seconds / 2)
         await until(lambda: encs and canvas.pixels[Y, X, 0] == sharer.n % 251, TIMEOUT,
                     "the fast viewer ends on the newest picture")
+        if layers == 1:  # a sharer that did not offer a low layer is never asked for one
+            assert sharer.screen.low_rate is None and sharer.low_frames == 0
         return (slow.count("raw", half) + slow.count("zlib", half), len(encs),
                 encs.count("raw"))
     finally:
@@ -266,3 +278,91 @@ def test_low_layer_adds_a_smaller_version_of_each_lossy_region() -> None:
     key = Update(True, [OutRect(0, 0, W, H, "palette", b"x")])
     assert layer.add(img, key) is key
     assert layer.streams == 1
+
+
+# -- the real sharer on Xvfb ---------------------------------------------------------------------
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def wait_line(proc: subprocess.Popen[str], text: str, timeout: float) -> str:
+    """Read the child's stdout until a line holds ``text`` (with a deadline)."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    seen = ""
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.1)
+        if ready:
+            line = proc.stdout.readline()
+            seen += line
+            if text in line:
+                return line
+            if not line:
+                break
+    raise AssertionError(f"no {text!r} from {proc.args!r}: {seen}")
+
+
+def test_the_real_sharer_sends_a_slow_viewer_its_low_layer_and_both_end_exact(
+        server: ServerProcess, xvfb_display: str, tmp_path: Path) -> None:
+    """bench/screen_workloads.py's video (1040x600 of photographic motion, 30/s) shared by
+    ``chatscreen share``: a viewer read at 300 kB/s gets the low H.264 stream (smaller
+    pictures, many a second, decoding), a fast one the full stream; once the motion stops,
+    the lossless refresh makes both pictures the same, bit for bit."""
+    desktop = make_test_picture(W, H, tmp_path / "desktop.png")
+    env = {**os.environ, "DISPLAY": xvfb_display}
+    work = subprocess.Popen(
+        [sys.executable, "bench/screen_workloads.py", "video", "--desktop", str(desktop),
+         "--rate", "30", "--seconds", "12"], cwd=REPO, env=env, text=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    sharer = subprocess.Popen(
+        [sys.executable, "-m", "chatscreen", "share", "--server",
+         f"127.0.0.1:{server.chat_port}", "--screen-port", str(server.screen_port),
+         "--user", "vsharer"], env=env, text=True, stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL)
+
+    async def scenario() -> None:
+        v, fast, share_id = await viewer(server, "vfast", "vsharer")
+        canvas, sizes = Canvas(W, H), list[int]()
+
+        async def follow_fast() -> None:
+            while True:
+                msg = await fast.next_frame()
+                canvas.apply(msg["w"], msg["h"], msg["key"], frame_rects(msg))
+                sizes.extend(r.len for r in msg["rects"] if r.enc == "h264")
+
+        task = asyncio.create_task(follow_fast())
+        slow = await asyncio.to_thread(SlowViewer, server, "vslow", share_id, 300_000.0)
+        try:
+            assert work.stdin is not None
+            work.stdin.write("go\n")
+            work.stdin.flush()
+            start = time.monotonic()
+
+            def on_low() -> bool:
+                last = slow.h264[-30:]
+                return (len(last) == 30 and len(sizes) >= 30
+                        and float(np.median(last)) < 0.5 * float(np.median(sizes[-30:])))
+
+            await until(on_low, 12.0, "the slow viewer gets the low layer's smaller pictures")
+            n0, t0 = len(slow.h264), time.monotonic()
+            await until(lambda: len(slow.h264) >= n0 + 20, 12.0 - (t0 - start),
+                        "the slow viewer gets many low pictures a second")
+            assert len(slow.h264) - n0 >= 10 * (time.monotonic() - t0), "10/s at least"
+            # the motion stops after 12 s: both end on the same picture, exactly
+            await until(lambda: time.monotonic() - start > 12.0 and slow.canvas.complete
+                        and np.array_equal(slow.canvas.pixels, canvas.pixels), 3 * TIMEOUT,
+                        "both viewers end on the same picture")
+        finally:
+            task.cancel()
+            slow.close()
+            await v.close()
+
+    try:
+        wait_line(work, "ready", TIMEOUT)
+        wait_line(sharer, "Sharing", TIMEOUT)
+        run(scenario())
+    finally:
+        for proc in (sharer, work):
+            proc.terminate()
+            proc.wait(TIMEOUT)
