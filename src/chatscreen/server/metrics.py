@@ -16,6 +16,8 @@ from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from chatscreen.server.adapt import LOW
+
 if TYPE_CHECKING:
     from chatscreen.server.app import Server
 
@@ -75,7 +77,7 @@ def render_metrics(server: Server) -> str:
            "Screen viewers moved between the full and the low quality layer.",
            [("", c.screen_layer_switches)])
     lows = sum(1 for sh in server.screen.shares.values() for st in sh.viewers.values()
-               if st.layer == 1)
+               if st.layer == LOW)
     metric("screen_low_viewers", "gauge", "Screen viewers on a share's low quality layer.",
            [("", lows)])
     metric("uptime_seconds", "gauge", "Seconds since the server started.",

@@ -553,13 +553,14 @@ class ScreenRelay:
         seq = msg["seq"]
         now = time.monotonic()
         added = [False, False]  # pieces added to the full, the low layer
+        full_bytes = 0
         for i, r in enumerate(msg["rects"]):
             pid = next(share.ids)
             rect = {"x": r.x, "y": r.y, "w": r.w, "h": r.h, "enc": r.enc, "len": r.len}
             data = bytes(payload[offset : offset + r.len])
             offset += r.len
             if r.layer != "low":  # a piece of both layers, or of the full one only
-                share.full_rate.add(now, r.len)
+                full_bytes += r.len
                 added[FULL] = True
                 self._add(share, store, Piece(pid, seq, rect, data, pure=r.layer is None),
                           key and i == 0)
@@ -568,6 +569,7 @@ class ScreenRelay:
                 self._add(share, low, Piece(pid, seq, rect, data, pure=r.layer is None),
                           key and i == 0)
         share.cache.clear()
+        share.full_rate.add(now, full_bytes)
         for st in (store, low):
             if st is None:
                 continue
@@ -623,8 +625,8 @@ class ScreenRelay:
             share.sharer.send("low_layer", on=True, rate=rate)
 
     def _switch(self, share: Share, viewer: Peer, seat: Seat, layer: int, now: float) -> None:
-        """The viewer gets ``layer`` from now on, starting with its complete current picture
-        (a key frame: each h264 chain of that layer from its IDR)."""
+        """The viewer gets ``layer`` from now on, starting (when it can take more) with what
+        turns its picture into that layer's (:meth:`Share.switch`)."""
         if seat.link.capacity is None and (drain := viewer.pause_drain()) is not None:
             seat.link.drained(*drain)  # paused since before it was judged: its rate so far
         if layer == LOW and not share.low_on:
