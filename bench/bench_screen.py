@@ -583,7 +583,8 @@ THROTTLED_CASES = [("without low layer (--layers 1)", 1), ("with low layer (--la
 
 
 def render_throttled(results: dict[str, list[Throttled]]) -> str:
-    head = ["case", "throttled frames/s", "throttled updates/s", "p50 ms", "PSNR dB (region)",
+    head = ["case", "changes/s on screen", "throttled frames/s", "throttled updates/s", "p50 ms",
+            "PSNR dB (region)",
             "throttled kB/s", "others' frames/s (mean)", "slowest other frames/s",
             "sharer CPU %", "server CPU %"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
@@ -593,6 +594,7 @@ def render_throttled(results: dict[str, list[Throttled]]) -> str:
             continue
         lines.append("| " + " | ".join([
             case,
+            fmt(med([t.viewer.ticks / t.viewer.seconds for t in rs])),
             fmt(med([t.frames / t.viewer.seconds for t in rs])),
             fmt(med([t.viewer.updates / t.viewer.seconds for t in rs])),
             fmt(med([pct(t.viewer.latency, 0.5) * 1000 for t in rs]), ".0f"),
@@ -723,7 +725,8 @@ def main() -> int:
                     th = run_throttled(d, png, FANOUT_VIEWERS, layers)
                     throttled.setdefault(case, []).append(th)
                     v = th.viewer
-                    print(f"<!-- run {run + 1} throttled video, {case}: {th.frames} frames, "
+                    print(f"<!-- run {run + 1} throttled video, {case}: {v.ticks} changes, "
+                          f"{th.frames} frames, "
                           f"{v.updates} updates, PSNR {fmt(med(v.psnr))}, others {th.others}, "
                           f"sharer {v.sharer_cpu:.0f} %, server {v.server_cpu:.0f} % "
                           f"({time.monotonic() - t:.0f} s) -->", flush=True)
