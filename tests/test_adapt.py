@@ -76,6 +76,12 @@ def test_on_low_it_goes_up_at_once_when_the_full_layer_fits_its_link() -> None:
     t = feed(m, 0.0, WINDOW, every=1)
     assert m.decide(t, 900_000, can_low=True) == LOW  # the video still plays
     assert m.decide(t, 200_000, can_low=True) == FULL  # it stopped: 200 kB/s fits
+    m.switched(t, FULL)
+    t = feed(m, t, WINDOW, every=4)  # it did not fit after all
+    assert m.decide(t, 900_000, can_low=True) == LOW
+    m.switched(t, LOW)
+    t = feed(m, t, WINDOW, every=1)
+    assert m.decide(t, 200_000, can_low=True) == LOW  # not at once again: a probe, later
 
 
 def test_on_low_it_probes_after_hold_and_backs_off_when_the_probe_fails() -> None:

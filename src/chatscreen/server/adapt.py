@@ -19,9 +19,10 @@ is what the link carries (``drained``, a **capacity** sample).
   delivered (at least ``MIN_ARRIVALS`` of them) moves the viewer to the low layer.
 * Up: on the low layer and calm (``UP_RATIO`` of arrivals delivered, or too few arrivals to
   judge) it moves back up at once when the full layer's byte rate is within ``HEADROOM`` of
-  the link's measured capacity (the motion stopped, say), else after ``hold`` seconds of calm:
-  a probe. A probe that ends down again within ``PROBE_FAIL`` doubles ``hold`` (up to
-  ``HOLD_MAX``); a stay of that long on the full layer resets it.
+  the link's measured capacity (the motion stopped, say), unless a move up failed lately,
+  else after ``hold`` seconds of calm: a probe. A move up that ends down again within
+  ``PROBE_FAIL`` doubles ``hold`` (up to ``HOLD_MAX``); a stay of that long on the full layer
+  resets it.
 * The relay stops the low layer when no viewer has been on it for ``LINGER`` seconds.
 """
 
@@ -130,7 +131,7 @@ class LinkMeter:
             return LOW
         calm = now - self._calm_since
         if (full_rate is not None and self.capacity is not None and calm >= WINDOW / 2
-                and full_rate <= HEADROOM * self.capacity):
+                and self.hold == HOLD and full_rate <= HEADROOM * self.capacity):
             return FULL
         if calm >= self.hold:
             return FULL
