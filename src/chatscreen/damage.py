@@ -120,6 +120,8 @@ class DamageListener:
         self._stop = threading.Event()
         self._wake_r, self._wake_w = -1, -1
         self._pointer: tuple[int, int] | None = None
+        self.pointer_moves = 0  # times the pointer was seen to move (the sharer asks XFixes
+        #                         for the pointer's picture after a move, not every capture)
         self._notify_code = -1
 
     @property
@@ -253,5 +255,6 @@ class DamageListener:
         old, self._pointer = self._pointer, pos
         if old is None or old == pos:
             return []
+        self.pointer_moves += 1
         half = POINTER_BOX // 2
         return [(x - half, y - half, POINTER_BOX, POINTER_BOX) for x, y in (old, pos)]

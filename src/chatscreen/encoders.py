@@ -49,6 +49,7 @@ from chatscreen.tiles import (
     change_map,
     full_map,
     grid,
+    groups,
     largest_group,
     merge_tiles,
     tile_colours,
@@ -482,7 +483,7 @@ class VideoRegion:
                         int(rows.max()) + 1, w, h, self.tile)
         best: Box | None = None
         best_n = 0
-        for n, (c0, c1, r0, r1) in _components(hot):
+        for n, (c0, c1, r0, r1) in groups(hot):
             if n >= MIN_TILES_AUTO and n > best_n and n >= (c1 - c0) * (r1 - r0) / 2:
                 best, best_n = _box(c0, c1, r0, r1, w, h, self.tile), n
         if best is None or (self.box is not None and _within(best, self.box)):
@@ -498,29 +499,6 @@ class VideoRegion:
             self._rejected[best] = now  # few colours: text, UI: tiles keep it sharp
             return None
         return best
-
-
-def _components(mask: Mask) -> list[tuple[int, tuple[int, int, int, int]]]:
-    """4-connected groups of set tiles: (tiles, (c0, c1, r0, r1) bounding box)."""
-    seen = np.zeros_like(mask)
-    rows, cols = mask.shape
-    out = []
-    for r, c in zip(*np.nonzero(mask), strict=True):
-        if seen[r, c]:
-            continue
-        seen[r, c] = True
-        stack = [(int(r), int(c))]
-        n, c0, c1, r0, r1 = 0, int(c), int(c) + 1, int(r), int(r) + 1
-        while stack:
-            y, x = stack.pop()
-            n += 1
-            c0, c1, r0, r1 = min(c0, x), max(c1, x + 1), min(r0, y), max(r1, y + 1)
-            for yy, xx in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
-                if 0 <= yy < rows and 0 <= xx < cols and mask[yy, xx] and not seen[yy, xx]:
-                    seen[yy, xx] = True
-                    stack.append((yy, xx))
-        out.append((n, (c0, c1, r0, r1)))
-    return out
 
 
 def _box(c0: int, c1: int, r0: int, r1: int, w: int, h: int, tile: int) -> Box:

@@ -72,7 +72,8 @@ def segment_hashes(img: BGRA, x0: int, x1: int, y0: int, y1: int,
         px = np.ascontiguousarray(px[:, : n * seg + x0])
     pairs = px.view(np.uint64)[y0:y1, x0 // 2 : (x0 + n * seg) // 2].reshape(y1 - y0, n, seg // 2)
     weights = _WEIGHTS if seg == TILE else _RNG.integers(1, 2**63, seg // 2, dtype=np.uint64)
-    out: npt.NDArray[np.uint64] = pairs @ weights  # wraps mod 2**64; no temporary array
+    # wraps mod 2**64; no temporary array; einsum's loop is ~1.5x faster than matmul's here
+    out: npt.NDArray[np.uint64] = np.einsum("rns,s->rn", pairs, weights)
     return out
 
 

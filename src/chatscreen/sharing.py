@@ -17,7 +17,9 @@ changes. ``send_frame`` waits for the socket to drain, so a slow uplink lowers t
 instead of building a backlog; the server keeps the newest version of every region for its
 viewers, so the sharer never waits for any of them. Where XFixes gives the pointer's picture,
 the captures leave the pointer out and a ``cursor`` message goes when it moves or changes
-(:mod:`chatscreen.cursor`): moving the mouse re-sends no tiles.
+(:mod:`chatscreen.cursor`): moving the mouse re-sends no tiles. The pointer is looked at (an
+X round trip) with a capture after DAMAGE's listener saw it move, else at most every
+``POINTER_RECHECK`` seconds (a new picture without a move: a busy cursor, say).
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ CAPTURE_BURST = 2.0  # captures that may follow one another sooner than 1/fps
 CAPTURE_SLACK = 1.2  # captures may come at up to 1.2 x fps on average (see CaptureBucket)
 SETTLE = 0.001  # seconds without new damage before a capture (see _settle)
 MAX_SETTLE = 0.006
+POINTER_RECHECK = 0.25  # seconds: the pointer's picture is asked for after it moved, else
+#                         at most this often (an X round trip a capture cost ~0.4 ms, more
+#                         while the X server is busy drawing)
 KEY_INTERVAL = 60.0  # seconds between unrequested key frames, only while the screen changes
 
 log = logging.getLogger(__name__)
@@ -119,12 +124,12 @@ class _Grabber:
         return None if update is None else (w, h, update)
 
     def grab_with_pointer(self, force: bool, damaged: list[Rect] | None = None,
-                          idr: bool = False
+                          idr: bool = False, pointer: bool = True
                           ) -> tuple[tuple[int, int, Update] | None, tuple[Cursor, bool] | None]:
-        """:meth:`grab`, and the pointer update due (the cursor, and whether its picture
-        changed), if any."""
+        """:meth:`grab`, and (``pointer``: look at it) the pointer update due (the cursor,
+        and whether its picture changed), if any."""
         grabbed = self.grab(force, damaged, idr)
-        return grabbed, self.pointer_update()
+        return grabbed, self.pointer_update() if pointer else None
 
     def pointer_update(self) -> tuple[Cursor, bool] | None:
         if self.pointer is None:
@@ -287,6 +292,8 @@ async def share_screen(client: Client, stop: asyncio.Event, *, monitor: int = 1,
         if on_started is not None:
             on_started(w, h)
         pointer = await loop.run_in_executor(pool, grabber.pointer_update)
+        pointer_moves = None if listener is None else listener.pointer_moves
+        pointer_looked = time.monotonic()
         period = 1.0 / fps
         next_tick = time.monotonic()
         bucket = CaptureBucket(fps)
@@ -349,8 +356,15 @@ async def share_screen(client: Client, stop: asyncio.Event, *, monitor: int = 1,
                     raise ConnectionResetError(str(screen.link.close_reason or "closed"))
                 idr = screen.idr_requested.is_set()
                 screen.idr_requested.clear()
+                now = time.monotonic()
+                moves = None if listener is None else listener.pointer_moves
+                look = moves is None or moves != pointer_moves or \
+                    now - pointer_looked >= POINTER_RECHECK
+                if look:
+                    pointer_moves, pointer_looked = moves, now
                 grabbed, pointer = await loop.run_in_executor(
-                    pool, grabber.grab_with_pointer, screen.key_requested.is_set(), hint, idr)
+                    pool, grabber.grab_with_pointer, screen.key_requested.is_set(), hint, idr,
+                    look)
                 stats.captures += 1
                 if pointer is not None and grabbed is None:
                     await screen.send_cursor(*pointer)
