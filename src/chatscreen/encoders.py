@@ -4,7 +4,7 @@
 lossy version of it and when it last changed. For each new capture it sends:
 
 * the tiles that changed, merged into few rectangles; tiles of few colours (text, UI: up to
-  ``Preset.lossless_colours``) losslessly (``palette``, else lossless ``webp``), the others
+  ``Preset.lossless_colours``) losslessly (``palette``, else ``zlib``), the others
   as JPEG. Lossless encoding costs ~40 ns a pixel here against ~5 for JPEG, so when more
   than ``LOSSLESS_BUDGET`` of the screen changes at once (a window dragged) all
   of it goes as JPEG, and the refresh below makes it exact once it stops moving;
@@ -39,6 +39,7 @@ from chatscreen.codec import (
     encode_jpeg,
     encode_palette,
     encode_webp,
+    encode_zlib,
 )
 from chatscreen.scroll import Move, MoveFinder, apply_move, from_source, move_tiles, whole_tiles
 from chatscreen.tiles import (
@@ -100,11 +101,16 @@ class Update:
         return sum(len(r.data) for r in self.regions)
 
 
-def encode_lossless(img: BGRA) -> tuple[str, bytes]:
-    """``palette`` when the region has at most 256 colours, else lossless ``webp``."""
+def encode_lossless(img: BGRA, text: bool = False) -> tuple[str, bytes]:
+    """``palette`` when the region has at most 256 colours, else lossless ``webp``, or
+    with ``text`` (every tile of it has at most 256 colours: anti-aliased text, UI)
+    ``zlib`` level 1: 2.5x faster than WebP for a strip of text (0.4 vs 1.0 ms for
+    704x56), 1.6x its bytes (no match for WebP on photographic pictures)."""
     data = encode_palette(img)
     if data is not None:
         return "palette", data
+    if text:
+        return "zlib", encode_zlib(img, 1)
     return "webp", encode_webp(img, lossless=True)
 
 
@@ -232,7 +238,14 @@ class ScreenEncoder:
         lossless = (dirty & few) | refresh
         lossy = dirty & ~few
         regions = copies
-        regions += [self._region(img, box, True) for box in merge_tiles(lossless, w, h, self.tile)]
+        if key or self.encoding == "lossless":  # few is not "few colours" there
+            regions += [self._region(img, box, True) for box in merge_tiles(lossless, w, h,
+                                                                            self.tile)]
+        else:  # changed tiles of few colours each (text), apart from the refresh (photos)
+            regions += [self._region(img, box, True, text=True)
+                        for box in merge_tiles(dirty & few, w, h, self.tile)]
+            regions += [self._region(img, box, True)
+                        for box in merge_tiles(refresh, w, h, self.tile)]
         regions += [self._region(img, box, False) for box in merge_tiles(lossy, w, h, self.tile)]
         regions += video
         self._lossy[lossless] = False
@@ -316,10 +329,10 @@ class ScreenEncoder:
         self._depth = new
         return forced
 
-    def _region(self, img: BGRA, box: Box, lossless: bool) -> Region:
+    def _region(self, img: BGRA, box: Box, lossless: bool, *, text: bool = False) -> Region:
         part = img[box.y : box.y + box.h, box.x : box.x + box.w]
         if lossless:
-            enc, data = encode_lossless(part)
+            enc, data = encode_lossless(part, text)
         else:
             enc, data = "jpeg", encode_jpeg(part, self.preset.quality, self.preset.subsampling)
         return Region(box.x, box.y, box.w, box.h, enc, data)
