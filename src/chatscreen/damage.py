@@ -238,6 +238,12 @@ class DamageListener:
                     rects += self._pointer_moved(root)
                 if rects:
                     self._report(rects)
+                if disp.pending_events():
+                    # events read while waiting for the pointer's reply sit in Xlib's queue,
+                    # not in the socket: select() would not see them until the next event or
+                    # pointer poll (up to 1/pointer_hz later: a change now and then merged
+                    # with the next one)
+                    continue
                 timeout = max(next_pointer - time.monotonic(), 0.0) if self.track_pointer \
                     else None
                 readable, _, _ = select.select([fd, self._wake_r], [], [], timeout)
