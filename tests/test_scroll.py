@@ -565,3 +565,39 @@ def test_encoder_sends_horizontal_scrolls_as_copies_bit_exact() -> None:
             sizes.append(u.size)
     first = enc.encode(wide_document(20), now=1.0, key=True)
     assert first is not None and max(sizes) < first.size / 4
+
+
+def test_a_scroll_above_a_still_status_bar_leaves_no_partial_pieces_at_the_relay() -> None:
+    """The document ends inside a tile row, above a status bar that never changes, and its
+    right part is blank: a copy covering part of those tiles every step left a partial piece
+    on each at the relay until it asked for a key frame (MAX_PARTIAL); the sharer copies
+    whole tiles only, and sends the edge row's changed tiles whole."""
+    w, h, line, doc_h = 640, 480, 12, 440  # 440 = 6 tiles + 56 rows; 40 rows of status bar
+    tall = Image.new("RGB", (w, doc_h + 120 * line), (252, 252, 250))
+    d = ImageDraw.Draw(tall)
+    for n in range((doc_h + 120 * line) // line):
+        d.text((4, n * line), f"{n:5d} " + "lorem ipsum " * (1 + n % 4), fill=(0, 0, 0),
+               font=_FONT)
+    doc = np.asarray(tall)[..., ::-1]
+    enc = ScreenEncoder()
+    store = TileStore(w, h, first_id=1)
+    truth = Canvas(w, h)
+    moves = 0
+    for step in range(101):
+        img = np.full((h, w, 4), 255, np.uint8)
+        img[:doc_h, :, :3] = doc[step * line : step * line + doc_h]
+        img[doc_h:, :, :3] = (40, 40, 200)
+        # damage as a toolkit reports it: the whole window, blank right part included
+        hint = None if step == 0 else np.ones(grid(w, h), bool)
+        u = enc.encode(img, now=step / 30, hint=hint)
+        assert u is not None
+        moves += u.move is not None
+        for i, r in enumerate(u.regions):
+            store.add(Piece(step * 100 + i + 1, step, {"x": r.x, "y": r.y, "w": r.w, "h": r.h,
+                                                       "enc": r.enc, "len": len(r.data)},
+                            r.data))
+            if r.enc == "copy":
+                assert r.y % TILE == 0 and (r.h % TILE == 0 or r.y + r.h == h)
+        truth.apply(w, h, u.key, [(r.x, r.y, r.w, r.h, r.enc, r.data) for r in u.regions])
+        assert np.array_equal(truth.pixels, np.ascontiguousarray(img[..., 2::-1])), step
+    assert moves >= 90 and not store.overflow

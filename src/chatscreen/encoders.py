@@ -41,7 +41,15 @@ from chatscreen.codec import (
     encode_webp,
     encode_zlib,
 )
-from chatscreen.scroll import Move, MoveFinder, apply_move, from_source, move_tiles, whole_tiles
+from chatscreen.scroll import (
+    Move,
+    MoveFinder,
+    apply_move,
+    from_source,
+    move_tiles,
+    tile_aligned,
+    whole_tiles,
+)
 from chatscreen.tiles import (
     BGRA,
     TILE,
@@ -286,6 +294,8 @@ class ScreenEncoder:
         if not region.any():
             return None
         move = self._finder.find(prev, img, region)
+        if move is not None:
+            move = tile_aligned(move, img.shape[1], img.shape[0], self.tile)
         if move is None:
             return None
         assert self._lossy is not None and self._changed_at is not None
