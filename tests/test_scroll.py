@@ -471,6 +471,17 @@ def test_gui_composer_applies_copies_like_the_canvas() -> None:
     assert isinstance(composer.full, PILImage.Image)
 
 
+def _document(w: int, h: int, line: int, cycle: int) -> np.ndarray:
+    """A tall BGR document: numbered lines of ``lorem ipsum`` repeated 1 to ``cycle`` times
+    (the right part blank)."""
+    tall = Image.new("RGB", (w, h), (252, 252, 250))
+    d = ImageDraw.Draw(tall)
+    for n in range(h // line):
+        d.text((4, n * line), f"{n:5d} " + "lorem ipsum " * (1 + n % cycle), fill=(0, 0, 0),
+               font=_FONT)
+    return np.asarray(tall)[..., ::-1]
+
+
 def test_a_long_scroll_keeps_the_copy_chain_short_without_key_frames() -> None:
     """300 steps of continuous scrolling: the sharer sends a band of the copy as pixels now
     and then, so the relay's chains of copies stay far below MAX_COPY_DEPTH (no key frame
@@ -478,12 +489,7 @@ def test_a_long_scroll_keeps_the_copy_chain_short_without_key_frames() -> None:
     from chatscreen.encoders import COPY_REFRESH_DEPTH
 
     w, h, line = 640, 480, 12
-    tall = Image.new("RGB", (w, h + 320 * line), (252, 252, 250))
-    d = ImageDraw.Draw(tall)
-    for n in range((h + 320 * line) // line):
-        d.text((4, n * line), f"{n:5d} " + "lorem ipsum " * (1 + n % 5), fill=(0, 0, 0),
-               font=_FONT)
-    doc = np.asarray(tall)[..., ::-1]
+    doc = _document(w, h + 320 * line, line, 5)
     enc = ScreenEncoder()
     store = TileStore(w, h, first_id=1)
     truth = Canvas(w, h)
@@ -573,12 +579,7 @@ def test_a_scroll_above_a_still_status_bar_leaves_no_partial_pieces_at_the_relay
     on each at the relay until it asked for a key frame (MAX_PARTIAL); the sharer copies
     whole tiles only, and sends the edge row's changed tiles whole."""
     w, h, line, doc_h = 640, 480, 12, 440  # 440 = 6 tiles + 56 rows; 40 rows of status bar
-    tall = Image.new("RGB", (w, doc_h + 120 * line), (252, 252, 250))
-    d = ImageDraw.Draw(tall)
-    for n in range((doc_h + 120 * line) // line):
-        d.text((4, n * line), f"{n:5d} " + "lorem ipsum " * (1 + n % 4), fill=(0, 0, 0),
-               font=_FONT)
-    doc = np.asarray(tall)[..., ::-1]
+    doc = _document(w, doc_h + 120 * line, line, 4)
     enc = ScreenEncoder()
     store = TileStore(w, h, first_id=1)
     truth = Canvas(w, h)
