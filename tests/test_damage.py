@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -189,6 +190,36 @@ def test_listener_reports_where_the_pointer_was_and_is(xvfb_display: str) -> Non
             assert covers(rects, (100, 100, 1, 1))  # reported with the new position
     finally:
         disp.close()
+
+
+def test_damage_read_during_the_pointer_query_is_reported_at_once(xvfb_display: str) -> None:
+    """Damage that Xlib reads from the socket while it waits for the pointer's reply is in
+    Xlib's queue, not in the socket: the listener must not wait in select() for more (the
+    next pointer poll, 10 s away here) before reporting it."""
+    win = XWindow(xvfb_display, 300, 200, 400, 300)
+    listener = DamageListener(xvfb_display, pointer_hz=0.1)  # a pointer poll every 10 s
+    drawn = threading.Event()
+    real = listener._pointer_moved
+
+    def draw_then_query(root: Any) -> list[Rect]:
+        if not drawn.is_set():  # the first poll: draw, so that the damage comes before
+            drawn.set()  # the reply of the pointer query that follows
+            win.fill(10, 10, 20, 20, 0x00FF00)
+        return real(root)
+
+    listener._pointer_moved = draw_then_query  # type: ignore[method-assign]
+    try:
+        assert listener.start(), listener.unavailable  # its first poll draws, then asks
+        seen: list[Rect] = []
+        deadline = time.monotonic() + DEADLINE_S
+        while (310, 210, 20, 20) not in seen:  # the rect itself (the start may report the
+            left = deadline - time.monotonic()  # whole screen once, which covers it)
+            assert left > 0 and listener.wait(left), f"the fill was not reported: {seen}"
+            seen += listener.take()
+        assert drawn.is_set()
+    finally:
+        listener.close()
+        win.close()
 
 
 def test_listener_says_why_it_cannot_listen() -> None:

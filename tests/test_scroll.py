@@ -471,6 +471,17 @@ def test_gui_composer_applies_copies_like_the_canvas() -> None:
     assert isinstance(composer.full, PILImage.Image)
 
 
+def _document(w: int, h: int, line: int, cycle: int) -> np.ndarray:
+    """A tall BGR document: numbered lines of ``lorem ipsum`` repeated 1 to ``cycle`` times
+    (the right part blank)."""
+    tall = Image.new("RGB", (w, h), (252, 252, 250))
+    d = ImageDraw.Draw(tall)
+    for n in range(h // line):
+        d.text((4, n * line), f"{n:5d} " + "lorem ipsum " * (1 + n % cycle), fill=(0, 0, 0),
+               font=_FONT)
+    return np.asarray(tall)[..., ::-1]
+
+
 def test_a_long_scroll_keeps_the_copy_chain_short_without_key_frames() -> None:
     """300 steps of continuous scrolling: the sharer sends a band of the copy as pixels now
     and then, so the relay's chains of copies stay far below MAX_COPY_DEPTH (no key frame
@@ -478,12 +489,7 @@ def test_a_long_scroll_keeps_the_copy_chain_short_without_key_frames() -> None:
     from chatscreen.encoders import COPY_REFRESH_DEPTH
 
     w, h, line = 640, 480, 12
-    tall = Image.new("RGB", (w, h + 320 * line), (252, 252, 250))
-    d = ImageDraw.Draw(tall)
-    for n in range((h + 320 * line) // line):
-        d.text((4, n * line), f"{n:5d} " + "lorem ipsum " * (1 + n % 5), fill=(0, 0, 0),
-               font=_FONT)
-    doc = np.asarray(tall)[..., ::-1]
+    doc = _document(w, h + 320 * line, line, 5)
     enc = ScreenEncoder()
     store = TileStore(w, h, first_id=1)
     truth = Canvas(w, h)
@@ -565,3 +571,34 @@ def test_encoder_sends_horizontal_scrolls_as_copies_bit_exact() -> None:
             sizes.append(u.size)
     first = enc.encode(wide_document(20), now=1.0, key=True)
     assert first is not None and max(sizes) < first.size / 4
+
+
+def test_a_scroll_above_a_still_status_bar_leaves_no_partial_pieces_at_the_relay() -> None:
+    """The document ends inside a tile row, above a status bar that never changes, and its
+    right part is blank: a copy covering part of those tiles every step left a partial piece
+    on each at the relay until it asked for a key frame (MAX_PARTIAL); the sharer copies
+    whole tiles only, and sends the edge row's changed tiles whole."""
+    w, h, line, doc_h = 640, 480, 12, 440  # 440 = 6 tiles + 56 rows; 40 rows of status bar
+    doc = _document(w, doc_h + 120 * line, line, 4)
+    enc = ScreenEncoder()
+    store = TileStore(w, h, first_id=1)
+    truth = Canvas(w, h)
+    moves = 0
+    for step in range(101):
+        img = np.full((h, w, 4), 255, np.uint8)
+        img[:doc_h, :, :3] = doc[step * line : step * line + doc_h]
+        img[doc_h:, :, :3] = (40, 40, 200)
+        # damage as a toolkit reports it: the whole window, blank right part included
+        hint = None if step == 0 else np.ones(grid(w, h), bool)
+        u = enc.encode(img, now=step / 30, hint=hint)
+        assert u is not None
+        moves += u.move is not None
+        for i, r in enumerate(u.regions):
+            store.add(Piece(step * 100 + i + 1, step, {"x": r.x, "y": r.y, "w": r.w, "h": r.h,
+                                                       "enc": r.enc, "len": len(r.data)},
+                            r.data))
+            if r.enc == "copy":
+                assert r.y % TILE == 0 and (r.h % TILE == 0 or r.y + r.h == h)
+        truth.apply(w, h, u.key, [(r.x, r.y, r.w, r.h, r.enc, r.data) for r in u.regions])
+        assert np.array_equal(truth.pixels, np.ascontiguousarray(img[..., 2::-1])), step
+    assert moves >= 90 and not store.overflow

@@ -13,7 +13,8 @@ from chatscreen.encoders import PRESETS, Preset, ScreenEncoder, Update
 from chatscreen.protocol import Message
 from chatscreen.protocol.schema import Rect
 from chatscreen.server.screen import Piece, TileStore
-from chatscreen.tiles import TILE, change_map, grid, merge_tiles, tile_colours
+from chatscreen.sharing import partial_boxes
+from chatscreen.tiles import TILE, change_map, grid, largest_group, merge_tiles, tile_colours
 from tests.helpers.display import render_test_picture
 
 
@@ -56,6 +57,38 @@ def test_merged_rects_cover_exactly_the_changed_tiles(rows: int, cols: int,
     want = np.repeat(np.repeat(mask, TILE, 0), TILE, 1)[:h, :w]
     assert np.array_equal(cover, want.astype(np.int32))  # each changed pixel once, no other
     assert len(boxes) <= mask.sum()
+
+
+def test_largest_group_keeps_the_biggest_connected_tiles_only() -> None:
+    # typing: a line across the screen and the marker in the corner, far apart
+    mask = np.zeros((17, 30), bool)
+    mask[5:7, :] = True
+    mask[16, 24:] = True
+    group = largest_group(mask)
+    assert group.sum() == 60 and group[5:7].all()
+    # a scrolled area and a strip touching it are one group: all of it
+    mask[7:16, :] = True
+    assert np.array_equal(largest_group(mask), mask)
+    # diagonal neighbours are not connected
+    small = np.zeros((5, 5), bool)
+    small[0, 0] = small[1, 1] = True
+    small[2:5, 2:5] = True
+    assert largest_group(small).sum() == 9 and not largest_group(small)[:2].any()
+
+
+def test_partial_capture_takes_a_box_per_group_of_damaged_tiles() -> None:
+    mask = np.zeros((17, 30), bool)
+    mask[5:7, :] = True
+    mask[16, 24:] = True
+    boxes = partial_boxes(mask, 1920, 1080, TILE)
+    assert boxes is not None
+    assert sorted((b.x, b.y, b.w, b.h) for b in boxes) == [(0, 320, 1920, 128),
+                                                           (1536, 1024, 384, 56)]
+    near = np.zeros((17, 30), bool)  # two tiles side by side with a gap: one box
+    near[3, 3] = near[3, 5] = True
+    boxes = partial_boxes(near, 1920, 1080, TILE)
+    assert boxes is not None and [(b.x, b.w) for b in boxes] == [(192, 192)]
+    assert partial_boxes(np.ones((17, 30), bool), 1920, 1080, TILE) is None  # too much
 
 
 def test_a_changed_block_is_one_rect() -> None:

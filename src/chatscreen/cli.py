@@ -129,7 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--room", default="general")
     p = sub.add_parser("share", help="share the screen of $DISPLAY until interrupted")
     _client_args(p)
-    p.add_argument("--fps", type=float, default=None, help="updates per second at most (30)")
+    p.add_argument("--fps", type=float, default=None,
+                   help="updates per second, about (30): a change is captured at once "
+                   "unless the last ones came faster; briefly up to 1.2 x this (a change "
+                   "drawn in two steps needs two captures)")
     p.add_argument("--quality", type=int, default=None,
                    help="JPEG quality 1-100 for photographic regions (80)")
     p.add_argument("--preset", choices=["text", "balanced", "motion"], default="balanced",
@@ -593,7 +596,7 @@ async def run_share(args: argparse.Namespace) -> int:
     stats = ShareStats()
 
     def started(w: int, h: int) -> None:
-        print(f"Sharing {w}x{h} at up to {fps:g} updates/s (preset {args.preset}); "
+        print(f"Sharing {w}x{h} at about {fps:g} updates/s (preset {args.preset}); "
               "press Ctrl+C to stop", flush=True)
 
     try:

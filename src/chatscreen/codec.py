@@ -78,6 +78,7 @@ def _decode_pil(data: bytes, fmt: str, size: tuple[int, int] | None) -> RGB:
 
 
 PALETTE_MAX = 256
+PALETTE_SAMPLE = 8  # encode_palette first counts the colours of every 8th pixel
 
 
 def rgb_of(img: BGRA) -> RGB:
@@ -110,6 +111,10 @@ def encode_palette(img: BGRA, level: int = 6) -> bytes | None:
     """``u8 n-1``, ``n`` RGB triplets, zlib(one index byte per pixel); None if the picture
     has more than 256 colours."""
     px = np.ascontiguousarray(img).view(np.uint32).reshape(-1) | np.uint32(0xFF000000)
+    # a region of too many colours usually shows it in a sample (a line of anti-aliased
+    # text across the screen: ~0.1 ms instead of ~0.7 ms to find out)
+    if len(px) >= PALETTE_SAMPLE * 4 and len(np.unique(px[::PALETTE_SAMPLE])) > PALETTE_MAX:
+        return None
     colours = np.unique(px)  # a sort, then a binary search per pixel: 2.5x faster than
     if len(colours) > PALETTE_MAX:  # unique(return_inverse=True), which argsorts
         return None

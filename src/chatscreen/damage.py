@@ -120,6 +120,8 @@ class DamageListener:
         self._stop = threading.Event()
         self._wake_r, self._wake_w = -1, -1
         self._pointer: tuple[int, int] | None = None
+        self.pointer_moves = 0  # times the pointer was seen to move (the sharer asks XFixes
+        #                         for the pointer's picture after a move, not every capture)
         self._notify_code = -1
 
     @property
@@ -236,6 +238,12 @@ class DamageListener:
                     rects += self._pointer_moved(root)
                 if rects:
                     self._report(rects)
+                if disp.pending_events():
+                    # events read while waiting for the pointer's reply sit in Xlib's queue,
+                    # not in the socket: select() would not see them until the next event or
+                    # pointer poll (up to 1/pointer_hz later: a change now and then merged
+                    # with the next one)
+                    continue
                 timeout = max(next_pointer - time.monotonic(), 0.0) if self.track_pointer \
                     else None
                 readable, _, _ = select.select([fd, self._wake_r], [], [], timeout)
@@ -253,5 +261,6 @@ class DamageListener:
         old, self._pointer = self._pointer, pos
         if old is None or old == pos:
             return []
+        self.pointer_moves += 1
         half = POINTER_BOX // 2
         return [(x - half, y - half, POINTER_BOX, POINTER_BOX) for x, y in (old, pos)]

@@ -72,7 +72,8 @@ def segment_hashes(img: BGRA, x0: int, x1: int, y0: int, y1: int,
         px = np.ascontiguousarray(px[:, : n * seg + x0])
     pairs = px.view(np.uint64)[y0:y1, x0 // 2 : (x0 + n * seg) // 2].reshape(y1 - y0, n, seg // 2)
     weights = _WEIGHTS if seg == TILE else _RNG.integers(1, 2**63, seg // 2, dtype=np.uint64)
-    out: npt.NDArray[np.uint64] = pairs @ weights  # wraps mod 2**64; no temporary array
+    # wraps mod 2**64; no temporary array; einsum's loop is ~1.5x faster than matmul's here
+    out: npt.NDArray[np.uint64] = np.einsum("rns,s->rn", pairs, weights)
     return out
 
 
@@ -266,6 +267,23 @@ def _longest_run(flags: npt.NDArray[np.bool_]) -> tuple[int, int]:
     starts, ends = edges[::2], edges[1::2]
     k = int((ends - starts).argmax())
     return int(starts[k]), int(ends[k])
+
+
+def tile_aligned(move: Move, w: int, h: int, tile: int = TILE) -> Move | None:
+    """``move`` cut to the whole tiles it covers (a tile at the screen's edge is whole up to
+    the edge), or None when too little is left. A copy that covers part of a tile leaves a
+    partial piece on it at the relay; a tile that a scroll's copy keeps covering in part
+    but never changes (blank lines, a status bar under the document) gathered such pieces
+    until the relay asked for a key frame (about every 32 steps: ~160 kB and ~70 ms a
+    second while scrolling). Cut, the tiles of the edge rows are compared as they are and
+    sent whole when they changed."""
+    x0, y0 = -(-move.x // tile) * tile, -(-move.y // tile) * tile
+    x1 = w if move.x + move.w == w else (move.x + move.w) // tile * tile
+    y1 = h if move.y + move.h == h else (move.y + move.h) // tile * tile
+    if y1 - y0 < MIN_ROWS or x1 - x0 < MIN_ROWS:
+        return None
+    dx, dy = move.sx - move.x, move.sy - move.y
+    return Move(x0, y0, x1 - x0, y1 - y0, x0 + dx, y0 + dy)
 
 
 def apply_move(img: BGRA, move: Move) -> None:

@@ -17,7 +17,9 @@ changes. ``send_frame`` waits for the socket to drain, so a slow uplink lowers t
 instead of building a backlog; the server keeps the newest version of every region for its
 viewers, so the sharer never waits for any of them. Where XFixes gives the pointer's picture,
 the captures leave the pointer out and a ``cursor`` message goes when it moves or changes
-(:mod:`chatscreen.cursor`): moving the mouse re-sends no tiles.
+(:mod:`chatscreen.cursor`): moving the mouse re-sends no tiles. The pointer is looked at (an
+X round trip) with a capture after DAMAGE's listener saw it move, else at most every
+``POINTER_RECHECK`` seconds (a new picture without a move: a busy cursor, say).
 """
 
 from __future__ import annotations
@@ -29,8 +31,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from chatscreen.capture import Image, ScreenCapture
 from chatscreen.client import Client, ScreenChannel
 from chatscreen.codec import Canvas, DecodeError, fit_within
@@ -39,13 +39,19 @@ from chatscreen.damage import DamageListener, Rect, damage_mask
 from chatscreen.encoders import DEFAULT_PRESET, ScreenEncoder, Update
 from chatscreen.protocol import Message
 from chatscreen.simulcast import LowLayer
+from chatscreen.tiles import Box, Mask, merge_tiles
 
 DEFAULT_FPS = 30.0
-PARTIAL_CAPTURE = 0.25  # damage within this share of the screen: capture only its box
+PARTIAL_CAPTURE = 0.25  # damage within this share of the screen: capture only its boxes
+PARTIAL_BOXES = 8  # at most this many boxes a capture (each is an X round trip)
+PARTIAL_SLACK = 0.01  # boxes merge when their union adds at most this share of the screen
 CAPTURE_BURST = 2.0  # captures that may follow one another sooner than 1/fps
 CAPTURE_SLACK = 1.2  # captures may come at up to 1.2 x fps on average (see CaptureBucket)
 SETTLE = 0.001  # seconds without new damage before a capture (see _settle)
 MAX_SETTLE = 0.006
+POINTER_RECHECK = 0.25  # seconds: the pointer's picture is asked for after it moved, else
+#                         at most this often (an X round trip a capture cost ~0.4 ms, more
+#                         while the X server is busy drawing)
 KEY_INTERVAL = 60.0  # seconds between unrequested key frames, only while the screen changes
 
 log = logging.getLogger(__name__)
@@ -102,9 +108,9 @@ class _Grabber:
         return self.low.add(img, update)
 
     def _grab_damaged(self, force: bool, damaged: list[Rect] | None) -> Image | None:
-        """Capture only the bounding box of the damaged tiles, into the scratch copy of the
-        screen, when they are a small part of it: the picture to encode, or None (capture
-        it all). The encoder, given the damage as hint, reads only the hinted tiles and
+        """Capture only the damaged tiles (:func:`partial_boxes`), into the scratch copy of
+        the screen, when they are a small part of it: the picture to encode, or None
+        (capture it all). The encoder, given the damage as hint, reads only the hinted tiles and
         those due for a lossless refresh; the latter were captured when they last changed
         (damage is reported for every change), so the scratch copy holds them."""
         scratch = self._scratch
@@ -117,12 +123,11 @@ class _Grabber:
         mask = damage_mask(damaged, w, h, left=m.left, top=m.top, tile=t)
         if not mask.any():
             return scratch  # damage off this monitor: nothing to capture
-        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-        y0, y1 = int(rows[0]) * t, min(int(rows[-1] + 1) * t, h)
-        x0, x1 = int(cols[0]) * t, min(int(cols[-1] + 1) * t, w)
-        if (x1 - x0) * (y1 - y0) > PARTIAL_CAPTURE * w * h:
+        boxes = partial_boxes(mask, w, h, t)
+        if boxes is None:
             return None
-        self.capture.grab_into(scratch, x0, y0, x1 - x0, y1 - y0)
+        for b in boxes:
+            self.capture.grab_into(scratch, b.x, b.y, b.w, b.h)
         return scratch
 
     def _encode_damaged(self, img: Image,
@@ -134,12 +139,12 @@ class _Grabber:
         return None if update is None else (w, h, self._layered(img, update))
 
     def grab_with_pointer(self, force: bool, damaged: list[Rect] | None = None,
-                          idr: bool = False
+                          idr: bool = False, pointer: bool = True
                           ) -> tuple[tuple[int, int, Update] | None, tuple[Cursor, bool] | None]:
-        """:meth:`grab`, and the pointer update due (the cursor, and whether its picture
-        changed), if any."""
+        """:meth:`grab`, and (``pointer``: look at it) the pointer update due (the cursor,
+        and whether its picture changed), if any."""
         grabbed = self.grab(force, damaged, idr)
-        return grabbed, self.pointer_update()
+        return grabbed, self.pointer_update() if pointer else None
 
     def pointer_update(self) -> tuple[Cursor, bool] | None:
         if self.pointer is None:
@@ -181,6 +186,37 @@ class _Grabber:
         elif hint is not None and self.max_size is None and img.flags.writeable:
             self._scratch = img  # the encoder copied what it needed: ours to write into
         return w, h, self._layered(img, update)
+
+
+def partial_boxes(mask: Mask, w: int, h: int, tile: int) -> list[Box] | None:
+    """The rectangles to capture for the damaged tiles of ``mask`` when they are at most
+    ``PARTIAL_CAPTURE`` of the screen: the bounding box of each group of them, the groups'
+    boxes merged while that does not add more than ``PARTIAL_SLACK`` of the screen, at most
+    ``PARTIAL_BOXES`` of them; None: capture the whole screen. Typing damages a line across
+    the screen and the clock (or the bench's marker) in a corner: their bounding box is most
+    of the screen (3.5 ms to capture), the two boxes 0.3 ms."""
+    boxes = merge_tiles(mask, w, h, tile)
+    limit = PARTIAL_SLACK * w * h
+    merged = True
+    while merged and len(boxes) > 1:  # few boxes: a quadratic pass is cheap
+        merged = False
+        for i in range(len(boxes)):
+            for j in range(i + 1, len(boxes)):
+                u = _union(boxes[i], boxes[j])
+                if u.area - boxes[i].area - boxes[j].area <= limit:
+                    boxes = [b for k, b in enumerate(boxes) if k not in (i, j)] + [u]
+                    merged = True
+                    break
+            if merged:
+                break
+    if len(boxes) > PARTIAL_BOXES or sum(b.area for b in boxes) > PARTIAL_CAPTURE * w * h:
+        return None
+    return boxes
+
+
+def _union(a: Box, b: Box) -> Box:
+    x, y = min(a.x, b.x), min(a.y, b.y)
+    return Box(x, y, max(a.x + a.w, b.x + b.w) - x, max(a.y + a.h, b.y + b.h) - y)
 
 
 class CaptureBucket:
@@ -273,6 +309,8 @@ async def share_screen(client: Client, stop: asyncio.Event, *, monitor: int = 1,
         if on_started is not None:
             on_started(w, h)
         pointer = await loop.run_in_executor(pool, grabber.pointer_update)
+        pointer_moves = None if listener is None else listener.pointer_moves
+        pointer_looked = time.monotonic()
         period = 1.0 / fps
         next_tick = time.monotonic()
         bucket = CaptureBucket(fps)
@@ -336,8 +374,15 @@ async def share_screen(client: Client, stop: asyncio.Event, *, monitor: int = 1,
                 idr = screen.idr_requested.is_set()
                 screen.idr_requested.clear()
                 grabber.low_rate = screen.low_rate
+                now = time.monotonic()
+                moves = None if listener is None else listener.pointer_moves
+                look = moves is None or moves != pointer_moves or \
+                    now - pointer_looked >= POINTER_RECHECK
+                if look:
+                    pointer_moves, pointer_looked = moves, now
                 grabbed, pointer = await loop.run_in_executor(
-                    pool, grabber.grab_with_pointer, screen.key_requested.is_set(), hint, idr)
+                    pool, grabber.grab_with_pointer, screen.key_requested.is_set(), hint, idr,
+                    look)
                 stats.captures += 1
                 if pointer is not None and grabbed is None:
                     await screen.send_cursor(*pointer)
