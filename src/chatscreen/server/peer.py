@@ -280,12 +280,14 @@ class Peer(asyncio.Protocol):
     def pause_writing(self) -> None:
         self.writable = False
         self.paused_since = self._loop.time()
-        self._pause_bytes = self._transport.get_write_buffer_size() if self._transport else 0
-        self._pause_acked = self._bytes_acked()
+        if self._buffers is None:  # a screen peer: the relay measures its link (adapt.py)
+            self._pause_bytes = self._transport.get_write_buffer_size() if self._transport else 0
+            self._pause_acked = self._bytes_acked()
 
     def resume_writing(self) -> None:
         self.writable = True
-        if self.paused_since is not None and self._transport is not None:
+        if (self.paused_since is not None and self._transport is not None
+                and self._buffers is None):
             # what the peer acknowledged meanwhile (exact: we had data waiting all along),
             # else what left our buffer (the kernel's buffer in between blurs it)
             acked = self._bytes_acked()
