@@ -14,16 +14,16 @@ from PIL import Image
 from Xlib import display as xdisplay
 
 from chatscreen.capture import ScreenCapture
-from chatscreen.client import Client, OutRect, ScreenChannel
-from chatscreen.codec import Canvas
+from chatscreen.client import OutRect, ScreenChannel
 from chatscreen.cursor import Cursor, CursorError, CursorTracker, Shape, composite
 from chatscreen.errors import RemoteProtocolError
 from chatscreen.gui.render import Composer, Patch
 from chatscreen.protocol import Frame, Limits, parse_message
 from chatscreen.protocol.schema import CLIENT_MESSAGES, SERVER_MESSAGES
-from chatscreen.sharing import ShareStats, find_share, frame_rects, share_screen
+from chatscreen.sharing import ShareStats
 from tests.helpers.display import make_test_picture, show_picture
 from tests.helpers.server import TIMEOUT, ServerProcess, run
+from tests.helpers.sharing import watched_share
 from tests.test_screen import sharer_channel, viewer
 
 ARROW = Shape(3, 2, bytes([255, 0, 0, 255, 0, 255, 0, 128, 0, 0, 255, 0,
@@ -146,45 +146,26 @@ def test_moving_the_pointer_sends_a_cursor_update_not_tiles(
     disp.sync()
 
     async def scenario() -> tuple[ShareStats, int, int]:
-        sharer = await Client("127.0.0.1", "mover", chat_port=server.chat_port,
-                              screen_port=server.screen_port, timeout=TIMEOUT).connect()
-        watcher = await Client("127.0.0.1", "eye3", chat_port=server.chat_port,
-                               screen_port=server.screen_port, timeout=TIMEOUT).connect()
-        stop = asyncio.Event()
-        stats = ShareStats()
-        task = asyncio.create_task(share_screen(sharer, stop, stats=stats))
         cap = await asyncio.to_thread(ScreenCapture, 1)  # with the pointer, as a user sees
-        screen = None
         try:
-            share = await find_share(watcher, "mover", TIMEOUT)
-            screen = await watcher.open_screen()
-            await screen.watch(share["id"])
-            canvas = Canvas(share["w"], share["h"])
-            while not canvas.complete:
-                msg = await screen.next_frame(timeout=TIMEOUT)
-                canvas.apply(msg["w"], msg["h"], msg["key"], frame_rects(msg))
-            frames = stats.frames
-            for x, y in [(900, 500), (1200, 700), (40, 60)]:
-                root.warp_pointer(x, y)
-                disp.sync()
-                def there(x: int = x) -> bool:
-                    p = screen.cursors.get(share["id"])
-                    return p is not None and p.shape is not None and p.x <= x < p.x + p.shape.w
+            async with watched_share(server, "mover", "eye3") as w:
+                frames = w.stats.frames
+                for x, y in [(900, 500), (1200, 700), (40, 60)]:
+                    root.warp_pointer(x, y)
+                    disp.sync()
+                    def there(x: int = x) -> bool:
+                        p = w.screen.cursors.get(w.share["id"])
+                        return (p is not None and p.shape is not None
+                                and p.x <= x < p.x + p.shape.w)
 
-                async with asyncio.timeout(TIMEOUT):  # until the viewer sees it there
-                    await until_cursor(screen, there)
-                p = screen.cursors[share["id"]]
-                want = (await asyncio.to_thread(cap.grab))[..., 2::-1]
-                assert np.array_equal(composite(canvas.pixels, p), want)
-            return stats, frames, stats.frames
+                    async with asyncio.timeout(TIMEOUT):  # until the viewer sees it there
+                        await until_cursor(w.screen, there)
+                    p = w.screen.cursors[w.share["id"]]
+                    want = (await asyncio.to_thread(cap.grab))[..., 2::-1]
+                    assert np.array_equal(composite(w.canvas.pixels, p), want)
+                return w.stats, frames, w.stats.frames
         finally:
-            stop.set()
-            await task
             cap.close()
-            if screen is not None:
-                await screen.close()
-            await sharer.close()
-            await watcher.close()
 
     with show_picture(xvfb_display, make_test_picture(1920, 1080, tmp_path / "m.png")):
         try:

@@ -12,8 +12,6 @@ import pytest
 from Xlib import X
 from Xlib import display as xdisplay
 
-from chatscreen.client import Client
-from chatscreen.codec import Canvas
 from chatscreen.damage import (
     DamageAccumulator,
     DamageListener,
@@ -22,9 +20,10 @@ from chatscreen.damage import (
     damage_mask,
 )
 from chatscreen.encoders import ScreenEncoder, hinted_change_map
-from chatscreen.sharing import ShareStats, find_share, frame_rects, share_screen
+from chatscreen.sharing import ShareStats, frame_rects
 from chatscreen.tiles import change_map
 from tests.helpers.server import TIMEOUT, ServerProcess, run
+from tests.helpers.sharing import watched_share
 
 DEADLINE_S = 5.0
 
@@ -241,43 +240,20 @@ def share_and_draw(server: ServerProcess, display: str, *, damage: bool) -> Shar
     x, y, side = 640, 384, 128
 
     async def scenario() -> ShareStats:
-        sharer = await Client("127.0.0.1", "drawer", chat_port=server.chat_port,
-                              screen_port=server.screen_port, timeout=TIMEOUT).connect()
-        watcher = await Client("127.0.0.1", "eye", chat_port=server.chat_port,
-                               screen_port=server.screen_port, timeout=TIMEOUT).connect()
-        stop = asyncio.Event()
-        stats = ShareStats()
-        task = asyncio.create_task(share_screen(sharer, stop, stats=stats, damage=damage))
-        screen = None
-        win = None
-        try:
-            share = await find_share(watcher, "drawer", TIMEOUT)
-            screen = await watcher.open_screen()
-            await screen.watch(share["id"])
-            canvas = Canvas(share["w"], share["h"])
-            async with asyncio.timeout(3 * TIMEOUT):
-                while not canvas.complete:
-                    msg = await screen.next_frame()
-                    canvas.apply(msg["w"], msg["h"], msg["key"], frame_rects(msg))
+        async with watched_share(server, "drawer", "eye", damage=damage) as w:
             win = await asyncio.to_thread(XWindow, display, x, y, side, side, 0x0000FF)
-            await asyncio.to_thread(win.fill, 0, 0, side, side, 0xFF0000)
-            async with asyncio.timeout(3 * TIMEOUT):
-                while True:
-                    msg = await screen.next_frame()
-                    canvas.apply(msg["w"], msg["h"], msg["key"], frame_rects(msg))
-                    seen = canvas.pixels[y + 10 : y + side - 10, x + 10 : x + side - 10]
-                    if (seen == (255, 0, 0)).all():
-                        break
-        finally:
-            stop.set()
-            await task
-            if win is not None:
+            try:
+                await asyncio.to_thread(win.fill, 0, 0, side, side, 0xFF0000)
+                async with asyncio.timeout(3 * TIMEOUT):
+                    while True:
+                        msg = await w.screen.next_frame()
+                        w.canvas.apply(msg["w"], msg["h"], msg["key"], frame_rects(msg))
+                        seen = w.canvas.pixels[y + 10 : y + side - 10, x + 10 : x + side - 10]
+                        if (seen == (255, 0, 0)).all():
+                            break
+            finally:
                 await asyncio.to_thread(win.close)
-            if screen is not None:
-                await screen.close()
-            await sharer.close()
-            await watcher.close()
-        return stats
+        return w.stats
 
     stats: ShareStats = run(scenario())
     return stats

@@ -26,9 +26,10 @@ from chatscreen.cursor import composite
 from chatscreen.errors import ConnectError, ServerError
 from chatscreen.protocol import FrameDecoder, Limits, Message
 from chatscreen.protocol.schema import Rect
-from chatscreen.sharing import ShareStats, find_share, frame_rects, share_screen
+from chatscreen.sharing import frame_rects
 from tests.helpers.display import make_test_picture, show_picture
 from tests.helpers.server import TIMEOUT, ServerProcess, frame, raw_socket, run
+from tests.helpers.sharing import watched_share
 
 
 def cli(*args: str, display: str | None = None) -> list[str]:
@@ -384,41 +385,24 @@ def test_shared_screen_ends_pixel_exact_after_the_lossless_refresh(
     source = make_test_picture(1920, 1080, tmp_path / "source2.png")
 
     async def scenario() -> None:
-        sharer = await Client("127.0.0.1", "exact", chat_port=server.chat_port,
-                              screen_port=server.screen_port, timeout=TIMEOUT).connect()
-        watcher = await Client("127.0.0.1", "eye", chat_port=server.chat_port,
-                               screen_port=server.screen_port, timeout=TIMEOUT).connect()
-        stop = asyncio.Event()
-        stats = ShareStats()
-        task = asyncio.create_task(share_screen(sharer, stop, stats=stats))
         cap = await asyncio.to_thread(ScreenCapture, 1)  # with the cursor, as the sharer
-        screen = None
         try:
-            share = await find_share(watcher, "exact", TIMEOUT)
-            screen = await watcher.open_screen()
-            await screen.watch(share["id"])
-            canvas = Canvas(share["w"], share["h"])
-            encs: set[str] = set()
-            async with asyncio.timeout(3 * TIMEOUT):
-                while True:
-                    msg = await screen.next_frame()
-                    rects = frame_rects(msg)
-                    encs |= {r[4] for r in rects}
-                    canvas.apply(msg["w"], msg["h"], msg["key"], rects)
-                    want = (await asyncio.to_thread(cap.grab))[..., 2::-1]
-                    seen = composite(canvas.pixels, screen.cursors.get(share["id"]))
-                    if canvas.complete and np.array_equal(seen, want):
-                        break
-            assert encs <= {"palette", "webp"}
+            async with watched_share(server, "exact", "eye", whole=False) as w:
+                encs: set[str] = set()
+                async with asyncio.timeout(3 * TIMEOUT):
+                    while True:
+                        msg = await w.screen.next_frame()
+                        rects = frame_rects(msg)
+                        encs |= {r[4] for r in rects}
+                        w.canvas.apply(msg["w"], msg["h"], msg["key"], rects)
+                        want = (await asyncio.to_thread(cap.grab))[..., 2::-1]
+                        seen = composite(w.canvas.pixels, w.screen.cursors.get(w.share["id"]))
+                        if w.canvas.complete and np.array_equal(seen, want):
+                            break
+                assert encs <= {"palette", "webp"}
         finally:
-            stop.set()
-            await task
             cap.close()
-            if screen is not None:
-                await screen.close()
-            await sharer.close()
-            await watcher.close()
-        assert stats.key_frames == 1
+        assert w.stats.key_frames == 1
 
     with show_picture(xvfb_display, source):
         run(scenario())

@@ -378,8 +378,7 @@ def test_real_sharer_follows_a_workload_and_ends_exact(
     from pathlib import Path
 
     from chatscreen.capture import ScreenCapture
-    from chatscreen.client import Client
-    from chatscreen.sharing import ShareStats, find_share, share_screen
+    from tests.helpers.sharing import watched_share
 
     monkeypatch.setenv("DISPLAY", xvfb_display)
     script = Path(__file__).resolve().parents[1] / "bench" / "screen_workloads.py"
@@ -393,50 +392,31 @@ def test_real_sharer_follows_a_workload_and_ends_exact(
             assert time.monotonic() < deadline and proc.poll() is None
 
         async def scenario() -> set[str]:
-            sharer = await Client("127.0.0.1", "worker", chat_port=server.chat_port,
-                                  screen_port=server.screen_port, timeout=TIMEOUT).connect()
-            watcher = await Client("127.0.0.1", "eye2", chat_port=server.chat_port,
-                                   screen_port=server.screen_port, timeout=TIMEOUT).connect()
-            stop = asyncio.Event()
-            stats = ShareStats()
-            task = asyncio.create_task(share_screen(sharer, stop, stats=stats))
             cap = await asyncio.to_thread(ScreenCapture, 1)
-            screen = None
             encs: set[str] = set()
             try:
-                share = await find_share(watcher, "worker", TIMEOUT)
-                screen = await watcher.open_screen()
-                await screen.watch(share["id"])
-                canvas = Canvas(share["w"], share["h"])
-                while not canvas.complete:
-                    msg = await screen.next_frame(timeout=TIMEOUT)
-                    canvas.apply(msg["w"], msg["h"], msg["key"], frame_rects(msg))
-                assert proc.stdin is not None
-                proc.stdin.write(b"go\n")
-                proc.stdin.flush()
-                still_from = time.monotonic() + 1.6
-                async with asyncio.timeout(3 * TIMEOUT):
-                    while True:
-                        with contextlib.suppress(TimeoutError):
-                            msg = await screen.next_frame(timeout=0.2)
-                            rects = frame_rects(msg)
-                            encs |= {r[4] for r in rects}
-                            canvas.apply(msg["w"], msg["h"], msg["key"], rects)
-                        if time.monotonic() < still_from:
-                            continue
-                        want = (await asyncio.to_thread(cap.grab))[..., 2::-1]
-                        seen = composite(canvas.pixels, screen.cursors.get(share["id"]))
-                        if np.array_equal(seen, want):
-                            break
-                assert stats.damage and stats.frames > 20
+                async with watched_share(server, "worker", "eye2") as w:
+                    assert proc.stdin is not None
+                    proc.stdin.write(b"go\n")
+                    proc.stdin.flush()
+                    still_from = time.monotonic() + 1.6
+                    async with asyncio.timeout(3 * TIMEOUT):
+                        while True:
+                            with contextlib.suppress(TimeoutError):
+                                msg = await w.screen.next_frame(timeout=0.2)
+                                rects = frame_rects(msg)
+                                encs |= {r[4] for r in rects}
+                                w.canvas.apply(msg["w"], msg["h"], msg["key"], rects)
+                            if time.monotonic() < still_from:
+                                continue
+                            want = (await asyncio.to_thread(cap.grab))[..., 2::-1]
+                            seen = composite(w.canvas.pixels,
+                                             w.screen.cursors.get(w.share["id"]))
+                            if np.array_equal(seen, want):
+                                break
+                    assert w.stats.damage and w.stats.frames > 20
             finally:
-                stop.set()
-                await task
                 cap.close()
-                if screen is not None:
-                    await screen.close()
-                await sharer.close()
-                await watcher.close()
             return encs
 
         encs = run(scenario())
