@@ -282,15 +282,20 @@ async def _view_chatscreen(server: ServerProcess, sharer_pid: int, work: Workloa
         grabber.close()
 
 
+def sharer_args(server: ServerProcess, *extra: str) -> list[str]:
+    """The real ``chatscreen share`` command line, at 30 updates/s, to ``server``."""
+    return [sys.executable, "-m", "chatscreen", "share", "--server",
+            f"{HOST}:{server.chat_port}", "--screen-port", str(server.screen_port),
+            "--user", "sharer", "--fps", "30", *extra]
+
+
 def run_chatscreen(display: str, name: str, png: Path) -> Result:
     with tempfile.TemporaryDirectory(prefix="bench-screen-") as tmp:
         work = Workload(display, name, png)
         server = ServerProcess(Path(tmp) / "data").start()
         try:
-            args = [sys.executable, "-m", "chatscreen", "share", "--server",
-                    f"{HOST}:{server.chat_port}", "--screen-port", str(server.screen_port),
-                    "--user", "sharer", "--fps", "30",
-                    "--encoding", os.environ.get("BENCH_SCREEN_ENCODING", "auto")]
+            args = sharer_args(server, "--encoding",
+                               os.environ.get("BENCH_SCREEN_ENCODING", "auto"))
             with child(args, r"Sharing \d+x\d+", {"DISPLAY": display},
                        stop_signal=signal.SIGINT) as (sharer, _):
                 return asyncio.run(_view_chatscreen(server, sharer.pid, work, display))
@@ -432,9 +437,7 @@ def run_fanout(display: str, name: str, png: Path, viewers: int, stalled: bool) 
         work = Workload(display, name, png)
         server = ServerProcess(Path(tmp) / "data").start()
         try:
-            args = [sys.executable, "-m", "chatscreen", "share", "--server",
-                    f"{HOST}:{server.chat_port}", "--screen-port", str(server.screen_port),
-                    "--user", "sharer", "--fps", "30"]
+            args = sharer_args(server)
             with child(args, r"Sharing \d+x\d+", {"DISPLAY": display},
                        stop_signal=signal.SIGINT) as (sharer, _):
                 out, _ = asyncio.run(_view_fanout(server, sharer.pid, work, display, viewers,
@@ -567,9 +570,7 @@ def run_throttled(display: str, png: Path, viewers: int, layers: int) -> Throttl
         work = Workload(display, "video", png)
         server = ServerProcess(Path(tmp) / "data").start()
         try:
-            args = [sys.executable, "-m", "chatscreen", "share", "--server",
-                    f"{HOST}:{server.chat_port}", "--screen-port", str(server.screen_port),
-                    "--user", "sharer", "--fps", "30", "--layers", str(layers)]
+            args = sharer_args(server, "--layers", str(layers))
             with child(args, r"Sharing \d+x\d+", {"DISPLAY": display},
                        stop_signal=signal.SIGINT) as (sharer, _):
                 return asyncio.run(_view_throttled(server, sharer.pid, work, display, viewers,
