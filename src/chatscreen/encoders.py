@@ -27,6 +27,7 @@ desktop) at ~50 ms more, once; then there is nothing to refresh.
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -184,6 +185,8 @@ class ScreenEncoder:
             # bounding box, ~70 % of the screen, took 4.5 ms a capture to search)
             streamed = self._streamed(hint.shape)
             if streamed.any():
+                if self.video is not None and (hint & streamed).any():
+                    self.video.prefetch(img)  # x264 runs while the rest is compared
                 dirty = self._diff_streaming(prev, img, hint, streamed, now)
                 move = self._last_move
                 look = hint if move is None else hint | move_tiles(move, hint.shape, self.tile)
@@ -352,6 +355,11 @@ class ScreenEncoder:
         if self.video is not None:
             self.video.request_idr()
 
+    def close(self) -> None:
+        """End the H.264 stream and its thread, if any."""
+        if self.video is not None:
+            self.video.close()
+
     def pending_refresh(self) -> bool:
         """Are lossy tiles waiting for their lossless refresh?"""
         return self._lossy is not None and bool(self._lossy.any())
@@ -432,16 +440,44 @@ class VideoRegion:
         self._history: list[Mask] = []
         self._rejected: dict[Box, float] = {}  # regions found not photographic, and when
         self.streams = 0  # streams started (for tests and stats)
+        self._pool: ThreadPoolExecutor | None = None  # the thread that runs x264 (prefetch)
+        self._pending: Future[bytes] | None = None  # the picture prefetch started
 
     def request_idr(self) -> None:
         if self.encoder is not None:
             self.encoder.idr_next = True
 
+    def prefetch(self, img: BGRA) -> None:
+        """Start encoding the running stream's picture of ``img`` on the stream's own thread,
+        for a capture known (from damage) to change the stream: x264 (which releases the GIL,
+        and is most of a picture's cost) then runs while the caller compares and encodes the
+        rest of the screen. :meth:`step` takes the picture, and sends it even if the tiles
+        turn out unchanged (x264 has coded it: the viewers' decoders need it next); a stream
+        that ends instead waits for it, and drops it with the encoder."""
+        if self.encoder is None or self.box is None or self._pending is not None:
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="x264")
+        b = self.box
+        self._pending = self._pool.submit(self.encoder.encode,
+                                          img[b.y : b.y + b.h, b.x : b.x + b.w])
+
+    def _prefetched(self) -> bytes | None:
+        pending, self._pending = self._pending, None
+        return None if pending is None else pending.result()
+
     def stop(self) -> None:
+        self._prefetched()  # the encoder is not closed under its thread
         self.box = None
         if self.encoder is not None:
             self.encoder.close()
             self.encoder = None
+
+    def close(self) -> None:
+        self.stop()
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
     def _remember(self, dirty: Mask) -> Mask:
         if self._counts is None or self._counts.shape != dirty.shape:
@@ -491,10 +527,12 @@ class VideoRegion:
         if self.box is None or self.encoder is None:
             return [], dirty
         inside = self.tiles(self.box, dirty.shape)
-        if not (dirty & inside).any():
-            return [], inside
         b = self.box
-        data = self.encoder.encode(img[b.y : b.y + b.h, b.x : b.x + b.w])
+        data = self._prefetched()
+        if data is None:
+            if not (dirty & inside).any():
+                return [], inside
+            data = self.encoder.encode(img[b.y : b.y + b.h, b.x : b.x + b.w])
         return [Region(b.x, b.y, b.w, b.h, "h264", data)], inside
 
     def _candidate(self, img: BGRA, hot: Mask, w: int, h: int) -> Box | None:

@@ -95,6 +95,13 @@ class _Grabber:
         self.low: LowLayer | None = None  # the low quality layer, while the relay wants it
         self.low_rate: int | None = None  # set by the sharing loop (the relay's low_layer)
 
+    def close(self) -> None:
+        self.capture.close()
+        self.encoder.close()
+        if self.low is not None:
+            self.low.close()
+            self.low = None
+
     def _layered(self, img: Image, update: Update) -> Update:
         """``update`` with the low quality layer added while the relay asks for one."""
         if self.low_rate is None:
@@ -396,7 +403,7 @@ async def share_screen(client: Client, stop: asyncio.Event, *, monitor: int = 1,
             await loop.run_in_executor(None, listener.close)
         if screen is not None:
             await screen.close()
-        await loop.run_in_executor(pool, grabber.capture.close)
+        await loop.run_in_executor(pool, grabber.close)
         pool.shutdown(wait=False)
 
 
