@@ -183,10 +183,9 @@ class ScreenEncoder:
             # look), and the exact diff is taken once, after the copy; only in its largest
             # connected group of tiles (typing damages a line and a clock far apart: their
             # bounding box, ~70 % of the screen, took 4.5 ms a capture to search)
-            streamed = self._streamed(hint.shape)
+            streamed = self.stream_tiles(hint.shape)
             if streamed.any():
-                if self.video is not None and (hint & streamed).any():
-                    self.video.prefetch(img)  # x264 runs while the rest is compared
+                self.prefetch(img, hint)  # x264 runs while the rest is compared
                 dirty = self._diff_streaming(prev, img, hint, streamed, now)
                 move = self._last_move
                 look = hint if move is None else hint | move_tiles(move, hint.shape, self.tile)
@@ -198,7 +197,7 @@ class ScreenEncoder:
         else:
             assert prev is not None
             dirty = change_map(prev, img, self.tile)
-            move = self._find_move(prev, img, dirty & ~self._streamed(dirty.shape), now) \
+            move = self._find_move(prev, img, dirty & ~self.stream_tiles(dirty.shape), now) \
                 if self.moves else None
             if move is not None:
                 dirty = hinted_change_map(prev, img, dirty | move_tiles(move, dirty.shape,
@@ -282,7 +281,11 @@ class ScreenEncoder:
         dirty: Mask = outside | (hint & streamed)
         return dirty
 
-    def _streamed(self, shape: tuple[int, ...]) -> Mask:
+    def stream_box(self) -> Box | None:
+        """The running H.264 stream's rectangle, if any."""
+        return None if self.video is None else self.video.box
+
+    def stream_tiles(self, shape: tuple[int, ...]) -> Mask:
         """The tiles of the running H.264 stream (none when there is none): no scroll is
         looked for there (it cost as much as the H.264 encoding itself; motion inside the
         stream is H.264's business)."""
@@ -354,6 +357,19 @@ class ScreenEncoder:
         """The relay asked (``need_idr``): the next H.264 picture is a keyframe."""
         if self.video is not None:
             self.video.request_idr()
+
+
+    def prefetch(self, img: BGRA, hint: Mask) -> bool:
+        """Start the H.264 picture of ``img`` for the coming :meth:`encode` with ``hint``
+        now, on its own thread, if the hint touches the running stream (see
+        :meth:`VideoRegion.prefetch`): the caller may then capture the rest of the screen into
+        ``img``, outside the stream's rectangle, while x264 works. True if started."""
+        if self.video is None or self.video.box is None:
+            return False
+        if not (hint & self.stream_tiles(hint.shape)).any():
+            return False
+        self.video.prefetch(img)
+        return True
 
     def close(self) -> None:
         """End the H.264 stream and its thread, if any."""

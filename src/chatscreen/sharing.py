@@ -132,8 +132,29 @@ class _Grabber:
             return scratch  # damage off this monitor: nothing to capture
         boxes = partial_boxes(mask, w, h, t)
         if boxes is None:
-            return None
+            return self._grab_stream_first(scratch, mask)
         for b in boxes:
+            self.capture.grab_into(scratch, b.x, b.y, b.w, b.h)
+        return scratch
+
+    def _grab_stream_first(self, scratch: Image, mask: Mask) -> Image | None:
+        """Damage over much of the screen with an H.264 stream running in it (a video, and
+        an application that redraws the bounding box of all it changed): capture the stream's
+        rectangle first and start x264 on it (:meth:`ScreenEncoder.prefetch`), then the
+        other damaged tiles in at most ``PARTIAL_BOXES`` boxes, into the scratch copy, while
+        x264 works; None (capture it all) when there is no such stream."""
+        stream = self.encoder.stream_box()
+        if stream is None:
+            return None
+        h, w = scratch.shape[:2]
+        t = self.encoder.tile
+        inside = self.encoder.stream_tiles(mask.shape)
+        rest = merge_tiles(mask & ~inside, w, h, t)
+        if not (mask & inside).any() or len(rest) > PARTIAL_BOXES:
+            return None
+        self.capture.grab_into(scratch, stream.x, stream.y, stream.w, stream.h)
+        self.encoder.prefetch(scratch, mask)
+        for b in rest:  # never inside the stream's rectangle: x264 is reading it
             self.capture.grab_into(scratch, b.x, b.y, b.w, b.h)
         return scratch
 
