@@ -12,6 +12,7 @@ import pytest
 from Xlib import X
 from Xlib import display as xdisplay
 
+from chatscreen.codec import Canvas, psnr
 from chatscreen.damage import (
     DamageAccumulator,
     DamageListener,
@@ -20,10 +21,11 @@ from chatscreen.damage import (
     damage_mask,
 )
 from chatscreen.encoders import ScreenEncoder, hinted_change_map
-from chatscreen.sharing import ShareStats, frame_rects
-from chatscreen.tiles import change_map
+from chatscreen.sharing import ShareStats, _Grabber, frame_rects
+from chatscreen.tiles import Box, change_map
 from tests.helpers.server import TIMEOUT, ServerProcess, run
 from tests.helpers.sharing import watched_share
+from tests.test_video import photo
 
 DEADLINE_S = 5.0
 
@@ -44,6 +46,18 @@ class XWindow:
     def fill(self, x: int, y: int, w: int, h: int, rgb: int) -> None:
         gc = self.win.create_gc(foreground=rgb)
         self.win.fill_rectangle(gc, x, y, w, h)
+        gc.free()
+        self.disp.sync()
+
+    def put(self, x: int, y: int, bgra: np.ndarray) -> None:
+        """Draw a picture (BGRA rows), in bands that fit in one X request."""
+        gc = self.win.create_gc()
+        h, w = bgra.shape[:2]
+        band = max(1, 65536 // w)
+        for y0 in range(0, h, band):
+            part = np.ascontiguousarray(bgra[y0 : y0 + band])
+            self.win.put_image(gc, x, y + y0, w, part.shape[0], X.ZPixmap, 24, 0,
+                               part.tobytes())
         gc.free()
         self.disp.sync()
 
@@ -275,3 +289,50 @@ def test_sharer_without_damage_falls_back_to_polling(
     stats = share_and_draw(server, xvfb_display, damage=False)
     assert not stats.damage
     assert stats.key_frames == 1 and stats.frames >= 2
+
+
+def test_with_a_stream_in_a_large_damage_its_tiles_are_captured_first(
+        xvfb_display: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Damage over much of the screen (an application redrawing the bounding box of all it
+    changed) with an H.264 stream running in it: the sharer captures the stream's tiles and
+    starts x264 on them before capturing the rest (``_grab_stream_first``); what the viewer
+    decodes is still the screen, the change far from the stream exact."""
+    monkeypatch.setenv("DISPLAY", xvfb_display)
+    win = XWindow(xvfb_display, 0, 0, 1920, 1080)
+    grabber = _Grabber(1, None, None)
+    first = 0
+    real = grabber._grab_stream_first
+
+    def counted(scratch: Any, mask: Any) -> Any:
+        nonlocal first
+        out = real(scratch, mask)
+        first += out is not None
+        return out
+
+    grabber._grab_stream_first = counted  # type: ignore[method-assign]
+    canvas = Canvas(1920, 1080)
+
+    def apply(grabbed: tuple[int, int, Any] | None) -> None:
+        if grabbed is not None:
+            w, h, u = grabbed
+            canvas.apply(w, h, u.key, [(r.x, r.y, r.w, r.h, r.enc, r.data) for r in u.regions])
+
+    try:
+        apply(grabber.grab(True))
+        for k in range(20):
+            win.put(200, 150, photo(k, 500, 300))  # the "video"
+            win.fill(1800, 1000, 20, 20, 0xFF00FF if k % 2 else 0x00FF00)  # far from it
+            apply(grabber.grab(False, [(200, 150, 1620, 870)]))  # their bounding box
+        assert grabber.encoder.stream_area() is not None and first >= 5, first
+        assert grabber.encoder.video is not None
+        assert grabber.encoder.video.box == Box(200, 150, 500, 300)  # fitted to the video
+        shot = np.ascontiguousarray(grabber.capture.grab()[..., 2::-1])
+        assert np.array_equal(canvas.pixels[1000:1020, 1800:1820], shot[1000:1020, 1800:1820])
+        assert psnr(canvas.pixels[150:450, 200:700], shot[150:450, 200:700]) > 35
+        deadline = time.monotonic() + DEADLINE_S  # still: the lossless refresh, 0.3 s on
+        while not np.array_equal(canvas.pixels, shot):
+            assert time.monotonic() < deadline, "the still screen never became exact"
+            apply(grabber.grab(False, []))
+    finally:
+        grabber.close()
+        win.close()

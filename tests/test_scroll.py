@@ -236,26 +236,34 @@ def test_catching_up_through_copies_gives_the_current_picture(
     """Random tile updates and copies (any offset, overlapping or not); viewers that took the
     store's newer pieces at arbitrary moments, or joined at the end, see the true picture."""
     w, h = 256, 192
-    store = TileStore(w, h, first_id=1)
-    truth, viewer_ = Canvas(w, h), Canvas(w, h)
     rng = np.random.default_rng(0)
     first = Piece(1, 1, {"x": 0, "y": 0, "w": w, "h": h, "enc": "raw", "len": w * h * 3},
                   rng.integers(0, 256, w * h * 3, dtype=np.uint8).tobytes())
-    store.add(first)
-    truth.apply(w, h, True, replay([first]))
-    sent = 0
+    pieces = [first]
     for n, (is_copy, c, r, cw, rh, dxt, dy) in enumerate(ops, start=2):
         x, y = c * TILE, r * TILE
         rw, rh_ = min(cw * TILE, w - x), min(rh * TILE, h - y)
         if is_copy:
             sx = min(max(x + dxt * TILE // 2, 0), w - rw)
             sy = min(max(y + dy, 0), h - rh_)
-            piece = copy(n, x, y, rw, rh_, sx, sy)
+            pieces.append(copy(n, x, y, rw, rh_, sx, sy))
         else:
-            piece = raw(n, x, y, rw, rh_, n * 37)
+            pieces.append(raw(n, x, y, rw, rh_, n * 37))
+    assert_catching_up_gives_the_picture(w, h, pieces, catch_points)
+
+
+def assert_catching_up_gives_the_picture(w: int, h: int, pieces: list[Piece],
+                                         catch_points: set[int]) -> None:
+    """Add ``pieces`` (the first a key frame) to a store; a viewer takes the store's newer
+    pieces after each piece whose id is in ``catch_points`` and at the end, another joins at
+    the end: both see what applying every piece in order gives."""
+    store = TileStore(w, h, first_id=1)
+    truth, viewer_ = Canvas(w, h), Canvas(w, h)
+    sent = 0
+    for piece in pieces:
         store.add(piece)
-        truth.apply(w, h, False, replay([piece]))
-        if n in catch_points:
+        truth.apply(w, h, piece.id == 1, replay([piece]))
+        if piece.id in catch_points:
             viewer_.apply(w, h, sent < store.key_id, replay(store.newer_than(sent)))
             sent = store.last_id
     viewer_.apply(w, h, sent < store.key_id, replay(store.newer_than(sent)))
@@ -263,6 +271,38 @@ def test_catching_up_through_copies_gives_the_current_picture(
     late = Canvas(w, h)
     late.apply(w, h, True, replay(store.newer_than(0)))
     assert np.array_equal(late.pixels, truth.pixels)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 255), st.integers(0, 191),
+                          st.integers(1, 200), st.integers(1, 150), st.integers(0, 255),
+                          st.integers(0, 191)), min_size=1, max_size=40),
+       st.sets(st.integers(0, 45)))
+def test_pieces_off_the_tile_grid_replay_to_the_current_picture(
+        ops: list[tuple[bool, int, int, int, int, int, int]], catch_points: set[int]) -> None:
+    """Rectangles and copies anywhere, of any size: a piece drops from the tiles it covers in
+    part the pieces it draws over entirely; viewers catching up at arbitrary moments, or
+    joining at the end, still see the true picture."""
+    w, h = 256, 192
+    pieces = [raw(1, 0, 0, w, h, 1)]
+    for n, (is_copy, x, y, rw, rh, sx, sy) in enumerate(ops, start=2):
+        rw, rh = min(rw, w - x), min(rh, h - y)
+        pieces.append(copy(n, x, y, rw, rh, min(sx, w - rw), min(sy, h - rh)) if is_copy
+                      else raw(n, x, y, rw, rh, n * 37))
+    assert_catching_up_gives_the_picture(w, h, pieces, catch_points)
+
+
+def test_a_rectangle_repeated_off_the_tile_grid_does_not_pile_up() -> None:
+    """A video fitted inside its tiles (an h264 stream of 100x70 at 30,20) sends the same
+    rectangle every frame: each replaces the last on the tiles it covers in part, so the
+    relay neither keeps them all nor asks for a key frame (MAX_PARTIAL)."""
+    store = TileStore(256, 192, first_id=1)
+    store.add(raw(1, 0, 0, 256, 192, 1))
+    for pid in range(2, 200):
+        store.add(raw(pid, 30, 20, 100, 70, pid))
+    assert not store.overflow
+    assert sorted(store.live) == [1, 199]
+    assert max(len(parts) for parts in store.partial) == 1
 
 
 def test_client_merge_keeps_what_a_later_copy_reads() -> None:

@@ -195,6 +195,50 @@ def test_a_requested_idr_comes_with_the_next_picture() -> None:
     assert [is_idr(r.data) for r in u.regions if r.enc == "h264"] == [False]
 
 
+def test_the_stream_fits_the_moving_picture_and_grows_over_changes_around_it() -> None:
+    """Damage-hinted captures (x264 then runs beside the comparison): the stream covers the
+    picture that moves, not its tiles; a change in those tiles outside it goes as tiles and
+    makes the stream cover all of them; once still, the viewer's picture is exact."""
+    x, y, w, h = 100, 80, 300, 200  # off the tile grid: tiles 64..448 x 64..320
+    rng = np.random.default_rng(5)
+    desk = np.full((SH, SW, 4), 255, np.uint8)
+    desk[..., :3] = rng.integers(0, 4, (SH, SW, 3), dtype=np.uint8) * 60  # no flat tiles
+
+    def shot(k: int, mark: int = 0) -> np.ndarray:
+        img = desk.copy()
+        img[y : y + h, x : x + w] = photo(k, w, h)
+        img[70:74, 70 : 70 + mark] = (0, 0, 255, 255)  # beside the picture, in its tiles
+        return img
+
+    enc = ScreenEncoder(encoding="auto")
+    canvas = Canvas(SW, SH)
+    hint = np.zeros((SH // 64, SW // 64), np.bool_)
+    hint[1:5, 1:7] = True  # the damage: the picture's tiles
+
+    def step(img: np.ndarray, t: float, damage: np.ndarray = hint) -> list[tuple[int, ...]]:
+        u = enc.encode(img, now=t, hint=damage)
+        if u is None:
+            return []
+        canvas.apply(SW, SH, u.key, [(r.x, r.y, r.w, r.h, r.enc, r.data) for r in u.regions])
+        return [(r.x, r.y, r.w, r.h) for r in u.regions if r.enc == "h264"]
+
+    step(shot(0), 0.0, np.ones_like(hint))
+    streams = [step(shot(k), k / 30) for k in range(1, 20)]
+    assert streams[-1] == [(x, y, w, h)], streams
+    assert psnr(canvas.pixels[y : y + h, x : x + w], rgb(shot(19))[y : y + h, x : x + w]) > 30
+    assert np.array_equal(canvas.pixels[:64], rgb(shot(19))[:64])  # around it: untouched
+    grown = step(shot(20, mark=8), 20 / 30)  # a change at (70, 70): outside, same tile
+    assert grown == [(64, 64, 384, 256)], grown
+    mark = canvas.pixels[70:74, 70:78].astype(int) - rgb(shot(20, mark=8))[70:74, 70:78]
+    assert np.abs(mark).mean() < 30  # shown (in the new stream's picture: lossy)
+    assert enc.video is not None and enc.video.streams == 2
+    still = shot(20, mark=8)
+    for k in range(21, 45):  # no damage: nothing changes
+        step(still, k / 30, np.zeros_like(hint))
+    assert enc.video.box is None and not enc.pending_refresh()
+    assert np.array_equal(canvas.pixels, rgb(still))
+
+
 def test_share_takes_encoding() -> None:
     from chatscreen.cli import build_parser
 

@@ -140,10 +140,10 @@ class _Grabber:
     def _grab_stream_first(self, scratch: Image, mask: Mask) -> Image | None:
         """Damage over much of the screen with an H.264 stream running in it (a video, and
         an application that redraws the bounding box of all it changed): capture the stream's
-        rectangle first and start x264 on it (:meth:`ScreenEncoder.prefetch`), then the
+        tiles first and start x264 on its rectangle (:meth:`ScreenEncoder.prefetch`), then the
         other damaged tiles in at most ``PARTIAL_BOXES`` boxes, into the scratch copy, while
         x264 works; None (capture it all) when there is no such stream."""
-        stream = self.encoder.stream_box()
+        stream = self.encoder.stream_area()
         if stream is None:
             return None
         h, w = scratch.shape[:2]

@@ -3,7 +3,9 @@
 A sharer's frame is validated and cut into its rectangles ("pieces"), kept as the bytes the
 sharer sent; the relay never decodes a picture. Per share, a :class:`TileStore` keeps the
 **newest piece of every 64x64 tile** of the screen: a piece that fully covers a tile replaces
-what the tile held, and a piece no tile needs any more is dropped. Pieces are numbered in
+what the tile held, one that covers it in part replaces there the pieces it draws over
+entirely (the previous picture of an ``h264`` stream not aligned on tiles), and a piece no
+tile needs any more is dropped. Pieces are numbered in
 arrival order, so the store's live pieces, applied in that order, give the current picture.
 
 Per viewer, the relay remembers only the number of the last piece it sent (``sent``): the
@@ -188,8 +190,15 @@ class TileStore:
                     for p in parts:
                         self._release(p)
                 else:
-                    self.partial[i].append(piece)
-                    if len(self.partial[i]) > MAX_PARTIAL:
+                    parts = self.partial[i]
+                    if parts:  # what this piece draws over entirely is no longer needed
+                        gone = [p for p in parts if _inside(p.rect, x0, y0, x1, y1)]
+                        if gone:
+                            self.partial[i] = parts = [p for p in parts if p not in gone]
+                            for p in gone:
+                                self._release(p)
+                    parts.append(piece)
+                    if len(parts) > MAX_PARTIAL:
                         self.overflow = True
         if piece.refs == 0:  # cannot happen for a rect inside the screen; be safe
             piece.refs = 1
@@ -294,6 +303,13 @@ class TileStore:
             out.append(self.live[pid])
         out.reverse()
         return out
+
+
+def _inside(r: dict[str, Any], x0: int, y0: int, x1: int, y1: int) -> bool:
+    """Does rect ``r`` lie within (x0, y0)-(x1, y1)?"""
+    rx: int = r["x"]
+    ry: int = r["y"]
+    return x0 <= rx and y0 <= ry and rx + r["w"] <= x1 and ry + r["h"] <= y1
 
 
 @dataclass(eq=False, slots=True)
