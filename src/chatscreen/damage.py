@@ -3,9 +3,14 @@
 :class:`DamageListener` opens its own X connection (python-xlib) to ``$DISPLAY`` (or the
 display it is given), asks for ``DamageReportRawRectangles`` on the root window (which covers
 every window on it) and, on its own thread, collects the damaged rectangles into a
-thread-safe accumulator. The first rectangle after a :meth:`~DamageListener.take` sets
+thread-safe accumulator. Once a burst of drawing is over (no new damage for ``SETTLE``
+seconds, or ``MAX_SETTLE`` after its first rectangle), it sets
 :attr:`~DamageListener.event` and calls the ``on_damage`` callback (from the listener
-thread: an asyncio user passes ``lambda: loop.call_soon_threadsafe(ev.set)``).
+thread: an asyncio user passes ``lambda: loop.call_soon_threadsafe(ev.set)``): a scroll is a
+copy then a redraw of the exposed lines (here 0.1-0.3 ms apart), and a capture in between
+would get it half drawn, the rest waiting for the next capture. The listener waits in
+``select`` with that timeout, to the tenth of a millisecond (an asyncio sleep has 1 ms
+steps).
 
 The mouse pointer is not drawn into the framebuffer (mss draws it into captures from XFixes),
 so DAMAGE does not see it move: while ``track_pointer`` is on, the listener also asks the X
@@ -35,6 +40,8 @@ from chatscreen.tiles import TILE, Box, Mask, grid
 MAX_RECTS = 1024  # above this many pending rectangles the accumulator keeps their bounding box
 POINTER_BOX = 128  # side of the square reported around the pointer when it moves
 POINTER_HZ = 30.0
+SETTLE = 0.0004  # seconds without new damage before telling of it (see the module doc)
+MAX_SETTLE = 0.006  # ... but no later than this after the first of it
 
 Rect = tuple[int, int, int, int]  # x, y, w, h in root-window pixels
 
@@ -105,12 +112,14 @@ class DamageListener:
 
     def __init__(self, display: str | None = None, *,
                  on_damage: Callable[[], None] | None = None, enabled: bool = True,
-                 track_pointer: bool = True, pointer_hz: float = POINTER_HZ) -> None:
+                 track_pointer: bool = True, pointer_hz: float = POINTER_HZ,
+                 settle: float = SETTLE, max_settle: float = MAX_SETTLE) -> None:
         self.display_name = display if display is not None else os.environ.get("DISPLAY")
         self.on_damage = on_damage
         self.enabled = enabled
         self.track_pointer = track_pointer
         self.pointer_period = 1.0 / pointer_hz
+        self.settle, self.max_settle = settle, max_settle
         self.accumulator = DamageAccumulator()
         self.event = threading.Event()  # set when damage is pending, cleared by take()
         self.unavailable: str | None = None  # why DAMAGE is not used, once start() said so
@@ -213,17 +222,18 @@ class DamageListener:
 
     # -- the listener thread -------------------------------------------------------------
 
-    def _report(self, rects: list[Rect]) -> None:
-        if self.accumulator.add(rects) or not self.event.is_set():
-            self.event.set()
-            if self.on_damage is not None:
-                self.on_damage()
+    def _notify(self) -> None:
+        self.event.set()
+        if self.on_damage is not None:
+            self.on_damage()
 
     def _run(self) -> None:
         disp = self._disp
         fd = disp.fileno()
         root = disp.screen().root
         next_pointer = time.monotonic()
+        burst: float | None = None  # when the damage not yet told of began
+        last = 0.0  # when the latest damage came
         try:
             while not self._stop.is_set():
                 rects: list[Rect] = []
@@ -237,23 +247,31 @@ class DamageListener:
                     next_pointer = now + self.pointer_period
                     rects += self._pointer_moved(root)
                 if rects:
-                    self._report(rects)
+                    self.accumulator.add(rects)
+                    last = now
+                    if burst is None:
+                        burst = now
                 if disp.pending_events():
                     # events read while waiting for the pointer's reply sit in Xlib's queue,
                     # not in the socket: select() would not see them until the next event or
                     # pointer poll (up to 1/pointer_hz later: a change now and then merged
                     # with the next one)
                     continue
-                timeout = max(next_pointer - time.monotonic(), 0.0) if self.track_pointer \
-                    else None
+                now = time.monotonic()
+                if burst is not None and (now - last >= self.settle
+                                          or now - burst >= self.max_settle):
+                    burst = None  # the drawing is over (or has gone on long enough)
+                    self._notify()
+                timeout = max(next_pointer - now, 0.0) if self.track_pointer else None
+                if burst is not None:
+                    due = max(min(last + self.settle, burst + self.max_settle) - now, 0.0)
+                    timeout = due if timeout is None else min(timeout, due)
                 readable, _, _ = select.select([fd, self._wake_r], [], [], timeout)
                 if self._wake_r in readable:
                     break
         except Exception as exc:  # the X connection broke: say so, wake the user to poll
             self.unavailable = f"DAMAGE listener stopped: {exc}"
-            self.event.set()
-            if self.on_damage is not None:
-                self.on_damage()
+            self._notify()
 
     def _pointer_moved(self, root: Any) -> list[Rect]:
         p = root.query_pointer()

@@ -4,10 +4,10 @@ The sharer captures and encodes on one dedicated thread (mss handles are per thr
 the X server has the DAMAGE extension (:mod:`chatscreen.damage`), it captures when the X
 server reports a change, right away but not much more often than ``fps`` on average (a
 change that comes too soon waits for a token: see :class:`CaptureBucket`), once the drawing
-has settled (:func:`_settle`), and compares only the tiles the
-damage touched; an idle screen costs no capture at all, except when a lossless refresh falls
-due. Without DAMAGE (no X, Wayland, ``damage=False``) it polls at a steady ``fps`` cadence
-that skips missed ticks instead of bursting. Each capture, the
+has settled (the listener tells of a burst of damage once it is over), and compares only the
+tiles the damage touched; an idle screen costs no capture at all, except when a lossless
+refresh falls due. Without DAMAGE (no X, Wayland, ``damage=False``) it polls at a steady
+``fps`` cadence that skips missed ticks instead of bursting. Each capture, the
 :class:`~chatscreen.encoders.ScreenEncoder` compares it with the previous one tile by
 tile and returns only the changed regions, each encoded by its content (lossless for text and
 UI, JPEG for photographic regions), plus the lossless refresh of regions that stopped
@@ -47,8 +47,6 @@ PARTIAL_BOXES = 8  # at most this many boxes a capture (each is an X round trip)
 PARTIAL_SLACK = 0.01  # boxes merge when their union adds at most this share of the screen
 CAPTURE_BURST = 2.0  # captures that may follow one another sooner than 1/fps
 CAPTURE_SLACK = 1.2  # captures may come at up to 1.2 x fps on average (see CaptureBucket)
-SETTLE = 0.001  # seconds without new damage before a capture (see _settle)
-MAX_SETTLE = 0.006
 POINTER_RECHECK = 0.25  # seconds: the pointer's picture is asked for after it moved, else
 #                         at most this often (an X round trip a capture cost ~0.4 ms, more
 #                         while the X server is busy drawing)
@@ -265,21 +263,6 @@ class CaptureBucket:
         return max(0.0, -self.tokens / self.fps)
 
 
-async def _settle(listener: DamageListener) -> None:
-    """Let a burst of drawing end before capturing: wait while damage keeps arriving, in
-    steps of ``SETTLE`` seconds, at most ``MAX_SETTLE``. A scroll is a copy then a redraw
-    of the exposed lines; captured in between, the picture is half drawn and the rest waits
-    for the next capture, 1/fps later."""
-    end = time.monotonic() + MAX_SETTLE
-    seen = listener.accumulator.total
-    while time.monotonic() < end:
-        await asyncio.sleep(SETTLE)
-        total = listener.accumulator.total
-        if total == seen:
-            return
-        seen = total
-
-
 async def _wait_any(events: list[asyncio.Event], timeout: float | None) -> None:
     """Return when one of ``events`` is set, or after ``timeout`` seconds."""
     if any(e.is_set() for e in events):
@@ -381,7 +364,6 @@ async def share_screen(client: Client, stop: asyncio.Event, *, monitor: int = 1,
                         await _wait_any([stop], wait)
                         if stop.is_set():
                             return stats
-                    await _settle(listener)
                     damaged.clear()
                     hint = listener.take()
                     due = grabber.encoder.refresh_due()
