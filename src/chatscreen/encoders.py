@@ -209,7 +209,8 @@ class ScreenEncoder:
             dirty |= forced
             copies = band_copies(move, forced, self.tile)
         changed = None
-        if not key and prev is not None and self.video is not None and self.video.box:
+        if not key and prev is not None and self.video is not None \
+                and self.video.box is not None:
             dirty, changed = self._around_stream(prev, img, dirty)
         self._changed_at[dirty] = now
         refresh = self._lossy & ~dirty & (now - self._changed_at >= self.preset.refresh_after)
@@ -378,7 +379,6 @@ class ScreenEncoder:
         """The relay asked (``need_idr``): the next H.264 picture is a keyframe."""
         if self.video is not None:
             self.video.request_idr()
-
 
     def prefetch(self, img: BGRA, hint: Mask) -> bool:
         """Start the H.264 picture of ``img`` for the coming :meth:`encode` with ``hint``
@@ -564,7 +564,6 @@ class VideoRegion:
         hot = self._remember(dirty)
         if self._counts is None:  # just forgotten: nothing moves
             hot = np.zeros_like(dirty)
-        fit = True
         grow: Box | None = None
         if self.box is not None and self.area is not None:
             inside = self.tiles(self.area, dirty.shape)
@@ -581,16 +580,16 @@ class VideoRegion:
                 grow = self.area  # motion around the fitted rectangle: a new stream over
                 self.stop()  # all of its tiles
         want = grow
-        if want is not None:
-            fit = False
-        elif self.area is None or (hot & ~self.tiles(self.area, dirty.shape)).any():
+        if want is None and (self.area is None
+                             or (hot & ~self.tiles(self.area, dirty.shape)).any()):
             want = self._candidate(img, hot, w, h)  # (none needed while all motion is inside)
         if want is not None and self.area is not None and not _within(want, self.area):
             want = _union(want, self.area) if _overlap(want, self.area) else want
             self.stop()
         if self.box is None and want is not None:
             self.area = want
-            self.box = fit_motion(prev, img, want) if fit and prev is not None else want
+            self.box = fit_motion(prev, img, want) if grow is None and prev is not None \
+                else want
             self.encoder = H264Encoder(self.box.w, self.box.h)
             self.streams += 1
             changed = bool((dirty & self.tiles(want, dirty.shape)).any())
