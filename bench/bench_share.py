@@ -94,7 +94,8 @@ def wait_line(proc: subprocess.Popen[bytes], pattern: str, timeout: float) -> st
     while not re.search(pattern, buf.decode(errors="replace")):
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise TimeoutError(f"no {pattern!r} from {proc.args!r} in {timeout} s: {buf!r}")
+            raise TimeoutError(f"no {pattern!r} from {proc.args!r} in {timeout} s: {buf!r} "
+                               f"stderr: {_pending(proc.stderr)!r}")
         ready, _, _ = select.select([fd], [], [], remaining)
         if not ready:
             continue
@@ -105,6 +106,21 @@ def wait_line(proc: subprocess.Popen[bytes], pattern: str, timeout: float) -> st
                                f"{buf!r} {err[-2000:]}")
         buf += chunk
     return buf.decode(errors="replace")
+
+
+def _pending(stream: Any) -> bytes:
+    """What a child has written to a pipe so far, without waiting for more (for an error
+    message: a child that hangs at start says why on stderr, if anywhere)."""
+    if stream is None:
+        return b""
+    fd = stream.fileno()
+    os.set_blocking(fd, False)
+    try:
+        return os.read(fd, 65536)
+    except BlockingIOError:
+        return b""
+    finally:
+        os.set_blocking(fd, True)
 
 
 def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> str:
