@@ -12,6 +12,7 @@ import pytest
 from Xlib import X
 from Xlib import display as xdisplay
 
+from chatscreen.capture import ScreenCapture
 from chatscreen.codec import Canvas, psnr
 from chatscreen.damage import (
     DamageAccumulator,
@@ -335,4 +336,33 @@ def test_with_a_stream_in_a_large_damage_its_tiles_are_captured_first(
             apply(grabber.grab(False, []))
     finally:
         grabber.close()
+        win.close()
+
+
+def test_a_rectangle_captured_into_a_picture_is_the_screen_there(
+        xvfb_display: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``grab_into`` reads the rectangle straight out of the shared memory segment (without
+    the pointer) or, with the pointer drawn in, through mss: either way the picture then
+    holds exactly what a whole capture shows there, and nothing else changed."""
+    monkeypatch.setenv("DISPLAY", xvfb_display)
+    win = XWindow(xvfb_display, 0, 0, 1920, 1080)
+    captures = [ScreenCapture(1, with_cursor=False), ScreenCapture(1, with_cursor=True)]
+    try:
+        win.put(0, 0, photo(3, 1920, 1080))
+        for cap in captures:
+            whole = cap.grab().copy()  # the first grab: mss finds MIT-SHM working
+            out = np.zeros_like(whole)
+            for x, y, w, h in ((0, 0, 64, 64), (448, 256, 1088, 640), (1, 3, 1919, 1077),
+                               (1855, 1079, 65, 1), (700, 20, 1, 900)):
+                out[:] = 0
+                cap.grab_into(out, x, y, w, h)
+                assert np.array_equal(out[y : y + h, x : x + w], whole[y : y + h, x : x + w])
+                out[y : y + h, x : x + w] = 0
+                assert not out.any(), (x, y, w, h)
+        reader = captures[0]._shm  # it reads the segment in place
+        assert reader is not None and reader.read_into(np.zeros((8, 8, 4), np.uint8), 0, 0)
+        assert captures[1]._shm is None  # the pointer is mss's to draw
+    finally:
+        for cap in captures:
+            cap.close()
         win.close()

@@ -2,18 +2,30 @@
 
 An mss handle belongs to the thread that made it, so :class:`ScreenCapture` is created and
 used on one capture thread (see ``chatscreen.sharing``).
+
+mss copies every grab out of its shared memory segment into a new ``bytearray``; a rectangle
+captured into a picture we keep (:meth:`ScreenCapture.grab_into`, the hot path while the
+screen changes) is read straight out of the segment instead (:class:`_ShmReader`): one copy
+instead of two and no fresh pages, 1.1 -> 0.7 ms for a 1088x640 rectangle here. Where mss's
+XShm backend is not the one in use (another platform, MIT-SHM refused, the pointer drawn in)
+the public ``grab`` serves.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from typing import Any
 
 import mss
 import numpy as np
 import numpy.typing as npt
+from mss.exception import ScreenShotError
 
 from chatscreen.cursor import MAX_CURSOR, Cursor, shape_of_bgra
 from chatscreen.errors import ChatscreenError
+
+log = logging.getLogger(__name__)
 
 Image = npt.NDArray[np.uint8]  # H x W x 4, BGRA (what mss gives, no copy)
 
@@ -46,6 +58,8 @@ class ScreenCapture:
                                "(0 means all of them)")
         m = monitors[monitor]
         self.monitor = Monitor(monitor, m["left"], m["top"], m["width"], m["height"])
+        # the pointer drawn in is mss's doing: then only its own grab will do
+        self._shm: _ShmReader | None = None if with_cursor else _ShmReader.of(self._sct)
 
     @staticmethod
     def list_monitors() -> list[Monitor]:
@@ -91,8 +105,59 @@ class ScreenCapture:
         of the monitor's size) at the same place: ~0.1 ms for a few tiles against ~1.5-3 ms
         for the whole 1920x1080 monitor."""
         m = self.monitor
+        if self._shm is not None:
+            try:
+                if self._shm.read_into(out[y : y + h, x : x + w], m.left + x, m.top + y):
+                    return
+            except (ScreenShotError, AttributeError, TypeError, ValueError) as exc:
+                log.info("reading the shared memory segment failed, mss grabs: %s", exc)
+            self._shm = None
         shot = self._sct.grab({"left": m.left + x, "top": m.top + y, "width": w, "height": h})
         out[y : y + h, x : x + w] = np.asarray(shot)
 
     def close(self) -> None:
+        self._shm = None
         self._sct.close()
+
+
+class _ShmReader:
+    """XShmGetImage into mss's own shared memory segment, read in place. It uses mss's
+    XCB backend's internals (``mss>=10.2,<11``): :meth:`of` gives None where they are not
+    what it expects, and :meth:`read_into` False until mss has shown that MIT-SHM works (its
+    first grab, which falls back to XGetImage if not)."""
+
+    def __init__(self, impl: Any, xcb: Any, all_planes: int, available: Any) -> None:
+        self._impl, self._xcb, self._planes = impl, xcb, all_planes
+        self._available = available  # mss's ShmStatus.AVAILABLE
+
+    @classmethod
+    def of(cls, sct: Any) -> _ShmReader | None:
+        impl = getattr(sct, "_impl", None)
+        if impl is None or not all(hasattr(impl, a) for a in
+                                   ("conn", "drawable", "_buf", "_shmseg", "shm_status",
+                                    "drawable_depth")):
+            return None
+        try:
+            from mss.linux import xcb
+            from mss.linux.base import ALL_PLANES
+            from mss.linux.xshmgetimage import ShmStatus
+        except ImportError:
+            return None
+        return cls(impl, xcb, ALL_PLANES, ShmStatus.AVAILABLE)
+
+    def read_into(self, out: Image, left: int, top: int) -> bool:
+        """Capture the rectangle of ``out``'s size at (left, top) of the root window into
+        ``out``; False: not (yet) possible this way."""
+        impl = self._impl
+        if impl.shm_status != self._available or impl._buf is None or impl.conn is None:
+            return False
+        h, w = out.shape[:2]
+        reply = self._xcb.shm_get_image(impl.conn, impl.drawable, left, top, w, h,
+                                        self._planes, self._xcb.ImageFormat.ZPixmap,
+                                        impl._shmseg, 0)
+        if reply.depth != impl.drawable_depth:
+            raise ScreenShotError(f"the X server sent depth {reply.depth}")
+        view = np.frombuffer(impl._buf, np.uint8, count=w * h * 4).reshape(h, w, 4)
+        out[...] = view
+        del view  # mss closes its segment at close(): no view may outlive the copy
+        return True
