@@ -8,6 +8,7 @@ tiles differ; :func:`merge_tiles` turns a boolean tile map into a few rectangles
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,25 +77,24 @@ def full_map(w: int, h: int, tile: int = TILE) -> Mask:
     return np.ones(grid(w, h, tile), np.bool_)
 
 
+_RUN = re.compile(b"\x01+")  # a run of set tiles in a row of a mask's bytes
+
+
 def merge_tiles(mask: Mask, w: int, h: int, tile: int = TILE) -> list[Box]:
     """Cover the set tiles of ``mask`` with few rectangles, exactly (no unset tile is
     covered), clipped to the w x h screen.
 
     Runs of set tiles in each row become spans; a span continues the rectangle above it when
     that rectangle has exactly the same columns."""
-    rows = mask.shape[0]
+    rows, cols = mask.shape
     out: list[Box] = []
     open_: dict[tuple[int, int], list[int]] = {}  # (c0, c1) -> [row0, row1) of a growing rect
-    busy: Mask = np.any(mask, axis=1)
-    for r in range(rows):
-        if not busy[r] and not open_:
+    data = mask.astype(np.bool_, copy=False).tobytes()  # one byte a tile: runs by regex,
+    for r in range(rows):                               # 3x faster than numpy row by row
+        row = data[r * cols : (r + 1) * cols]
+        spans = [m.span() for m in _RUN.finditer(row)] if 1 in row else []
+        if not spans and not open_:
             continue
-        row = mask[r]
-        spans: list[tuple[int, int]] = []
-        if busy[r]:
-            padded = np.concatenate(([False], row, [False]))
-            edges = np.flatnonzero(padded[1:] != padded[:-1])
-            spans = [(int(edges[i]), int(edges[i + 1])) for i in range(0, len(edges), 2)]
         still: dict[tuple[int, int], list[int]] = {}
         for span in spans:
             grown = open_.pop(span, None)
