@@ -53,6 +53,10 @@ DEFAULT_MAXRATE = 9_600_000
 KEYINT = 600
 
 PIX_FMT = "yuv420p"
+#: swscale's filter for BGRA -> 4:2:0: "AREA" averages each 2x2 block's chroma, and its
+#: unscaled path is the fastest (1040x600: 0.95 ms against 1.6 ms for the default bilinear,
+#: and 34.4 against 34.3 dB for the conversion alone).
+CHROMA_FILTER = "AREA"
 
 
 def coded_size(w: int, h: int) -> tuple[int, int]:
@@ -117,7 +121,8 @@ class H264Encoder:
             pix[:h, w:] = img[:, w - 1 :]
         if pix.shape[0] != h:
             pix[h:] = pix[h - 1 : h]
-        frame = self._reformatter.reformat(self._bgra, format=PIX_FMT)
+        frame = self._reformatter.reformat(self._bgra, format=PIX_FMT,
+                                           interpolation=CHROMA_FILTER)
         frame.pts = round(self._n * 1000 / self.fps)
         self._n += 1
         if idr or self.idr_next:
