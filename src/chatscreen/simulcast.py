@@ -80,7 +80,8 @@ class LowLayer:
         if (enc is None or self._box != box
                 or abs(budget - self._video_rate) > RETUNE * self._video_rate):
             self.close()
-            enc = self._video = H264Encoder(r.w, r.h, crf=LOW_CRF, maxrate=budget * 8)
+            enc = self._video = H264Encoder(r.w, r.h, crf=LOW_CRF, maxrate=budget * 8,
+                                            cabac=True)  # its bytes matter most
             self._box, self._video_rate = box, budget
             self.streams += 1
         return enc.encode(img[r.y : r.y + r.h, r.x : r.x + r.w], idr=is_idr(r.data))

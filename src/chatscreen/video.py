@@ -5,10 +5,11 @@ process; no file, no socket). One :class:`H264Encoder` encodes one screen rectan
 "stream", identified on the wire by its rectangle: docs/protocol.md, ``h264``); each call to
 :meth:`H264Encoder.encode` gives **one access unit** (one picture) as an Annex B byte stream:
 NAL units each behind a ``00 00 00 01`` / ``00 00 01`` start code. The encoder is set for
-latency, not for compression: preset ultrafast (4x4 transforms, diamond motion search) with
-CABAC and the deblocking filter back on, tune zerolatency (no lookahead, no frame delay: a
-picture in gives its access unit out at once) and psnr, no B-frames, one reference picture
-(P-frames refer only to the previous picture), 4:2:0, constant quality (CRF) with a VBV cap.
+latency, not for compression: preset ultrafast (4x4 transforms, diamond motion search, CAVLC)
+with the deblocking filter back on and more bits for chroma, tune zerolatency (no lookahead,
+no frame delay: a picture in gives its access unit out at once) and psnr, no B-frames, one
+reference picture (P-frames refer only to the previous picture), 4:2:0, constant quality
+(CRF) with a VBV cap.
 A keyframe is an IDR access unit with the sequence and picture parameter sets (SPS, PPS) in
 front of it: it decodes on its own, and every P-frame after it decodes once the IDR and the
 P-frames between have been decoded. The encoder emits an IDR first, when asked (``idr=True``),
@@ -39,12 +40,17 @@ __all__ = ["H264Decoder", "H264Encoder", "VideoStreams", "coded_size", "is_idr",
 
 log = logging.getLogger(__name__)
 
-#: Constant rate factor, chosen on bench/screen_workloads.py's video (1040x600, 30 new grainy
-#: photographic pictures/s), where 4:2:0 alone caps PSNR at 34.3 dB: with plain ultrafast
-#: (CAVLC, no deblocking) CRF 22 gives 32.0 dB at ~1.1 MB/s (in process, every picture), CRF
-#: 23 31.9 dB at 0.8 MB/s, CRF 18 32.7 dB at 3.3 MB/s; with CABAC and deblocking CRF 22 gives
-#: 32.1 dB at 0.85 MB/s (docs/benchmarks.md).
-DEFAULT_CRF = 22
+#: Constant rate factor and chroma QP offset, chosen on bench/screen_workloads.py's video
+#: (1040x600, 30 new grainy photographic pictures/s), where 4:2:0 alone caps PSNR at 34.4 dB
+#: and the grain is lost at any usable quantiser: PSNR (of RGB) hardly moves with CRF, bytes
+#: do. In process, every picture, encoding + decoding a picture (medians, this 2-core VM):
+#: CABAC + deblocking, CRF 22: 32.15 dB, 850 kB/s, 7.9 + 4.4 ms; CAVLC + deblocking, CRF 22:
+#: 32.15 dB, 1.10 MB/s, 6.9 + 3.3 ms; the same at CRF 23: 32.06 dB, 757 kB/s; with chroma QP
+#: offset -3 (chroma is half of RGB's error here): **32.17 dB, 846 kB/s, 6.6 + 3.0 ms** (the
+#: default: the same quality and bytes as CABAC, 3 ms sooner on screen); CAVLC without
+#: deblocking: 32.08 dB and 2.3 ms to decode (docs/benchmarks.md).
+DEFAULT_CRF = 23
+CHROMA_QP_OFFSET = -3
 #: VBV: at most this many bits per second on average, over a buffer of one second (the
 #: issue's 1.2 MB/s), so that a picture harder than the tuning set lowers quality, not the
 #: frame rate.
@@ -69,7 +75,11 @@ class H264Encoder:
     """One rectangle's H.264 stream. Not thread-safe: one capture thread uses it."""
 
     def __init__(self, w: int, h: int, *, crf: int = DEFAULT_CRF, fps: float = 30.0,
-                 maxrate: int = DEFAULT_MAXRATE, threads: int = 0) -> None:
+                 maxrate: int = DEFAULT_MAXRATE, threads: int = 0,
+                 cabac: bool = False) -> None:
+        """``cabac``: arithmetic coding (~25 % fewer bytes at the same quality, ~1 ms more
+        to encode and ~1.5 ms more to decode a 1040x600 picture): for a layer whose rate
+        matters more than its latency."""
         if w < 1 or h < 1:
             raise ValueError(f"bad size {w}x{h}")
         self.w, self.h, self.fps = w, h, fps
@@ -89,11 +99,8 @@ class H264Encoder:
             "forced-idr": "1",  # a requested keyframe is an IDR, not just an I picture
             "x264-params": (f"bframes=0:ref=1:keyint={KEYINT}:min-keyint={KEYINT}:"
                             f"scenecut=0:repeat-headers=1:annexb=1:"
-                            # CABAC: -23 % bytes at the same PSNR; deblocking: +0.14 dB,
-                            # -3 % bytes; together +~2 ms of x264 and +~1.5 ms of decoding a
-                            # 1088x704 picture (plain ultrafast measured 1.28 MB/s in the
-                            # bench, over the 1.2 MB/s target; these 0.98 MB/s)
-                            f"cabac=1:no-deblock=0:"
+                            f"cabac={int(cabac)}:no-deblock=0:"
+                            f"chroma-qp-offset={CHROMA_QP_OFFSET}:"
                             f"vbv-maxrate={maxrate // 1000}:vbv-bufsize={maxrate // 1000}"),
         }
         ctx.open()
