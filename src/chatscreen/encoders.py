@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -262,6 +262,8 @@ class ScreenEncoder:
             regions += [self._region(img, box, True)
                         for box in merge_tiles(refresh, w, h, self.tile)]
         regions += [self._region(img, box, False) for box in merge_tiles(lossy, w, h, self.tile)]
+        if self.video is not None:
+            video = self.video.finish(video)  # the tiles were encoded while x264 worked
         regions += video
         self._lossy[lossless] = False
         self._lossy[lossy] = True
@@ -597,12 +599,20 @@ class VideoRegion:
             return [], dirty
         inside = self.tiles(self.area, dirty.shape)
         b = self.box
+        if self._pending is not None:  # x264 is at it: its bytes come in finish()
+            return [Region(b.x, b.y, b.w, b.h, "h264", b"")], inside
+        if not (changed if changed is not None else (dirty & inside).any()):
+            return [], inside
+        data = self.encoder.encode(img[b.y : b.y + b.h, b.x : b.x + b.w])
+        return [Region(b.x, b.y, b.w, b.h, "h264", data)], inside
+
+    def finish(self, video: list[Region]) -> list[Region]:
+        """:meth:`step`'s regions with the prefetched picture's bytes in: the caller encodes
+        the capture's tiles between the two, while x264 may still be working."""
         data = self._prefetched()
         if data is None:
-            if not (changed if changed is not None else (dirty & inside).any()):
-                return [], inside
-            data = self.encoder.encode(img[b.y : b.y + b.h, b.x : b.x + b.w])
-        return [Region(b.x, b.y, b.w, b.h, "h264", data)], inside
+            return video
+        return [replace(r, data=data) if r.enc == "h264" and not r.data else r for r in video]
 
     def _candidate(self, img: BGRA, hot: Mask, w: int, h: int) -> Box | None:
         if not hot.any():
