@@ -49,12 +49,12 @@ class LocalFanout:
         subs = self._topics.get(topic)
         if not subs:
             return 0
-        n = 0
-        for sink in list(subs):  # a send may unsubscribe a too-slow sink
-            if sink not in exclude:
-                sink.send_bytes(data)
-                n += 1
-        return n
+        sinks = list(subs)  # a copy: a send may unsubscribe a too-slow sink
+        if exclude:
+            sinks = [s for s in sinks if s not in exclude]
+        for sink in sinks:  # per recipient: nothing else in this loop
+            sink.send_bytes(data)
+        return len(sinks)
 
     def subscribers(self, topic: str) -> int:
         return len(self._topics.get(topic, ()))

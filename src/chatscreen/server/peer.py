@@ -382,9 +382,12 @@ class Peer(asyncio.Protocol):
         self.counted += n
         buffers.total += n
         if self.writable:
-            if not self._flush_due:
+            if not self._flush_due:  # SendBuffers.due, inline: this runs per recipient
                 self._flush_due = True
-                buffers.due(self)
+                due = buffers._due
+                if not due:
+                    self._loop.call_soon(buffers._flush)
+                due.append(self)
         elif self._slow_limit is not None and self.counted > self._slow_limit:
             self.fail(ErrorCode.TOO_SLOW, "too slow: you are not reading what the server sends")
 
@@ -397,28 +400,36 @@ class Peer(asyncio.Protocol):
         transport = self._transport
         if not out or self.closing or transport is None:
             return
-        if self._out_bytes <= WRITE_CHUNK:
+        if self._out_bytes <= WRITE_CHUNK:  # the usual case, per recipient: kept short
             self._out = []
             self._out_bytes = 0
             transport.write(out[0] if len(out) == 1 else b"".join(out))
-        else:
-            i = 0  # frames handed on whole
-            while i < len(out) and self.writable:
-                first = out[i]
-                if len(first) > WRITE_CHUNK:  # a long run of frames: its first piece
-                    view = memoryview(first)
-                    out[i] = view[WRITE_CHUNK:]
-                    self._out_bytes -= WRITE_CHUNK
-                    transport.write(view[:WRITE_CHUNK])
-                    continue
-                j, size = i + 1, len(first)
-                while j < len(out) and size + len(out[j]) <= WRITE_CHUNK:
-                    size += len(out[j])
-                    j += 1
-                self._out_bytes -= size
-                transport.write(first if j == i + 1 else b"".join(out[i:j]))
-                i = j
-            del out[:i]
+            size = transport.get_write_buffer_size()  # _recount, inline
+            n = size + self._hidden if size else 0
+            assert self._buffers is not None
+            self._buffers.total += n - self.counted
+            self.counted = n
+            if self._slow_limit is not None and n > self._slow_limit:
+                self.fail(ErrorCode.TOO_SLOW,
+                          "too slow: you are not reading what the server sends")
+            return
+        i = 0  # frames handed on whole
+        while i < len(out) and self.writable:
+            first = out[i]
+            if len(first) > WRITE_CHUNK:  # a long run of frames: its first piece
+                view = memoryview(first)
+                out[i] = view[WRITE_CHUNK:]
+                self._out_bytes -= WRITE_CHUNK
+                transport.write(view[:WRITE_CHUNK])
+                continue
+            j, size = i + 1, len(first)
+            while j < len(out) and size + len(out[j]) <= WRITE_CHUNK:
+                size += len(out[j])
+                j += 1
+            self._out_bytes -= size
+            transport.write(first if j == i + 1 else b"".join(out[i:j]))
+            i = j
+        del out[:i]
         self._recount()
         if self._slow_limit is not None and self.counted > self._slow_limit:
             self.fail(ErrorCode.TOO_SLOW, "too slow: you are not reading what the server sends")
