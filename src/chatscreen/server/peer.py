@@ -400,19 +400,18 @@ class Peer(asyncio.Protocol):
         transport = self._transport
         if not out or self.closing or transport is None:
             return
-        if self._out_bytes <= WRITE_CHUNK:  # the usual case, per recipient: kept short
+        if self._out_bytes <= WRITE_CHUNK:  # the usual case, per recipient
             self._out = []
             self._out_bytes = 0
             transport.write(out[0] if len(out) == 1 else b"".join(out))
-            size = transport.get_write_buffer_size()  # _recount, inline
-            n = size + self._hidden if size else 0
-            assert self._buffers is not None
-            self._buffers.total += n - self.counted
-            self.counted = n
-            if self._slow_limit is not None and n > self._slow_limit:
-                self.fail(ErrorCode.TOO_SLOW,
-                          "too slow: you are not reading what the server sends")
-            return
+        else:
+            self._write_chunks(out, transport)
+        self._recount()
+        if self._slow_limit is not None and self.counted > self._slow_limit:
+            self.fail(ErrorCode.TOO_SLOW, "too slow: you are not reading what the server sends")
+
+    def _write_chunks(self, out: list[bytes | memoryview], transport: asyncio.Transport) -> None:
+        """A long queue: pieces of at most WRITE_CHUNK while the transport takes them."""
         i = 0  # frames handed on whole
         while i < len(out) and self.writable:
             first = out[i]
@@ -430,9 +429,6 @@ class Peer(asyncio.Protocol):
             transport.write(first if j == i + 1 else b"".join(out[i:j]))
             i = j
         del out[:i]
-        self._recount()
-        if self._slow_limit is not None and self.counted > self._slow_limit:
-            self.fail(ErrorCode.TOO_SLOW, "too slow: you are not reading what the server sends")
 
     def _recount(self) -> None:
         assert self._buffers is not None
