@@ -5,9 +5,11 @@ validated messages to its service (chat or screen) and writes what the service s
 never block. Screen peers write straight to the transport; when its buffer passes the high
 water mark ``writable`` goes false and the relay keeps only the newest picture for them.
 
-Chat peers (``buffers`` given) queue what they are sent and write it at the end of the loop's
-turn, every frame due in that turn in one write, for all chat peers in one callback
-(:class:`SendBuffers`). A chat peer whose transport is paused gets nothing more written into
+Chat peers (``buffers`` given) write the first frame due in a turn of the loop straight to
+the transport, so that fan-out reaches the first recipient at once and costs one call per
+recipient; any more frames due to them in that turn are queued and written at the end of the
+turn in one write, for all chat peers in one callback (:class:`SendBuffers`). A chat peer
+whose transport is paused gets nothing more written into
 the transport: its backlog stays a list of references to the frames, which fan-out encoded
 once and shares between all recipients, so a slow reader costs neither a private copy (with
 TLS, an encrypted one that OpenSSL's memory BIO would keep the capacity of) nor encryption
@@ -77,8 +79,9 @@ class PeerRegistry(Protocol):
 
 
 class SendBuffers:
-    """The chat peers' send buffers: one flush for all of them at the end of a loop turn,
-    and a global budget.
+    """The chat peers' send buffers: one callback at the end of a loop turn in which any of
+    them was written to (it flushes what was queued behind a first frame), and a global
+    budget.
 
     ``total`` is the sum of what every chat peer has queued or buffered in its transport,
     kept up to date on every write (O(1)); a transport's own drain is seen at the peer's next
@@ -94,15 +97,24 @@ class SendBuffers:
         self.min_cut = min_cut
         self.peers: set[Peer] = set()
         self.cuts = 0  # peers cut off because of the budget
+        # turns that wrote to chat peers: a peer writes through once per turn (Peer.send_bytes)
+        self.turn = 0
+        self.end_scheduled = False
         self._due: list[Peer] = []
         self._retry_at = 0.0
 
     def due(self, peer: Peer) -> None:
-        if not self._due:
-            asyncio.get_running_loop().call_soon(self._flush)
+        self.end_turn_soon()
         self._due.append(peer)
 
-    def _flush(self) -> None:
+    def end_turn_soon(self) -> None:
+        if not self.end_scheduled:
+            self.end_scheduled = True
+            asyncio.get_running_loop().call_soon(self._end_turn)
+
+    def _end_turn(self) -> None:
+        self.end_scheduled = False
+        self.turn += 1
         due, self._due = self._due, []
         for peer in due:
             peer._flush_out()
@@ -166,6 +178,7 @@ class Peer(asyncio.Protocol):
         self._out: list[bytes | memoryview] = []  # chat: frames not yet handed on
         self._out_bytes = 0
         self._flush_due = False
+        self._turn = -1  # the SendBuffers turn in which a frame was last written through
         self.counted = 0  # chat: bytes queued + in the transport, as counted in buffers.total
         self._hidden = 0  # TLS_HIDDEN with TLS
         self.paused_since: float | None = None  # when the transport buffer went over high
@@ -366,15 +379,27 @@ class Peer(asyncio.Protocol):
                                   if self._transport else 0)
 
     def send_bytes(self, data: bytes) -> None:
-        """Queue an encoded frame. Never blocks. A chat peer writes every frame due in this
-        turn of the event loop in one write (one system call, not one per message)."""
-        if self.closing or self._transport is None:
+        """Send an encoded frame. Never blocks. A chat peer writes the first frame due in a
+        turn of the event loop at once and any more in one write at the end of the turn (two
+        system calls at most, not one per message)."""
+        transport = self._transport
+        if self.closing or transport is None:
             return
         buffers = self._buffers
         if buffers is None:
             if not self.writable:
                 self._pause_bytes += len(data)
-            self._transport.write(data)
+            transport.write(data)
+            return
+        if self.writable and not self._out and self._turn != buffers.turn:
+            # The usual case, per recipient of a fan-out: straight to the transport.
+            self._turn = buffers.turn
+            if not buffers.end_scheduled:
+                buffers.end_turn_soon()
+            transport.write(data)
+            if self.counted or transport.get_write_buffer_size():
+                self._recount()  # the socket did not take it all (or has just drained)
+                self._check_slow()
             return
         self._out.append(data)
         n = len(data)
@@ -382,14 +407,11 @@ class Peer(asyncio.Protocol):
         self.counted += n
         buffers.total += n
         if self.writable:
-            if not self._flush_due:  # SendBuffers.due, inline: this runs per recipient
+            if not self._flush_due:
                 self._flush_due = True
-                due = buffers._due
-                if not due:
-                    self._loop.call_soon(buffers._flush)
-                due.append(self)
-        elif self._slow_limit is not None and self.counted > self._slow_limit:
-            self.fail(ErrorCode.TOO_SLOW, "too slow: you are not reading what the server sends")
+                buffers.due(self)
+        else:
+            self._check_slow()
 
     def _flush_out(self) -> None:
         """Hand the queue to the transport: at once if it is short, else in pieces of at most
@@ -400,13 +422,16 @@ class Peer(asyncio.Protocol):
         transport = self._transport
         if not out or self.closing or transport is None:
             return
-        if self._out_bytes <= WRITE_CHUNK:  # the usual case, per recipient
+        if self._out_bytes <= WRITE_CHUNK:  # a few frames, one write
             self._out = []
             self._out_bytes = 0
             transport.write(out[0] if len(out) == 1 else b"".join(out))
         else:
             self._write_chunks(out, transport)
         self._recount()
+        self._check_slow()
+
+    def _check_slow(self) -> None:
         if self._slow_limit is not None and self.counted > self._slow_limit:
             self.fail(ErrorCode.TOO_SLOW, "too slow: you are not reading what the server sends")
 
