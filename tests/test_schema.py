@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import unicodedata
 from typing import Any
 
 import pytest
@@ -10,7 +12,13 @@ from hypothesis import strategies as st
 
 from chatscreen.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from chatscreen.protocol import PROTOCOL_VERSION, Connection, Frame, Limits, Role, State
-from chatscreen.protocol.schema import CLIENT_MESSAGES, SERVER_MESSAGES, parse_message
+from chatscreen.protocol.schema import (
+    CLIENT_MESSAGES,
+    SERVER_MESSAGES,
+    parse_message,
+    short_str,
+    text,
+)
 
 LIMITS = Limits(max_text=100)
 
@@ -61,6 +69,25 @@ def frame_header(**over: Any) -> dict[str, Any]:
               "rects": [{"x": 0, "y": 0, "w": 100, "h": 50, "enc": "jpeg", "len": 3}]}
     header.update(over)
     return header
+
+
+def test_text_refuses_exactly_control_characters_and_lone_surrogates() -> None:
+    """Over every code point: a text is refused for exactly the characters of Unicode's
+    categories Cc and Cs (tab and newline excepted), wherever they are in it."""
+    short = short_str(10)
+    for code in range(sys.maxunicode + 1):
+        ch = chr(code)
+        control = unicodedata.category(ch) in ("Cc", "Cs")
+        for checker, value, allowed in ((text, f"ab{ch}c", not control or ch in "\n\t"),
+                                        (short, ch, not control)):
+            try:
+                checker(value, LIMITS)
+                ok = True
+            except RemoteProtocolError as exc:
+                assert exc.code == ErrorCode.BAD_MESSAGE
+                assert checker is short or f"U+{code:04X}" in exc.message
+                ok = False
+            assert ok == allowed, (hex(code), checker)
 
 
 def test_frame_rects_must_match_payload_and_screen() -> None:

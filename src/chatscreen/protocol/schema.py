@@ -30,6 +30,10 @@ def _bad(message: str) -> RemoteProtocolError:
 
 
 _NAME_FORBIDDEN = re.compile(r"[\s@#:,/\\]")
+# Unicode's categories Cc (control characters) and Cs (lone surrogates), exactly: one regex
+# search in C instead of a category lookup per character (a 4096-character text: ~1 ms)
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_TEXT_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")  # \t, \n allowed
 
 
 def is_valid_name(value: str) -> bool:
@@ -65,9 +69,9 @@ def text(value: Any, limits: Limits) -> str:
         raise _bad("text is empty")
     if len(value) > limits.max_text:
         raise _bad(f"text of {len(value)} characters exceeds the limit of {limits.max_text}")
-    for ch in value:
-        if ch not in "\n\t" and unicodedata.category(ch) in ("Cc", "Cs"):
-            raise _bad(f"text contains control character U+{ord(ch):04X}")
+    found = _TEXT_CONTROL.search(value)
+    if found is not None:
+        raise _bad(f"text contains control character U+{ord(found.group()):04X}")
     return value
 
 
@@ -75,7 +79,7 @@ def short_str(max_len: int) -> Validator:
     def check(value: Any, _: Limits) -> str:
         if not isinstance(value, str) or len(value) > max_len:
             raise _bad(f"expected a string of at most {max_len} characters")
-        if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
+        if _CONTROL.search(value):
             raise _bad("string contains control characters or lone surrogates")
         return value
 
