@@ -23,6 +23,7 @@ from chatscreen.errors import ChatscreenError
 
 DEFAULT_CHAT_PORT = 9999
 DEFAULT_SCREEN_PORT = 9998
+HISTORY_WAIT = 5.0  # s: `chat` waits at most this long for a room's history after joining it
 
 
 def _server_parser(sub: Any) -> None:
@@ -442,6 +443,7 @@ async def run_chat(args: argparse.Namespace) -> int:
             elif ev.type == "history":
                 for m in ev["messages"]:
                     out(format_message(m, room), flush=True)
+                history_shown.set()
             elif ev.type == "joined":
                 out(f"* joined {ev['room']}: {', '.join(ev['users'])}", flush=True)
             elif ev.type == "presence":
@@ -467,8 +469,13 @@ async def run_chat(args: argparse.Namespace) -> int:
 
     shown_connected: list[bool] = []
     gone = asyncio.Event()
+    history_shown = asyncio.Event()
     printer = asyncio.create_task(show_events())
     await client.join(room)
+    # The room's history follows `joined` (the server sends both in one turn, not always in
+    # one write): show it before reading input, which may end at once (a script's stdin).
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(history_shown.wait(), HISTORY_WAIT)
     lines: asyncio.Queue[str | None] = asyncio.Queue()
     secrets: queue.Queue[str | None] = queue.Queue()
     loop = asyncio.get_running_loop()
