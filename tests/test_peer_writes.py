@@ -1,6 +1,7 @@
 """How a chat peer hands frames to its transport, on a real loopback connection: the first
 frame due in a turn of the event loop is written at once, any more due in the same turn go
-out together in one write at the end of the turn, and the stream arrives whole and in order."""
+out together in one write at the end of the turn, a long batch goes out in pieces, and the
+stream arrives whole and in order."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 from chatscreen.protocol import Limits, Message
-from chatscreen.server.peer import Peer, SendBuffers
+from chatscreen.server.peer import WRITE_CHUNK, Peer, SendBuffers
 
 TIMEOUT = 10.0
 
@@ -117,6 +118,12 @@ def test_first_frame_of_a_turn_goes_at_once_and_the_rest_in_one_write(
             assert await one_turn([b"fourth.", b"fifth."]) == (
                 [b"fourth."], [b"fourth.", b"fifth."])
             assert await read_exactly(loop, client, 13) == b"fourth.fifth."
+            # a long batch is never written whole: the queue hands it on in pieces
+            batch = bytes(range(256)) * (WRITE_CHUNK * 3 // 256)
+            during, writes = await one_turn([batch])
+            assert during == [] and b"".join(writes) == batch
+            assert all(len(w) <= WRITE_CHUNK for w in writes)
+            assert await read_exactly(loop, client, len(batch)) == batch
             assert buffers.total == 0  # nothing left queued or buffered
         finally:
             client.close()

@@ -399,8 +399,12 @@ class Peer(asyncio.Protocol):
                 self._pause_bytes += len(data)
             transport.write(data)
             return
-        if self.writable and not self._out and self._turn != buffers.turn:
-            # The usual case, per recipient of a fan-out: straight to the transport.
+        if (self.writable and not self._out and self._turn != buffers.turn
+                and len(data) <= WRITE_CHUNK):
+            # The usual case, per recipient of a fan-out: straight to the transport. (A long
+            # batch goes through the queue, which the transport takes in WRITE_CHUNK pieces
+            # only while it keeps up: with TLS each piece it holds is a private encrypted
+            # copy, and 1000 recipients of a 100 kB batch would be 100 MB of them.)
             self._turn = buffers.turn
             if not buffers.end_scheduled:
                 buffers.end_turn_soon()
