@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import socket
 import subprocess
 import sys
@@ -105,6 +106,36 @@ def test_taken_username_is_one_clear_line(server: ServerProcess) -> None:
     finally:
         holder.communicate("", timeout=TIMEOUT)
     assert holder.returncode == 0
+
+
+def test_server_lifts_its_open_files_limit_to_the_hard_limit(tmp_path: Path) -> None:
+    """Started with the common soft limit of 1024 descriptors (or less), the server lifts it
+    to the hard limit, so that a thousand clients fit."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= 256:
+        pytest.skip(f"the hard limit here is {hard}: nothing to lift")
+
+    def low_soft_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "chatscreen", "server", "--chat-port", "0", "--screen-port", "0",
+         "--host", "127.0.0.1", "--data-dir", str(tmp_path), "--no-tls"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        preexec_fn=low_soft_limit)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "🚀 Server started!\n"
+        with open(f"/proc/{proc.pid}/limits") as f:
+            line = next(x for x in f if x.startswith("Max open files"))
+        soft = line.split()[3]
+        want = "unlimited" if hard == resource.RLIM_INFINITY else str(hard)
+        assert soft == want or (want == "unlimited" and int(soft) >= 1 << 20), line
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 0, err
+    assert "open files limit: " in err
 
 
 def test_python_server_py_as_in_the_original(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from chatscreen.errors import ChatscreenError
 
 DEFAULT_CHAT_PORT = 9999
 DEFAULT_SCREEN_PORT = 9998
+NOFILE_UNLIMITED = 1 << 20  # the soft limit asked for when the hard one is unlimited (nr_open)
 HISTORY_WAIT = 5.0  # s: `chat` waits at most this long for a room's history after joining it
 
 
@@ -203,6 +204,25 @@ def main(argv: list[str] | None = None) -> int:
 # -- server ------------------------------------------------------------------------------
 
 
+def raise_open_files_limit() -> int | None:
+    """Every connection is a file descriptor: lift the soft limit (often 1024) to the hard
+    one, as servers do, so that a thousand clients fit. Returns the soft limit now in force
+    (None where there is no such limit)."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else NOFILE_UNLIMITED
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        return int(soft)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (ValueError, OSError):  # not allowed here: keep what we have
+        return int(soft)
+    return int(want)
+
+
 def run_server(args: argparse.Namespace) -> int:
     from chatscreen.config import load_settings
     from chatscreen.server import run_server as serve
@@ -220,6 +240,8 @@ def run_server(args: argparse.Namespace) -> int:
     handler.setFormatter(JsonLogFormatter() if settings.log_format == "json" else
                          logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=settings.log_level.upper(), handlers=[handler])
+    nofile = raise_open_files_limit()
+    logging.getLogger("chatscreen.server").info("open files limit: %s", nofile)
     loop_factory: Any = None
     if os.environ.get("CHATSCREEN_EVENT_LOOP", "uvloop") == "uvloop":
         with contextlib.suppress(ImportError):  # faster, where it installs (Linux, macOS)
