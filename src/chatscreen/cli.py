@@ -23,6 +23,7 @@ from chatscreen.errors import ChatscreenError
 
 DEFAULT_CHAT_PORT = 9999
 DEFAULT_SCREEN_PORT = 9998
+FEW_OPEN_FILES = 4096  # below this many descriptors the server warns at start
 NOFILE_UNLIMITED = 1 << 20  # the soft limit asked for when the hard one is unlimited (nr_open)
 HISTORY_WAIT = 5.0  # s: `chat` waits at most this long for a room's history after joining it
 
@@ -241,7 +242,10 @@ def run_server(args: argparse.Namespace) -> int:
                          logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=settings.log_level.upper(), handlers=[handler])
     nofile = raise_open_files_limit()
-    logging.getLogger("chatscreen.server").info("open files limit: %s", nofile)
+    if nofile is not None and nofile < FEW_OPEN_FILES:
+        logging.getLogger("chatscreen.server").warning(
+            "open files limit %d: the server can take fewer than %d connections; raise the "
+            "hard limit (ulimit -Hn) to serve more", nofile, nofile)
     loop_factory: Any = None
     if os.environ.get("CHATSCREEN_EVENT_LOOP", "uvloop") == "uvloop":
         with contextlib.suppress(ImportError):  # faster, where it installs (Linux, macOS)
