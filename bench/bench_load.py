@@ -68,7 +68,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from tests.helpers.server import ServerProcess  # noqa: E402
 
-from bench.loadgen import raise_nofile  # noqa: E402
+from chatscreen.cli import raise_open_files_limit  # noqa: E402
 
 QUICK = os.environ.get("BENCH_LOAD_QUICK", "") not in ("", "0")
 RUNS = int(os.environ.get("BENCH_LOAD_RUNS", "1" if QUICK else "3"))
@@ -793,7 +793,7 @@ def render_targets(results: dict[str, Results]) -> str:
 
 
 def main() -> int:
-    nofile = raise_nofile()  # inherited by the servers and the generator processes
+    nofile = raise_open_files_limit()  # inherited by the servers and the generator processes
     print("# bench_load (issue 6)\n")
     print(f"Loopback, {os.cpu_count()} CPUs, {WORKERS} load generator process(es), "
           f"RLIMIT_NOFILE {nofile}, {'QUICK, ' if QUICK else ''}{RUNS} run(s).\n", flush=True)

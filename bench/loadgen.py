@@ -63,6 +63,8 @@ import time
 from datetime import datetime
 from typing import Any
 
+from chatscreen.cli import raise_open_files_limit
+
 HOST = "127.0.0.1"  # never anything else
 MARKS = {"chatscreen": b'"type":"message"', "original": b"\x8c\x04type\x94\x8c\x07message\x94"}
 TAIL = 15  # every marker is 16 bytes: keep 15 to find one split across two reads
@@ -81,20 +83,6 @@ BACKOFF_FIRST_S = 0.5  # chatscreen.client.session's reconnect policy
 BACKOFF_MAX_S = 15.0
 MAX_ATTEMPTS = 8
 MAX_RUN_S = 120.0
-
-
-def raise_nofile() -> int:
-    """Raise the soft limit on open files to the hard limit; return the soft limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY:
-        hard = 1 << 20
-    if soft != resource.RLIM_INFINITY and soft < hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-        except (ValueError, OSError):
-            pass
-    return soft
 
 
 M_TRIM_THRESHOLD = -1  # mallopt parameters (glibc malloc.h)
@@ -475,7 +463,7 @@ async def serve() -> int:
 
 
 def main() -> int:
-    raise_nofile()
+    raise_open_files_limit()
     if os.environ.get("BENCH_LOAD_GEN_MALLOC", "1") != "0":
         tune_malloc()
     loop = new_loop()
