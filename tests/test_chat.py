@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
 import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -19,6 +21,7 @@ from tests.helpers.server import (
     ServerProcess,
     frame,
     raw_exchange,
+    raw_socket,
     run,
     running_server,
     wait_for,
@@ -172,6 +175,64 @@ def test_resume_after_dropped_connection_no_gap_no_duplicate(server: ServerProce
         await proxy.close()
 
     run(scenario())
+
+
+def room_texts_until(sock: socket.socket, last: str) -> list[str]:
+    """The texts of room messages a raw connection gets, history and live, in the order they
+    arrive, until the one with text ``last``."""
+    buf, texts = b"", list[str]()
+    while True:
+        chunk = sock.recv(1 << 16)
+        assert chunk, f"closed after {texts[-3:]}"
+        buf += chunk
+        while len(buf) >= 8:
+            body, hlen = struct.unpack(">II", buf[:8])
+            if len(buf) < 4 + body:
+                break
+            header = json.loads(buf[8 : 8 + hlen])
+            buf = buf[4 + body :]
+            if header["type"] == "history":
+                texts += [m["text"] for m in header["messages"]]
+            elif header["type"] == "message" and header.get("room") == "general":
+                texts.append(header["text"])
+            if texts and texts[-1] == last:
+                return texts
+
+
+def test_joining_while_messages_flow_misses_none_and_gets_none_twice(tmp_path: Path) -> None:
+    """Clients join while another floods the room, so that messages are published while
+    their history is looked up: each gets the history up to some message and then every
+    message after it, once and in order."""
+    before, n, joiners = 150, 600, 8
+    hello_join = [frame({"type": "hello", "v": 1, "user": f"j{k}"})
+                  + frame({"type": "join", "room": "general"}) for k in range(joiners)]
+
+    async def scenario(srv: ServerProcess) -> list[list[str]]:
+        socks = [raw_socket(srv, srv.chat_port) for _ in range(joiners)]
+        try:
+            async with client(srv, "alice") as alice:
+                await alice.join("general")
+                await asyncio.gather(*(alice.say_nowait("general", f"m{i}")
+                                       for i in range(before)))
+                acks = []
+                for i in range(before, before + n):
+                    acks.append(alice.say_nowait("general", f"m{i}"))
+                    if i % (n // joiners) == 0:  # its messages are on their way meanwhile
+                        k = (i - before) // (n // joiners)
+                        socks[k].sendall(hello_join[k])
+                        await asyncio.sleep(0)  # let alice's writes go out around it
+                await asyncio.gather(*acks)
+                last = f"m{before + n - 1}"
+                return await asyncio.gather(*(asyncio.to_thread(room_texts_until, sock, last)
+                                              for sock in socks))
+        finally:
+            for sock in socks:
+                sock.close()
+
+    with running_server(tmp_path / "data", env=NO_RATE_LIMITS) as srv:
+        for texts in run(scenario(srv)):
+            numbers = [int(t[1:]) for t in texts]
+            assert numbers == list(range(numbers[0], before + n)), numbers
 
 
 def test_queued_message_is_stored_once_even_if_resent(server: ServerProcess) -> None:

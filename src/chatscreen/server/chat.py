@@ -129,6 +129,10 @@ class ChatService:
         self.messages_total = 0
         # room -> presence frames to publish, with the peer each one is about
         self._presence_due: dict[str, list[tuple[bytes, Peer]]] = {}
+        # room -> (id, frame) of its messages published while a join's history query for it
+        # was on its way, and how many such queries are: see _send_joined
+        self._gaps: dict[str, list[tuple[int, bytes]]] = {}
+        self._joining: dict[str, int] = {}
         self.counters = Counters()
 
     async def start(self) -> None:
@@ -409,30 +413,48 @@ class ChatService:
 
     async def _send_joined(self, session: Session, room: str, after: int | None,
                            rid: str | None, *, subscribe: bool) -> None:
-        if after is None:
-            rows = await self.store.room_history(room, limit=self.history)
-            more = len(rows) == self.history
-            pages = [rows]
-        else:
-            pages = []
-            while True:
-                rows = await self.store.room_history(room, after=after, limit=HISTORY_PAGE)
-                pages.append(rows)
-                if len(rows) < HISTORY_PAGE:
-                    break
-                after = rows[-1].id
-            more = False
+        # Messages published while the query runs reach the room's subscribers, which this
+        # peer is not yet, and may have been stored after the query looked: keep them.
+        self._joining[room] = self._joining.get(room, 0) + 1
+        gap = self._gaps.setdefault(room, [])
+        try:
+            if after is None:
+                rows = await self.store.room_history(room, limit=self.history)
+                more = len(rows) == self.history
+                pages = [rows]
+            else:
+                pages = []
+                while True:
+                    rows = await self.store.room_history(room, after=after, limit=HISTORY_PAGE)
+                    pages.append(rows)
+                    if len(rows) < HISTORY_PAGE:
+                        break
+                    after = rows[-1].id
+                more = False
+        finally:
+            left = self._joining[room] - 1
+            if left:
+                self._joining[room] = left
+            else:
+                del self._joining[room]
+                del self._gaps[room]
         # No await from here on: subscribing and sending happen in one step (see module doc).
         peer = session.chat
         if peer.closing or room not in session.rooms:
             return
-        if subscribe:
-            self.fanout.subscribe(room_topic(room), peer)
         users = sorted(s.name for s in self.rooms.get(room, ()))
         peer.send("joined", room=room, users=users, **({"rid": rid} if rid else {}))
         for i, page in enumerate(pages):
             peer.send("history", room=room, messages=[m.to_wire() for m in page],
                       more=more and i == 0)
+        if subscribe:
+            # Storage takes messages in id order, so the history holds every message up to
+            # its last id: the rest of what was published meanwhile goes out behind it.
+            seen = max([after or 0, *(page[-1].id for page in pages if page)])
+            late = [frame for id_, frame in gap if id_ > seen]
+            if late:
+                peer.send_bytes(b"".join(late))
+            self.fanout.subscribe(room_topic(room), peer)
 
     def _leave_msg(self, session: Session, msg: Message) -> None:
         room = self._find_room(msg["room"])
@@ -591,6 +613,9 @@ class ChatService:
             while j < len(batch) and batch[j].room == m.room:
                 j += 1
             frames = [encode_frame({"type": "message", **x.to_wire()}) for x in batch[i:j]]
+            gap = self._gaps.get(m.room)
+            if gap is not None:  # someone is joining: see _send_joined
+                gap += zip((x.id for x in batch[i:j]), frames, strict=True)
             self._flush_presence(m.room)  # "bob joined" before bob's first message
             n = self.fanout.publish(room_topic(m.room),
                                     frames[0] if len(frames) == 1 else b"".join(frames))
