@@ -18,7 +18,9 @@ from tests.helpers.server import (
     ServerProcess,
     frame,
     raw_socket,
+    run,
     running_server,
+    wait_for,
 )
 
 
@@ -55,6 +57,41 @@ def test_acknowledged_messages_survive_kill_9(tmp_path: Path) -> None:
     with running_server(data) as srv2:
         stored = asyncio.run(read(srv2))
     assert stored == sorted(acked)
+
+
+def test_a_message_resent_after_a_restart_is_stored_once(tmp_path: Path) -> None:
+    """A message stored just before kill -9, whose echo its sender never read: re-sent with
+    the same client id to the restarted server, it is dropped as a repeat."""
+    data = tmp_path / "data"
+    srv = ServerProcess(data, env=NO_RATE_LIMITS).start()
+    hello = frame({"type": "hello", "v": 1, "user": "alice"})
+    join = frame({"type": "join", "room": "general"})
+
+    def say(text: str, cid: str) -> bytes:
+        return frame({"type": "say", "room": "general", "text": text, "cid": cid})
+
+    async def before(srv: ServerProcess) -> None:
+        async with connect(srv, "bob") as bob:
+            await bob.join("general")
+            with raw_socket(srv, srv.chat_port) as alice:  # never reads its echo
+                alice.sendall(hello + join + say("once", "s1-1"))
+                await wait_for(bob, lambda ev: ev.type == "message" and ev["text"] == "once")
+
+    run(before(srv))
+    srv.kill()
+
+    async def after(srv: ServerProcess) -> list[str]:
+        async with connect(srv, "bob") as bob:
+            await bob.join("general")
+            with raw_socket(srv, srv.chat_port) as alice:
+                alice.sendall(hello + join + say("once", "s1-1") + say("then", "s1-2"))
+                # taken in order: once "then" is out, the re-send was dealt with
+                await wait_for(bob, lambda ev: ev.type == "message" and ev["text"] == "then")
+            page = await bob.history(room="general", limit=10)
+            return [m["text"] for m in page["messages"]]
+
+    with running_server(data, env=NO_RATE_LIMITS) as srv2:
+        assert run(after(srv2)) == ["once", "then"]
 
 
 def stalled_chat_reader(srv: ServerProcess) -> socket.socket:

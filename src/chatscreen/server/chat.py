@@ -53,6 +53,7 @@ ALL = "all"  # topic every logged-in chat connection subscribes to (share announ
 HISTORY_PAGE = 500  # messages per history frame when catching up
 CIDS_KEPT = 64  # per user: client id streams, or opaque client ids, remembered
 CID_USERS_KEPT = 1024  # users (most recently active) whose client ids are kept
+CIDS_RELOADED = 10_000  # at start, the client ids of this many of the latest messages
 
 
 def utc_now() -> str:
@@ -137,6 +138,11 @@ class ChatService:
 
     async def start(self) -> None:
         self._next_id = await self.store.last_id()
+        # A message stored just before the server was killed may never have been echoed to
+        # its sender, who re-sends it after the restart: its client id drops the copy.
+        for m in await self.store.recent(CIDS_RELOADED):
+            if m.cid is not None:
+                self._seen_cid(m.user.casefold(), m.cid)
         await self.store.add_room(DEFAULT_ROOM)
         for room in await self.store.rooms():
             self.rooms.setdefault(room, set())

@@ -78,6 +78,9 @@ class MessageStore(Protocol):
     ) -> list[StoredMessage]:
         """Private messages to or from ``user`` (with ``peer`` only, when given)."""
 
+    async def recent(self, limit: int) -> list[StoredMessage]:
+        """The newest ``limit`` messages, rooms and private ones together, in id order."""
+
     async def rooms(self) -> list[str]: ...
 
     async def add_room(self, room: str) -> None: ...
@@ -317,6 +320,9 @@ class SQLiteStore:
             where = "room IS NULL AND ((user = ? AND to_user = ?) OR (user = ? AND to_user = ?))"
             params = [user, peer, peer, user]
         return await self._query(where, params, before, after, limit)
+
+    async def recent(self, limit: int) -> list[StoredMessage]:
+        return await self._query("1", [], None, None, limit)
 
     async def rooms(self) -> list[str]:
         def q() -> list[str]:
