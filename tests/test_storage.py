@@ -192,3 +192,34 @@ def test_a_journal_write_that_fails_leaves_the_journal_as_it_was(tmp_path: Path)
                          timeout=TIMEOUT, check=False)
     assert out.returncode == 0, out.stderr
     assert "refused:" in out.stdout and out.stdout.strip().endswith("ok")
+
+
+def test_closing_while_sqlite_refuses_leaves_the_messages_to_the_next_start(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(storage, "INGEST_RETRY", 0.01)
+    db = tmp_path / "chatscreen.db"
+
+    async def first() -> None:
+        store = await SQLiteStore(db).open()
+        other = sqlite3.connect(db, isolation_level=None)
+        other.execute("CREATE TRIGGER refuse BEFORE INSERT ON messages "
+                      "BEGIN SELECT RAISE(FAIL, 'refused for the test'); END")
+        await store.append(msgs(1, 2))
+        await store.close()  # tries once more, then leaves them in the journal
+        other.execute("DROP TRIGGER refuse")
+        other.close()
+
+    with caplog.at_level(logging.ERROR):
+        run(first())
+    assert [r[0] for r in Journal.read(db.with_suffix(".journal"))] == [1, 2]
+    assert not [r for r in caplog.records if r.name == "asyncio"]  # no callback after close
+
+    async def second() -> list[int]:
+        store = await SQLiteStore(db).open()
+        try:
+            return [m.id for m in await store.room_history("general", limit=10)]
+        finally:
+            await store.close()
+
+    assert run(second()) == [1, 2]

@@ -277,7 +277,7 @@ class SQLiteStore:
 
     def _again(self) -> None:
         self._retry = None
-        if self._pending and not self._ingesting:
+        if self._pending and not self._ingesting and self._journal is not None:
             self._ingest()
 
     async def flush(self) -> None:
@@ -338,16 +338,17 @@ class SQLiteStore:
         await self._run(w)
 
     async def close(self) -> None:
-        if self._retry is not None:
-            self._retry.cancel()
-            self._retry = None
         if self._db is not None:
             await self.flush()
+            if self._retry is not None:
+                self._retry.cancel()
+                self._retry = None
             if self._journal is not None:
                 if not self._pending:  # all in SQLite; else the next start puts it in
                     self._journal.clear()
                 self._journal.close()
                 self._journal = None
+            self._pending = []
             await self._run(self.db.close)
             self._db = None
         self._executor.shutdown(wait=True)
