@@ -120,7 +120,7 @@ def main() -> int:
         for label, frames in cases:
             for box in ((W, H), (1280, 720)):
                 for method in ("auto", "pil", "ppm"):
-                    c, bl, rate = run_case(root, canvas, box, method, frames,  # type: ignore[arg-type]
+                    c, bl, rate = run_case(root, canvas, box, method, frames,
                                            [Patch(0, 0, a)])
                     shown = "1:1" if box == (W, H) else f"{box[0]}x{box[1]}"
                     name = f"{method} (app default)" if method == "auto" else method

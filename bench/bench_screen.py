@@ -332,7 +332,9 @@ def run_original(display: str, name: str, png: Path) -> Result:
                         rgb = np.ascontiguousarray(original.decode_frame(body)[:, :, ::-1])
                         now = time.monotonic()
                         if now >= track.next_sample:
-                            big = cv2.resize(rgb, (W, H), interpolation=cv2.INTER_LINEAR)
+                            big = np.asarray(cv2.resize(rgb, (W, H),
+                                                        interpolation=cv2.INTER_LINEAR),
+                                             dtype=np.uint8)
                             track.shown(rgb, big)
                         else:
                             track.shown(rgb)

@@ -177,8 +177,11 @@ def main(argv: list[str] | None = None) -> int:
     root.update()
     root.after(1, announce)
     # the bench starts the ticks by writing a line to our stdin
-    root.tk.createfilehandler(sys.stdin, tk.READABLE,
-                              lambda *_: (sys.stdin.readline(), begin()))
+    def go(*_: object) -> None:
+        sys.stdin.readline()
+        begin()
+
+    root.tk.createfilehandler(sys.stdin, tk.READABLE, go)
     root.after(int(args.max_seconds * 1000), root.destroy)
     root.mainloop()
     return 0

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import threading
 import tkinter as tk
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -165,7 +166,7 @@ class Composer:
                 return None
             return self._redraw_all()
 
-    def apply(self, w: int, h: int, key: bool, patches: list[Patch | Move]) -> Redraw:
+    def apply(self, w: int, h: int, key: bool, patches: Sequence[Patch | Move]) -> Redraw:
         """Apply one frame (a key frame covers the whole screen)."""
         with self._lock:
             if self.full is None or self.full.size != (w, h):
