@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
+import itertools
 import logging
 import math
 import time
@@ -130,10 +131,10 @@ class ChatService:
         self.messages_total = 0
         # room -> presence frames to publish, with the peer each one is about
         self._presence_due: dict[str, list[tuple[bytes, Peer]]] = {}
-        # room -> (id, frame) of its messages published while a join's history query for it
-        # was on its way, and how many such queries are: see _send_joined
-        self._gaps: dict[str, list[tuple[int, bytes]]] = {}
-        self._joining: dict[str, int] = {}
+        # room -> for each join whose history query is on its way, (id, frame) of the room's
+        # messages published meanwhile: see _send_joined
+        self._gaps: dict[str, dict[int, list[tuple[int, bytes]]]] = {}
+        self._joins = itertools.count()
         self.counters = Counters()
 
     async def start(self) -> None:
@@ -421,8 +422,10 @@ class ChatService:
                            rid: str | None, *, subscribe: bool) -> None:
         # Messages published while the query runs reach the room's subscribers, which this
         # peer is not yet, and may have been stored after the query looked: keep them.
-        self._joining[room] = self._joining.get(room, 0) + 1
-        gap = self._gaps.setdefault(room, [])
+        gap: list[tuple[int, bytes]] = []
+        gaps = self._gaps.setdefault(room, {})
+        key = next(self._joins)
+        gaps[key] = gap
         try:
             if after is None:
                 rows = await self.store.room_history(room, limit=self.history)
@@ -438,11 +441,8 @@ class ChatService:
                     after = rows[-1].id
                 more = False
         finally:
-            left = self._joining[room] - 1
-            if left:
-                self._joining[room] = left
-            else:
-                del self._joining[room]
+            del gaps[key]
+            if not gaps:
                 del self._gaps[room]
         # No await from here on: subscribing and sending happen in one step (see module doc).
         peer = session.chat
@@ -619,9 +619,11 @@ class ChatService:
             while j < len(batch) and batch[j].room == m.room:
                 j += 1
             frames = [encode_frame({"type": "message", **x.to_wire()}) for x in batch[i:j]]
-            gap = self._gaps.get(m.room)
-            if gap is not None:  # someone is joining: see _send_joined
-                gap += zip((x.id for x in batch[i:j]), frames, strict=True)
+            joins = self._gaps.get(m.room)
+            if joins:  # someone is joining: see _send_joined
+                published = list(zip((x.id for x in batch[i:j]), frames, strict=True))
+                for gap in joins.values():
+                    gap += published
             self._flush_presence(m.room)  # "bob joined" before bob's first message
             n = self.fanout.publish(room_topic(m.room),
                                     frames[0] if len(frames) == 1 else b"".join(frames))
