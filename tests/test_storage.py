@@ -142,8 +142,10 @@ def test_messages_sqlite_refused_go_in_later_and_are_kept_meanwhile(
         caplog: pytest.LogCaptureFixture) -> None:
     """SQLite refuses the insert (here a trigger, as a full disk or a broken file would):
     the acknowledged messages stay in the journal, are tried again, and go in once SQLite
-    takes them; nothing after them is lost or reordered."""
+    takes them; nothing after them is lost or reordered. Past MAX_PENDING waiting, new
+    messages are refused (not acknowledged) instead of piling up."""
     monkeypatch.setattr(storage, "INGEST_RETRY", 0.05)
+    monkeypatch.setattr(storage, "MAX_PENDING", 3)
     db = tmp_path / "chatscreen.db"
 
     async def scenario() -> None:
@@ -155,6 +157,8 @@ def test_messages_sqlite_refused_go_in_later_and_are_kept_meanwhile(
             await store.append(msgs(1, 2))
             await until(lambda: "not stored in SQLite yet" in caplog.text, "the refusal")
         await store.append(msgs(3, 1))
+        with pytest.raises(OSError, match="SQLite has not taken"):  # past MAX_PENDING
+            await store.append(msgs(4, 1))
         assert [r[0] for r in Journal.read(store.journal_path)] == [1, 2, 3]
         other.execute("DROP TRIGGER refuse")
         other.close()

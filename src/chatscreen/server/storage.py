@@ -12,8 +12,10 @@ way Redis appends to its AOF), and returns: a message in the operating system's 
 survives ``kill -9``. The SQLite thread then inserts everything journaled so far in one
 transaction (WAL, ``synchronous=NORMAL``); once all of it is in, a journal past
 ``JOURNAL_TRIM`` bytes is emptied. At start, whatever the journal holds goes into SQLite
-first. This keeps the SQLite thread's hand-offs (two thread wake-ups, ~0.5 ms on these
-machines) off every message's way to its recipients. Only a power loss can drop the last
+first; what SQLite refuses stays in the journal and is tried again, and while
+``MAX_PENDING`` messages wait for it, ``append`` refuses new ones. This keeps the SQLite
+thread's hand-offs (two thread wake-ups, ~0.5 ms on these machines) off every message's way
+to its recipients. Only a power loss can drop the last
 messages, as with ``synchronous=NORMAL`` itself. ``durability="full"`` skips the journal:
 ``append`` returns once SQLite has committed with an fsync, which survives a power loss too.
 """
@@ -37,6 +39,9 @@ log = logging.getLogger("chatscreen.server")
 
 JOURNAL_TRIM = 1 << 20  # bytes: a journal all in SQLite is emptied once it is this long
 INGEST_RETRY = 1.0  # s: after SQLite failed to take journaled messages, try again this late
+# journaled messages SQLite has not taken yet: past this many, append refuses new ones (SQLite
+# keeps failing: memory and the journal would grow for as long as it does)
+MAX_PENDING = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +192,7 @@ class SQLiteStore:
         self._journal: Journal | None = None  # with durability "normal"
         self._pending: list[Row] = []  # journaled, not yet handed to the SQLite thread
         self._ingesting: set[asyncio.Future[None]] = set()  # handed to it, not yet in
+        self._unstored = 0  # journaled messages not in SQLite yet (pending or ingesting)
         self._retry: asyncio.TimerHandle | None = None
 
     async def open(self) -> SQLiteStore:
@@ -239,8 +245,11 @@ class SQLiteStore:
         if self._journal is None:  # durability "full": committed (fsync) before it returns
             await self._run(self._insert, rows)
             return
+        if self._unstored >= MAX_PENDING:
+            raise OSError(f"storage: SQLite has not taken the last {self._unstored} messages")
         self._journal.write(rows)  # raises OSError: nothing was stored
         self._pending += rows
+        self._unstored += len(rows)
         if not self._ingesting:  # else when that is in: all that came meanwhile at once
             self._ingest()
 
@@ -268,6 +277,7 @@ class SQLiteStore:
             if self._retry is None:
                 self._retry = asyncio.get_running_loop().call_later(INGEST_RETRY, self._again)
             return
+        self._unstored -= len(rows)
         if self._ingesting or self._retry is not None:
             return
         if self._pending:
