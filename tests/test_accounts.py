@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sqlite3
-import struct
 import subprocess
 import sys
 import time
@@ -25,6 +23,7 @@ from tests.helpers.server import (
     ServerProcess,
     frame,
     raw_socket,
+    read_headers_until,
     refused,
     run,
     running_server,
@@ -293,7 +292,7 @@ def test_requests_pipelined_behind_a_password_hello_wait_for_it(tmp_path: Path) 
             sock.sendall(frame({"type": "hello", "v": 1, "user": "pip",
                                 "password": "correct horse battery"})
                          + frame({"type": "join", "room": "general", "rid": "j"}))
-            got = read_headers(sock, lambda h: h.get("type") == "joined")
+            got = read_headers_until(sock, lambda h: h.get("type") == "joined")
         assert got[0]["type"] == "welcome"
         assert got[-1]["rid"] == "j"
 
@@ -310,22 +309,5 @@ def test_look_alike_names_are_the_same_name(tmp_path: Path) -> None:
                     await fullwidth.connect()
 
         asyncio.run(scenario())
-
-
-def read_headers(sock: Any, until: Any) -> list[dict[str, Any]]:
-    buf, out = b"", list[dict[str, Any]]()
-    while True:
-        chunk = sock.recv(65536)
-        assert chunk, out
-        buf += chunk
-        while len(buf) >= 8:
-            body, hlen = struct.unpack(">II", buf[:8])
-            if len(buf) < 4 + body:
-                break
-            header = json.loads(buf[8 : 8 + hlen])
-            buf = buf[4 + body :]
-            out.append(header)
-            if until(header):
-                return out
 
 

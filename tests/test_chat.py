@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 import struct
 from collections.abc import Awaitable, Callable
@@ -22,6 +21,7 @@ from tests.helpers.server import (
     frame,
     raw_exchange,
     raw_socket,
+    read_headers_until,
     run,
     running_server,
     wait_for,
@@ -180,23 +180,14 @@ def test_resume_after_dropped_connection_no_gap_no_duplicate(server: ServerProce
 def room_texts_until(sock: socket.socket, last: str) -> list[str]:
     """The texts of room messages a raw connection gets, history and live, in the order they
     arrive, until the one with text ``last``."""
-    buf, texts = b"", list[str]()
-    while True:
-        chunk = sock.recv(1 << 16)
-        assert chunk, f"closed after {texts[-3:]}"
-        buf += chunk
-        while len(buf) >= 8:
-            body, hlen = struct.unpack(">II", buf[:8])
-            if len(buf) < 4 + body:
-                break
-            header = json.loads(buf[8 : 8 + hlen])
-            buf = buf[4 + body :]
-            if header["type"] == "history":
-                texts += [m["text"] for m in header["messages"]]
-            elif header["type"] == "message" and header.get("room") == "general":
-                texts.append(header["text"])
-            if texts and texts[-1] == last:
-                return texts
+
+    def texts(h: dict[str, Any]) -> list[str]:
+        if h["type"] == "history":
+            return [m["text"] for m in h["messages"]]
+        return [h["text"]] if h["type"] == "message" and h.get("room") == "general" else []
+
+    headers = read_headers_until(sock, lambda h: last in texts(h))
+    return [t for h in headers for t in texts(h)]
 
 
 def test_joining_while_messages_flow_misses_none_and_gets_none_twice(tmp_path: Path) -> None:

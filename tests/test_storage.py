@@ -39,6 +39,15 @@ async def until(done: Callable[[], bool], what: str) -> None:
         await asyncio.sleep(0.01)
 
 
+def refuse_inserts(db: Path) -> sqlite3.Connection:
+    """Make SQLite refuse inserts into messages (as a broken file would) until the returned
+    connection drops the trigger."""
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("CREATE TRIGGER refuse BEFORE INSERT ON messages "
+                  "BEGIN SELECT RAISE(FAIL, 'refused for the test'); END")
+    return other
+
+
 def run(coro: object) -> object:
     async def bounded() -> object:
         async with asyncio.timeout(TIMEOUT):
@@ -150,9 +159,7 @@ def test_messages_sqlite_refused_go_in_later_and_are_kept_meanwhile(
 
     async def scenario() -> None:
         store = await SQLiteStore(db).open()
-        other = sqlite3.connect(db, isolation_level=None)
-        other.execute("CREATE TRIGGER refuse BEFORE INSERT ON messages "
-                      "BEGIN SELECT RAISE(FAIL, 'refused for the test'); END")
+        other = refuse_inserts(db)
         with caplog.at_level(logging.ERROR, logger="chatscreen.server"):
             await store.append(msgs(1, 2))
             await until(lambda: "not stored in SQLite yet" in caplog.text, "the refusal")
@@ -206,9 +213,7 @@ def test_closing_while_sqlite_refuses_leaves_the_messages_to_the_next_start(
 
     async def first() -> None:
         store = await SQLiteStore(db).open()
-        other = sqlite3.connect(db, isolation_level=None)
-        other.execute("CREATE TRIGGER refuse BEFORE INSERT ON messages "
-                      "BEGIN SELECT RAISE(FAIL, 'refused for the test'); END")
+        other = refuse_inserts(db)
         await store.append(msgs(1, 2))
         await store.close()  # tries once more, then leaves them in the journal
         other.execute("DROP TRIGGER refuse")

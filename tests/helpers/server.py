@@ -152,6 +152,25 @@ def read_headers(sock: socket.socket) -> list[dict[str, Any]]:
     return headers
 
 
+def read_headers_until(sock: socket.socket,
+                       until: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+    """Read frames until one whose header satisfies ``until``; return the headers so far."""
+    buf, out = b"", list[dict[str, Any]]()
+    while True:
+        chunk = sock.recv(1 << 16)
+        assert chunk, f"closed after {out[-3:]}"
+        buf += chunk
+        while len(buf) >= 8:
+            body, hlen = struct.unpack(">II", buf[:8])
+            if len(buf) < 4 + body:
+                break
+            header = json.loads(buf[8 : 8 + hlen])
+            buf = buf[4 + body :]
+            out.append(header)
+            if until(header):
+                return out
+
+
 def raw_exchange(srv: ServerProcess, port: int, data: bytes, **kwargs: Any
                  ) -> list[dict[str, Any]]:
     """Send raw bytes, read until the server closes; return the headers it sent."""
