@@ -193,6 +193,7 @@ class SQLiteStore:
         self._pending: list[Row] = []  # journaled, not yet handed to the SQLite thread
         self._ingesting: set[asyncio.Future[None]] = set()  # handed to it, not yet in
         self._unstored = 0  # journaled messages not in SQLite yet (pending or ingesting)
+        self._ingest_due = False  # _ingest_soon is scheduled
         self._retry: asyncio.TimerHandle | None = None
 
     async def open(self) -> SQLiteStore:
@@ -250,7 +251,15 @@ class SQLiteStore:
         self._journal.write(rows)  # raises OSError: nothing was stored
         self._pending += rows
         self._unstored += len(rows)
-        if not self._ingesting:  # else when that is in: all that came meanwhile at once
+        if not self._ingesting and not self._ingest_due:  # else all that came meanwhile at once
+            # In the loop's next turn, so that the caller's fan-out goes first: waking the
+            # SQLite thread now would have it compete for the GIL with that fan-out.
+            self._ingest_due = True
+            asyncio.get_running_loop().call_soon(self._ingest_soon)
+
+    def _ingest_soon(self) -> None:
+        self._ingest_due = False
+        if self._pending and not self._ingesting:
             self._ingest()
 
     def _insert(self, rows: list[Row]) -> None:
