@@ -28,6 +28,7 @@ class ServerSettings:
     max_screen_frame: int = 64 << 20
     durability: str = "normal"  # "normal" (survives kill -9) or "full" (survives power loss)
     slow_timeout: float = 10.0  # a chat client that reads nothing this long is cut off
+    slow_limit: int = 8 << 20  # bytes a chat client may be behind; more and it is cut off
     send_budget: int = 32 << 20  # bytes queued for all chat clients; past it the slowest go
     rate_messages: float = 20.0  # chat requests a second per user, sustained ...
     rate_burst: int = 60  # ... and in a burst; faster senders are slowed down (not dropped)

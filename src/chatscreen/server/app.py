@@ -42,7 +42,6 @@ CHAT_SNDBUF = 256 << 10  # kernel send buffer of a chat connection
 # ... and of a screen connection: fixed (no autotuning to 4 MiB), so that a slow viewer's
 # backlog shows up at once as pause_writing and the relay sends it only the newest pictures
 SCREEN_SNDBUF = 256 << 10
-CHAT_SLOW_LIMIT = 8 << 20  # a chat client this far behind is cut off (it catches up later)
 SHUTDOWN_GRACE = 2.0
 # glibc keeps freed memory; with TLS, where every connection allocates and frees buffers of
 # 16-256 KiB, the heap fragments and RSS grows with every 1000 sessions without the memory
@@ -160,8 +159,8 @@ class Server:
         await self.chat.start()
         chat = await self._listen(s.chat_port, lambda: Peer(
             "chat", self.chat, self, self.chat_limits,
-            write_limits=CHAT_WRITE_LIMITS, slow_limit=CHAT_SLOW_LIMIT, buffers=self.buffers,
-            sndbuf=CHAT_SNDBUF))
+            write_limits=CHAT_WRITE_LIMITS, slow_limit=s.slow_limit if s.slow_limit > 0 else None,
+            buffers=self.buffers, sndbuf=CHAT_SNDBUF))
         screen = await self._listen(s.screen_port, lambda: Peer(
             "screen", self.screen, self, self.screen_limits,
             write_limits=SCREEN_WRITE_LIMITS, slow_limit=None, sndbuf=SCREEN_SNDBUF))

@@ -49,6 +49,11 @@ TLS_HIDDEN = 64 << 10
 TCPI_BYTES_ACKED = 120
 TCP_INFO_LEN = TCPI_BYTES_ACKED + 8
 BUDGET_RETRY = 0.25  # s: over budget with no one to cut, look again no sooner than this
+# s: over budget, only a peer whose transport has stayed paused this long is cut. One that
+# reads drains to the low water mark and resumes, again and again (12 KiB at a time: within
+# milliseconds on a LAN, 0.5 s at 24 KB/s); one just handed a reply larger than the budget (a
+# history page, or every client's catch-up after a restart) is behind, not stalled.
+BUDGET_GRACE = 0.5
 
 
 @dataclass
@@ -87,8 +92,8 @@ class SendBuffers:
     kept up to date on every write (O(1)); a transport's own drain is seen at the peer's next
     write or ``resume_writing`` and by :meth:`recount` (housekeeping, every second). When the
     total passes ``budget``, the chat peers furthest behind (at least ``min_cut`` bytes: past
-    the high water mark, i.e. not reading) are cut off as too slow, largest first, until the
-    total is back under 7/8 of the budget.
+    the high water mark, and paused for at least BUDGET_GRACE: not reading) are cut off as too
+    slow, largest first, until the total is back under 7/8 of the budget.
     """
 
     def __init__(self, budget: int | None, min_cut: int) -> None:
@@ -135,7 +140,9 @@ class SendBuffers:
         if now < self._retry_at or self.recount() <= budget:
             return
         target = budget - budget // 8
-        behind = sorted((p for p in self.peers if not p.closing and p.counted >= self.min_cut),
+        stalled_since = now - BUDGET_GRACE
+        behind = sorted((p for p in self.peers if not p.closing and p.counted >= self.min_cut
+                         and p.paused_since is not None and p.paused_since <= stalled_since),
                         key=lambda p: p.counted, reverse=True)
         for peer in behind:
             if self.total <= target:
