@@ -15,6 +15,7 @@ class CuttableProxy:
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.connections = 0
+        self.lose_downstream = False  # drop what the server sends: lost in flight
 
     async def start(self) -> CuttableProxy:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
@@ -26,16 +27,18 @@ class CuttableProxy:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         self._writers.update((writer, up_writer))
         a = asyncio.create_task(self._pipe(reader, up_writer))
-        b = asyncio.create_task(self._pipe(up_reader, writer))
+        b = asyncio.create_task(self._pipe(up_reader, writer, downstream=True))
         self._tasks.update((a, b))
         await asyncio.wait({a, b}, return_when=asyncio.FIRST_COMPLETED)
         for w in (writer, up_writer):
             w.close()
 
-    @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
+                    downstream: bool = False) -> None:
         with contextlib.suppress(OSError):
             while data := await reader.read(65536):
+                if downstream and self.lose_downstream:
+                    continue
                 writer.write(data)
                 await writer.drain()
 

@@ -155,18 +155,25 @@ def read_headers(sock: socket.socket) -> list[dict[str, Any]]:
 def read_headers_until(sock: socket.socket,
                        until: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
     """Read frames until one whose header satisfies ``until``; return the headers so far."""
-    buf, out = b"", list[dict[str, Any]]()
+    return [header for _, header in read_frames_until(sock, until)]
+
+
+def read_frames_until(sock: socket.socket, until: Callable[[dict[str, Any]], bool]
+                      ) -> list[tuple[int, dict[str, Any]]]:
+    """Read frames until one whose header satisfies ``until``; return (body length, header)
+    of each so far."""
+    buf, out = bytearray(), list[tuple[int, dict[str, Any]]]()
     while True:
         chunk = sock.recv(1 << 16)
-        assert chunk, f"closed after {out[-3:]}"
+        assert chunk, f"closed after {[h.get('type') for _, h in out[-3:]]}"
         buf += chunk
         while len(buf) >= 8:
             body, hlen = struct.unpack(">II", buf[:8])
             if len(buf) < 4 + body:
                 break
             header = json.loads(buf[8 : 8 + hlen])
-            buf = buf[4 + body :]
-            out.append(header)
+            del buf[: 4 + body]
+            out.append((body, header))
             if until(header):
                 return out
 

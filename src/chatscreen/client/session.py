@@ -27,6 +27,7 @@ from chatscreen.tls import KnownHosts
 
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 15.0
+PRIVATE_CATCH_UP = "catch-up@"  # rid of the history requests that fetch missed private messages
 
 
 @dataclass
@@ -216,9 +217,16 @@ class Client:
                 fields["after"] = after
             link.send("join", **fields)
         if "@" in self.last_id:
-            link.send("history", peer=self.user, after=self.last_id["@"], limit=1000)
+            self._catch_up_private()
         for out in list(self._outgoing.values()):
             link.send(out.kind, **out.fields)
+
+    def _catch_up_private(self) -> None:
+        """Ask for the private messages after the last one seen; the answer asks again while
+        the server says there are more (see _on_message)."""
+        if self._link is not None:
+            self._link.send("history", peer=self.user, after=self.last_id["@"], limit=1000,
+                            rid=PRIVATE_CATCH_UP)
 
     def _fail_all(self, exc: BaseException) -> None:
         for out in self._outgoing.values():
@@ -262,6 +270,9 @@ class Client:
             fresh = [m for m in msg["messages"] if m["id"] > self.last_id.get(where, 0)]
             if fresh:
                 self.last_id[where] = fresh[-1]["id"]
+                if msg.get("rid") == PRIVATE_CATCH_UP and msg["more"]:
+                    with contextlib.suppress(ConnectionResetError):
+                        self._catch_up_private()
             msg = Message("history", {**msg.fields, "messages": fresh})
         elif kind == "shares":
             self.shares = msg["shares"]

@@ -51,7 +51,10 @@ log = logging.getLogger("chatscreen.chat")
 DEFAULT_ROOM = "general"
 PRESENCE_BATCH = 0.05  # seconds presence announcements of a room are gathered for
 ALL = "all"  # topic every logged-in chat connection subscribes to (share announcements)
-HISTORY_PAGE = 500  # messages per history frame when catching up
+HISTORY_PAGE = 500  # messages per storage query when catching up
+# A history frame holds messages of about this many bytes (_wire_size), at least one: a frame
+# stays within max_frame (1 MiB) and a reply never counts against a client's slow_limit.
+HISTORY_FRAME = 256 << 10
 CIDS_KEPT = 64  # per user: client id streams, or opaque client ids, remembered
 CID_USERS_KEPT = 1024  # users (most recently active) whose client ids are kept
 CIDS_RELOADED = 10_000  # at start, the client ids of this many of the latest messages
@@ -59,6 +62,38 @@ CIDS_RELOADED = 10_000  # at start, the client ids of this many of the latest me
 
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _wire_size(m: StoredMessage) -> int:
+    """About the bytes ``m`` takes in a frame, at most 2x under: the header is ASCII JSON, so
+    a non-ASCII character is 6 bytes (12 past the BMP), and newline, tab, quote and backslash
+    are 2."""
+    text = m.text
+    return 128 + (len(text) if text.isascii() else 6 * len(text))
+
+
+def _frames_of(rows: list[StoredMessage]) -> list[list[StoredMessage]]:
+    """``rows`` in runs of about HISTORY_FRAME bytes, one history frame each (at least one,
+    maybe empty)."""
+    out: list[list[StoredMessage]] = [[]]
+    size = 0
+    for m in rows:
+        n = _wire_size(m)
+        if size + n > HISTORY_FRAME and out[-1]:
+            out.append([])
+            size = 0
+        out[-1].append(m)
+        size += n
+    return out
+
+
+def _fit(rows: list[StoredMessage], *, newest: bool) -> tuple[list[StoredMessage], bool]:
+    """The newest (else the oldest) of ``rows`` that fit in one history frame, and whether
+    some were left out."""
+    frames = _frames_of(rows[::-1] if newest else rows)
+    if len(frames) == 1:
+        return rows, False
+    return (frames[0][::-1] if newest else frames[0]), True
 
 
 def _rid(msg: Message) -> dict[str, Any]:
@@ -426,30 +461,50 @@ class ChatService:
         gaps = self._gaps.setdefault(room, {})
         key = next(self._joins)
         gaps[key] = gap
+        peer = session.chat
+        answered = False  # "joined" sent
         try:
             if after is None:
                 rows = await self.store.room_history(room, limit=self.history)
                 more = len(rows) == self.history
+                rows, cut = _fit(rows, newest=True)
+                more = more or cut
                 pages = [rows]
             else:
-                pages = []
+                # Every message after ``after``, oldest first. All frames but the last go out
+                # as the queries return them, each once the peer has taken the one before: a
+                # client back from a long absence gets it all, and the server holds no more
+                # than a frame of it at a time.
+                more = False
                 while True:
                     rows = await self.store.room_history(room, after=after, limit=HISTORY_PAGE)
-                    pages.append(rows)
-                    if len(rows) < HISTORY_PAGE:
+                    frames = _frames_of(rows)
+                    done = len(rows) < HISTORY_PAGE
+                    if done:
+                        frames, pages = frames[:-1], frames[-1:]
+                    if rows:
+                        after = rows[-1].id
+                        gap[:] = [x for x in gap if x[0] > after]  # the rest are in rows
+                    for page in frames:
+                        if peer.closing or room not in session.rooms:
+                            return
+                        if not answered:
+                            answered = True
+                            self._send_joined_frame(peer, room, rid)
+                        peer.send("history", room=room, messages=[m.to_wire() for m in page],
+                                  more=False)
+                        await peer.drained()
+                    if done:
                         break
-                    after = rows[-1].id
-                more = False
         finally:
             del gaps[key]
             if not gaps:
                 del self._gaps[room]
         # No await from here on: subscribing and sending happen in one step (see module doc).
-        peer = session.chat
         if peer.closing or room not in session.rooms:
             return
-        users = sorted(s.name for s in self.rooms.get(room, ()))
-        peer.send("joined", room=room, users=users, **({"rid": rid} if rid else {}))
+        if not answered:
+            self._send_joined_frame(peer, room, rid)
         for i, page in enumerate(pages):
             peer.send("history", room=room, messages=[m.to_wire() for m in page],
                       more=more and i == 0)
@@ -461,6 +516,10 @@ class ChatService:
             if late:
                 peer.send_bytes(b"".join(late))
             self.fanout.subscribe(room_topic(room), peer)
+
+    def _send_joined_frame(self, peer: Peer, room: str, rid: str | None) -> None:
+        users = sorted(s.name for s in self.rooms.get(room, ()))
+        peer.send("joined", room=room, users=users, **({"rid": rid} if rid else {}))
 
     def _leave_msg(self, session: Session, msg: Message) -> None:
         room = self._find_room(msg["room"])
@@ -672,8 +731,10 @@ class ChatService:
                 session.name, peer, before=before, after=after, limit=limit
             )
             where = {"peer": msg["peer"]}
+        more = len(rows) == limit
+        rows, cut = _fit(rows, newest=after is None)
         session.chat.send("history", messages=[m.to_wire() for m in rows],
-                          more=len(rows) == limit, **where, **_rid(msg))
+                          more=more or cut, **where, **_rid(msg))
 
     # -- screen shares (announced on the chat port) -------------------------------------
 

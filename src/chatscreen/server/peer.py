@@ -159,7 +159,8 @@ class SendBuffers:
 class Peer(asyncio.Protocol):
     # slots: fan-out touches a few attributes of every recipient, and a slotted instance
     # keeps them in the object itself (about 0.5 us less per delivery with 1000 recipients)
-    __slots__ = ("__weakref__", "_buffers", "_flush_due", "_held", "_hidden", "_loop", "_out",
+    __slots__ = ("__weakref__", "_buffers", "_drain_waiters", "_flush_due", "_held", "_hidden",
+                 "_loop", "_out",
                  "_out_bytes", "_pause_acked", "_pause_bytes", "_slow_limit", "_sndbuf",
                  "_transport", "_turn", "_write_limits", "addr", "close_code", "closing", "conn",
                  "counted", "ip", "kind", "last_drain", "last_rx", "logged_in", "opened_at",
@@ -193,6 +194,7 @@ class Peer(asyncio.Protocol):
         self._out: list[bytes | memoryview] = []  # chat: frames not yet handed on
         self._out_bytes = 0
         self._flush_due = False
+        self._drain_waiters: list[asyncio.Future[None]] = []  # see drained()
         self._turn = -1  # the SendBuffers turn in which a frame was last written through
         self.counted = 0  # chat: bytes queued + in the transport, as counted in buffers.total
         self._hidden = 0  # TLS_HIDDEN with TLS
@@ -329,6 +331,8 @@ class Peer(asyncio.Protocol):
         if self._buffers is not None and self._out and not self._flush_due:
             self._flush_due = True  # the backlog goes on at the end of this turn
             self._buffers.due(self)
+        elif self._drain_waiters:
+            self._wake_drained()
         self.service.on_writable(self)
 
     def pause_drain(self) -> tuple[int, float] | None:
@@ -371,6 +375,7 @@ class Peer(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self._drop_out()
+        self._wake_drained()
         if self._buffers is not None:
             self._buffers.peers.discard(self)
         self.conn.close()
@@ -449,6 +454,23 @@ class Peer(asyncio.Protocol):
             self._write_chunks(out, transport)
         self._recount()
         self._check_slow()
+        if self._drain_waiters and self.writable and not self._out:
+            self._wake_drained()
+
+    async def drained(self) -> None:
+        """Until everything sent so far has left our buffers for the transport, and the
+        transport is under its high water mark (or the peer is closed): for a sender of much
+        data (a catch-up of many history pages) that should hold no more than it must."""
+        while not self.closing and (self._out or not self.writable):
+            waiter = self._loop.create_future()
+            self._drain_waiters.append(waiter)
+            await waiter
+
+    def _wake_drained(self) -> None:
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def _check_slow(self) -> None:
         if self._slow_limit is not None and self.counted > self._slow_limit:
