@@ -113,3 +113,38 @@ def test_private_messages_lost_in_flight_come_back_whole_after_a_reconnect(
 
     with running_server(tmp_path / "d", env=NO_RATE_LIMITS) as srv:
         run(scenario(srv))
+
+
+def test_a_client_that_stops_reading_while_catching_up_is_cut_at_its_slow_limit(
+        tmp_path: Path) -> None:
+    """What the room publishes while a client catches up is kept for it, and counts against
+    how far it may be behind: one that stops reading mid-catch-up is cut off once that passes
+    slow_limit, not left to hold the room's messages until slow_timeout."""
+    env = {"CHATSCREEN_SLOW_LIMIT": str(512 << 10), "CHATSCREEN_SLOW_TIMEOUT": "3600",
+           **NO_RATE_LIMITS}
+    with running_server(tmp_path / "d", env=env) as srv:
+
+        async def post(sender: Client, count: int) -> None:
+            for _ in range(0, count, 50):
+                await asyncio.gather(*(sender.say_nowait("general", "x" * 3000)
+                                       for _ in range(50)))
+
+        async def scenario() -> None:
+            async with Client("127.0.0.1", "sender", chat_port=srv.chat_port, timeout=TIMEOUT,
+                              reconnect=False) as sender:
+                await sender.join("general")
+                await post(sender, 1000)  # 3 MB: more than one query of 500, many frames
+                # a catch-up that stops: it reads nothing after its first frames
+                stalled = await asyncio.to_thread(raw_socket, srv, srv.chat_port, rcvbuf=4096)
+                stalled.sendall(frame({"type": "hello", "v": 1, "user": "stalled"}) + frame(
+                    {"type": "join", "room": "general", "after": 0}))
+                await wait_for(sender, lambda e: e.type == "presence"
+                               and e["user"] == "stalled")
+                # the room goes on: 600 kB more, past its 512 KiB
+                async with asyncio.timeout(TIMEOUT):
+                    await post(sender, 200)
+                    while "stalled" in await sender.who("general"):
+                        await post(sender, 50)
+                stalled.close()
+
+        run(scenario())

@@ -21,7 +21,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -96,6 +96,27 @@ def _fit(rows: list[StoredMessage], *, newest: bool) -> tuple[list[StoredMessage
     return (frames[0][::-1] if newest else frames[0]), True
 
 
+@dataclass
+class _Gap:
+    """The messages published to a room while one join of it is under way (see
+    _send_joined): (id, frame). They count against the joiner's slow_limit, so that one who
+    catches up more slowly than the room writes is cut off as if it were subscribed."""
+
+    peer: Peer
+    frames: list[tuple[int, bytes]] = field(default_factory=list)
+    size: int = 0
+
+    def add(self, published: list[tuple[int, bytes]], size: int) -> None:
+        self.frames += published
+        self.size += size
+        self.peer.check_slow(self.size)
+
+    def drop_through(self, last: int) -> None:
+        """Forget those with ids up to ``last`` (a history query returned them)."""
+        self.frames = [x for x in self.frames if x[0] > last]
+        self.size = sum(len(frame) for _, frame in self.frames)
+
+
 def _rid(msg: Message) -> dict[str, Any]:
     """The request id to echo in an answer, if the client gave one."""
     rid = msg.get("rid")
@@ -168,7 +189,7 @@ class ChatService:
         self._presence_due: dict[str, list[tuple[bytes, Peer]]] = {}
         # room -> for each join whose history query is on its way, (id, frame) of the room's
         # messages published meanwhile: see _send_joined
-        self._gaps: dict[str, dict[int, list[tuple[int, bytes]]]] = {}
+        self._gaps: dict[str, dict[int, _Gap]] = {}
         self._joins = itertools.count()
         self.counters = Counters()
 
@@ -457,11 +478,11 @@ class ChatService:
                            rid: str | None, *, subscribe: bool) -> None:
         # Messages published while the query runs reach the room's subscribers, which this
         # peer is not yet, and may have been stored after the query looked: keep them.
-        gap: list[tuple[int, bytes]] = []
+        peer = session.chat
+        gap = _Gap(peer)
         gaps = self._gaps.setdefault(room, {})
         key = next(self._joins)
         gaps[key] = gap
-        peer = session.chat
         answered = False  # "joined" sent
         try:
             if after is None:
@@ -484,7 +505,7 @@ class ChatService:
                         frames, pages = frames[:-1], frames[-1:]
                     if rows:
                         after = rows[-1].id
-                        gap[:] = [x for x in gap if x[0] > after]  # the rest are in rows
+                        gap.drop_through(after)  # those are in rows
                     for page in frames:
                         if peer.closing or room not in session.rooms:
                             return
@@ -512,7 +533,7 @@ class ChatService:
             # Storage takes messages in id order, so the history holds every message up to
             # its last id: the rest of what was published meanwhile goes out behind it.
             seen = max([after or 0, *(page[-1].id for page in pages if page)])
-            late = [frame for id_, frame in gap if id_ > seen]
+            late = [frame for id_, frame in gap.frames if id_ > seen]
             if late:
                 peer.send_bytes(b"".join(late))
             self.fanout.subscribe(room_topic(room), peer)
@@ -681,8 +702,9 @@ class ChatService:
             joins = self._gaps.get(m.room)
             if joins:  # someone is joining: see _send_joined
                 published = list(zip((x.id for x in batch[i:j]), frames, strict=True))
+                size = sum(map(len, frames))
                 for gap in joins.values():
-                    gap += published
+                    gap.add(published, size)
             self._flush_presence(m.room)  # "bob joined" before bob's first message
             n = self.fanout.publish(room_topic(m.room),
                                     frames[0] if len(frames) == 1 else b"".join(frames))

@@ -423,7 +423,7 @@ class Peer(asyncio.Protocol):
             transport.write(data)
             if self.counted or transport.get_write_buffer_size():
                 self._recount()  # the socket did not take it all (or has just drained)
-                self._check_slow()
+                self.check_slow()
             return
         self._out.append(data)
         n = len(data)
@@ -435,7 +435,7 @@ class Peer(asyncio.Protocol):
                 self._flush_due = True
                 buffers.due(self)
         else:
-            self._check_slow()
+            self.check_slow()
 
     def _flush_out(self) -> None:
         """Hand the queue to the transport: at once if it is short, else in pieces of at most
@@ -453,7 +453,7 @@ class Peer(asyncio.Protocol):
         else:
             self._write_chunks(out, transport)
         self._recount()
-        self._check_slow()
+        self.check_slow()
         if self._drain_waiters and self.writable and not self._out:
             self._wake_drained()
 
@@ -472,8 +472,10 @@ class Peer(asyncio.Protocol):
             if not waiter.done():
                 waiter.set_result(None)
 
-    def _check_slow(self) -> None:
-        if self._slow_limit is not None and self.counted > self._slow_limit:
+    def check_slow(self, held: int = 0) -> None:
+        """Cut off as too slow past slow_limit: what waits for it here, and ``held`` bytes
+        kept for it elsewhere (messages published while it catches up)."""
+        if self._slow_limit is not None and self.counted + held > self._slow_limit:
             self.fail(ErrorCode.TOO_SLOW, "too slow: you are not reading what the server sends")
 
     def _write_chunks(self, out: list[bytes | memoryview], transport: asyncio.Transport) -> None:
