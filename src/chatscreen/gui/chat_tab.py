@@ -13,6 +13,7 @@ from tkinter import ttk
 from typing import TYPE_CHECKING, Any
 
 from chatscreen.cli import local_time
+from chatscreen.client.session import PRIVATE_CATCH_UP
 from chatscreen.commands import HELP, Command, parse_command
 from chatscreen.errors import ChatscreenError
 from chatscreen.gui.dialogs import NewPasswordDialog
@@ -273,10 +274,11 @@ class ChatTab(ttk.Frame):
                                               (msgs and msgs[0]["id"] <= min(conv.ids))):
                     conv.more = bool(ev.get("more"))
                 self._add_messages(ev["messages"])
-            else:  # private messages (ours with everybody, at login)
+            else:  # private messages: ours with everybody at login, or a reconnect's catch-up
                 self._add_messages(ev["messages"])
-                for m in ev["messages"]:
-                    self.conversations[self._key_of(m)].more = bool(ev.get("more"))
+                if ev.get("rid") != PRIVATE_CATCH_UP:  # its "more" is about newer ones
+                    for m in ev["messages"]:
+                        self.conversations[self._key_of(m)].more = bool(ev.get("more"))
         elif kind == "gui_older":
             self._on_older(ev)
         elif kind == "joined":
