@@ -36,6 +36,7 @@ class ServerSettings:
     flood_timeout: float = 30.0  # slowed down without a pause this long: disconnected
     max_connections_per_address: int = 32
     max_handshakes: int = 256  # connections not yet logged in (more: see Server._make_room)
+    login_queue: int = 1024  # ... and more waiting for one of those slots; past it, refused
     metrics_host: str = "127.0.0.1"
     metrics_port: int = -1  # -1: no /health and /metrics endpoint; 0: any free port
     server_password: str | None = None  # asked in every hello; config file or environment

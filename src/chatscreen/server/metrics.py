@@ -53,6 +53,9 @@ def render_metrics(server: Server) -> str:
     metric("connections", "gauge", "Open connections by port.",
            [(f'{{port="{k}"}}', by_kind.get(k, 0)) for k in ("chat", "screen")])
     metric("sessions", "gauge", "Logged-in users.", [("", len(server.chat.sessions))])
+    metric("logins", "gauge", "Connections logging in (holding a login slot) and waiting for a "
+           "slot.", [('{state="in_progress"}', server.logins_in_progress),
+                     ('{state="waiting"}', server.logins_waiting)])
     metric("rooms", "gauge", "Rooms.", [("", len(server.chat.rooms))])
     metric("messages_total", "counter", "Chat messages stored and delivered.",
            [("", server.chat.messages_total)])

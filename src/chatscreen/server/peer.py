@@ -527,6 +527,15 @@ class Peer(asyncio.Protocol):
         if held is not None:
             self._loop.call_soon(self._release, held)
 
+    def hold(self) -> None:
+        """Read nothing from this connection until :meth:`release` (it waits its turn)."""
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def release(self) -> None:
+        if self._transport is not None and not self.closing:
+            self._transport.resume_reading()
+
     def _release(self, held: Iterator[Message]) -> None:
         """Go on with the requests that came behind a hello the service answered late."""
         if self.closing or self._transport is None:
