@@ -68,6 +68,9 @@ def render_metrics(server: Server) -> str:
            [('{stat="total"}', sum(buffers)), ('{stat="max"}', max(buffers, default=0))])
     metric("send_budget_bytes", "gauge", "Budget for the chat connections' send buffers.",
            [("", server.buffers.budget or 0)])
+    metric("send_buffered_peak_bytes", "gauge",
+           "The largest total of the chat connections' send buffers since the server started.",
+           [("", server.buffers.peak)])
     metric("send_budget_cuts_total", "counter",
            "Chat connections cut off as too slow because the send buffers passed the budget.",
            [("", server.buffers.cuts)])

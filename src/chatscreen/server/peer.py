@@ -102,6 +102,7 @@ class SendBuffers:
         self.min_cut = min_cut
         self.peers: set[Peer] = set()
         self.cuts = 0  # peers cut off because of the budget
+        self.peak = 0  # the largest total so far
         # turns that wrote to chat peers: a peer writes through once per turn (Peer.send_bytes)
         self.turn = 0
         self.end_scheduled = False
@@ -430,6 +431,8 @@ class Peer(asyncio.Protocol):
         self._out_bytes += n
         self.counted += n
         buffers.total += n
+        if buffers.total > buffers.peak:
+            buffers.peak = buffers.total
         if self.writable:
             if not self._flush_due:
                 self._flush_due = True
@@ -499,13 +502,16 @@ class Peer(asyncio.Protocol):
         del out[:i]
 
     def _recount(self) -> None:
-        assert self._buffers is not None
+        buffers = self._buffers
+        assert buffers is not None
         n = self._out_bytes
         if self._transport is not None and not self.closing:
             size = self._transport.get_write_buffer_size()
             n += (size + self._hidden) if size else 0
-        self._buffers.total += n - self.counted
+        buffers.total += n - self.counted
         self.counted = n
+        if buffers.total > buffers.peak:
+            buffers.peak = buffers.total
 
     def _drop_out(self) -> None:
         """Forget the queue (the peer is going away) and take it out of the total."""
