@@ -90,6 +90,7 @@ class Server:
         self.chat = ChatService(self.store, self.fanout, history=settings.history,
                                 heartbeat=settings.heartbeat, accounts=self.accounts,
                                 policy=login_policy(settings))
+        self.chat.send_buffers = self.buffers
         self.screen = ScreenRelay(self.chat)
         self.chat_limits = Limits(max_frame=1 << 20, max_header=1 << 20,
                                   max_text=settings.max_text)

@@ -44,7 +44,7 @@ from chatscreen.server.session import Session
 from chatscreen.server.storage import MessageStore, StoredMessage
 
 if TYPE_CHECKING:
-    from chatscreen.server.peer import Peer
+    from chatscreen.server.peer import Peer, SendBuffers
 
 log = logging.getLogger("chatscreen.chat")
 
@@ -58,6 +58,7 @@ HISTORY_FRAME = 256 << 10
 CIDS_KEPT = 64  # per user: client id streams, or opaque client ids, remembered
 CID_USERS_KEPT = 1024  # users (most recently active) whose client ids are kept
 CIDS_RELOADED = 10_000  # at start, the client ids of this many of the latest messages
+FRAME_OVERHEAD = 128  # bytes of a message frame besides its text, about
 
 
 def utc_now() -> str:
@@ -135,6 +136,7 @@ def user_topic(key: str) -> str:
 class _Pending:
     msg: StoredMessage
     sender: Session
+    cost: int  # bytes its fan-out will write, about (SendBuffers.upcoming)
 
 
 class _Refused(Exception):
@@ -177,6 +179,9 @@ class ChatService:
         self._next_id = 0
         self._queue: list[_Pending] = []
         self._wakeup = asyncio.Event()
+        # the chat peers' send buffers: messages taken but not yet delivered count in their
+        # ``upcoming``, so that the budget's back-pressure holds senders before the fan-out
+        self.send_buffers: SendBuffers | None = None
         self._writer: asyncio.Task[None] | None = None
         # user -> their recent client ids, least recently active user first (bounded)
         self._cids: OrderedDict[str, OrderedDict[str, int]] = OrderedDict()
@@ -633,7 +638,10 @@ class ChatService:
             return  # a re-send of a message we already took; its echo went out then
         self._next_id += 1
         stored = StoredMessage(self._next_id, utc_now(), session.name, text, room, to, cid)
-        self._queue.append(_Pending(stored, session))
+        cost = (len(text) + FRAME_OVERHEAD) * (len(self.rooms[room]) if room is not None else 2)
+        self._queue.append(_Pending(stored, session, cost))
+        if self.send_buffers is not None:
+            self.send_buffers.upcoming += cost
         self._wakeup.set()
 
     def _seen_cid(self, user: str, cid: str) -> bool:
@@ -680,9 +688,15 @@ class ChatService:
                 for p in batch:
                     p.sender.chat.error(ErrorCode.INTERNAL, "the server could not store your "
                                         "message", re="say", cid=p.msg.cid)
+                self._delivered(batch)
                 continue
             self._deliver([p.msg for p in batch])
+            self._delivered(batch)
             self.messages_total += len(batch)
+
+    def _delivered(self, batch: list[_Pending]) -> None:
+        if self.send_buffers is not None:
+            self.send_buffers.upcoming -= sum(p.cost for p in batch)
 
     def _deliver(self, batch: list[StoredMessage]) -> None:
         """Publish a stored batch in order. Consecutive messages to the same room go out as
