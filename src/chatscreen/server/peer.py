@@ -55,7 +55,7 @@ BUDGET_RETRY = 0.25  # s: over budget with no one to cut, look again no sooner t
 # history page, or every client's catch-up after a restart) is behind, not stalled.
 BUDGET_GRACE = 0.5
 # s: while over budget (no chat peer is read, see SendBuffers), how often the total is looked at
-HOLD_POLL = 0.02
+HOLD_POLL = 0.01
 # why a peer is not read: any of these holds it (bits of Peer._read_holds)
 HOLD_RATE, HOLD_HELLO, HOLD_QUEUE, HOLD_BUDGET = 1, 2, 4, 8
 
@@ -121,6 +121,7 @@ class SendBuffers:
         self._held_back: list[tuple[Peer, Iterator[Message], Message]] = []
         self._held_since = 0.0
         self._at_hold: dict[Peer, int] = {}  # what each peer had buffered when the hold began
+        self._poller: asyncio.TimerHandle | None = None  # the next _poll, while holding
         # turns that wrote to chat peers: a peer writes through once per turn (Peer.send_bytes)
         self.turn = 0
         self.end_scheduled = False
@@ -161,9 +162,11 @@ class SendBuffers:
             loop = asyncio.get_running_loop()
             self._held_since = loop.time()
             self._at_hold = {p: p.counted for p in self.peers if p.counted}
-            loop.call_later(HOLD_POLL, self._poll)
+            if self._poller is None:
+                self._poller = loop.call_later(HOLD_POLL, self._poll)
 
     def _poll(self) -> None:
+        self._poller = None
         if not self.holding:
             return
         if self.recount() + self.upcoming > self._resume_at():
@@ -171,7 +174,7 @@ class SendBuffers:
         if self.total + self.upcoming <= self._resume_at():
             self._let_go()
         else:
-            asyncio.get_running_loop().call_later(HOLD_POLL, self._poll)
+            self._poller = asyncio.get_running_loop().call_later(HOLD_POLL, self._poll)
 
     def _let_go(self) -> None:
         self.holding = False
