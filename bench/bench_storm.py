@@ -61,7 +61,8 @@ def main() -> int:
                     alls.append(last)
                     print(f"run {run_no + 1}: all joined {last:.2f} s, p50 "
                           f"{percentile(times, 0.5):.2f} s, retries {retries}, failed "
-                          f"{failed}, server CPU {sampler.cpu_pct(t0, t1):.0f} %, generator "
+                          f"{failed}, server CPU {sampler.cpu_pct(t0, t1):.0f} % ("
+                          f"{sampler.cpu_pct(t0, t1) * (t1 - t0) / 100:.2f} s), generator "
                           f"CPU {gen:.2f} s, others {sampler.others_pct(t0, t1):.0f} %",
                           flush=True)
         finally:
