@@ -27,6 +27,7 @@ class ServerSettings:
     max_text: int = 4000
     max_screen_frame: int = 64 << 20
     durability: str = "normal"  # "normal" (survives kill -9) or "full" (survives power loss)
+    storage_check: str = "quick"  # at start: PRAGMA quick_check, "full" integrity_check, "off"
     slow_timeout: float = 10.0  # a chat client that reads nothing this long is cut off
     slow_limit: int = 8 << 20  # bytes a chat client may be behind; more and it is cut off
     send_budget: int = 32 << 20  # bytes queued for all chat clients; past it the slowest go
@@ -95,6 +96,8 @@ def load_settings(config_file: Path | None = None, env: dict[str, str] | None = 
         raise ConfigError("log_format must be 'text' or 'json'")
     if settings.durability not in ("normal", "full"):
         raise ConfigError("durability must be 'normal' or 'full'")
+    if settings.storage_check not in ("quick", "full", "off"):
+        raise ConfigError("storage_check must be 'quick', 'full' or 'off'")
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise ConfigError("give both tls_cert and tls_key, or neither")
     roles = {r.strip() for r in settings.share_roles.split(",") if r.strip()}

@@ -48,7 +48,7 @@ def ensure_self_signed(data_dir: Path) -> tuple[Path, Path]:
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # it holds the messages too
     private = ec.generate_private_key(ec.SECP256R1())
     host = socket.gethostname()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"chatscreen on {host}")])
@@ -71,12 +71,17 @@ def ensure_self_signed(data_dir: Path) -> tuple[Path, Path]:
     key_pem = private.private_bytes(serialization.Encoding.PEM,
                                     serialization.PrivateFormat.PKCS8,
                                     serialization.NoEncryption())
-    # the key is written readable by the owner only, before anything is in it
-    fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key_pem)
-    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    # readable by the owner only, before anything is in them (the certificate is public, but
+    # like every file in the data directory it is the owner's: nothing there to warn about)
+    _write_private(key, key_pem)
+    _write_private(cert, certificate.public_bytes(serialization.Encoding.PEM))
     return cert, key
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
 
 
 def server_context(cert: Path, key: Path) -> ssl.SSLContext:

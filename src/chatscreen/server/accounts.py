@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from chatscreen.server.datadir import StorageError, describe, open_database, prepare
+
 if TYPE_CHECKING:
     from chatscreen.server.storage import SQLiteStore
 
@@ -116,11 +118,16 @@ class AccountDB:
 
     @classmethod
     def open(cls, data_dir: Path) -> AccountDB:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(data_dir / "chatscreen.db", isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA busy_timeout=5000")
-        return cls(db)
+        """The accounts in ``data_dir`` (made 0700, its database 0600, if new); a damaged or
+        read-only one is a :class:`~chatscreen.server.datadir.StorageError`."""
+        prepare(data_dir)
+        path = data_dir / "chatscreen.db"
+        db = open_database(path, check="off")  # a server checks it at start
+        try:
+            return cls(db)
+        except sqlite3.Error as exc:
+            db.close()
+            raise StorageError(describe(path, exc)) from None
 
     def accounts(self) -> list[Account]:
         rows = self.db.execute("SELECT name, display, hash, role, created FROM accounts "

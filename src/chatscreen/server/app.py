@@ -17,6 +17,7 @@ from chatscreen.errors import ErrorCode
 from chatscreen.protocol import Limits, State
 from chatscreen.server.accounts import SQLiteAccounts
 from chatscreen.server.chat import ChatService, LoginPolicy
+from chatscreen.server.datadir import prepare, warn_loose_modes
 from chatscreen.server.fanout import LocalFanout
 from chatscreen.server.limits import TokenBucket
 from chatscreen.server.metrics import Counters, serve_http
@@ -78,7 +79,7 @@ class Server:
         self._closed_since_trim = 0
         self._buffered_peak = 0  # the send buffers' largest total since the last trim
         self.store = SQLiteStore(settings.data_dir / "chatscreen.db",
-                                 durability=settings.durability)
+                                 durability=settings.durability, check=settings.storage_check)
         self.fanout = LocalFanout()
         self.accounts = SQLiteAccounts(self.store)
         self.chat = ChatService(self.store, self.fanout, history=settings.history,
@@ -153,6 +154,7 @@ class Server:
 
     async def start(self) -> None:
         s = self.settings
+        await asyncio.to_thread(self._prepare_data_dir)
         self._tls = await asyncio.to_thread(self._tls_context)
         await self.store.open()
         await self.accounts.open()
@@ -171,6 +173,11 @@ class Server:
             self._servers.append(http)
             self.metrics_port = http.sockets[0].getsockname()[1]
         self._housekeeper = asyncio.create_task(self._housekeeping(), name="housekeeping")
+
+    def _prepare_data_dir(self) -> None:
+        """Before anything is written in it: there (0700), writable, and private."""
+        prepare(self.settings.data_dir)
+        warn_loose_modes(self.settings.data_dir)
 
     def _tls_context(self) -> ssl.SSLContext | None:
         s = self.settings
