@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import sqlite3
 import stat
@@ -22,6 +23,7 @@ from chatscreen.client import Client
 from chatscreen.server.storage import SQLiteStore, StoredMessage
 from tests.helpers.server import REPO, TIMEOUT, ServerProcess, running_server
 
+LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING) ")
 SERVER = ("server", "--host", "127.0.0.1", "--chat-port", "0", "--screen-port", "0",
           "--no-tls")
 
@@ -47,8 +49,8 @@ def one_clear_line(out: subprocess.CompletedProcess[str], *needles: str) -> str:
     assert out.returncode not in (0, None), (out.returncode, out.stdout, out.stderr)
     assert "Traceback" not in out.stderr, out.stderr
     assert "Cannot listen" not in out.stderr, out.stderr
-    lines = [line for line in out.stderr.splitlines() if all(n in line for n in needles)]
-    assert len(lines) == 1, out.stderr
+    lines = [line for line in out.stderr.splitlines() if not LOG_LINE.match(line)]
+    assert len(lines) == 1 and all(n in lines[0] for n in needles), out.stderr
     return lines[0]
 
 
@@ -159,7 +161,7 @@ def _text(db: Path) -> None:
                          ids=["random", "truncated", "page-corrupted", "text"])
 def test_a_damaged_database_is_one_clear_line_naming_it(tmp_path: Path, damage: object) -> None:
     data = tmp_path / "data"
-    data.mkdir()
+    data.mkdir(mode=0o700)
     db = data / "chatscreen.db"
     make_database(db)
     damage(db)  # type: ignore[operator]
@@ -170,10 +172,28 @@ def test_a_damaged_database_is_one_clear_line_naming_it(tmp_path: Path, damage: 
     assert db.read_bytes() == before  # nothing was written over it
 
 
+def test_another_programs_database_is_one_clear_line(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    db = data / "chatscreen.db"
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.execute("CREATE TABLE messages (subject TEXT, body TEXT)")
+        conn.commit()
+    out = chatscreen(*SERVER, "--data-dir", str(data))
+    assert "not a valid chatscreen database" in one_clear_line(out, str(db))
+
+
+def test_a_journal_that_cannot_be_read_is_one_clear_line(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (data / "chatscreen.journal").mkdir(mode=0o700, parents=True)
+    out = chatscreen(*SERVER, "--data-dir", str(data))
+    one_clear_line(out, str(data / "chatscreen.journal"))
+
+
 @pytest.mark.parametrize("damage", [_random, _text], ids=["random", "text"])
 def test_admin_on_a_damaged_database_is_one_clear_line(tmp_path: Path, damage: object) -> None:
     data = tmp_path / "data"
-    data.mkdir()
+    data.mkdir(mode=0o700)
     db = data / "chatscreen.db"
     make_database(db, 10)
     damage(db)  # type: ignore[operator]
@@ -183,7 +203,7 @@ def test_admin_on_a_damaged_database_is_one_clear_line(tmp_path: Path, damage: o
 
 def test_the_integrity_check_at_start_is_timed(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    data.mkdir()
+    data.mkdir(mode=0o700)
     make_database(data / "chatscreen.db")
     with running_server(data) as srv:
         err = srv.stderr_text()
@@ -192,7 +212,7 @@ def test_the_integrity_check_at_start_is_timed(tmp_path: Path) -> None:
 
 def test_a_zero_length_database_starts_with_a_warning(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    data.mkdir()
+    data.mkdir(mode=0o700)
     (data / "chatscreen.db").touch()
     with running_server(data) as srv:
         err = srv.stderr_text()

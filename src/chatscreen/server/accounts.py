@@ -127,7 +127,7 @@ class AccountDB:
             return cls(db)
         except sqlite3.Error as exc:
             db.close()
-            raise StorageError(describe(path, exc)) from None
+            raise StorageError(describe(path, exc, schema=True)) from None
 
     def accounts(self) -> list[Account]:
         rows = self.db.execute("SELECT name, display, hash, role, created FROM accounts "

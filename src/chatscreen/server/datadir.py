@@ -42,14 +42,14 @@ def reason(exc: OSError) -> str:
 
 def prepare(data_dir: Path) -> None:
     """Create ``data_dir`` (0700) if need be and make sure the server can write in it."""
+    if data_dir.exists() and not data_dir.is_dir():
+        raise StorageError(f"the data directory {data_dir} is not a directory: move it aside, "
+                           "or give another one (--data-dir)")
     try:
         data_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     except OSError as exc:
         raise StorageError(f"cannot create the data directory {data_dir}: {reason(exc)}: "
                            "create it, or give another one (--data-dir)") from None
-    if not data_dir.is_dir():
-        raise StorageError(f"the data directory {data_dir} is not a directory: move it aside, "
-                           "or give another one (--data-dir)")
     probe = data_dir / f".write-test-{os.getpid()}"
     try:
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
@@ -96,10 +96,11 @@ def create_private(path: Path) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE))
 
 
-def describe(path: Path, exc: sqlite3.Error) -> str:
-    """One line for what SQLite said about ``path``, with what to do about it."""
+def describe(path: Path, exc: sqlite3.Error, *, schema: bool = False) -> str:
+    """One line for what SQLite said about ``path``, with what to do about it (``schema``:
+    it said so when creating chatscreen's tables, a plain error means some other database)."""
     name = getattr(exc, "sqlite_errorname", "")
-    if name.startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT")):
+    if name.startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT")) or (schema and name == "SQLITE_ERROR"):
         return f"{path} is not a valid chatscreen database ({exc}): {_MOVE_ASIDE}"
     if name.startswith(("SQLITE_READONLY", "SQLITE_PERM", "SQLITE_AUTH")):
         return (f"cannot write to {path} ({exc}): make it, its -wal and -shm files and "
@@ -125,13 +126,16 @@ def open_database(path: Path, *, check: str = "quick") -> sqlite3.Connection:
         create_private(path)
     except OSError as exc:
         raise StorageError(f"cannot create {path}: {reason(exc)}") from None
-    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    try:
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    except sqlite3.Error as exc:  # a directory, say
+        raise StorageError(describe(path, exc)) from None
     try:
         db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        if check != "off":  # first: nothing is written to a damaged file
+            _check_sound(db, path, check)
         db.execute("PRAGMA journal_mode=WAL")
         _check_writable(db)
-        if check != "off":
-            _check_sound(db, path, check)
     except sqlite3.Error as exc:
         db.close()
         raise StorageError(describe(path, exc)) from None

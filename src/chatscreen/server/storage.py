@@ -273,6 +273,10 @@ class SQLiteStore:
         try:
             db.execute(f"PRAGMA synchronous={self._durability}")
             db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            db.close()
+            raise StorageError(describe(self.path, exc, schema=True)) from None
+        try:
             self._recover(db)
         except sqlite3.Error as exc:
             db.close()
@@ -285,7 +289,12 @@ class SQLiteStore:
     def _recover(self, db: sqlite3.Connection) -> None:
         """Put what a killed server had acknowledged but not yet put in SQLite in (whatever
         the durability now: it may have been "normal" then), then empty the journal."""
-        scan = Journal.scan(self.journal_path)
+        try:
+            scan = Journal.scan(self.journal_path)
+        except OSError as exc:
+            raise StorageError(f"cannot read {self.journal_path}: {reason(exc)}: move it "
+                               "aside (it holds the last messages, one JSON array a line)"
+                               ) from None
         if scan.rows:
             with db:
                 db.execute("BEGIN")
