@@ -219,7 +219,14 @@ def _journal_row(line: bytes) -> Row | None:
         return None
     if not (isinstance(value, list) and len(value) == len(_ROW_TYPES)
             and all(isinstance(v, t) and not isinstance(v, bool)
-                    for v, t in zip(value, _ROW_TYPES, strict=True))):
+                    for v, t in zip(value, _ROW_TYPES, strict=True))
+            and 0 < value[0] < 1 << 63):  # an SQLite INTEGER
+        return None
+    try:  # JSON can spell a lone surrogate ("\ud800"), which no UTF-8 text holds
+        for v in value[1:]:
+            if v is not None:
+                v.encode()
+    except UnicodeEncodeError:
         return None
     row: Row = tuple(value)
     return row
@@ -276,6 +283,9 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             db.close()
             raise StorageError(describe(self.path, exc, schema=True)) from None
+        except BaseException:
+            db.close()
+            raise
         try:
             self._recover(db)
         except sqlite3.Error as exc:
@@ -317,9 +327,14 @@ class SQLiteStore:
                      len(scan.torn))
         try:
             if self._durability == "NORMAL":
-                self._journal = Journal(self.journal_path)
-                if scan.size:
-                    self._journal.clear()
+                journal = Journal(self.journal_path)
+                try:
+                    if scan.size:
+                        journal.clear()
+                except OSError:
+                    journal.close()
+                    raise
+                self._journal = journal
             elif scan.size or self.journal_path.exists():
                 self.journal_path.unlink()
         except OSError as exc:
