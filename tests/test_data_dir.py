@@ -123,12 +123,13 @@ def test_a_data_dir_others_can_read_is_warned_about_with_the_fix(tmp_path: Path)
     data.chmod(0o755)
     (data / "chatscreen.db").chmod(0o644)
     (data / "chatscreen.journal").chmod(0o660)
+    (data / "tls-cert.pem").chmod(0o644)  # public: only writing it matters
     with running_server(data) as srv:
         err = srv.stderr_text()
     assert f"chmod 700 {data}" in err, err
     assert f"chmod 600 {data / 'chatscreen.db'}" in err, err
     assert f"chmod 600 {data / 'chatscreen.journal'}" in err, err
-    assert "tls-key.pem" not in err, err  # that one was private already
+    assert "tls-key.pem" not in err and "tls-cert.pem" not in err, err
     assert [line for line in err.splitlines() if "chmod" in line and "WARNING" not in line] == []
 
 
