@@ -17,13 +17,10 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from chatscreen import __version__
 from chatscreen.errors import ChatscreenError
-
-if TYPE_CHECKING:  # the admin commands are server-side; imported when they run
-    from chatscreen.server.accounts import AccountDB
 
 DEFAULT_CHAT_PORT = 9999
 DEFAULT_SCREEN_PORT = 9998
@@ -310,8 +307,9 @@ def _new_password(what: str) -> str:
 
 def run_admin(args: argparse.Namespace) -> int:
     from chatscreen.protocol.schema import is_valid_name
-    from chatscreen.server.accounts import AccountDB
+    from chatscreen.server.accounts import AccountDB, hash_password
     from chatscreen.server.datadir import describe
+    from chatscreen.server.moderation import parse_duration
 
     data_dir = args.data_dir or Path(os.environ.get("CHATSCREEN_DATA_DIR") or "data")
     cmd = args.admin_command
@@ -321,79 +319,72 @@ def run_admin(args: argparse.Namespace) -> int:
     os.umask(PRIVATE_UMASK)
     db = AccountDB.open(data_dir)
     try:
-        _admin_command(db, args, cmd, name)
+        if cmd in ("create-admin", "add-user"):
+            assert name is not None
+            role = "admin" if cmd == "create-admin" else args.role
+            if db.get(name) is not None:
+                raise ChatscreenError(f"'{name}' already has an account (set-role changes it)")
+            if not db.add(name, hash_password(_new_password(name)), role):
+                raise ChatscreenError(f"'{name}' already has an account")
+            db.log("(admin)", "create", name, f"role={role}")
+            print(f"Created {role} '{name}'")
+        elif cmd == "set-role":
+            assert name is not None
+            if not db.set_role(name, args.role):
+                raise ChatscreenError(f"'{name}' has no account")
+            db.log("(admin)", "role", name, f"role={args.role}")
+            print(f"'{name}' is now {args.role}")
+        elif cmd == "kick":
+            assert name is not None
+            db.ask_kick(name, args.reason)
+            db.log("(admin)", "kick", name, f"reason={args.reason}")
+            print(f"Asked the running server to kick {name} (if connected, within a second)")
+        elif cmd in ("ban", "unban", "mute", "unmute"):
+            if (name is None) == (getattr(args, "address", None) is None):
+                raise ChatscreenError(f"{cmd} wants a NAME or --address IP")
+            if cmd in ("mute", "unmute"):
+                assert name is not None
+                kind, target = "mute", name
+            elif args.address is not None:
+                try:
+                    kind, target = "address", str(ipaddress.ip_address(args.address))
+                except ValueError:
+                    raise ChatscreenError(f"{args.address!r} is not an IP address") from None
+            else:
+                assert name is not None
+                kind, target = "account", name
+            done = {"ban": "Banned", "unban": "Unbanned", "mute": "Muted", "unmute": "Unmuted"}
+            if cmd in ("unban", "unmute"):
+                if not db.unban(kind, target):
+                    raise ChatscreenError(f"{target} is not {done[cmd[2:]].lower()}")
+                db.log("(admin)", cmd, target)
+                print(f"{done[cmd]} {target}")
+            else:
+                try:
+                    seconds = parse_duration(args.duration) if args.duration else None
+                except ValueError as exc:
+                    raise ChatscreenError(str(exc)) from None
+                ban = db.ban(kind, target, time.time() + seconds if seconds else None,
+                             args.reason, "(admin)")
+                db.log("(admin)", cmd, target, f"duration={seconds} reason={args.reason}"
+                       if seconds else f"reason={args.reason}")
+                print(f"{done[cmd]} {target} {ban.until_text()}")
+        else:
+            now = time.time()
+            accounts = db.accounts()
+            print(f"Accounts ({len(accounts)}):")
+            for a in accounts:
+                print(f"  {a.name:<24} {a.role:<10} since {a.created}")
+            bans = [b for b in db.bans() if b.active(now)]
+            print(f"Bans and mutes ({len(bans)}):")
+            for b in bans:
+                why = f" ({b.reason})" if b.reason else ""
+                print(f"  {b.kind} {b.target} {b.until_text()} by {b.by or '?'}{why}")
     except sqlite3.Error as exc:  # a page found damaged only now
         raise ChatscreenError(describe(data_dir / "chatscreen.db", exc)) from None
     finally:
         db.close()
     return 0
-
-
-def _admin_command(db: AccountDB, args: argparse.Namespace, cmd: str, name: str | None) -> None:
-    from chatscreen.server.accounts import hash_password
-    from chatscreen.server.moderation import parse_duration
-
-    if cmd in ("create-admin", "add-user"):
-        assert name is not None
-        role = "admin" if cmd == "create-admin" else args.role
-        if db.get(name) is not None:
-            raise ChatscreenError(f"'{name}' already has an account (set-role changes it)")
-        if not db.add(name, hash_password(_new_password(name)), role):
-            raise ChatscreenError(f"'{name}' already has an account")
-        db.log("(admin)", "create", name, f"role={role}")
-        print(f"Created {role} '{name}'")
-    elif cmd == "set-role":
-        assert name is not None
-        if not db.set_role(name, args.role):
-            raise ChatscreenError(f"'{name}' has no account")
-        db.log("(admin)", "role", name, f"role={args.role}")
-        print(f"'{name}' is now {args.role}")
-    elif cmd == "kick":
-        assert name is not None
-        db.ask_kick(name, args.reason)
-        db.log("(admin)", "kick", name, f"reason={args.reason}")
-        print(f"Asked the running server to kick {name} (if connected, within a second)")
-    elif cmd in ("ban", "unban", "mute", "unmute"):
-        if (name is None) == (getattr(args, "address", None) is None):
-            raise ChatscreenError(f"{cmd} wants a NAME or --address IP")
-        if cmd in ("mute", "unmute"):
-            assert name is not None
-            kind, target = "mute", name
-        elif args.address is not None:
-            try:
-                kind, target = "address", str(ipaddress.ip_address(args.address))
-            except ValueError:
-                raise ChatscreenError(f"{args.address!r} is not an IP address") from None
-        else:
-            assert name is not None
-            kind, target = "account", name
-        done = {"ban": "Banned", "unban": "Unbanned", "mute": "Muted", "unmute": "Unmuted"}
-        if cmd in ("unban", "unmute"):
-            if not db.unban(kind, target):
-                raise ChatscreenError(f"{target} is not {done[cmd[2:]].lower()}")
-            db.log("(admin)", cmd, target)
-            print(f"{done[cmd]} {target}")
-        else:
-            try:
-                seconds = parse_duration(args.duration) if args.duration else None
-            except ValueError as exc:
-                raise ChatscreenError(str(exc)) from None
-            ban = db.ban(kind, target, time.time() + seconds if seconds else None,
-                         args.reason, "(admin)")
-            db.log("(admin)", cmd, target, f"duration={seconds} reason={args.reason}"
-                   if seconds else f"reason={args.reason}")
-            print(f"{done[cmd]} {target} {ban.until_text()}")
-    else:
-        now = time.time()
-        accounts = db.accounts()
-        print(f"Accounts ({len(accounts)}):")
-        for a in accounts:
-            print(f"  {a.name:<24} {a.role:<10} since {a.created}")
-        bans = [b for b in db.bans() if b.active(now)]
-        print(f"Bans and mutes ({len(bans)}):")
-        for b in bans:
-            why = f" ({b.reason})" if b.reason else ""
-            print(f"  {b.kind} {b.target} {b.until_text()} by {b.by or '?'}{why}")
 
 
 # -- chat --------------------------------------------------------------------------------
