@@ -58,8 +58,9 @@ def skeleton(value: str) -> str:
 
 
 def name_skeleton(value: str) -> str:
-    """The skeleton of a name, NFKC (as names are) and case ignored: names that look alike
-    in any case have the same one. Case is folded after the mapping, since a prototype may
-    be a capital ("0" -> "O"), and the result mapped again, so that "B0SS", "b0ss", "bОss"
-    and "boss" all agree."""
+    """The skeleton of a name, NFKC (as names are), with case folded after the mapping
+    (a prototype may be a capital: "0" -> "O") and the result mapped again, so that "B0SS",
+    "b0ss", "bОss" and "boss" all agree. Case is folded after the mapping, not before, as
+    names are shown as spelled: "Ian" looks like "lan", "alIce" does not look like "alice".
+    (Names equal but for case are the same name anyway: the server compares both.)"""
     return skeleton(skeleton(unicodedata.normalize("NFKC", value)).casefold())
