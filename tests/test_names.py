@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,8 @@ from chatscreen.errors import ErrorCode, RemoteProtocolError
 from chatscreen.protocol import Frame, Limits
 from chatscreen.protocol.lookalike import name_skeleton, parse_confusables, skeleton
 from chatscreen.protocol.schema import CLIENT_MESSAGES, parse_message
+from chatscreen.server.accounts import hash_password
+from chatscreen.server.storage import _SCHEMA as storage_schema
 from tests.helpers.server import (
     REPO,
     TIMEOUT,
@@ -211,3 +214,44 @@ def test_registering_a_name_ends_the_guests_using_it(tmp_path: Path) -> None:
                     assert msg["messages"] == []  # the guest's messages were the guest's
 
         run(scenario())
+
+
+OLD_ACCOUNTS = """
+CREATE TABLE accounts (
+    name    TEXT PRIMARY KEY,
+    display TEXT NOT NULL,
+    hash    TEXT NOT NULL,
+    role    TEXT NOT NULL DEFAULT 'member',
+    created TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+"""
+
+
+def test_a_database_from_before_skeletons_is_migrated_and_indexed(tmp_path: Path) -> None:
+    """Accounts made by an older version get their skeletons at start, and keep their
+    private messages; look-ups by skeleton use an index."""
+    data = tmp_path / "data"
+    data.mkdir()
+    db = sqlite3.connect(data / "chatscreen.db")
+    db.executescript(OLD_ACCOUNTS + storage_schema)
+    db.execute("INSERT INTO accounts (name, display, hash, role) VALUES (?,?,?,?)",
+               ("boss", "Boss", hash_password(PASSWORD), "admin"))
+    db.execute("INSERT INTO messages (id, ts, user, text, room, to_user) VALUES "
+               "(1, '2026-01-01T00:00:00.000Z', 'alice', 'an old one', NULL, 'Boss')")
+    db.commit()
+    db.close()
+    with running_server(data) as srv:
+        async def scenario() -> None:
+            err = await refused(client(srv, "B0SS"))
+            assert err.message == "name 'B0SS' looks like 'Boss', which is registered"
+            async with client(srv, "boss", PASSWORD) as boss:
+                texts = [m["text"] for m in (await boss.history(peer="alice"))["messages"]]
+                assert texts == ["an old one"]
+
+        run(scenario())
+    db = sqlite3.connect(data / "chatscreen.db")
+    assert db.execute("SELECT skeleton, since FROM accounts").fetchall() == [("boss", 0)]
+    plan = " ".join(str(r) for r in db.execute(
+        "EXPLAIN QUERY PLAN SELECT name FROM accounts WHERE skeleton = ?", ("x",)))
+    assert "USING INDEX accounts_skeleton" in plan or "USING COVERING INDEX" in plan, plan
+    db.close()
