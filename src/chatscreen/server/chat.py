@@ -762,10 +762,12 @@ class ChatService:
     def _deliver_private(self, m: StoredMessage) -> None:
         assert m.to is not None
         data = encode_frame({"type": "message", **m.to_wire()})
-        sender_key, to_key = m.user.casefold(), m.to.casefold()
-        n = self.fanout.publish(user_topic(sender_key), data)
-        if to_key != sender_key:
-            n += self.fanout.publish(user_topic(to_key), data)
+        n = 0
+        for key in dict.fromkeys((m.user.casefold(), m.to.casefold())):
+            # not to a guest who took the name after the message was sent (see _since)
+            session = self.sessions.get(key)
+            if session is not None and session.since < m.id:
+                n += self.fanout.publish(user_topic(key), data)
         self.counters.deliveries += n
 
     def _typing(self, session: Session, msg: Message) -> None:
