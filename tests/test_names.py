@@ -18,7 +18,7 @@ from chatscreen.errors import ErrorCode, RemoteProtocolError
 from chatscreen.protocol import Frame, Limits
 from chatscreen.protocol.lookalike import name_skeleton, parse_confusables, skeleton
 from chatscreen.protocol.schema import CLIENT_MESSAGES, parse_message
-from chatscreen.server.accounts import hash_password
+from chatscreen.server.accounts import AccountDB, hash_password
 from chatscreen.server.storage import _SCHEMA as storage_schema
 from tests.helpers.server import (
     REPO,
@@ -255,3 +255,21 @@ def test_a_database_from_before_skeletons_is_migrated_and_indexed(tmp_path: Path
         "EXPLAIN QUERY PLAN SELECT name FROM accounts WHERE skeleton = ?", ("x",)))
     assert "USING INDEX accounts_skeleton" in plan or "USING COVERING INDEX" in plan, plan
     db.close()
+
+
+def test_an_account_cannot_be_created_next_to_a_look_alike(tmp_path: Path) -> None:
+    """The check and the insert are one transaction, on a real SQLite file: /register and
+    `chatscreen admin` go through it."""
+    db = AccountDB.open(tmp_path)
+    try:
+        assert db.create("Boss", "hash", "admin") is None
+        assert db.create("b" + CYRILLIC_O + "ss", "hash") == "Boss"
+        assert db.create("B0SS", "hash") == "Boss"
+        assert db.create("boss", "hash") == "Boss"
+        assert db.create("bose", "hash", since=7) is None
+        assert [(a.name, a.skeleton, a.since) for a in db.accounts()] == [
+            ("bose", "bose", 7), ("Boss", "boss", None)]
+        assert db.settle(42) == 1
+        assert db.get("boss").since == 42  # type: ignore[union-attr]
+    finally:
+        db.close()
