@@ -70,7 +70,7 @@ def hello(user: str) -> Any:
     "\uffa0boss",  # HALFWIDTH HANGUL FILLER
     "\u115f", "bo\u1160ss",  # Hangul choseong and jungseong fillers
     "\u2800",  # BRAILLE PATTERN BLANK
-    "boss\u2800",
+    "boss\u2800", "\U0001d159boss",  # and MUSICAL SYMBOL NULL NOTEHEAD
     "bo\u200dss", "bo\u200bss", "boss\u2060",  # zero-width joiner, space, word joiner
     "boss\ufe0f", "boss\U000e0101",  # variation selectors
     "bo\u034fss",  # COMBINING GRAPHEME JOINER

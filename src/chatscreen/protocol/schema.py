@@ -39,10 +39,11 @@ _TEXT_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")  # \t, 
 # Characters that show as nothing, or as a blank, and are letters or marks by category (all
 # of categories C and Z are refused on their own): those of Unicode's
 # Default_Ignorable_Code_Point outside C and Z (the combining grapheme joiner, the Hangul
-# fillers, the Khmer inherent vowels, the variation selectors), and the blank braille
-# pattern. "boss\u3164" would look exactly like "boss".
+# fillers, the Khmer inherent vowels, the variation selectors), and the symbols drawn as
+# blanks (U+2800 BRAILLE PATTERN BLANK, U+1D159 MUSICAL SYMBOL NULL NOTEHEAD).
+# "boss\u3164" would look exactly like "boss".
 _INVISIBLE = re.compile("[\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u2800\u3164"
-                        "\ufe00-\ufe0f\uffa0\U000e0100-\U000e01ef]")
+                        "\ufe00-\ufe0f\uffa0\U0001d159\U000e0100-\U000e01ef]")
 
 
 def name_problem(value: str) -> str | None:
