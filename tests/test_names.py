@@ -20,6 +20,7 @@ from chatscreen.protocol.lookalike import name_skeleton, parse_confusables, skel
 from chatscreen.protocol.schema import CLIENT_MESSAGES, parse_message
 from chatscreen.server.accounts import AccountDB, hash_password
 from chatscreen.server.storage import _SCHEMA as storage_schema
+from tests.helpers.proxy import CuttableProxy
 from tests.helpers.server import (
     REPO,
     TIMEOUT,
@@ -273,3 +274,29 @@ def test_an_account_cannot_be_created_next_to_a_look_alike(tmp_path: Path) -> No
         assert db.get("boss").since == 42  # type: ignore[union-attr]
     finally:
         db.close()
+
+
+def test_a_guest_coming_back_with_its_resume_secret_keeps_its_private_messages(
+        tmp_path: Path) -> None:
+    """The same client, reconnecting after its connection dropped, is the same guest: its
+    private messages are still its own (and those of a guest in between would not be)."""
+    with running_server(tmp_path / "data") as srv:
+        async def scenario() -> None:
+            proxy = await CuttableProxy(srv.chat_port).start()
+            bob = Client("127.0.0.1", "bob", chat_port=proxy.port, timeout=TIMEOUT)
+            try:
+                async with client(srv, "alice") as alice:
+                    await bob.connect()
+                    await alice.pm("bob", "before the cut")
+                    proxy.cut()
+                    await wait_for(bob, lambda e: e.type == "status"
+                                   and e["state"] == "reconnecting")
+                    await wait_for(bob, lambda e: e.type == "status"
+                                   and e["state"] == "connected")
+                    texts = [m["text"] for m in (await bob.history(peer="alice"))["messages"]]
+                    assert texts == ["before the cut"]
+            finally:
+                await bob.close()
+                await proxy.close()
+
+        run(scenario())
