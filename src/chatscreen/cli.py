@@ -15,6 +15,7 @@ import sqlite3
 import sys
 import threading
 import time
+import unicodedata
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -306,7 +307,7 @@ def _new_password(what: str) -> str:
 
 
 def run_admin(args: argparse.Namespace) -> int:
-    from chatscreen.protocol.schema import is_valid_name
+    from chatscreen.protocol.schema import name_problem
     from chatscreen.server.accounts import AccountDB, hash_password
     from chatscreen.server.datadir import describe
     from chatscreen.server.moderation import parse_duration
@@ -314,8 +315,11 @@ def run_admin(args: argparse.Namespace) -> int:
     data_dir = args.data_dir or Path(os.environ.get("CHATSCREEN_DATA_DIR") or "data")
     cmd = args.admin_command
     name: str | None = getattr(args, "name", None)
-    if name is not None and not is_valid_name(name):
-        raise ChatscreenError(f"invalid name {name!r}")
+    if name is not None:
+        name = unicodedata.normalize("NFKC", name)  # as the server takes names
+        problem = name_problem(name)
+        if problem is not None:
+            raise ChatscreenError(f"invalid name {name!r}: {problem}")
     os.umask(PRIVATE_UMASK)
     db = AccountDB.open(data_dir)
     try:
@@ -324,8 +328,15 @@ def run_admin(args: argparse.Namespace) -> int:
             role = "admin" if cmd == "create-admin" else args.role
             if db.get(name) is not None:
                 raise ChatscreenError(f"'{name}' already has an account (set-role changes it)")
-            if not db.add(name, hash_password(_new_password(name)), role):
-                raise ChatscreenError(f"'{name}' already has an account")
+            taken = db.lookalike(name)
+            if taken is not None:
+                raise ChatscreenError(f"'{name}' looks like '{taken.name}', which has an "
+                                      "account")
+            # A running server ends the guests using this name (or a look-alike) within a
+            # second, and gives the account the private messages from then on.
+            taken_name = db.create(name, hash_password(_new_password(name)), role)
+            if taken_name is not None:
+                raise ChatscreenError(f"'{name}' is taken by the account '{taken_name}'")
             db.log("(admin)", "create", name, f"role={role}")
             print(f"Created {role} '{name}'")
         elif cmd == "set-role":

@@ -13,6 +13,7 @@ the joiner subscribed).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import ipaddress
 import itertools
@@ -26,7 +27,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from chatscreen.errors import ErrorCode, RemoteProtocolError
-from chatscreen.protocol import Message, encode_frame
+from chatscreen.protocol import Message, encode_frame, lookalike
+from chatscreen.protocol.lookalike import name_skeleton
 from chatscreen.server.accounts import (
     MIN_PASSWORD,
     RANK,
@@ -58,6 +60,7 @@ HISTORY_FRAME = 256 << 10
 CIDS_KEPT = 64  # per user: client id streams, or opaque client ids, remembered
 CID_USERS_KEPT = 1024  # users (most recently active) whose client ids are kept
 CIDS_RELOADED = 10_000  # at start, the client ids of this many of the latest messages
+GUEST_SINCE_KEPT = 10_000  # guest names whose last session's (resume, since) is remembered
 
 
 def utc_now() -> str:
@@ -164,6 +167,7 @@ class ChatService:
         self.policy = policy or LoginPolicy()
         self.guard = LoginGuard(self.policy.login_delay, self.policy.login_delay_max)
         self.accounts: dict[str, Account] = {}  # casefolded name -> account (a cache)
+        self.lookalikes: dict[str, Account] = {}  # skeleton -> an account with it (a cache)
         self.bans: dict[tuple[str, str], Ban] = {}  # (kind, target) -> ban (a cache)
         self.private: dict[str, set[str]] = {}  # private room -> casefolded names invited
         self._db_version = -1
@@ -172,6 +176,10 @@ class ChatService:
         self.fanout = fanout
         self.history = history
         self.sessions: dict[str, Session] = {}  # casefolded name -> session
+        self.skeletons: dict[str, Session] = {}  # name_skeleton -> session
+        # guest name (casefolded) -> (resume secret, since) of its last session: a guest
+        # coming back with that secret keeps its private messages, no other guest gets them
+        self._guest_since: OrderedDict[str, tuple[str, int]] = OrderedDict()
         self.tokens: dict[str, Session] = {}
         self.rooms: dict[str, set[Session]] = {}  # room -> members (a room exists while listed)
         self._next_id = 0
@@ -194,6 +202,7 @@ class ChatService:
         self.counters = Counters()
 
     async def start(self) -> None:
+        lookalike.load()  # Unicode's confusables, now rather than at the first login
         self._next_id = await self.store.last_id()
         # A message stored just before the server was killed may never have been echoed to
         # its sender, who re-sends it after the restart: its client id drops the copy.
@@ -343,6 +352,12 @@ class ChatService:
             peer.fail(ErrorCode.BANNED, f"'{name}' is banned {ban.until_text()}"
                       + (f": {ban.reason}" if ban.reason else ""))
             return
+        skeleton = name_skeleton(name)
+        refusal = self._lookalike(name, key, skeleton, account)
+        if refusal is not None:
+            log.info("refused %s from %s: %s", name, peer.addr, refusal)
+            peer.fail(ErrorCode.NAME_TAKEN, refusal)
+            return
         old = self.sessions.get(key)
         if old is not None:
             if old.resume is not None and msg.get("resume") == old.resume:
@@ -353,9 +368,11 @@ class ChatService:
                 peer.fail(ErrorCode.NAME_TAKEN, f"Username '{name}' is already taken")
                 return
         role = account.role if account is not None else None
-        session = Session(name, peer, resume=msg.get("resume"), role=role)
+        session = Session(name, peer, resume=msg.get("resume"), role=role, skeleton=skeleton,
+                          since=self._since(key, account, msg.get("resume")))
         peer.session = session
         self.sessions[key] = session
+        self.skeletons[skeleton] = session
         self.tokens[session.token] = session
         self.fanout.subscribe(user_topic(key), peer)
         self.fanout.subscribe(ALL, peer)
@@ -371,10 +388,41 @@ class ChatService:
         self._send_shares(session)
         log.info("%s logged in from %s%s", name, peer.addr, f" as {role}" if role else "")
 
+    def _lookalike(self, name: str, key: str, skeleton: str,
+                   account: Account | None) -> str | None:
+        """Why this login would impersonate someone (its name looks like a registered one,
+        or like a connected user's: Unicode TS #39 skeletons), or None."""
+        other = self.skeletons.get(skeleton)
+        if other is not None and other.key != key:
+            return f"name '{name}' looks like '{other.name}', which is taken"
+        owner = self.lookalikes.get(skeleton)
+        if account is None and owner is not None:
+            return f"name '{name}' looks like '{owner.name}', which is registered"
+        return None
+
+    def _since(self, key: str, account: Account | None, resume: str | None) -> int:
+        """The id after which private messages are this new session's (see Session.since):
+        an account's own; for a guest, the id of now, unless it is the last guest of this
+        name coming back (the same resume secret)."""
+        if account is not None:
+            return account.since if account.since is not None else self._next_id
+        kept = self._guest_since.pop(key, None)
+        since = self._next_id
+        if kept is not None and resume is not None and hmac.compare_digest(
+                kept[0].encode(), resume.encode()):
+            since = kept[1]
+        if resume is not None:
+            self._guest_since[key] = (resume, since)
+            while len(self._guest_since) > GUEST_SINCE_KEPT:
+                self._guest_since.popitem(last=False)
+        return since
+
     def _logout(self, session: Session) -> None:
         key = session.key
         if self.sessions.get(key) is session:
             del self.sessions[key]
+        if self.skeletons.get(session.skeleton) is session:
+            del self.skeletons[session.skeleton]
         self.tokens.pop(session.token, None)
         for room in list(session.rooms):
             self._leave(session, room)
@@ -714,10 +762,12 @@ class ChatService:
     def _deliver_private(self, m: StoredMessage) -> None:
         assert m.to is not None
         data = encode_frame({"type": "message", **m.to_wire()})
-        sender_key, to_key = m.user.casefold(), m.to.casefold()
-        n = self.fanout.publish(user_topic(sender_key), data)
-        if to_key != sender_key:
-            n += self.fanout.publish(user_topic(to_key), data)
+        n = 0
+        for key in dict.fromkeys((m.user.casefold(), m.to.casefold())):
+            # not to a guest who took the name after the message was sent (see _since)
+            session = self.sessions.get(key)
+            if session is not None and session.since < m.id:
+                n += self.fanout.publish(user_topic(key), data)
         self.counters.deliveries += n
 
     def _typing(self, session: Session, msg: Message) -> None:
@@ -750,7 +800,8 @@ class ChatService:
         else:
             peer = msg["peer"] if msg["peer"].casefold() != session.key else None
             rows = await self.store.private_history(
-                session.name, peer, before=before, after=after, limit=limit
+                session.name, peer, before=before, after=after, limit=limit,
+                since=session.since,
             )
             where = {"peer": msg["peer"]}
         more = len(rows) == limit
@@ -792,7 +843,13 @@ class ChatService:
         assert store is not None
         first = self._db_version < 0
         self._db_version = await store.version()
+        if first:
+            await store.update_skeletons()
+        await store.settle(self._next_id)  # accounts `chatscreen admin` made: see Account.since
         self.accounts = {a.key: a for a in await store.accounts()}
+        self.lookalikes = {}
+        for a in self.accounts.values():
+            self.lookalikes.setdefault(a.skeleton or name_skeleton(a.name), a)
         old, self.bans = self.bans, {(b.kind, b.target): b for b in await store.bans()}
         self.private = await store.private_rooms()
         if not first:  # what `chatscreen admin` did is shown in the rooms, as a moderator's is
@@ -813,6 +870,10 @@ class ChatService:
                 self._expel(victim, ErrorCode.KICKED, f"You were kicked by an admin{because}")
         for session in list(self.sessions.values()):
             account = self.accounts.get(session.key)
+            owner = account or self.lookalikes.get(session.skeleton)
+            if session.role is None and owner is not None and not session.registering:
+                self._end_guest(session, owner)
+                continue
             if session.role is not None:
                 session.role = account.role if account is not None else "member"
             ban = self._ban("account", session.key) or self._ban("address", session.chat.ip)
@@ -820,6 +881,17 @@ class ChatService:
                 session.chat.fail(ErrorCode.BANNED, f"You are banned {ban.until_text()}"
                                   + (f": {ban.reason}" if ban.reason else ""))
                 self._logout(session)
+
+    def _end_guest(self, session: Session, owner: Account) -> None:
+        """A guest's name, or one it looks like, was registered: the guest must go."""
+        if owner.key == session.key:
+            reason = (f"'{owner.name}' is now a registered name: log in with its password, "
+                      "or choose another name")
+        else:
+            reason = (f"your name '{session.name}' looks like '{owner.name}', which is now "
+                      "registered: choose another name")
+        log.info("ending guest %s: %s", session.name, reason)
+        self._expel(session, ErrorCode.NAME_TAKEN, reason)
 
     def _admin_notice(self, key: str, text: str) -> None:
         """A notice of an action `chatscreen admin` took, in the rooms of its target (if
@@ -852,6 +924,9 @@ class ChatService:
         elif session.role is not None or session.key in self.accounts or session.registering:
             session.chat.error(ErrorCode.FORBIDDEN, f"'{session.name}' is already registered",
                                re="register", **rid)
+        elif (owner := self.lookalikes.get(session.skeleton)) is not None:
+            session.chat.error(ErrorCode.FORBIDDEN, f"'{session.name}' looks like "
+                               f"'{owner.name}', which is registered", re="register", **rid)
         elif len(msg["password"]) < MIN_PASSWORD:
             session.chat.error(ErrorCode.BAD_PASSWORD, f"a password needs at least "
                                f"{MIN_PASSWORD} characters", re="register", **rid)
@@ -863,16 +938,24 @@ class ChatService:
         assert self.account_store is not None
         try:
             hashed = await asyncio.to_thread(hash_password, password)
-            added = await self.account_store.add(session.name, hashed, "member")
+            # The account's private messages are those of this session on
+            taken = await self.account_store.create(session.name, hashed, "member",
+                                                    session.since)
+            if taken is None:
+                account = Account(session.key, session.name, hashed, "member", utc_now(),
+                                  session.skeleton, session.since)
+                self.accounts[session.key] = account
+                self.lookalikes.setdefault(session.skeleton, account)
+                self._guest_since.pop(session.key, None)
+                session.role = "member"
         finally:
             session.registering = False
-        if not added:
-            session.chat.error(ErrorCode.FORBIDDEN, f"'{session.name}' is already registered",
+        if taken is not None:
+            what = ("is already registered" if taken.casefold() == session.key
+                    else f"looks like '{taken}', which is registered")
+            session.chat.error(ErrorCode.FORBIDDEN, f"'{session.name}' {what}",
                                re="register", **rid)
             return
-        self.accounts[session.key] = Account(session.key, session.name, hashed, "member",
-                                             utc_now())
-        session.role = "member"
         log.info("%s registered their name", session.name)
         session.chat.send("registered", user=session.name, role="member", **rid)
 
@@ -992,8 +1075,7 @@ class ChatService:
             if key not in self.accounts or not await store.set_role(key, role):
                 raise _Refused(ErrorCode.NO_SUCH_USER, f"'{target}' has no account")
             account = self.accounts[key]
-            self.accounts[key] = Account(account.key, account.name, account.hash, role,
-                                         account.created)
+            self.accounts[key] = dataclasses.replace(account, role=role)
             if victim is not None:
                 victim.role = role
             return f"{session.name} made {name} {'an' if role == 'admin' else 'a'} {role}", rooms

@@ -20,6 +20,10 @@ class Session:
     screens: set[Peer] = field(default_factory=set)
     registering: bool = False
     role: str | None = None  # admin, moderator or member (a registered account); None: a guest
+    # Private messages of ids above this are this user's: a guest's are those of its own
+    # session (and of the earlier ones it resumed), an account's those since it was made.
+    since: int = 0
+    skeleton: str = ""  # what the name looks like (protocol.lookalike.name_skeleton)
 
     @property
     def key(self) -> str:

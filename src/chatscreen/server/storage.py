@@ -89,9 +89,10 @@ class MessageStore(Protocol):
 
     async def private_history(
         self, user: str, peer: str | None, *, before: int | None = None,
-        after: int | None = None, limit: int,
+        after: int | None = None, limit: int, since: int = 0,
     ) -> list[StoredMessage]:
-        """Private messages to or from ``user`` (with ``peer`` only, when given)."""
+        """Private messages to or from ``user`` (with ``peer`` only, when given), of ids
+        above ``since`` only (those before belong to someone else who had the name)."""
 
     async def recent(self, limit: int) -> list[StoredMessage]:
         """The newest ``limit`` messages, rooms and private ones together, in id order."""
@@ -450,12 +451,17 @@ class SQLiteStore:
         return await self._query("room = ?", [room], before, after, limit)
 
     async def private_history(self, user: str, peer: str | None, *, before: int | None = None,
-                              after: int | None = None, limit: int) -> list[StoredMessage]:
+                              after: int | None = None, limit: int,
+                              since: int = 0) -> list[StoredMessage]:
+        params: list[Any]
         if peer is None:
             where, params = "room IS NULL AND (user = ? OR to_user = ?)", [user, user]
         else:
             where = "room IS NULL AND ((user = ? AND to_user = ?) OR (user = ? AND to_user = ?))"
             params = [user, peer, peer, user]
+        if since:
+            where += " AND id > ?"
+            params.append(since)
         return await self._query(where, params, before, after, limit)
 
     async def recent(self, limit: int) -> list[StoredMessage]:
