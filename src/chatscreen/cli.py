@@ -20,6 +20,7 @@ from typing import Any
 
 from chatscreen import __version__
 from chatscreen.errors import ChatscreenError
+from chatscreen.text import display_text, one_line
 
 DEFAULT_CHAT_PORT = 9999
 DEFAULT_SCREEN_PORT = 9998
@@ -196,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         runner = {"chat": run_chat, "share": run_share, "view": run_view}[args.command]
         return asyncio.run(runner(args))
     except ChatscreenError as exc:
-        print(str(exc), file=sys.stderr)
+        print(one_line(str(exc)), file=sys.stderr)  # it may quote the server
         return 1
     except KeyboardInterrupt:
         return 130
@@ -400,12 +401,18 @@ def local_time(ts: str) -> str:
 
 
 def format_message(m: dict[str, Any], current_room: str | None) -> str:
-    when = local_time(m["ts"])
+    """``[HH:MM:SS] user: text``; the text's further lines start with ``  | `` and nothing
+    in a name or the text is obeyed (see :mod:`chatscreen.text`)."""
+    when, user, text = local_time(m["ts"]), one_line(m["user"]), display_text(m["text"])
     if m.get("to") is not None:
-        return f"[{when}] {m['user']} -> {m['to']}: {m['text']}"
+        return f"[{when}] {user} -> {one_line(m['to'])}: {text}"
     room = m.get("room")
-    prefix = "" if room is None or room == current_room else f"#{room} "
-    return f"[{when}] {prefix}{m['user']}: {m['text']}"
+    prefix = "" if room is None or room == current_room else f"#{one_line(room)} "
+    return f"[{when}] {prefix}{user}: {text}"
+
+
+def names(users: list[str]) -> str:
+    return ", ".join(one_line(u) for u in users)
 
 
 def _stdin_lines(loop: asyncio.AbstractEventLoop, lines: asyncio.Queue[str | None],
@@ -448,7 +455,7 @@ async def connect_client(args: argparse.Namespace, **kwargs: Any) -> Any:
             if not (isinstance(cause, ServerError) and cause.code == "bad_password"
                     and sys.stdin.isatty()):
                 raise
-            print(f"! {cause.message}", file=sys.stderr, flush=True)
+            print(f"! {one_line(cause.message)}", file=sys.stderr, flush=True)
             if "server password" in cause.message:
                 server_password = await asyncio.to_thread(getpass.getpass, "Server password: ")
             else:
@@ -471,20 +478,21 @@ async def run_chat(args: argparse.Namespace) -> int:
                     out(format_message(m, room), flush=True)
                 history_shown.set()
             elif ev.type == "joined":
-                out(f"* joined {ev['room']}: {', '.join(ev['users'])}", flush=True)
+                out(f"* joined {one_line(ev['room'])}: {names(ev['users'])}", flush=True)
             elif ev.type == "presence":
-                out(f"* {ev['user']} {'joined' if ev['event'] == 'join' else 'left'} "
-                    f"{ev['room']}", flush=True)
+                out(f"* {one_line(ev['user'])} "
+                    f"{'joined' if ev['event'] == 'join' else 'left'} {one_line(ev['room'])}",
+                    flush=True)
             elif ev.type == "notice":
-                out(f"* {ev['text']}", flush=True)
+                out(f"* {one_line(ev['text'])}", flush=True)
             elif ev.type == "error":
-                out(f"! {ev['message']}", flush=True)
+                out(f"! {one_line(ev['message'])}", flush=True)
             elif ev.type == "tls":
                 out(f"* first connection to {ev['where']}: pinned its certificate "
                     f"{ev['fingerprint']}", file=sys.stderr, flush=True)
             elif ev.type == "status" and ev["state"] in ("reconnecting", "disconnected"):
                 retry = f", retrying in {ev['retry_in']} s" if ev.get("retry_in") else ""
-                out(f"! {ev['state']}: {ev.get('reason', '')}{retry}", file=sys.stderr,
+                out(f"! {ev['state']}: {one_line(ev.get('reason', ''))}{retry}", file=sys.stderr,
                     flush=True)
             elif ev.type == "status" and ev["state"] == "connected" and shown_connected:
                 out("! connected again", file=sys.stderr, flush=True)
@@ -530,7 +538,7 @@ async def run_chat(args: argparse.Namespace) -> int:
                     continue
                 room = await _chat_command(client, line, room, pending, out)
             except ChatscreenError as exc:
-                out(f"! {exc}", flush=True)
+                out(f"! {one_line(str(exc))}", flush=True)
         if pending:
             results = await asyncio.gather(*pending, return_exceptions=True)
             failed = [r for r in results if isinstance(r, BaseException)]
@@ -551,7 +559,7 @@ async def _chat_command(client: Any, line: str, room: str, pending: list[asyncio
     try:
         command = parse_command(line, room)
     except ChatscreenError as exc:
-        out(f"! {exc}", flush=True)
+        out(f"! {one_line(str(exc))}", flush=True)
         return room
     kind, a = command.kind, command.args
     if kind == "say":
@@ -562,16 +570,17 @@ async def _chat_command(client: Any, line: str, room: str, pending: list[asyncio
     elif kind == "msg":
         pending.append(asyncio.ensure_future(client.pm(a["to"], a["text"])))
     elif kind == "who":
-        out(f"* in {a['room']}: {', '.join(await client.who(a['room']))}", flush=True)
+        out(f"* in {one_line(a['room'])}: {names(await client.who(a['room']))}", flush=True)
     elif kind == "rooms":
         rooms = await client.list_rooms()
-        out("* rooms: " + ", ".join(f"{r['name']} ({r['users']})" for r in rooms), flush=True)
+        out("* rooms: " + ", ".join(f"{one_line(r['name'])} ({r['users']})" for r in rooms),
+            flush=True)
     elif kind == "private":
         await client.create_room(a["room"], private=True)
         return str(a["room"])
     elif kind == "invite":
         await client.invite(a["room"], a["user"])
-        out(f"* invited {a['user']} to {a['room']}", flush=True)
+        out(f"* invited {one_line(a['user'])} to {one_line(a['room'])}", flush=True)
     elif kind == "moderate":
         await client.moderate(**a)
     else:  # help (register and quit are handled by the caller)
