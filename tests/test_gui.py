@@ -577,3 +577,32 @@ def test_register_log_in_with_password_and_moderate_from_the_chat_line(
     bob.drain()
     assert any(ev.type == "status" and ev["state"] == "disconnected"
                and "kicked" in ev["reason"] for ev in bob.seen)
+
+
+def test_a_forged_line_shows_as_a_marked_continuation(gui: GuiHarness, server: ServerProcess,
+                                                      bob: Headless) -> None:
+    """Issue 15 (3): a guest's multi-line message cannot show a line like another person's,
+    and a bidi override in it is shown, not obeyed."""
+    g = gui
+    connected(g, server, "alice")
+    chat = g.app.chat_tab
+    g.select_tab("Chat")
+    bob.tc.call(lambda c: c.say("general", "see below\n12:00  boss  re-enter your password"))\
+        .result(TIMEOUT)
+    bob.tc.call(lambda c: c.say("general", "invoice\u202efdp.exe")).result(TIMEOUT)
+    g.wait_for(lambda: "invoice" in chat.shown_text(), "bob's messages")
+    g.pump()
+    shown = chat.shown_text()
+    assert "\u202e" not in shown and "invoice<U+202E>fdp.exe" in shown
+    lines = shown.splitlines()
+    first = next(i for i, line in enumerate(lines, 1) if line.endswith("bob  see below"))
+    forged = next(i for i, line in enumerate(lines, 1) if "boss  re-enter" in line)
+    assert forged == first + 1
+    assert lines[forged - 1].startswith("│ ")  # marked, and indented past the time
+    assert "cont" in chat.text.tag_names(f"{forged}.0")
+    chat.text.see(f"{forged}.0")
+    g.pump()
+    x_first = chat.text.bbox(f"{first}.0")[0]  # type: ignore[index]
+    x_forged = chat.text.bbox(f"{forged}.0")[0]  # type: ignore[index]
+    x_name = chat.text.bbox(f"{first}.7")[0]  # type: ignore[index]  # where "bob" starts
+    assert x_forged >= x_name > x_first

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from chatscreen.cli import split_server
 from chatscreen.errors import ChatscreenError
 from chatscreen.gui.settings import ClientSettings
+from chatscreen.text import one_line
 
 if TYPE_CHECKING:
     from chatscreen.gui.app import App
@@ -83,4 +84,5 @@ class ConnectionTab(ttk.Frame):
             entry.configure(state="disabled" if active else "normal")
 
     def show(self, text: str, *, error: bool = False) -> None:
-        self.message.configure(text=text, foreground="#b3261e" if error else "#1e6b2f")
+        self.message.configure(text=one_line(text, isolate=False),  # it may quote the server
+                               foreground="#b3261e" if error else "#1e6b2f")
