@@ -94,6 +94,15 @@ def _admin_parser(sub: Any) -> None:
     c = cmds.add_parser("unmute", help="let a muted user post again")
     c.add_argument("name")
     cmds.add_parser("list", help="accounts, roles and bans")
+    c = cmds.add_parser("invite", help="print the command line (with the certificate's "
+                        "fingerprint) that connects a user safely the first time")
+    c.add_argument("--host", help="the address users reach this server at (default: this "
+                   "machine's name)")
+    c.add_argument("--chat-port", type=int, default=DEFAULT_CHAT_PORT,
+                   help=f"the server's chat port (default {DEFAULT_CHAT_PORT})")
+    c.add_argument("--tls-cert", type=Path, metavar="FILE",
+                   help="the server's certificate, if it was given one (default: the one it "
+                        "made in its data directory)")
 
 
 def _client_args(p: argparse.ArgumentParser, *, user: bool = True) -> None:
@@ -106,6 +115,9 @@ def _client_args(p: argparse.ArgumentParser, *, user: bool = True) -> None:
     p.add_argument("--ca", type=Path, metavar="FILE",
                    help="trust the server's certificate only if this CA signed it "
                         "(default: the system's CAs, else pin it on first use)")
+    p.add_argument("--fingerprint", type=fingerprint_arg, metavar="SHA256:...",
+                   help="the server certificate's fingerprint (its banner, or `chatscreen "
+                        "admin invite`): checked even on first contact, then remembered")
     if user:
         p.add_argument("--user", required=True, help="your username")
         p.add_argument("--password-file", type=Path, metavar="FILE",
@@ -114,6 +126,15 @@ def _client_args(p: argparse.ArgumentParser, *, user: bool = True) -> None:
         p.add_argument("--server-password-file", type=Path, metavar="FILE",
                        help="the server's password, if it has one (or "
                             "CHATSCREEN_SERVER_PASSWORD; on a terminal you are asked)")
+
+
+def fingerprint_arg(text: str) -> str:
+    from chatscreen.tls import parse_fingerprint
+
+    try:
+        return parse_fingerprint(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pre-fill the server (default: the last one used)")
     p.add_argument("--user", help="pre-fill the username (default: the last one used)")
     p.add_argument("--screen-port", type=int, default=None)
+    p.add_argument("--fingerprint", type=fingerprint_arg, metavar="SHA256:...",
+                   help="pre-fill the server certificate's fingerprint (checked even on "
+                        "first contact)")
     p = sub.add_parser("chat", help="line-mode terminal chat")
     _client_args(p)
     p.add_argument("--room", default="general")
@@ -163,7 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def tls_args(args: argparse.Namespace) -> dict[str, Any]:
-    return {"tls": not getattr(args, "no_tls", False), "ca": getattr(args, "ca", None)}
+    if getattr(args, "no_tls", False) and getattr(args, "fingerprint", None):
+        raise ChatscreenError("--fingerprint checks the server's TLS certificate: it cannot "
+                              "go with --no-tls")
+    return {"tls": not getattr(args, "no_tls", False), "ca": getattr(args, "ca", None),
+            "fingerprint": getattr(args, "fingerprint", None)}
 
 
 def split_server(args: argparse.Namespace) -> tuple[str, int]:
@@ -193,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "client":
             from chatscreen.gui import run_app
 
-            return run_app(args.server, args.user, args.screen_port)
+            return run_app(args.server, args.user, args.screen_port, args.fingerprint)
         runner = {"chat": run_chat, "share": run_share, "view": run_view}[args.command]
         return asyncio.run(runner(args))
     except ChatscreenError as exc:
@@ -299,6 +327,27 @@ def _new_password(what: str) -> str:
     return password
 
 
+def print_invite(data_dir: Path, host: str | None, port: int, cert: Path | None) -> int:
+    """``chatscreen chat --server HOST:PORT --fingerprint SHA256:...``: a first contact that
+    cannot be intercepted unnoticed (no trust on first use)."""
+    import socket
+
+    from chatscreen.tls import cert_fingerprint
+
+    cert = cert or data_dir / "tls-cert.pem"
+    try:
+        fp = cert_fingerprint(cert)
+    except (OSError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise ChatscreenError(f"cannot read the server's certificate {cert}: {why} (start "
+                              "the server once to make it, or give --tls-cert)") from None
+    host = host or socket.gethostname()
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    print(f"chatscreen chat --server {where} --fingerprint {fp}")
+    print(f"(the app: Server {where}, Fingerprint {fp}; add --user NAME to the line above)")
+    return 0
+
+
 def run_admin(args: argparse.Namespace) -> int:
     from chatscreen.protocol.schema import is_valid_name
     from chatscreen.server.accounts import AccountDB, hash_password
@@ -306,6 +355,8 @@ def run_admin(args: argparse.Namespace) -> int:
 
     data_dir = args.data_dir or Path(os.environ.get("CHATSCREEN_DATA_DIR") or "data")
     cmd = args.admin_command
+    if cmd == "invite":
+        return print_invite(data_dir, args.host, args.chat_port, args.tls_cert)
     name: str | None = getattr(args, "name", None)
     if name is not None and not is_valid_name(name):
         raise ChatscreenError(f"invalid name {name!r}")
@@ -487,9 +538,13 @@ async def run_chat(args: argparse.Namespace) -> int:
                 out(f"* {one_line(ev['text'])}", flush=True)
             elif ev.type == "error":
                 out(f"! {one_line(ev['message'])}", flush=True)
+            elif ev.type == "tls" and ev.get("checked"):
+                out(f"* {ev['where']}: its certificate is the one given, {ev['fingerprint']}; "
+                    "remembered", file=sys.stderr, flush=True)
             elif ev.type == "tls":
                 out(f"* first connection to {ev['where']}: pinned its certificate "
-                    f"{ev['fingerprint']}", file=sys.stderr, flush=True)
+                    f"{ev['fingerprint']}; compare it with the server's banner",
+                    file=sys.stderr, flush=True)
             elif ev.type == "status" and ev["state"] in ("reconnecting", "disconnected"):
                 retry = f", retrying in {ev['retry_in']} s" if ev.get("retry_in") else ""
                 out(f"! {ev['state']}: {one_line(ev.get('reason', ''))}{retry}", file=sys.stderr,
