@@ -27,8 +27,10 @@ from PIL import Image, ImageTk
 from chatscreen.client import Client, OutRect, ScreenChannel, ThreadedClient
 from chatscreen.codec import encode_jpeg, psnr
 from chatscreen.gui.net import close_loop
+from chatscreen.gui.settings import load_settings
 from chatscreen.protocol import Message
 from chatscreen.sharing import snapshot
+from chatscreen.tls import KnownHosts, cert_fingerprint
 from tests.helpers.display import grab_display, render_test_picture, show_picture
 from tests.helpers.gui import GUI_TIMEOUT, GuiHarness
 from tests.helpers.server import TIMEOUT, ServerProcess
@@ -606,3 +608,36 @@ def test_a_forged_line_shows_as_a_marked_continuation(gui: GuiHarness, server: S
     x_forged = chat.text.bbox(f"{forged}.0")[0]  # type: ignore[index]
     x_name = chat.text.bbox(f"{first}.7")[0]  # type: ignore[index]  # where "bob" starts
     assert x_forged >= x_name > x_first
+
+
+def test_first_contact_shows_the_fingerprint_and_a_given_one_is_checked(
+        gui: GuiHarness, server: ServerProcess, tmp_path: Path) -> None:
+    """Issue 15 (11): the app shows a certificate it pins on first contact, and with a
+    fingerprint in its Connection tab it checks it first (refusing a wrong one) and
+    remembers it for that server."""
+    g = gui
+    tab = g.app.connection_tab
+    fp = cert_fingerprint(server.data_dir / "tls-cert.pem")
+    where = f"127.0.0.1:{server.chat_port}"
+    connected(g, server, "alice")  # no fingerprint given: trust on first use, shown
+    g.wait_for(lambda: fp in g.app.status_text, "the new certificate on the status line")
+    assert "compare it with the server's banner" in g.app.status_text
+    assert fp in str(tab.message.cget("text"))
+    assert KnownHosts(tmp_path / "config" / "known_hosts").get(where) == fp
+
+    g.select_tab("Connection")
+    g.click(tab.disconnect_button)
+    g.wait_for(lambda: g.app.net is None, "disconnected")
+    wrong = "SHA256:" + ":".join(["AB"] * 32)
+    g.type_into(tab.entries["Fingerprint"], wrong)
+    g.click(tab.connect_button)
+    g.wait_for(lambda: "Failed to connect" in str(tab.message.cget("text")), "the refusal")
+    refusal = str(tab.message.cget("text"))
+    assert fp in refusal and wrong in refusal
+    assert KnownHosts(tmp_path / "config" / "known_hosts").get(where) == fp  # unchanged
+
+    g.type_into(tab.entries["Fingerprint"], fp.lower().removeprefix("sha256:"))
+    g.click(tab.connect_button)
+    g.wait_for(lambda: g.app.status_text.startswith("Connected"), "Connected")
+    assert "new certificate" not in g.app.status_text  # it was checked, nothing to compare
+    assert load_settings().fingerprints == {where: fp}  # remembered for this server
