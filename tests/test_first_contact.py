@@ -125,3 +125,15 @@ def test_admin_invite_prints_a_ready_line_with_the_banners_fingerprint(
 def test_admin_invite_without_a_certificate_says_so(tmp_path: Path) -> None:
     out = chatscreen("admin", "--data-dir", str(tmp_path / "empty"), "invite")
     assert out.returncode == 1 and "tls-cert.pem" in out.stderr
+
+
+def test_the_app_remembers_a_fingerprint_per_server(private_config_dir: Path) -> None:
+    from chatscreen.gui.settings import ClientSettings, load_settings, save_settings
+
+    fp = parse_fingerprint("ab" * 32)
+    saved = ClientSettings(user="alice", server="chat.example:7000",
+                           fingerprints={"chat.example:7000": fp, 'odd "host"': WRONG})
+    save_settings(saved)
+    assert load_settings() == saved
+    save_settings(ClientSettings(user="bob"))
+    assert load_settings().fingerprints == {}
