@@ -641,3 +641,13 @@ def test_first_contact_shows_the_fingerprint_and_a_given_one_is_checked(
     g.wait_for(lambda: g.app.status_text.startswith("Connected"), "Connected")
     assert "new certificate" not in g.app.status_text  # it was checked, nothing to compare
     assert load_settings().fingerprints == {where: fp}  # remembered for this server
+    # Another server: its own (no) fingerprint; back to this one: the remembered one.
+    g.select_tab("Connection")
+    g.click(tab.disconnect_button)
+    g.wait_for(lambda: g.app.net is None, "disconnected")
+    g.type_into(tab.entries["Server"], "127.0.0.1:1")
+    g.click(tab.entries["Username"])
+    g.wait_for(lambda: tab.entries["Fingerprint"].get() == "", "no fingerprint for another")
+    g.type_into(tab.entries["Server"], where)
+    g.click(tab.entries["Username"])
+    g.wait_for(lambda: tab.entries["Fingerprint"].get() == fp, "the remembered fingerprint")

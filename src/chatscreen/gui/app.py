@@ -26,7 +26,7 @@ from chatscreen.gui.chat_tab import ChatTab
 from chatscreen.gui.connection_tab import ConnectionTab
 from chatscreen.gui.net import NetSession
 from chatscreen.gui.screen_tab import ScreenTab
-from chatscreen.gui.settings import ClientSettings, save_settings
+from chatscreen.gui.settings import ClientSettings, save_settings, server_key
 from chatscreen.protocol import Message
 from chatscreen.text import one_line
 
@@ -218,7 +218,7 @@ class App:
         self._ever_connected = False
         self._where = f"{host}:{chat_port}"
         self.first_contact = None
-        server = host if chat_port == 9999 else f"{host}:{chat_port}"
+        server = server_key(host, chat_port)
         fingerprints = dict(self.settings.fingerprints)
         if fingerprint:
             fingerprints[server] = fingerprint

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from chatscreen.cli import split_server
 from chatscreen.errors import ChatscreenError
-from chatscreen.gui.settings import ClientSettings
+from chatscreen.gui.settings import ClientSettings, server_key
 from chatscreen.text import one_line
 from chatscreen.tls import parse_fingerprint
 
@@ -96,10 +96,19 @@ class ConnectionTab(ttk.Frame):
         typed one of their own."""
         remembered = self.app.settings.fingerprints
         entry = self.entries["Fingerprint"]
-        if entry.get().strip() and entry.get().strip() not in remembered.values():
+        typed = entry.get().strip()
+        try:
+            if typed and parse_fingerprint(typed) not in remembered.values():
+                return
+        except ValueError:
+            return  # being typed: leave it
+        try:
+            host, port = split_server(argparse.Namespace(
+                server=self.entries["Server"].get().strip() or "localhost", chat_port=None))
+        except ChatscreenError:
             return
         entry.delete(0, "end")
-        entry.insert(0, remembered.get(self.entries["Server"].get().strip(), ""))
+        entry.insert(0, remembered.get(server_key(host, port), ""))
 
     def set_connected(self, active: bool) -> None:
         """active: a session exists (connecting, connected or reconnecting)."""

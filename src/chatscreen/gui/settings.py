@@ -27,6 +27,11 @@ class ClientSettings:
     fingerprints: dict[str, str] = field(default_factory=dict)
 
 
+def server_key(host: str, chat_port: int) -> str:
+    """How a server is remembered: HOST, or HOST:PORT for another port than 9999."""
+    return host if chat_port == 9999 else f"{host}:{chat_port}"
+
+
 def config_path() -> Path:
     explicit = os.environ.get("CHATSCREEN_CONFIG_DIR")
     if explicit:
