@@ -192,6 +192,8 @@ class ChatService:
         self.share_list: list[dict[str, Any]] = []  # kept current by the screen relay ...
         # ... with, when some shares are only for some users, what one session may see
         self.share_view: Callable[[Session], list[dict[str, Any]]] | None = None
+        # called (by then) when a user may have lost the right to watch some share
+        self.audience_changed: Callable[[Session], None] | None = None
         self.messages_total = 0
         # room -> presence frames to publish, with the peer each one is about
         self._presence_due: dict[str, list[tuple[bytes, Peer]]] = {}
@@ -601,8 +603,10 @@ class ChatService:
 
     def _leave(self, session: Session, room: str) -> None:
         session.rooms.discard(room)
-        if self.share_view is not None:
+        if self.share_view is not None:  # some share is only for some: this one may go
             self._send_shares(session)
+            if self.audience_changed is not None:
+                self.audience_changed(session)
         self.rooms.get(room, set()).discard(session)
         self.fanout.unsubscribe(room_topic(room), session.chat)
         self._presence(room, session, "leave")
