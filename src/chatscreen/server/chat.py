@@ -41,7 +41,7 @@ from chatscreen.server.accounts import (
 )
 from chatscreen.server.fanout import Fanout
 from chatscreen.server.metrics import Counters
-from chatscreen.server.moderation import LoginGuard, format_duration
+from chatscreen.server.moderation import LoginGuard, ban_binds, format_duration, outranks
 from chatscreen.server.session import Session
 from chatscreen.server.storage import MessageStore, StoredMessage
 
@@ -257,11 +257,10 @@ class ChatService:
         name = msg.get("user")
         if name is None:
             raise RemoteProtocolError(ErrorCode.INVALID_NAME, "hello on the chat port needs a user")
-        ban = self._ban("address", peer.ip)
+        claimed = self.accounts.get(name.casefold())  # its password is checked later
+        ban = self._binding("address", peer.ip, claimed.role if claimed else None, peer.ip)
         if ban is not None:
-            log.info("refused %s from banned address %s", name, peer.ip)
-            peer.fail(ErrorCode.BANNED, f"This address is banned {ban.until_text()}"
-                      + (f": {ban.reason}" if ban.reason else ""))
+            self._refuse_address(peer, name, ban)
             return
         if self.policy.server_password is None and name.casefold() not in self.accounts:
             self._finish_login(peer, msg, None)  # a guest: no password to check
@@ -348,11 +347,16 @@ class ChatService:
             peer.fail(ErrorCode.ACCOUNT_REQUIRED, "This server admits registered users only: "
                       f"'{name}' has no account")
             return
-        ban = self._ban("account", key)
+        role = account.role if account is not None else None
+        ban = self._binding("account", key, role, peer.ip)
         if ban is not None:
             log.info("refused banned user %s from %s", name, peer.addr)
             peer.fail(ErrorCode.BANNED, f"'{name}' is banned {ban.until_text()}"
                       + (f": {ban.reason}" if ban.reason else ""))
+            return
+        ban = self._binding("address", peer.ip, role, peer.ip)
+        if ban is not None:
+            self._refuse_address(peer, name, ban)
             return
         skeleton = name_skeleton(name)
         refusal = self._lookalike(name, key, skeleton, account)
@@ -369,7 +373,6 @@ class ChatService:
             else:
                 peer.fail(ErrorCode.NAME_TAKEN, f"Username '{name}' is already taken")
                 return
-        role = account.role if account is not None else None
         session = Session(name, peer, resume=msg.get("resume"), role=role, skeleton=skeleton,
                           since=self._since(key, account, msg.get("resume")))
         peer.session = session
@@ -418,6 +421,12 @@ class ChatService:
             while len(self._guest_since) > GUEST_SINCE_KEPT:
                 self._guest_since.popitem(last=False)
         return since
+
+    @staticmethod
+    def _refuse_address(peer: Peer, name: str, ban: Ban) -> None:
+        log.info("refused %s from banned address %s", name, peer.ip)
+        peer.fail(ErrorCode.BANNED, f"This address is banned {ban.until_text()}"
+                  + (f": {ban.reason}" if ban.reason else ""))
 
     def _logout(self, session: Session) -> None:
         key = session.key
@@ -650,7 +659,7 @@ class ChatService:
 
     def _muted(self, session: Session, kind: str, cid: str | None) -> bool:
         """Is this user muted? Then tell them (a non-fatal ``muted`` error)."""
-        mute = self._ban("mute", session.key)
+        mute = self._binding("mute", session.key, session.role, session.chat.ip)
         if mute is None:
             return False
         session.chat.error(ErrorCode.MUTED, f"you are muted {mute.until_text()}", re=kind,
@@ -840,6 +849,14 @@ class ChatService:
         ban = self.bans.get((kind, target.casefold() if kind != "address" else target))
         return ban if ban is not None and ban.active(time.time()) else None
 
+    def _binding(self, kind: str, target: str, role: str | None, ip: str) -> Ban | None:
+        """The active ban (``kind``: account, address, mute) that binds a user of ``role``
+        (None: a guest) from ``ip``: not one placed by someone they outrank."""
+        ban = self._ban(kind, target)
+        if ban is None or not ban_binds(ban.by_role, role, ip, address=kind == "address"):
+            return None
+        return ban
+
     async def _reload(self) -> None:
         """Read accounts and bans again (at start, and after `chatscreen admin` changed them),
         and apply them to who is connected."""
@@ -880,7 +897,9 @@ class ChatService:
                 continue
             if session.role is not None:
                 session.role = account.role if account is not None else "member"
-            ban = self._ban("account", session.key) or self._ban("address", session.chat.ip)
+            ip = session.chat.ip
+            ban = (self._binding("account", session.key, session.role, ip)
+                   or self._binding("address", ip, session.role, ip))
             if ban is not None:
                 session.chat.fail(ErrorCode.BANNED, f"You are banned {ban.until_text()}"
                                   + (f": {ban.reason}" if ban.reason else ""))
@@ -1020,17 +1039,27 @@ class ChatService:
             except ValueError:
                 raise _Refused(ErrorCode.BAD_MESSAGE, "address: not an IP address") from None
             hit = [s for s in self.sessions.values() if s.chat.ip == address]
-            if any(s is session for s in hit):
+            if action == "ban" and any(s is session for s in hit):
                 raise _Refused(ErrorCode.FORBIDDEN, "that is your own address")
-            names = ", ".join(sorted(s.name for s in hit)) or "nobody connected"
             rooms = {r for s in hit for r in s.rooms}
             if action == "unban":
                 if not await store.unban("address", address):
                     raise _Refused(ErrorCode.NO_SUCH_USER, f"address {address} is not banned")
                 self.bans.pop(("address", address), None)
                 return f"{session.name} lifted a ban on an address", rooms
-            ban = await store.ban("address", address, until, reason, session.name)
+            above = sorted((s for s in hit if outranks(s.role, session.role or "guest")),
+                           key=lambda s: s.key)
+            if above:  # a moderator may not hit a session of their rank or higher
+                who = ", ".join(f"{s.name} ({s.role})" for s in above)
+                raise _Refused(ErrorCode.FORBIDDEN, f"you may not ban {address}: {who} "
+                               f"{'is' if len(above) == 1 else 'are'} connected from it")
+            ban = await store.ban("address", address, until, reason, session.name,
+                                  session.role or "guest")
             self.bans[("address", address)] = ban
+            hit = [s for s in self.sessions.values() if s.chat.ip == address
+                   and ban_binds(ban.by_role, s.role, address, address=True)]
+            names = ", ".join(sorted(s.name for s in hit)) or "nobody connected"
+            rooms = {r for s in hit for r in s.rooms}
             for s in hit:
                 self._expel(s, ErrorCode.BANNED, f"This address is banned {ban.until_text()}"
                             f"{because}")
@@ -1041,7 +1070,7 @@ class ChatService:
         key = target.casefold()
         if key == session.key:
             raise _Refused(ErrorCode.FORBIDDEN, "you cannot moderate yourself")
-        if session.role != "admin" and RANK[self._role_of(key)] >= RANK[session.role or "guest"]:
+        if outranks(self._role_of(key), session.role or "guest"):
             raise _Refused(ErrorCode.FORBIDDEN, f"you may not moderate '{target}'")
         victim = self.sessions.get(key)
         name = victim.name if victim is not None else (
@@ -1053,7 +1082,8 @@ class ChatService:
             self._expel(victim, ErrorCode.KICKED, f"You were kicked by {session.name}{because}")
             return f"{session.name} kicked {name}{because}", rooms
         if action == "mute":  # stored like a ban: it outlives a restart of the server
-            self.bans[("mute", key)] = await store.ban("mute", key, until, reason, session.name)
+            self.bans[("mute", key)] = await store.ban("mute", key, until, reason, session.name,
+                                                       session.role or "guest")
             return f"{session.name} muted {name}{for_text}{because}", rooms
         if action == "unmute":
             if not await store.unban("mute", key):
@@ -1061,7 +1091,8 @@ class ChatService:
             self.bans.pop(("mute", key), None)
             return f"{session.name} unmuted {name}", rooms
         if action == "ban":
-            ban = await store.ban("account", key, until, reason, session.name)
+            ban = await store.ban("account", key, until, reason, session.name,
+                                  session.role or "guest")
             self.bans[("account", key)] = ban
             if victim is not None:
                 self._expel(victim, ErrorCode.BANNED,

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from chatscreen.server.accounts import RANK
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -27,6 +30,32 @@ def format_duration(seconds: float) -> str:
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"
     return f"{int(seconds)}s"
+
+
+def is_local(ip: str) -> bool:
+    """Is this address the server machine's own (127.0.0.0/8, ::1, or one mapped to them)?"""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+def outranks(role: str | None, by_role: str) -> bool:
+    """May a user of ``role`` (None: a guest) not be acted on by one of ``by_role``? An
+    admin may act on anyone; anyone else only on lower ranks."""
+    return by_role != "admin" and RANK[role or "guest"] >= RANK.get(by_role, RANK["admin"])
+
+
+def ban_binds(by_role: str, role: str | None, ip: str, *, address: bool) -> bool:
+    """Does a ban placed by a ``by_role`` bind a user of ``role`` connecting from ``ip``?
+    Not one who outranks whoever placed it; and an address ban never refuses an admin on
+    the server machine itself (the way back in when an admin's address was banned)."""
+    if address and role == "admin" and is_local(ip):
+        return False
+    return not outranks(role, by_role)
 
 
 FORGET_AFTER = 15 * 60.0  # seconds without a failure after which a key starts afresh
