@@ -35,7 +35,11 @@ class RawChat:
         if password is not None:
             fields["password"] = password
         conn.send(fields)
-        conn.answer = await conn.read()
+        try:
+            conn.answer = await conn.read()
+        except BaseException:  # cancelled: do not leave the connection behind
+            writer.close()
+            raise
         return conn
 
     @property

@@ -41,7 +41,13 @@ from chatscreen.server.accounts import (
 )
 from chatscreen.server.fanout import Fanout
 from chatscreen.server.metrics import Counters
-from chatscreen.server.moderation import LoginGuard, ban_binds, format_duration, outranks
+from chatscreen.server.moderation import (
+    CheckQueue,
+    LoginGuard,
+    ban_binds,
+    format_duration,
+    outranks,
+)
 from chatscreen.server.session import Session
 from chatscreen.server.storage import MessageStore, StoredMessage
 
@@ -166,6 +172,7 @@ class ChatService:
         self.account_store = accounts
         self.policy = policy or LoginPolicy()
         self.guard = LoginGuard(self.policy.login_delay, self.policy.login_delay_max)
+        self.checks = CheckQueue()  # password checks, one at a time per account
         self.accounts: dict[str, Account] = {}  # casefolded name -> account (a cache)
         self.lookalikes: dict[str, Account] = {}  # skeleton -> an account with it (a cache)
         self.bans: dict[tuple[str, str], Ban] = {}  # (kind, target) -> ban (a cache)
@@ -269,10 +276,12 @@ class ChatService:
 
     async def _login(self, peer: Peer, msg: Message) -> None:
         """Check the server password, then the account's (argon2id, off the event loop).
-        Failures are slowed down per address and per account (see LoginGuard)."""
+        Failures are slowed down per address, and per account at that address (see
+        LoginGuard): strangers' failures on an account never hold its owner back."""
         name: str = msg["user"]
         key = name.casefold()
         ip_key = f"ip:{peer.ip}"
+        loop = asyncio.get_running_loop()
         server_password = self.policy.server_password
         if server_password is not None:
             given = msg.get("server_password")
@@ -282,8 +291,10 @@ class ChatService:
                 return
             if not await self._guard_wait([ip_key], peer):
                 return
+            self.guard.reserve([ip_key], loop.time())
             if not hmac.compare_digest(given.encode(), server_password.encode()):
-                await self._login_failed(peer, [ip_key], name, "Wrong server password")
+                delay = self.guard.failed([ip_key], loop.time())
+                await self._login_failed(peer, delay, name, "Wrong server password")
                 return
             self.guard.succeeded([], release=[ip_key])
         account = self.accounts.get(key)
@@ -293,19 +304,53 @@ class ChatService:
                 peer.fail(ErrorCode.BAD_PASSWORD, f"'{account.name}' is registered: "
                           "give its password")
                 return
-            keys = [ip_key, f"user:{key}"]
-            if not await self._guard_wait(keys, peer):
+            pair = f"user:{key}@{peer.ip}"
+            # the owner of a live session, coming back with its secret, is not held back
+            # by what others did from the same (shared) address
+            keys = [pair] if self._owner_back(key, msg) else [ip_key, pair]
+            checked = await self._check_password(peer, key, keys, account.hash, password)
+            if checked is None:
                 return
-            ok = await asyncio.to_thread(verify_password, account.hash, password)
-            if peer.closing:
-                return
-            if not ok:
-                await self._login_failed(peer, keys, name,
+            if checked > 0:
+                await self._login_failed(peer, checked, name,
                                          f"Wrong password for '{account.name}'")
                 return
-            self.guard.succeeded([keys[1]], release=[ip_key])
+            self.guard.succeeded([pair], release=[k for k in keys if k == ip_key])
             account = self.accounts.get(key, account)  # its role may have changed meanwhile
         self._finish_login(peer, msg, account)
+
+    def _owner_back(self, key: str, msg: Message) -> bool:
+        """Does this hello carry the secret of the name's live session (``resume``, or its
+        ``token``)? Only its owner has either."""
+        session = self.sessions.get(key)
+        if session is None:
+            return False
+        given = [(msg.get("resume"), session.resume), (msg.get("token"), session.token)]
+        return any(a is not None and b is not None and hmac.compare_digest(a, b)
+                   for a, b in given)
+
+    async def _check_password(self, peer: Peer, key: str, keys: list[str], stored: str,
+                              password: str) -> float | None:
+        """Check a password, one check at a time per account, each once ``keys`` are no
+        longer slowed down (a failure just before may have slowed them down: then wait
+        again). Returns 0.0 if it matches, else the delay its failure earned (recorded
+        before the next check of the account starts); None if the peer went away or was
+        told to come back later."""
+        loop = asyncio.get_running_loop()
+        while True:
+            if not await self._guard_wait(keys, peer):
+                return None
+            async with self.checks.turn(key):
+                if self.guard.wait(keys, loop.time()) > 0:
+                    continue  # the check before ours failed: its delay applies to us
+                if peer.closing:
+                    return None
+                self.guard.reserve(keys, loop.time())
+                self.counters.login_checks += 1
+                ok = await asyncio.to_thread(verify_password, stored, password)
+                if peer.closing:
+                    return None
+                return 0.0 if ok else self.guard.failed(keys, loop.time())
 
     def _answer_within(self, peer: Peer) -> float:
         """Seconds left to answer this login before its handshake timeout (less a margin):
@@ -323,13 +368,10 @@ class ChatService:
                           f"or for this name: try again in {math.ceil(wait)} s")
                 return False
             await asyncio.sleep(wait)
-        if peer.closing:
-            return False
-        self.guard.reserve(keys, loop.time())
-        return True
+        return not peer.closing
 
-    async def _login_failed(self, peer: Peer, keys: list[str], name: str, message: str) -> None:
-        delay = self.guard.failed(keys, asyncio.get_running_loop().time())
+    async def _login_failed(self, peer: Peer, delay: float, name: str, message: str) -> None:
+        """Answer a failed login (recorded already), after ``delay``."""
         log.warning("failed login as %s from %s (%s); next attempt in %.1f s", name, peer.addr,
                     message, delay)
         answer = min(delay, self._answer_within(peer))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from chatscreen.server.accounts import RANK
@@ -69,7 +71,7 @@ class _Failures:
 
 
 class LoginGuard:
-    """Failed logins, per key ("ip:1.2.3.4", "user:alice"): the n-th failure in a row makes
+    """Failed logins, per key ("ip:1.2.3.4", "user:alice@1.2.3.4"): the n-th failure in a row makes
     the key wait ``first * 2**(n-1)`` seconds (at most ``cap``) before its next attempt is
     looked at, and its own answer is delayed as long. Other keys are unaffected."""
 
@@ -122,3 +124,26 @@ class LoginGuard:
         if len(self._keys) > 10_000:
             for k in [k for k, f in self._keys.items() if now - f.last > FORGET_AFTER]:
                 del self._keys[k]
+
+
+class CheckQueue:
+    """One password check at a time per account: parallel guesses on an account are
+    checked one after another (each, with LoginGuard, after the delay the failures before
+    it earned), never all at once."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}  # key -> lock, users of it
+
+    @contextlib.asynccontextmanager
+    async def turn(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
