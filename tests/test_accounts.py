@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -375,7 +377,7 @@ def test_parallel_guesses_are_checked_one_after_another(tmp_path: Path) -> None:
     (rate_limited) when their handshake time is up. The server logs each check that
     failed."""
     env = {"CHATSCREEN_LOGIN_DELAY": "0.5", "CHATSCREEN_HANDSHAKE_TIMEOUT": "4"}
-    with running_server(tmp_path / "data", env=env) as srv:
+    with running_server(tmp_path / "data", "--metrics-port", "0", env=env) as srv:
         async def scenario() -> list[dict[str, Any]]:
             await _register(srv, "dave")
             return list(await asyncio.gather(*(
@@ -384,11 +386,15 @@ def test_parallel_guesses_are_checked_one_after_another(tmp_path: Path) -> None:
 
         answers = run(scenario())
         log = srv.stderr_path.read_text()
+        port = re.findall(r"Metrics: http://[\d.]+:(\d+)", "".join(srv.output))[0]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=TIMEOUT) as r:
+            metrics = r.read().decode()
     codes = [a.get("code") for a in answers]
     checked = codes.count("bad_password")
     assert 1 <= checked <= 4, codes  # 0.5 + 1 + 2 s of delays fit in the 3 s answered within
     assert codes.count("rate_limited") == 30 - checked, codes
     assert log.count("failed login as dave") == checked
+    assert f"chatscreen_login_checks_total {checked}\n" in metrics  # argon2id checks
 
 
 def test_the_owner_back_with_their_session_secret_passes_a_busy_address(
