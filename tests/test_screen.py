@@ -498,6 +498,8 @@ def test_a_share_one_may_not_see_looks_like_no_share(server: ServerProcess) -> N
             await dave.join("board")
             share_id = await d_screen.share(640, 480, room="board")
             await send_frames(d_screen, 1, size=1000)
+            await eve.ping()  # the share list goes out before the answer to this
+            assert eve.shares == []  # not listed either
             ids = list(range(1, share_id + 4))
             assert eve.token is not None
             replies = await asyncio.to_thread(
