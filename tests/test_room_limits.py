@@ -132,9 +132,14 @@ def test_room_caps_hold_per_address_across_connections_and_in_total(tmp_path: Pa
                     other.sendall(frame({"type": "hello", "v": 1, "user": "b"}))
                     for room in ("x1", "x2", "x3"):
                         other.sendall(frame({"type": "join", "room": room, "rid": room}))
-                    got = await asyncio.to_thread(
-                        read_headers_until, other, lambda h: h.get("rid") == "x3")
-                answers = {h["rid"]: h for h in got if "rid" in h}
+                    answers: dict[str, dict[str, Any]] = {}
+
+                    def all_answered(h: dict[str, Any]) -> bool:
+                        if "rid" in h:
+                            answers[h["rid"]] = h
+                        return len(answers) == 3
+
+                    await asyncio.to_thread(read_headers_until, other, all_answered)
                 assert answers["x1"]["type"] == answers["x2"]["type"] == "joined"
                 assert answers["x3"]["code"] == "limit_reached" and not answers["x3"]["fatal"]
                 assert "server" in answers["x3"]["message"]
