@@ -275,3 +275,57 @@ def test_the_rooms_listing_comes_in_pages(tmp_path: Path) -> None:
                 assert all(r["users"] == 1 for r in everything[1:])
 
         run(scenario())
+
+
+
+def test_an_accounts_bucket_follows_it_to_another_address(tmp_path: Path) -> None:
+    """A registered name takes from its account's bucket as well as its address's: logging
+    in from another address does not give it a fresh one."""
+    env = {"CHATSCREEN_CREATE_RATE": "0.01", "CHATSCREEN_CREATE_BURST": "4"}
+    with running_server(tmp_path / "d", env=env) as srv:
+        async def scenario() -> None:
+            async with client(srv, "m") as m:
+                await m.register(PASSWORD)  # as a guest: the address's bucket, 4 -> 3
+                for room in ("a1", "a2", "a3"):  # address 3 -> 0, account 4 -> 1
+                    await m.create_room(room)
+            other = await asyncio.to_thread(raw_socket, srv, srv.chat_port,
+                                            source="127.0.0.4")
+            with other:
+                other.sendall(frame({"type": "hello", "v": 1, "user": "m",
+                                     "password": PASSWORD}))
+                for room in ("a4", "a5"):  # this address: 4 tokens; the account: 1
+                    other.sendall(frame({"type": "create", "room": room, "rid": room}))
+                answers: dict[str, dict[str, Any]] = {}
+
+                def both(h: dict[str, Any]) -> bool:
+                    if "rid" in h:
+                        answers[h["rid"]] = h
+                    return len(answers) == 2
+
+                await asyncio.to_thread(read_headers_until, other, both)
+            assert answers["a4"]["type"] == "joined", answers
+            assert answers["a5"]["code"] == "rate_limited" and not answers["a5"]["fatal"]
+            assert "address or account" in answers["a5"]["message"]
+
+        run(scenario())
+
+
+def test_a_member_has_a_cap_of_its_own(tmp_path: Path) -> None:
+    """A member's rooms count against the account, not against the guests of its address."""
+    env = {"CHATSCREEN_MAX_ROOMS_PER_MEMBER": "2", "CHATSCREEN_MAX_ROOMS_PER_GUEST": "1"}
+    with running_server(tmp_path / "d", env=env) as srv:
+        async def scenario() -> None:
+            async with client(srv, "m") as m, client(srv, "g") as g:
+                await m.register(PASSWORD)
+                await m.create_room("x1")
+                await m.join("x2")
+                with pytest.raises(ServerError) as info:
+                    await m.create_room("x3")
+                assert info.value.code == "limit_reached"
+                assert "you have created 2 rooms" in info.value.message
+                await g.create_room("g1")
+                with pytest.raises(ServerError) as info:
+                    await g.join("g2")
+                assert "the guests of your address have 1 rooms" in info.value.message
+
+        run(scenario())
