@@ -102,6 +102,9 @@ class Flood:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                pipe.close()
 
 
 async def round_trips(c: Client, until: asyncio.Future[Any] | float) -> list[float]:

@@ -66,6 +66,9 @@ class Flood:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                pipe.close()
 
 
 PACE = 0.06  # s between a round trip and the next: a busy user, under the rate limit (20/s)
