@@ -13,14 +13,16 @@ the joiner subscribed).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import dataclasses
+import heapq
 import hmac
 import ipaddress
 import itertools
 import logging
 import math
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,6 +42,7 @@ from chatscreen.server.accounts import (
     verify_password,
 )
 from chatscreen.server.fanout import Fanout
+from chatscreen.server.limits import KeyedBuckets
 from chatscreen.server.metrics import Counters
 from chatscreen.server.moderation import (
     CheckQueue,
@@ -67,6 +70,7 @@ CIDS_KEPT = 64  # per user: client id streams, or opaque client ids, remembered
 CID_USERS_KEPT = 1024  # users (most recently active) whose client ids are kept
 CIDS_RELOADED = 10_000  # at start, the client ids of this many of the latest messages
 GUEST_SINCE_KEPT = 10_000  # guest names whose last session's (resume, since) is remembered
+ROOMS_PAGE = 1000  # rooms in a `rooms` answer, at most (and without a `limit`)
 
 
 def utc_now() -> str:
@@ -164,10 +168,24 @@ class LoginPolicy:
     refresh: float = 1.0  # seconds between checks for changes made by `chatscreen admin`
 
 
+@dataclass(frozen=True)
+class RoomPolicy:
+    """What one client may make the server keep (see ServerSettings for each)."""
+
+    create_rate: float = 0.2
+    create_burst: int = 10
+    max_rooms: int = 10_000
+    max_rooms_per_guest: int = 20
+    max_rooms_per_member: int = 100
+    room_expiry: float = 600.0
+    max_joined: int = 100
+    max_invitations: int = 1000
+
+
 class ChatService:
     def __init__(self, store: MessageStore, fanout: Fanout, *, history: int = 100,
                  heartbeat: float = 15.0, accounts: AccountStore | None = None,
-                 policy: LoginPolicy | None = None) -> None:
+                 policy: LoginPolicy | None = None, limits: RoomPolicy | None = None) -> None:
         self.store = store
         self.account_store = accounts
         self.policy = policy or LoginPolicy()
@@ -189,6 +207,17 @@ class ChatService:
         self._guest_since: OrderedDict[str, tuple[str, int]] = OrderedDict()
         self.tokens: dict[str, Session] = {}
         self.rooms: dict[str, set[Session]] = {}  # room -> members (a room exists while listed)
+        self.limits = limits or RoomPolicy()
+        self._folded: dict[str, str] = {}  # casefolded room name -> room
+        self._public: list[str] = []  # the rooms that are not private, sorted
+        self._invited_to: dict[str, set[str]] = {}  # casefolded name -> private rooms
+        # rooms created since the start -> who created them: "ip:ADDRESS" (a guest; the room
+        # expires), "user:NAME" (a registered name); and how many each has
+        self._creator: dict[str, str] = {}
+        self.created: Counter[str] = Counter()
+        self._empty_since: dict[str, float] = {}  # guests' rooms with nobody in, oldest first
+        # requests that create state, per address and per account (see _take_quota)
+        self.quota = KeyedBuckets(self.limits.create_rate, self.limits.create_burst)
         self._next_id = 0
         self._queue: list[_Pending] = []
         self._wakeup = asyncio.Event()
@@ -220,10 +249,11 @@ class ChatService:
                 self._seen_cid(m.user.casefold(), m.cid)
         await self.store.add_room(DEFAULT_ROOM)
         for room in await self.store.rooms():
-            self.rooms.setdefault(room, set())
+            self._add_room(room, None)
         if self.account_store is not None:
             await self._reload()
             self._spawn(self._watch_accounts())
+        self._spawn(self._expire_rooms())
         self._writer = asyncio.create_task(self._write_loop(), name="chat-writer")
 
     async def stop(self) -> None:
@@ -500,27 +530,140 @@ class ChatService:
         return True
 
     def _rooms(self, session: Session, msg: Message) -> None:
-        rooms = [{"name": r, "users": len(m)} for r, m in sorted(self.rooms.items())
-                 if self._may_enter(session, r)]
-        session.chat.send("rooms", rooms=rooms, **_rid(msg))
+        """A page of the rooms this user may enter, by name from ``after`` on: its cost
+        depends on the page, not on how many rooms there are."""
+        limit: int = min(msg.get("limit", ROOMS_PAGE), ROOMS_PAGE)
+        after: str | None = msg.get("after")
+        start = 0 if after is None else bisect.bisect_right(self._public, after)
+        public = self._public[start : start + limit + 1]
+        private = self.private.keys() if session.role == "admin" else self._invited_to.get(
+            session.key, ())
+        mine = sorted(r for r in private if r in self.rooms and (after is None or r > after))
+        page = list(itertools.islice(heapq.merge(public, mine), limit + 1))
+        more = {"more": True} if len(page) > limit else {}
+        rooms = [{"name": r, "users": len(self.rooms[r])} for r in page[:limit]]
+        session.chat.send("rooms", rooms=rooms, **more, **_rid(msg))
+
+    def _add_room(self, room: str, creator: str | None) -> None:
+        """A new room (``creator``: see _creator; None: one stored before this start)."""
+        self.rooms[room] = set()
+        self._folded.setdefault(room.casefold(), room)
+        if room not in self.private:
+            bisect.insort(self._public, room)
+        if creator is not None:
+            self._creator[room] = creator
+            self.created[creator] += 1
+            if not creator.startswith("ip:"):  # a guest's room is never stored: it expires
+                self._spawn(self.store.add_room(room))
+
+    def _drop_room(self, room: str) -> None:
+        """Forget an empty guest room (its messages stay in the history)."""
+        del self.rooms[room]
+        if self._folded.get(room.casefold()) == room:
+            del self._folded[room.casefold()]
+        i = bisect.bisect_left(self._public, room)
+        if i < len(self._public) and self._public[i] == room:
+            del self._public[i]
+        creator = self._creator.pop(room, None)
+        if creator is not None:
+            self.created[creator] -= 1
+            if not self.created[creator]:
+                del self.created[creator]
+        self._empty_since.pop(room, None)
+        self._presence_due.pop(room, None)
+
+    async def _expire_rooms(self) -> None:
+        """Drop guests' rooms that have been empty for room_expiry (oldest first), and
+        forget the create buckets that have filled up again."""
+        expiry = self.limits.room_expiry
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            await asyncio.sleep(min(1.0, expiry / 4))
+            now = loop.time()
+            while self._empty_since:
+                room, since = next(iter(self._empty_since.items()))
+                if now - since < expiry:
+                    break
+                del self._empty_since[room]
+                if not self.rooms.get(room, True):
+                    self._drop_room(room)
+                    log.info("room %s expired: empty for %g s", room, expiry)
+            self.quota.prune(now)
+
+    def _owner(self, session: Session) -> str:
+        """Whom a new room counts against: the account, else (a guest) the address."""
+        return f"user:{session.key}" if session.role else f"ip:{session.chat.ip}"
+
+    def _refuse(self, session: Session, msg: Message, code: ErrorCode, text: str) -> None:
+        session.chat.error(code, text, re=msg.type, **_rid(msg))
+
+    def _joined_too_many(self, session: Session, msg: Message) -> bool:
+        n = self.limits.max_joined
+        if len(session.rooms) < n:
+            return False
+        self._refuse(session, msg, ErrorCode.LIMIT_REACHED, f"you are in {n} rooms, the most "
+                     "one connection may be in: leave one first")
+        return True
+
+    def _may_create_room(self, session: Session, msg: Message) -> bool:
+        """The caps on rooms (in all, per account or guest address), then the create rate;
+        refuses (not fatal) if one is reached."""
+        lim = self.limits
+        if session.role != "admin":
+            if len(self.rooms) >= lim.max_rooms:
+                self._refuse(session, msg, ErrorCode.LIMIT_REACHED, f"this server holds "
+                             f"{lim.max_rooms} rooms, the most it keeps: join one of them")
+                return False
+            owner = self._owner(session)
+            if session.role is None and self.created[owner] >= lim.max_rooms_per_guest:
+                self._refuse(session, msg, ErrorCode.LIMIT_REACHED, "the guests of your "
+                             f"address have {lim.max_rooms_per_guest} rooms, the most they may "
+                             f"have: a guest's room goes once it has been empty for "
+                             f"{format_duration(lim.room_expiry)}")
+                return False
+            if session.role is not None and self.created[owner] >= lim.max_rooms_per_member:
+                self._refuse(session, msg, ErrorCode.LIMIT_REACHED, f"you have created "
+                             f"{lim.max_rooms_per_member} rooms, the most one account may")
+                return False
+        return self._take_quota(session, msg)
+
+    def _take_quota(self, session: Session, msg: Message) -> bool:
+        """A request that makes the server keep something (a room, an invitation, an
+        account): one token from the bucket of the address, and of the account if
+        registered, shared by all their connections. Refused (not fatal) when empty."""
+        keys = [f"ip:{session.chat.ip}", *([f"user:{session.key}"] if session.role else [])]
+        wait = self.quota.take(keys, asyncio.get_running_loop().time())
+        if wait == 0.0:
+            return True
+        self._refuse(session, msg, ErrorCode.RATE_LIMITED, "too many new rooms, invitations "
+                     "or registrations from your address" + (" or account" if session.role
+                                                             else "")
+                     + f": try again in {math.ceil(wait)} s")
+        return False
 
     def _create(self, session: Session, msg: Message) -> None:
         room = msg["room"]
+        private = bool(msg.get("private"))
         if self._find_room(room) is not None:
             session.chat.error(ErrorCode.ROOM_EXISTS, f"room '{room}' already exists", re="create",
                                **_rid(msg))
             return
-        if msg.get("private"):
-            if self.account_store is None:
-                session.chat.error(ErrorCode.FORBIDDEN, "this server has no private rooms",
-                                   re="create", **_rid(msg))
-                return
-            self.private[room] = {session.key}
-        self.rooms[room] = set()
-        self._spawn(self.store.add_room(room))
-        if msg.get("private"):
+        if private and self.account_store is None:
+            self._refuse(session, msg, ErrorCode.FORBIDDEN, "this server has no private rooms")
+            return
+        if private and session.role is None:
+            # Invitations go by name, and a guest's name is whoever holds it next.
+            self._refuse(session, msg, ErrorCode.FORBIDDEN, "register your name to create a "
+                         "private room: a guest's name is whoever takes it next")
+            return
+        if self._joined_too_many(session, msg) or not self._may_create_room(session, msg):
+            return
+        if private:
             assert self.account_store is not None
+            self.private[room] = {session.key}
+            self._invited_to.setdefault(session.key, set()).add(room)
             self._spawn(self.account_store.add_private_room(room, session.name))
+        self._add_room(room, self._owner(session))
         self._join(session, room, None, msg.get("rid"))
 
     def _invite(self, session: Session, msg: Message) -> None:
@@ -537,9 +680,18 @@ class ChatService:
                                re="invite", **_rid(msg))
             return
         user: str = msg["user"]
-        invited.add(user.casefold())
-        assert self.account_store is not None
-        self._spawn(self.account_store.invite(room, user))
+        key = user.casefold()
+        if key not in invited:
+            if len(invited) >= self.limits.max_invitations:
+                self._refuse(session, msg, ErrorCode.LIMIT_REACHED, f"'{room}' has "
+                             f"{self.limits.max_invitations} names invited, the most a room may")
+                return
+            if not self._take_quota(session, msg):
+                return
+            invited.add(key)
+            self._invited_to.setdefault(key, set()).add(room)
+            assert self.account_store is not None
+            self._spawn(self.account_store.invite(room, user))
         log.info("%s invited %s to %s", session.name, user, room)
         session.chat.send("invited", room=room, user=user, **_rid(msg))
         target = self.sessions.get(user.casefold())
@@ -549,16 +701,17 @@ class ChatService:
     def _find_room(self, room: str) -> str | None:
         if room in self.rooms:
             return room
-        folded = room.casefold()
-        return next((r for r in self.rooms if r.casefold() == folded), None)
+        return self._folded.get(room.casefold())
 
     def _join_msg(self, session: Session, msg: Message) -> None:
         room = self._find_room(msg["room"])
         if room is None:  # joining a room that does not exist creates it, as in IRC
+            if self._joined_too_many(session, msg) or not self._may_create_room(session, msg):
+                return
             room = msg["room"]
-            self.rooms[room] = set()
-            self._spawn(self.store.add_room(room))
-        elif self._private_refused(session, room, msg):
+            self._add_room(room, self._owner(session))
+        elif self._private_refused(session, room, msg) or (
+                session not in self.rooms[room] and self._joined_too_many(session, msg)):
             return
         self._join(session, room, msg.get("after"), msg.get("rid"))
 
@@ -570,6 +723,7 @@ class ChatService:
             return
         members.add(session)
         session.rooms.add(room)
+        self._empty_since.pop(room, None)
         if self.share_view is not None:
             self._send_shares(session)  # a share for this room's members may show up
         self._presence(room, session, "join")
@@ -658,7 +812,12 @@ class ChatService:
             self._send_shares(session)
             if self.audience_changed is not None:
                 self.audience_changed(session)
-        self.rooms.get(room, set()).discard(session)
+        members = self.rooms.get(room)
+        if members is not None:
+            members.discard(session)
+            if not members and self._creator.get(room, "").startswith("ip:"):
+                self._empty_since.pop(room, None)  # to the end: the newest empty room
+                self._empty_since[room] = asyncio.get_running_loop().time()
         self.fanout.unsubscribe(room_topic(room), session.chat)
         self._presence(room, session, "leave")
 
@@ -915,6 +1074,7 @@ class ChatService:
             self.lookalikes.setdefault(a.skeleton or name_skeleton(a.name), a)
         old, self.bans = self.bans, {(b.kind, b.target): b for b in await store.bans()}
         self.private = await store.private_rooms()
+        self._index_private()
         if not first:  # what `chatscreen admin` did is shown in the rooms, as a moderator's is
             for (kind, target), new in self.bans.items():
                 if kind != "address" and old.get((kind, target)) != new:
@@ -958,6 +1118,15 @@ class ChatService:
         log.info("ending guest %s: %s", session.name, reason)
         self._expel(session, ErrorCode.NAME_TAKEN, reason)
 
+    def _index_private(self) -> None:
+        """The public rooms' sorted list and who is invited where, after self.private was
+        read again."""
+        self._public = sorted(r for r in self.rooms if r not in self.private)
+        self._invited_to = {}
+        for room, invited in self.private.items():
+            for key in invited:
+                self._invited_to.setdefault(key, set()).add(room)
+
     def _admin_notice(self, key: str, text: str) -> None:
         """A notice of an action `chatscreen admin` took, in the rooms of its target (if
         connected). ``text`` has ``{name}`` for the target's name."""
@@ -995,7 +1164,7 @@ class ChatService:
         elif len(msg["password"]) < MIN_PASSWORD:
             session.chat.error(ErrorCode.BAD_PASSWORD, f"a password needs at least "
                                f"{MIN_PASSWORD} characters", re="register", **rid)
-        else:
+        elif self._take_quota(session, msg):
             session.registering = True
             self._spawn(self._do_register(session, msg["password"], rid))
 
