@@ -42,7 +42,7 @@ from chatscreen.server.accounts import (
 from chatscreen.server.fanout import Fanout
 from chatscreen.server.metrics import Counters
 from chatscreen.server.moderation import LoginGuard, format_duration
-from chatscreen.server.session import Session
+from chatscreen.server.session import Guest, Session
 from chatscreen.server.storage import MessageStore, StoredMessage
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ HISTORY_FRAME = 256 << 10
 CIDS_KEPT = 64  # per user: client id streams, or opaque client ids, remembered
 CID_USERS_KEPT = 1024  # users (most recently active) whose client ids are kept
 CIDS_RELOADED = 10_000  # at start, the client ids of this many of the latest messages
-GUEST_SINCE_KEPT = 10_000  # guest names whose last session's (resume, since) is remembered
+GUEST_SINCE_KEPT = 10_000  # guest names whose last guest (resume, since, Guest) is remembered
 
 
 def utc_now() -> str:
@@ -169,7 +169,8 @@ class ChatService:
         self.accounts: dict[str, Account] = {}  # casefolded name -> account (a cache)
         self.lookalikes: dict[str, Account] = {}  # skeleton -> an account with it (a cache)
         self.bans: dict[tuple[str, str], Ban] = {}  # (kind, target) -> ban (a cache)
-        self.private: dict[str, set[str]] = {}  # private room -> casefolded names invited
+        # private room -> casefolded names of the accounts invited (guests: Guest.invited)
+        self.private: dict[str, set[str]] = {}
         self._db_version = -1
         self.heartbeat = heartbeat
         self._stopping = False
@@ -177,9 +178,10 @@ class ChatService:
         self.history = history
         self.sessions: dict[str, Session] = {}  # casefolded name -> session
         self.skeletons: dict[str, Session] = {}  # name_skeleton -> session
-        # guest name (casefolded) -> (resume secret, since) of its last session: a guest
-        # coming back with that secret keeps its private messages, no other guest gets them
-        self._guest_since: OrderedDict[str, tuple[str, int]] = OrderedDict()
+        # guest name (casefolded) -> (resume secret, since, Guest) of its last session: a
+        # guest coming back with that secret keeps its private messages and invitations, no
+        # other guest gets them
+        self._guest_since: OrderedDict[str, tuple[str, int, Guest]] = OrderedDict()
         self.tokens: dict[str, Session] = {}
         self.rooms: dict[str, set[Session]] = {}  # room -> members (a room exists while listed)
         self._next_id = 0
@@ -368,8 +370,9 @@ class ChatService:
                 peer.fail(ErrorCode.NAME_TAKEN, f"Username '{name}' is already taken")
                 return
         role = account.role if account is not None else None
+        since, guest = self._since(key, account, msg.get("resume"))
         session = Session(name, peer, resume=msg.get("resume"), role=role, skeleton=skeleton,
-                          since=self._since(key, account, msg.get("resume")))
+                          since=since, guest=guest)
         peer.session = session
         self.sessions[key] = session
         self.skeletons[skeleton] = session
@@ -400,22 +403,24 @@ class ChatService:
             return f"name '{name}' looks like '{owner.name}', which is registered"
         return None
 
-    def _since(self, key: str, account: Account | None, resume: str | None) -> int:
-        """The id after which private messages are this new session's (see Session.since):
-        an account's own; for a guest, the id of now, unless it is the last guest of this
-        name coming back (the same resume secret)."""
+    def _since(self, key: str, account: Account | None,
+               resume: str | None) -> tuple[int, Guest | None]:
+        """The id after which private messages are this new session's (see Session.since),
+        and, for a guest, who it is (see Guest): an account's own since; for a guest, the id
+        of now and a new Guest, unless it is the last guest of this name coming back (the
+        same resume secret)."""
         if account is not None:
-            return account.since if account.since is not None else self._next_id
+            return (account.since if account.since is not None else self._next_id), None
         kept = self._guest_since.pop(key, None)
-        since = self._next_id
+        since, guest = self._next_id, Guest()
         if kept is not None and resume is not None and hmac.compare_digest(
                 kept[0].encode(), resume.encode()):
-            since = kept[1]
+            since, guest = kept[1], kept[2]
         if resume is not None:
-            self._guest_since[key] = (resume, since)
+            self._guest_since[key] = (resume, since, guest)
             while len(self._guest_since) > GUEST_SINCE_KEPT:
                 self._guest_since.popitem(last=False)
-        return since
+        return since, guest
 
     def _logout(self, session: Session) -> None:
         key = session.key
@@ -435,8 +440,14 @@ class ChatService:
     # -- rooms -------------------------------------------------------------------------
 
     def _may_enter(self, session: Session, room: str) -> bool:
+        """A public room: anyone. A private one: admins, the accounts invited (by name) and
+        the guests invited (that guest, not its name: see Guest)."""
         invited = self.private.get(room)
-        return invited is None or session.key in invited or session.role == "admin"
+        if invited is None or session.role == "admin":
+            return True
+        if session.role is not None and session.key in invited:
+            return True
+        return session.guest is not None and room in session.guest.invited
 
     def _private_refused(self, session: Session, room: str, msg: Message) -> bool:
         """Refuse (``forbidden``) a request about a private room one is not invited to."""
@@ -462,12 +473,17 @@ class ChatService:
                 session.chat.error(ErrorCode.FORBIDDEN, "this server has no private rooms",
                                    re="create", **_rid(msg))
                 return
-            self.private[room] = {session.key}
+            self.private[room] = set()
+            if session.guest is not None:
+                session.guest.invited.add(room)  # a guest's room is that guest's
+            if session.role is not None:
+                self.private[room].add(session.key)
         self.rooms[room] = set()
         self._spawn(self.store.add_room(room))
         if msg.get("private"):
             assert self.account_store is not None
-            self._spawn(self.account_store.add_private_room(room, session.name))
+            self._spawn(self.account_store.add_private_room(
+                room, session.name, owner_invited=session.role is not None))
         self._join(session, room, None, msg.get("rid"))
 
     def _invite(self, session: Session, msg: Message) -> None:
@@ -484,12 +500,22 @@ class ChatService:
                                re="invite", **_rid(msg))
             return
         user: str = msg["user"]
-        invited.add(user.casefold())
-        assert self.account_store is not None
-        self._spawn(self.account_store.invite(room, user))
+        target = self.sessions.get(user.casefold())
+        if target is not None and target.role is None:
+            assert target.guest is not None
+            target.guest.invited.add(room)  # that guest's, not its name's: see Guest
+            session.chat.send("notice", room=room, text=f"{target.name} is a guest: the "
+                              "invitation is theirs, not the name's, and ends when they leave")
+        elif target is not None or user.casefold() in self.accounts:
+            invited.add(user.casefold())
+            assert self.account_store is not None
+            self._spawn(self.account_store.invite(room, user))
+        else:
+            session.chat.error(ErrorCode.NO_SUCH_USER, f"'{user}' is neither registered nor "
+                               "connected", re="invite", **_rid(msg))
+            return
         log.info("%s invited %s to %s", session.name, user, room)
         session.chat.send("invited", room=room, user=user, **_rid(msg))
-        target = self.sessions.get(user.casefold())
         if target is not None:
             target.chat.send("notice", room=room, text=f"{session.name} invited you to {room}")
 
@@ -948,6 +974,7 @@ class ChatService:
                 self.lookalikes.setdefault(session.skeleton, account)
                 self._guest_since.pop(session.key, None)
                 session.role = "member"
+                await self._keep_invitations(session)
         finally:
             session.registering = False
         if taken is not None:
@@ -958,6 +985,13 @@ class ChatService:
             return
         log.info("%s registered their name", session.name)
         session.chat.send("registered", user=session.name, role="member", **rid)
+
+    async def _keep_invitations(self, session: Session) -> None:
+        """A guest who registered keeps its invitations, now stored as an account's are."""
+        assert self.account_store is not None and session.guest is not None
+        for room in sorted(session.guest.invited):
+            self.private.get(room, set()).add(session.key)
+            await self.account_store.invite(room, session.name)
 
     def _role_of(self, key: str) -> str:
         session = self.sessions.get(key)
