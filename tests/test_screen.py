@@ -465,7 +465,7 @@ def test_a_share_for_a_guest_is_not_for_the_next_guest_of_that_name(
         server: ServerProcess) -> None:
     """A guest's name in a viewer list means the first guest seen holding it while the
     share runs: once that guest is gone, another guest taking the name neither sees the
-    share nor may watch it."""
+    share nor may watch it. A guest who registers the name keeps its place."""
     async def connect(name: str) -> tuple[Client, ScreenChannel]:
         c = await Client("127.0.0.1", name, chat_port=server.chat_port,
                          screen_port=server.screen_port, timeout=TIMEOUT).connect()
@@ -496,7 +496,17 @@ def test_a_share_for_a_guest_is_not_for_the_next_guest_of_that_name(
         await a_screen.share(1920, 1080, viewers=["bob", "carol"])  # still the first bob's
         await new_bob.ping()
         assert new_bob.shares == []
-        for c in (alice, new_bob):
+        # a guest who registers is the account from then on: it keeps its place
+        carol, _ = await connect("carol")
+        await until(lambda: [s["id"] for s in carol.shares] == [share_id])
+        await carol.register("carol's password")
+        await carol.close()
+        carol = await Client("127.0.0.1", "carol", chat_port=server.chat_port,
+                             screen_port=server.screen_port, timeout=TIMEOUT,
+                             password="carol's password").connect()
+        await carol.ping()
+        assert [s["id"] for s in carol.shares] == [share_id]
+        for c in (alice, new_bob, carol):
             await c.close()
 
     run(scenario())

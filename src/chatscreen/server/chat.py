@@ -974,7 +974,7 @@ class ChatService:
                 self.lookalikes.setdefault(session.skeleton, account)
                 self._guest_since.pop(session.key, None)
                 session.role = "member"
-                await self._keep_invitations(session)
+                await self._registered(session)
         finally:
             session.registering = False
         if taken is not None:
@@ -986,9 +986,11 @@ class ChatService:
         log.info("%s registered their name", session.name)
         session.chat.send("registered", user=session.name, role="member", **rid)
 
-    async def _keep_invitations(self, session: Session) -> None:
-        """A guest who registered keeps its invitations, now stored as an account's are."""
+    async def _registered(self, session: Session) -> None:
+        """A guest who registered is that account from then on: it keeps its invitations,
+        now stored as an account's are (and its place in shares' viewer lists)."""
         assert self.account_store is not None and session.guest is not None
+        session.guest.registered = True
         for room in sorted(session.guest.invited):
             self.private.get(room, set()).add(session.key)
             await self.account_store.invite(room, session.name)

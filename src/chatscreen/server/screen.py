@@ -371,8 +371,8 @@ class Share:
     def admits(self, session: Session) -> bool:
         """Is ``session`` among those the share is for (``allowed``)? An account by its name;
         a name held by a guest stands for the first guest seen holding it while the share
-        runs (at the share request, when it logs in or asks to watch): another guest taking
-        the name later is someone else."""
+        runs (at the share request, when it logs in or asks to watch), and the account it
+        registered: another guest taking the name later is someone else."""
         if self.allowed is None:
             return True
         if session.key not in self.allowed:
@@ -380,7 +380,8 @@ class Share:
         bound = self.bound.get(session.key)
         if bound is None and session.role is None and session.guest is not None:
             bound = self.bound[session.key] = session.guest
-        return bound is None or bound is session.guest
+        return (bound is None or bound is session.guest
+                or (bound.registered and session.role is not None))
 
     def layer_store(self, layer: int) -> TileStore | None:
         return self.low if layer == LOW else self.store

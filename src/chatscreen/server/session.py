@@ -17,6 +17,7 @@ class Guest:
     granted to a guest is granted to this, never to the name."""
 
     invited: set[str] = field(default_factory=set)  # private rooms it was invited to
+    registered: bool = False  # it registered its name: that account is this guest
 
 
 @dataclass(eq=False)
