@@ -35,6 +35,23 @@ def cert_fingerprint(cert_path: Path) -> str:
     return fingerprint(ssl.PEM_cert_to_DER_cert(cert_path.read_text()))
 
 
+_HEX = frozenset("0123456789ABCDEF")
+
+
+def parse_fingerprint(text: str) -> str:
+    """A fingerprint as a person may type or paste it (``SHA256:ab:cd...``, any case, with
+    or without the colons or the ``SHA256:`` prefix) in the form :func:`fingerprint` gives.
+    ValueError if it is not 32 bytes of hex."""
+    value = text.strip().upper()
+    if value.startswith("SHA256:"):
+        value = value[len("SHA256:") :]
+    digits = value.replace(":", "")
+    if len(digits) != 64 or not _HEX.issuperset(digits):
+        raise ValueError(f"{text!r} is not a certificate fingerprint: SHA256: and 32 "
+                         "two-digit hex numbers, e.g. SHA256:3F:C0:...")
+    return "SHA256:" + ":".join(digits[i : i + 2] for i in range(0, 64, 2))
+
+
 # -- server side ---------------------------------------------------------------------------
 
 
@@ -149,6 +166,13 @@ def pinning_context() -> ssl.SSLContext:
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     return ctx
+
+
+def wrong_fingerprint_message(where: str, expected: str, now: str) -> str:
+    return (f"Failed to connect to {where}: its certificate is {now}, not {expected} as "
+            "given (--fingerprint, or the app's Fingerprint field). Someone may be "
+            "intercepting the connection, or the fingerprint given is not this server's: "
+            "compare it with the server's banner.")
 
 
 def changed_certificate_message(where: str, pinned: str, now: str, path: Path) -> str:

@@ -62,6 +62,7 @@ class Ban:
     reason: str
     by: str
     created: str
+    by_role: str = "admin"  # the role of who placed it (`chatscreen admin`: admin)
 
     def active(self, now: float) -> bool:
         return self.until is None or self.until > now
@@ -89,6 +90,7 @@ CREATE TABLE IF NOT EXISTS bans (
     reason  TEXT NOT NULL DEFAULT '',
     by_user TEXT NOT NULL DEFAULT '',
     created TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    by_role TEXT NOT NULL DEFAULT 'admin',  -- the role by_user had: a ban binds lower ranks
     PRIMARY KEY (kind, target)
 );
 CREATE TABLE IF NOT EXISTS kicks (         -- asked by `chatscreen admin kick`, done by the
@@ -116,6 +118,7 @@ CREATE TABLE IF NOT EXISTS moderation (
 
 
 _ACCOUNT = "SELECT name, display, hash, role, created, skeleton, since FROM accounts"
+_BAN_COLUMNS = "kind, target, until, reason, by_user, created, by_role"
 
 
 class AccountDB:
@@ -129,7 +132,8 @@ class AccountDB:
     def _migrate(self) -> None:
         """Databases made before accounts had a skeleton and a since: add the columns (an
         account made then keeps all its private messages), and the skeletons of the
-        accounts that have none (made by an older version of chatscreen)."""
+        accounts that have none (made by an older version of chatscreen); before bans had
+        by_role: theirs count as an admin's."""
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")  # `chatscreen admin` may be at it too
             columns = {r[1] for r in self.db.execute("PRAGMA table_info(accounts)")}
@@ -137,6 +141,10 @@ class AccountDB:
                 self.db.execute("ALTER TABLE accounts ADD COLUMN skeleton TEXT")
             if "since" not in columns:
                 self.db.execute("ALTER TABLE accounts ADD COLUMN since INTEGER DEFAULT 0")
+            columns = {r[1] for r in self.db.execute("PRAGMA table_info(bans)")}
+            if "by_role" not in columns:  # bans from before they knew who placed them
+                self.db.execute("ALTER TABLE bans ADD COLUMN by_role TEXT NOT NULL "
+                                "DEFAULT 'admin'")
             self.db.execute("CREATE INDEX IF NOT EXISTS accounts_skeleton "
                             "ON accounts (skeleton)")
             rows = self.db.execute("SELECT name, display FROM accounts "
@@ -214,15 +222,17 @@ class AccountDB:
         return cur.rowcount > 0
 
     def bans(self) -> list[Ban]:
-        rows = self.db.execute("SELECT kind, target, until, reason, by_user, created FROM bans "
+        rows = self.db.execute("SELECT " + _BAN_COLUMNS + " FROM bans "
                                "ORDER BY kind, target")
         return [Ban(*r) for r in rows]
 
-    def ban(self, kind: str, target: str, until: float | None, reason: str, by: str) -> Ban:
+    def ban(self, kind: str, target: str, until: float | None, reason: str, by: str,
+            by_role: str = "admin") -> Ban:
         target = target.casefold() if kind != "address" else target
-        self.db.execute("INSERT OR REPLACE INTO bans (kind, target, until, reason, by_user) "
-                        "VALUES (?,?,?,?,?)", (kind, target, until, reason, by))
-        row = self.db.execute("SELECT kind, target, until, reason, by_user, created FROM bans "
+        self.db.execute("INSERT OR REPLACE INTO bans (kind, target, until, reason, by_user, "
+                        "by_role) VALUES (?,?,?,?,?,?)",
+                        (kind, target, until, reason, by, by_role))
+        row = self.db.execute("SELECT " + _BAN_COLUMNS + " FROM bans "
                               "WHERE kind = ? AND target = ?", (kind, target)).fetchone()
         return Ban(*row)
 
@@ -303,7 +313,7 @@ class AccountStore(Protocol):
     async def bans(self) -> list[Ban]: ...
 
     async def ban(self, kind: str, target: str, until: float | None, reason: str,
-                  by: str) -> Ban: ...
+                  by: str, by_role: str = "admin") -> Ban: ...
 
     async def unban(self, kind: str, target: str) -> bool: ...
 
@@ -365,8 +375,8 @@ class SQLiteAccounts:
         return result
 
     async def ban(self, kind: str, target: str, until: float | None, reason: str,
-                  by: str) -> Ban:
-        result: Ban = await self._call("ban", kind, target, until, reason, by)
+                  by: str, by_role: str = "admin") -> Ban:
+        result: Ban = await self._call("ban", kind, target, until, reason, by, by_role)
         return result
 
     async def unban(self, kind: str, target: str) -> bool:

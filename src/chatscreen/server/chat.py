@@ -41,7 +41,13 @@ from chatscreen.server.accounts import (
 )
 from chatscreen.server.fanout import Fanout
 from chatscreen.server.metrics import Counters
-from chatscreen.server.moderation import LoginGuard, format_duration
+from chatscreen.server.moderation import (
+    CheckQueue,
+    LoginGuard,
+    ban_binds,
+    format_duration,
+    outranks,
+)
 from chatscreen.server.session import Guest, Session
 from chatscreen.server.storage import MessageStore, StoredMessage
 
@@ -166,6 +172,7 @@ class ChatService:
         self.account_store = accounts
         self.policy = policy or LoginPolicy()
         self.guard = LoginGuard(self.policy.login_delay, self.policy.login_delay_max)
+        self.checks = CheckQueue()  # password checks, one at a time per account
         self.accounts: dict[str, Account] = {}  # casefolded name -> account (a cache)
         self.lookalikes: dict[str, Account] = {}  # skeleton -> an account with it (a cache)
         self.bans: dict[tuple[str, str], Ban] = {}  # (kind, target) -> ban (a cache)
@@ -194,6 +201,8 @@ class ChatService:
         self.share_list: list[dict[str, Any]] = []  # kept current by the screen relay ...
         # ... with, when some shares are only for some users, what one session may see
         self.share_view: Callable[[Session], list[dict[str, Any]]] | None = None
+        # called (by then) when a user may have lost the right to watch some share
+        self.audience_changed: Callable[[Session], None] | None = None
         self.messages_total = 0
         # room -> presence frames to publish, with the peer each one is about
         self._presence_due: dict[str, list[tuple[bytes, Peer]]] = {}
@@ -257,11 +266,10 @@ class ChatService:
         name = msg.get("user")
         if name is None:
             raise RemoteProtocolError(ErrorCode.INVALID_NAME, "hello on the chat port needs a user")
-        ban = self._ban("address", peer.ip)
+        claimed = self.accounts.get(name.casefold())  # its password is checked later
+        ban = self._binding("address", peer.ip, claimed.role if claimed else None, peer.ip)
         if ban is not None:
-            log.info("refused %s from banned address %s", name, peer.ip)
-            peer.fail(ErrorCode.BANNED, f"This address is banned {ban.until_text()}"
-                      + (f": {ban.reason}" if ban.reason else ""))
+            self._refuse_address(peer, name, ban)
             return
         if self.policy.server_password is None and name.casefold() not in self.accounts:
             self._finish_login(peer, msg, None)  # a guest: no password to check
@@ -270,10 +278,12 @@ class ChatService:
 
     async def _login(self, peer: Peer, msg: Message) -> None:
         """Check the server password, then the account's (argon2id, off the event loop).
-        Failures are slowed down per address and per account (see LoginGuard)."""
+        Failures are slowed down per address, and per account at that address (see
+        LoginGuard): strangers' failures on an account never hold its owner back."""
         name: str = msg["user"]
         key = name.casefold()
         ip_key = f"ip:{peer.ip}"
+        loop = asyncio.get_running_loop()
         server_password = self.policy.server_password
         if server_password is not None:
             given = msg.get("server_password")
@@ -283,8 +293,10 @@ class ChatService:
                 return
             if not await self._guard_wait([ip_key], peer):
                 return
+            self.guard.reserve([ip_key], loop.time())
             if not hmac.compare_digest(given.encode(), server_password.encode()):
-                await self._login_failed(peer, [ip_key], name, "Wrong server password")
+                delay = self.guard.failed([ip_key], loop.time())
+                await self._login_failed(peer, delay, name, "Wrong server password")
                 return
             self.guard.succeeded([], release=[ip_key])
         account = self.accounts.get(key)
@@ -294,19 +306,53 @@ class ChatService:
                 peer.fail(ErrorCode.BAD_PASSWORD, f"'{account.name}' is registered: "
                           "give its password")
                 return
-            keys = [ip_key, f"user:{key}"]
-            if not await self._guard_wait(keys, peer):
+            pair = f"user:{key}@{peer.ip}"
+            # the owner of a live session, coming back with its secret, is not held back
+            # by what others did from the same (shared) address
+            keys = [pair] if self._owner_back(key, msg) else [ip_key, pair]
+            checked = await self._check_password(peer, key, keys, account.hash, password)
+            if checked is None:
                 return
-            ok = await asyncio.to_thread(verify_password, account.hash, password)
-            if peer.closing:
-                return
-            if not ok:
-                await self._login_failed(peer, keys, name,
+            if checked > 0:
+                await self._login_failed(peer, checked, name,
                                          f"Wrong password for '{account.name}'")
                 return
-            self.guard.succeeded([keys[1]], release=[ip_key])
+            self.guard.succeeded([pair], release=[k for k in keys if k == ip_key])
             account = self.accounts.get(key, account)  # its role may have changed meanwhile
         self._finish_login(peer, msg, account)
+
+    def _owner_back(self, key: str, msg: Message) -> bool:
+        """Does this hello carry the secret of the name's live session (``resume``, or its
+        ``token``)? Only its owner has either."""
+        session = self.sessions.get(key)
+        if session is None:
+            return False
+        given = [(msg.get("resume"), session.resume), (msg.get("token"), session.token)]
+        return any(a is not None and b is not None and hmac.compare_digest(a, b)
+                   for a, b in given)
+
+    async def _check_password(self, peer: Peer, key: str, keys: list[str], stored: str,
+                              password: str) -> float | None:
+        """Check a password, one check at a time per account, each once ``keys`` are no
+        longer slowed down (a failure just before may have slowed them down: then wait
+        again). Returns 0.0 if it matches, else the delay its failure earned (recorded
+        before the next check of the account starts); None if the peer went away or was
+        told to come back later."""
+        loop = asyncio.get_running_loop()
+        while True:
+            if not await self._guard_wait(keys, peer):
+                return None
+            async with self.checks.turn(key):
+                if self.guard.wait(keys, loop.time()) > 0:
+                    continue  # the check before ours failed: its delay applies to us
+                if peer.closing:
+                    return None
+                self.guard.reserve(keys, loop.time())
+                self.counters.login_checks += 1
+                ok = await asyncio.to_thread(verify_password, stored, password)
+                if peer.closing:
+                    return None
+                return 0.0 if ok else self.guard.failed(keys, loop.time())
 
     def _answer_within(self, peer: Peer) -> float:
         """Seconds left to answer this login before its handshake timeout (less a margin):
@@ -324,13 +370,10 @@ class ChatService:
                           f"or for this name: try again in {math.ceil(wait)} s")
                 return False
             await asyncio.sleep(wait)
-        if peer.closing:
-            return False
-        self.guard.reserve(keys, loop.time())
-        return True
+        return not peer.closing
 
-    async def _login_failed(self, peer: Peer, keys: list[str], name: str, message: str) -> None:
-        delay = self.guard.failed(keys, asyncio.get_running_loop().time())
+    async def _login_failed(self, peer: Peer, delay: float, name: str, message: str) -> None:
+        """Answer a failed login (recorded already), after ``delay``."""
         log.warning("failed login as %s from %s (%s); next attempt in %.1f s", name, peer.addr,
                     message, delay)
         answer = min(delay, self._answer_within(peer))
@@ -348,11 +391,16 @@ class ChatService:
             peer.fail(ErrorCode.ACCOUNT_REQUIRED, "This server admits registered users only: "
                       f"'{name}' has no account")
             return
-        ban = self._ban("account", key)
+        role = account.role if account is not None else None
+        ban = self._binding("account", key, role, peer.ip)
         if ban is not None:
             log.info("refused banned user %s from %s", name, peer.addr)
             peer.fail(ErrorCode.BANNED, f"'{name}' is banned {ban.until_text()}"
                       + (f": {ban.reason}" if ban.reason else ""))
+            return
+        ban = self._binding("address", peer.ip, role, peer.ip)
+        if ban is not None:
+            self._refuse_address(peer, name, ban)
             return
         skeleton = name_skeleton(name)
         refusal = self._lookalike(name, key, skeleton, account)
@@ -369,7 +417,6 @@ class ChatService:
             else:
                 peer.fail(ErrorCode.NAME_TAKEN, f"Username '{name}' is already taken")
                 return
-        role = account.role if account is not None else None
         since, guest = self._since(key, account, msg.get("resume"))
         session = Session(name, peer, resume=msg.get("resume"), role=role, skeleton=skeleton,
                           since=since, guest=guest)
@@ -421,6 +468,12 @@ class ChatService:
             while len(self._guest_since) > GUEST_SINCE_KEPT:
                 self._guest_since.popitem(last=False)
         return since, guest
+
+    @staticmethod
+    def _refuse_address(peer: Peer, name: str, ban: Ban) -> None:
+        log.info("refused %s from banned address %s", name, peer.ip)
+        peer.fail(ErrorCode.BANNED, f"This address is banned {ban.until_text()}"
+                  + (f": {ban.reason}" if ban.reason else ""))
 
     def _logout(self, session: Session) -> None:
         key = session.key
@@ -627,8 +680,10 @@ class ChatService:
 
     def _leave(self, session: Session, room: str) -> None:
         session.rooms.discard(room)
-        if self.share_view is not None:
+        if self.share_view is not None:  # some share is only for some: this one may go
             self._send_shares(session)
+            if self.audience_changed is not None:
+                self.audience_changed(session)
         self.rooms.get(room, set()).discard(session)
         self.fanout.unsubscribe(room_topic(room), session.chat)
         self._presence(room, session, "leave")
@@ -672,7 +727,7 @@ class ChatService:
 
     def _muted(self, session: Session, kind: str, cid: str | None) -> bool:
         """Is this user muted? Then tell them (a non-fatal ``muted`` error)."""
-        mute = self._ban("mute", session.key)
+        mute = self._binding("mute", session.key, session.role, session.chat.ip)
         if mute is None:
             return False
         session.chat.error(ErrorCode.MUTED, f"you are muted {mute.until_text()}", re=kind,
@@ -862,6 +917,14 @@ class ChatService:
         ban = self.bans.get((kind, target.casefold() if kind != "address" else target))
         return ban if ban is not None and ban.active(time.time()) else None
 
+    def _binding(self, kind: str, target: str, role: str | None, ip: str) -> Ban | None:
+        """The active ban (``kind``: account, address, mute) that binds a user of ``role``
+        (None: a guest) from ``ip``: not one placed by someone they outrank."""
+        ban = self._ban(kind, target)
+        if ban is None or not ban_binds(ban.by_role, role, ip, address=kind == "address"):
+            return None
+        return ban
+
     async def _reload(self) -> None:
         """Read accounts and bans again (at start, and after `chatscreen admin` changed them),
         and apply them to who is connected."""
@@ -902,7 +965,9 @@ class ChatService:
                 continue
             if session.role is not None:
                 session.role = account.role if account is not None else "member"
-            ban = self._ban("account", session.key) or self._ban("address", session.chat.ip)
+            ip = session.chat.ip
+            ban = (self._binding("account", session.key, session.role, ip)
+                   or self._binding("address", ip, session.role, ip))
             if ban is not None:
                 session.chat.fail(ErrorCode.BANNED, f"You are banned {ban.until_text()}"
                                   + (f": {ban.reason}" if ban.reason else ""))
@@ -1052,17 +1117,27 @@ class ChatService:
             except ValueError:
                 raise _Refused(ErrorCode.BAD_MESSAGE, "address: not an IP address") from None
             hit = [s for s in self.sessions.values() if s.chat.ip == address]
-            if any(s is session for s in hit):
+            if action == "ban" and any(s is session for s in hit):
                 raise _Refused(ErrorCode.FORBIDDEN, "that is your own address")
-            names = ", ".join(sorted(s.name for s in hit)) or "nobody connected"
             rooms = {r for s in hit for r in s.rooms}
             if action == "unban":
                 if not await store.unban("address", address):
                     raise _Refused(ErrorCode.NO_SUCH_USER, f"address {address} is not banned")
                 self.bans.pop(("address", address), None)
                 return f"{session.name} lifted a ban on an address", rooms
-            ban = await store.ban("address", address, until, reason, session.name)
+            above = sorted((s for s in hit if outranks(s.role, session.role or "guest")),
+                           key=lambda s: s.key)
+            if above:  # a moderator may not hit a session of their rank or higher
+                who = ", ".join(f"{s.name} ({s.role})" for s in above)
+                raise _Refused(ErrorCode.FORBIDDEN, f"you may not ban {address}: {who} "
+                               f"{'is' if len(above) == 1 else 'are'} connected from it")
+            ban = await store.ban("address", address, until, reason, session.name,
+                                  session.role or "guest")
             self.bans[("address", address)] = ban
+            hit = [s for s in self.sessions.values() if s.chat.ip == address
+                   and ban_binds(ban.by_role, s.role, address, address=True)]
+            names = ", ".join(sorted(s.name for s in hit)) or "nobody connected"
+            rooms = {r for s in hit for r in s.rooms}
             for s in hit:
                 self._expel(s, ErrorCode.BANNED, f"This address is banned {ban.until_text()}"
                             f"{because}")
@@ -1073,7 +1148,7 @@ class ChatService:
         key = target.casefold()
         if key == session.key:
             raise _Refused(ErrorCode.FORBIDDEN, "you cannot moderate yourself")
-        if session.role != "admin" and RANK[self._role_of(key)] >= RANK[session.role or "guest"]:
+        if outranks(self._role_of(key), session.role or "guest"):
             raise _Refused(ErrorCode.FORBIDDEN, f"you may not moderate '{target}'")
         victim = self.sessions.get(key)
         name = victim.name if victim is not None else (
@@ -1085,7 +1160,8 @@ class ChatService:
             self._expel(victim, ErrorCode.KICKED, f"You were kicked by {session.name}{because}")
             return f"{session.name} kicked {name}{because}", rooms
         if action == "mute":  # stored like a ban: it outlives a restart of the server
-            self.bans[("mute", key)] = await store.ban("mute", key, until, reason, session.name)
+            self.bans[("mute", key)] = await store.ban("mute", key, until, reason, session.name,
+                                                       session.role or "guest")
             return f"{session.name} muted {name}{for_text}{because}", rooms
         if action == "unmute":
             if not await store.unban("mute", key):
@@ -1093,7 +1169,8 @@ class ChatService:
             self.bans.pop(("mute", key), None)
             return f"{session.name} unmuted {name}", rooms
         if action == "ban":
-            ban = await store.ban("account", key, until, reason, session.name)
+            ban = await store.ban("account", key, until, reason, session.name,
+                                  session.role or "guest")
             self.bans[("account", key)] = ban
             if victim is not None:
                 self._expel(victim, ErrorCode.BANNED,

@@ -462,6 +462,7 @@ class ScreenRelay:
         self._watching: dict[Peer, set[Share]] = {}
         self._ids = itertools.count(1)
         self.counters = Counters()
+        chat.audience_changed = self.recheck
 
     # -- dispatch ----------------------------------------------------------------------
 
@@ -526,8 +527,7 @@ class ScreenRelay:
         share.bound = {k: g for k, g in share.bound.items() if k in (share.allowed or ())}
         share.room = msg.get("room")
         for viewer in [v for v in share.viewers if not self._may_watch(v, share)]:
-            self._unwatch(viewer, share.id)  # no longer among those it shares with
-            viewer.send("unshared", share=share.id)
+            self._show_out(viewer, share)  # no longer among those it shares with
         peer.send("shared", share=share.id)
         self._announce()
 
@@ -723,12 +723,9 @@ class ScreenRelay:
 
     def _watch(self, peer: Peer, msg: Message) -> None:
         share = self.shares.get(msg["share"])
-        if share is None:
+        if share is None or not self._may_watch(peer, share):
+            # a share one may not watch is one that does not exist: the same answer
             peer.error(ErrorCode.NO_SUCH_SHARE, f"no share {msg['share']}", re="watch")
-            return
-        if not self._may_watch(peer, share):
-            whom = f"the members of {share.room}" if share.room else "the people they chose"
-            peer.error(ErrorCode.FORBIDDEN, f"{share.user} shares only with {whom}", re="watch")
             return
         if peer not in share.viewers:
             # nothing sent yet: the whole current picture is due, at full quality
@@ -751,6 +748,19 @@ class ScreenRelay:
         if not share.admits(session):
             return False
         return share.room is None or share.room in session.rooms
+
+    def recheck(self, session: Session) -> None:
+        """The user's right to watch may have changed (they left a room): end at once, as
+        if the share had ended, each watch they may no longer keep."""
+        for screen in session.screens:
+            for share in [s for s in self._watching.get(screen, ()) if
+                          not self._may_watch(screen, s)]:
+                self._show_out(screen, share)
+
+    def _show_out(self, viewer: Peer, share: Share) -> None:
+        """Stop sending the share to this viewer, and tell it the share ended for it."""
+        self._unwatch(viewer, share.id)
+        viewer.send("unshared", share=share.id)
 
     def _tell_sharer(self, share: Share) -> None:
         """The sharer sees who is watching, live."""
