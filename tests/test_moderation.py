@@ -16,6 +16,7 @@ import pytest
 from chatscreen.client import Client
 from chatscreen.errors import ConnectError, ServerError
 from chatscreen.protocol import Message
+from tests.helpers.proxy import CuttableProxy
 from tests.helpers.rawchat import RawChat, login_answer
 from tests.helpers.server import (
     REPO,
@@ -344,17 +345,74 @@ def test_private_rooms_admit_only_the_invited(server: ServerProcess) -> None:
                 await mel.invite("general", "eve")
             with pytest.raises(ServerError):
                 await eve.say("secret", "let me in")
+            await mel.invite("secret", "mod")  # registered, not connected: stored
 
     run(scenario())
-    # invitations outlive a restart
+    # An invitation to an account outlives a restart; one to a guest (ann) does not: it was
+    # that guest's, and whoever is called ann after the restart is another guest.
     with running_server(server.data_dir) as srv:
         async def again() -> None:
-            async with client(srv, "ann") as ann, client(srv, "eve") as eve:
-                await ann.join("secret")
-                with pytest.raises(ServerError, match="private"):
-                    await eve.join("secret")
+            async with client(srv, "mod", PASSWORD) as mod, client(srv, "ann") as ann, \
+                    client(srv, "eve") as eve:
+                await mod.join("secret")
+                for c in (ann, eve):
+                    with pytest.raises(ServerError, match="private"):
+                        await c.join("secret")
 
         run(again())
+
+
+async def shut_out(c: Client, room: str) -> None:
+    """c may not join, list, see the members of or read the private room."""
+    for request in (c.join, c.who, lambda r: c.history(room=r)):
+        with pytest.raises(ServerError) as info:
+            await request(room)
+        assert info.value.code == "forbidden"
+    assert room not in {r["name"] for r in await c.list_rooms()}
+
+
+def test_an_invitation_to_a_guest_is_that_guests_not_its_names(server: ServerProcess) -> None:
+    """Invited, or a private room's creator, a guest keeps the room while it comes back
+    with its resume secret; the next guest to take its name gets neither the room nor its
+    history. A guest who registers keeps its invitations, stored as an account's are."""
+    async def scenario() -> None:
+        proxy = await CuttableProxy(server.chat_port).start()
+        bob = Client("127.0.0.1", "bob", chat_port=proxy.port, timeout=TIMEOUT)
+        try:
+            async with client(server, "mel", PASSWORD) as mel:
+                await mel.create_room("secret", private=True)
+                await mel.say("secret", "for bob's eyes only")
+                await bob.connect()
+                await mel.invite("secret", "bob")
+                proxy.cut()  # the same client coming back is the same guest
+                await wait_for(bob, lambda e: e.type == "status"
+                               and e["state"] == "reconnecting")
+                await wait_for(bob, lambda e: e.type == "status"
+                               and e["state"] == "connected")
+                assert await bob.join("secret") == ["bob", "mel"]
+                await bob.close()
+                async with client(server, "bob") as new_bob:  # another guest, same name
+                    await shut_out(new_bob, "secret")
+                ev = await notice(mel)  # the inviter was told whose the invitation is
+                assert ev["text"] == ("bob is a guest: the invitation is theirs, not the name's, "
+                                      "and ends when they leave")
+                with pytest.raises(ServerError) as info:
+                    await mel.invite("secret", "nobody")
+                assert info.value.code == "no_such_user"
+                async with client(server, "ray") as ray:
+                    await mel.invite("secret", "ray")
+                    await ray.register("ray's password")
+            async with client(server, "ray", "ray's password") as ray:
+                assert "ray" in await ray.join("secret")  # stored with the account
+            async with client(server, "ann") as ann:  # a guest's own private room
+                await ann.create_room("den", private=True)
+            async with client(server, "ann") as new_ann:
+                await shut_out(new_ann, "den")
+        finally:
+            await bob.close()
+            await proxy.close()
+
+    run(scenario())
 
 
 def test_a_moderator_cannot_lock_an_admin_out(server: ServerProcess) -> None:

@@ -469,6 +469,57 @@ def test_sharer_chooses_who_watches_and_sees_them(server: ServerProcess) -> None
     run(scenario())
 
 
+def test_a_share_for_a_guest_is_not_for_the_next_guest_of_that_name(
+        server: ServerProcess) -> None:
+    """A guest's name in a viewer list means the first guest seen holding it while the
+    share runs: once that guest is gone, another guest taking the name neither sees the
+    share nor may watch it. A guest who registers the name keeps its place."""
+    async def connect(name: str) -> tuple[Client, ScreenChannel]:
+        c = await Client("127.0.0.1", name, chat_port=server.chat_port,
+                         screen_port=server.screen_port, timeout=TIMEOUT).connect()
+        return c, await c.open_screen()
+
+    async def until(pred: Any) -> None:
+        async with asyncio.timeout(TIMEOUT):
+            while not pred():  # noqa: ASYNC110 - a value the reader task sets; bounded
+                await asyncio.sleep(0.01)
+
+    async def scenario() -> None:
+        alice, a_screen = await connect("alice")
+        share_id = await a_screen.share(1920, 1080, viewers=["bob"])  # bob is not here yet
+        await send_frames(a_screen, 1, size=1000)
+        bob, b_screen = await connect("bob")
+        await until(lambda: [s["id"] for s in bob.shares] == [share_id])
+        await b_screen.watch(share_id)
+        assert (await b_screen.next_frame(timeout=TIMEOUT))["share"] == share_id
+        await until(lambda: a_screen.viewers == ["bob"])
+        await bob.close()
+        await until(lambda: a_screen.viewers == [])
+        new_bob, nb_screen = await connect("bob")  # another guest, same name
+        await new_bob.ping()  # its share list is sent before the answer to this ping
+        assert new_bob.shares == []
+        await nb_screen.watch(share_id)
+        with pytest.raises(ServerError):
+            await nb_screen._reply("never")  # the answer to the watch is a refusal
+        await a_screen.share(1920, 1080, viewers=["bob", "carol"])  # still the first bob's
+        await new_bob.ping()
+        assert new_bob.shares == []
+        # a guest who registers is the account from then on: it keeps its place
+        carol, _ = await connect("carol")
+        await until(lambda: [s["id"] for s in carol.shares] == [share_id])
+        await carol.register("carol's password")
+        await carol.close()
+        carol = await Client("127.0.0.1", "carol", chat_port=server.chat_port,
+                             screen_port=server.screen_port, timeout=TIMEOUT,
+                             password="carol's password").connect()
+        await carol.ping()
+        assert [s["id"] for s in carol.shares] == [share_id]
+        for c in (alice, new_bob, carol):
+            await c.close()
+
+    run(scenario())
+
+
 # -- who may watch: hidden shares stay hidden, lost rights end the watch at once ------------
 
 

@@ -270,13 +270,16 @@ class AccountDB:
             out.setdefault(room, set()).add(user)
         return out
 
-    def add_private_room(self, room: str, owner: str) -> None:
+    def add_private_room(self, room: str, owner: str, owner_invited: bool = True) -> None:
+        """A private room; its owner is invited unless a guest (whose invitation is not its
+        name's: see chatscreen.server.session.Guest)."""
         with self.db:
             self.db.execute("BEGIN")
             self.db.execute("INSERT OR IGNORE INTO private_rooms (room, owner) VALUES (?,?)",
                             (room, owner))
-            self.db.execute("INSERT OR IGNORE INTO invitations (room, user) VALUES (?,?)",
-                            (room, owner.casefold()))
+            if owner_invited:
+                self.db.execute("INSERT OR IGNORE INTO invitations (room, user) VALUES (?,?)",
+                                (room, owner.casefold()))
 
     def invite(self, room: str, user: str) -> None:
         self.db.execute("INSERT OR IGNORE INTO invitations (room, user) VALUES (?,?)",
@@ -322,7 +325,8 @@ class AccountStore(Protocol):
 
     async def private_rooms(self) -> dict[str, set[str]]: ...
 
-    async def add_private_room(self, room: str, owner: str) -> None: ...
+    async def add_private_room(self, room: str, owner: str,
+                               owner_invited: bool = True) -> None: ...
 
     async def invite(self, room: str, user: str) -> None: ...
 
@@ -392,8 +396,9 @@ class SQLiteAccounts:
         result: dict[str, set[str]] = await self._call("private_rooms")
         return result
 
-    async def add_private_room(self, room: str, owner: str) -> None:
-        await self._call("add_private_room", room, owner)
+    async def add_private_room(self, room: str, owner: str,
+                               owner_invited: bool = True) -> None:
+        await self._call("add_private_room", room, owner, owner_invited)
 
     async def invite(self, room: str, user: str) -> None:
         await self._call("invite", room, user)

@@ -23,7 +23,7 @@ import logging
 import math
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -51,7 +51,7 @@ from chatscreen.server.moderation import (
     format_duration,
     outranks,
 )
-from chatscreen.server.session import Session
+from chatscreen.server.session import Guest, Session
 from chatscreen.server.storage import MessageStore, StoredMessage
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ HISTORY_FRAME = 256 << 10
 CIDS_KEPT = 64  # per user: client id streams, or opaque client ids, remembered
 CID_USERS_KEPT = 1024  # users (most recently active) whose client ids are kept
 CIDS_RELOADED = 10_000  # at start, the client ids of this many of the latest messages
-GUEST_SINCE_KEPT = 10_000  # guest names whose last session's (resume, since) is remembered
+GUEST_SINCE_KEPT = 10_000  # guest names whose last guest (resume, since, Guest) is remembered
 ROOMS_PAGE = 1000  # rooms in a `rooms` answer, at most (and without a `limit`)
 
 
@@ -194,7 +194,8 @@ class ChatService:
         self.accounts: dict[str, Account] = {}  # casefolded name -> account (a cache)
         self.lookalikes: dict[str, Account] = {}  # skeleton -> an account with it (a cache)
         self.bans: dict[tuple[str, str], Ban] = {}  # (kind, target) -> ban (a cache)
-        self.private: dict[str, set[str]] = {}  # private room -> casefolded names invited
+        # private room -> casefolded names of the accounts invited (guests: Guest.invited)
+        self.private: dict[str, set[str]] = {}
         self._db_version = -1
         self.heartbeat = heartbeat
         self._stopping = False
@@ -202,9 +203,10 @@ class ChatService:
         self.history = history
         self.sessions: dict[str, Session] = {}  # casefolded name -> session
         self.skeletons: dict[str, Session] = {}  # name_skeleton -> session
-        # guest name (casefolded) -> (resume secret, since) of its last session: a guest
-        # coming back with that secret keeps its private messages, no other guest gets them
-        self._guest_since: OrderedDict[str, tuple[str, int]] = OrderedDict()
+        # guest name (casefolded) -> (resume secret, since, Guest) of its last session: a
+        # guest coming back with that secret keeps its private messages and invitations, no
+        # other guest gets them
+        self._guest_since: OrderedDict[str, tuple[str, int, Guest]] = OrderedDict()
         self.tokens: dict[str, Session] = {}
         self.rooms: dict[str, set[Session]] = {}  # room -> members (a room exists while listed)
         self.limits = limits or RoomPolicy()
@@ -445,8 +447,9 @@ class ChatService:
             else:
                 peer.fail(ErrorCode.NAME_TAKEN, f"Username '{name}' is already taken")
                 return
+        since, guest = self._since(key, account, msg.get("resume"))
         session = Session(name, peer, resume=msg.get("resume"), role=role, skeleton=skeleton,
-                          since=self._since(key, account, msg.get("resume")))
+                          since=since, guest=guest)
         peer.session = session
         self.sessions[key] = session
         self.skeletons[skeleton] = session
@@ -477,22 +480,24 @@ class ChatService:
             return f"name '{name}' looks like '{owner.name}', which is registered"
         return None
 
-    def _since(self, key: str, account: Account | None, resume: str | None) -> int:
-        """The id after which private messages are this new session's (see Session.since):
-        an account's own; for a guest, the id of now, unless it is the last guest of this
-        name coming back (the same resume secret)."""
+    def _since(self, key: str, account: Account | None,
+               resume: str | None) -> tuple[int, Guest | None]:
+        """The id after which private messages are this new session's (see Session.since),
+        and, for a guest, who it is (see Guest): an account's own since; for a guest, the id
+        of now and a new Guest, unless it is the last guest of this name coming back (the
+        same resume secret)."""
         if account is not None:
-            return account.since if account.since is not None else self._next_id
+            return (account.since if account.since is not None else self._next_id), None
         kept = self._guest_since.pop(key, None)
-        since = self._next_id
+        since, guest = self._next_id, Guest()
         if kept is not None and resume is not None and hmac.compare_digest(
                 kept[0].encode(), resume.encode()):
-            since = kept[1]
+            since, guest = kept[1], kept[2]
         if resume is not None:
-            self._guest_since[key] = (resume, since)
+            self._guest_since[key] = (resume, since, guest)
             while len(self._guest_since) > GUEST_SINCE_KEPT:
                 self._guest_since.popitem(last=False)
-        return since
+        return since, guest
 
     @staticmethod
     def _refuse_address(peer: Peer, name: str, ban: Ban) -> None:
@@ -518,8 +523,14 @@ class ChatService:
     # -- rooms -------------------------------------------------------------------------
 
     def _may_enter(self, session: Session, room: str) -> bool:
+        """A public room: anyone. A private one: admins, the accounts invited (by name) and
+        the guests invited (that guest, not its name: see Guest)."""
         invited = self.private.get(room)
-        return invited is None or session.key in invited or session.role == "admin"
+        if invited is None or session.role == "admin":
+            return True
+        if session.role is not None and session.key in invited:
+            return True
+        return session.guest is not None and room in session.guest.invited
 
     def _private_refused(self, session: Session, room: str, msg: Message) -> bool:
         """Refuse (``forbidden``) a request about a private room one is not invited to."""
@@ -536,8 +547,13 @@ class ChatService:
         after: str | None = msg.get("after")
         start = 0 if after is None else bisect.bisect_right(self._public, after)
         public = self._public[start : start + limit + 1]
-        private = self.private.keys() if session.role == "admin" else self._invited_to.get(
-            session.key, ())
+        private: Iterable[str]
+        if session.role == "admin":
+            private = self.private.keys()
+        elif session.role is None:  # a guest's invitations are its own, not its name's
+            private = session.guest.invited if session.guest is not None else ()
+        else:
+            private = self._invited_to.get(session.key, ())
         mine = sorted(r for r in private if r in self.rooms and (after is None or r > after))
         page = list(itertools.islice(heapq.merge(public, mine), limit + 1))
         more = {"more": True} if len(page) > limit else {}
@@ -652,9 +668,9 @@ class ChatService:
             self._refuse(session, msg, ErrorCode.FORBIDDEN, "this server has no private rooms")
             return
         if private and session.role is None:
-            # Invitations go by name, and a guest's name is whoever holds it next.
+            # A guest's rooms are not kept (they expire): a private one would be lost with it.
             self._refuse(session, msg, ErrorCode.FORBIDDEN, "register your name to create a "
-                         "private room: a guest's name is whoever takes it next")
+                         "private room")
             return
         if self._joined_too_many(session, msg) or not self._may_create_room(session, msg):
             return
@@ -681,20 +697,34 @@ class ChatService:
             return
         user: str = msg["user"]
         key = user.casefold()
-        if key not in invited:
-            if len(invited) >= self.limits.max_invitations:
-                self._refuse(session, msg, ErrorCode.LIMIT_REACHED, f"'{room}' has "
-                             f"{self.limits.max_invitations} names invited, the most a room may")
-                return
-            if not self._take_quota(session, msg):
-                return
-            invited.add(key)
-            self._invited_to.setdefault(key, set()).add(room)
-            assert self.account_store is not None
-            self._spawn(self.account_store.invite(room, user))
+        target = self.sessions.get(key)
+        if target is not None and target.role is None:
+            assert target.guest is not None
+            if room not in target.guest.invited:
+                if not self._take_quota(session, msg):
+                    return
+                target.guest.invited.add(room)  # that guest's, not its name's: see Guest
+            session.chat.send("notice", room=room, text=f"{target.name} is a guest: the "
+                              "invitation is theirs, not the name's, and ends when they leave")
+        elif target is not None or key in self.accounts:
+            if key not in invited:
+                if len(invited) >= self.limits.max_invitations:
+                    self._refuse(session, msg, ErrorCode.LIMIT_REACHED, f"'{room}' has "
+                                 f"{self.limits.max_invitations} names invited, the most a "
+                                 "room may")
+                    return
+                if not self._take_quota(session, msg):
+                    return
+                invited.add(key)
+                self._invited_to.setdefault(key, set()).add(room)
+                assert self.account_store is not None
+                self._spawn(self.account_store.invite(room, user))
+        else:
+            self._refuse(session, msg, ErrorCode.NO_SUCH_USER,
+                         f"'{user}' is neither registered nor connected")
+            return
         log.info("%s invited %s to %s", session.name, user, room)
         session.chat.send("invited", room=room, user=user, **_rid(msg))
-        target = self.sessions.get(user.casefold())
         if target is not None:
             target.chat.send("notice", room=room, text=f"{session.name} invited you to {room}")
 
@@ -1182,6 +1212,7 @@ class ChatService:
                 self.lookalikes.setdefault(session.skeleton, account)
                 self._guest_since.pop(session.key, None)
                 session.role = "member"
+                await self._registered(session)
         finally:
             session.registering = False
         if taken is not None:
@@ -1192,6 +1223,16 @@ class ChatService:
             return
         log.info("%s registered their name", session.name)
         session.chat.send("registered", user=session.name, role="member", **rid)
+
+    async def _registered(self, session: Session) -> None:
+        """A guest who registered is that account from then on: it keeps its invitations,
+        now stored as an account's are (and its place in shares' viewer lists)."""
+        assert self.account_store is not None and session.guest is not None
+        session.guest.registered = True
+        for room in sorted(session.guest.invited):
+            self.private.get(room, set()).add(session.key)
+            self._invited_to.setdefault(session.key, set()).add(room)
+            await self.account_store.invite(room, session.name)
 
     def _role_of(self, key: str) -> str:
         session = self.sessions.get(key)
