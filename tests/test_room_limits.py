@@ -233,9 +233,13 @@ def test_guests_may_not_create_private_rooms(server: ServerProcess) -> None:
 def test_rooms_joined_and_invitations_are_capped(tmp_path: Path) -> None:
     """One connection is in at most max_joined rooms; a private room has at most
     max_invitations names invited."""
-    env = {"CHATSCREEN_MAX_JOINED": "3", "CHATSCREEN_MAX_INVITATIONS": "3"}
+    env = {"CHATSCREEN_MAX_JOINED": "3", "CHATSCREEN_MAX_INVITATIONS": "3",
+           "CHATSCREEN_CREATE_BURST": "50"}
     with running_server(tmp_path / "d", env=env) as srv:
         async def scenario() -> None:
+            for name in ("ann", "bob", "cy"):  # invitations by name are to accounts
+                async with client(srv, name) as someone:
+                    await someone.register(PASSWORD)
             async with client(srv, "m") as m:
                 await m.register(PASSWORD)
                 await m.join("general")
