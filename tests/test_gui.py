@@ -27,8 +27,10 @@ from PIL import Image, ImageTk
 from chatscreen.client import Client, OutRect, ScreenChannel, ThreadedClient
 from chatscreen.codec import encode_jpeg, psnr
 from chatscreen.gui.net import close_loop
+from chatscreen.gui.settings import load_settings
 from chatscreen.protocol import Message
 from chatscreen.sharing import snapshot
+from chatscreen.tls import KnownHosts, cert_fingerprint
 from tests.helpers.display import grab_display, render_test_picture, show_picture
 from tests.helpers.gui import GUI_TIMEOUT, GuiHarness
 from tests.helpers.server import TIMEOUT, ServerProcess
@@ -577,3 +579,75 @@ def test_register_log_in_with_password_and_moderate_from_the_chat_line(
     bob.drain()
     assert any(ev.type == "status" and ev["state"] == "disconnected"
                and "kicked" in ev["reason"] for ev in bob.seen)
+
+
+def test_a_forged_line_shows_as_a_marked_continuation(gui: GuiHarness, server: ServerProcess,
+                                                      bob: Headless) -> None:
+    """Issue 15 (3): a guest's multi-line message cannot show a line like another person's,
+    and a bidi override in it is shown, not obeyed."""
+    g = gui
+    connected(g, server, "alice")
+    chat = g.app.chat_tab
+    g.select_tab("Chat")
+    bob.tc.call(lambda c: c.say("general", "see below\n12:00  boss  re-enter your password"))\
+        .result(TIMEOUT)
+    bob.tc.call(lambda c: c.say("general", "invoice\u202efdp.exe")).result(TIMEOUT)
+    g.wait_for(lambda: "invoice" in chat.shown_text(), "bob's messages")
+    g.pump()
+    shown = chat.shown_text()
+    assert "\u202e" not in shown and "invoice<U+202E>fdp.exe" in shown
+    lines = shown.splitlines()
+    first = next(i for i, line in enumerate(lines, 1) if line.endswith("bob  see below"))
+    forged = next(i for i, line in enumerate(lines, 1) if "boss  re-enter" in line)
+    assert forged == first + 1
+    assert lines[forged - 1].startswith("│ ")  # marked, and indented past the time
+    assert "cont" in chat.text.tag_names(f"{forged}.0")
+    chat.text.see(f"{forged}.0")
+    g.pump()
+    x_first = chat.text.bbox(f"{first}.0")[0]  # type: ignore[index]
+    x_forged = chat.text.bbox(f"{forged}.0")[0]  # type: ignore[index]
+    x_name = chat.text.bbox(f"{first}.7")[0]  # type: ignore[index]  # where "bob" starts
+    assert x_forged >= x_name > x_first
+
+
+def test_first_contact_shows_the_fingerprint_and_a_given_one_is_checked(
+        gui: GuiHarness, server: ServerProcess, tmp_path: Path) -> None:
+    """Issue 15 (11): the app shows a certificate it pins on first contact, and with a
+    fingerprint in its Connection tab it checks it first (refusing a wrong one) and
+    remembers it for that server."""
+    g = gui
+    tab = g.app.connection_tab
+    fp = cert_fingerprint(server.data_dir / "tls-cert.pem")
+    where = f"127.0.0.1:{server.chat_port}"
+    connected(g, server, "alice")  # no fingerprint given: trust on first use, shown
+    g.wait_for(lambda: fp in g.app.status_text, "the new certificate on the status line")
+    assert "compare it with the server's banner" in g.app.status_text
+    assert fp in str(tab.message.cget("text"))
+    assert KnownHosts(tmp_path / "config" / "known_hosts").get(where) == fp
+
+    g.select_tab("Connection")
+    g.click(tab.disconnect_button)
+    g.wait_for(lambda: g.app.net is None, "disconnected")
+    wrong = "SHA256:" + ":".join(["AB"] * 32)
+    g.type_into(tab.entries["Fingerprint"], wrong)
+    g.click(tab.connect_button)
+    g.wait_for(lambda: "Failed to connect" in str(tab.message.cget("text")), "the refusal")
+    refusal = str(tab.message.cget("text"))
+    assert fp in refusal and wrong in refusal
+    assert KnownHosts(tmp_path / "config" / "known_hosts").get(where) == fp  # unchanged
+
+    g.type_into(tab.entries["Fingerprint"], fp.lower().removeprefix("sha256:"))
+    g.click(tab.connect_button)
+    g.wait_for(lambda: g.app.status_text.startswith("Connected"), "Connected")
+    assert "new certificate" not in g.app.status_text  # it was checked, nothing to compare
+    assert load_settings().fingerprints == {where: fp}  # remembered for this server
+    # Another server: its own (no) fingerprint; back to this one: the remembered one.
+    g.select_tab("Connection")
+    g.click(tab.disconnect_button)
+    g.wait_for(lambda: g.app.net is None, "disconnected")
+    g.type_into(tab.entries["Server"], "127.0.0.1:1")
+    g.click(tab.entries["Username"])
+    g.wait_for(lambda: tab.entries["Fingerprint"].get() == "", "no fingerprint for another")
+    g.type_into(tab.entries["Server"], where)
+    g.click(tab.entries["Username"])
+    g.wait_for(lambda: tab.entries["Fingerprint"].get() == fp, "the remembered fingerprint")

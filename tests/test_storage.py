@@ -4,6 +4,7 @@ SQLite has it, what a restart makes of a journal, and that queries never miss a 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sqlite3
 import subprocess
@@ -232,3 +233,33 @@ def test_closing_while_sqlite_refuses_leaves_the_messages_to_the_next_start(
             await store.close()
 
     assert run(second()) == [1, 2]
+
+
+def test_a_journal_line_that_is_not_a_message_is_skipped_and_kept_aside(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Lines SQLite would refuse or Python could not hand it (an id out of SQLite's range, a
+    lone surrogate, a boolean, a missing time) do not stop the start nor hide the lines after
+    them; with durability "full" too, which then removes the journal."""
+    db = tmp_path / "chatscreen.db"
+    good = [(m.id, m.ts, m.user, m.text, m.room, m.to, m.cid) for m in msgs(1, 2)]
+    bad = [b'[18446744073709551616,"t","alice","big","general",null,null]',
+           b'[3,"t","alice","\\ud800","general",null,null]',
+           b'[true,"t","alice","bool","general",null,null]',
+           b'[4,null,"alice","no time","general",null,null]',
+           b'[0,"t","alice","zero","general",null,null]']
+    lines = [json.dumps(good[0]).encode(), *bad, json.dumps(good[1]).encode()]
+    db.with_suffix(".journal").write_bytes(b"\n".join(lines) + b"\n")
+
+    async def scenario() -> list[int]:
+        store = await SQLiteStore(db, durability="full").open()
+        try:
+            return [m.id for m in await store.room_history("general", limit=10)]
+        finally:
+            await store.close()
+
+    with caplog.at_level(logging.WARNING, logger="chatscreen.server"):
+        assert run(scenario()) == [1, 2]
+    assert "lines 2, 3, 4, 5, 6 are not messages" in caplog.text
+    [copy] = tmp_path.glob("chatscreen.journal.bad-*")
+    assert copy.read_bytes() == b"".join(line + b"\n" for line in bad)
+    assert not db.with_suffix(".journal").exists()

@@ -11,21 +11,27 @@ import json
 import logging
 import os
 import queue
+import sqlite3
 import sys
 import threading
 import time
+import unicodedata
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from chatscreen import __version__
 from chatscreen.errors import ChatscreenError
+from chatscreen.text import display_text, one_line
 
 DEFAULT_CHAT_PORT = 9999
 DEFAULT_SCREEN_PORT = 9998
 FEW_OPEN_FILES = 4096  # below this many descriptors the server warns at start
 NOFILE_UNLIMITED = 1 << 20  # the soft limit asked for when the hard one is unlimited (nr_open)
 HISTORY_WAIT = 5.0  # s: `chat` waits at most this long for a room's history after joining it
+# The server and `chatscreen admin` create files only in the data directory, which holds every
+# message and password hash: readable by their owner only (directory 0700, files 0600).
+PRIVATE_UMASK = 0o077
 
 
 def _server_parser(sub: Any) -> None:
@@ -93,6 +99,15 @@ def _admin_parser(sub: Any) -> None:
     c = cmds.add_parser("unmute", help="let a muted user post again")
     c.add_argument("name")
     cmds.add_parser("list", help="accounts, roles and bans")
+    c = cmds.add_parser("invite", help="print the command line (with the certificate's "
+                        "fingerprint) that connects a user safely the first time")
+    c.add_argument("--host", help="the address users reach this server at (default: this "
+                   "machine's name)")
+    c.add_argument("--chat-port", type=int, default=DEFAULT_CHAT_PORT,
+                   help=f"the server's chat port (default {DEFAULT_CHAT_PORT})")
+    c.add_argument("--tls-cert", type=Path, metavar="FILE",
+                   help="the server's certificate, if it was given one (default: the one it "
+                        "made in its data directory)")
 
 
 def _client_args(p: argparse.ArgumentParser, *, user: bool = True) -> None:
@@ -105,6 +120,9 @@ def _client_args(p: argparse.ArgumentParser, *, user: bool = True) -> None:
     p.add_argument("--ca", type=Path, metavar="FILE",
                    help="trust the server's certificate only if this CA signed it "
                         "(default: the system's CAs, else pin it on first use)")
+    p.add_argument("--fingerprint", type=fingerprint_arg, metavar="SHA256:...",
+                   help="the server certificate's fingerprint (its banner, or `chatscreen "
+                        "admin invite`): checked even on first contact, then remembered")
     if user:
         p.add_argument("--user", required=True, help="your username")
         p.add_argument("--password-file", type=Path, metavar="FILE",
@@ -113,6 +131,15 @@ def _client_args(p: argparse.ArgumentParser, *, user: bool = True) -> None:
         p.add_argument("--server-password-file", type=Path, metavar="FILE",
                        help="the server's password, if it has one (or "
                             "CHATSCREEN_SERVER_PASSWORD; on a terminal you are asked)")
+
+
+def fingerprint_arg(text: str) -> str:
+    from chatscreen.tls import parse_fingerprint
+
+    try:
+        return parse_fingerprint(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pre-fill the server (default: the last one used)")
     p.add_argument("--user", help="pre-fill the username (default: the last one used)")
     p.add_argument("--screen-port", type=int, default=None)
+    p.add_argument("--fingerprint", type=fingerprint_arg, metavar="SHA256:...",
+                   help="pre-fill the server certificate's fingerprint (checked even on "
+                        "first contact)")
     p = sub.add_parser("chat", help="line-mode terminal chat")
     _client_args(p)
     p.add_argument("--room", default="general")
@@ -162,7 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def tls_args(args: argparse.Namespace) -> dict[str, Any]:
-    return {"tls": not getattr(args, "no_tls", False), "ca": getattr(args, "ca", None)}
+    if getattr(args, "no_tls", False) and getattr(args, "fingerprint", None):
+        raise ChatscreenError("--fingerprint checks the server's TLS certificate: it cannot "
+                              "go with --no-tls")
+    return {"tls": not getattr(args, "no_tls", False), "ca": getattr(args, "ca", None),
+            "fingerprint": getattr(args, "fingerprint", None)}
 
 
 def split_server(args: argparse.Namespace) -> tuple[str, int]:
@@ -192,11 +226,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "client":
             from chatscreen.gui import run_app
 
-            return run_app(args.server, args.user, args.screen_port)
+            return run_app(args.server, args.user, args.screen_port, args.fingerprint)
         runner = {"chat": run_chat, "share": run_share, "view": run_view}[args.command]
         return asyncio.run(runner(args))
     except ChatscreenError as exc:
-        print(str(exc), file=sys.stderr)
+        print(one_line(str(exc)), file=sys.stderr)  # it may quote the server
         return 1
     except KeyboardInterrupt:
         return 130
@@ -237,6 +271,7 @@ def run_server(args: argparse.Namespace) -> int:
         server_password=(_new_password("the server") if args.password
                          else _read_secret(args.password_file)),
         share_roles=args.share_roles)
+    os.umask(PRIVATE_UMASK)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLogFormatter() if settings.log_format == "json" else
                          logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -256,6 +291,8 @@ def run_server(args: argparse.Namespace) -> int:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             runner.run(serve(settings, lambda server: print(server.banner(), flush=True)))
     except OSError as exc:
+        if exc.filename is not None:  # a file, not a socket
+            raise ChatscreenError(f"cannot use {exc.filename}: {exc.strerror or exc}") from None
         raise ChatscreenError(
             f"Cannot listen on {settings.host} (ports {settings.chat_port}, "
             f"{settings.screen_port}): {exc.strerror or exc}") from None
@@ -298,16 +335,44 @@ def _new_password(what: str) -> str:
     return password
 
 
+def print_invite(data_dir: Path, host: str | None, port: int, cert: Path | None) -> int:
+    """``chatscreen chat --server HOST:PORT --fingerprint SHA256:...``: a first contact that
+    cannot be intercepted unnoticed (no trust on first use)."""
+    import socket
+
+    from chatscreen.tls import cert_fingerprint
+
+    cert = cert or data_dir / "tls-cert.pem"
+    try:
+        fp = cert_fingerprint(cert)
+    except (OSError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise ChatscreenError(f"cannot read the server's certificate {cert}: {why} (start "
+                              "the server once to make it, or give --tls-cert)") from None
+    host = host or socket.gethostname()
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    print(f"chatscreen chat --server {where} --fingerprint {fp}")
+    print(f"(the app: Server {where}, Fingerprint {fp}; add --user NAME to the line above)")
+    return 0
+
+
 def run_admin(args: argparse.Namespace) -> int:
-    from chatscreen.protocol.schema import is_valid_name
+    from chatscreen.protocol.schema import name_problem
     from chatscreen.server.accounts import AccountDB, hash_password
+    from chatscreen.server.datadir import describe
     from chatscreen.server.moderation import parse_duration
 
     data_dir = args.data_dir or Path(os.environ.get("CHATSCREEN_DATA_DIR") or "data")
     cmd = args.admin_command
+    if cmd == "invite":
+        return print_invite(data_dir, args.host, args.chat_port, args.tls_cert)
     name: str | None = getattr(args, "name", None)
-    if name is not None and not is_valid_name(name):
-        raise ChatscreenError(f"invalid name {name!r}")
+    if name is not None:
+        name = unicodedata.normalize("NFKC", name)  # as the server takes names
+        problem = name_problem(name)
+        if problem is not None:
+            raise ChatscreenError(f"invalid name {name!r}: {problem}")
+    os.umask(PRIVATE_UMASK)
     db = AccountDB.open(data_dir)
     try:
         if cmd in ("create-admin", "add-user"):
@@ -315,8 +380,15 @@ def run_admin(args: argparse.Namespace) -> int:
             role = "admin" if cmd == "create-admin" else args.role
             if db.get(name) is not None:
                 raise ChatscreenError(f"'{name}' already has an account (set-role changes it)")
-            if not db.add(name, hash_password(_new_password(name)), role):
-                raise ChatscreenError(f"'{name}' already has an account")
+            taken = db.lookalike(name)
+            if taken is not None:
+                raise ChatscreenError(f"'{name}' looks like '{taken.name}', which has an "
+                                      "account")
+            # A running server ends the guests using this name (or a look-alike) within a
+            # second, and gives the account the private messages from then on.
+            taken_name = db.create(name, hash_password(_new_password(name)), role)
+            if taken_name is not None:
+                raise ChatscreenError(f"'{name}' is taken by the account '{taken_name}'")
             db.log("(admin)", "create", name, f"role={role}")
             print(f"Created {role} '{name}'")
         elif cmd == "set-role":
@@ -371,6 +443,8 @@ def run_admin(args: argparse.Namespace) -> int:
             for b in bans:
                 why = f" ({b.reason})" if b.reason else ""
                 print(f"  {b.kind} {b.target} {b.until_text()} by {b.by or '?'}{why}")
+    except sqlite3.Error as exc:  # a page found damaged only now
+        raise ChatscreenError(describe(data_dir / "chatscreen.db", exc)) from None
     finally:
         db.close()
     return 0
@@ -400,12 +474,18 @@ def local_time(ts: str) -> str:
 
 
 def format_message(m: dict[str, Any], current_room: str | None) -> str:
-    when = local_time(m["ts"])
+    """``[HH:MM:SS] user: text``; the text's further lines start with ``  | `` and nothing
+    in a name or the text is obeyed (see :mod:`chatscreen.text`)."""
+    when, user, text = local_time(m["ts"]), one_line(m["user"]), display_text(m["text"])
     if m.get("to") is not None:
-        return f"[{when}] {m['user']} -> {m['to']}: {m['text']}"
+        return f"[{when}] {user} -> {one_line(m['to'])}: {text}"
     room = m.get("room")
-    prefix = "" if room is None or room == current_room else f"#{room} "
-    return f"[{when}] {prefix}{m['user']}: {m['text']}"
+    prefix = "" if room is None or room == current_room else f"#{one_line(room)} "
+    return f"[{when}] {prefix}{user}: {text}"
+
+
+def names(users: list[str]) -> str:
+    return ", ".join(one_line(u) for u in users)
 
 
 def _stdin_lines(loop: asyncio.AbstractEventLoop, lines: asyncio.Queue[str | None],
@@ -448,7 +528,7 @@ async def connect_client(args: argparse.Namespace, **kwargs: Any) -> Any:
             if not (isinstance(cause, ServerError) and cause.code == "bad_password"
                     and sys.stdin.isatty()):
                 raise
-            print(f"! {cause.message}", file=sys.stderr, flush=True)
+            print(f"! {one_line(cause.message)}", file=sys.stderr, flush=True)
             if "server password" in cause.message:
                 server_password = await asyncio.to_thread(getpass.getpass, "Server password: ")
             else:
@@ -471,20 +551,25 @@ async def run_chat(args: argparse.Namespace) -> int:
                     out(format_message(m, room), flush=True)
                 history_shown.set()
             elif ev.type == "joined":
-                out(f"* joined {ev['room']}: {', '.join(ev['users'])}", flush=True)
+                out(f"* joined {one_line(ev['room'])}: {names(ev['users'])}", flush=True)
             elif ev.type == "presence":
-                out(f"* {ev['user']} {'joined' if ev['event'] == 'join' else 'left'} "
-                    f"{ev['room']}", flush=True)
+                out(f"* {one_line(ev['user'])} "
+                    f"{'joined' if ev['event'] == 'join' else 'left'} {one_line(ev['room'])}",
+                    flush=True)
             elif ev.type == "notice":
-                out(f"* {ev['text']}", flush=True)
+                out(f"* {one_line(ev['text'])}", flush=True)
             elif ev.type == "error":
-                out(f"! {ev['message']}", flush=True)
+                out(f"! {one_line(ev['message'])}", flush=True)
+            elif ev.type == "tls" and ev.get("checked"):
+                out(f"* {ev['where']}: its certificate is the one given, {ev['fingerprint']}; "
+                    "remembered", file=sys.stderr, flush=True)
             elif ev.type == "tls":
                 out(f"* first connection to {ev['where']}: pinned its certificate "
-                    f"{ev['fingerprint']}", file=sys.stderr, flush=True)
+                    f"{ev['fingerprint']}; compare it with the server's banner",
+                    file=sys.stderr, flush=True)
             elif ev.type == "status" and ev["state"] in ("reconnecting", "disconnected"):
                 retry = f", retrying in {ev['retry_in']} s" if ev.get("retry_in") else ""
-                out(f"! {ev['state']}: {ev.get('reason', '')}{retry}", file=sys.stderr,
+                out(f"! {ev['state']}: {one_line(ev.get('reason', ''))}{retry}", file=sys.stderr,
                     flush=True)
             elif ev.type == "status" and ev["state"] == "connected" and shown_connected:
                 out("! connected again", file=sys.stderr, flush=True)
@@ -530,7 +615,7 @@ async def run_chat(args: argparse.Namespace) -> int:
                     continue
                 room = await _chat_command(client, line, room, pending, out)
             except ChatscreenError as exc:
-                out(f"! {exc}", flush=True)
+                out(f"! {one_line(str(exc))}", flush=True)
         if pending:
             results = await asyncio.gather(*pending, return_exceptions=True)
             failed = [r for r in results if isinstance(r, BaseException)]
@@ -551,7 +636,7 @@ async def _chat_command(client: Any, line: str, room: str, pending: list[asyncio
     try:
         command = parse_command(line, room)
     except ChatscreenError as exc:
-        out(f"! {exc}", flush=True)
+        out(f"! {one_line(str(exc))}", flush=True)
         return room
     kind, a = command.kind, command.args
     if kind == "say":
@@ -562,16 +647,17 @@ async def _chat_command(client: Any, line: str, room: str, pending: list[asyncio
     elif kind == "msg":
         pending.append(asyncio.ensure_future(client.pm(a["to"], a["text"])))
     elif kind == "who":
-        out(f"* in {a['room']}: {', '.join(await client.who(a['room']))}", flush=True)
+        out(f"* in {one_line(a['room'])}: {names(await client.who(a['room']))}", flush=True)
     elif kind == "rooms":
         rooms = await client.list_rooms()
-        out("* rooms: " + ", ".join(f"{r['name']} ({r['users']})" for r in rooms), flush=True)
+        out("* rooms: " + ", ".join(f"{one_line(r['name'])} ({r['users']})" for r in rooms),
+            flush=True)
     elif kind == "private":
         await client.create_room(a["room"], private=True)
         return str(a["room"])
     elif kind == "invite":
         await client.invite(a["room"], a["user"])
-        out(f"* invited {a['user']} to {a['room']}", flush=True)
+        out(f"* invited {one_line(a['user'])} to {one_line(a['room'])}", flush=True)
     elif kind == "moderate":
         await client.moderate(**a)
     else:  # help (register and quit are handled by the caller)

@@ -35,6 +35,23 @@ def cert_fingerprint(cert_path: Path) -> str:
     return fingerprint(ssl.PEM_cert_to_DER_cert(cert_path.read_text()))
 
 
+_HEX = frozenset("0123456789ABCDEF")
+
+
+def parse_fingerprint(text: str) -> str:
+    """A fingerprint as a person may type or paste it (``SHA256:ab:cd...``, any case, with
+    or without the colons or the ``SHA256:`` prefix) in the form :func:`fingerprint` gives.
+    ValueError if it is not 32 bytes of hex."""
+    value = text.strip().upper()
+    if value.startswith("SHA256:"):
+        value = value[len("SHA256:") :]
+    digits = value.replace(":", "")
+    if len(digits) != 64 or not _HEX.issuperset(digits):
+        raise ValueError(f"{text!r} is not a certificate fingerprint: SHA256: and 32 "
+                         "two-digit hex numbers, e.g. SHA256:3F:C0:...")
+    return "SHA256:" + ":".join(digits[i : i + 2] for i in range(0, 64, 2))
+
+
 # -- server side ---------------------------------------------------------------------------
 
 
@@ -48,7 +65,7 @@ def ensure_self_signed(data_dir: Path) -> tuple[Path, Path]:
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # it holds the messages too
     private = ec.generate_private_key(ec.SECP256R1())
     host = socket.gethostname()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"chatscreen on {host}")])
@@ -71,12 +88,17 @@ def ensure_self_signed(data_dir: Path) -> tuple[Path, Path]:
     key_pem = private.private_bytes(serialization.Encoding.PEM,
                                     serialization.PrivateFormat.PKCS8,
                                     serialization.NoEncryption())
-    # the key is written readable by the owner only, before anything is in it
-    fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key_pem)
-    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    # readable by the owner only, before anything is in them (the certificate is public, but
+    # like every file in the data directory it is the owner's: nothing there to warn about)
+    _write_private(key, key_pem)
+    _write_private(cert, certificate.public_bytes(serialization.Encoding.PEM))
     return cert, key
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
 
 
 def server_context(cert: Path, key: Path) -> ssl.SSLContext:
@@ -144,6 +166,13 @@ def pinning_context() -> ssl.SSLContext:
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     return ctx
+
+
+def wrong_fingerprint_message(where: str, expected: str, now: str) -> str:
+    return (f"Failed to connect to {where}: its certificate is {now}, not {expected} as "
+            "given (--fingerprint, or the app's Fingerprint field). Someone may be "
+            "intercepting the connection, or the fingerprint given is not this server's: "
+            "compare it with the server's banner.")
 
 
 def changed_certificate_message(where: str, pinned: str, now: str, path: Path) -> str:

@@ -22,6 +22,7 @@ from chatscreen.errors import ChatscreenError
 from chatscreen.protocol import Message
 from chatscreen.resume import keep_watching
 from chatscreen.sharing import find_share, frame_rects
+from chatscreen.text import one_line
 
 
 class _Latest:
@@ -101,8 +102,8 @@ def run_viewer_window(host: str, port: int, screen_port: int, user: str,
             photo[:] = [ImageTk.PhotoImage(img)]
             label.configure(image=photo[0], text="")
         elif not photo:
-            label.configure(text=box.status)
-        root.title(f"chatscreen viewer: {box.status}")
+            label.configure(text=one_line(box.status, isolate=False))  # may quote the server
+        root.title(f"chatscreen viewer: {one_line(box.status, isolate=False)}")
         root.after(15, poll)
 
     root.bind("<Control-q>", lambda _e: root.destroy())

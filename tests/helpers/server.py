@@ -54,7 +54,7 @@ class ServerProcess:
         self.screen_port = 0
 
     def start(self) -> ServerProcess:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._stderr = open(self.stderr_path, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=self._stderr,
                                      text=True, env=self.env, cwd=REPO)

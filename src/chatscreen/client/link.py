@@ -20,6 +20,7 @@ from chatscreen.tls import (
     fingerprint,
     pinning_context,
     verifying_context,
+    wrong_fingerprint_message,
 )
 
 CLIENT_LIMITS = Limits(max_frame=256 << 20, max_header=16 << 20, max_text=1 << 20)
@@ -35,11 +36,13 @@ FINAL_CODES = frozenset({
 
 @dataclass(frozen=True)
 class TLSOptions:
-    """How a client checks the server: by ``ca`` (and the host name), else by the system's
-    trust store or, failing that, by the fingerprint pinned in ``known_hosts``."""
+    """How a client checks the server: by ``fingerprint`` if given (then pinned, first
+    contact included), else by ``ca`` (and the host name), else by the system's trust store
+    or, failing that, by the fingerprint pinned in ``known_hosts`` (trust on first use)."""
 
     ca: Path | None = None
     known_hosts: KnownHosts = field(default_factory=KnownHosts)
+    fingerprint: str | None = None  # SHA256:AB:..., as tls.fingerprint() gives it
 
 
 Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
@@ -58,6 +61,8 @@ async def _open_stream(host: str, port: int,
     if tls is None:
         return (*await _connect(host, port, None), None, False)
     where = f"{host}:{port}"
+    if tls.fingerprint is not None:
+        return await _open_expected(host, port, tls, tls.fingerprint)
     if tls.ca is not None:
         try:
             reader, writer = await _connect(host, port, verifying_context(tls.ca))
@@ -84,6 +89,23 @@ async def _open_stream(host: str, port: int,
                 where, pinned, fp, tls.known_hosts.path)) from None
         tls.known_hosts.pin(where, fp)
     return reader, writer, fp, False
+
+
+async def _open_expected(host: str, port: int, tls: TLSOptions,
+                         expected: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter,
+                                                 str, bool]:
+    """The certificate must be the one given (the admin's invite, the banner): no trust on
+    first use. It is then pinned, replacing any older pin."""
+    where = f"{host}:{port}"
+    reader, writer = await _connect(host, port, pinning_context())
+    fp = _peer_fingerprint(writer)
+    if fp != expected:
+        writer.close()
+        raise ConnectError(wrong_fingerprint_message(where, expected, fp))
+    new = tls.known_hosts.get(where) != fp
+    if new:
+        tls.known_hosts.pin(where, fp)
+    return reader, writer, fp, new
 
 
 def _peer_fingerprint(writer: asyncio.StreamWriter) -> str:

@@ -23,7 +23,7 @@ from chatscreen.client.link import FINAL_CODES, Link, TLSOptions, describe_os_er
 from chatscreen.client.screen import ScreenChannel
 from chatscreen.errors import ConnectError, ServerError
 from chatscreen.protocol import Message
-from chatscreen.tls import KnownHosts
+from chatscreen.tls import KnownHosts, parse_fingerprint
 
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 15.0
@@ -51,7 +51,10 @@ class Client:
     def __init__(self, host: str, user: str, *, chat_port: int = 9999, screen_port: int = 9998,
                  reconnect: bool = True, timeout: float = 10.0, tls: bool = True,
                  ca: Path | None = None, known_hosts: KnownHosts | None = None,
-                 password: str | None = None, server_password: str | None = None) -> None:
+                 password: str | None = None, server_password: str | None = None,
+                 fingerprint: str | None = None) -> None:
+        """``fingerprint``: the server certificate's (``SHA256:...``, from the server's
+        banner or ``chatscreen admin invite``), checked even on first contact."""
         self.host = host
         self.user = user
         # Sent in every hello (reconnects too); never logged or shown.
@@ -62,7 +65,9 @@ class Client:
         self.screen_port = screen_port
         self.reconnect = reconnect
         self.timeout = timeout
-        self.tls = TLSOptions(ca, known_hosts or KnownHosts()) if tls else None
+        self.tls = TLSOptions(ca, known_hosts or KnownHosts(),
+                              parse_fingerprint(fingerprint) if fingerprint else None
+                              ) if tls else None
         self.token: str | None = None
         # Our own secret, sent with every hello: it lets a reconnect take over our previous
         # session before the server has noticed it died, even if we never saw its welcome.
@@ -104,8 +109,10 @@ class Client:
                                password=self._password,
                                server_password=self._server_password)
         if link.pinned_now:
+            checked = self.tls is not None and self.tls.fingerprint is not None
             self._emit(Message("tls", {"where": f"{self.host}:{self.chat_port}",
-                                       "fingerprint": link.fingerprint, "pinned": True}))
+                                       "fingerprint": link.fingerprint, "pinned": True,
+                                       "checked": checked}))
         self._link = link
         self.shares = []  # the server sends the current list next: none of the old ids hold
         self.token = link.welcome["token"]
@@ -352,7 +359,21 @@ class Client:
         return list((await self._request("who", room=room))["users"])
 
     async def list_rooms(self) -> list[dict[str, Any]]:
-        return list((await self._request("rooms"))["rooms"])
+        """Every room we may enter (asked for a page at a time)."""
+        rooms: list[dict[str, Any]] = []
+        after: str | None = None
+        while True:
+            page = await self.rooms_page(after=after)
+            rooms += page["rooms"]
+            if not page.get("more") or not page["rooms"]:
+                return rooms
+            after = page["rooms"][-1]["name"]
+
+    async def rooms_page(self, *, after: str | None = None, limit: int | None = None) -> Message:
+        """One ``rooms`` answer: at most ``limit`` rooms (the server's page: 1000) named
+        after ``after``, and ``more``."""
+        fields = {k: v for k, v in (("after", after), ("limit", limit)) if v is not None}
+        return await self._request("rooms", **fields)
 
     async def history(self, *, room: str | None = None, peer: str | None = None,
                       before: int | None = None, after: int | None = None,

@@ -7,7 +7,7 @@ import sys
 
 
 def run_app(server: str | None = None, user: str | None = None,
-            screen_port: int | None = None) -> int:
+            screen_port: int | None = None, fingerprint: str | None = None) -> int:
     """Open the window and run until it is closed. Arguments pre-fill the Connection tab
     (otherwise the values remembered from the last successful connection are used)."""
     import tkinter as tk
@@ -22,6 +22,8 @@ def run_app(server: str | None = None, user: str | None = None,
         settings.user = user
     if screen_port:
         settings.screen_port = screen_port
+    if fingerprint:
+        settings.fingerprints[settings.server] = fingerprint
     try:
         root = tk.Tk(className="chatscreen")
     except tk.TclError as exc:

@@ -20,14 +20,15 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from tkinter import font as tkfont
 from tkinter import ttk
-from typing import Literal
+from typing import Any, Literal
 
 from chatscreen.gui.chat_tab import ChatTab
 from chatscreen.gui.connection_tab import ConnectionTab
 from chatscreen.gui.net import NetSession
 from chatscreen.gui.screen_tab import ScreenTab
-from chatscreen.gui.settings import ClientSettings, save_settings
+from chatscreen.gui.settings import ClientSettings, save_settings, server_key
 from chatscreen.protocol import Message
+from chatscreen.text import one_line
 
 POLL_MS = 8  # the Tk thread looks for events and frames this often
 MAX_EVENTS_PER_POLL = 300  # the window stays responsive under a flood of messages
@@ -49,6 +50,7 @@ class App:
     def __init__(self, root: tk.Tk, settings: ClientSettings) -> None:
         self.root = root
         self.settings = settings
+        self.first_contact: dict[str, Any] | None = None  # the "tls" event of a new pin
         self.net: NetSession | None = None
         self.user = ""
         self.joining: str | None = None
@@ -205,7 +207,8 @@ class App:
     # -- connection --------------------------------------------------------------------
 
     def connect(self, host: str, chat_port: int, screen_port: int, user: str, *,
-                password: str | None = None, server_password: str | None = None) -> None:
+                password: str | None = None, server_password: str | None = None,
+                fingerprint: str | None = None) -> None:
         if self.net is not None:
             return
         self.chat_tab.reset()
@@ -214,11 +217,16 @@ class App:
         self.joining = DEFAULT_ROOM
         self._ever_connected = False
         self._where = f"{host}:{chat_port}"
-        self.settings = ClientSettings(user=user, server=host if chat_port == 9999
-                                       else f"{host}:{chat_port}", screen_port=screen_port)
+        self.first_contact = None
+        server = server_key(host, chat_port)
+        fingerprints = dict(self.settings.fingerprints)
+        if fingerprint:
+            fingerprints[server] = fingerprint
+        self.settings = ClientSettings(user=user, server=server, screen_port=screen_port,
+                                       fingerprints=fingerprints)
         self.net = NetSession(host, user, chat_port=chat_port, screen_port=screen_port,
                               render_pool=self.render_pool, password=password,
-                              server_password=server_password)
+                              server_password=server_password, fingerprint=fingerprint)
         self.connection_tab.set_connected(True)
         self.connection_tab.show("")
         self._set_state("connecting")
@@ -268,12 +276,25 @@ class App:
         save_settings(self.settings)
         self.base_title = f"chatscreen — {self.user} @ {self._where}"
         self._refresh_title()
-        self.connection_tab.show(f"Connected to {self._where} as {self.user}")
+        self.connection_tab.show(f"Connected to {self._where} as {self.user}. "
+                                 f"{self.first_contact_text()}".strip())
         user = self.user
         net.call(lambda c: c.join(DEFAULT_ROOM), f"Cannot join {DEFAULT_ROOM}")
         net.call(lambda c: c.history(peer=user, limit=200), "Cannot load private messages")
         self.show_tab(self.chat_tab)
         self.chat_tab.entry.focus_set()
+
+    def first_contact_text(self) -> str:
+        """What the user should know of a certificate seen for the first time."""
+        ev = self.first_contact
+        if ev is None:
+            return ""
+        if ev.get("checked"):
+            return (f"Its certificate {ev['fingerprint']} is the one given; it is "
+                    "remembered.")
+        return (f"First connection to {ev['where']}: its certificate is {ev['fingerprint']}. "
+                "Compare it with the server's banner (or ask its admin for `chatscreen admin "
+                "invite`); it is remembered from now on.")
 
     def _bind_shortcuts(self) -> None:
         """Window-wide keys, in a bind tag put first on every widget: class bindings (an
@@ -373,7 +394,7 @@ class App:
 
     def _set_state(self, state: str, reason: str = "") -> None:
         self.state = state
-        self._reason = reason
+        self._reason = one_line(reason, isolate=False)  # it may quote the server
         self.status_dot.itemconfigure(self._dot, fill=COLOURS.get(state, COLOURS["idle"]))
         self._refresh_status()
 
@@ -386,6 +407,10 @@ class App:
             text = f"Connected to {where} as {self.user}"
             if rtt is not None:
                 text += f" (rtt {max(1, round(rtt * 1000))} ms)"
+            first = self.first_contact
+            if first is not None and not first.get("checked"):
+                text += (f" — new certificate {first['fingerprint']}: compare it with the "
+                         "server's banner")
         elif state == "reconnecting":
             left = self._retry_at - time.monotonic()
             text = (f"Reconnecting in {math.ceil(left)} s…" if left > 0.05
@@ -439,11 +464,14 @@ class App:
     def on_event(self, ev: Message) -> None:
         if ev.type == "status":
             self._on_status(ev)
+        elif ev.type == "tls":
+            self.first_contact = ev.fields
         elif ev.type == "gui_rtt":
             self._refresh_status()
         elif ev.type == "gui_error":
             self.connection_tab.show(ev["text"], error=True)
-            self.status_label.configure(text=f"{self.status_text} — {ev['text']}")
+            self.status_label.configure(
+                text=f"{self.status_text} — {one_line(ev['text'], isolate=False)}")
         else:
             self.chat_tab.on_event(ev)
             self.screen_tab.on_event(ev)

@@ -20,6 +20,7 @@ from chatscreen.gui.dialogs import NewPasswordDialog
 from chatscreen.gui.net import gui_event
 from chatscreen.gui.widgets import selection, styled_listbox
 from chatscreen.protocol import Message
+from chatscreen.text import display_lines, one_line
 
 if TYPE_CHECKING:
     from chatscreen.gui.app import App
@@ -192,6 +193,11 @@ class ChatTab(ttk.Frame):
                         spacing1=6, spacing3=4)
         t.tag_configure("more", foreground="#8a8f98", font=fonts["small"], justify="center")
         t.tag_configure("link", foreground="#0b57d0", underline=True)
+        # A message's further lines: indented past the time and marked, so that no line of
+        # a message can pass for a message of its own (configured last: these margins win).
+        t.tag_configure("cont", lmargin1=62, lmargin2=74)
+        t.tag_configure("owncont", lmargin1=138, lmargin2=150)
+        t.tag_configure("contmark", foreground="#8a8f98")
         t.tag_bind("link", "<Enter>", lambda _e: t.configure(cursor="hand2"))
         t.tag_bind("link", "<Leave>", lambda _e: t.configure(cursor="arrow"))
         t.tag_bind("link", "<Button-1>", self._on_link)
@@ -579,10 +585,11 @@ class ChatTab(ttk.Frame):
         self.conv_list.delete(0, "end")
         for i, key in enumerate(self.order):
             conv = self.conversations[key]
+            title = one_line(conv.title, isolate=False)
             if conv.is_room:
-                label = f"  # {conv.title}"
+                label = f"  # {title}"
             else:
-                label = f"  {'●' if self.online(conv.title) else '○'} {conv.title}"
+                label = f"  {'●' if self.online(conv.title) else '○'} {title}"
             if conv.unread:
                 label += f"   ({conv.unread})"
             self.conv_list.insert("end", label)
@@ -601,13 +608,15 @@ class ChatTab(ttk.Frame):
         else:
             room = self.current[1:]
             n = len(self.room_users.get(room, set()))
-            self.people_label.configure(text=f"In #{room} ({n} online)")
+            self.people_label.configure(text=f"In #{one_line(room, isolate=False)} "
+                                             f"({n} online)")
             users = sorted(self.room_users.get(room, set()), key=str.casefold)
         self.people_names = users
         me = self.app.user.casefold()
         for user in users:
             own = user.casefold() == me
-            self.people.insert("end", f"  ● {user}{'  (you)' if own else ''}")
+            self.people.insert("end", f"  ● {one_line(user, isolate=False)}"
+                                      f"{'  (you)' if own else ''}")
             self.people.itemconfigure("end", foreground="#0b57d0" if own else "#1e7d32")
         if self.current is not None and not self.current.startswith("#"):
             self._refresh_title()
@@ -615,7 +624,8 @@ class ChatTab(ttk.Frame):
     def _refresh_typing(self) -> None:
         conv = self.conversations.get(self.current or "")
         now = time.monotonic()
-        who = [] if conv is None else [u for u, t in conv.typing.items() if t > now]
+        who = [] if conv is None else [one_line(u, isolate=False)
+                                       for u, t in conv.typing.items() if t > now]
         text = ""
         if len(who) == 1:
             text = f"{who[0]} is typing…"
@@ -638,10 +648,11 @@ class ChatTab(ttk.Frame):
         if conv is None:
             self.title.configure(text="Not connected" if self.app.net is None else "")
         elif conv.is_room:
-            self.title.configure(text=f"# {conv.title}")
+            self.title.configure(text=f"# {one_line(conv.title, isolate=False)}")
         else:
             state = "online" if self.online(conv.title) else "offline"
-            self.title.configure(text=f"Private with {conv.title}  ({state})")
+            self.title.configure(text=f"Private with {one_line(conv.title, isolate=False)}  "
+                                      f"({state})")
 
     def _render(self, *, to_end: bool = False) -> None:
         self._dirty = False
@@ -661,26 +672,22 @@ class ChatTab(ttk.Frame):
         for m in [] if conv is None else conv.entries:
             when = local_time(m["ts"])[:5]
             if "info" in m:
-                text.insert("end", f"{m['info']}  ·  {when}\n", "info")
+                text.insert("end", f"{one_line(m['info'], isolate=False)}  ·  {when}\n", "info")
                 continue
             own = m["user"].casefold() == me
             line = ("own",) if own else ("msg",)
             mark = f"m{m['id']}"
             text.insert("end", when + "  ", ("time", *line, mark))
-            text.insert("end", "You" if own else m["user"],
+            text.insert("end", "You" if own else one_line(m["user"], isolate=False),
                         ("ownname" if own else "name", *line))
             text.insert("end", "  ", line)
-            for piece, url in split_links(m["text"]):
-                if url is None:
-                    text.insert("end", piece, line)
-                else:
-                    tag = f"url{len(self.links)}"
-                    self.links[tag] = url
-                    text.insert("end", piece, ("link", tag, *line))
+            self._insert_text(m["text"], (*line, "cont", "owncont") if own else (*line, "cont"),
+                              line)
             text.insert("end", "\n", line)
         for p in self.pending.values():
             if p.key == self.current:
-                text.insert("end", f"sending…  {p.text}\n", "pending")
+                shown = "\n│ ".join(display_lines(p.text, isolate=False))
+                text.insert("end", f"sending…  {shown}\n", "pending")
         text.configure(state="disabled")
         keep, self._keep_top = self._keep_top, None
         if keep is not None and text.tag_ranges(keep):
@@ -689,6 +696,25 @@ class ChatTab(ttk.Frame):
             text.see("end")
         else:
             text.yview_moveto(top)
+
+    def _insert_text(self, message: str, cont: tuple[str, ...], line: tuple[str, ...]) -> None:
+        """A message's text, safe to show (see :mod:`chatscreen.text`; Tk draws every line
+        left to right, so no isolation is needed), its links clickable, each further line
+        marked as a continuation."""
+        text = self.text
+        for i, piece_line in enumerate(display_lines(message, isolate=False)):
+            tags = line
+            if i:
+                tags = cont
+                text.insert("end", "\n", line)
+                text.insert("end", "│ ", ("contmark", *tags))
+            for piece, url in split_links(piece_line):
+                if url is None:
+                    text.insert("end", piece, tags)
+                else:
+                    tag = f"url{len(self.links)}"
+                    self.links[tag] = url
+                    text.insert("end", piece, ("link", tag, *tags))
 
     def shown_text(self) -> str:
         """What the message pane shows (for tests)."""

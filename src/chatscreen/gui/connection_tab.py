@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING
 
 from chatscreen.cli import split_server
 from chatscreen.errors import ChatscreenError
-from chatscreen.gui.settings import ClientSettings
+from chatscreen.gui.settings import ClientSettings, server_key
+from chatscreen.text import one_line
+from chatscreen.tls import parse_fingerprint
 
 if TYPE_CHECKING:
     from chatscreen.gui.app import App
@@ -23,8 +25,10 @@ class ConnectionTab(ttk.Frame):
         # No tk.StringVar here on purpose: a Tcl variable's __del__ calls Tcl, and if the
         # garbage collector runs it on another thread that call blocks for a second and fails.
         for label, value in (("Username", settings.user), ("Server", settings.server),
-                             ("Screen port", str(settings.screen_port))):
+                             ("Screen port", str(settings.screen_port)),
+                             ("Fingerprint", settings.fingerprints.get(settings.server, ""))):
             self.entries[label].insert(0, value)
+        self.entries["Server"].bind("<FocusOut>", self._on_server_changed, add="+")
 
     def _build(self) -> None:
         body = self.app.fonts["body"]
@@ -34,13 +38,17 @@ class ConnectionTab(ttk.Frame):
                 ("Password", "only if your name is registered"),
                 ("Server", "HOST or HOST:PORT (chat port, default 9999)"),
                 ("Screen port", "default 9998"),
-                ("Server password", "only if the server asks for one")]
+                ("Server password", "only if the server asks for one"),
+                ("Fingerprint", "SHA256:… of the server's certificate, from its admin: "
+                                "checked even the first time (optional)")]
         self.entries: dict[str, ttk.Entry] = {}
         for i, (label, hint) in enumerate(rows, start=1):
             ttk.Label(self, text=label).grid(row=i, column=0, sticky="w", pady=4, padx=(0, 12))
             # passwords are shown as dots, kept in memory only, never saved
             secret = "password" in label.lower()
             entry = ttk.Entry(self, width=32, font=body, show="•" if secret else "")
+            if label == "Fingerprint":
+                entry.configure(width=48)
             entry.grid(row=i, column=1, sticky="w", pady=4, ipady=2)
             entry.bind("<Return>", lambda _e: self.connect())
             self.entries[label] = entry
@@ -71,9 +79,36 @@ class ConnectionTab(ttk.Frame):
             self.show("The server is HOST or HOST:PORT and the screen port a number",
                       error=True)
             return
+        typed = self.entries["Fingerprint"].get().strip()
+        try:
+            fingerprint = parse_fingerprint(typed) if typed else None
+        except ValueError:
+            self.show("The fingerprint is SHA256: and 32 two-digit hex numbers, as the "
+                      "server's banner or `chatscreen admin invite` prints it", error=True)
+            return
         self.app.connect(host, chat_port, screen_port, user,
                          password=self.entries["Password"].get() or None,
-                         server_password=self.entries["Server password"].get() or None)
+                         server_password=self.entries["Server password"].get() or None,
+                         fingerprint=fingerprint)
+
+    def _on_server_changed(self, _event: object) -> None:
+        """Another server: the fingerprint remembered for it (or none), unless the user
+        typed one of their own."""
+        remembered = self.app.settings.fingerprints
+        entry = self.entries["Fingerprint"]
+        typed = entry.get().strip()
+        try:
+            if typed and parse_fingerprint(typed) not in remembered.values():
+                return
+        except ValueError:
+            return  # being typed: leave it
+        try:
+            host, port = split_server(argparse.Namespace(
+                server=self.entries["Server"].get().strip() or "localhost", chat_port=None))
+        except ChatscreenError:
+            return
+        entry.delete(0, "end")
+        entry.insert(0, remembered.get(server_key(host, port), ""))
 
     def set_connected(self, active: bool) -> None:
         """active: a session exists (connecting, connected or reconnecting)."""
@@ -83,4 +118,5 @@ class ConnectionTab(ttk.Frame):
             entry.configure(state="disabled" if active else "normal")
 
     def show(self, text: str, *, error: bool = False) -> None:
-        self.message.configure(text=text, foreground="#b3261e" if error else "#1e6b2f")
+        self.message.configure(text=one_line(text, isolate=False),  # it may quote the server
+                               foreground="#b3261e" if error else "#1e6b2f")

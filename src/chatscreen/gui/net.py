@@ -123,12 +123,12 @@ def gui_event(kind: str, **fields: Any) -> Message:
 class NetSession:
     def __init__(self, host: str, user: str, *, chat_port: int, screen_port: int,
                  render_pool: ThreadPoolExecutor, password: str | None = None,
-                 server_password: str | None = None) -> None:
+                 server_password: str | None = None, fingerprint: str | None = None) -> None:
         self.host = host
         self.chat_port = chat_port
         self.tc = ThreadedClient(host, user, chat_port=chat_port, screen_port=screen_port,
                                  timeout=10.0, password=password,
-                                 server_password=server_password)
+                                 server_password=server_password, fingerprint=fingerprint)
         self.events = self.tc.events
         self.user = user
         self.render_pool = render_pool

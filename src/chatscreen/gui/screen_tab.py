@@ -14,6 +14,7 @@ from chatscreen.gui.net import FrameMailbox
 from chatscreen.gui.render import Blitter, Composer
 from chatscreen.gui.widgets import selection, styled_listbox
 from chatscreen.protocol import Message
+from chatscreen.text import one_line
 
 if TYPE_CHECKING:
     from chatscreen.gui.app import App
@@ -209,7 +210,8 @@ class ScreenTab(ttk.Frame):
             self._sharing_controls(False)
             self.app.set_sharing(False)
         elif ev.type == "gui_watch_ended" and ev["reason"] != "stopped":
-            self.watch_status.configure(text=f"Lost {ev['user']}'s screen: {ev['reason']}")
+            self.watch_status.configure(text=one_line(f"Lost {ev['user']}'s screen: "
+                                                      f"{ev['reason']}", isolate=False))
 
     def _set_shares(self, shares: list[dict[str, Any]]) -> None:
         me = self.app.user.casefold()

@@ -1,4 +1,5 @@
-"""What the app remembers between runs: username and server, in the user's config dir.
+"""What the app remembers between runs: username, server, and the certificate fingerprint
+given for each server, in the user's config dir.
 
 ``$CHATSCREEN_CONFIG_DIR/client.toml`` if set (tests use it), else
 ``$XDG_CONFIG_HOME/chatscreen/client.toml``, else ``~/.config/chatscreen/client.toml``.
@@ -10,7 +11,7 @@ import contextlib
 import json
 import os
 import tomllib
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_SERVER = "localhost"
@@ -22,6 +23,13 @@ class ClientSettings:
     user: str = ""
     server: str = DEFAULT_SERVER  # HOST or HOST:CHAT_PORT
     screen_port: int = DEFAULT_SCREEN_PORT
+    # server (as above) -> the fingerprint given for it (SHA256:...), checked on connecting
+    fingerprints: dict[str, str] = field(default_factory=dict)
+
+
+def server_key(host: str, chat_port: int) -> str:
+    """How a server is remembered: HOST, or HOST:PORT for another port than 9999."""
+    return host if chat_port == 9999 else f"{host}:{chat_port}"
 
 
 def config_path() -> Path:
@@ -47,6 +55,9 @@ def load_settings(path: Path | None = None) -> ClientSettings:
     port = data.get("screen_port")
     if isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536:
         settings.screen_port = port
+    given = data.get("fingerprints")
+    if isinstance(given, dict):
+        settings.fingerprints = {k: v for k, v in given.items() if isinstance(v, str)}
     return settings
 
 
@@ -54,9 +65,14 @@ def save_settings(settings: ClientSettings, path: Path | None = None) -> None:
     """Write the settings (best effort: an unwritable config dir is not an error)."""
     path = path or config_path()
     lines = ["[client]"]
-    for key, value in asdict(settings).items():
-        # A JSON string is a valid TOML basic string for everything a name or host holds.
+    # A JSON string is a valid TOML basic string (and quoted key) for a name or host.
+    for key, value in (("user", settings.user), ("server", settings.server),
+                       ("screen_port", settings.screen_port)):
         lines.append(f"{key} = {json.dumps(value, ensure_ascii=False)}")
+    if settings.fingerprints:
+        lines.append("[client.fingerprints]")
+        lines.extend(f"{json.dumps(k, ensure_ascii=False)} = {json.dumps(v)}"
+                     for k, v in sorted(settings.fingerprints.items()))
     with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")

@@ -36,10 +36,35 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _TEXT_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")  # \t, \n allowed
 
 
+# Characters that show as nothing, or as a blank, and are letters or marks by category (all
+# of categories C and Z are refused on their own): those of Unicode's
+# Default_Ignorable_Code_Point outside C and Z (the combining grapheme joiner, the Hangul
+# fillers, the Khmer inherent vowels, the variation selectors), and the symbols drawn as
+# blanks (U+2800 BRAILLE PATTERN BLANK, U+1D159 MUSICAL SYMBOL NULL NOTEHEAD).
+# "boss\u3164" would look exactly like "boss".
+_INVISIBLE = re.compile("[\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u2800\u3164"
+                        "\ufe00-\ufe0f\uffa0\U0001d159\U000e0100-\U000e01ef]")
+
+
+def name_problem(value: str) -> str | None:
+    """Why ``value`` (NFKC already) is not a valid name, or None if it is."""
+    if not 1 <= len(value) <= MAX_NAME:
+        return f"use 1-{MAX_NAME} characters"
+    if _NAME_FORBIDDEN.search(value):
+        return "no spaces and none of @#:,/\\"
+    bad = _INVISIBLE.search(value) or next(
+        (ch for ch in value if unicodedata.category(ch)[0] in "CZ"), None)
+    if bad is not None:
+        ch = bad if isinstance(bad, str) else bad.group()
+        return (f"U+{ord(ch):04X} ({unicodedata.name(ch, 'unnamed')}) is invisible or a "
+                "control character")
+    if unicodedata.category(value[0])[0] == "M":
+        return "a name cannot start with a combining mark"
+    return None
+
+
 def is_valid_name(value: str) -> bool:
-    if not 1 <= len(value) <= MAX_NAME or _NAME_FORBIDDEN.search(value):
-        return False
-    return all(unicodedata.category(ch)[0] not in "CZ" for ch in value)
+    return name_problem(value) is None
 
 
 def name(value: Any, _: Limits) -> str:
@@ -48,15 +73,18 @@ def name(value: Any, _: Limits) -> str:
     Names are normalised to NFKC first, so that look-alikes made of compatibility characters
     (full-width letters, ligatures, superscripts) become the name they look like: "ａｌｉｃｅ"
     is "alice", and so is taken when alice is connected. Control, format (bidirectional
-    overrides, zero-width joiners) and other invisible characters are refused."""
+    overrides, zero-width joiners), fillers and other invisible characters are refused
+    (see _INVISIBLE), and so is a combining mark at the start. Look-alikes that NFKC keeps
+    apart ("bоss" with a Cyrillic о) are the server's to refuse: see protocol.lookalike."""
     if not isinstance(value, str):
         raise _bad("name must be a string")
     normal: str = unicodedata.normalize("NFKC", value)
-    if not is_valid_name(normal):
+    problem = name_problem(normal)
+    if problem is not None:
         raise RemoteProtocolError(
             ErrorCode.INVALID_NAME,
-            f"invalid name {normal[:40]!r}: use 1-{MAX_NAME} letters, digits or punctuation "
-            "other than @#:,/\\ and no spaces",
+            f"invalid name {normal[:40]!r}: {problem} (a name is 1-{MAX_NAME} letters, digits "
+            "or punctuation other than @#:,/\\, with no spaces or invisible characters)",
         )
     return normal
 
@@ -246,7 +274,7 @@ CLIENT_MESSAGES: dict[str, Spec] = {
     "ping": Spec(optional={"n": ID}),
     "pong": Spec(optional={"n": ID}),
     # chat port; "rid" (request id) is echoed in the answer or the error
-    "rooms": Spec(optional={"rid": RID}),
+    "rooms": Spec(optional={"rid": RID, "after": NAME, "limit": LIMIT}),
     "create": Spec({"room": NAME}, {"rid": RID, "private": boolean}),
     "invite": Spec({"room": NAME, "user": NAME}, {"rid": RID}),
     "join": Spec({"room": NAME}, {"after": ID, "rid": RID}),
@@ -303,7 +331,8 @@ SERVER_MESSAGES: dict[str, Spec] = {
     ),
     "ping": Spec(optional={"n": ID}),
     "pong": Spec(optional={"n": ID}),
-    "rooms": Spec({"rooms": list_of(obj({"name": NAME, "users": ID}))}, {"rid": RID}),
+    "rooms": Spec({"rooms": list_of(obj({"name": NAME, "users": ID}))},
+                  {"rid": RID, "more": boolean}),
     "joined": Spec({"room": NAME, "users": NAMES}, {"rid": RID}),
     "left": Spec({"room": NAME}, {"rid": RID}),
     "users": Spec({"room": NAME, "users": NAMES}, {"rid": RID}),

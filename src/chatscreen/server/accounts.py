@@ -18,6 +18,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from chatscreen.protocol.lookalike import name_skeleton
+from chatscreen.server.datadir import StorageError, describe, open_database, prepare
+
 if TYPE_CHECKING:
     from chatscreen.server.storage import SQLiteStore
 
@@ -46,6 +49,9 @@ class Account:
     hash: str
     role: str
     created: str
+    skeleton: str  # what the name looks like (protocol.lookalike.name_skeleton)
+    since: int | None  # private messages of ids above this are the account's; None: the
+    # server sets it (to its last message id) when it first sees the account
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +62,7 @@ class Ban:
     reason: str
     by: str
     created: str
+    by_role: str = "admin"  # the role of who placed it (`chatscreen admin`: admin)
 
     def active(self, now: float) -> bool:
         return self.until is None or self.until > now
@@ -72,7 +79,9 @@ CREATE TABLE IF NOT EXISTS accounts (
     display TEXT NOT NULL,
     hash    TEXT NOT NULL,             -- argon2id
     role    TEXT NOT NULL DEFAULT 'member',
-    created TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+    created TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    skeleton TEXT,                     -- name_skeleton(display): look-alikes share it
+    since   INTEGER DEFAULT 0          -- see Account.since
 );
 CREATE TABLE IF NOT EXISTS bans (
     kind    TEXT NOT NULL,             -- 'account', 'address' or 'mute' (an account's)
@@ -81,6 +90,7 @@ CREATE TABLE IF NOT EXISTS bans (
     reason  TEXT NOT NULL DEFAULT '',
     by_user TEXT NOT NULL DEFAULT '',
     created TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    by_role TEXT NOT NULL DEFAULT 'admin',  -- the role by_user had: a ban binds lower ranks
     PRIMARY KEY (kind, target)
 );
 CREATE TABLE IF NOT EXISTS kicks (         -- asked by `chatscreen admin kick`, done by the
@@ -107,39 +117,104 @@ CREATE TABLE IF NOT EXISTS moderation (
 """
 
 
+_ACCOUNT = "SELECT name, display, hash, role, created, skeleton, since FROM accounts"
+_BAN_COLUMNS = "kind, target, until, reason, by_user, created, by_role"
+
+
 class AccountDB:
     """The SQL, on one sqlite3 connection (call it from one thread at a time)."""
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
         db.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Databases made before accounts had a skeleton and a since: add the columns (an
+        account made then keeps all its private messages), and the skeletons of the
+        accounts that have none (made by an older version of chatscreen); before bans had
+        by_role: theirs count as an admin's."""
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")  # `chatscreen admin` may be at it too
+            columns = {r[1] for r in self.db.execute("PRAGMA table_info(accounts)")}
+            if "skeleton" not in columns:
+                self.db.execute("ALTER TABLE accounts ADD COLUMN skeleton TEXT")
+            if "since" not in columns:
+                self.db.execute("ALTER TABLE accounts ADD COLUMN since INTEGER DEFAULT 0")
+            columns = {r[1] for r in self.db.execute("PRAGMA table_info(bans)")}
+            if "by_role" not in columns:  # bans from before they knew who placed them
+                self.db.execute("ALTER TABLE bans ADD COLUMN by_role TEXT NOT NULL "
+                                "DEFAULT 'admin'")
+            self.db.execute("CREATE INDEX IF NOT EXISTS accounts_skeleton "
+                            "ON accounts (skeleton)")
+            rows = self.db.execute("SELECT name, display FROM accounts "
+                                   "WHERE skeleton IS NULL").fetchall()
+            self.db.executemany("UPDATE accounts SET skeleton = ? WHERE name = ?",
+                                [(name_skeleton(display), key) for key, display in rows])
+
+    def update_skeletons(self) -> int:
+        """Compute every account's skeleton again (Unicode's data may have changed since
+        they were stored); returns how many changed."""
+        rows = self.db.execute("SELECT name, display, skeleton FROM accounts").fetchall()
+        changed = [(skel, key) for key, display, old in rows
+                   if (skel := name_skeleton(display)) != old]
+        if changed:
+            with self.db:
+                self.db.execute("BEGIN")
+                self.db.executemany("UPDATE accounts SET skeleton = ? WHERE name = ?", changed)
+        return len(changed)
 
     @classmethod
     def open(cls, data_dir: Path) -> AccountDB:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(data_dir / "chatscreen.db", isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA busy_timeout=5000")
-        return cls(db)
+        """The accounts in ``data_dir`` (made 0700, its database 0600, if new); a damaged or
+        read-only one is a :class:`~chatscreen.server.datadir.StorageError`."""
+        prepare(data_dir)
+        path = data_dir / "chatscreen.db"
+        db = open_database(path, check="off")  # a server checks it at start
+        try:
+            return cls(db)
+        except sqlite3.Error as exc:
+            db.close()
+            raise StorageError(describe(path, exc, schema=True)) from None
 
     def accounts(self) -> list[Account]:
-        rows = self.db.execute("SELECT name, display, hash, role, created FROM accounts "
-                               "ORDER BY name")
+        rows = self.db.execute(f"{_ACCOUNT} ORDER BY name")
         return [Account(*r) for r in rows]
 
     def get(self, key: str) -> Account | None:
-        row = self.db.execute("SELECT name, display, hash, role, created FROM accounts "
-                              "WHERE name = ?", (key.casefold(),)).fetchone()
+        row = self.db.execute(f"{_ACCOUNT} WHERE name = ?", (key.casefold(),)).fetchone()
         return Account(*row) if row else None
 
+    def lookalike(self, name: str) -> Account | None:
+        """An account whose name is ``name`` or looks like it (by the index on skeletons)."""
+        row = (self.db.execute(f"{_ACCOUNT} WHERE name = ?", (name.casefold(),)).fetchone()
+               or self.db.execute(f"{_ACCOUNT} WHERE skeleton = ? LIMIT 1",
+                                  (name_skeleton(name),)).fetchone())
+        return Account(*row) if row else None
+
+    def create(self, name: str, hash_: str, role: str = "member",
+               since: int | None = None) -> str | None:
+        """Create an account, unless an account has this name or one that looks like it:
+        then return that account's name."""
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            taken = self.lookalike(name)
+            if taken is not None:
+                return taken.name
+            self.db.execute("INSERT INTO accounts (name, display, hash, role, skeleton, since) "
+                            "VALUES (?,?,?,?,?,?)",
+                            (name.casefold(), name, hash_, role, name_skeleton(name), since))
+        return None
+
     def add(self, name: str, hash_: str, role: str = "member") -> bool:
-        """Create an account; False if the name is taken."""
-        try:
-            self.db.execute("INSERT INTO accounts (name, display, hash, role) VALUES (?,?,?,?)",
-                            (name.casefold(), name, hash_, role))
-        except sqlite3.IntegrityError:
-            return False
-        return True
+        """Create an account; False if the name, or one that looks like it, is taken."""
+        return self.create(name, hash_, role) is None
+
+    def settle(self, since: int) -> int:
+        """Accounts made by `chatscreen admin` have their private messages from ``since``
+        on (the running server's last message id); returns how many there were."""
+        cur = self.db.execute("UPDATE accounts SET since = ? WHERE since IS NULL", (since,))
+        return cur.rowcount
 
     def set_role(self, key: str, role: str) -> bool:
         cur = self.db.execute("UPDATE accounts SET role = ? WHERE name = ?",
@@ -147,15 +222,17 @@ class AccountDB:
         return cur.rowcount > 0
 
     def bans(self) -> list[Ban]:
-        rows = self.db.execute("SELECT kind, target, until, reason, by_user, created FROM bans "
+        rows = self.db.execute("SELECT " + _BAN_COLUMNS + " FROM bans "
                                "ORDER BY kind, target")
         return [Ban(*r) for r in rows]
 
-    def ban(self, kind: str, target: str, until: float | None, reason: str, by: str) -> Ban:
+    def ban(self, kind: str, target: str, until: float | None, reason: str, by: str,
+            by_role: str = "admin") -> Ban:
         target = target.casefold() if kind != "address" else target
-        self.db.execute("INSERT OR REPLACE INTO bans (kind, target, until, reason, by_user) "
-                        "VALUES (?,?,?,?,?)", (kind, target, until, reason, by))
-        row = self.db.execute("SELECT kind, target, until, reason, by_user, created FROM bans "
+        self.db.execute("INSERT OR REPLACE INTO bans (kind, target, until, reason, by_user, "
+                        "by_role) VALUES (?,?,?,?,?,?)",
+                        (kind, target, until, reason, by, by_role))
+        row = self.db.execute("SELECT " + _BAN_COLUMNS + " FROM bans "
                               "WHERE kind = ? AND target = ?", (kind, target)).fetchone()
         return Ban(*row)
 
@@ -193,13 +270,16 @@ class AccountDB:
             out.setdefault(room, set()).add(user)
         return out
 
-    def add_private_room(self, room: str, owner: str) -> None:
+    def add_private_room(self, room: str, owner: str, owner_invited: bool = True) -> None:
+        """A private room; its owner is invited unless a guest (whose invitation is not its
+        name's: see chatscreen.server.session.Guest)."""
         with self.db:
             self.db.execute("BEGIN")
             self.db.execute("INSERT OR IGNORE INTO private_rooms (room, owner) VALUES (?,?)",
                             (room, owner))
-            self.db.execute("INSERT OR IGNORE INTO invitations (room, user) VALUES (?,?)",
-                            (room, owner.casefold()))
+            if owner_invited:
+                self.db.execute("INSERT OR IGNORE INTO invitations (room, user) VALUES (?,?)",
+                                (room, owner.casefold()))
 
     def invite(self, room: str, user: str) -> None:
         self.db.execute("INSERT OR IGNORE INTO invitations (room, user) VALUES (?,?)",
@@ -221,12 +301,19 @@ class AccountStore(Protocol):
 
     async def add(self, name: str, hash_: str, role: str = "member") -> bool: ...
 
+    async def create(self, name: str, hash_: str, role: str = "member",
+                     since: int | None = None) -> str | None: ...
+
+    async def settle(self, since: int) -> int: ...
+
+    async def update_skeletons(self) -> int: ...
+
     async def set_role(self, key: str, role: str) -> bool: ...
 
     async def bans(self) -> list[Ban]: ...
 
     async def ban(self, kind: str, target: str, until: float | None, reason: str,
-                  by: str) -> Ban: ...
+                  by: str, by_role: str = "admin") -> Ban: ...
 
     async def unban(self, kind: str, target: str) -> bool: ...
 
@@ -238,7 +325,8 @@ class AccountStore(Protocol):
 
     async def private_rooms(self) -> dict[str, set[str]]: ...
 
-    async def add_private_room(self, room: str, owner: str) -> None: ...
+    async def add_private_room(self, room: str, owner: str,
+                               owner_invited: bool = True) -> None: ...
 
     async def invite(self, room: str, user: str) -> None: ...
 
@@ -268,6 +356,17 @@ class SQLiteAccounts:
     async def add(self, name: str, hash_: str, role: str = "member") -> bool:
         return bool(await self._call("add", name, hash_, role))
 
+    async def create(self, name: str, hash_: str, role: str = "member",
+                     since: int | None = None) -> str | None:
+        result: str | None = await self._call("create", name, hash_, role, since)
+        return result
+
+    async def settle(self, since: int) -> int:
+        return int(await self._call("settle", since))
+
+    async def update_skeletons(self) -> int:
+        return int(await self._call("update_skeletons"))
+
     async def set_role(self, key: str, role: str) -> bool:
         return bool(await self._call("set_role", key, role))
 
@@ -276,8 +375,8 @@ class SQLiteAccounts:
         return result
 
     async def ban(self, kind: str, target: str, until: float | None, reason: str,
-                  by: str) -> Ban:
-        result: Ban = await self._call("ban", kind, target, until, reason, by)
+                  by: str, by_role: str = "admin") -> Ban:
+        result: Ban = await self._call("ban", kind, target, until, reason, by, by_role)
         return result
 
     async def unban(self, kind: str, target: str) -> bool:
@@ -297,8 +396,9 @@ class SQLiteAccounts:
         result: dict[str, set[str]] = await self._call("private_rooms")
         return result
 
-    async def add_private_room(self, room: str, owner: str) -> None:
-        await self._call("add_private_room", room, owner)
+    async def add_private_room(self, room: str, owner: str,
+                               owner_invited: bool = True) -> None:
+        await self._call("add_private_room", room, owner, owner_invited)
 
     async def invite(self, room: str, user: str) -> None:
         await self._call("invite", room, user)

@@ -16,7 +16,8 @@ from chatscreen.config import ServerSettings
 from chatscreen.errors import ErrorCode
 from chatscreen.protocol import Limits, State
 from chatscreen.server.accounts import SQLiteAccounts
-from chatscreen.server.chat import ChatService, LoginPolicy
+from chatscreen.server.chat import ChatService, LoginPolicy, RoomPolicy
+from chatscreen.server.datadir import prepare, warn_loose_modes
 from chatscreen.server.fanout import LocalFanout
 from chatscreen.server.limits import TokenBucket
 from chatscreen.server.metrics import Counters, serve_http
@@ -84,12 +85,12 @@ class Server:
         self._closed_since_trim = 0
         self._buffered_peak = 0  # the send buffers' largest total since the last trim
         self.store = SQLiteStore(settings.data_dir / "chatscreen.db",
-                                 durability=settings.durability)
+                                 durability=settings.durability, check=settings.storage_check)
         self.fanout = LocalFanout()
         self.accounts = SQLiteAccounts(self.store)
         self.chat = ChatService(self.store, self.fanout, history=settings.history,
                                 heartbeat=settings.heartbeat, accounts=self.accounts,
-                                policy=login_policy(settings))
+                                policy=login_policy(settings), limits=room_policy(settings))
         self.chat.send_buffers = self.buffers
         self.screen = ScreenRelay(self.chat)
         self.chat_limits = Limits(max_frame=1 << 20, max_header=1 << 20,
@@ -197,6 +198,7 @@ class Server:
 
     async def start(self) -> None:
         s = self.settings
+        await asyncio.to_thread(self._prepare_data_dir)
         self._tls = await asyncio.to_thread(self._tls_context)
         await self.store.open()
         await self.accounts.open()
@@ -215,6 +217,11 @@ class Server:
             self._servers.append(http)
             self.metrics_port = http.sockets[0].getsockname()[1]
         self._housekeeper = asyncio.create_task(self._housekeeping(), name="housekeeping")
+
+    def _prepare_data_dir(self) -> None:
+        """Before anything is written in it: there (0700), writable, and private."""
+        prepare(self.settings.data_dir)
+        warn_loose_modes(self.settings.data_dir)
 
     def _tls_context(self) -> ssl.SSLContext | None:
         s = self.settings
@@ -320,6 +327,13 @@ def login_policy(s: ServerSettings) -> LoginPolicy:
                        share_roles=None if roles == {"everyone"} else roles,
                        login_delay=s.login_delay, login_delay_max=s.login_delay_max,
                        handshake_timeout=s.handshake_timeout)
+
+
+def room_policy(s: ServerSettings) -> RoomPolicy:
+    return RoomPolicy(create_rate=s.create_rate, create_burst=s.create_burst,
+                      max_rooms=s.max_rooms, max_rooms_per_guest=s.max_rooms_per_guest,
+                      max_rooms_per_member=s.max_rooms_per_member, room_expiry=s.room_expiry,
+                      max_joined=s.max_joined, max_invitations=s.max_invitations)
 
 
 async def run_server(settings: ServerSettings, on_started: Callable[[Server], None]) -> None:

@@ -29,11 +29,21 @@ import json
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
+from chatscreen.server.datadir import (
+    FILE_MODE,
+    StorageError,
+    describe,
+    open_database,
+    prepare,
+    reason,
+)
 
 log = logging.getLogger("chatscreen.server")
 
@@ -79,9 +89,10 @@ class MessageStore(Protocol):
 
     async def private_history(
         self, user: str, peer: str | None, *, before: int | None = None,
-        after: int | None = None, limit: int,
+        after: int | None = None, limit: int, since: int = 0,
     ) -> list[StoredMessage]:
-        """Private messages to or from ``user`` (with ``peer`` only, when given)."""
+        """Private messages to or from ``user`` (with ``peer`` only, when given), of ids
+        above ``since`` only (those before belong to someone else who had the name)."""
 
     async def recent(self, limit: int) -> list[StoredMessage]:
         """The newest ``limit`` messages, rooms and private ones together, in id order."""
@@ -164,27 +175,91 @@ class Journal:
 
     @staticmethod
     def read(path: Path) -> list[Row]:
-        """The messages in a journal, up to the first line that is not a whole one (the end
-        of a write that a power loss cut short)."""
-        rows: list[Row] = []
+        """The messages in a journal (see :meth:`scan`)."""
+        return Journal.scan(path).rows
+
+    @staticmethod
+    def scan(path: Path) -> JournalScan:
+        """What a journal holds: every whole line that is a message, the lines that are not
+        (a damaged disk block, a stray edit: skipped, the lines after them still count),
+        and the end of a write cut short after the last newline (``kill -9`` or a power loss
+        mid-write: never acknowledged)."""
+        scan = JournalScan()
         try:
             data = path.read_bytes()
         except FileNotFoundError:
-            return rows
-        for line in data.split(b"\n")[:-1]:  # the part after the last newline is not whole
-            try:
-                value = json.loads(line)
-            except ValueError:
-                break
-            if not (isinstance(value, list) and len(value) == 7 and isinstance(value[0], int)):
-                break
-            rows.append(tuple(value))
-        return rows
+            return scan
+        scan.size = len(data)
+        *lines, scan.torn = data.split(b"\n")
+        for number, line in enumerate(lines, 1):
+            row = _journal_row(line)
+            if row is None:
+                scan.bad.append((number, line))
+            else:
+                scan.rows.append(row)
+        return scan
+
+
+@dataclass(slots=True)
+class JournalScan:
+    rows: list[Row] = field(default_factory=list)
+    bad: list[tuple[int, bytes]] = field(default_factory=list)  # (line number, its bytes)
+    torn: bytes = b""
+    size: int = 0
+
+
+_ROW_TYPES = ((int,), (str,), (str,), (str,), (str, type(None)), (str, type(None)),
+              (str, type(None)))
+
+
+def _journal_row(line: bytes) -> Row | None:
+    """The message on a journal line, or None if it is not one (SQLite would refuse it)."""
+    try:
+        value = json.loads(line)
+    except ValueError:  # UnicodeDecodeError too
+        return None
+    if not (isinstance(value, list) and len(value) == len(_ROW_TYPES)
+            and all(isinstance(v, t) and not isinstance(v, bool)
+                    for v, t in zip(value, _ROW_TYPES, strict=True))
+            and 0 < value[0] < 1 << 63):  # an SQLite INTEGER
+        return None
+    try:  # JSON can spell a lone surrogate ("\ud800"), which no UTF-8 text holds
+        for v in value[1:]:
+            if v is not None:
+                v.encode()
+    except UnicodeEncodeError:
+        return None
+    row: Row = tuple(value)
+    return row
+
+
+def keep_bad_lines(journal: Path, bad: list[tuple[int, bytes]]) -> Path:
+    """Copy the journal lines that are not messages next to it (0600), for a human to look
+    at, before the journal is emptied; returns the copy's path."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    data = b"".join(line + b"\n" for _, line in bad)
+    for n in range(1000):
+        copy = journal.with_name(f"{journal.name}.bad-{stamp}{f'-{n}' if n else ''}")
+        try:
+            fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+        except FileExistsError:
+            continue
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            os.fsync(f.fileno())
+        return copy
+    raise FileExistsError(f"{journal}.bad-{stamp}")
+
+
+def _numbers(bad: list[tuple[int, bytes]], most: int = 10) -> str:
+    shown = ", ".join(str(n) for n, _ in bad[:most])
+    return shown + (f" and {len(bad) - most} more" if len(bad) > most else "")
 
 
 class SQLiteStore:
-    def __init__(self, path: Path, *, durability: str = "normal") -> None:
+    def __init__(self, path: Path, *, durability: str = "normal", check: str = "quick") -> None:
         self.path = path
+        self._check = check  # at start: PRAGMA quick_check, integrity_check, or none
         self.journal_path = path.with_suffix(".journal")
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._db: sqlite3.Connection | None = None
@@ -201,26 +276,70 @@ class SQLiteStore:
         return self
 
     def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute(f"PRAGMA synchronous={self._durability}")
-        db.executescript(_SCHEMA)
+        prepare(self.path.parent)
+        db = open_database(self.path, check=self._check)
+        try:
+            db.execute(f"PRAGMA synchronous={self._durability}")
+            db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            db.close()
+            raise StorageError(describe(self.path, exc, schema=True)) from None
+        except BaseException:
+            db.close()
+            raise
+        try:
+            self._recover(db)
+        except sqlite3.Error as exc:
+            db.close()
+            raise StorageError(describe(self.path, exc)) from None
+        except BaseException:
+            db.close()
+            raise
         self._db = db
-        # What a killed server had acknowledged but not yet put in SQLite (whatever the
-        # durability now: it may have been "normal" then).
-        rows = Journal.read(self.journal_path)
-        if rows:
+
+    def _recover(self, db: sqlite3.Connection) -> None:
+        """Put what a killed server had acknowledged but not yet put in SQLite in (whatever
+        the durability now: it may have been "normal" then), then empty the journal."""
+        try:
+            scan = Journal.scan(self.journal_path)
+        except OSError as exc:
+            raise StorageError(f"cannot read {self.journal_path}: {reason(exc)}: move it "
+                               "aside (it holds the last messages, one JSON array a line)"
+                               ) from None
+        if scan.rows:
             with db:
                 db.execute("BEGIN")
-                db.executemany(_INSERT.replace("INSERT", "INSERT OR IGNORE", 1), rows)
-            log.info("storage: %d message(s) from the journal", len(rows))
-        if self._durability == "NORMAL":
-            self._journal = Journal(self.journal_path)
-            if rows:
-                self._journal.clear()
-        elif rows:
-            self.journal_path.unlink()
+                db.executemany(_INSERT.replace("INSERT", "INSERT OR IGNORE", 1), scan.rows)
+            log.info("storage: %d message(s) from the journal", len(scan.rows))
+        if scan.bad:
+            try:
+                copy = keep_bad_lines(self.journal_path, scan.bad)
+            except OSError as exc:
+                raise StorageError(f"cannot keep a copy of the unreadable lines of "
+                                   f"{self.journal_path}: {exc}") from None
+            many = len(scan.bad) > 1
+            log.warning("storage: %s: %s %s %s: skipped (the other lines were recovered), "
+                        "kept in %s", self.journal_path, "lines" if many else "line",
+                        _numbers(scan.bad), "are not messages" if many else "is not a message",
+                        copy)
+        if scan.torn:
+            log.info("storage: %s ended in a write cut short (%d bytes: the server stopped "
+                     "mid-write, before acknowledging it): dropped", self.journal_path,
+                     len(scan.torn))
+        try:
+            if self._durability == "NORMAL":
+                journal = Journal(self.journal_path)
+                try:
+                    if scan.size:
+                        journal.clear()
+                except OSError:
+                    journal.close()
+                    raise
+                self._journal = journal
+            elif scan.size or self.journal_path.exists():
+                self.journal_path.unlink()
+        except OSError as exc:
+            raise StorageError(f"cannot write to {self.journal_path}: {reason(exc)}") from None
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         if self._pending:  # journaled messages go in first: a query sees every one
@@ -332,12 +451,17 @@ class SQLiteStore:
         return await self._query("room = ?", [room], before, after, limit)
 
     async def private_history(self, user: str, peer: str | None, *, before: int | None = None,
-                              after: int | None = None, limit: int) -> list[StoredMessage]:
+                              after: int | None = None, limit: int,
+                              since: int = 0) -> list[StoredMessage]:
+        params: list[Any]
         if peer is None:
             where, params = "room IS NULL AND (user = ? OR to_user = ?)", [user, user]
         else:
             where = "room IS NULL AND ((user = ? AND to_user = ?) OR (user = ? AND to_user = ?))"
             params = [user, peer, peer, user]
+        if since:
+            where += " AND id > ?"
+            params.append(since)
         return await self._query(where, params, before, after, limit)
 
     async def recent(self, limit: int) -> list[StoredMessage]:
