@@ -319,7 +319,7 @@ def _read_secret(path: Path | None) -> str | None:
 
 def _new_password(what: str) -> str:
     """A new password: typed twice at a terminal, else CHATSCREEN_PASSWORD."""
-    from chatscreen.server.accounts import MIN_PASSWORD
+    from chatscreen.protocol.schema import MIN_PASSWORD
 
     if sys.stdin.isatty():
         password = getpass.getpass(f"Password for {what}: ")
@@ -357,10 +357,10 @@ def print_invite(data_dir: Path, host: str | None, port: int, cert: Path | None)
 
 
 def run_admin(args: argparse.Namespace) -> int:
+    from chatscreen.durations import parse_duration
     from chatscreen.protocol.schema import name_problem
     from chatscreen.server.accounts import AccountDB, hash_password
     from chatscreen.server.datadir import describe
-    from chatscreen.server.moderation import parse_duration
 
     data_dir = args.data_dir or Path(os.environ.get("CHATSCREEN_DATA_DIR") or "data")
     cmd = args.admin_command

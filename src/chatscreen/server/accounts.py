@@ -19,6 +19,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from chatscreen.protocol.lookalike import name_skeleton
+from chatscreen.protocol.schema import MIN_PASSWORD as MIN_PASSWORD  # the server's, too
 from chatscreen.server.datadir import StorageError, describe, open_database, prepare
 
 if TYPE_CHECKING:
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
 
 ROLES = ("admin", "moderator", "member")
 RANK = {"admin": 3, "moderator": 2, "member": 1, "guest": 0}
-MIN_PASSWORD = 8
 
 _hasher = PasswordHasher()  # argon2id with the library's (RFC 9106 low-memory) parameters
 
