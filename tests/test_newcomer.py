@@ -3,13 +3,20 @@ whatever Python is on the PATH, and clients that must not drag the server's code
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.helpers.server import REPO, TIMEOUT
+import pytest
+
+from chatscreen.client import Client
+from chatscreen.errors import ServerError
+from tests.helpers.server import REPO, TIMEOUT, ServerProcess, run, running_server, wait_for
 
 # Every client-side module: none may import chatscreen.server (nor its dependencies).
 CLIENT_MODULES = ("chatscreen.commands", "chatscreen.client", "chatscreen.gui",
@@ -96,3 +103,128 @@ def test_bootstrap_checks_a_module_of_every_dependency() -> None:
     owners = importlib.metadata.packages_distributions()
     checked = {dist.lower() for module in REQUIRED for dist in owners.get(module, [])}
     assert wanted <= checked, wanted - checked
+
+
+# -- `chatscreen admin` finds the server's data, and says what the server did ------------
+
+ADMIN_PASSWORD = "newcomer password"
+
+
+def admin(*args: str, cwd: Path, env: dict[str, str] | None = None,
+          ) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("CHATSCREEN_DATA_DIR", "CHATSCREEN_CONFIG")}
+    return subprocess.run([sys.executable, "-m", "chatscreen", "admin", *args],
+                          capture_output=True, text=True, timeout=3 * TIMEOUT, cwd=cwd,
+                          env={**base, "CHATSCREEN_PASSWORD": ADMIN_PASSWORD, **(env or {})})
+
+
+@pytest.mark.parametrize("command", [["create-admin", "boss"], ["add-user", "dana"],
+                                     ["kick", "bob"], ["ban", "bob"], ["mute", "bob"],
+                                     ["unban", "bob"], ["set-role", "bob", "member"],
+                                     ["list"]])
+def test_admin_in_a_folder_without_server_data_fails_clearly(tmp_path: Path,
+                                                              command: list[str]) -> None:
+    out = admin(*command, cwd=tmp_path)
+    assert out.returncode == 1, out
+    assert out.stdout == ""
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("no chatscreen data in ./data"), lines
+    assert "--data-dir" in lines[0] and "--config" in lines[0]
+    assert not (tmp_path / "data").exists()
+
+
+def test_admin_finds_the_data_by_flag_environment_or_config(tmp_path: Path) -> None:
+    data = tmp_path / "srv-data"
+    out = admin("--data-dir", str(data), "create-admin", "boss", cwd=tmp_path)  # a new one
+    assert out.returncode == 0 and "Created admin 'boss'" in out.stdout, out
+    config = tmp_path / "chatscreen.toml"
+    config.write_text(f'[server]\ndata_dir = "{data}"\n')
+    ways: list[tuple[list[str], dict[str, str]]] = [
+        (["--config", str(config)], {}), ([], {"CHATSCREEN_CONFIG": str(config)}),
+        ([], {"CHATSCREEN_DATA_DIR": str(data)})]
+    for flags, env in ways:
+        out = admin(*flags, "list", cwd=tmp_path, env=env)
+        assert out.returncode == 0 and "boss" in out.stdout, (flags, env, out)
+    # ./data is the default when it is a server's (the folder the server was started in)
+    (tmp_path / "here").mkdir()
+    assert admin("--data-dir", "data", "add-user", "dana", cwd=tmp_path / "here").returncode == 0
+    out = admin("list", cwd=tmp_path / "here")
+    assert out.returncode == 0 and "dana" in out.stdout, out
+    # ... and an existing but empty data directory is not silently made one
+    out = admin("--data-dir", str(tmp_path / "nothing"), "kick", "bob", cwd=tmp_path)
+    assert out.returncode == 1 and "no chatscreen data in" in out.stderr, out
+
+
+def client(srv: ServerProcess, user: str) -> Client:
+    return Client("127.0.0.1", user, chat_port=srv.chat_port, screen_port=srv.screen_port,
+                  timeout=TIMEOUT)
+
+
+def test_admin_reports_what_the_running_server_did(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    assert admin("--data-dir", str(data), "create-admin", "boss", cwd=tmp_path).returncode == 0
+
+    async def scenario(srv: ServerProcess) -> None:
+        async with client(srv, "bob") as bob, client(srv, "eve") as eve:
+            await bob.join("general")
+            await eve.join("general")
+            out = await asyncio.to_thread(admin, "kick", "bob", "--reason", "enough",
+                                          cwd=tmp_path)
+            assert out.returncode == 0, out
+            assert out.stdout.strip() == "bob was kicked", out
+            ev = await wait_for(bob, lambda e: e.type == "status"
+                                and e["state"] == "disconnected")
+            assert "kicked by an admin: enough" in ev["reason"]
+            out = await asyncio.to_thread(admin, "kick", "carol", cwd=tmp_path)
+            assert out.returncode == 0, out
+            assert out.stdout.strip() == "carol is not connected: nobody was kicked", out
+            out = await asyncio.to_thread(admin, "mute", "eve", "--for", "1h", cwd=tmp_path)
+            assert out.returncode == 0, out
+            assert out.stdout.splitlines()[0].startswith("Muted eve until"), out
+            assert out.stdout.splitlines()[1] == ("the running server applied it: eve is "
+                                                  "connected"), out
+            with pytest.raises(ServerError) as info:
+                await eve.say("general", "still here?")
+            assert info.value.code == "muted"
+            out = await asyncio.to_thread(admin, "ban", "eve", cwd=tmp_path)
+            assert out.stdout.splitlines()[1] == ("the running server applied it: eve was "
+                                                  "disconnected"), out
+            out = await asyncio.to_thread(admin, "ban", "zed", cwd=tmp_path)
+            assert out.stdout.splitlines()[1] == ("the running server applied it: zed is "
+                                                  "not connected"), out
+
+    with running_server(data) as srv:
+        run(scenario(srv))
+    # no server: a kick says nothing happened; a ban is stored for the next start
+    out = admin("kick", "bob", cwd=tmp_path)
+    assert out.returncode == 1, out
+    assert out.stderr.strip() == ("no server is running with the data directory data: "
+                                  "nobody was kicked"), out
+    out = admin("ban", "bob", cwd=tmp_path)
+    assert out.returncode == 0, out
+    assert out.stdout.splitlines()[1] == ("no server is running with the data directory data: "
+                                          "it applies when the server reads it, at the latest "
+                                          "when it starts"), out
+
+
+def test_admin_kick_says_so_when_a_running_server_does_not_answer(tmp_path: Path) -> None:
+    """A server stopped (SIGSTOP) still holds its data directory: the kick waits for it,
+    then is withdrawn, so that it cannot happen later unannounced."""
+    data = tmp_path / "data"
+    assert admin("--data-dir", str(data), "create-admin", "boss", cwd=tmp_path).returncode == 0
+    with running_server(data) as srv:
+        assert srv.proc is not None
+        srv.proc.send_signal(signal.SIGSTOP)
+        try:
+            out = admin("kick", "bob", cwd=tmp_path)
+        finally:
+            srv.proc.send_signal(signal.SIGCONT)
+    assert out.returncode == 1, out
+    assert out.stderr.strip() == ("no running server answered within 3 s (is it running, "
+                                  "with the data directory data?): nobody was kicked"), out
+    db = sqlite3.connect(data / "chatscreen.db")
+    try:
+        assert db.execute("SELECT count(*) FROM admin_requests").fetchone() == (0,)
+    finally:
+        db.close()
