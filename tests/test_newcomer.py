@@ -4,12 +4,18 @@ whatever Python is on the PATH, and clients that must not drag the server's code
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import queue
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -228,3 +234,158 @@ def test_admin_kick_says_so_when_a_running_server_does_not_answer(tmp_path: Path
         assert db.execute("SELECT count(*) FROM admin_requests").fetchone() == (0,)
     finally:
         db.close()
+
+
+# -- `make run ARGS=...`: the app on the server's ports; Ctrl+C ends both --------------------
+
+GUI_TIMEOUT = 2 * TIMEOUT
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def lines_of(proc: subprocess.Popen[str]) -> queue.Queue[str | None]:
+    out: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            out.put(line)
+        out.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return out
+
+
+def wait_for_line(lines: queue.Queue[str | None], pattern: str) -> None:
+    deadline = time.monotonic() + 3 * TIMEOUT
+    seen: list[str] = []
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            line = lines.get(timeout=left)
+        except queue.Empty:
+            break
+        if line is None:
+            break
+        seen.append(line)
+        if pattern in line:
+            return
+    raise AssertionError(f"no {pattern!r} in {seen}")
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def wait_group_gone(pgid: int, what: str) -> None:
+    deadline = time.monotonic() + 3 * TIMEOUT
+    while group_alive(pgid):
+        if time.monotonic() > deadline:
+            left = subprocess.run(["ps", "-o", "pid,args", "-g", str(pgid)],
+                                  capture_output=True, text=True).stdout
+            raise AssertionError(f"{what}: still running:\n{left}")
+        time.sleep(0.05)  # polling a process table, with a deadline
+
+
+def app_window(display: str) -> str:
+    """The app's window, once it is shown (xdotool waits for it, bounded)."""
+    out = subprocess.run(["xdotool", "search", "--sync", "--onlyvisible", "--class",
+                          "chatscreen"], capture_output=True, text=True, timeout=GUI_TIMEOUT,
+                         env={**os.environ, "DISPLAY": display}, check=True)
+    return out.stdout.split()[-1]
+
+
+def press_return_in(display: str, window: str) -> None:
+    env = {**os.environ, "DISPLAY": display}
+    subprocess.run(["xdotool", "windowfocus", "--sync", window], env=env, check=True,
+                   timeout=GUI_TIMEOUT)
+    subprocess.run(["xdotool", "key", "Return"], env=env, check=True, timeout=GUI_TIMEOUT)
+
+
+def wait_remembered(config: Path, want: dict[str, object]) -> None:
+    """The app saves the server and ports it connected to, once connected."""
+    path = config / "client.toml"
+    deadline = time.monotonic() + GUI_TIMEOUT
+    got: dict[str, object] = {}
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, tomllib.TOMLDecodeError):
+            got = tomllib.loads(path.read_text())["client"]
+            if all(got.get(k) == v for k, v in want.items()):
+                return
+        time.sleep(0.05)  # polling a file the app writes, with a deadline
+    raise AssertionError(f"the app did not connect to {want}: it remembers {got}")
+
+
+def remember_a_user(config: Path) -> None:
+    """A returning newcomer: the app remembers the name, and the defaults' server."""
+    config.mkdir(parents=True, exist_ok=True)
+    (config / "client.toml").write_text('[client]\nuser = "newbie"\nserver = "localhost"\n'
+                                        "screen_port = 9998\n")
+
+
+def test_make_run_opens_the_app_on_the_servers_ports_and_ctrl_c_ends_both(
+        xvfb_display: str, tmp_path: Path, private_config_dir: Path) -> None:
+    chat_port, screen_port = free_port(), free_port()
+    remember_a_user(private_config_dir)
+    venv = Path(sys.prefix)
+    args = (f"--chat-port {chat_port} --screen-port {screen_port} --host 127.0.0.1 "
+            f"--data-dir {tmp_path / 'data'}")
+    # -o: the venv is there already (this test's own): make must not build one
+    proc = subprocess.Popen(["make", "-s", "-o", f"{venv}/.stamp", "run", f"VENV={venv}",
+                             f"ARGS={args}"], cwd=REPO, text=True, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "DISPLAY": xvfb_display,
+                                 "PYTHONUNBUFFERED": "1"})
+    try:
+        wait_for_line(lines_of(proc), "Press Ctrl+C to stop the server")
+        press_return_in(xvfb_display, app_window(xvfb_display))  # Connect, as pre-filled
+        wait_remembered(private_config_dir, {"user": "newbie",
+                                             "server": f"127.0.0.1:{chat_port}",
+                                             "screen_port": screen_port})
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl+C in the terminal
+        proc.wait(timeout=3 * TIMEOUT)
+        wait_group_gone(proc.pid, "after Ctrl+C")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def test_the_app_started_with_the_server_closes_when_the_server_stops(
+        xvfb_display: str, tmp_path: Path, private_config_dir: Path) -> None:
+    """Port 0 (any free port): the app gets the ports chosen; SIGTERM to the server alone
+    (a service manager, `kill`) ends the app too."""
+    remember_a_user(private_config_dir)
+    proc = subprocess.Popen([sys.executable, "-m", "chatscreen", "server", "--app",
+                             "--chat-port", "0", "--screen-port", "0", "--host", "127.0.0.1",
+                             "--data-dir", str(tmp_path / "data")], cwd=REPO, text=True,
+                            start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL,
+                            env={**os.environ, "DISPLAY": xvfb_display,
+                                 "PYTHONUNBUFFERED": "1"})
+    try:
+        lines = lines_of(proc)
+        banner: list[str] = []
+        while not banner or "Press Ctrl+C" not in banner[-1]:
+            line = lines.get(timeout=3 * TIMEOUT)
+            assert line is not None, banner
+            banner.append(line)
+        ports = [int(line.rsplit(":", 1)[1]) for line in banner if " server: " in line]
+        press_return_in(xvfb_display, app_window(xvfb_display))
+        wait_remembered(private_config_dir, {"server": f"127.0.0.1:{ports[0]}",
+                                             "screen_port": ports[1]})
+        proc.terminate()
+        assert proc.wait(timeout=3 * TIMEOUT) == 0
+        wait_group_gone(proc.pid, "after the server stopped")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

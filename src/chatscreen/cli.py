@@ -12,6 +12,7 @@ import logging
 import os
 import queue
 import sqlite3
+import subprocess
 import sys
 import threading
 import time
@@ -37,6 +38,7 @@ HISTORY_WAIT = 5.0  # s: `chat` waits at most this long for a room's history aft
 PRIVATE_UMASK = 0o077
 ADMIN_WAIT = 3.0  # s: `chatscreen admin` waits this long for the running server's answer
 ADMIN_POLL = 0.05  # s between looks for it
+APP_GRACE = 10.0  # s: `server --app` gives the app this long to log out when it stops
 
 
 def _server_parser(sub: Any) -> None:
@@ -67,6 +69,10 @@ def _server_parser(sub: Any) -> None:
     p.add_argument("--share-roles", metavar="ROLES",
                    help="who may share a screen: everyone (default) or a comma list of "
                         "admin, moderator, member, guest")
+    p.add_argument("--app", action="store_true",
+                   help="also open the desktop app, filled in with this server's address "
+                        "and ports (`make run` does, given a display); it closes when the "
+                        "server stops")
 
 
 def _admin_parser(sub: Any) -> None:
@@ -295,16 +301,56 @@ def run_server(args: argparse.Namespace) -> int:
             import uvloop
 
             loop_factory = uvloop.new_event_loop
+    apps: list[subprocess.Popen[bytes]] = []
+
+    def started(server: Any) -> None:
+        print(server.banner(), flush=True)
+        if args.app:
+            apps.extend(start_app(settings.host, server.chat_port, server.screen_port,
+                                  server.fingerprint))
+
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
-            runner.run(serve(settings, lambda server: print(server.banner(), flush=True)))
+            runner.run(serve(settings, started))
     except OSError as exc:
         if exc.filename is not None:  # a file, not a socket
             raise ChatscreenError(f"cannot use {exc.filename}: {exc.strerror or exc}") from None
         raise ChatscreenError(
             f"Cannot listen on {settings.host} (ports {settings.chat_port}, "
             f"{settings.screen_port}): {exc.strerror or exc}") from None
+    finally:
+        for app in apps:
+            stop_app(app)
     return 0
+
+
+def start_app(host: str, chat_port: int, screen_port: int,
+              fingerprint: str | None) -> list[subprocess.Popen[bytes]]:
+    """``chatscreen server --app``: the desktop app, filled in with the ports the server
+    listens on (those it chose, for port 0) and its certificate's fingerprint."""
+    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+    where = f"[{host}]:{chat_port}" if ":" in host else f"{host}:{chat_port}"
+    command = [sys.executable, "-m", "chatscreen", "client", "--server", where,
+               "--screen-port", str(screen_port)]
+    if fingerprint:
+        command += ["--fingerprint", fingerprint]
+    try:
+        return [subprocess.Popen(command, stdin=subprocess.DEVNULL)]
+    except OSError as exc:
+        print(f"cannot start the app: {exc}", file=sys.stderr, flush=True)
+        return []
+
+
+def stop_app(app: subprocess.Popen[bytes]) -> None:
+    """The server stopped: so does the app it started (closing the app, on the other
+    hand, leaves the server running)."""
+    if app.poll() is None:
+        app.terminate()  # it logs out and closes its window (see gui.run_app)
+    try:
+        app.wait(APP_GRACE)
+    except subprocess.TimeoutExpired:
+        app.kill()
+        app.wait()
 
 
 # -- passwords and `chatscreen admin` -----------------------------------------------------
