@@ -342,8 +342,9 @@ def test_make_run_opens_the_app_on_the_servers_ports_and_ctrl_c_ends_both(
     proc = subprocess.Popen(["make", "-s", "-o", f"{venv}/.stamp", "run", f"VENV={venv}",
                              f"ARGS={args}"], cwd=REPO, text=True, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "DISPLAY": xvfb_display,
-                                 "PYTHONUNBUFFERED": "1"})
+                            env={**{k: v for k, v in os.environ.items()  # not `make test`'s
+                                    if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")},
+                                 "DISPLAY": xvfb_display, "PYTHONUNBUFFERED": "1"})
     try:
         wait_for_line(lines_of(proc), "Press Ctrl+C to stop the server")
         press_return_in(xvfb_display, app_window(xvfb_display))  # Connect, as pre-filled
