@@ -199,6 +199,19 @@ def test_admin_reports_what_the_running_server_did(tmp_path: Path) -> None:
             out = await asyncio.to_thread(admin, "ban", "zed", cwd=tmp_path)
             assert out.stdout.splitlines()[1] == ("the running server applied it: zed is "
                                                   "not connected"), out
+            out = await asyncio.to_thread(admin, "set-role", "boss", "moderator", cwd=tmp_path)
+            assert out.stdout.splitlines()[1] == ("the running server applied it: boss is "
+                                                  "not connected"), out
+            out = await asyncio.to_thread(admin, "ban", "--address", "127.0.0.9", cwd=tmp_path)
+            assert out.stdout.splitlines()[1] == ("the running server applied it: no user(s) "
+                                                  "connected from 127.0.0.9"), out
+            async with client(srv, "ann") as ann:
+                await ann.join("general")
+                out = await asyncio.to_thread(admin, "ban", "--address", "127.0.0.1",
+                                              cwd=tmp_path)
+                assert out.stdout.splitlines()[1] == ("the running server applied it: 1 "
+                                                      "user(s) connected from 127.0.0.1 "
+                                                      "disconnected"), out
 
     with running_server(data) as srv:
         run(scenario(srv))

@@ -888,8 +888,9 @@ class ChatService:
         if req.kind == "address":
             hit = [s for s in before if s.chat.ip == req.target]
             gone = sum(self.sessions.get(s.key) is not s for s in hit)
-            return (f"{gone} of the {len(hit)} connection(s) from {req.target} closed" if hit
-                    else f"nobody is connected from {req.target}")
+            if gone:
+                return f"{gone} user(s) connected from {req.target} disconnected"
+            return f"{len(hit) or 'no'} user(s) connected from {req.target}"
         victim = next((s for s in before if s.key == req.target), None)
         if req.action == "kick":
             if first or victim is None:
