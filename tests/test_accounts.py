@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import re
 import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,7 @@ import pytest
 from chatscreen.client import Client
 from chatscreen.errors import ConnectError, ServerError
 from tests.helpers.proxy import CuttableProxy
+from tests.helpers.rawchat import RawChat, login_answer
 from tests.helpers.server import (
     NO_RATE_LIMITS,
     REPO,
@@ -311,3 +315,121 @@ def test_look_alike_names_are_the_same_name(tmp_path: Path) -> None:
         asyncio.run(scenario())
 
 
+
+
+# -- failed logins count per address and per account at an address, not per account ---------
+
+
+async def _register(srv: ServerProcess, *names: str) -> None:
+    for name in names:
+        async with client(srv, name) as c:
+            await c.register(PASSWORD)
+
+
+def test_strangers_failures_never_lock_the_owner_out(tmp_path: Path) -> None:
+    """Someone guesses alice's password from 127.0.0.2, one guess every 0.5 s (each after
+    the answer to the last): alice, from 127.0.0.1, logs in at once every time."""
+    env = {"CHATSCREEN_LOGIN_DELAY": "0.25"}
+    with running_server(tmp_path / "data", env=env) as srv:
+        async def attacker(failures: asyncio.Queue[None]) -> None:
+            loop = asyncio.get_running_loop()
+            n = 0
+            while True:
+                started = loop.time()
+                n += 1
+                answer = await login_answer(srv, "alice", f"guess {n}", source="127.0.0.2")
+                if answer.get("code") == "bad_password":
+                    failures.put_nowait(None)
+                await asyncio.sleep(max(0.0, started + 0.5 - loop.time()))  # its pace
+
+        async def scenario() -> None:
+            await _register(srv, "alice")
+            failures: asyncio.Queue[None] = asyncio.Queue()
+            task = asyncio.create_task(attacker(failures))
+            try:
+                async with asyncio.timeout(3 * TIMEOUT):
+                    for _ in range(4):  # by then a per-account delay would be 2 s, then 4
+                        await failures.get()
+                loop = asyncio.get_running_loop()
+                for _ in range(2):
+                    alice = client(srv, "alice", password=PASSWORD)
+                    start = loop.time()
+                    try:
+                        await alice.connect()
+                        took = loop.time() - start
+                    finally:
+                        await alice.close()
+                    assert alice.role == "member"
+                    # (at most one of the attacker's checks may run before hers)
+                    assert took < 2.5, f"alice's login took {took:.2f} s"
+                    assert not task.done()  # the attacker goes on meanwhile
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+        run(scenario())
+
+
+def test_parallel_guesses_are_checked_one_after_another(tmp_path: Path) -> None:
+    """30 wrong guesses on one account at the same moment: not all checked at once, but
+    one after another with the delay their failures earn; the rest are told to come back
+    (rate_limited) when their handshake time is up. The server logs each check that
+    failed."""
+    env = {"CHATSCREEN_LOGIN_DELAY": "0.5", "CHATSCREEN_HANDSHAKE_TIMEOUT": "4"}
+    with running_server(tmp_path / "data", "--metrics-port", "0", env=env) as srv:
+        async def scenario() -> list[dict[str, Any]]:
+            await _register(srv, "dave")
+            return list(await asyncio.gather(*(
+                login_answer(srv, "dave", f"guess {n}", source="127.0.0.2")
+                for n in range(30))))
+
+        answers = run(scenario())
+        log = srv.stderr_path.read_text()
+        port = re.findall(r"Metrics: http://[\d.]+:(\d+)", "".join(srv.output))[0]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=TIMEOUT) as r:
+            metrics = r.read().decode()
+    codes = [a.get("code") for a in answers]
+    checked = codes.count("bad_password")
+    assert 1 <= checked <= 4, codes  # 0.5 + 1 + 2 s of delays fit in the 3 s answered within
+    assert codes.count("rate_limited") == 30 - checked, codes
+    assert log.count("failed login as dave") == checked
+    assert f"chatscreen_login_checks_total {checked}\n" in metrics  # argon2id checks
+
+
+def test_the_owner_back_with_their_session_secret_passes_a_busy_address(
+        tmp_path: Path) -> None:
+    """Failures from an address slow down every login from it (a shared address: a NAT),
+    but not the owner of a live session coming back with its secret (``resume``)."""
+    env = {"CHATSCREEN_LOGIN_DELAY": "0.5"}
+    with running_server(tmp_path / "data", env=env) as srv:
+        async def logged(text: str, count: int) -> None:
+            async with asyncio.timeout(TIMEOUT):
+                while True:
+                    if srv.stderr_path.read_text().count(text) >= count:
+                        return
+                    await asyncio.sleep(0.02)
+
+        async def scenario() -> None:
+            await _register(srv, "alice", "bob", "carol")
+            alice = await RawChat.login(srv, "alice", PASSWORD, resume="alice's secret")
+            assert alice.welcomed
+            for n in range(2):
+                answer = await login_answer(srv, "bob", f"guess {n}")
+                assert answer["code"] == "bad_password"
+            guess = asyncio.create_task(login_answer(srv, "bob", "guess 3"))
+            await logged("failed login as bob", 3)  # 127.0.0.2 now waits 2 s
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            again = await RawChat.login(srv, "alice", PASSWORD, resume="alice's secret")
+            assert again.welcomed, again.answer
+            assert loop.time() - start < 1.0
+            assert (await alice.until(lambda h: h["type"] == "error"))["code"] == "replaced"
+            await alice.close()
+            await again.close()
+            start = loop.time()  # someone else from that address is slowed down
+            assert (await login_answer(srv, "carol", PASSWORD))["type"] == "welcome"
+            assert loop.time() - start >= 1.0
+            assert (await guess)["code"] == "bad_password"
+
+        run(scenario())

@@ -16,6 +16,8 @@ import pytest
 from chatscreen.client import Client
 from chatscreen.errors import ConnectError, ServerError
 from chatscreen.protocol import Message
+from tests.helpers.proxy import CuttableProxy
+from tests.helpers.rawchat import RawChat, login_answer
 from tests.helpers.server import (
     REPO,
     TIMEOUT,
@@ -238,9 +240,10 @@ def test_banned_address_cannot_come_back(tmp_path: Path) -> None:
                                         "--for", "2h", "--reason", "abuse")
                 ev = await closed(someone)
                 assert "banned" in ev["reason"]
-            for name, password in (("someone", None), ("boss", PASSWORD)):
-                err = await refused(client(srv, name, password))
-                assert err.code == "banned" and "This address is banned until" in err.message
+            err = await refused(client(srv, "someone"))
+            assert err.code == "banned" and "This address is banned until" in err.message
+            async with client(srv, "boss", PASSWORD):  # an admin, on the server machine
+                pass
             await asyncio.to_thread(admin_cli, data, "unban", "--address", "127.0.0.1")
             async with asyncio.timeout(TIMEOUT):  # the server notices within a second
                 while True:
@@ -342,14 +345,178 @@ def test_private_rooms_admit_only_the_invited(server: ServerProcess) -> None:
                 await mel.invite("general", "eve")
             with pytest.raises(ServerError):
                 await eve.say("secret", "let me in")
+            await mel.invite("secret", "mod")  # registered, not connected: stored
 
     run(scenario())
-    # invitations outlive a restart
+    # An invitation to an account outlives a restart; one to a guest (ann) does not: it was
+    # that guest's, and whoever is called ann after the restart is another guest.
     with running_server(server.data_dir) as srv:
         async def again() -> None:
-            async with client(srv, "ann") as ann, client(srv, "eve") as eve:
-                await ann.join("secret")
-                with pytest.raises(ServerError, match="private"):
-                    await eve.join("secret")
+            async with client(srv, "mod", PASSWORD) as mod, client(srv, "ann") as ann, \
+                    client(srv, "eve") as eve:
+                await mod.join("secret")
+                for c in (ann, eve):
+                    with pytest.raises(ServerError, match="private"):
+                        await c.join("secret")
 
         run(again())
+
+
+async def shut_out(c: Client, room: str) -> None:
+    """c may not join, list, see the members of or read the private room."""
+    for request in (c.join, c.who, lambda r: c.history(room=r)):
+        with pytest.raises(ServerError) as info:
+            await request(room)
+        assert info.value.code == "forbidden"
+    assert room not in {r["name"] for r in await c.list_rooms()}
+
+
+def test_an_invitation_to_a_guest_is_that_guests_not_its_names(server: ServerProcess) -> None:
+    """Invited, or a private room's creator, a guest keeps the room while it comes back
+    with its resume secret; the next guest to take its name gets neither the room nor its
+    history. A guest who registers keeps its invitations, stored as an account's are."""
+    async def scenario() -> None:
+        proxy = await CuttableProxy(server.chat_port).start()
+        bob = Client("127.0.0.1", "bob", chat_port=proxy.port, timeout=TIMEOUT)
+        try:
+            async with client(server, "mel", PASSWORD) as mel:
+                await mel.create_room("secret", private=True)
+                await mel.say("secret", "for bob's eyes only")
+                await bob.connect()
+                await mel.invite("secret", "bob")
+                proxy.cut()  # the same client coming back is the same guest
+                await wait_for(bob, lambda e: e.type == "status"
+                               and e["state"] == "reconnecting")
+                await wait_for(bob, lambda e: e.type == "status"
+                               and e["state"] == "connected")
+                assert await bob.join("secret") == ["bob", "mel"]
+                await bob.close()
+                async with client(server, "bob") as new_bob:  # another guest, same name
+                    await shut_out(new_bob, "secret")
+                ev = await notice(mel)  # the inviter was told whose the invitation is
+                assert ev["text"] == ("bob is a guest: the invitation is theirs, not the name's, "
+                                      "and ends when they leave")
+                with pytest.raises(ServerError) as info:
+                    await mel.invite("secret", "nobody")
+                assert info.value.code == "no_such_user"
+                async with client(server, "ray") as ray:
+                    await mel.invite("secret", "ray")
+                    await ray.register("ray's password")
+            async with client(server, "ray", "ray's password") as ray:
+                assert "ray" in await ray.join("secret")  # stored with the account
+            async with client(server, "ann") as ann:  # a guest has no private room to pass on
+                with pytest.raises(ServerError) as info:
+                    await ann.create_room("den", private=True)
+                assert info.value.code == "forbidden"
+        finally:
+            await bob.close()
+            await proxy.close()
+
+    run(scenario())
+
+
+def test_a_moderator_cannot_lock_an_admin_out(server: ServerProcess) -> None:
+    """A moderator's address ban may not hit their rank or higher: refused while an admin
+    is connected from that address (the admin stays), and when placed anyway (the admin
+    was away) it does not keep the admin (nor a moderator) out, only guests and members."""
+    async def scenario() -> None:
+        async with client(server, "mod", PASSWORD) as mod:  # from 127.0.0.1
+            boss = await RawChat.login(server, "boss", PASSWORD, source="127.0.0.2")
+            mel = await RawChat.login(server, "mel", PASSWORD, source="127.0.0.3")
+            assert boss.welcomed and mel.welcomed
+            with pytest.raises(ServerError) as info:
+                await mod.moderate("ban", address="127.0.0.2")
+            assert info.value.code == "forbidden"
+            assert info.value.message == ("you may not ban 127.0.0.2: boss (admin) is "
+                                          "connected from it")
+            boss.send({"type": "rooms", "rid": "still"})  # boss is still connected
+            assert (await boss.until(lambda h: h.get("rid") == "still"))["type"] == "rooms"
+            await mod.moderate("ban", address="127.0.0.3")  # mel is below: she goes
+            assert (await mel.until(lambda h: h["type"] == "error"))["code"] == "banned"
+            await boss.close()
+            await mel.close()
+            await mod.moderate("ban", address="127.0.0.2", reason="placed while boss is away")
+            assert (await login_answer(server, "boss", PASSWORD))["type"] == "welcome"
+            for name, password in (("mel", PASSWORD), ("someone", None)):
+                answer = await login_answer(server, name, password)
+                assert answer["code"] == "banned", answer
+        # a moderator acts on lower ranks only: not on another moderator, away or not
+        assert (await login_answer(server, "mod", PASSWORD))["type"] == "welcome"
+
+    run(scenario())
+
+
+async def _until_login(srv: ServerProcess, name: str, *, welcomed: bool) -> None:
+    """Poll (the server picks up `chatscreen admin` within a second) until a login from
+    127.0.0.2 is welcomed, or refused."""
+    async with asyncio.timeout(TIMEOUT):
+        while True:
+            if ((await login_answer(srv, name))["type"] == "welcome") == welcomed:
+                return
+            await asyncio.sleep(0.1)
+
+
+def test_an_admin_gets_back_in_from_the_local_machine_and_lifts_the_ban(
+        server: ServerProcess) -> None:
+    """An address ban (here by `chatscreen admin`, which binds everyone) never refuses an
+    admin account with its password from the local machine; `chatscreen admin unban
+    --address` lifts it for everyone."""
+    async def scenario() -> None:
+        await asyncio.to_thread(admin_cli, server.data_dir, "ban", "--address", "127.0.0.2")
+        await _until_login(server, "someone", welcomed=False)
+        for name, password in (("mel", PASSWORD), ("mod", PASSWORD), ("boss", "wrong one")):
+            answer = await login_answer(server, name, password)
+            assert answer["code"] in ("banned", "bad_password"), answer
+        boss = await RawChat.login(server, "boss", PASSWORD)
+        assert boss.welcomed, boss.answer
+        boss.send({"type": "moderate", "action": "unban", "address": "127.0.0.2", "rid": "u"})
+        assert (await boss.until(lambda h: h.get("rid") == "u"))["type"] == "moderated"
+        await boss.close()
+        assert (await login_answer(server, "someone"))["type"] == "welcome"
+        await asyncio.to_thread(admin_cli, server.data_dir, "ban", "--address", "127.0.0.2")
+        out = await asyncio.to_thread(admin_cli, server.data_dir, "unban", "--address",
+                                      "127.0.0.2")
+        assert "Unbanned 127.0.0.2" in out.stdout
+        await _until_login(server, "someone", welcomed=True)
+
+    run(scenario())
+
+
+def test_who_a_ban_binds() -> None:
+    """The rule, for addresses that cannot be faked on loopback: a moderator's ban binds
+    lower ranks only; an admin's binds everyone but an admin on the server machine."""
+    from chatscreen.server.moderation import ban_binds
+
+    far = "203.0.113.7"
+    for role, bound in ((None, True), ("member", True), ("moderator", False),
+                        ("admin", False)):
+        assert ban_binds("moderator", role, far, address=True) is bound, role
+    for role in (None, "member", "moderator", "admin"):
+        assert ban_binds("admin", role, far, address=True), role
+    for local in ("127.0.0.1", "127.3.2.1", "::1", "::ffff:127.0.0.1"):
+        assert not ban_binds("admin", "admin", local, address=True), local
+        assert ban_binds("admin", "moderator", local, address=True), local
+        assert ban_binds("admin", "admin", local, address=False), local  # an account ban
+
+
+def test_bans_from_an_older_database_bind_everyone(tmp_path: Path) -> None:
+    """A bans table from before bans stored the banner's role gains the column; its bans
+    count as an admin's (as they acted before)."""
+    from chatscreen.server.accounts import AccountDB
+
+    data = tmp_path / "data"
+    data.mkdir()
+    db = sqlite3.connect(data / "chatscreen.db")
+    db.execute("CREATE TABLE bans (kind TEXT NOT NULL, target TEXT NOT NULL, until REAL, "
+               "reason TEXT NOT NULL DEFAULT '', by_user TEXT NOT NULL DEFAULT '', "
+               "created TEXT NOT NULL DEFAULT '', PRIMARY KEY (kind, target))")
+    db.execute("INSERT INTO bans (kind, target, by_user) VALUES ('address', '10.0.0.1', 'm')")
+    db.commit()
+    db.close()
+    accounts = AccountDB.open(data)
+    try:
+        (ban,) = accounts.bans()
+        assert (ban.target, ban.by, ban.by_role) == ("10.0.0.1", "m", "admin")
+        assert accounts.ban("account", "x", None, "", "mod", "moderator").by_role == "moderator"
+    finally:
+        accounts.close()

@@ -28,7 +28,14 @@ from chatscreen.protocol import FrameDecoder, Limits, Message
 from chatscreen.protocol.schema import Rect
 from chatscreen.sharing import frame_rects
 from tests.helpers.display import make_test_picture, show_picture
-from tests.helpers.server import TIMEOUT, ServerProcess, frame, raw_socket, run
+from tests.helpers.server import (
+    TIMEOUT,
+    ServerProcess,
+    frame,
+    raw_socket,
+    read_headers_until,
+    run,
+)
 from tests.helpers.sharing import watched_share
 
 
@@ -432,8 +439,9 @@ def test_sharer_chooses_who_watches_and_sees_them(server: ServerProcess) -> None
         await carol.ping()  # both lists are sent before the answers to these pings
         assert carol.shares == []
         await c_screen.watch(share_id)
-        with pytest.raises(ServerError, match="alice shares only with the people they chose"):
-            await c_screen._reply("never")  # the answer to carol's watch is a refusal
+        with pytest.raises(ServerError) as info:  # the answer to carol's watch: as if
+            await c_screen._reply("never")  # there were no such share
+        assert (info.value.code, info.value.message) == ("no_such_share", f"no share {share_id}")
         await b_screen.watch(share_id)
         assert (await b_screen.next_frame(timeout=TIMEOUT))["share"] == share_id
         await until(lambda: a_screen.viewers == ["bob"])
@@ -457,5 +465,154 @@ def test_sharer_chooses_who_watches_and_sees_them(server: ServerProcess) -> None
         await until(lambda: a_screen.viewers == [])
         for c in (alice, bob):
             await c.close()
+
+    run(scenario())
+
+
+def test_a_share_for_a_guest_is_not_for_the_next_guest_of_that_name(
+        server: ServerProcess) -> None:
+    """A guest's name in a viewer list means the first guest seen holding it while the
+    share runs: once that guest is gone, another guest taking the name neither sees the
+    share nor may watch it. A guest who registers the name keeps its place."""
+    async def connect(name: str) -> tuple[Client, ScreenChannel]:
+        c = await Client("127.0.0.1", name, chat_port=server.chat_port,
+                         screen_port=server.screen_port, timeout=TIMEOUT).connect()
+        return c, await c.open_screen()
+
+    async def until(pred: Any) -> None:
+        async with asyncio.timeout(TIMEOUT):
+            while not pred():  # noqa: ASYNC110 - a value the reader task sets; bounded
+                await asyncio.sleep(0.01)
+
+    async def scenario() -> None:
+        alice, a_screen = await connect("alice")
+        share_id = await a_screen.share(1920, 1080, viewers=["bob"])  # bob is not here yet
+        await send_frames(a_screen, 1, size=1000)
+        bob, b_screen = await connect("bob")
+        await until(lambda: [s["id"] for s in bob.shares] == [share_id])
+        await b_screen.watch(share_id)
+        assert (await b_screen.next_frame(timeout=TIMEOUT))["share"] == share_id
+        await until(lambda: a_screen.viewers == ["bob"])
+        await bob.close()
+        await until(lambda: a_screen.viewers == [])
+        new_bob, nb_screen = await connect("bob")  # another guest, same name
+        await new_bob.ping()  # its share list is sent before the answer to this ping
+        assert new_bob.shares == []
+        await nb_screen.watch(share_id)
+        with pytest.raises(ServerError):
+            await nb_screen._reply("never")  # the answer to the watch is a refusal
+        await a_screen.share(1920, 1080, viewers=["bob", "carol"])  # still the first bob's
+        await new_bob.ping()
+        assert new_bob.shares == []
+        # a guest who registers is the account from then on: it keeps its place
+        carol, _ = await connect("carol")
+        await until(lambda: [s["id"] for s in carol.shares] == [share_id])
+        await carol.register("carol's password")
+        await carol.close()
+        carol = await Client("127.0.0.1", "carol", chat_port=server.chat_port,
+                             screen_port=server.screen_port, timeout=TIMEOUT,
+                             password="carol's password").connect()
+        await carol.ping()
+        assert [s["id"] for s in carol.shares] == [share_id]
+        for c in (alice, new_bob, carol):
+            await c.close()
+
+    run(scenario())
+
+
+# -- who may watch: hidden shares stay hidden, lost rights end the watch at once ------------
+
+
+def _screen_replies(srv: ServerProcess, token: str, requests: list[dict[str, Any]]
+                    ) -> list[dict[str, Any]]:
+    """Log in on the screen port with ``token``, send ``requests`` and return the headers
+    of the answers to them (one each), in order."""
+    with raw_socket(srv, srv.screen_port) as sock:
+        sock.sendall(frame({"type": "hello", "v": 1, "token": token}))
+        sock.sendall(b"".join(frame(r) for r in requests) + frame({"type": "ping", "n": 7}))
+        got = read_headers_until(sock, lambda h: h["type"] == "pong")
+    assert got[0]["type"] == "welcome", got[0]
+    return [h for h in got[1:-1] if h["type"] != "shares"]
+
+
+def test_a_share_one_may_not_see_looks_like_no_share(server: ServerProcess) -> None:
+    """Probing share ids from outside the audience: a hidden share (for a private room's
+    members, or for named users) answers exactly what an id with no share answers: it does
+    not tell that it exists, who shares, or with whom."""
+    async def scenario() -> None:
+        dave = await Client("127.0.0.1", "dave", chat_port=server.chat_port,
+                            screen_port=server.screen_port, timeout=TIMEOUT).connect()
+        eve = await Client("127.0.0.1", "eve", chat_port=server.chat_port,
+                           screen_port=server.screen_port, timeout=TIMEOUT).connect()
+        d_screen = await dave.open_screen()
+        try:
+            await dave.join("board")
+            share_id = await d_screen.share(640, 480, room="board")
+            await send_frames(d_screen, 1, size=1000)
+            await eve.ping()  # the share list goes out before the answer to this
+            assert eve.shares == []  # not listed either
+            ids = list(range(1, share_id + 4))
+            assert eve.token is not None
+            replies = await asyncio.to_thread(
+                _screen_replies, server, eve.token, [{"type": "watch", "share": i}
+                                                    for i in ids])
+            await d_screen.share(640, 480, viewers=["carol"])  # named users instead
+            replies += await asyncio.to_thread(
+                _screen_replies, server, eve.token, [{"type": "watch", "share": share_id}])
+        finally:
+            await d_screen.close()
+            await dave.close()
+            await eve.close()
+        ids.append(share_id)
+        assert len(replies) == len(ids), replies
+        for i, reply in zip(ids, replies, strict=True):
+            text = json.dumps(reply)
+            assert "board" not in text and "dave" not in text and "carol" not in text, reply
+            assert reply == {"type": "error", "code": "no_such_share",
+                             "message": f"no share {i}", "fatal": False, "re": "watch"}, reply
+
+    run(scenario())
+
+
+def test_leaving_the_room_ends_the_watch_at_once(server: ServerProcess) -> None:
+    """A share for a room's members: a viewer who leaves the room is told (``unshared``)
+    and gets no frame after that, while the sharer goes on and the other members still
+    get its frames; watching again is refused as for a share that does not exist."""
+    async def connect(name: str) -> tuple[Client, ScreenChannel]:
+        c = await Client("127.0.0.1", name, chat_port=server.chat_port,
+                         screen_port=server.screen_port, timeout=TIMEOUT).connect()
+        await c.join("board")
+        return c, await c.open_screen()
+
+    async def scenario() -> None:
+        dave, d_screen = await connect("dave")
+        bob, b_screen = await connect("bob")
+        carol, c_screen = await connect("carol")
+        try:
+            share_id = await d_screen.share(640, 480, room="board")
+            await send_frames(d_screen, 1, size=1000)
+            for screen in (b_screen, c_screen):
+                await screen.watch(share_id)
+                assert (await screen.next_frame(timeout=TIMEOUT))["share"] == share_id
+            await bob.leave("board")  # answered once the server has taken bob out
+            msg = await b_screen.next_frame(timeout=TIMEOUT)
+            while msg.type == "frame":  # frames sent before the leave may still come
+                msg = await b_screen.next_frame(timeout=TIMEOUT)
+            assert msg.type == "unshared" and msg["share"] == share_id
+            # the sharer goes on: carol sees a frame sent after the leave, bob does not
+            await send_frames(d_screen, 3, size=1000)
+            async with asyncio.timeout(TIMEOUT):
+                while (await c_screen.next_frame())["seq"] < 4:
+                    pass
+            # what the relay sent bob with carol's frames would be ahead of this answer
+            await b_screen.watch(share_id)
+            with pytest.raises(ServerError) as info:
+                await b_screen._reply("never")
+            assert (info.value.code, info.value.message) == ("no_such_share",
+                                                             f"no share {share_id}")
+            assert not b_screen._frames, list(b_screen._frames)
+        finally:
+            for c in (dave, bob, carol):
+                await c.close()
 
     run(scenario())

@@ -36,6 +36,15 @@ class ServerSettings:
     rate_bytes: int = 256 << 10  # bytes a second a user may send on the chat port
     flood_timeout: float = 30.0  # slowed down without a pause this long: disconnected
     max_connections_per_address: int = 32
+    # requests that make the server keep something (a new room, an invitation, a registration)
+    create_rate: float = 0.2  # a second, per address and per account, sustained ...
+    create_burst: int = 10  # ... and in a burst (then: rate_limited, not fatal)
+    max_rooms: int = 10_000  # rooms the server holds in all
+    max_rooms_per_guest: int = 20  # rooms the guests of one address may have (until they expire)
+    max_rooms_per_member: int = 100  # rooms one account may create (admins: no cap)
+    room_expiry: float = 600.0  # seconds a guest's room may stay empty before it goes
+    max_joined: int = 100  # rooms one connection may be in at once
+    max_invitations: int = 1000  # names invited to one private room
     max_handshakes: int = 256  # connections not yet logged in (more: see Server._make_room)
     metrics_host: str = "127.0.0.1"
     metrics_port: int = -1  # -1: no /health and /metrics endpoint; 0: any free port
@@ -104,6 +113,8 @@ def load_settings(config_file: Path | None = None, env: dict[str, str] | None = 
     if roles != {"everyone"} and not roles <= {"admin", "moderator", "member", "guest"}:
         raise ConfigError("share_roles must be 'everyone' or a comma list of admin, moderator, "
                           "member, guest")
+    if min(settings.create_rate, settings.create_burst, settings.room_expiry) <= 0:
+        raise ConfigError("create_rate, create_burst and room_expiry must be positive")
     if settings.server_password == "":
         raise ConfigError("server_password is empty")
     for port in (settings.chat_port, settings.screen_port, max(settings.metrics_port, 0)):

@@ -39,6 +39,7 @@ class ErrorCode(StrEnum):
     REPLACED = "replaced"
     RATE_LIMITED = "rate_limited"
     TOO_MANY_CONNECTIONS = "too_many_connections"
+    LIMIT_REACHED = "limit_reached"
     SHUTDOWN = "shutdown"
     BAD_PASSWORD = "bad_password"
     ACCOUNT_REQUIRED = "account_required"

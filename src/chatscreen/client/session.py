@@ -356,7 +356,21 @@ class Client:
         return list((await self._request("who", room=room))["users"])
 
     async def list_rooms(self) -> list[dict[str, Any]]:
-        return list((await self._request("rooms"))["rooms"])
+        """Every room we may enter (asked for a page at a time)."""
+        rooms: list[dict[str, Any]] = []
+        after: str | None = None
+        while True:
+            page = await self.rooms_page(after=after)
+            rooms += page["rooms"]
+            if not page.get("more") or not page["rooms"]:
+                return rooms
+            after = page["rooms"][-1]["name"]
+
+    async def rooms_page(self, *, after: str | None = None, limit: int | None = None) -> Message:
+        """One ``rooms`` answer: at most ``limit`` rooms (the server's page: 1000) named
+        after ``after``, and ``more``."""
+        fields = {k: v for k, v in (("after", after), ("limit", limit)) if v is not None}
+        return await self._request("rooms", **fields)
 
     async def history(self, *, room: str | None = None, peer: str | None = None,
                       before: int | None = None, after: int | None = None,

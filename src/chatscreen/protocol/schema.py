@@ -275,7 +275,7 @@ CLIENT_MESSAGES: dict[str, Spec] = {
     "ping": Spec(optional={"n": ID}),
     "pong": Spec(optional={"n": ID}),
     # chat port; "rid" (request id) is echoed in the answer or the error
-    "rooms": Spec(optional={"rid": RID}),
+    "rooms": Spec(optional={"rid": RID, "after": NAME, "limit": LIMIT}),
     "create": Spec({"room": NAME}, {"rid": RID, "private": boolean}),
     "invite": Spec({"room": NAME, "user": NAME}, {"rid": RID}),
     "join": Spec({"room": NAME}, {"after": ID, "rid": RID}),
@@ -332,7 +332,8 @@ SERVER_MESSAGES: dict[str, Spec] = {
     ),
     "ping": Spec(optional={"n": ID}),
     "pong": Spec(optional={"n": ID}),
-    "rooms": Spec({"rooms": list_of(obj({"name": NAME, "users": ID}))}, {"rid": RID}),
+    "rooms": Spec({"rooms": list_of(obj({"name": NAME, "users": ID}))},
+                  {"rid": RID, "more": boolean}),
     "joined": Spec({"room": NAME, "users": NAMES}, {"rid": RID}),
     "left": Spec({"room": NAME}, {"rid": RID}),
     "users": Spec({"room": NAME, "users": NAMES}, {"rid": RID}),

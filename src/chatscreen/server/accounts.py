@@ -78,6 +78,7 @@ class Ban:
     reason: str
     by: str
     created: str
+    by_role: str = "admin"  # the role of who placed it (`chatscreen admin`: admin)
 
     def active(self, now: float) -> bool:
         return self.until is None or self.until > now
@@ -105,6 +106,7 @@ CREATE TABLE IF NOT EXISTS bans (
     reason  TEXT NOT NULL DEFAULT '',
     by_user TEXT NOT NULL DEFAULT '',
     created TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    by_role TEXT NOT NULL DEFAULT 'admin',  -- the role by_user had: a ban binds lower ranks
     PRIMARY KEY (kind, target)
 );
 CREATE TABLE IF NOT EXISTS kicks (         -- no longer used (admin_requests replaced it)
@@ -142,6 +144,7 @@ CREATE TABLE IF NOT EXISTS moderation (
 
 
 _ACCOUNT = "SELECT name, display, hash, role, created, skeleton, since FROM accounts"
+_BAN_COLUMNS = "kind, target, until, reason, by_user, created, by_role"
 
 
 class AccountDB:
@@ -155,7 +158,8 @@ class AccountDB:
     def _migrate(self) -> None:
         """Databases made before accounts had a skeleton and a since: add the columns (an
         account made then keeps all its private messages), and the skeletons of the
-        accounts that have none (made by an older version of chatscreen)."""
+        accounts that have none (made by an older version of chatscreen); before bans had
+        by_role: theirs count as an admin's."""
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")  # `chatscreen admin` may be at it too
             columns = {r[1] for r in self.db.execute("PRAGMA table_info(accounts)")}
@@ -163,6 +167,10 @@ class AccountDB:
                 self.db.execute("ALTER TABLE accounts ADD COLUMN skeleton TEXT")
             if "since" not in columns:
                 self.db.execute("ALTER TABLE accounts ADD COLUMN since INTEGER DEFAULT 0")
+            columns = {r[1] for r in self.db.execute("PRAGMA table_info(bans)")}
+            if "by_role" not in columns:  # bans from before they knew who placed them
+                self.db.execute("ALTER TABLE bans ADD COLUMN by_role TEXT NOT NULL "
+                                "DEFAULT 'admin'")
             self.db.execute("CREATE INDEX IF NOT EXISTS accounts_skeleton "
                             "ON accounts (skeleton)")
             rows = self.db.execute("SELECT name, display FROM accounts "
@@ -240,15 +248,17 @@ class AccountDB:
         return cur.rowcount > 0
 
     def bans(self) -> list[Ban]:
-        rows = self.db.execute("SELECT kind, target, until, reason, by_user, created FROM bans "
+        rows = self.db.execute("SELECT " + _BAN_COLUMNS + " FROM bans "
                                "ORDER BY kind, target")
         return [Ban(*r) for r in rows]
 
-    def ban(self, kind: str, target: str, until: float | None, reason: str, by: str) -> Ban:
+    def ban(self, kind: str, target: str, until: float | None, reason: str, by: str,
+            by_role: str = "admin") -> Ban:
         target = target.casefold() if kind != "address" else target
-        self.db.execute("INSERT OR REPLACE INTO bans (kind, target, until, reason, by_user) "
-                        "VALUES (?,?,?,?,?)", (kind, target, until, reason, by))
-        row = self.db.execute("SELECT kind, target, until, reason, by_user, created FROM bans "
+        self.db.execute("INSERT OR REPLACE INTO bans (kind, target, until, reason, by_user, "
+                        "by_role) VALUES (?,?,?,?,?,?)",
+                        (kind, target, until, reason, by, by_role))
+        row = self.db.execute("SELECT " + _BAN_COLUMNS + " FROM bans "
                               "WHERE kind = ? AND target = ?", (kind, target)).fetchone()
         return Ban(*row)
 
@@ -319,13 +329,16 @@ class AccountDB:
             out.setdefault(room, set()).add(user)
         return out
 
-    def add_private_room(self, room: str, owner: str) -> None:
+    def add_private_room(self, room: str, owner: str, owner_invited: bool = True) -> None:
+        """A private room; its owner is invited unless a guest (whose invitation is not its
+        name's: see chatscreen.server.session.Guest)."""
         with self.db:
             self.db.execute("BEGIN")
             self.db.execute("INSERT OR IGNORE INTO private_rooms (room, owner) VALUES (?,?)",
                             (room, owner))
-            self.db.execute("INSERT OR IGNORE INTO invitations (room, user) VALUES (?,?)",
-                            (room, owner.casefold()))
+            if owner_invited:
+                self.db.execute("INSERT OR IGNORE INTO invitations (room, user) VALUES (?,?)",
+                                (room, owner.casefold()))
 
     def invite(self, room: str, user: str) -> None:
         self.db.execute("INSERT OR IGNORE INTO invitations (room, user) VALUES (?,?)",
@@ -359,7 +372,7 @@ class AccountStore(Protocol):
     async def bans(self) -> list[Ban]: ...
 
     async def ban(self, kind: str, target: str, until: float | None, reason: str,
-                  by: str) -> Ban: ...
+                  by: str, by_role: str = "admin") -> Ban: ...
 
     async def unban(self, kind: str, target: str) -> bool: ...
 
@@ -373,7 +386,8 @@ class AccountStore(Protocol):
 
     async def private_rooms(self) -> dict[str, set[str]]: ...
 
-    async def add_private_room(self, room: str, owner: str) -> None: ...
+    async def add_private_room(self, room: str, owner: str,
+                               owner_invited: bool = True) -> None: ...
 
     async def invite(self, room: str, user: str) -> None: ...
 
@@ -422,8 +436,8 @@ class SQLiteAccounts:
         return result
 
     async def ban(self, kind: str, target: str, until: float | None, reason: str,
-                  by: str) -> Ban:
-        result: Ban = await self._call("ban", kind, target, until, reason, by)
+                  by: str, by_role: str = "admin") -> Ban:
+        result: Ban = await self._call("ban", kind, target, until, reason, by, by_role)
         return result
 
     async def unban(self, kind: str, target: str) -> bool:
@@ -446,8 +460,9 @@ class SQLiteAccounts:
         result: dict[str, set[str]] = await self._call("private_rooms")
         return result
 
-    async def add_private_room(self, room: str, owner: str) -> None:
-        await self._call("add_private_room", room, owner)
+    async def add_private_room(self, room: str, owner: str,
+                               owner_invited: bool = True) -> None:
+        await self._call("add_private_room", room, owner, owner_invited)
 
     async def invite(self, room: str, user: str) -> None:
         await self._call("invite", room, user)

@@ -17,7 +17,7 @@ from chatscreen.config import ServerSettings
 from chatscreen.errors import ErrorCode
 from chatscreen.protocol import Limits, State
 from chatscreen.server.accounts import SQLiteAccounts
-from chatscreen.server.chat import ChatService, LoginPolicy
+from chatscreen.server.chat import ChatService, LoginPolicy, RoomPolicy
 from chatscreen.server.datadir import hold_running_lock, prepare, warn_loose_modes
 from chatscreen.server.fanout import LocalFanout
 from chatscreen.server.limits import TokenBucket
@@ -85,7 +85,7 @@ class Server:
         self.accounts = SQLiteAccounts(self.store)
         self.chat = ChatService(self.store, self.fanout, history=settings.history,
                                 heartbeat=settings.heartbeat, accounts=self.accounts,
-                                policy=login_policy(settings))
+                                policy=login_policy(settings), limits=room_policy(settings))
         self.screen = ScreenRelay(self.chat)
         self.chat_limits = Limits(max_frame=1 << 20, max_header=1 << 20,
                                   max_text=settings.max_text)
@@ -283,6 +283,13 @@ def login_policy(s: ServerSettings) -> LoginPolicy:
                        share_roles=None if roles == {"everyone"} else roles,
                        login_delay=s.login_delay, login_delay_max=s.login_delay_max,
                        handshake_timeout=s.handshake_timeout)
+
+
+def room_policy(s: ServerSettings) -> RoomPolicy:
+    return RoomPolicy(create_rate=s.create_rate, create_burst=s.create_burst,
+                      max_rooms=s.max_rooms, max_rooms_per_guest=s.max_rooms_per_guest,
+                      max_rooms_per_member=s.max_rooms_per_member, room_expiry=s.room_expiry,
+                      max_joined=s.max_joined, max_invitations=s.max_invitations)
 
 
 async def run_server(settings: ServerSettings, on_started: Callable[[Server], None]) -> None:

@@ -13,15 +13,17 @@ the joiner subscribed).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import dataclasses
+import heapq
 import hmac
 import ipaddress
 import itertools
 import logging
 import math
 import time
-from collections import OrderedDict
-from collections.abc import Callable
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -41,9 +43,16 @@ from chatscreen.server.accounts import (
     verify_password,
 )
 from chatscreen.server.fanout import Fanout
+from chatscreen.server.limits import KeyedBuckets
 from chatscreen.server.metrics import Counters
-from chatscreen.server.moderation import LoginGuard, format_duration
-from chatscreen.server.session import Session
+from chatscreen.server.moderation import (
+    CheckQueue,
+    LoginGuard,
+    ban_binds,
+    format_duration,
+    outranks,
+)
+from chatscreen.server.session import Guest, Session
 from chatscreen.server.storage import MessageStore, StoredMessage
 
 if TYPE_CHECKING:
@@ -61,7 +70,8 @@ HISTORY_FRAME = 256 << 10
 CIDS_KEPT = 64  # per user: client id streams, or opaque client ids, remembered
 CID_USERS_KEPT = 1024  # users (most recently active) whose client ids are kept
 CIDS_RELOADED = 10_000  # at start, the client ids of this many of the latest messages
-GUEST_SINCE_KEPT = 10_000  # guest names whose last session's (resume, since) is remembered
+GUEST_SINCE_KEPT = 10_000  # guest names whose last guest (resume, since, Guest) is remembered
+ROOMS_PAGE = 1000  # rooms in a `rooms` answer, at most (and without a `limit`)
 
 
 def utc_now() -> str:
@@ -159,18 +169,34 @@ class LoginPolicy:
     refresh: float = 1.0  # seconds between checks for changes made by `chatscreen admin`
 
 
+@dataclass(frozen=True)
+class RoomPolicy:
+    """What one client may make the server keep (see ServerSettings for each)."""
+
+    create_rate: float = 0.2
+    create_burst: int = 10
+    max_rooms: int = 10_000
+    max_rooms_per_guest: int = 20
+    max_rooms_per_member: int = 100
+    room_expiry: float = 600.0
+    max_joined: int = 100
+    max_invitations: int = 1000
+
+
 class ChatService:
     def __init__(self, store: MessageStore, fanout: Fanout, *, history: int = 100,
                  heartbeat: float = 15.0, accounts: AccountStore | None = None,
-                 policy: LoginPolicy | None = None) -> None:
+                 policy: LoginPolicy | None = None, limits: RoomPolicy | None = None) -> None:
         self.store = store
         self.account_store = accounts
         self.policy = policy or LoginPolicy()
         self.guard = LoginGuard(self.policy.login_delay, self.policy.login_delay_max)
+        self.checks = CheckQueue()  # password checks, one at a time per account
         self.accounts: dict[str, Account] = {}  # casefolded name -> account (a cache)
         self.lookalikes: dict[str, Account] = {}  # skeleton -> an account with it (a cache)
         self.bans: dict[tuple[str, str], Ban] = {}  # (kind, target) -> ban (a cache)
-        self.private: dict[str, set[str]] = {}  # private room -> casefolded names invited
+        # private room -> casefolded names of the accounts invited (guests: Guest.invited)
+        self.private: dict[str, set[str]] = {}
         self._db_version = -1
         self.heartbeat = heartbeat
         self._stopping = False
@@ -178,11 +204,23 @@ class ChatService:
         self.history = history
         self.sessions: dict[str, Session] = {}  # casefolded name -> session
         self.skeletons: dict[str, Session] = {}  # name_skeleton -> session
-        # guest name (casefolded) -> (resume secret, since) of its last session: a guest
-        # coming back with that secret keeps its private messages, no other guest gets them
-        self._guest_since: OrderedDict[str, tuple[str, int]] = OrderedDict()
+        # guest name (casefolded) -> (resume secret, since, Guest) of its last session: a
+        # guest coming back with that secret keeps its private messages and invitations, no
+        # other guest gets them
+        self._guest_since: OrderedDict[str, tuple[str, int, Guest]] = OrderedDict()
         self.tokens: dict[str, Session] = {}
         self.rooms: dict[str, set[Session]] = {}  # room -> members (a room exists while listed)
+        self.limits = limits or RoomPolicy()
+        self._folded: dict[str, str] = {}  # casefolded room name -> room
+        self._public: list[str] = []  # the rooms that are not private, sorted
+        self._invited_to: dict[str, set[str]] = {}  # casefolded name -> private rooms
+        # rooms created since the start -> who created them: "ip:ADDRESS" (a guest; the room
+        # expires), "user:NAME" (a registered name); and how many each has
+        self._creator: dict[str, str] = {}
+        self.created: Counter[str] = Counter()
+        self._empty_since: dict[str, float] = {}  # guests' rooms with nobody in, oldest first
+        # requests that create state, per address and per account (see _take_quota)
+        self.quota = KeyedBuckets(self.limits.create_rate, self.limits.create_burst)
         self._next_id = 0
         self._queue: list[_Pending] = []
         self._wakeup = asyncio.Event()
@@ -193,6 +231,8 @@ class ChatService:
         self.share_list: list[dict[str, Any]] = []  # kept current by the screen relay ...
         # ... with, when some shares are only for some users, what one session may see
         self.share_view: Callable[[Session], list[dict[str, Any]]] | None = None
+        # called (by then) when a user may have lost the right to watch some share
+        self.audience_changed: Callable[[Session], None] | None = None
         self.messages_total = 0
         # room -> presence frames to publish, with the peer each one is about
         self._presence_due: dict[str, list[tuple[bytes, Peer]]] = {}
@@ -212,10 +252,11 @@ class ChatService:
                 self._seen_cid(m.user.casefold(), m.cid)
         await self.store.add_room(DEFAULT_ROOM)
         for room in await self.store.rooms():
-            self.rooms.setdefault(room, set())
+            self._add_room(room, None)
         if self.account_store is not None:
             await self._reload()
             self._spawn(self._watch_accounts())
+        self._spawn(self._expire_rooms())
         self._writer = asyncio.create_task(self._write_loop(), name="chat-writer")
 
     async def stop(self) -> None:
@@ -256,11 +297,10 @@ class ChatService:
         name = msg.get("user")
         if name is None:
             raise RemoteProtocolError(ErrorCode.INVALID_NAME, "hello on the chat port needs a user")
-        ban = self._ban("address", peer.ip)
+        claimed = self.accounts.get(name.casefold())  # its password is checked later
+        ban = self._binding("address", peer.ip, claimed.role if claimed else None, peer.ip)
         if ban is not None:
-            log.info("refused %s from banned address %s", name, peer.ip)
-            peer.fail(ErrorCode.BANNED, f"This address is banned {ban.until_text()}"
-                      + (f": {ban.reason}" if ban.reason else ""))
+            self._refuse_address(peer, name, ban)
             return
         if self.policy.server_password is None and name.casefold() not in self.accounts:
             self._finish_login(peer, msg, None)  # a guest: no password to check
@@ -269,10 +309,12 @@ class ChatService:
 
     async def _login(self, peer: Peer, msg: Message) -> None:
         """Check the server password, then the account's (argon2id, off the event loop).
-        Failures are slowed down per address and per account (see LoginGuard)."""
+        Failures are slowed down per address, and per account at that address (see
+        LoginGuard): strangers' failures on an account never hold its owner back."""
         name: str = msg["user"]
         key = name.casefold()
         ip_key = f"ip:{peer.ip}"
+        loop = asyncio.get_running_loop()
         server_password = self.policy.server_password
         if server_password is not None:
             given = msg.get("server_password")
@@ -282,8 +324,10 @@ class ChatService:
                 return
             if not await self._guard_wait([ip_key], peer):
                 return
+            self.guard.reserve([ip_key], loop.time())
             if not hmac.compare_digest(given.encode(), server_password.encode()):
-                await self._login_failed(peer, [ip_key], name, "Wrong server password")
+                delay = self.guard.failed([ip_key], loop.time())
+                await self._login_failed(peer, delay, name, "Wrong server password")
                 return
             self.guard.succeeded([], release=[ip_key])
         account = self.accounts.get(key)
@@ -293,19 +337,53 @@ class ChatService:
                 peer.fail(ErrorCode.BAD_PASSWORD, f"'{account.name}' is registered: "
                           "give its password")
                 return
-            keys = [ip_key, f"user:{key}"]
-            if not await self._guard_wait(keys, peer):
+            pair = f"user:{key}@{peer.ip}"
+            # the owner of a live session, coming back with its secret, is not held back
+            # by what others did from the same (shared) address
+            keys = [pair] if self._owner_back(key, msg) else [ip_key, pair]
+            checked = await self._check_password(peer, key, keys, account.hash, password)
+            if checked is None:
                 return
-            ok = await asyncio.to_thread(verify_password, account.hash, password)
-            if peer.closing:
-                return
-            if not ok:
-                await self._login_failed(peer, keys, name,
+            if checked > 0:
+                await self._login_failed(peer, checked, name,
                                          f"Wrong password for '{account.name}'")
                 return
-            self.guard.succeeded([keys[1]], release=[ip_key])
+            self.guard.succeeded([pair], release=[k for k in keys if k == ip_key])
             account = self.accounts.get(key, account)  # its role may have changed meanwhile
         self._finish_login(peer, msg, account)
+
+    def _owner_back(self, key: str, msg: Message) -> bool:
+        """Does this hello carry the secret of the name's live session (``resume``, or its
+        ``token``)? Only its owner has either."""
+        session = self.sessions.get(key)
+        if session is None:
+            return False
+        given = [(msg.get("resume"), session.resume), (msg.get("token"), session.token)]
+        return any(a is not None and b is not None and hmac.compare_digest(a, b)
+                   for a, b in given)
+
+    async def _check_password(self, peer: Peer, key: str, keys: list[str], stored: str,
+                              password: str) -> float | None:
+        """Check a password, one check at a time per account, each once ``keys`` are no
+        longer slowed down (a failure just before may have slowed them down: then wait
+        again). Returns 0.0 if it matches, else the delay its failure earned (recorded
+        before the next check of the account starts); None if the peer went away or was
+        told to come back later."""
+        loop = asyncio.get_running_loop()
+        while True:
+            if not await self._guard_wait(keys, peer):
+                return None
+            async with self.checks.turn(key):
+                if self.guard.wait(keys, loop.time()) > 0:
+                    continue  # the check before ours failed: its delay applies to us
+                if peer.closing:
+                    return None
+                self.guard.reserve(keys, loop.time())
+                self.counters.login_checks += 1
+                ok = await asyncio.to_thread(verify_password, stored, password)
+                if peer.closing:
+                    return None
+                return 0.0 if ok else self.guard.failed(keys, loop.time())
 
     def _answer_within(self, peer: Peer) -> float:
         """Seconds left to answer this login before its handshake timeout (less a margin):
@@ -323,13 +401,10 @@ class ChatService:
                           f"or for this name: try again in {math.ceil(wait)} s")
                 return False
             await asyncio.sleep(wait)
-        if peer.closing:
-            return False
-        self.guard.reserve(keys, loop.time())
-        return True
+        return not peer.closing
 
-    async def _login_failed(self, peer: Peer, keys: list[str], name: str, message: str) -> None:
-        delay = self.guard.failed(keys, asyncio.get_running_loop().time())
+    async def _login_failed(self, peer: Peer, delay: float, name: str, message: str) -> None:
+        """Answer a failed login (recorded already), after ``delay``."""
         log.warning("failed login as %s from %s (%s); next attempt in %.1f s", name, peer.addr,
                     message, delay)
         answer = min(delay, self._answer_within(peer))
@@ -347,11 +422,16 @@ class ChatService:
             peer.fail(ErrorCode.ACCOUNT_REQUIRED, "This server admits registered users only: "
                       f"'{name}' has no account")
             return
-        ban = self._ban("account", key)
+        role = account.role if account is not None else None
+        ban = self._binding("account", key, role, peer.ip)
         if ban is not None:
             log.info("refused banned user %s from %s", name, peer.addr)
             peer.fail(ErrorCode.BANNED, f"'{name}' is banned {ban.until_text()}"
                       + (f": {ban.reason}" if ban.reason else ""))
+            return
+        ban = self._binding("address", peer.ip, role, peer.ip)
+        if ban is not None:
+            self._refuse_address(peer, name, ban)
             return
         skeleton = name_skeleton(name)
         refusal = self._lookalike(name, key, skeleton, account)
@@ -368,9 +448,9 @@ class ChatService:
             else:
                 peer.fail(ErrorCode.NAME_TAKEN, f"Username '{name}' is already taken")
                 return
-        role = account.role if account is not None else None
+        since, guest = self._since(key, account, msg.get("resume"))
         session = Session(name, peer, resume=msg.get("resume"), role=role, skeleton=skeleton,
-                          since=self._since(key, account, msg.get("resume")))
+                          since=since, guest=guest)
         peer.session = session
         self.sessions[key] = session
         self.skeletons[skeleton] = session
@@ -401,22 +481,30 @@ class ChatService:
             return f"name '{name}' looks like '{owner.name}', which is registered"
         return None
 
-    def _since(self, key: str, account: Account | None, resume: str | None) -> int:
-        """The id after which private messages are this new session's (see Session.since):
-        an account's own; for a guest, the id of now, unless it is the last guest of this
-        name coming back (the same resume secret)."""
+    def _since(self, key: str, account: Account | None,
+               resume: str | None) -> tuple[int, Guest | None]:
+        """The id after which private messages are this new session's (see Session.since),
+        and, for a guest, who it is (see Guest): an account's own since; for a guest, the id
+        of now and a new Guest, unless it is the last guest of this name coming back (the
+        same resume secret)."""
         if account is not None:
-            return account.since if account.since is not None else self._next_id
+            return (account.since if account.since is not None else self._next_id), None
         kept = self._guest_since.pop(key, None)
-        since = self._next_id
+        since, guest = self._next_id, Guest()
         if kept is not None and resume is not None and hmac.compare_digest(
                 kept[0].encode(), resume.encode()):
-            since = kept[1]
+            since, guest = kept[1], kept[2]
         if resume is not None:
-            self._guest_since[key] = (resume, since)
+            self._guest_since[key] = (resume, since, guest)
             while len(self._guest_since) > GUEST_SINCE_KEPT:
                 self._guest_since.popitem(last=False)
-        return since
+        return since, guest
+
+    @staticmethod
+    def _refuse_address(peer: Peer, name: str, ban: Ban) -> None:
+        log.info("refused %s from banned address %s", name, peer.ip)
+        peer.fail(ErrorCode.BANNED, f"This address is banned {ban.until_text()}"
+                  + (f": {ban.reason}" if ban.reason else ""))
 
     def _logout(self, session: Session) -> None:
         key = session.key
@@ -436,8 +524,14 @@ class ChatService:
     # -- rooms -------------------------------------------------------------------------
 
     def _may_enter(self, session: Session, room: str) -> bool:
+        """A public room: anyone. A private one: admins, the accounts invited (by name) and
+        the guests invited (that guest, not its name: see Guest)."""
         invited = self.private.get(room)
-        return invited is None or session.key in invited or session.role == "admin"
+        if invited is None or session.role == "admin":
+            return True
+        if session.role is not None and session.key in invited:
+            return True
+        return session.guest is not None and room in session.guest.invited
 
     def _private_refused(self, session: Session, room: str, msg: Message) -> bool:
         """Refuse (``forbidden``) a request about a private room one is not invited to."""
@@ -448,27 +542,145 @@ class ChatService:
         return True
 
     def _rooms(self, session: Session, msg: Message) -> None:
-        rooms = [{"name": r, "users": len(m)} for r, m in sorted(self.rooms.items())
-                 if self._may_enter(session, r)]
-        session.chat.send("rooms", rooms=rooms, **_rid(msg))
+        """A page of the rooms this user may enter, by name from ``after`` on: its cost
+        depends on the page, not on how many rooms there are."""
+        limit: int = min(msg.get("limit", ROOMS_PAGE), ROOMS_PAGE)
+        after: str | None = msg.get("after")
+        start = 0 if after is None else bisect.bisect_right(self._public, after)
+        public = self._public[start : start + limit + 1]
+        private: Iterable[str]
+        if session.role == "admin":
+            private = self.private.keys()
+        elif session.role is None:  # a guest's invitations are its own, not its name's
+            private = session.guest.invited if session.guest is not None else ()
+        else:
+            private = self._invited_to.get(session.key, ())
+        mine = sorted(r for r in private if r in self.rooms and (after is None or r > after))
+        page = list(itertools.islice(heapq.merge(public, mine), limit + 1))
+        more = {"more": True} if len(page) > limit else {}
+        rooms = [{"name": r, "users": len(self.rooms[r])} for r in page[:limit]]
+        session.chat.send("rooms", rooms=rooms, **more, **_rid(msg))
+
+    def _add_room(self, room: str, creator: str | None) -> None:
+        """A new room (``creator``: see _creator; None: one stored before this start)."""
+        self.rooms[room] = set()
+        self._folded.setdefault(room.casefold(), room)
+        if room not in self.private:
+            bisect.insort(self._public, room)
+        if creator is not None:
+            self._creator[room] = creator
+            self.created[creator] += 1
+            if not creator.startswith("ip:"):  # a guest's room is never stored: it expires
+                self._spawn(self.store.add_room(room))
+
+    def _drop_room(self, room: str) -> None:
+        """Forget an empty guest room (its messages stay in the history)."""
+        del self.rooms[room]
+        if self._folded.get(room.casefold()) == room:
+            del self._folded[room.casefold()]
+        i = bisect.bisect_left(self._public, room)
+        if i < len(self._public) and self._public[i] == room:
+            del self._public[i]
+        creator = self._creator.pop(room, None)
+        if creator is not None:
+            self.created[creator] -= 1
+            if not self.created[creator]:
+                del self.created[creator]
+        self._empty_since.pop(room, None)
+        self._presence_due.pop(room, None)
+
+    async def _expire_rooms(self) -> None:
+        """Drop guests' rooms that have been empty for room_expiry (oldest first), and
+        forget the create buckets that have filled up again."""
+        expiry = self.limits.room_expiry
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            await asyncio.sleep(min(1.0, expiry / 4))
+            now = loop.time()
+            while self._empty_since:
+                room, since = next(iter(self._empty_since.items()))
+                if now - since < expiry:
+                    break
+                del self._empty_since[room]
+                if not self.rooms.get(room, True):
+                    self._drop_room(room)
+                    log.info("room %s expired: empty for %g s", room, expiry)
+            self.quota.prune(now)
+
+    def _owner(self, session: Session) -> str:
+        """Whom a new room counts against: the account, else (a guest) the address."""
+        return f"user:{session.key}" if session.role else f"ip:{session.chat.ip}"
+
+    def _refuse(self, session: Session, msg: Message, code: ErrorCode, text: str) -> None:
+        session.chat.error(code, text, re=msg.type, **_rid(msg))
+
+    def _joined_too_many(self, session: Session, msg: Message) -> bool:
+        n = self.limits.max_joined
+        if len(session.rooms) < n:
+            return False
+        self._refuse(session, msg, ErrorCode.LIMIT_REACHED, f"you are in {n} rooms, the most "
+                     "one connection may be in: leave one first")
+        return True
+
+    def _may_create_room(self, session: Session, msg: Message) -> bool:
+        """The caps on rooms (in all, per account or guest address), then the create rate;
+        refuses (not fatal) if one is reached."""
+        lim = self.limits
+        if session.role != "admin":
+            if len(self.rooms) >= lim.max_rooms:
+                self._refuse(session, msg, ErrorCode.LIMIT_REACHED, f"this server holds "
+                             f"{lim.max_rooms} rooms, the most it keeps: join one of them")
+                return False
+            owner = self._owner(session)
+            if session.role is None and self.created[owner] >= lim.max_rooms_per_guest:
+                self._refuse(session, msg, ErrorCode.LIMIT_REACHED, "the guests of your "
+                             f"address have {lim.max_rooms_per_guest} rooms, the most they may "
+                             f"have: a guest's room goes once it has been empty for "
+                             f"{format_duration(lim.room_expiry)}")
+                return False
+            if session.role is not None and self.created[owner] >= lim.max_rooms_per_member:
+                self._refuse(session, msg, ErrorCode.LIMIT_REACHED, f"you have created "
+                             f"{lim.max_rooms_per_member} rooms, the most one account may")
+                return False
+        return self._take_quota(session, msg)
+
+    def _take_quota(self, session: Session, msg: Message) -> bool:
+        """A request that makes the server keep something (a room, an invitation, an
+        account): one token from the bucket of the address, and of the account if
+        registered, shared by all their connections. Refused (not fatal) when empty."""
+        keys = [f"ip:{session.chat.ip}", *([f"user:{session.key}"] if session.role else [])]
+        wait = self.quota.take(keys, asyncio.get_running_loop().time())
+        if wait == 0.0:
+            return True
+        self._refuse(session, msg, ErrorCode.RATE_LIMITED, "too many new rooms, invitations "
+                     "or registrations from your address" + (" or account" if session.role
+                                                             else "")
+                     + f": try again in {math.ceil(wait)} s")
+        return False
 
     def _create(self, session: Session, msg: Message) -> None:
         room = msg["room"]
+        private = bool(msg.get("private"))
         if self._find_room(room) is not None:
             session.chat.error(ErrorCode.ROOM_EXISTS, f"room '{room}' already exists", re="create",
                                **_rid(msg))
             return
-        if msg.get("private"):
-            if self.account_store is None:
-                session.chat.error(ErrorCode.FORBIDDEN, "this server has no private rooms",
-                                   re="create", **_rid(msg))
-                return
-            self.private[room] = {session.key}
-        self.rooms[room] = set()
-        self._spawn(self.store.add_room(room))
-        if msg.get("private"):
+        if private and self.account_store is None:
+            self._refuse(session, msg, ErrorCode.FORBIDDEN, "this server has no private rooms")
+            return
+        if private and session.role is None:
+            # A guest's rooms are not kept (they expire): a private one would be lost with it.
+            self._refuse(session, msg, ErrorCode.FORBIDDEN, "register your name to create a "
+                         "private room")
+            return
+        if self._joined_too_many(session, msg) or not self._may_create_room(session, msg):
+            return
+        if private:
             assert self.account_store is not None
+            self.private[room] = {session.key}
+            self._invited_to.setdefault(session.key, set()).add(room)
             self._spawn(self.account_store.add_private_room(room, session.name))
+        self._add_room(room, self._owner(session))
         self._join(session, room, None, msg.get("rid"))
 
     def _invite(self, session: Session, msg: Message) -> None:
@@ -485,28 +697,52 @@ class ChatService:
                                re="invite", **_rid(msg))
             return
         user: str = msg["user"]
-        invited.add(user.casefold())
-        assert self.account_store is not None
-        self._spawn(self.account_store.invite(room, user))
+        key = user.casefold()
+        target = self.sessions.get(key)
+        if target is not None and target.role is None:
+            assert target.guest is not None
+            if room not in target.guest.invited:
+                if not self._take_quota(session, msg):
+                    return
+                target.guest.invited.add(room)  # that guest's, not its name's: see Guest
+            session.chat.send("notice", room=room, text=f"{target.name} is a guest: the "
+                              "invitation is theirs, not the name's, and ends when they leave")
+        elif target is not None or key in self.accounts:
+            if key not in invited:
+                if len(invited) >= self.limits.max_invitations:
+                    self._refuse(session, msg, ErrorCode.LIMIT_REACHED, f"'{room}' has "
+                                 f"{self.limits.max_invitations} names invited, the most a "
+                                 "room may")
+                    return
+                if not self._take_quota(session, msg):
+                    return
+                invited.add(key)
+                self._invited_to.setdefault(key, set()).add(room)
+                assert self.account_store is not None
+                self._spawn(self.account_store.invite(room, user))
+        else:
+            self._refuse(session, msg, ErrorCode.NO_SUCH_USER,
+                         f"'{user}' is neither registered nor connected")
+            return
         log.info("%s invited %s to %s", session.name, user, room)
         session.chat.send("invited", room=room, user=user, **_rid(msg))
-        target = self.sessions.get(user.casefold())
         if target is not None:
             target.chat.send("notice", room=room, text=f"{session.name} invited you to {room}")
 
     def _find_room(self, room: str) -> str | None:
         if room in self.rooms:
             return room
-        folded = room.casefold()
-        return next((r for r in self.rooms if r.casefold() == folded), None)
+        return self._folded.get(room.casefold())
 
     def _join_msg(self, session: Session, msg: Message) -> None:
         room = self._find_room(msg["room"])
         if room is None:  # joining a room that does not exist creates it, as in IRC
+            if self._joined_too_many(session, msg) or not self._may_create_room(session, msg):
+                return
             room = msg["room"]
-            self.rooms[room] = set()
-            self._spawn(self.store.add_room(room))
-        elif self._private_refused(session, room, msg):
+            self._add_room(room, self._owner(session))
+        elif self._private_refused(session, room, msg) or (
+                session not in self.rooms[room] and self._joined_too_many(session, msg)):
             return
         self._join(session, room, msg.get("after"), msg.get("rid"))
 
@@ -518,6 +754,7 @@ class ChatService:
             return
         members.add(session)
         session.rooms.add(room)
+        self._empty_since.pop(room, None)
         if self.share_view is not None:
             self._send_shares(session)  # a share for this room's members may show up
         self._presence(room, session, "join")
@@ -602,9 +839,16 @@ class ChatService:
 
     def _leave(self, session: Session, room: str) -> None:
         session.rooms.discard(room)
-        if self.share_view is not None:
+        if self.share_view is not None:  # some share is only for some: this one may go
             self._send_shares(session)
-        self.rooms.get(room, set()).discard(session)
+            if self.audience_changed is not None:
+                self.audience_changed(session)
+        members = self.rooms.get(room)
+        if members is not None:
+            members.discard(session)
+            if not members and self._creator.get(room, "").startswith("ip:"):
+                self._empty_since.pop(room, None)  # to the end: the newest empty room
+                self._empty_since[room] = asyncio.get_running_loop().time()
         self.fanout.unsubscribe(room_topic(room), session.chat)
         self._presence(room, session, "leave")
 
@@ -647,7 +891,7 @@ class ChatService:
 
     def _muted(self, session: Session, kind: str, cid: str | None) -> bool:
         """Is this user muted? Then tell them (a non-fatal ``muted`` error)."""
-        mute = self._ban("mute", session.key)
+        mute = self._binding("mute", session.key, session.role, session.chat.ip)
         if mute is None:
             return False
         session.chat.error(ErrorCode.MUTED, f"you are muted {mute.until_text()}", re=kind,
@@ -837,6 +1081,14 @@ class ChatService:
         ban = self.bans.get((kind, target.casefold() if kind != "address" else target))
         return ban if ban is not None and ban.active(time.time()) else None
 
+    def _binding(self, kind: str, target: str, role: str | None, ip: str) -> Ban | None:
+        """The active ban (``kind``: account, address, mute) that binds a user of ``role``
+        (None: a guest) from ``ip``: not one placed by someone they outrank."""
+        ban = self._ban(kind, target)
+        if ban is None or not ban_binds(ban.by_role, role, ip, address=kind == "address"):
+            return None
+        return ban
+
     async def _reload(self) -> None:
         """Read accounts and bans again (at start, and after `chatscreen admin` changed them),
         and apply them to who is connected."""
@@ -853,6 +1105,7 @@ class ChatService:
             self.lookalikes.setdefault(a.skeleton or name_skeleton(a.name), a)
         old, self.bans = self.bans, {(b.kind, b.target): b for b in await store.bans()}
         self.private = await store.private_rooms()
+        self._index_private()
         if not first:  # what `chatscreen admin` did is shown in the rooms, as a moderator's is
             for (kind, target), new in self.bans.items():
                 if kind != "address" and old.get((kind, target)) != new:
@@ -872,7 +1125,9 @@ class ChatService:
                 continue
             if session.role is not None:
                 session.role = account.role if account is not None else "member"
-            ban = self._ban("account", session.key) or self._ban("address", session.chat.ip)
+            ip = session.chat.ip
+            ban = (self._binding("account", session.key, session.role, ip)
+                   or self._binding("address", ip, session.role, ip))
             if ban is not None:
                 session.chat.fail(ErrorCode.BANNED, f"You are banned {ban.until_text()}"
                                   + (f": {ban.reason}" if ban.reason else ""))
@@ -917,6 +1172,15 @@ class ChatService:
         log.info("ending guest %s: %s", session.name, reason)
         self._expel(session, ErrorCode.NAME_TAKEN, reason)
 
+    def _index_private(self) -> None:
+        """The public rooms' sorted list and who is invited where, after self.private was
+        read again."""
+        self._public = sorted(r for r in self.rooms if r not in self.private)
+        self._invited_to = {}
+        for room, invited in self.private.items():
+            for key in invited:
+                self._invited_to.setdefault(key, set()).add(room)
+
     def _admin_notice(self, key: str, text: str) -> None:
         """A notice of an action `chatscreen admin` took, in the rooms of its target (if
         connected). ``text`` has ``{name}`` for the target's name."""
@@ -954,7 +1218,7 @@ class ChatService:
         elif len(msg["password"]) < MIN_PASSWORD:
             session.chat.error(ErrorCode.BAD_PASSWORD, f"a password needs at least "
                                f"{MIN_PASSWORD} characters", re="register", **rid)
-        else:
+        elif self._take_quota(session, msg):
             session.registering = True
             self._spawn(self._do_register(session, msg["password"], rid))
 
@@ -972,6 +1236,7 @@ class ChatService:
                 self.lookalikes.setdefault(session.skeleton, account)
                 self._guest_since.pop(session.key, None)
                 session.role = "member"
+                await self._registered(session)
         finally:
             session.registering = False
         if taken is not None:
@@ -982,6 +1247,16 @@ class ChatService:
             return
         log.info("%s registered their name", session.name)
         session.chat.send("registered", user=session.name, role="member", **rid)
+
+    async def _registered(self, session: Session) -> None:
+        """A guest who registered is that account from then on: it keeps its invitations,
+        now stored as an account's are (and its place in shares' viewer lists)."""
+        assert self.account_store is not None and session.guest is not None
+        session.guest.registered = True
+        for room in sorted(session.guest.invited):
+            self.private.get(room, set()).add(session.key)
+            self._invited_to.setdefault(session.key, set()).add(room)
+            await self.account_store.invite(room, session.name)
 
     def _role_of(self, key: str) -> str:
         session = self.sessions.get(key)
@@ -1040,17 +1315,27 @@ class ChatService:
             except ValueError:
                 raise _Refused(ErrorCode.BAD_MESSAGE, "address: not an IP address") from None
             hit = [s for s in self.sessions.values() if s.chat.ip == address]
-            if any(s is session for s in hit):
+            if action == "ban" and any(s is session for s in hit):
                 raise _Refused(ErrorCode.FORBIDDEN, "that is your own address")
-            names = ", ".join(sorted(s.name for s in hit)) or "nobody connected"
             rooms = {r for s in hit for r in s.rooms}
             if action == "unban":
                 if not await store.unban("address", address):
                     raise _Refused(ErrorCode.NO_SUCH_USER, f"address {address} is not banned")
                 self.bans.pop(("address", address), None)
                 return f"{session.name} lifted a ban on an address", rooms
-            ban = await store.ban("address", address, until, reason, session.name)
+            above = sorted((s for s in hit if outranks(s.role, session.role or "guest")),
+                           key=lambda s: s.key)
+            if above:  # a moderator may not hit a session of their rank or higher
+                who = ", ".join(f"{s.name} ({s.role})" for s in above)
+                raise _Refused(ErrorCode.FORBIDDEN, f"you may not ban {address}: {who} "
+                               f"{'is' if len(above) == 1 else 'are'} connected from it")
+            ban = await store.ban("address", address, until, reason, session.name,
+                                  session.role or "guest")
             self.bans[("address", address)] = ban
+            hit = [s for s in self.sessions.values() if s.chat.ip == address
+                   and ban_binds(ban.by_role, s.role, address, address=True)]
+            names = ", ".join(sorted(s.name for s in hit)) or "nobody connected"
+            rooms = {r for s in hit for r in s.rooms}
             for s in hit:
                 self._expel(s, ErrorCode.BANNED, f"This address is banned {ban.until_text()}"
                             f"{because}")
@@ -1061,7 +1346,7 @@ class ChatService:
         key = target.casefold()
         if key == session.key:
             raise _Refused(ErrorCode.FORBIDDEN, "you cannot moderate yourself")
-        if session.role != "admin" and RANK[self._role_of(key)] >= RANK[session.role or "guest"]:
+        if outranks(self._role_of(key), session.role or "guest"):
             raise _Refused(ErrorCode.FORBIDDEN, f"you may not moderate '{target}'")
         victim = self.sessions.get(key)
         name = victim.name if victim is not None else (
@@ -1073,7 +1358,8 @@ class ChatService:
             self._expel(victim, ErrorCode.KICKED, f"You were kicked by {session.name}{because}")
             return f"{session.name} kicked {name}{because}", rooms
         if action == "mute":  # stored like a ban: it outlives a restart of the server
-            self.bans[("mute", key)] = await store.ban("mute", key, until, reason, session.name)
+            self.bans[("mute", key)] = await store.ban("mute", key, until, reason, session.name,
+                                                       session.role or "guest")
             return f"{session.name} muted {name}{for_text}{because}", rooms
         if action == "unmute":
             if not await store.unban("mute", key):
@@ -1081,7 +1367,8 @@ class ChatService:
             self.bans.pop(("mute", key), None)
             return f"{session.name} unmuted {name}", rooms
         if action == "ban":
-            ban = await store.ban("account", key, until, reason, session.name)
+            ban = await store.ban("account", key, until, reason, session.name,
+                                  session.role or "guest")
             self.bans[("account", key)] = ban
             if victim is not None:
                 self._expel(victim, ErrorCode.BANNED,

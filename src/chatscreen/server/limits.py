@@ -37,5 +37,39 @@ class TokenBucket:
         return self.tokens >= fraction * self.burst
 
 
+class KeyedBuckets:
+    """One token bucket per key (``ip:ADDRESS``, ``user:NAME``), shared by every connection
+    of that address or account; made on first use. A bucket that has filled up again is the
+    same as a new one: :meth:`prune` forgets those, so their number is that of the keys
+    active lately, not of every key ever seen."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def take(self, keys: list[str], now: float) -> float:
+        """Take a token from every bucket of ``keys`` if each has one; else take none and
+        return the seconds until each will."""
+        buckets = [self._buckets.get(k) or self._buckets.setdefault(
+            k, TokenBucket(self.rate, self.burst, now)) for k in keys]
+        wait = 0.0
+        for bucket in buckets:
+            bucket._refill(now)
+            if bucket.tokens < 1:
+                wait = max(wait, (1 - bucket.tokens) / bucket.rate)
+        if wait == 0.0:
+            for bucket in buckets:
+                bucket.tokens -= 1
+        return wait
+
+    def prune(self, now: float) -> None:
+        for key in [k for k, b in self._buckets.items() if b.fuller_than(1.0, now)]:
+            del self._buckets[key]
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
 #: Chat requests that count against a user's message rate.
 RATED = frozenset({"say", "pm", "typing", "join", "create", "leave", "history", "who", "rooms"})

@@ -35,6 +35,7 @@ class Counters:
         self.screen_frames_in = 0
         self.screen_bytes_in = 0
         self.screen_layer_switches = 0  # viewers moved between quality layers (simulcast)
+        self.login_checks = 0  # account passwords checked (argon2id)
 
 
 def render_metrics(server: Server) -> str:
@@ -58,6 +59,8 @@ def render_metrics(server: Server) -> str:
            [("", server.chat.messages_total)])
     metric("deliveries_total", "counter", "Chat frames written to recipients.",
            [("", c.deliveries)])
+    metric("login_checks_total", "counter", "Account passwords checked (argon2id).",
+           [("", c.login_checks)])
     metric("disconnects_total", "counter", "Closed connections by reason.",
            [(f'{{reason="{r}"}}', n) for r, n in sorted(c.disconnects.items())] or
            [('{reason="none"}', 0)])

@@ -68,7 +68,7 @@ from chatscreen.server.metrics import Counters
 if TYPE_CHECKING:
     from chatscreen.server.chat import ChatService
     from chatscreen.server.peer import Peer
-    from chatscreen.server.session import Session
+    from chatscreen.server.session import Guest, Session
 
 log = logging.getLogger("chatscreen.screen")
 
@@ -343,6 +343,7 @@ class Share:
     store: TileStore | None = None  # None until the first key frame
     viewers: dict[Peer, Seat] = field(default_factory=dict)
     allowed: frozenset[str] | None = None  # casefolded names who may watch (None: anyone)
+    bound: dict[str, Guest] = field(default_factory=dict)  # a guest's name: that guest
     room: str | None = None  # only members of this room may watch
     frames_in: int = 0
     last_need_key: float = 0.0
@@ -366,6 +367,21 @@ class Share:
 
     def describe(self) -> dict[str, Any]:
         return {"id": self.id, "user": self.user, "w": self.w, "h": self.h}
+
+    def admits(self, session: Session) -> bool:
+        """Is ``session`` among those the share is for (``allowed``)? An account by its name;
+        a name held by a guest stands for the first guest seen holding it while the share
+        runs (at the share request, when it logs in or asks to watch), and the account it
+        registered: another guest taking the name later is someone else."""
+        if self.allowed is None:
+            return True
+        if session.key not in self.allowed:
+            return False
+        bound = self.bound.get(session.key)
+        if bound is None and session.role is None and session.guest is not None:
+            bound = self.bound[session.key] = session.guest
+        return (bound is None or bound is session.guest
+                or (bound.registered and session.role is not None))
 
     def layer_store(self, layer: int) -> TileStore | None:
         return self.low if layer == LOW else self.store
@@ -446,6 +462,7 @@ class ScreenRelay:
         self._watching: dict[Peer, set[Share]] = {}
         self._ids = itertools.count(1)
         self.counters = Counters()
+        chat.audience_changed = self.recheck
 
     # -- dispatch ----------------------------------------------------------------------
 
@@ -507,10 +524,10 @@ class ScreenRelay:
             self._stop_low(share)
         viewers = msg.get("viewers")
         share.allowed = frozenset(v.casefold() for v in viewers) if viewers is not None else None
+        share.bound = {k: g for k, g in share.bound.items() if k in (share.allowed or ())}
         share.room = msg.get("room")
         for viewer in [v for v in share.viewers if not self._may_watch(v, share)]:
-            self._unwatch(viewer, share.id)  # no longer among those it shares with
-            viewer.send("unshared", share=share.id)
+            self._show_out(viewer, share)  # no longer among those it shares with
         peer.send("shared", share=share.id)
         self._announce()
 
@@ -706,12 +723,9 @@ class ScreenRelay:
 
     def _watch(self, peer: Peer, msg: Message) -> None:
         share = self.shares.get(msg["share"])
-        if share is None:
+        if share is None or not self._may_watch(peer, share):
+            # a share one may not watch is one that does not exist: the same answer
             peer.error(ErrorCode.NO_SUCH_SHARE, f"no share {msg['share']}", re="watch")
-            return
-        if not self._may_watch(peer, share):
-            whom = f"the members of {share.room}" if share.room else "the people they chose"
-            peer.error(ErrorCode.FORBIDDEN, f"{share.user} shares only with {whom}", re="watch")
             return
         if peer not in share.viewers:
             # nothing sent yet: the whole current picture is due, at full quality
@@ -731,9 +745,22 @@ class ScreenRelay:
     def _may_see(session: Session, share: Share) -> bool:
         if session is share.sharer.session:
             return True
-        if share.allowed is not None and session.key not in share.allowed:
+        if not share.admits(session):
             return False
         return share.room is None or share.room in session.rooms
+
+    def recheck(self, session: Session) -> None:
+        """The user's right to watch may have changed (they left a room): end at once, as
+        if the share had ended, each watch they may no longer keep."""
+        for screen in session.screens:
+            for share in [s for s in self._watching.get(screen, ()) if
+                          not self._may_watch(screen, s)]:
+                self._show_out(screen, share)
+
+    def _show_out(self, viewer: Peer, share: Share) -> None:
+        """Stop sending the share to this viewer, and tell it the share ended for it."""
+        self._unwatch(viewer, share.id)
+        viewer.send("unshared", share=share.id)
 
     def _tell_sharer(self, share: Share) -> None:
         """The sharer sees who is watching, live."""

@@ -11,6 +11,16 @@ if TYPE_CHECKING:
 
 
 @dataclass(eq=False)
+class Guest:
+    """A guest, as opposed to its name: its sessions share this object while it comes back
+    with its resume secret, and a different guest taking the name gets a new one. What is
+    granted to a guest is granted to this, never to the name."""
+
+    invited: set[str] = field(default_factory=set)  # private rooms it was invited to
+    registered: bool = False  # it registered its name: that account is this guest
+
+
+@dataclass(eq=False)
 class Session:
     name: str
     chat: Peer
@@ -24,6 +34,7 @@ class Session:
     # session (and of the earlier ones it resumed), an account's those since it was made.
     since: int = 0
     skeleton: str = ""  # what the name looks like (protocol.lookalike.name_skeleton)
+    guest: Guest | None = None  # who this guest is (kept if it registers); None: an account
 
     @property
     def key(self) -> str:
