@@ -87,6 +87,10 @@ def test_python_server_py_outside_the_venv_uses_the_projects_venv(tmp_path: Path
         _, err = proc.communicate(timeout=3 * TIMEOUT)
     assert proc.returncode == 0, err
     assert "Traceback" not in err
+    no_display = {k: v for k, v in env.items() if k != "DISPLAY"}
+    out = subprocess.run(bare_python(root / "client.py", cwd=root), capture_output=True,
+                         text=True, timeout=3 * TIMEOUT, cwd=root, env=no_display)
+    assert out.returncode == 1 and "cannot open a window" in out.stderr, out  # the app ran
 
 
 def test_python_scripts_without_a_venv_say_what_to_run(tmp_path: Path) -> None:
@@ -173,7 +177,7 @@ def client(srv: ServerProcess, user: str) -> Client:
                   timeout=TIMEOUT)
 
 
-def test_admin_reports_what_the_running_server_did(tmp_path: Path) -> None:
+def test_admin_kick_reports_what_the_running_server_did(tmp_path: Path) -> None:
     data = tmp_path / "data"
     assert admin("--data-dir", str(data), "create-admin", "boss", cwd=tmp_path).returncode == 0
 
@@ -191,6 +195,23 @@ def test_admin_reports_what_the_running_server_did(tmp_path: Path) -> None:
             out = await asyncio.to_thread(admin, "kick", "carol", cwd=tmp_path)
             assert out.returncode == 0, out
             assert out.stdout.strip() == "carol is not connected: nobody was kicked", out
+
+    with running_server(data) as srv:
+        run(scenario(srv))
+    # no server: a kick says nothing happened
+    out = admin("kick", "bob", cwd=tmp_path)
+    assert out.returncode == 1, out
+    assert out.stderr.strip() == ("no server is running with the data directory data: "
+                                  "nobody was kicked"), out
+
+
+def test_admin_changes_report_what_the_running_server_did(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    assert admin("--data-dir", str(data), "create-admin", "boss", cwd=tmp_path).returncode == 0
+
+    async def scenario(srv: ServerProcess) -> None:
+        async with client(srv, "eve") as eve:
+            await eve.join("general")
             out = await asyncio.to_thread(admin, "mute", "eve", "--for", "1h", cwd=tmp_path)
             assert out.returncode == 0, out
             assert out.stdout.splitlines()[0].startswith("Muted eve until"), out
@@ -221,11 +242,7 @@ def test_admin_reports_what_the_running_server_did(tmp_path: Path) -> None:
 
     with running_server(data) as srv:
         run(scenario(srv))
-    # no server: a kick says nothing happened; a ban is stored for the next start
-    out = admin("kick", "bob", cwd=tmp_path)
-    assert out.returncode == 1, out
-    assert out.stderr.strip() == ("no server is running with the data directory data: "
-                                  "nobody was kicked"), out
+    # no server: a ban is stored for the next start
     out = admin("ban", "bob", cwd=tmp_path)
     assert out.returncode == 0, out
     assert out.stdout.splitlines()[1] == ("no server is running with the data directory data: "
