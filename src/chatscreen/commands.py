@@ -11,8 +11,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
+from chatscreen.durations import parse_duration
 from chatscreen.errors import ChatscreenError
-from chatscreen.server.moderation import parse_duration
 
 HELP = ("commands: /join ROOM, /msg USER TEXT, /who [ROOM], /rooms, /register, "
         "/kick USER [REASON], /mute USER DURATION [REASON], /unmute USER, "

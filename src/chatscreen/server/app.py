@@ -7,6 +7,7 @@ import asyncio.sslproto
 import contextlib
 import ctypes
 import logging
+import os
 import signal
 import ssl
 import time
@@ -17,7 +18,7 @@ from chatscreen.errors import ErrorCode
 from chatscreen.protocol import Limits, State
 from chatscreen.server.accounts import SQLiteAccounts
 from chatscreen.server.chat import ChatService, LoginPolicy, RoomPolicy
-from chatscreen.server.datadir import prepare, warn_loose_modes
+from chatscreen.server.datadir import hold_running_lock, prepare, warn_loose_modes
 from chatscreen.server.fanout import LocalFanout
 from chatscreen.server.limits import TokenBucket
 from chatscreen.server.metrics import Counters, serve_http
@@ -108,6 +109,7 @@ class Server:
         self.chat_port = settings.chat_port
         self.screen_port = settings.screen_port
         self._all_closed = asyncio.Event()
+        self._running_lock: int | None = None  # see datadir.hold_running_lock
 
     # -- PeerRegistry ------------------------------------------------------------------
 
@@ -222,6 +224,7 @@ class Server:
         """Before anything is written in it: there (0700), writable, and private."""
         prepare(self.settings.data_dir)
         warn_loose_modes(self.settings.data_dir)
+        self._running_lock = hold_running_lock(self.settings.data_dir)
 
     def _tls_context(self) -> ssl.SSLContext | None:
         s = self.settings
@@ -318,6 +321,9 @@ class Server:
         for peer in list(self.peers):
             peer.abort()
         await self.store.close()
+        if self._running_lock is not None:
+            os.close(self._running_lock)
+            self._running_lock = None
 
 
 

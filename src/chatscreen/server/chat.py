@@ -37,6 +37,7 @@ from chatscreen.server.accounts import (
     ROLES,
     Account,
     AccountStore,
+    AdminRequest,
     Ban,
     hash_password,
     verify_password,
@@ -1129,12 +1130,7 @@ class ChatService:
                 if kind != "address":
                     self._admin_notice(target, f"{'unmuted' if kind == 'mute' else 'unbanned'}"
                                        " {name}")
-        for key, reason in await store.take_kicks():
-            victim = self.sessions.get(key)
-            if victim is not None and not first:
-                because = f": {reason}" if reason else ""
-                self._admin_notice(key, "kicked {name}" + because)
-                self._expel(victim, ErrorCode.KICKED, f"You were kicked by an admin{because}")
+        before = list(self.sessions.values())  # for the answers to `chatscreen admin`
         for session in list(self.sessions.values()):
             account = self.accounts.get(session.key)
             owner = account or self.lookalikes.get(session.skeleton)
@@ -1150,6 +1146,34 @@ class ChatService:
                 session.chat.fail(ErrorCode.BANNED, f"You are banned {ban.until_text()}"
                                   + (f": {ban.reason}" if ban.reason else ""))
                 self._logout(session)
+        requests = await store.pending_requests()
+        if requests:
+            await store.answer_requests([(r.id, self._answer(r, first, before))
+                                         for r in requests])
+
+    def _answer(self, req: AdminRequest, first: bool, before: list[Session]) -> str:
+        """Carry out a kick `chatscreen admin` asked for, or say what the change it made
+        (read above) did to who is connected: its answer, which the command prints."""
+        if req.kind == "address":
+            hit = [s for s in before if s.chat.ip == req.target]
+            gone = sum(self.sessions.get(s.key) is not s for s in hit)
+            if gone:
+                return f"{gone} user(s) connected from {req.target} disconnected"
+            return f"{len(hit) or 'no'} user(s) connected from {req.target}"
+        victim = next((s for s in before if s.key == req.target), None)
+        if req.action == "kick":
+            if first or victim is None:
+                return f"{req.target} is not connected: nobody was kicked"
+            because = f": {req.reason}" if req.reason else ""
+            self._admin_notice(victim.key, "kicked {name}" + because)
+            self._expel(victim, ErrorCode.KICKED, f"You were kicked by an admin{because}")
+            return f"{victim.name} was kicked"
+        if victim is None:
+            return f"{req.target} is not connected"
+        if self.sessions.get(victim.key) is not victim:
+            return f"{victim.name} was disconnected"
+        now = f", now {victim.role or 'guest'}" if req.action == "role" else ""
+        return f"{victim.name} is connected{now}"
 
     def _end_guest(self, session: Session, owner: Account) -> None:
         """A guest's name, or one it looks like, was registered: the guest must go."""
