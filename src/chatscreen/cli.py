@@ -735,7 +735,7 @@ async def run_share(args: argparse.Namespace) -> int:
 
 
 async def run_view(args: argparse.Namespace) -> int:
-    from chatscreen.sharing import snapshot
+    from chatscreen.sharing import NoPicture, ShareGone, find_share, snapshot_of, why_no_share
 
     host, port = split_server(args)
     if args.snapshot is None:
@@ -745,10 +745,14 @@ async def run_view(args: argparse.Namespace) -> int:
                                  tls_args(args))
     client = await connect_client(args, reconnect=False)
     try:
-        canvas = await snapshot(client, args.sharer, args.timeout)
-    except TimeoutError:
-        who = f"from {args.sharer} " if args.sharer else ""
-        raise ChatscreenError(f"No complete picture {who}within {args.timeout:g} s") from None
+        try:  # each way of failing says which it is (see why_no_share)
+            share = await find_share(client, args.sharer, args.timeout)
+        except TimeoutError:
+            why = await why_no_share(client, args.sharer)
+            raise ChatscreenError(f"{why} (waited {args.timeout:g} s)") from None
+        canvas = await snapshot_of(client, share, args.timeout)
+    except (NoPicture, ShareGone) as exc:
+        raise ChatscreenError(str(exc)) from None
     finally:
         with contextlib.suppress(Exception):
             await client.close()
