@@ -87,6 +87,16 @@ class ScreenTab(ttk.Frame):
             0, 0, anchor="center", fill="#9aa0a6", font=self.app.fonts["body"],
             text="No screen shown.\nPick a shared screen on the left and click "
                  "“Start Receiving Screen”.", justify="center")
+        # Over the last picture once the share has ended: greyed, and why, in large type.
+        self.ended_shade = self.canvas.create_rectangle(0, 0, 0, 0, fill="#1e1f22",
+                                                        stipple="gray75", width=0,
+                                                        state="hidden")
+        self.ended_box = self.canvas.create_rectangle(0, 0, 0, 0, fill="#1e1f22",
+                                                      outline="#9aa0a6", state="hidden")
+        self.ended_text = self.canvas.create_text(
+            0, 0, anchor="center", fill="#ffffff", font=self.app.fonts["title"], text="",
+            justify="center", state="hidden")
+        self.ended = ""  # why the picture shown is no longer live ("" while it is)
         self.canvas.bind("<Configure>", self._on_resize)
         self.canvas.bind("<ButtonPress-1>", lambda e: self.canvas.scan_mark(e.x, e.y))
         self.canvas.bind("<B1-Motion>", lambda e: self.canvas.scan_dragto(e.x, e.y, gain=1))
@@ -209,9 +219,11 @@ class ScreenTab(ttk.Frame):
                 text="Not sharing" if reason == "stopped" else f"Sharing stopped: {reason}")
             self._sharing_controls(False)
             self.app.set_sharing(False)
-        elif ev.type == "gui_watch_ended" and ev["reason"] != "stopped":
-            self.watch_status.configure(text=one_line(f"Lost {ev['user']}'s screen: "
-                                                      f"{ev['reason']}", isolate=False))
+        elif (ev.type == "gui_watch_ended" and ev["reason"] != "stopped"
+              and self.wanted is not None and not self.ended):
+            reason = str(ev["reason"])
+            self._show_ended(reason if reason.endswith("stopped sharing")
+                             else f"Lost {ev['user']}'s screen: {reason}")
 
     def _set_shares(self, shares: list[dict[str, Any]]) -> None:
         me = self.app.user.casefold()
@@ -227,8 +239,8 @@ class ScreenTab(ttk.Frame):
         if share is None:
             net.unwatch()
             self.watching = None
-            self.watch_status.configure(text=f"{self.wanted} is not sharing now; "
-                                             "waiting for their screen")
+            if not self.ended:
+                self._show_ended(f"{self.wanted} stopped sharing")
         elif not net.watching or self._watching_id != share["id"]:
             self._start(share)
 
@@ -353,6 +365,7 @@ class ScreenTab(ttk.Frame):
         net.watch_meter.rates()
         self.watch_title.configure(text=f"{share['user']}'s screen  ({share['w']}x{share['h']})")
         self.watch_status.configure(text="")
+        self._show_ended("")
         self.stats_label.configure(text="waiting for the picture…")
         self._relabel()
 
@@ -368,8 +381,28 @@ class ScreenTab(ttk.Frame):
         self.watch_title.configure(text="Not watching")
         self.watch_status.configure(text="")
         self.stats_label.configure(text="")
+        self._show_ended("")
         self._show_picture(False)
         self._relabel()
+
+    def _show_ended(self, why: str) -> None:
+        """The share watched has ended (``why``), or is live again (""): the last picture
+        stays, greyed, with why across it in large type; the title says so too."""
+        self.ended = why
+        state = "normal" if why else "hidden"
+        shown = one_line(why, isolate=False)  # it may quote the server
+        self.canvas.itemconfigure(self.ended_text, text=shown, state=state)
+        for item in (self.ended_shade, self.ended_box):
+            self.canvas.itemconfigure(item, state=state)
+        if why:
+            for item in (self.ended_shade, self.ended_box, self.ended_text):
+                self.canvas.tag_raise(item)
+            who = self.wanted or ""
+            self.watch_title.configure(text=f"{who}'s screen: ended" if who else "Ended")
+            self.watch_status.configure(text=f"{shown}. The picture is the last one received;"
+                                             " it comes back by itself if they share again.")
+            self.stats_label.configure(text="")
+        self._place()
 
     def reset(self) -> None:
         self.stop_watching()
@@ -456,7 +489,7 @@ class ScreenTab(ttk.Frame):
         fps, bps = net.watch_meter.rates()
         shown = self.shown_frames - self._shown_mark
         self._shown_mark = self.shown_frames
-        if self.picture_shown:
+        if self.picture_shown and not self.ended:
             self.stats_label.configure(text=f"received {format_rate(fps, bps)}")
         self.last_rates = (fps, bps, shown)
 
@@ -488,6 +521,15 @@ class ScreenTab(ttk.Frame):
         cw, ch = max(1, self.canvas.winfo_width()), max(1, self.canvas.winfo_height())
         pw, ph = self.blitter.size
         self.canvas.coords(self.placeholder, cw // 2, ch // 2)
+        x0, y0 = int(self.canvas.canvasx(0)), int(self.canvas.canvasy(0))  # type: ignore[no-untyped-call]
+        self.canvas.coords(self.ended_shade, x0, y0, x0 + cw, y0 + ch)
+        self.canvas.coords(self.ended_text, x0 + cw // 2, y0 + ch // 2)
+        self.canvas.itemconfigure(self.ended_text, width=max(cw - 80, 100))
+        box = self.canvas.bbox(self.ended_text) if self.ended else None
+        if box:
+            pad = self.app.px(18)
+            self.canvas.coords(self.ended_box, box[0] - pad, box[1] - pad // 2,
+                               box[2] + pad, box[3] + pad // 2)
         big = self.picture_shown and (pw > cw or ph > ch)
         if big:
             self.canvas.itemconfigure(self.image_item, anchor="nw")
