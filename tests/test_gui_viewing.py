@@ -3,14 +3,18 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from chatscreen.client import Client, OutRect, ScreenChannel, ThreadedClient
 from chatscreen.codec import encode_jpeg
 from chatscreen.gui.net import close_loop
 from tests.helpers.display import grab_display
-from tests.helpers.gui import GuiHarness
-from tests.helpers.server import TIMEOUT, ServerProcess
+from tests.helpers.gui import GUI_TIMEOUT, GuiHarness
+from tests.helpers.server import REPO, TIMEOUT, ServerProcess
 from tests.test_gui import _bgra, _picture, connected, gui, shots  # noqa: F401
 
 
@@ -69,6 +73,77 @@ def test_a_share_that_ends_says_so_over_the_greyed_picture(
         g.wait_for(lambda: brightness() > 0.9 * live, "the picture, not greyed")
         assert "ended" not in str(tab.watch_title.cget("text"))
     finally:
+        for screen in screens:
+            painter.run(screen.close()).result(TIMEOUT)
+        painter.close()
+        close_loop(painter)
+
+
+def _window(display: str, title: str) -> tuple[int, int, int, int] | None:
+    """Where the window whose title contains ``title`` is (x, y, w, h), if there is one."""
+    env = {**os.environ, "DISPLAY": display}
+    found = subprocess.run(["xdotool", "search", "--name", title], env=env, text=True,
+                           capture_output=True, timeout=TIMEOUT).stdout.split()
+    if not found:
+        return None
+    geo = subprocess.run(["xdotool", "getwindowgeometry", "--shell", found[0]], env=env,
+                         text=True, capture_output=True, timeout=TIMEOUT).stdout
+    v = dict(line.split("=", 1) for line in geo.split())
+    return int(v["X"]), int(v["Y"]), int(v["WIDTH"]), int(v["HEIGHT"])
+
+
+def _wait_window(display: str, title: str, proc: subprocess.Popen[str]
+                 ) -> tuple[int, int, int, int]:
+    deadline = time.monotonic() + GUI_TIMEOUT
+    while (where := _window(display, title)) is None:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"no window titled {title!r}"
+    return where
+
+
+def test_the_view_window_dims_a_share_that_ended_and_says_so(
+        xvfb_display: str, server: ServerProcess) -> None:
+    picture = _picture()
+    h, w = picture.shape[:2]
+    data = encode_jpeg(_bgra(picture), 90)
+    painter = ThreadedClient("127.0.0.1", "painter", chat_port=server.chat_port,
+                             screen_port=server.screen_port, timeout=TIMEOUT)
+    screens: list[ScreenChannel] = []
+
+    async def share(c: Client) -> None:
+        screen = await c.open_screen()
+        screens.append(screen)
+        await screen.share(w, h)
+        await screen.send_frame(w, h, [OutRect(0, 0, w, h, "jpeg", data)], key=True)
+
+    def brightness(where: tuple[int, int, int, int]) -> float:
+        x, y, sw, sh = where
+        return float(grab_display(xvfb_display)[y : y + sh, x : x + sw].mean())
+
+    viewer: subprocess.Popen[str] | None = None
+    try:
+        painter.connect().result(TIMEOUT)
+        painter.call(share).result(TIMEOUT)
+        viewer = subprocess.Popen(
+            [sys.executable, "-m", "chatscreen", "view", "--server",
+             f"127.0.0.1:{server.chat_port}", "--screen-port", str(server.screen_port),
+             "--user", "viewer", "--from", "painter"],
+            env={**os.environ, "DISPLAY": xvfb_display}, cwd=REPO, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        where = _wait_window(xvfb_display, "chatscreen viewer: Watching painter", viewer)
+        deadline = time.monotonic() + GUI_TIMEOUT
+        while (live := brightness(where)) < 20:  # the picture drawn (not the black window)
+            assert time.monotonic() < deadline, "no picture in the viewer window"
+
+        painter.run(screens[0].unshare()).result(TIMEOUT)
+        where = _wait_window(xvfb_display, "painter stopped sharing", viewer)
+        deadline = time.monotonic() + GUI_TIMEOUT
+        while brightness(where) >= 0.6 * live:  # dimmed: plainly not live any more
+            assert time.monotonic() < deadline, "the last picture is not dimmed"
+    finally:
+        if viewer is not None:
+            viewer.terminate()
+            viewer.communicate(timeout=TIMEOUT)
         for screen in screens:
             painter.run(screen.close()).result(TIMEOUT)
         painter.close()
