@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from chatscreen.gui.net import close_loop
 from tests.helpers.display import grab_display
 from tests.helpers.gui import GUI_TIMEOUT, GuiHarness
 from tests.helpers.server import REPO, TIMEOUT, ServerProcess
+from tests.helpers.xvfb import run_xvfb
 from tests.test_gui import _bgra, _picture, connected, gui, shots  # noqa: F401
 
 
@@ -148,3 +150,83 @@ def test_the_view_window_dims_a_share_that_ended_and_says_so(
             painter.run(screen.close()).result(TIMEOUT)
         painter.close()
         close_loop(painter)
+
+
+LAYOUT_PROBE = """
+import json, tkinter as tk
+from tkinter import ttk
+from chatscreen.gui.app import App
+from chatscreen.gui.settings import ClientSettings
+
+root = tk.Tk()
+app = App(root, ClientSettings())
+app.notebook.select(app.screen_tab)
+root.update()
+
+def cut(w):
+    # every label, button and field that shows less than it needs, or sticks out of its row
+    out = []
+    for c in w.winfo_children():
+        if c.winfo_ismapped() and isinstance(c, (ttk.Label, ttk.Button, ttk.Combobox,
+                                                 ttk.Entry)):
+            right = c.winfo_rootx() + c.winfo_width()
+            if (c.winfo_width() < c.winfo_reqwidth()
+                    or right > c.master.winfo_rootx() + c.master.winfo_width()):
+                out.append(str(c.cget("text")) if isinstance(c, ttk.Label) else str(c))
+        out += cut(c)
+    return out
+
+print(json.dumps({"window": [root.winfo_width(), root.winfo_height()],
+                  "screen": [root.winfo_screenwidth(), root.winfo_screenheight()],
+                  "cut": cut(app.screen_tab)}))
+app.quit()
+"""
+
+
+def test_scaled_up_the_window_fits_the_screen_and_the_share_bar_is_whole() -> None:
+    """CHATSCREEN_SCALE=1.5 on a 1600x1000 screen: the window was 1720x1126, and the Screen
+    Share bar showed "…(JPEG q80) Not sha"."""
+    with run_xvfb("1600x1000x24") as display:  # its own: Tk keeps its scaling per display
+        out = subprocess.run([sys.executable, "-c", LAYOUT_PROBE], capture_output=True,
+                             text=True, timeout=GUI_TIMEOUT, cwd=REPO,
+                             env={**os.environ, "DISPLAY": display, "CHATSCREEN_SCALE": "1.5"})
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    assert got["screen"] == [1600, 1000]
+    assert got["window"][0] <= 1600 and got["window"][1] <= 1000, got
+    assert got["cut"] == []
+
+
+def test_a_preset_shares_at_the_same_rate_from_the_app_as_from_the_cli(
+        gui: GuiHarness, server: ServerProcess, xvfb_display: str) -> None:  # noqa: F811
+    """"balanced" ran ~30 updates/s from `chatscreen share` but 15 from the app (which had
+    a preset table of its own, with other qualities too)."""
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "chatscreen", "share", "--server",
+         f"127.0.0.1:{server.chat_port}", "--screen-port", str(server.screen_port),
+         "--user", "cli", "--preset", "balanced"],
+        env={**os.environ, "DISPLAY": xvfb_display}, cwd=REPO, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert cli.stdout is not None
+        said = cli.stdout.readline()  # "Sharing WxH at about N updates/s (preset balanced)..."
+        assert "(preset balanced)" in said, said + cli.communicate(timeout=TIMEOUT)[1]
+        cli_rate = float(said.split(" at about ")[1].split()[0])
+    finally:
+        cli.terminate()
+        cli.communicate(timeout=TIMEOUT)
+
+    g = gui
+    connected(g, server, "alice")
+    tab = g.app.screen_tab
+    g.select_tab("Screen Share")
+    tab.preset.set("balanced")
+    g.click(tab.share_button)
+    g.wait_for(lambda: g.app.banner.winfo_ismapped(), "the sharing indicator")
+    net = g.app.net
+    assert net is not None and net.share_stats is not None
+    assert (net.share_stats.fps, net.share_stats.preset) == (cli_rate, "balanced")
+    assert f"about {cli_rate:g} updates/s" in str(g.app.banner_detail.cget("text"))
+    assert f"about {cli_rate:g} updates/s" in str(tab.preset_hint.cget("text"))
+    g.click(g.app.banner_stop)
+    g.wait_for(lambda: not g.app.banner.winfo_ismapped(), "sharing to stop")

@@ -68,6 +68,8 @@ class ShareStats:
     damage: bool = False  # captures driven by X DAMAGE (else polling at fps)
     channel: ScreenChannel | None = None  # the share's connection (its ``viewers``: live)
     cursors: int = 0  # pointer updates sent (the pointer is not in the tiles)
+    fps: float = 0.0  # the update rate asked for (about; see CaptureBucket)
+    preset: str = ""  # the encoder's preset (chatscreen.encoders.PRESETS)
 
     def summary(self) -> str:
         secs = max(time.monotonic() - self.started, 1e-9)
@@ -299,6 +301,7 @@ async def share_screen(client: Client, stop: asyncio.Event, *, monitor: int = 1,
     ``lossless`` or ``jpeg`` (every change so, never H.264). ``layers=2``: send a low quality
     layer too while the relay asks for one (:mod:`chatscreen.simulcast`); 1: never."""
     stats = stats or ShareStats()
+    stats.fps, stats.preset = fps, preset
     loop = asyncio.get_running_loop()
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="capture")
     grabber: _Grabber = await loop.run_in_executor(pool, _Grabber, monitor, quality, max_size,

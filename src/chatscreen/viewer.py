@@ -24,7 +24,6 @@ from chatscreen.resume import keep_watching
 from chatscreen.sharing import find_share, frame_rects, why_no_share
 from chatscreen.text import one_line
 
-
 FIRST_LOOK = 2.0  # s: the share asked for not listed by then: say why, and wait on
 ENDED_BRIGHTNESS = 0.35  # the last picture of a share that ended, dimmed to this
 

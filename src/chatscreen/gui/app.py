@@ -34,6 +34,7 @@ POLL_MS = 8  # the Tk thread looks for events and frames this often
 MAX_EVENTS_PER_POLL = 300  # the window stays responsive under a flood of messages
 PING_EVERY = 2.0  # s between round-trip measurements
 DEFAULT_ROOM = "general"
+SCREEN_SHARE_MAX = 0.92  # the window takes at most this share of the screen's width/height
 
 COLOURS = {"idle": "#9e9e9e", "connecting": "#e0a800", "connected": "#2e9d46",
            "reconnecting": "#e0a800", "disconnected": "#d93025"}
@@ -171,8 +172,11 @@ class App:
     def _build(self) -> None:
         px = self.px
         self.root.title("chatscreen")
-        self.root.geometry(f"{px(1100)}x{px(720)}")
-        self.root.minsize(px(760), px(500))
+        # Never larger than the screen, at any scale (room left for a panel and the frame).
+        sw, sh = self.root.winfo_screenwidth(), self.root.winfo_screenheight()
+        fit_w, fit_h = int(sw * SCREEN_SHARE_MAX), int(sh * SCREEN_SHARE_MAX)
+        self.root.geometry(f"{min(px(1100), fit_w)}x{min(px(720), fit_h)}")
+        self.root.minsize(min(px(760), fit_w), min(px(500), fit_h))
         # The status line is packed first, so that it keeps its room when the window shrinks.
         bar = ttk.Frame(self.root, padding=(px(10), px(5)))
         bar.pack(fill="x", side="bottom")

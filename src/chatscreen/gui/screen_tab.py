@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import contextlib
 import tkinter as tk
-from dataclasses import dataclass
 from tkinter import ttk
 from typing import TYPE_CHECKING, Any
 
+from chatscreen.encoders import DEFAULT_PRESET, PRESETS
 from chatscreen.gui.net import FrameMailbox
 from chatscreen.gui.render import Blitter, Composer
 from chatscreen.gui.widgets import selection, styled_listbox
 from chatscreen.protocol import Message
+from chatscreen.sharing import DEFAULT_FPS
 from chatscreen.text import one_line
 
 if TYPE_CHECKING:
@@ -23,25 +24,14 @@ RESIZE_DELAY_MS = 60  # rescale once the window stops changing size
 STATS_EVERY = 1.0  # s between updates of the frames/s and bitrate shown
 
 
-@dataclass(frozen=True)
-class Preset:
-    name: str
-    quality: int  # JPEG quality
-    fps: float
-    hint: str
-
-
-#: What is shared, mapped to JPEG quality and frame rate (see docs/gui.md).
 # who may watch our share: the choice, and what `share` is sent with
 AUDIENCES = {"Everyone": "everyone", "Only the people named": "viewers",
              "The members of a room": "room"}
 
-PRESETS = {
-    "text": Preset("text", 90, 5.0, "sharp text, 5 frames/s"),
-    "balanced": Preset("balanced", 80, 15.0, "15 frames/s"),
-    "motion": Preset("motion", 60, 30.0, "smooth motion, 30 frames/s"),
-}
-DEFAULT_PRESET = "balanced"
+# The presets are the sharing library's (chatscreen.encoders), the same as `chatscreen
+# share --preset`, at the same rate (DEFAULT_FPS): what they do, in a few words.
+PRESET_HINTS = {"text": "sharpest text", "balanced": "sharp text, photos as JPEG",
+                "motion": "smoothest motion"}
 
 
 def _monitors() -> list[str]:
@@ -147,10 +137,18 @@ class ScreenTab(ttk.Frame):
         self.preset.set(DEFAULT_PRESET)
         self.preset.pack(side="left")
         self.preset.bind("<<ComboboxSelected>>", lambda _e: self._show_preset())
-        self.preset_hint = ttk.Label(share, text="", style="CardHint.TLabel")
-        self.preset_hint.pack(side="left", padx=(8, 0))
-        self.share_status = ttk.Label(share, text="", style="CardHint.TLabel")
-        self.share_status.pack(side="right")
+        # What the preset does and how the share goes: a row of their own, wrapped to the
+        # card's width, so that neither is cut off when the window is narrow or scaled up.
+        info = ttk.Frame(card, style="Card.TFrame")
+        info.pack(fill="x", pady=(6, 0))
+        info.columnconfigure(1, weight=1)
+        self.preset_hint = ttk.Label(info, text="", style="CardHint.TLabel")
+        self.preset_hint.grid(row=0, column=0, sticky="w")
+        self.share_status = ttk.Label(info, text="", style="CardHint.TLabel", anchor="e",
+                                      justify="right")
+        self.share_status.grid(row=0, column=1, sticky="e", padx=(12, 0))
+        info.bind("<Configure>", lambda e: self.share_status.configure(
+            wraplength=max(100, e.width - self.preset_hint.winfo_reqwidth() - 12)))
         self._show_preset()
 
         side = ttk.Frame(self)
@@ -200,7 +198,8 @@ class ScreenTab(ttk.Frame):
 
     def _show_preset(self) -> None:
         p = PRESETS[self.preset_name]
-        self.preset_hint.configure(text=f"{p.hint} (JPEG q{p.quality})")
+        self.preset_hint.configure(text=f"{PRESET_HINTS.get(p.name, p.name)}: about "
+                                        f"{DEFAULT_FPS:g} updates/s, JPEG q{p.quality}")
 
     # -- events ------------------------------------------------------------------------
 
@@ -211,7 +210,7 @@ class ScreenTab(ttk.Frame):
             p = PRESETS[self.preset_name]
             self.share_status.configure(text="")  # the red banner says it all
             self.share_detail = (f"monitor {self._monitor_index()}, {ev['w']}x{ev['h']}, "
-                                 f"{p.name} (q{p.quality}, {p.fps:g} frames/s)")
+                                 f"{p.name} (q{p.quality}, about {DEFAULT_FPS:g} updates/s)")
             self.app.set_sharing(True, self.share_detail)
         elif ev.type == "gui_share_ended":
             reason = ev["reason"]
@@ -288,7 +287,6 @@ class ScreenTab(ttk.Frame):
         if net.sharing:
             self.stop_share()
             return
-        preset = PRESETS[self.preset_name]
         who, text = AUDIENCES[self.audience.get()], self.audience_entry.get().strip()
         names = [n.strip() for n in text.split(",") if n.strip()]
         if who != "everyone" and not names:
@@ -296,7 +294,7 @@ class ScreenTab(ttk.Frame):
             self.audience_entry.focus_set()
             return
         self._show_preset()
-        net.start_share(self._monitor_index(), preset.fps, preset.quality,
+        net.start_share(self._monitor_index(), self.preset_name,
                         viewers=names if who == "viewers" else None,
                         room=names[0].lstrip("#") if who == "room" else None)
         self._sharing_controls(True)
