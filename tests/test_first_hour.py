@@ -3,16 +3,19 @@ the docs agree with what the program does. Real CLI processes against the real s
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from chatscreen.commands import parse_command
 from chatscreen.errors import ChatscreenError
-from tests.helpers.server import REPO, TIMEOUT, ServerProcess
+from tests.helpers.server import REPO, TIMEOUT, ServerProcess, running_server
 
 README = Path(REPO) / "README.md"
 
@@ -52,3 +55,29 @@ def test_protocol_doc_says_what_the_transport_is() -> None:
     text = (Path(REPO) / "docs" / "protocol.md").read_text()
     assert "Plain TCP for now" not in text
     assert "TLS" in text.split("## Frames")[0]
+
+
+def test_a_mutes_end_shows_in_local_time_like_the_timeline(tmp_path: Path) -> None:
+    """The server writes when a mute ends in UTC ("until 2026-12-07 21:00:00 UTC"), the
+    timeline shows local times: the clients show that time in local time too."""
+    data = tmp_path / "data"
+    muted = subprocess.run([sys.executable, "-m", "chatscreen", "admin", "--data-dir",
+                            str(data), "mute", "bob", "--for", "1h"], capture_output=True,
+                           text=True, timeout=3 * TIMEOUT, cwd=REPO)
+    assert muted.returncode == 0, muted.stderr
+    assert "UTC" in muted.stdout  # what the server side writes
+    with running_server(data) as srv:
+        out = subprocess.run(
+            [sys.executable, "-m", "chatscreen", "chat", "--server",
+             f"127.0.0.1:{srv.chat_port}", "--user", "bob"], input="hello\n",
+            capture_output=True, text=True, timeout=3 * TIMEOUT, cwd=REPO,
+            env={**os.environ, "TZ": "Asia/Kolkata"})  # UTC+05:30: no mistaking it
+    assert out.returncode == 1
+    shown = out.stdout + out.stderr
+    assert re.search(r"! you are muted until \d{4}-\d\d-\d\d \d\d:\d\d:\d\d IST", shown), shown
+    assert "UTC" not in shown
+    utc = re.search(r"until (\S+ \S+) UTC", muted.stdout)
+    assert utc is not None
+    local = datetime.fromisoformat(utc.group(1) + "+00:00").astimezone(
+        ZoneInfo("Asia/Kolkata")).strftime("%Y-%m-%d %H:%M")
+    assert f"until {local}" in shown

@@ -22,7 +22,7 @@ from typing import Any
 
 from chatscreen import __version__
 from chatscreen.errors import ChatscreenError
-from chatscreen.text import display_text, one_line
+from chatscreen.text import display_text, local_times, one_line
 
 DEFAULT_CHAT_PORT = 9999
 DEFAULT_SCREEN_PORT = 9998
@@ -557,9 +557,9 @@ async def run_chat(args: argparse.Namespace) -> int:
                     f"{'joined' if ev['event'] == 'join' else 'left'} {one_line(ev['room'])}",
                     flush=True)
             elif ev.type == "notice":
-                out(f"* {one_line(ev['text'])}", flush=True)
+                out(f"* {one_line(local_times(ev['text']))}", flush=True)
             elif ev.type == "error":
-                out(f"! {one_line(ev['message'])}", flush=True)
+                out(f"! {one_line(local_times(ev['message']))}", flush=True)
             elif ev.type == "tls" and ev.get("checked"):
                 out(f"* {ev['where']}: its certificate is the one given, {ev['fingerprint']}; "
                     "remembered", file=sys.stderr, flush=True)
@@ -569,7 +569,8 @@ async def run_chat(args: argparse.Namespace) -> int:
                     file=sys.stderr, flush=True)
             elif ev.type == "status" and ev["state"] in ("reconnecting", "disconnected"):
                 retry = f", retrying in {ev['retry_in']} s" if ev.get("retry_in") else ""
-                out(f"! {ev['state']}: {one_line(ev.get('reason', ''))}{retry}", file=sys.stderr,
+                out(f"! {ev['state']}: {one_line(local_times(ev.get('reason', '')))}{retry}",
+                    file=sys.stderr,
                     flush=True)
             elif ev.type == "status" and ev["state"] == "connected" and shown_connected:
                 out("! connected again", file=sys.stderr, flush=True)
@@ -620,7 +621,8 @@ async def run_chat(args: argparse.Namespace) -> int:
             results = await asyncio.gather(*pending, return_exceptions=True)
             failed = [r for r in results if isinstance(r, BaseException)]
             if failed:
-                print(f"{len(failed)} message(s) not confirmed: {failed[0]}", file=sys.stderr)
+                print(f"{len(failed)} message(s) not confirmed: "
+                      f"{one_line(local_times(str(failed[0])))}", file=sys.stderr)
                 status = 1
     finally:
         printer.cancel()

@@ -28,7 +28,7 @@ from chatscreen.gui.net import NetSession
 from chatscreen.gui.screen_tab import ScreenTab
 from chatscreen.gui.settings import ClientSettings, save_settings, server_key
 from chatscreen.protocol import Message
-from chatscreen.text import one_line
+from chatscreen.text import local_times, one_line
 
 POLL_MS = 8  # the Tk thread looks for events and frames this often
 MAX_EVENTS_PER_POLL = 300  # the window stays responsive under a flood of messages
@@ -398,7 +398,7 @@ class App:
 
     def _set_state(self, state: str, reason: str = "") -> None:
         self.state = state
-        self._reason = one_line(reason, isolate=False)  # it may quote the server
+        self._reason = one_line(local_times(reason), isolate=False)  # it may quote the server
         self.status_dot.itemconfigure(self._dot, fill=COLOURS.get(state, COLOURS["idle"]))
         self._refresh_status()
 
@@ -473,9 +473,10 @@ class App:
         elif ev.type == "gui_rtt":
             self._refresh_status()
         elif ev.type == "gui_error":
-            self.connection_tab.show(ev["text"], error=True)
+            text = local_times(ev["text"])
+            self.connection_tab.show(text, error=True)
             self.status_label.configure(
-                text=f"{self.status_text} — {one_line(ev['text'], isolate=False)}")
+                text=f"{self.status_text} — {one_line(text, isolate=False)}")
         else:
             self.chat_tab.on_event(ev)
             self.screen_tab.on_event(ev)

@@ -20,7 +20,7 @@ from chatscreen.gui.dialogs import NewPasswordDialog
 from chatscreen.gui.net import gui_event
 from chatscreen.gui.widgets import selection, styled_listbox
 from chatscreen.protocol import Message
-from chatscreen.text import display_lines, one_line
+from chatscreen.text import display_lines, local_times, one_line
 
 if TYPE_CHECKING:
     from chatscreen.gui.app import App
@@ -360,7 +360,7 @@ class ChatTab(ttk.Frame):
         conv = self.conversations.get(key)
         if conv is None:
             return
-        conv.note(text)
+        conv.note(local_times(text))  # a mute's end: in local time, as the timeline
         if key == self.current:
             self._dirty = True
 
