@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -15,6 +16,7 @@ import pytest
 
 from chatscreen.commands import parse_command
 from chatscreen.errors import ChatscreenError
+from chatscreen.gui.timeline import day_line, grouped, presence_line
 from tests.helpers.server import REPO, TIMEOUT, ServerProcess, running_server
 
 README = Path(REPO) / "README.md"
@@ -81,3 +83,36 @@ def test_a_mutes_end_shows_in_local_time_like_the_timeline(tmp_path: Path) -> No
     local = datetime.fromisoformat(utc.group(1) + "+00:00").astimezone(
         ZoneInfo("Asia/Kolkata")).strftime("%Y-%m-%d %H:%M")
     assert f"until {local}" in shown
+
+
+def test_the_timeline_marks_each_new_day_and_collapses_runs_of_comings_and_goings(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "Europe/Berlin")  # the days below are local days there
+    time.tzset()
+    try:
+        _timeline_checks()
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def _timeline_checks() -> None:
+    def at(ts: str, **fields: object) -> dict[str, object]:
+        return {"ts": ts, **fields}
+
+    def presence(ts: str, user: str, event: str) -> dict[str, object]:
+        return at(ts, info=f"{user} {event}", presence=(user, event))
+
+    entries = [at("2026-12-06T10:00:00Z", id=1, user="bob", text="sunday"),
+               presence("2026-12-06T10:01:00Z", "carol", "join"),
+               presence("2026-12-06T10:02:00Z", "dan", "join"),
+               presence("2026-12-06T10:03:00Z", "erin", "leave"),
+               presence("2026-12-06T10:03:30Z", "erin", "join"),
+               at("2026-12-07T10:00:00Z", id=2, user="bob", text="monday")]
+    drawn = list(grouped(entries))
+    assert [kind for kind, _ in drawn] == ["day", "entry", "presence", "day", "entry"]
+    assert day_line(drawn[0][1]).startswith("— Sunday 6 December")
+    assert presence_line(drawn[2][1], "general") == (
+        "carol, dan joined · erin left and came back #general")
+    bot = [presence("2026-12-06T10:00:00Z", "ci-bot", e) for e in ["join", "leave"] * 5]
+    assert presence_line(bot, "general") == "ci-bot joined and left 5 times #general"

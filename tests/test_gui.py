@@ -241,7 +241,8 @@ def test_history_scroll_back_and_presence(gui: GuiHarness, server: ServerProcess
         assert str(chat.people_label.cget("text")) == "In #general (3 online)"
     finally:
         carol.close()
-    g.wait_for(lambda: "carol left #general" in chat.shown_text(), "the leave notice")
+    g.wait_for(lambda: "carol joined and left #general" in chat.shown_text(),
+               "the leave notice (with the join: one line)")
     assert "carol" not in chat.people_names
 
 

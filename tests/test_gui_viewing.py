@@ -8,16 +8,19 @@ import os
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from chatscreen.client import Client, OutRect, ScreenChannel, ThreadedClient
 from chatscreen.codec import encode_jpeg
 from chatscreen.gui.net import close_loop
+from chatscreen.gui.timeline import day_line
 from tests.helpers.display import grab_display
 from tests.helpers.gui import GUI_TIMEOUT, GuiHarness
 from tests.helpers.server import REPO, TIMEOUT, ServerProcess
 from tests.helpers.xvfb import run_xvfb
-from tests.test_gui import _bgra, _picture, connected, gui, shots  # noqa: F401
+from tests.test_gui import Headless, _bgra, _picture, connected, gui, shots  # noqa: F401
 
 
 def visible_texts(canvas: object) -> list[str]:
@@ -230,3 +233,72 @@ def test_a_preset_shares_at_the_same_rate_from_the_app_as_from_the_cli(
     assert f"about {cli_rate:g} updates/s" in str(tab.preset_hint.cget("text"))
     g.click(g.app.banner_stop)
     g.wait_for(lambda: not g.app.banner.winfo_ismapped(), "sharing to stop")
+
+
+def test_timeline_collapses_comings_and_goings_dates_days_and_hangs_lines_under_the_text(
+        gui: GuiHarness, fixed_port_server: ServerProcess,  # noqa: F811
+        shots: Path) -> None:  # noqa: F811
+    """Issue 16, items 9 and 10: join/leave notices crowded out the messages and went on a
+    reconnect, there were no day separators, another person's long message wrapped under
+    the time, and the people list stayed green while disconnected."""
+    g = gui
+    server = fixed_port_server
+    bob = Headless(server, "bob")
+    again: ServerProcess | None = None
+    try:
+        connected(g, server, "alice")
+        chat = g.app.chat_tab
+        g.select_tab("Chat")
+        for _ in range(5):  # a bot that comes and goes
+            Headless(server, "ci-bot").close()
+        g.wait_for(lambda: "ci-bot joined and left 5 times #general" in chat.shown_text(),
+                   "one line for the bot's comings and goings")
+        assert chat.shown_text().count("ci-bot") == 1
+        assert "presence" in chat.text.tag_names(_line_of(chat, "ci-bot"))
+
+        long = "a long line that has to wrap " * 8
+        bob.tc.call(lambda c: c.say("general", f"{long}\nand a second line")).result(TIMEOUT)
+        g.wait_for(lambda: "and a second line" in chat.shown_text(), "bob's long message")
+        today = day_line(datetime.now().date())
+        assert today in chat.shown_text()  # e.g. "— Monday 7 December —", above the day
+        first = _line_of(chat, "bob  a long line")
+        text_x = _x(g, chat, f"{first} + 12 chars")  # after "HH:MM  bob  ": the text
+        wrapped = chat.text.index(f"{first} + 1 display lines linestart")
+        assert chat.text.compare(wrapped, "<", f"{first} lineend")  # it does wrap
+        assert _x(g, chat, f"{first} + 1 display lines") >= text_x  # not under the time
+        second = _line_of(chat, "and a second line")
+        assert _x(g, chat, second) >= text_x - 2  # the marked line, under the text too
+        g.screenshot(shots / "timeline.png")
+
+        server.stop()
+        g.wait_for(lambda: g.app.state == "reconnecting", "Reconnecting")
+        g.wait_for(lambda: "(offline)" in str(chat.people_label.cget("text")),
+                   "the people list to say offline")
+        colours = {str(chat.people.itemcget(i, "foreground"))
+                   for i in range(chat.people.size())}
+        assert colours == {"#9aa0a6"}, colours  # greyed: nobody known online
+
+        again = ServerProcess(server.data_dir, chat_port=server.chat_port,
+                              screen_port=server.screen_port).start()
+        g.wait_for(lambda: g.app.state == "connected", "Connected again")
+        g.wait_for(lambda: "online)" in str(chat.people_label.cget("text")), "online again")
+        assert "ci-bot joined and left 5 times #general" in chat.shown_text()  # kept
+        assert "and a second line" in chat.shown_text()
+    finally:
+        bob.close()
+        if again is not None:
+            again.stop()
+
+
+def _line_of(chat: Any, needle: str) -> str:
+    found = chat.text.search(needle, "1.0", "end")
+    assert found, f"{needle!r} not shown"
+    return f"{str(found).split('.')[0]}.0"
+
+
+def _x(g: GuiHarness, chat: Any, index: str) -> int:
+    chat.text.see(index)
+    g.pump()
+    box = chat.text.bbox(index)
+    assert box is not None, index
+    return int(box[0])

@@ -398,6 +398,7 @@ class App:
 
     def _set_state(self, state: str, reason: str = "") -> None:
         self.state = state
+        self.chat_tab.set_live(state == "connected")
         self._reason = one_line(local_times(reason), isolate=False)  # it may quote the server
         self.status_dot.itemconfigure(self._dot, fill=COLOURS.get(state, COLOURS["idle"]))
         self._refresh_status()
