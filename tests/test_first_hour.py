@@ -3,19 +3,24 @@ the docs agree with what the program does. Real CLI processes against the real s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 
+from chatscreen.client import ThreadedClient
 from chatscreen.commands import parse_command
 from chatscreen.errors import ChatscreenError
+from chatscreen.gui.net import close_loop
 from chatscreen.gui.timeline import day_line, grouped, presence_line
 from tests.helpers.server import REPO, TIMEOUT, ServerProcess, running_server
 
@@ -116,3 +121,71 @@ def _timeline_checks() -> None:
         "carol, dan joined · erin left and came back #general")
     bot = [presence("2026-12-06T10:00:00Z", "ci-bot", e) for e in ["join", "leave"] * 5]
     assert presence_line(bot, "general") == "ci-bot joined and left 5 times #general"
+
+
+class Tmux:
+    """A terminal as a person has one: a tmux pane on a private tmux server, typed into
+    with send-keys and read with capture-pane."""
+
+    def __init__(self, command: list[str], env: dict[str, str]) -> None:
+        self.socket = f"chatscreen-test-{os.getpid()}-{id(self)}"
+        line = " ".join(["env", *(f"{k}={v}" for k, v in env.items()), *command])
+        self.tmux("new-session", "-d", "-x", "120", "-y", "30", line)
+
+    def tmux(self, *args: str) -> str:
+        return subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True,
+                              text=True, check=True, timeout=TIMEOUT).stdout
+
+    def screen(self) -> list[str]:
+        return [line.rstrip() for line in self.tmux("capture-pane", "-p").splitlines()
+                if line.strip()]
+
+    def wait(self, cond: Any, what: str) -> list[str]:
+        deadline = time.monotonic() + 3 * TIMEOUT
+        while not cond(lines := self.screen()):
+            shown = "\n".join(lines)
+            assert time.monotonic() < deadline, f"timed out waiting for {what}:\n{shown}"
+        return lines
+
+    def close(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self.tmux("kill-server")
+
+
+def test_a_message_arriving_leaves_the_half_typed_line_alone(server: ServerProcess) -> None:
+    """`chatscreen chat` on a terminal printed arriving messages over the line being typed."""
+    if shutil.which("tmux") is None:
+        pytest.fail("tmux is not installed (apt-get install tmux)", pytrace=False)
+    env = {"PYTHONPATH": os.environ.get("PYTHONPATH", ""), "CHATSCREEN_CONFIG_DIR":
+           os.environ["CHATSCREEN_CONFIG_DIR"], "TERM": "tmux-256color"}
+    term = Tmux([sys.executable, "-m", "chatscreen", "chat", "--server",
+                 f"127.0.0.1:{server.chat_port}", "--user", "alice"], env)
+    bob = ThreadedClient("127.0.0.1", "bob", chat_port=server.chat_port,
+                         screen_port=server.screen_port, timeout=TIMEOUT)
+    try:
+        term.wait(lambda lines: lines[-1:] == ["#general>"], "the input line")  # its prompt
+        term.tmux("send-keys", "-l", "half typed")
+        term.wait(lambda lines: lines[-1:] == ["#general> half typed"], "typed text")
+        bob.connect().result(TIMEOUT)
+        bob.call(lambda c: c.join("general")).result(TIMEOUT)
+        bob.call(lambda c: c.say("general", "hello from bob")).result(TIMEOUT)
+        lines = term.wait(lambda lines: any("bob: hello from bob" in line for line in lines),
+                          "bob's message")
+        said = next(line for line in lines if "bob: hello from bob" in line)
+        assert re.fullmatch(r"\[\d\d:\d\d:\d\d\] bob: hello from bob", said), lines
+        assert lines[-1] == "#general> half typed", lines  # still there, below the news
+        term.tmux("send-keys", "-l", " and the rest")
+        term.tmux("send-keys", "Enter")
+        deadline = time.monotonic() + 3 * TIMEOUT
+        while True:  # bob's events, as they come (the queue's get waits: no sleeping)
+            ev = bob.events.get(timeout=max(0.01, deadline - time.monotonic()))
+            if ev.type == "message" and ev["user"] == "alice":
+                break
+        assert ev["text"] == "half typed and the rest"
+        lines = term.wait(lambda lines: any(line.endswith("] alice: half typed and the rest")
+                                            for line in lines), "the message sent")
+        assert lines[-1] == "#general>"  # the sent line left the input line
+    finally:
+        term.close()
+        bob.close()
+        close_loop(bob)
