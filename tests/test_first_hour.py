@@ -189,3 +189,25 @@ def test_a_message_arriving_leaves_the_half_typed_line_alone(server: ServerProce
         term.close()
         bob.close()
         close_loop(bob)
+
+
+def test_register_on_a_terminal_asks_for_the_password_as_dots(server: ServerProcess) -> None:
+    if shutil.which("tmux") is None:
+        pytest.fail("tmux is not installed (apt-get install tmux)", pytrace=False)
+    env = {"PYTHONPATH": os.environ.get("PYTHONPATH", ""), "CHATSCREEN_CONFIG_DIR":
+           os.environ["CHATSCREEN_CONFIG_DIR"], "TERM": "tmux-256color"}
+    term = Tmux([sys.executable, "-m", "chatscreen", "chat", "--server",
+                 f"127.0.0.1:{server.chat_port}", "--user", "dana"], env)
+    try:
+        term.wait(lambda lines: lines[-1:] == ["#general>"], "the input line")
+        for typed, then in (("/register", "Password to register your name with:"),
+                            ("sekrit-Passw0rd", "Again:"), ("sekrit-Passw0rd", None)):
+            term.tmux("send-keys", "-l", typed)
+            term.tmux("send-keys", "Enter")
+            if then is not None:
+                term.wait(lambda lines, then=then: lines[-1:] == [then], then)
+        lines = term.wait(lambda lines: any(line.startswith("* registered") for line in lines),
+                          "the registration")
+        assert not any("sekrit" in line for line in lines), lines
+    finally:
+        term.close()
