@@ -302,3 +302,18 @@ def _x(g: GuiHarness, chat: Any, index: str) -> int:
     box = chat.text.bbox(index)
     assert box is not None, index
     return int(box[0])
+
+
+def test_the_view_window_says_why_there_is_nothing_to_show(xvfb_display: str,
+                                                           server: ServerProcess) -> None:
+    """`chatscreen view --from ghost` said only "Waiting for a share…" for as long as it ran."""
+    viewer = subprocess.Popen(
+        [sys.executable, "-m", "chatscreen", "view", "--server", f"127.0.0.1:{server.chat_port}",
+         "--screen-port", str(server.screen_port), "--user", "viewer", "--from", "ghost"],
+        env={**os.environ, "DISPLAY": xvfb_display}, cwd=REPO, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait_window(xvfb_display, "chatscreen viewer: Waiting: ghost is not online", viewer)
+    finally:
+        viewer.terminate()
+        viewer.communicate(timeout=TIMEOUT)
