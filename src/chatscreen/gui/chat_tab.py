@@ -139,6 +139,7 @@ class ChatTab(ttk.Frame):
         self._keep_top: str | None = None  # after loading older messages: keep this in view
         self.password_dialog: NewPasswordDialog | None = None  # the last /register's
         self._hangs: set[str] = set()  # the hanging-indent tags made so far
+        self._hang_cache: dict[tuple[str, str, bool], str] = {}
         self._build()
 
     # -- layout ------------------------------------------------------------------------
@@ -730,10 +731,7 @@ class ChatTab(ttk.Frame):
         when = local_time(m["ts"])[:5]
         name = "You" if own else one_line(m["user"], isolate=False)
         line = ("own",) if own else ("msg",)
-        start = OWN_MARGIN if own else MSG_MARGIN
-        fonts = self.app.fonts
-        hang = self._hang(start + fonts["small"].measure(when + "  ")
-                          + fonts["bold"].measure(name) + fonts["body"].measure("  "))
+        hang = self._hang_of(when, name, own)
         body = (*line, hang)  # Tk takes a line's margins from its first character's tags
         text.insert("end", when + "  ", ("time", *body, f"m{m['id']}"))
         text.insert("end", name, ("ownname" if own else "name", *body))
@@ -741,6 +739,20 @@ class ChatTab(ttk.Frame):
         self._insert_text(m["text"], (*line, "cont", "owncont", f"{hang}c") if own
                           else (*line, "cont", f"{hang}c"), body)
         text.insert("end", "\n", line)
+
+    def _hang_of(self, when: str, name: str, own: bool) -> str:
+        """The hanging-indent tag of a message line that starts ``when  name  ``
+        (measured once per time and name: the timeline is redrawn whole)."""
+        key = (when, name, own)
+        tag = self._hang_cache.get(key)
+        if tag is None:
+            if len(self._hang_cache) > 4096:
+                self._hang_cache.clear()
+            fonts = self.app.fonts
+            tag = self._hang_cache[key] = self._hang(
+                (OWN_MARGIN if own else MSG_MARGIN) + fonts["small"].measure(when + "  ")
+                + fonts["bold"].measure(name) + fonts["body"].measure("  "))
+        return tag
 
     def _hang(self, indent: int) -> str:
         """The tag that indents wrapped lines to ``indent`` pixels (rounded, so that a few

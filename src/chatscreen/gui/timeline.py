@@ -7,15 +7,22 @@ drawing code stays a loop and these rules can be read in one place.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from datetime import date, datetime
 from typing import Any
 
 
 def local_day(ts: str) -> date | None:
-    """The local calendar day of a server timestamp (ISO 8601, UTC)."""
+    """The local calendar day of a server timestamp (ISO 8601, UTC: ``...Z``)."""
+    return _local_day(ts[:16]) if ts.endswith("Z") else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _local_day(minute: str) -> date | None:
+    """By the minute (UTC offsets are whole minutes): the timeline is redrawn whole."""
     try:
-        return datetime.fromisoformat(ts.replace("Z", "+00:00")).astimezone().date()
+        return datetime.fromisoformat(f"{minute}+00:00").astimezone().date()
     except ValueError:
         return None
 
