@@ -10,20 +10,20 @@ import ipaddress
 import json
 import logging
 import os
-import queue
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
 import unicodedata
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chatscreen import __version__
 from chatscreen.errors import ChatscreenError
-from chatscreen.text import display_text, one_line
+from chatscreen.text import display_text, local_times, one_line
 
 if TYPE_CHECKING:  # `chatscreen admin` only: the client commands never import the server
     from chatscreen.server.accounts import AccountDB
@@ -608,21 +608,69 @@ def names(users: list[str]) -> str:
     return ", ".join(one_line(u) for u in users)
 
 
-def _stdin_lines(loop: asyncio.AbstractEventLoop, lines: asyncio.Queue[str | None],
-                 secrets: queue.Queue[str | None]) -> None:
-    for line in sys.stdin:
-        line = line.rstrip("\r\n")
-        if line.strip() == "/register" and sys.stdin.isatty():
-            # Asked here, by the one thread that reads the terminal, so the password cannot
-            # end up read as a chat line.
-            try:
-                password = getpass.getpass("Password to register your name with: ")
-                again = getpass.getpass("Again: ")
-            except (EOFError, KeyboardInterrupt):
-                password, again = "", "-"
-            secrets.put(password if password == again else None)
-        loop.call_soon_threadsafe(lines.put_nowait, line)
-    loop.call_soon_threadsafe(lines.put_nowait, None)
+class PipedInput:
+    """Chat lines from a pipe or file: read on a thread, one line each."""
+
+    def __init__(self) -> None:
+        self._lines: asyncio.Queue[str | None] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        threading.Thread(target=self._read, args=(loop,), daemon=True).start()
+
+    def _read(self, loop: asyncio.AbstractEventLoop) -> None:
+        for line in sys.stdin:
+            loop.call_soon_threadsafe(self._lines.put_nowait, line.rstrip("\r\n"))
+        loop.call_soon_threadsafe(self._lines.put_nowait, None)
+
+    async def read(self, room: str) -> str | None:
+        return await self._lines.get()
+
+    async def secret(self, prompt: str) -> str | None:
+        return os.environ.get("CHATSCREEN_PASSWORD") or None
+
+    @contextlib.contextmanager
+    def output(self) -> Iterator[None]:
+        yield
+
+
+class TerminalInput:
+    """Chat lines typed on a terminal (prompt_toolkit): what arrives meanwhile is printed
+    above the line being typed, which stays as it was (a plain print would write over it)."""
+
+    def __init__(self) -> None:
+        from prompt_toolkit import PromptSession
+
+        # the typed line goes once sent: the server's echo shows it in the timeline
+        self._session: Any = PromptSession(erase_when_done=True)
+
+    async def read(self, room: str) -> str | None:
+        try:
+            return str(await self._session.prompt_async(f"#{one_line(room)}> "))
+        except (EOFError, KeyboardInterrupt):  # Ctrl+D, Ctrl+C: leave
+            return None
+
+    async def secret(self, prompt: str) -> str | None:
+        """A password, typed twice, shown as dots; None if the two differ (or Ctrl+C)."""
+        try:
+            first = await self._session.prompt_async(prompt, is_password=True)
+            again = await self._session.prompt_async("Again: ", is_password=True)
+        except (EOFError, KeyboardInterrupt):
+            return None
+        return str(first) if first == again and first else None
+
+    @contextlib.contextmanager
+    def output(self) -> Iterator[None]:
+        """While inside, print() goes above the input line."""
+        from prompt_toolkit.patch_stdout import patch_stdout
+
+        with patch_stdout():
+            yield
+
+
+def chat_input() -> PipedInput | TerminalInput:
+    """prompt_toolkit on a terminal; plain line reading from a pipe or file."""
+    if sys.stdin.isatty() and sys.stdout.isatty():
+        return TerminalInput()
+    return PipedInput()
 
 
 async def connect_client(args: argparse.Namespace, **kwargs: Any) -> Any:
@@ -660,15 +708,16 @@ async def connect_client(args: argparse.Namespace, **kwargs: Any) -> Any:
 async def run_chat(args: argparse.Namespace) -> int:
     client = await connect_client(args)
     room: str = args.room
+    where = {"room": room}  # the current room, as the loop below changes it
     out = print
 
     async def show_events() -> None:
         async for ev in client.events():
             if ev.type == "message":
-                out(format_message(ev.fields, room), flush=True)
+                out(format_message(ev.fields, where["room"]), flush=True)
             elif ev.type == "history":
                 for m in ev["messages"]:
-                    out(format_message(m, room), flush=True)
+                    out(format_message(m, where["room"]), flush=True)
                 history_shown.set()
             elif ev.type == "joined":
                 out(f"* joined {one_line(ev['room'])}: {names(ev['users'])}", flush=True)
@@ -677,9 +726,9 @@ async def run_chat(args: argparse.Namespace) -> int:
                     f"{'joined' if ev['event'] == 'join' else 'left'} {one_line(ev['room'])}",
                     flush=True)
             elif ev.type == "notice":
-                out(f"* {one_line(ev['text'])}", flush=True)
+                out(f"* {one_line(local_times(ev['text']))}", flush=True)
             elif ev.type == "error":
-                out(f"! {one_line(ev['message'])}", flush=True)
+                out(f"! {one_line(local_times(ev['message']))}", flush=True)
             elif ev.type == "tls" and ev.get("checked"):
                 out(f"* {ev['where']}: its certificate is the one given, {ev['fingerprint']}; "
                     "remembered", file=sys.stderr, flush=True)
@@ -689,7 +738,8 @@ async def run_chat(args: argparse.Namespace) -> int:
                     file=sys.stderr, flush=True)
             elif ev.type == "status" and ev["state"] in ("reconnecting", "disconnected"):
                 retry = f", retrying in {ev['retry_in']} s" if ev.get("retry_in") else ""
-                out(f"! {ev['state']}: {one_line(ev.get('reason', ''))}{retry}", file=sys.stderr,
+                out(f"! {ev['state']}: {one_line(local_times(ev.get('reason', '')))}{retry}",
+                    file=sys.stderr,
                     flush=True)
             elif ev.type == "status" and ev["state"] == "connected" and shown_connected:
                 out("! connected again", file=sys.stderr, flush=True)
@@ -707,15 +757,19 @@ async def run_chat(args: argparse.Namespace) -> int:
     # one write): show it before reading input, which may end at once (a script's stdin).
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(history_shown.wait(), HISTORY_WAIT)
-    lines: asyncio.Queue[str | None] = asyncio.Queue()
-    secrets: queue.Queue[str | None] = queue.Queue()
-    loop = asyncio.get_running_loop()
-    threading.Thread(target=_stdin_lines, args=(loop, lines, secrets), daemon=True).start()
+    typed = chat_input()
+    with typed.output():
+        return await _chat_loop(client, typed, where, gone, printer, out)
+
+
+async def _chat_loop(client: Any, typed: PipedInput | TerminalInput, where: dict[str, str],
+                     gone: asyncio.Event, printer: asyncio.Task[None], out: Any) -> int:
+    """Carry out each line typed until /quit, the end of input, or a lost connection."""
     pending: list[asyncio.Future[Any]] = []
     status = 0
     try:
         while True:
-            line_task = asyncio.ensure_future(lines.get())
+            line_task = asyncio.ensure_future(typed.read(where["room"]))
             gone_task = asyncio.ensure_future(gone.wait())
             done, _ = await asyncio.wait({line_task, gone_task},
                                          return_when=asyncio.FIRST_COMPLETED)
@@ -731,16 +785,17 @@ async def run_chat(args: argparse.Namespace) -> int:
                 continue
             try:
                 if line.strip() == "/register":
-                    await _register(client, secrets, out)
+                    await _register(client, typed, out)
                     continue
-                room = await _chat_command(client, line, room, pending, out)
+                where["room"] = await _chat_command(client, line, where["room"], pending, out)
             except ChatscreenError as exc:
                 out(f"! {one_line(str(exc))}", flush=True)
         if pending:
             results = await asyncio.gather(*pending, return_exceptions=True)
             failed = [r for r in results if isinstance(r, BaseException)]
             if failed:
-                print(f"{len(failed)} message(s) not confirmed: {failed[0]}", file=sys.stderr)
+                print(f"{len(failed)} message(s) not confirmed: "
+                      f"{one_line(local_times(str(failed[0])))}", file=sys.stderr)
                 status = 1
     finally:
         printer.cancel()
@@ -785,18 +840,13 @@ async def _chat_command(client: Any, line: str, room: str, pending: list[asyncio
     return room
 
 
-async def _register(client: Any, secrets: queue.Queue[str | None], out: Any) -> None:
-    if sys.stdin.isatty():
-        password = await asyncio.to_thread(secrets.get)
-        if password is None:
-            out("! the passwords differ; not registered", flush=True)
-            return
-    else:
-        password = os.environ.get("CHATSCREEN_PASSWORD") or None
-        if password is None:
-            out("! /register needs a password: run on a terminal, or set CHATSCREEN_PASSWORD",
-                flush=True)
-            return
+async def _register(client: Any, typed: PipedInput | TerminalInput, out: Any) -> None:
+    password = await typed.secret("Password to register your name with: ")
+    if password is None:
+        out("! the passwords differ; not registered" if isinstance(typed, TerminalInput)
+            else "! /register needs a password: run on a terminal, or set CHATSCREEN_PASSWORD",
+            flush=True)
+        return
     await client.register(password)
     out(f"* registered: from now on only your password logs in as {client.user}", flush=True)
 
@@ -855,7 +905,7 @@ async def run_share(args: argparse.Namespace) -> int:
 
 
 async def run_view(args: argparse.Namespace) -> int:
-    from chatscreen.sharing import snapshot
+    from chatscreen.sharing import NoPicture, ShareGone, find_share, snapshot_of, why_no_share
 
     host, port = split_server(args)
     if args.snapshot is None:
@@ -865,10 +915,14 @@ async def run_view(args: argparse.Namespace) -> int:
                                  tls_args(args))
     client = await connect_client(args, reconnect=False)
     try:
-        canvas = await snapshot(client, args.sharer, args.timeout)
-    except TimeoutError:
-        who = f"from {args.sharer} " if args.sharer else ""
-        raise ChatscreenError(f"No complete picture {who}within {args.timeout:g} s") from None
+        try:  # each way of failing says which it is (see why_no_share)
+            share = await find_share(client, args.sharer, args.timeout)
+        except TimeoutError:
+            why = await why_no_share(client, args.sharer)
+            raise ChatscreenError(f"{why} (waited {args.timeout:g} s)") from None
+        canvas = await snapshot_of(client, share, args.timeout)
+    except (NoPicture, ShareGone) as exc:
+        raise ChatscreenError(str(exc)) from None
     finally:
         with contextlib.suppress(Exception):
             await client.close()
