@@ -26,6 +26,10 @@ class ServerSettings:
     handshake_timeout: float = 10.0
     max_text: int = 4000
     max_screen_frame: int = 64 << 20
+    max_share_pixels: int = 7680 * 4320  # a share's width x height (8K); larger is refused
+    screen_rate_bytes: int = 32 << 20  # bytes a second one screen connection may send ...
+    screen_rate_bytes_per_address: int = 64 << 20  # ... and all those of one address together
+    screen_rate_frames: float = 240.0  # frames (and pointer moves) a second per connection
     durability: str = "normal"  # "normal" (survives kill -9) or "full" (survives power loss)
     slow_timeout: float = 10.0  # a chat client that reads nothing this long is cut off
     slow_limit: int = 8 << 20  # bytes a chat client may be behind; more and it is cut off
@@ -101,6 +105,11 @@ def load_settings(config_file: Path | None = None, env: dict[str, str] | None = 
     if roles != {"everyone"} and not roles <= {"admin", "moderator", "member", "guest"}:
         raise ConfigError("share_roles must be 'everyone' or a comma list of admin, moderator, "
                           "member, guest")
+    if settings.max_share_pixels < 1:
+        raise ConfigError("max_share_pixels must be at least 1")
+    for name in ("screen_rate_bytes", "screen_rate_bytes_per_address", "screen_rate_frames"):
+        if getattr(settings, name) <= 0:
+            raise ConfigError(f"{name} must be positive")
     if settings.server_password == "":
         raise ConfigError("server_password is empty")
     for port in (settings.chat_port, settings.screen_port, max(settings.metrics_port, 0)):

@@ -39,3 +39,5 @@ class TokenBucket:
 
 #: Chat requests that count against a user's message rate.
 RATED = frozenset({"say", "pm", "typing", "join", "create", "leave", "history", "who", "rooms"})
+#: Screen requests that count against a connection's frame rate.
+SCREEN_RATED = frozenset({"frame", "cursor", "share", "unshare", "watch", "unwatch"})

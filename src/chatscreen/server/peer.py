@@ -58,12 +58,20 @@ BUDGET_GRACE = 0.5
 
 @dataclass
 class Rates:
-    """A peer's rate limits: messages and bytes it may send."""
+    """A peer's rate limits: messages and bytes it may send (``address``: bytes that all the
+    connections from its address may send together)."""
 
     messages: TokenBucket
     bytes: TokenBucket
     flood_timeout: float
     flood_since: float | None = None  # when it was first slowed down, this streak
+    rated: frozenset[str] = RATED  # the requests that count as messages
+    address: TokenBucket | None = None
+
+    def calm(self, now: float) -> bool:
+        """Has it slowed down (every bucket it draws from at least half full)?"""
+        return (self.messages.fuller_than(0.5, now) and self.bytes.fuller_than(0.5, now)
+                and (self.address is None or self.address.fuller_than(0.5, now)))
 
 
 class Service(Protocol):
@@ -246,11 +254,16 @@ class Peer(asyncio.Protocol):
         self.last_rx = now
         self.ping_sent = False
         messages = self.conn.receive_data(data)
-        if self.rates is not None:
-            wait = self.rates.bytes.spend(len(data), now)
+        rates = self.rates
+        if rates is not None:
+            wait = rates.bytes.spend(len(data), now)
+            if rates.address is not None:
+                wait = max(wait, rates.address.spend(len(data), now))
             if wait > 0:  # over the byte rate: stop reading for as long as it takes
                 self._throttle(wait, lambda: self._process(messages))
                 return
+            if rates.flood_since is not None and rates.calm(now):
+                rates.flood_since = None  # it slowed down
         self._process(messages)
 
     def _process(self, messages: Iterator[Message], first: Message | None = None) -> None:
@@ -260,13 +273,13 @@ class Peer(asyncio.Protocol):
             for msg in itertools.chain((first,) if first else (), messages):
                 if self.closing:
                     return
-                if self.rates is not None and msg.type in RATED:
+                if self.rates is not None and msg.type in self.rates.rated:
                     wait = self.rates.messages.take(1, self._loop.time())
                     if wait > 0:
                         self._throttle(wait, functools.partial(self._process, messages, msg))
                         return
-                    if self.rates.flood_since is not None and self.rates.messages.fuller_than(
-                            0.5, self._loop.time()):
+                    if self.rates.flood_since is not None and self.rates.calm(
+                            self._loop.time()):
                         self.rates.flood_since = None  # the user slowed down
                 if msg.type == "ping":
                     self.send("pong", **msg.fields)

@@ -83,6 +83,16 @@ CHAIN_IDR_AFTER = 60  # h264 pictures since the last IDR before the relay asks f
 CHAIN_IDR_BYTES = 2 << 20  # ... or this many bytes
 CHAIN_MAX = 1800  # a stream whose chain grows past this (need_idr ignored) is forgotten
 CHAIN_MAX_BYTES = 32 << 20
+# A share's memory bound, by the area of its picture whatever is sent: this many bytes a pixel
+# (both quality layers of an uncompressed picture, counted apart even where they share bytes)
+# plus SLACK_BYTES (h264 chains, pinned copies, pieces smaller than their objects). Past it
+# the sharer is cut off (share_over_budget) and the share's pictures freed at once.
+BYTES_PER_PIXEL = 8
+SLACK_BYTES = 16 << 20
+PIECE_OVERHEAD = 512  # bytes a piece costs beside its data: its objects and entries
+MAX_SHARE_PIXELS = 7680 * 4320  # 8K; the server's max_share_pixels
+KEY_DEADLINE = 2.0  # s after need_key: a sharer still sending deltas only, ...
+KEY_DEADLINE_FRAMES = 8  # ... this many since, is cut off (need_key_ignored)
 
 
 @dataclass(eq=False, slots=True)
@@ -97,6 +107,7 @@ class Piece:
     deps: tuple[Piece, ...] = ()  # a copy: the pieces it reads from, pinned while it lives
     depth: int = 0  # a copy: 1 + the deepest copy among its deps (the chain's length)
     pure: bool = True  # the same in every quality layer (not a layer's own, nor reading one)
+    cost: int = 0  # bytes it counts for in its store's ``bytes`` while it is live
 
 
 class TileStore:
@@ -115,6 +126,7 @@ class TileStore:
         # alive by the chain (one extra ref) so that any viewer can decode the newest one
         self.chains: dict[tuple[int, int, int, int], Chain] = {}
         self.max_depth = 0  # the longest chain of copies among the pieces added
+        self.bytes = 0  # what the live pieces take, data and objects (Piece.cost)
 
     @property
     def last_id(self) -> int:
@@ -128,12 +140,13 @@ class TileStore:
         for pid, p in self.live.items():  # in id order: a copy's deps come before it
             same[pid] = new.live[pid] = Piece(p.id, p.seq, p.rect, p.data, p.refs,
                                                tuple(same[d.id] for d in p.deps), p.depth,
-                                               p.pure)
+                                               p.pure, p.cost)
         new.owner = [None if o is None else same[o.id] for o in self.owner]
         new.partial = [[same[p.id] for p in ps] for ps in self.partial]
         new.chains = {k: Chain([same[p.id] for p in c.pieces], c.bytes)
                       for k, c in self.chains.items()}
         new.max_depth = self.max_depth
+        new.bytes = self.bytes
         return new
 
     def _release(self, piece: Piece) -> None:
@@ -143,6 +156,7 @@ class TileStore:
             p.refs -= 1
             if p.refs == 0:
                 del self.live[p.id]
+                self.bytes -= p.cost
                 stack.extend(p.deps)
 
     def _pin_sources(self, piece: Piece) -> None:
@@ -174,6 +188,9 @@ class TileStore:
         x0, y0, x1, y1 = r["x"], r["y"], r["x"] + r["w"], r["y"] + r["h"]
         if r["enc"] == "copy":
             self._pin_sources(piece)
+        tiles = ((x1 - 1) // t - x0 // t + 1) * ((y1 - 1) // t - y0 // t + 1)
+        piece.cost = len(piece.data) + PIECE_OVERHEAD + 8 * (tiles + len(piece.deps))
+        self.bytes += piece.cost
         self.live[piece.id] = piece
         for row in range(y0 // t, (y1 - 1) // t + 1):
             ty0, ty1 = row * t, min((row + 1) * t, self.h)
@@ -358,6 +375,19 @@ class Share:
     low_used: float = 0.0  # when a viewer was last on the low layer
     rate_asked: float = 0.0  # when the rate was last asked
     full_rate: Rate = field(default_factory=Rate)  # bytes/s into the full layer
+    key_asked: float | None = None  # when need_key was sent, unanswered so far
+    deltas_since_ask: int = 0  # delta frames since then
+
+    @property
+    def budget(self) -> int:
+        """The most its pictures may take (both layers): by area, whatever is sent."""
+        return BYTES_PER_PIXEL * self.w * self.h + SLACK_BYTES
+
+    @property
+    def stored(self) -> int:
+        """What its pictures take now (both layers' live pieces)."""
+        return ((self.store.bytes if self.store is not None else 0)
+                + (self.low.bytes if self.low is not None else 0))
 
     @property
     def user(self) -> str:
@@ -439,13 +469,19 @@ class PointerState:
 
 
 class ScreenRelay:
-    def __init__(self, chat: ChatService) -> None:
+    def __init__(self, chat: ChatService, max_pixels: int = MAX_SHARE_PIXELS) -> None:
         self.chat = chat
+        self.max_pixels = max_pixels  # a share's width x height at most
+        self.released = 0  # bytes of pictures dropped since the server last trimmed its heap
         self.shares: dict[int, Share] = {}
         self._by_sharer: dict[Peer, Share] = {}
         self._watching: dict[Peer, set[Share]] = {}
         self._ids = itertools.count(1)
         self.counters = Counters()
+
+    def stored_bytes(self) -> int:
+        """What every share's pictures take (O(shares))."""
+        return sum(share.stored for share in self.shares.values())
 
     # -- dispatch ----------------------------------------------------------------------
 
@@ -494,6 +530,8 @@ class ScreenRelay:
             peer.error(ErrorCode.FORBIDDEN, "you may not share your screen on this server",
                        re="share")
             return
+        if not self._size_ok(peer, msg, "share"):
+            return
         share = self._by_sharer.get(peer)
         if share is None:
             share = Share(next(self._ids), peer, msg["w"], msg["h"])
@@ -514,6 +552,23 @@ class ScreenRelay:
         peer.send("shared", share=share.id)
         self._announce()
 
+    def _size_ok(self, peer: Peer, msg: Message, re: str) -> bool:
+        """Is the share size in ``msg`` within max_pixels? If not, refuse the request."""
+        w, h = msg["w"], msg["h"]
+        if w * h <= self.max_pixels:
+            return True
+        peer.error(ErrorCode.SHARE_TOO_LARGE, f"{w}x{h} is too large to share here: at most "
+                   f"{self.max_pixels} pixels (7680x4320 is {7680 * 4320})", re=re)
+        return False
+
+    def _cut_off(self, share: Share, code: ErrorCode, message: str) -> None:
+        """Disconnect a misbehaving sharer with a reason; its pictures are freed now."""
+        log.warning("%s: share %d cut off: %s", share.sharer, share.id, message)
+        self._unshare(share.sharer, quiet=True)
+        share.store = share.low = None
+        share.cache.clear()
+        share.sharer.fail(code, message)
+
     def _unshare(self, peer: Peer, *, quiet: bool = False) -> None:
         share = self._by_sharer.pop(peer, None)
         if share is None:
@@ -521,6 +576,7 @@ class ScreenRelay:
                 peer.error(ErrorCode.NOT_SHARING, "you are not sharing", re="unshare")
             return
         del self.shares[share.id]
+        self.released += share.stored
         data = encode_frame({"type": "unshared", "share": share.id})
         for viewer in share.viewers:
             self._watching.get(viewer, set()).discard(share)
@@ -544,11 +600,24 @@ class ScreenRelay:
         if share is None:
             raise RemoteProtocolError(ErrorCode.NOT_SHARING, "send share before frames")
         key = msg["key"]
+        now = time.monotonic()
         if (msg["w"], msg["h"]) != (share.w, share.h):
             if not key:
                 raise RemoteProtocolError(ErrorCode.BAD_MESSAGE, "a new size needs a key frame")
+            if not self._size_ok(peer, msg, "frame"):
+                return
             share.w, share.h = msg["w"], msg["h"]
             self._announce()
+        if key:
+            share.key_asked = None
+        elif share.key_asked is not None:
+            share.deltas_since_ask += 1
+            if (share.deltas_since_ask > KEY_DEADLINE_FRAMES
+                    and now - share.key_asked > KEY_DEADLINE):
+                self._cut_off(share, ErrorCode.NEED_KEY_IGNORED, "the server asked for a key "
+                              f"frame (need_key) {now - share.key_asked:.1f} s and "
+                              f"{share.deltas_since_ask} frames ago")
+                return
         if not key and share.store is None:
             self._ask_key(share)  # nothing to apply a delta to
             return
@@ -558,6 +627,7 @@ class ScreenRelay:
         self.counters.screen_frames_in += 1
         self.counters.screen_bytes_in += len(msg.payload)
         if key:
+            self.released += share.stored
             share.store = TileStore(share.w, share.h, first_id=0)
             if share.low_on:
                 share.low = TileStore(share.w, share.h, first_id=0)
@@ -567,7 +637,7 @@ class ScreenRelay:
         payload = memoryview(msg.payload)
         offset = 0
         seq = msg["seq"]
-        now = time.monotonic()
+        budget = share.budget
         added = [False, False]  # pieces added to the full, the low layer
         full_bytes = 0
         for i, r in enumerate(msg["rects"]):
@@ -584,6 +654,11 @@ class ScreenRelay:
                 added[LOW] = True
                 self._add(share, low, Piece(pid, seq, rect, data, pure=r.layer is None),
                           key and i == 0)
+            if store.bytes + (low.bytes if low is not None else 0) > budget:
+                self._cut_off(share, ErrorCode.SHARE_OVER_BUDGET, "your share took more than "
+                              f"{budget >> 20} MiB of the server's memory, the most a "
+                              f"{share.w}x{share.h} picture may: send key frames")
+                return
         share.cache.clear()
         share.full_rate.add(now, full_bytes)
         for st in (store, low):
@@ -692,6 +767,8 @@ class ScreenRelay:
         if now - share.last_need_key >= NEED_KEY_INTERVAL:
             share.last_need_key = now
             share.sharer.send("need_key")
+            if share.key_asked is None:
+                share.key_asked, share.deltas_since_ask = now, 0
 
     def _ask_idr(self, share: Share) -> None:
         """Ask the sharer to restart its h264 streams with an IDR (rate limited): the relay
