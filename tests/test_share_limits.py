@@ -21,6 +21,7 @@ from tests.helpers.attack import (
     round_trips,
     round_trips_while,
     rss_kib,
+    spread_pixels,
 )
 from tests.helpers.server import TIMEOUT, ServerProcess, run, running_server
 
@@ -39,11 +40,12 @@ def errors(headers: list[dict[str, object]]) -> list[dict[str, object]]:
 
 def test_a_sharer_past_its_memory_bound_is_cut_off_and_its_memory_freed(
         tmp_path: Path) -> None:
-    """The attack of the issue, scaled down: after a key frame, delta frames of 4096 1x1
-    rects at pixels no rect covered before, each claiming 1 KiB (4 MiB a frame). The relay
-    holds at most its bound for a 512x512 share (8 bytes a pixel + 16 MiB), cuts the sharer
-    off with ``share_over_budget`` and frees the memory; a chat user's round trip stays
-    fast all the while."""
+    """The attack of the issue, scaled down: after a key frame, delta frames of 1024 1x1
+    rects at pixels no rect covered before, spread over the tiles (so that none holds enough
+    of them for the relay to drop the picture), each claiming 4 KiB (4 MiB a frame). The
+    relay holds at most its bound for a 512x512 share (8 bytes a pixel + 16 MiB), cuts the
+    sharer off with ``share_over_budget`` and frees the memory; a chat user's round trip
+    stays fast all the while."""
     w = h = 512
     bound = 8 * w * h + 16 * MiB
     with running_server(tmp_path / "d", env=METRICS) as srv:
@@ -64,8 +66,8 @@ def test_a_sharer_past_its_memory_bound_is_cut_off_and_its_memory_freed(
                         if not mallory.send(mallory.key_frame(w, h, size=w * h * 3)):
                             return 0
                         for n in range(24):  # 96 MiB at most
-                            if not mallory.send(fresh_pixels(w, h, n + 2, n * 4096, 4096,
-                                                             1024)):
+                            if not mallory.send(spread_pixels(w, h, n + 2, n * 1024, 1024,
+                                                              4096)):
                                 return n
                         return 24
 
@@ -214,3 +216,66 @@ def test_the_screen_port_limits_bytes_per_connection_and_per_address(
         finally:
             for s in (one, two, other):
                 s.close()
+
+
+def test_rects_piled_on_one_tile_cost_little_and_drop_the_picture(tmp_path: Path) -> None:
+    """One frame of 4096 1x1 rects on one tile: each rect added looks through those before
+    it on the tile (8 million checks, half a second of the event loop here), and the relay
+    kept them all. Past 128 on one tile it drops the picture (nothing kept) and asks for a
+    key frame; the key frame brings the share back."""
+    w = h = 256
+    with running_server(tmp_path / "d", env=METRICS) as srv:
+        def scenario() -> tuple[float, float, list[dict[str, object]]]:
+            s = RawSharer(srv, "piler")
+            try:
+                assert s.share(w, h)["type"] == "shared"
+                assert s.send(s.key_frame(w, h))
+                start = time.monotonic()
+                assert s.send(fresh_pixels(w, h, 2, 0, 4096, 3, cols=64))
+                assert s.share(w, h)["type"] == "shared"
+                took = time.monotonic() - start
+                kept = metrics(srv)["chatscreen_screen_store_bytes"]
+                assert s.send(s.key_frame(w, h, seq=3))
+                assert s.share(w, h)["type"] == "shared"
+                return took, kept, s.received
+            finally:
+                s.close()
+
+        took, kept, received = asyncio.run(asyncio.to_thread(scenario))
+    assert [h["type"] for h in received].count("need_key") == 1, received
+    assert not errors(received)
+    assert kept == 0, kept
+    assert took < 1.0, took
+
+
+def test_all_shares_together_are_bounded_too(tmp_path: Path) -> None:
+    """``max_screen_memory`` bounds every share's pictures together: the sharer that would
+    pass it is cut off (``share_over_budget``), the others go on."""
+    env = {**METRICS, "CHATSCREEN_MAX_SCREEN_MEMORY": str(24 * MiB)}
+    w = h = 512
+    with running_server(tmp_path / "d", env=env) as srv:
+        def fill(s: RawSharer, frames: int) -> bool:
+            """Up to ``frames`` of 1024 rects of 4 KiB at fresh pixels (4 MiB each)."""
+            assert s.share(w, h)["type"] == "shared"
+            ok = s.send(s.key_frame(w, h))
+            for n in range(frames):
+                ok = ok and s.send(spread_pixels(w, h, n + 2, n * 1024, 1024, 4096))
+            return ok
+
+        def scenario() -> None:
+            first, second = RawSharer(srv, "first"), RawSharer(srv, "second")
+            try:
+                assert fill(first, 3)  # 12 MiB and some, under its own 18 MiB
+                assert first.share(w, h)["type"] == "shared"  # all read
+                fill(second, 4)
+                last = errors(second.outcome())[-1]
+                assert last["code"] == "share_over_budget" and last["fatal"]
+                assert "is full" in str(last["message"])
+                assert first.share(w, h)["type"] == "shared"  # still on
+                stored = metrics(srv)["chatscreen_screen_store_bytes"]
+                assert 12 * MiB < stored <= 24 * MiB
+            finally:
+                first.close()
+                second.close()
+
+        asyncio.run(asyncio.to_thread(scenario))

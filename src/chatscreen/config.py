@@ -27,6 +27,7 @@ class ServerSettings:
     max_text: int = 4000
     max_screen_frame: int = 64 << 20
     max_share_pixels: int = 7680 * 4320  # a share's width x height (8K); larger is refused
+    max_screen_memory: int = 1 << 30  # bytes all shares' pictures may take together
     screen_rate_bytes: int = 32 << 20  # bytes a second one screen connection may send ...
     screen_rate_bytes_per_address: int = 64 << 20  # ... and all those of one address together
     screen_rate_frames: float = 240.0  # frames (and pointer moves) a second per connection
@@ -105,8 +106,8 @@ def load_settings(config_file: Path | None = None, env: dict[str, str] | None = 
     if roles != {"everyone"} and not roles <= {"admin", "moderator", "member", "guest"}:
         raise ConfigError("share_roles must be 'everyone' or a comma list of admin, moderator, "
                           "member, guest")
-    if settings.max_share_pixels < 1:
-        raise ConfigError("max_share_pixels must be at least 1")
+    if settings.max_share_pixels < 1 or settings.max_screen_memory < 1:
+        raise ConfigError("max_share_pixels and max_screen_memory must be positive")
     for name in ("screen_rate_bytes", "screen_rate_bytes_per_address", "screen_rate_frames"):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"{name} must be positive")

@@ -131,6 +131,20 @@ def fresh_pixels(w: int, h: int, seq: int, start: int, n: int, size: int,
                          "rects": rects}, bytes(n * size))
 
 
+def spread_pixels(w: int, h: int, seq: int, start: int, n: int, size: int) -> bytes:
+    """Like :func:`fresh_pixels`, but the ``n`` pixels are spread over the screen's 64x64
+    tiles in turn (pixel ``p`` in tile ``p % tiles``), so that no tile gets many."""
+    cols, tiles = -(-w // 64), -(-w // 64) * -(-h // 64)
+    rects = []
+    for p in range(start, start + n):
+        t, j = p % tiles, (p // tiles) % 4096
+        x, y = (t % cols) * 64 + j % 64, (t // cols) * 64 + j // 64
+        rects.append({"x": min(x, w - 1), "y": min(y, h - 1), "w": 1, "h": 1, "enc": "raw",
+                      "len": size})
+    return encode_frame({"type": "frame", "seq": seq, "w": w, "h": h, "key": False,
+                         "rects": rects}, bytes(n * size))
+
+
 def rss_kib(pid: int, field_name: str = "VmRSS") -> int:
     """A process's resident memory (``VmRSS``) or its peak (``VmHWM``), in KiB."""
     with open(f"/proc/{pid}/status") as f:

@@ -18,7 +18,7 @@ from chatscreen.protocol import Limits, State
 from chatscreen.server.accounts import SQLiteAccounts
 from chatscreen.server.chat import ChatService, LoginPolicy
 from chatscreen.server.fanout import LocalFanout
-from chatscreen.server.limits import SCREEN_RATED, TokenBucket
+from chatscreen.server.limits import SCREEN_RATED, TokenBucket, screen_cost
 from chatscreen.server.metrics import Counters, serve_http
 from chatscreen.server.peer import Peer, Rates, SendBuffers
 from chatscreen.server.screen import ScreenRelay
@@ -85,7 +85,8 @@ class Server:
         self.chat = ChatService(self.store, self.fanout, history=settings.history,
                                 heartbeat=settings.heartbeat, accounts=self.accounts,
                                 policy=login_policy(settings))
-        self.screen = ScreenRelay(self.chat, max_pixels=settings.max_share_pixels)
+        self.screen = ScreenRelay(self.chat, max_pixels=settings.max_share_pixels,
+                                  max_memory=settings.max_screen_memory)
         self.chat_limits = Limits(max_frame=1 << 20, max_header=1 << 20,
                                   max_text=settings.max_text)
         self.screen_limits = Limits(max_frame=settings.max_screen_frame, max_header=1 << 20,
@@ -128,7 +129,8 @@ class Server:
                 address = self._screen_rates[ip] = TokenBucket(rate, rate, now)
             peer.rates = Rates(TokenBucket(s.screen_rate_frames, 2 * s.screen_rate_frames, now),
                                TokenBucket(s.screen_rate_bytes, s.screen_rate_bytes, now),
-                               s.flood_timeout, rated=SCREEN_RATED, address=address)
+                               s.flood_timeout, rated=SCREEN_RATED, cost=screen_cost,
+                               address=address)
 
     def _make_room(self, newcomer: Peer) -> bool:
         """Every login slot is taken. If the connection waiting longest has waited a quarter

@@ -56,6 +56,11 @@ BUDGET_RETRY = 0.25  # s: over budget with no one to cut, look again no sooner t
 BUDGET_GRACE = 0.5
 
 
+# Why a peer is closed at once, not gracefully (see Peer.fail).
+ABORT_AT_ONCE = frozenset({ErrorCode.TOO_SLOW, ErrorCode.RATE_LIMITED,
+                           ErrorCode.SHARE_OVER_BUDGET, ErrorCode.NEED_KEY_IGNORED})
+
+
 @dataclass
 class Rates:
     """A peer's rate limits: messages and bytes it may send (``address``: bytes that all the
@@ -66,6 +71,7 @@ class Rates:
     flood_timeout: float
     flood_since: float | None = None  # when it was first slowed down, this streak
     rated: frozenset[str] = RATED  # the requests that count as messages
+    cost: Callable[[Message], int] | None = None  # how many each takes (None: one)
     address: TokenBucket | None = None
 
     def calm(self, now: float) -> bool:
@@ -274,7 +280,9 @@ class Peer(asyncio.Protocol):
                 if self.closing:
                     return
                 if self.rates is not None and msg.type in self.rates.rated:
-                    wait = self.rates.messages.take(1, self._loop.time())
+                    rates = self.rates
+                    n = 1 if rates.cost is None else min(rates.cost(msg), rates.messages.burst)
+                    wait = rates.messages.take(n, self._loop.time())
                     if wait > 0:
                         self._throttle(wait, functools.partial(self._process, messages, msg))
                         return
@@ -561,9 +569,11 @@ class Peer(asyncio.Protocol):
         out = self._out
         self._drop_out()
         if not transport.is_closing():
-            if code == ErrorCode.TOO_SLOW:
-                # It does not read: nothing more would get through. The error goes out in
-                # case it is read after all (it may be lost behind what is buffered).
+            if code in ABORT_AT_ONCE:
+                # It does not read: nothing more would get through. Or it floods: a graceful
+                # close (the TLS shutdown) would go on reading and decrypting what it sends.
+                # The error goes out in case it is read (it may be lost behind what is
+                # buffered, or to the reset).
                 transport.write(self.conn.error(code, message, fatal=True))
                 transport.abort()
             else:

@@ -77,6 +77,8 @@ MAX_PARTIAL = 32  # pieces only partly covering one tile before the relay asks f
 MAX_COPY_DEPTH = 150  # copies reading from copies (5 s of scrolling at 30/s) before it asks
 #                       for a key frame, so that a late viewer's catch-up stays short
 HARD_COPY_DEPTH = 4 * MAX_COPY_DEPTH  # a sharer ignoring need_key: the picture is dropped
+HARD_PARTIAL = 4 * MAX_PARTIAL  # ... and so past this many partial pieces on one tile (each
+#                                 piece added scans those of its tiles: bounded work)
 NEED_KEY_INTERVAL = 0.5  # seconds between key frame requests to one sharer
 NEED_IDR_INTERVAL = 1.0  # seconds between h264 IDR requests to one sharer
 CHAIN_IDR_AFTER = 60  # h264 pictures since the last IDR before the relay asks for a new one
@@ -91,6 +93,7 @@ BYTES_PER_PIXEL = 8
 SLACK_BYTES = 16 << 20
 PIECE_OVERHEAD = 512  # bytes a piece costs beside its data: its objects and entries
 MAX_SHARE_PIXELS = 7680 * 4320  # 8K; the server's max_share_pixels
+MAX_MEMORY = 1 << 30  # all shares' pictures together; the server's max_screen_memory
 KEY_DEADLINE = 2.0  # s after need_key: a sharer still sending deltas only, ...
 KEY_DEADLINE_FRAMES = 8  # ... this many since, is cut off (need_key_ignored)
 
@@ -122,6 +125,7 @@ class TileStore:
         self.live: dict[int, Piece] = {}  # id -> piece, in id order
         self.key_id = first_id  # pieces before this one are not part of the picture
         self.overflow = False  # too many partial pieces on one tile: a key frame would help
+        self.broken = False  # far too many (HARD_PARTIAL, HARD_COPY_DEPTH): drop the picture
         # h264 streams (by rectangle): their pieces since the stream's last IDR, each held
         # alive by the chain (one extra ref) so that any viewer can decode the newest one
         self.chains: dict[tuple[int, int, int, int], Chain] = {}
@@ -182,6 +186,7 @@ class TileStore:
         self.max_depth = max(self.max_depth, piece.depth)
         if piece.depth > MAX_COPY_DEPTH:
             self.overflow = True  # a key frame ends the chain
+            self.broken = piece.depth > HARD_COPY_DEPTH
 
     def add(self, piece: Piece) -> None:
         r, t = piece.rect, self.tile
@@ -217,6 +222,7 @@ class TileStore:
                     parts.append(piece)
                     if len(parts) > MAX_PARTIAL:
                         self.overflow = True
+                        self.broken = self.broken or len(parts) > HARD_PARTIAL
         if piece.refs == 0:  # cannot happen for a rect inside the screen; be safe
             piece.refs = 1
             self._release(piece)
@@ -469,9 +475,11 @@ class PointerState:
 
 
 class ScreenRelay:
-    def __init__(self, chat: ChatService, max_pixels: int = MAX_SHARE_PIXELS) -> None:
+    def __init__(self, chat: ChatService, max_pixels: int = MAX_SHARE_PIXELS,
+                 max_memory: int = MAX_MEMORY) -> None:
         self.chat = chat
         self.max_pixels = max_pixels  # a share's width x height at most
+        self.max_memory = max_memory  # all shares' pictures (Share.stored) at most
         self.released = 0  # bytes of pictures dropped since the server last trimmed its heap
         self.shares: dict[int, Share] = {}
         self._by_sharer: dict[Peer, Share] = {}
@@ -637,7 +645,8 @@ class ScreenRelay:
         payload = memoryview(msg.payload)
         offset = 0
         seq = msg["seq"]
-        budget = share.budget
+        # what this share's pictures may grow to: its own bound, and what the others leave
+        limit = min(share.budget, self.max_memory - (self.stored_bytes() - share.stored))
         added = [False, False]  # pieces added to the full, the low layer
         full_bytes = 0
         for i, r in enumerate(msg["rects"]):
@@ -654,20 +663,17 @@ class ScreenRelay:
                 added[LOW] = True
                 self._add(share, low, Piece(pid, seq, rect, data, pure=r.layer is None),
                           key and i == 0)
-            if store.bytes + (low.bytes if low is not None else 0) > budget:
-                self._cut_off(share, ErrorCode.SHARE_OVER_BUDGET, "your share took more than "
-                              f"{budget >> 20} MiB of the server's memory, the most a "
-                              f"{share.w}x{share.h} picture may: send key frames")
+            if store.bytes + (low.bytes if low is not None else 0) > limit:
+                self._over_budget(share)
+                return
+            if store.broken or (low is not None and low.broken):
+                self._drop_picture(share)  # bounded work and memory whatever the sharer does
                 return
         share.cache.clear()
         share.full_rate.add(now, full_bytes)
         for st in (store, low):
             if st is None:
                 continue
-            if st.max_depth > HARD_COPY_DEPTH:  # bounded memory whatever the sharer does
-                share.store = share.low = None
-                self._ask_key(share)
-                return
             if st.overflow:
                 st.overflow = False
                 self._ask_key(share)
@@ -678,6 +684,22 @@ class ScreenRelay:
                 self._flush(viewer)
         if share.layers >= 2:
             self._adapt(share, now)
+
+    def _over_budget(self, share: Share) -> None:
+        if share.stored > share.budget:
+            why = (f"your share took more than {share.budget >> 20} MiB of the server's "
+                   f"memory, the most a {share.w}x{share.h} picture may: send key frames")
+        else:
+            why = (f"the server's memory for shared screens ({self.max_memory >> 20} MiB) is "
+                   "full")
+        self._cut_off(share, ErrorCode.SHARE_OVER_BUDGET, why)
+
+    def _drop_picture(self, share: Share) -> None:
+        """Forget the share's picture until the key frame asked for comes."""
+        self.released += share.stored
+        share.store = share.low = None
+        share.cache.clear()
+        self._ask_key(share)
 
     def _add(self, share: Share, store: TileStore, piece: Piece, first: bool) -> None:
         """Add a piece to one layer's store (``first``: the first of a key frame)."""
