@@ -16,6 +16,8 @@ peak, with ``VmHWM``) and ``AFTER_S`` s after it stopped (after the server's hou
   pixels no rect covered before, each claiming 2 KiB (8 MiB a frame), as fast as the server
   reads them, never answering ``need_key``; when cut off, log in again as another guest and
   go on, until ``ATTACK_MIB`` MiB are sent or ``ATTACK_S`` s have passed.
+* ``sharer_flood_spread``: the same, each frame's pixels spread over all the tiles, one on
+  each (no tile piles up rects: only the memory bound stops it).
 
 Environment: ``BENCH_ATTACK_SECONDS`` (``ATTACK_S``, default 30), ``BENCH_ATTACK_MIB``
 (default 480, as in the issue), ``BENCH_ATTACK_SCENARIOS`` (a comma list; default all).
@@ -45,6 +47,7 @@ from tests.helpers.attack import (  # noqa: E402
     median_ms,
     p95_ms,
     rss_kib,
+    spread_pixels,
 )
 from tests.helpers.server import ServerProcess  # noqa: E402
 
@@ -75,7 +78,21 @@ Scenario = Callable[[ServerProcess, threading.Event], Attack]
 # -- scenarios ---------------------------------------------------------------------------
 
 def sharer_flood(srv: ServerProcess, stop: threading.Event) -> Attack:
-    """Issue 15, item 1: a sharer growing the relay's memory (see the module docstring)."""
+    """Issue 15, item 1: a sharer growing the relay's memory (see the module docstring):
+    4096 fresh pixels a frame, in screen order (64 on each of 64 tiles)."""
+    return _flood(srv, stop, lambda w, h, seq: fresh_pixels(w, h, seq, (seq - 2) * 4096,
+                                                             4096, 2048))
+
+
+def sharer_flood_spread(srv: ServerProcess, stop: threading.Event) -> Attack:
+    """The same, each frame's 4096 pixels spread over all the tiles (at most one on each,
+    8160 tiles at 8K): no tile piles up, so only the memory bound stops it."""
+    return _flood(srv, stop, lambda w, h, seq: spread_pixels(w, h, seq, (seq - 2) * 4096,
+                                                              4096, 2048))
+
+
+def _flood(srv: ServerProcess, stop: threading.Event,
+           delta: Callable[[int, int, int], bytes]) -> Attack:
     attack = Attack()
     while not stop.is_set() and attack.sent < ATTACK_MIB * MiB:
         attack.logins += 1
@@ -97,7 +114,7 @@ def sharer_flood(srv: ServerProcess, stop: threading.Event) -> Attack:
                 if stop.is_set() or attack.sent >= ATTACK_MIB * MiB:
                     break
                 seq += 1
-                data = fresh_pixels(w, h, seq, (seq - 2) * 4096, 4096, 2048)
+                data = delta(w, h, seq)
             else:  # the server closed the connection: why?
                 errors = [m for m in sharer.outcome() if m["type"] == "error"]
                 attack.cut_off[str(errors[-1]["code"]) if errors else "closed"] += 1
@@ -106,7 +123,8 @@ def sharer_flood(srv: ServerProcess, stop: threading.Event) -> Attack:
     return attack
 
 
-SCENARIOS: dict[str, Scenario] = {"sharer_flood": sharer_flood}
+SCENARIOS: dict[str, Scenario] = {"sharer_flood": sharer_flood,
+                                  "sharer_flood_spread": sharer_flood_spread}
 
 
 # -- measuring ---------------------------------------------------------------------------

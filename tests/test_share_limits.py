@@ -23,7 +23,7 @@ from tests.helpers.attack import (
     rss_kib,
     spread_pixels,
 )
-from tests.helpers.server import TIMEOUT, ServerProcess, run, running_server
+from tests.helpers.server import TIMEOUT, ServerProcess, frame, run, running_server
 
 METRICS = {"CHATSCREEN_METRICS_PORT": "0"}
 MiB = 1 << 20
@@ -279,3 +279,45 @@ def test_all_shares_together_are_bounded_too(tmp_path: Path) -> None:
                 second.close()
 
         asyncio.run(asyncio.to_thread(scenario))
+
+
+def test_viewers_that_do_not_read_hold_a_bounded_part_of_a_share(tmp_path: Path) -> None:
+    """A share near its bound (14 MiB kept) and ten viewers that never read: each one's
+    catch-up was written whole into its connection (12 MiB each, and with TLS encrypted
+    again). Catch-up frames are now about 8 MiB at most, and a viewer gets the next only
+    when its connection drains."""
+    w = h = 512
+    viewers = 10
+    with running_server(tmp_path / "d", env=METRICS) as srv:
+        assert srv.proc is not None
+        pid = srv.proc.pid
+
+        def scenario() -> int:
+            sharer = RawSharer(srv, "sharer")
+            stalled: list[RawSharer] = []
+            try:
+                share = sharer.share(w, h)
+                assert share["type"] == "shared"
+                assert sharer.send(sharer.key_frame(w, h))
+                for n in range(4):  # 4 x 3 MiB at fresh pixels: kept
+                    assert sharer.send(spread_pixels(w, h, n + 2, n * 1024, 1024, 3072))
+                assert sharer.share(w, h)["type"] == "shared"  # all read
+                before = rss_kib(pid)
+                for n in range(viewers):
+                    v = RawSharer(srv, f"stalled{n}", rcvbuf=4096)
+                    stalled.append(v)
+                    v.send(frame({"type": "watch", "share": share["share"]}))
+                # the sharer hears of each viewer once its watch is handled
+                deadline = time.monotonic() + TIMEOUT
+                while True:
+                    got = sharer.next()
+                    assert got["type"] != "closed" and time.monotonic() < deadline
+                    if got["type"] == "viewers" and len(got["users"]) == viewers:
+                        break
+                return rss_kib(pid) - before
+            finally:
+                for s in (sharer, *stalled):
+                    s.close()
+
+        grown = asyncio.run(asyncio.to_thread(scenario))
+    assert grown < 64 * 1024, grown  # KiB; 250 MiB before

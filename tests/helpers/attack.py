@@ -46,6 +46,7 @@ class RawSharer:
     srv: ServerProcess
     name: str
     source: str | None = None
+    rcvbuf: int | None = None  # the screen socket's receive buffer
     chat: socket.socket = field(init=False)
     screen: socket.socket = field(init=False)
     received: list[dict[str, Any]] = field(default_factory=list)  # screen port, in order
@@ -56,7 +57,8 @@ class RawSharer:
         self.chat.sendall(frame({"type": "hello", "v": 1, "user": self.name}))
         welcome = read_header(self.chat, bytearray())
         assert welcome is not None and welcome["type"] == "welcome", welcome
-        self.screen = raw_socket(self.srv, self.srv.screen_port, source=self.source)
+        self.screen = raw_socket(self.srv, self.srv.screen_port, source=self.source,
+                                 rcvbuf=self.rcvbuf)
         self.screen.sendall(frame({"type": "hello", "v": 1, "token": welcome["token"]}))
         assert self.next()["type"] == "welcome"
 

@@ -349,6 +349,8 @@ class Peer(asyncio.Protocol):
         self.paused_since = None
         if self.closing:
             return
+        if self._buffers is None and self._out and self._transport is not None:
+            self._write_chunks(self._out, self._transport)  # may pause it again
         if self._buffers is not None and self._out and not self._flush_due:
             self._flush_due = True  # the backlog goes on at the end of this turn
             self._buffers.due(self)
@@ -428,6 +430,15 @@ class Peer(asyncio.Protocol):
             return
         buffers = self._buffers
         if buffers is None:
+            if self._out or len(data) > WRITE_CHUNK:
+                # A screen frame: handed on in pieces while the transport takes them, the
+                # rest kept as a reference (the relay's encoded frame, shared by its
+                # viewers), not as a private (with TLS, encrypted) copy in the transport.
+                self._out.append(data)
+                self._out_bytes += len(data)
+                if self.writable:
+                    self._write_chunks(self._out, transport)
+                return
             if not self.writable:
                 self._pause_bytes += len(data)
             transport.write(data)

@@ -12,9 +12,11 @@ Per viewer, the relay remembers only the number of the last piece it sent (``sen
 viewer's dirty tiles are those whose pieces are newer. When the viewer's connection can take
 more (at once, or when it drains after ``pause_writing``), it gets one frame with the live
 pieces newer than ``sent``, oldest first: the newest version of every dirty region, never a
-backlog. A viewer who starts watching has ``sent = 0`` and so gets the current picture of
-every region at once, as a key frame. Nothing here ever waits for a viewer; the sharer is
-asked for a key frame (``need_key``) only when the relay has no picture to apply a delta to.
+backlog (a long catch-up goes in frames of about ``FRAME_BYTES``, the next ones only when its
+connection drains again). A viewer who starts watching has ``sent = 0`` and so gets the
+current picture of every region at once, as a key frame. Nothing here ever waits for a
+viewer; the sharer is asked for a key frame (``need_key``) only when the relay has no picture
+to apply a delta to.
 
 A ``copy`` piece (a scroll: "copy this rectangle from there", no pixels) reads pixels the
 viewer must already have. So that replaying the live pieces in order still gives the current
@@ -94,6 +96,8 @@ SLACK_BYTES = 16 << 20
 PIECE_OVERHEAD = 512  # bytes a piece costs beside its data: its objects and entries
 MAX_SHARE_PIXELS = 7680 * 4320  # 8K; the server's max_share_pixels
 MAX_MEMORY = 1 << 30  # all shares' pictures together; the server's max_screen_memory
+FRAME_BYTES = 8 << 20  # a catch-up frame the relay sends holds about this many bytes at most:
+#                       a viewer whose connection is full gets the rest when it drains
 KEY_DEADLINE = 2.0  # s after need_key: a sharer still sending deltas only, ...
 KEY_DEADLINE_FRAMES = 8  # ... this many since, is cut off (need_key_ignored)
 
@@ -371,8 +375,10 @@ class Share:
     last_need_key: float = 0.0
     last_need_idr: float = 0.0
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
-    # encoded catch-up frames by the "sent" they start from; valid until the next frame in
-    cache: dict[int, list[bytes]] = field(default_factory=dict)
+    # encoded catch-up frames (and the last piece in each) by the "sent" they start from;
+    # valid until the next frame in; at most ``budget`` bytes of them
+    cache: dict[int, list[tuple[bytes, int]]] = field(default_factory=dict)
+    cached: int = 0  # bytes in the cache
     cursor: PointerState = field(default_factory=lambda: PointerState())
     layers: int = 1  # quality layers the sharer can send (2: it can send a low layer)
     low: TileStore | None = None  # the low layer's picture, while the sharer sends it
@@ -406,9 +412,14 @@ class Share:
     def layer_store(self, layer: int) -> TileStore | None:
         return self.low if layer == LOW else self.store
 
-    def catch_up(self, sent: int, layer: int = FULL) -> tuple[list[bytes], int]:
-        """The frames that bring a viewer of ``layer`` who has everything up to piece
-        ``sent`` to the current picture, and the id of the newest piece in them."""
+    def clear_cache(self) -> None:
+        self.cache.clear()
+        self.cached = 0
+
+    def catch_up(self, sent: int, layer: int = FULL) -> tuple[list[tuple[bytes, int]], int]:
+        """The frames (each with the id of the last piece in it) that bring a viewer of
+        ``layer`` who has everything up to piece ``sent`` to the current picture, and the id
+        of the newest piece in them."""
         store = self.layer_store(layer)
         if store is None or store.last_id <= sent:
             return [], sent
@@ -416,10 +427,13 @@ class Share:
         frames = self.cache.get(cache_key)
         if frames is None:
             frames = self._encode(store, store.newer_than(sent), sent < store.key_id)
-            self.cache[cache_key] = frames
+            size = sum(len(data) for data, _ in frames)
+            if self.cached + size <= self.budget:  # viewers at many points: bounded
+                self.cache[cache_key] = frames
+                self.cached += size
         return frames, store.last_id
 
-    def switch(self, seat: Seat) -> tuple[list[bytes], int]:
+    def switch(self, seat: Seat) -> tuple[list[tuple[bytes, int]], int]:
         """A viewer that changed layer: the frames that bring it from what it has of the old
         layer to the current picture of the new one (only where they differ), and the id of
         the newest piece of the new one; a key frame if there is no telling."""
@@ -434,14 +448,22 @@ class Share:
         pieces = new.switch_from(old, seat.sent)
         return (self._encode(new, pieces, False) if pieces else []), new.last_id
 
-    def _encode(self, store: TileStore, pieces: list[Piece], key: bool) -> list[bytes]:
+    def _encode(self, store: TileStore, pieces: list[Piece],
+                key: bool) -> list[tuple[bytes, int]]:
+        """The pieces as frames of at most MAX_RECTS rects and about FRAME_BYTES bytes, the
+        first one a key frame if ``key``; each with the id of its last piece."""
         frames = []
-        for n in range(0, len(pieces), MAX_RECTS):
-            chunk = pieces[n : n + MAX_RECTS]
-            header = {"type": "frame", "share": self.id, "seq": chunk[-1].seq,
-                      "w": store.w, "h": store.h, "key": n == 0 and key,
-                      "rects": [p.rect for p in chunk]}
-            frames.append(encode_frame(header, b"".join(p.data for p in chunk)))
+        start, size = 0, 0
+        for n, p in enumerate(pieces, 1):
+            size += len(p.data)
+            if n - start == MAX_RECTS or size >= FRAME_BYTES or n == len(pieces):
+                chunk = pieces[start:n]
+                header = {"type": "frame", "share": self.id, "seq": chunk[-1].seq,
+                          "w": store.w, "h": store.h, "key": start == 0 and key,
+                          "rects": [p.rect for p in chunk]}
+                frames.append((encode_frame(header, b"".join(p.data for p in chunk)),
+                               chunk[-1].id))
+                start, size = n, 0
         return frames
 
 
@@ -574,7 +596,7 @@ class ScreenRelay:
         log.warning("%s: share %d cut off: %s", share.sharer, share.id, message)
         self._unshare(share.sharer, quiet=True)
         share.store = share.low = None
-        share.cache.clear()
+        share.clear_cache()
         share.sharer.fail(code, message)
 
     def _unshare(self, peer: Peer, *, quiet: bool = False) -> None:
@@ -669,7 +691,7 @@ class ScreenRelay:
             if store.broken or (low is not None and low.broken):
                 self._drop_picture(share)  # bounded work and memory whatever the sharer does
                 return
-        share.cache.clear()
+        share.clear_cache()
         share.full_rate.add(now, full_bytes)
         for st in (store, low):
             if st is None:
@@ -698,7 +720,7 @@ class ScreenRelay:
         """Forget the share's picture until the key frame asked for comes."""
         self.released += share.stored
         share.store = share.low = None
-        share.cache.clear()
+        share.clear_cache()
         self._ask_key(share)
 
     def _add(self, share: Share, store: TileStore, piece: Piece, first: bool) -> None:
@@ -856,23 +878,26 @@ class ScreenRelay:
             peer.last_drain = None
             if capacity is not None:  # hold no more than a moment of what the link carries
                 peer.limit_backlog(backlog(capacity))
-        self._flush(peer)
+        if peer.writable:  # (what was queued for it may have filled it again)
+            self._flush(peer)
 
     def _flush(self, viewer: Peer) -> None:
         """Send the viewer the newest version of its dirty regions, share by share, while its
         connection takes more; the rest waits for ``resume_writing``, by then newer still."""
         for share in self._watching.get(viewer, ()):
             seat = share.viewers[viewer]
-            if seat.came_from is not None:
+            if seat.came_from is not None:  # of the new layer now, even with nothing to send
                 frames, last = share.switch(seat)
-                seat.sent = last  # of the new layer now, even with nothing to send
             else:
                 frames, last = share.catch_up(seat.sent, seat.layer)
             if frames:
-                seat.sent = last
                 seat.link.delivered(time.monotonic())
-                for data in frames:
+                for i, (data, upto) in enumerate(frames, 1):
                     viewer.send_bytes(data)
+                    if not viewer.writable and i < len(frames):
+                        last = upto  # the rest when it drains (by then, maybe newer still)
+                        break
+            seat.sent = last
             pointer = share.cursor.due(share.id, viewer)
             if pointer is not None:
                 viewer.send_bytes(pointer)
