@@ -2,8 +2,10 @@
 
 A :class:`Peer` feeds received bytes to a :class:`~chatscreen.protocol.Connection`, hands the
 validated messages to its service (chat or screen) and writes what the service sends. Writes
-never block. Screen peers write straight to the transport; when its buffer passes the high
-water mark ``writable`` goes false and the relay keeps only the newest picture for them.
+never block. Screen peers write straight to the transport, a frame larger than WRITE_CHUNK in
+pieces while the transport takes them (the rest waits as a reference to the relay's encoded
+frame, not as a private, with TLS encrypted, copy); when its buffer passes the high water mark
+``writable`` goes false and the relay keeps only the newest picture for them.
 
 Chat peers (``buffers`` given) write the first frame due in a turn of the loop straight to
 the transport, so that fan-out reaches the first recipient at once and costs one call per
