@@ -130,7 +130,7 @@ class Server:
             peer.rates = Rates(TokenBucket(s.screen_rate_frames, 2 * s.screen_rate_frames, now),
                                TokenBucket(s.screen_rate_bytes, s.screen_rate_bytes, now),
                                s.flood_timeout, rated=SCREEN_RATED, cost=screen_cost,
-                               address=address)
+                               address=address, warn=False)
 
     def _make_room(self, newcomer: Peer) -> bool:
         """Every login slot is taken. If the connection waiting longest has waited a quarter

@@ -75,6 +75,9 @@ class Rates:
     rated: frozenset[str] = RATED  # the requests that count as messages
     cost: Callable[[Message], int] | None = None  # how many each takes (None: one)
     address: TokenBucket | None = None
+    # told (a non-fatal rate_limited) when first slowed down; a sharer is not: a client may
+    # take that error for the answer to its next request, and TCP tells it well enough
+    warn: bool = True
 
     def calm(self, now: float) -> bool:
         """Has it slowed down (every bucket it draws from at least half full)?"""
@@ -316,7 +319,8 @@ class Peer(asyncio.Protocol):
         rates = self.rates
         if rates.flood_since is None:
             rates.flood_since = now
-            self.error(ErrorCode.RATE_LIMITED, "you are sending too fast; slowing you down")
+            if rates.warn:
+                self.error(ErrorCode.RATE_LIMITED, "you are sending too fast; slowing you down")
         elif now - rates.flood_since > rates.flood_timeout:
             self.fail(ErrorCode.RATE_LIMITED, "flooding: you kept sending too fast")
             return
