@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 ARGS ?=
 
 .DEFAULT_GOAL := test
-.PHONY: venv sysdeps test lint run bench soak clean fuzz
+.PHONY: venv sysdeps test lint run bench soak clean fuzz attack
 
 venv: $(STAMP)
 
@@ -49,6 +49,11 @@ fuzz: $(STAMP)
 
 bench: sysdeps $(STAMP)
 	$(BIN)/python -m bench
+
+# Attacks with a guest login at full scale (minutes): chat latency and server memory, idle vs
+# under attack (bench/bench_attack.py; the fast versions are in the test suite).
+attack: $(STAMP)
+	$(BIN)/python -m bench.bench_attack
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis bench/results

@@ -26,6 +26,11 @@ class ServerSettings:
     handshake_timeout: float = 10.0
     max_text: int = 4000
     max_screen_frame: int = 64 << 20
+    max_share_pixels: int = 7680 * 4320  # a share's width x height (8K); larger is refused
+    max_screen_memory: int = 1 << 30  # bytes all shares' pictures may take together
+    screen_rate_bytes: int = 32 << 20  # bytes a second one screen connection may send ...
+    screen_rate_bytes_per_address: int = 64 << 20  # ... and all those of one address together
+    screen_rate_frames: float = 240.0  # frames (and pointer moves) a second per connection
     durability: str = "normal"  # "normal" (survives kill -9) or "full" (survives power loss)
     storage_check: str = "quick"  # at start: PRAGMA quick_check, "full" integrity_check, "off"
     slow_timeout: float = 10.0  # a chat client that reads nothing this long is cut off
@@ -116,6 +121,11 @@ def load_settings(config_file: Path | None = None, env: dict[str, str] | None = 
                           "member, guest")
     if min(settings.create_rate, settings.create_burst, settings.room_expiry) <= 0:
         raise ConfigError("create_rate, create_burst and room_expiry must be positive")
+    if settings.max_share_pixels < 1 or settings.max_screen_memory < 1:
+        raise ConfigError("max_share_pixels and max_screen_memory must be positive")
+    for name in ("screen_rate_bytes", "screen_rate_bytes_per_address", "screen_rate_frames"):
+        if getattr(settings, name) <= 0:
+            raise ConfigError(f"{name} must be positive")
     if settings.server_password == "":
         raise ConfigError("server_password is empty")
     for port in (settings.chat_port, settings.screen_port, max(settings.metrics_port, 0)):

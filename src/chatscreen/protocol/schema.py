@@ -179,14 +179,33 @@ def rects(value: Any, limits: Limits) -> tuple[Rect, ...]:
         raise _bad(f"rects must be a list of 1 to {MAX_RECTS} rectangles")
     out = []
     for item in value:
-        if not isinstance(item, dict):
-            raise _bad("each rect must be an object")
-        layer = item.get("layer")
-        if layer is not None and layer not in LAYERS:
-            raise _bad(f"layer: expected one of {', '.join(LAYERS)}")
-        out.append(Rect(**{k: _field(item, k, v, limits) for k, v in _RECT_FIELDS.items()},
-                        layer=layer))
+        # the usual case checked inline (a frame may hold 4096 rects); anything else goes
+        # through the field validators, which say what is wrong
+        if type(item) is dict:
+            x, y, w, h = item.get("x"), item.get("y"), item.get("w"), item.get("h")
+            enc, n, layer = item.get("enc"), item.get("len"), item.get("layer")
+            if (type(x) is int and type(y) is int and type(w) is int and type(h) is int
+                    and type(n) is int and 0 <= x <= MAX_DIM and 0 <= y <= MAX_DIM
+                    and 1 <= w <= MAX_DIM and 1 <= h <= MAX_DIM and 0 <= n <= MAX_INT
+                    and type(enc) is str and enc in _ENCODING_SET
+                    and (layer is None or layer in LAYERS)):
+                out.append(Rect(x, y, w, h, enc, n, layer))
+                continue
+        out.append(_rect(item, limits))
     return tuple(out)
+
+
+_ENCODING_SET = frozenset(ENCODINGS)
+
+
+def _rect(item: Any, limits: Limits) -> Rect:
+    if not isinstance(item, dict):
+        raise _bad("each rect must be an object")
+    layer = item.get("layer")
+    if layer is not None and layer not in LAYERS:
+        raise _bad(f"layer: expected one of {', '.join(LAYERS)}")
+    return Rect(**{k: _field(item, k, v, limits) for k, v in _RECT_FIELDS.items()},
+                layer=layer)
 
 
 def _field(obj: Mapping[str, Any], key: str, check: Validator, limits: Limits) -> Any:

@@ -20,7 +20,7 @@ from chatscreen.server.accounts import SQLiteAccounts
 from chatscreen.server.chat import ChatService, LoginPolicy, RoomPolicy
 from chatscreen.server.datadir import hold_running_lock, prepare, warn_loose_modes
 from chatscreen.server.fanout import LocalFanout
-from chatscreen.server.limits import TokenBucket
+from chatscreen.server.limits import SCREEN_RATED, TokenBucket, screen_cost
 from chatscreen.server.metrics import Counters, serve_http
 from chatscreen.server.peer import Peer, Rates, SendBuffers
 from chatscreen.server.screen import ScreenRelay
@@ -76,6 +76,7 @@ class Server:
         self.heartbeat = settings.heartbeat
         self.peers: set[Peer] = set()
         self._per_address: dict[str, int] = {}
+        self._screen_rates: dict[str, TokenBucket] = {}  # per address, while it has peers
         # connections holding a login slot (max_handshakes of them): since when, oldest first
         self._handshaking: dict[Peer, float] = {}
         # connections waiting for a slot, not read meanwhile (login_queue of them), oldest
@@ -93,7 +94,8 @@ class Server:
                                 heartbeat=settings.heartbeat, accounts=self.accounts,
                                 policy=login_policy(settings), limits=room_policy(settings))
         self.chat.send_buffers = self.buffers
-        self.screen = ScreenRelay(self.chat)
+        self.screen = ScreenRelay(self.chat, max_pixels=settings.max_share_pixels,
+                                  max_memory=settings.max_screen_memory)
         self.chat_limits = Limits(max_frame=1 << 20, max_header=1 << 20,
                                   max_text=settings.max_text)
         self.screen_limits = Limits(max_frame=settings.max_screen_frame, max_header=1 << 20,
@@ -138,6 +140,16 @@ class Server:
             peer.rates = Rates(TokenBucket(s.rate_messages, s.rate_burst, now),
                                TokenBucket(s.rate_bytes, 4 * s.rate_bytes, now),
                                s.flood_timeout)
+        elif peer.kind == "screen":
+            now = asyncio.get_running_loop().time()
+            address = self._screen_rates.get(ip)
+            if address is None:
+                rate = s.screen_rate_bytes_per_address
+                address = self._screen_rates[ip] = TokenBucket(rate, rate, now)
+            peer.rates = Rates(TokenBucket(s.screen_rate_frames, 2 * s.screen_rate_frames, now),
+                               TokenBucket(s.screen_rate_bytes, s.screen_rate_bytes, now),
+                               s.flood_timeout, rated=SCREEN_RATED, cost=screen_cost,
+                               address=address, warn=False)
 
     @property
     def logins_in_progress(self) -> int:
@@ -191,6 +203,7 @@ class Server:
             self._per_address[peer.ip] = left
         else:
             self._per_address.pop(peer.ip, None)
+            self._screen_rates.pop(peer.ip, None)
         self.counters.disconnects[peer.close_code or "closed"] += 1
         self._closed_since_trim += 1
         if not self.peers:
@@ -293,13 +306,15 @@ class Server:
             self.buffers.enforce()
             self._buffered_peak = max(self._buffered_peak, total)
             if (self._closed_since_trim >= TRIM_AFTER_CLOSED
-                    or self._buffered_peak - total >= TRIM_AFTER_BYTES):
+                    or self._buffered_peak - total >= TRIM_AFTER_BYTES
+                    or self.screen.released >= TRIM_AFTER_BYTES):
                 self.trim_memory()
 
     def trim_memory(self) -> None:
         """Give the heap's free pages back to the system (glibc only)."""
         self._closed_since_trim = 0
         self._buffered_peak = self.buffers.total
+        self.screen.released = 0
         if MALLOC_TRIM is not None:
             t0 = time.perf_counter()
             MALLOC_TRIM(0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from chatscreen.protocol import Message
+
 
 class TokenBucket:
     """``rate`` tokens a second, at most ``burst`` saved up."""
@@ -73,3 +75,13 @@ class KeyedBuckets:
 
 #: Chat requests that count against a user's message rate.
 RATED = frozenset({"say", "pm", "typing", "join", "create", "leave", "history", "who", "rooms"})
+#: Screen requests that count against a connection's frame rate.
+SCREEN_RATED = frozenset({"frame", "cursor", "share", "unshare", "watch", "unwatch"})
+#: A frame counts as one more for every this many rects it holds: the relay's work (parsing,
+#: storing) goes by rects, and the reference sharer merges changed tiles into few of them.
+RECTS_PER_FRAME = 32
+
+
+def screen_cost(msg: Message) -> int:
+    """What a screen request takes from its connection's frame rate."""
+    return 1 + len(msg["rects"]) // RECTS_PER_FRAME if msg.type == "frame" else 1

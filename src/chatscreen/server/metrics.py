@@ -85,6 +85,9 @@ def render_metrics(server: Server) -> str:
     metric("screen_layer_switches_total", "counter",
            "Screen viewers moved between the full and the low quality layer.",
            [("", c.screen_layer_switches)])
+    metric("screen_store_bytes", "gauge",
+           "Bytes the shares' pictures take (each share's is bounded by its area).",
+           [("", server.screen.stored_bytes())])
     lows = sum(1 for sh in server.screen.shares.values() for st in sh.viewers.values()
                if st.layer == LOW)
     metric("screen_low_viewers", "gauge", "Screen viewers on a share's low quality layer.",

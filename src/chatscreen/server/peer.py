@@ -2,8 +2,10 @@
 
 A :class:`Peer` feeds received bytes to a :class:`~chatscreen.protocol.Connection`, hands the
 validated messages to its service (chat or screen) and writes what the service sends. Writes
-never block. Screen peers write straight to the transport; when its buffer passes the high
-water mark ``writable`` goes false and the relay keeps only the newest picture for them.
+never block. Screen peers write straight to the transport, a frame larger than WRITE_CHUNK in
+pieces while the transport takes them (the rest waits as a reference to the relay's encoded
+frame, not as a private, with TLS encrypted, copy); when its buffer passes the high water mark
+``writable`` goes false and the relay keeps only the newest picture for them.
 
 Chat peers (``buffers`` given) write the first frame due in a turn of the loop straight to
 the transport, so that fan-out reaches the first recipient at once and costs one call per
@@ -60,14 +62,31 @@ HOLD_POLL = 0.01
 HOLD_RATE, HOLD_HELLO, HOLD_QUEUE, HOLD_BUDGET = 1, 2, 4, 8
 
 
+# Why a peer is closed at once, not gracefully (see Peer.fail).
+ABORT_AT_ONCE = frozenset({ErrorCode.TOO_SLOW, ErrorCode.RATE_LIMITED,
+                           ErrorCode.SHARE_OVER_BUDGET, ErrorCode.NEED_KEY_IGNORED})
+
+
 @dataclass
 class Rates:
-    """A peer's rate limits: messages and bytes it may send."""
+    """A peer's rate limits: messages and bytes it may send (``address``: bytes that all the
+    connections from its address may send together)."""
 
     messages: TokenBucket
     bytes: TokenBucket
     flood_timeout: float
     flood_since: float | None = None  # when it was first slowed down, this streak
+    rated: frozenset[str] = RATED  # the requests that count as messages
+    cost: Callable[[Message], int] | None = None  # how many each takes (None: one)
+    address: TokenBucket | None = None
+    # told (a non-fatal rate_limited) when first slowed down; a sharer is not: a client may
+    # take that error for the answer to its next request, and TCP tells it well enough
+    warn: bool = True
+
+    def calm(self, now: float) -> bool:
+        """Has it slowed down (every bucket it draws from at least half full)?"""
+        return (self.messages.fuller_than(0.5, now) and self.bytes.fuller_than(0.5, now)
+                and (self.address is None or self.address.fuller_than(0.5, now)))
 
 
 class Service(Protocol):
@@ -315,11 +334,16 @@ class Peer(asyncio.Protocol):
         self.last_rx = now
         self.ping_sent = False
         messages = self.conn.receive_data(data)
-        if self.rates is not None:
-            wait = self.rates.bytes.spend(len(data), now)
+        rates = self.rates
+        if rates is not None:
+            wait = rates.bytes.spend(len(data), now)
+            if rates.address is not None:
+                wait = max(wait, rates.address.spend(len(data), now))
             if wait > 0:  # over the byte rate: stop reading for as long as it takes
                 self._throttle(wait, lambda: self._process(messages))
                 return
+            if rates.flood_since is not None and rates.calm(now):
+                rates.flood_since = None  # it slowed down
         self._process(messages)
 
     def _process(self, messages: Iterator[Message], first: Message | None = None) -> None:
@@ -334,13 +358,15 @@ class Peer(asyncio.Protocol):
                                             > buffers.limit):
                     buffers.hold_back(self, messages, msg)  # back-pressure: see SendBuffers
                     return
-                if self.rates is not None and msg.type in RATED:
-                    wait = self.rates.messages.take(1, self._loop.time())
+                if self.rates is not None and msg.type in self.rates.rated:
+                    rates = self.rates
+                    n = 1 if rates.cost is None else min(rates.cost(msg), rates.messages.burst)
+                    wait = rates.messages.take(n, self._loop.time())
                     if wait > 0:
                         self._throttle(wait, functools.partial(self._process, messages, msg))
                         return
-                    if self.rates.flood_since is not None and self.rates.messages.fuller_than(
-                            0.5, self._loop.time()):
+                    if self.rates.flood_since is not None and self.rates.calm(
+                            self._loop.time()):
                         self.rates.flood_since = None  # the user slowed down
                 if msg.type == "ping":
                     self.send("pong", **msg.fields)
@@ -366,7 +392,8 @@ class Peer(asyncio.Protocol):
         rates = self.rates
         if rates.flood_since is None:
             rates.flood_since = now
-            self.error(ErrorCode.RATE_LIMITED, "you are sending too fast; slowing you down")
+            if rates.warn:
+                self.error(ErrorCode.RATE_LIMITED, "you are sending too fast; slowing you down")
         elif now - rates.flood_since > rates.flood_timeout:
             self.fail(ErrorCode.RATE_LIMITED, "flooding: you kept sending too fast")
             return
@@ -401,6 +428,8 @@ class Peer(asyncio.Protocol):
         self.paused_since = None
         if self.closing:
             return
+        if self._buffers is None and self._out and self._transport is not None:
+            self._write_chunks(self._out, self._transport)  # may pause it again
         if self._buffers is not None and self._out and not self._flush_due:
             self._flush_due = True  # the backlog goes on at the end of this turn
             self._buffers.due(self)
@@ -480,6 +509,15 @@ class Peer(asyncio.Protocol):
             return
         buffers = self._buffers
         if buffers is None:
+            if self._out or len(data) > WRITE_CHUNK:
+                # A screen frame: handed on in pieces while the transport takes them, the
+                # rest kept as a reference (the relay's encoded frame, shared by its
+                # viewers), not as a private (with TLS, encrypted) copy in the transport.
+                self._out.append(data)
+                self._out_bytes += len(data)
+                if self.writable:
+                    self._write_chunks(self._out, transport)
+                return
             if not self.writable:
                 self._pause_bytes += len(data)
             transport.write(data)
@@ -651,9 +689,11 @@ class Peer(asyncio.Protocol):
         out = self._out
         self._drop_out()
         if not transport.is_closing():
-            if code == ErrorCode.TOO_SLOW:
-                # It does not read: nothing more would get through. The error goes out in
-                # case it is read after all (it may be lost behind what is buffered).
+            if code in ABORT_AT_ONCE:
+                # It does not read: nothing more would get through. Or it floods: a graceful
+                # close (the TLS shutdown) would go on reading and decrypting what it sends.
+                # The error goes out in case it is read (it may be lost behind what is
+                # buffered, or to the reset).
                 transport.write(self.conn.error(code, message, fatal=True))
                 transport.abort()
             else:

@@ -12,9 +12,11 @@ Per viewer, the relay remembers only the number of the last piece it sent (``sen
 viewer's dirty tiles are those whose pieces are newer. When the viewer's connection can take
 more (at once, or when it drains after ``pause_writing``), it gets one frame with the live
 pieces newer than ``sent``, oldest first: the newest version of every dirty region, never a
-backlog. A viewer who starts watching has ``sent = 0`` and so gets the current picture of
-every region at once, as a key frame. Nothing here ever waits for a viewer; the sharer is
-asked for a key frame (``need_key``) only when the relay has no picture to apply a delta to.
+backlog (a long catch-up goes in frames of about ``FRAME_BYTES``, the next ones only when its
+connection drains again). A viewer who starts watching has ``sent = 0`` and so gets the
+current picture of every region at once, as a key frame. Nothing here ever waits for a
+viewer; the sharer is asked for a key frame (``need_key``) only when the relay has no picture
+to apply a delta to.
 
 A ``copy`` piece (a scroll: "copy this rectangle from there", no pixels) reads pixels the
 viewer must already have. So that replaying the live pieces in order still gives the current
@@ -77,12 +79,27 @@ MAX_PARTIAL = 32  # pieces only partly covering one tile before the relay asks f
 MAX_COPY_DEPTH = 150  # copies reading from copies (5 s of scrolling at 30/s) before it asks
 #                       for a key frame, so that a late viewer's catch-up stays short
 HARD_COPY_DEPTH = 4 * MAX_COPY_DEPTH  # a sharer ignoring need_key: the picture is dropped
+HARD_PARTIAL = 4 * MAX_PARTIAL  # ... and so past this many partial pieces on one tile (each
+#                                 piece added scans those of its tiles: bounded work)
 NEED_KEY_INTERVAL = 0.5  # seconds between key frame requests to one sharer
 NEED_IDR_INTERVAL = 1.0  # seconds between h264 IDR requests to one sharer
 CHAIN_IDR_AFTER = 60  # h264 pictures since the last IDR before the relay asks for a new one
 CHAIN_IDR_BYTES = 2 << 20  # ... or this many bytes
 CHAIN_MAX = 1800  # a stream whose chain grows past this (need_idr ignored) is forgotten
 CHAIN_MAX_BYTES = 32 << 20
+# A share's memory bound, by the area of its picture whatever is sent: this many bytes a pixel
+# (both quality layers of an uncompressed picture, counted apart even where they share bytes)
+# plus SLACK_BYTES (h264 chains, pinned copies, pieces smaller than their objects). Past it
+# the sharer is cut off (share_over_budget) and the share's pictures freed at once.
+BYTES_PER_PIXEL = 8
+SLACK_BYTES = 16 << 20
+PIECE_OVERHEAD = 512  # bytes a piece costs beside its data: its objects and entries
+MAX_SHARE_PIXELS = 7680 * 4320  # 8K; the server's max_share_pixels
+MAX_MEMORY = 1 << 30  # all shares' pictures together; the server's max_screen_memory
+FRAME_BYTES = 8 << 20  # a catch-up frame the relay sends holds about this many bytes at most:
+#                       a viewer whose connection is full gets the rest when it drains
+KEY_DEADLINE = 2.0  # s after need_key: a sharer still sending deltas only, ...
+KEY_DEADLINE_FRAMES = 8  # ... this many since, is cut off (need_key_ignored)
 
 
 @dataclass(eq=False, slots=True)
@@ -97,6 +114,7 @@ class Piece:
     deps: tuple[Piece, ...] = ()  # a copy: the pieces it reads from, pinned while it lives
     depth: int = 0  # a copy: 1 + the deepest copy among its deps (the chain's length)
     pure: bool = True  # the same in every quality layer (not a layer's own, nor reading one)
+    cost: int = 0  # bytes it counts for in its store's ``bytes`` while it is live
 
 
 class TileStore:
@@ -111,10 +129,12 @@ class TileStore:
         self.live: dict[int, Piece] = {}  # id -> piece, in id order
         self.key_id = first_id  # pieces before this one are not part of the picture
         self.overflow = False  # too many partial pieces on one tile: a key frame would help
+        self.broken = False  # far too many (HARD_PARTIAL, HARD_COPY_DEPTH): drop the picture
         # h264 streams (by rectangle): their pieces since the stream's last IDR, each held
         # alive by the chain (one extra ref) so that any viewer can decode the newest one
         self.chains: dict[tuple[int, int, int, int], Chain] = {}
         self.max_depth = 0  # the longest chain of copies among the pieces added
+        self.bytes = 0  # what the live pieces take, data and objects (Piece.cost)
 
     @property
     def last_id(self) -> int:
@@ -128,12 +148,13 @@ class TileStore:
         for pid, p in self.live.items():  # in id order: a copy's deps come before it
             same[pid] = new.live[pid] = Piece(p.id, p.seq, p.rect, p.data, p.refs,
                                                tuple(same[d.id] for d in p.deps), p.depth,
-                                               p.pure)
+                                               p.pure, p.cost)
         new.owner = [None if o is None else same[o.id] for o in self.owner]
         new.partial = [[same[p.id] for p in ps] for ps in self.partial]
         new.chains = {k: Chain([same[p.id] for p in c.pieces], c.bytes)
                       for k, c in self.chains.items()}
         new.max_depth = self.max_depth
+        new.bytes = self.bytes
         return new
 
     def _release(self, piece: Piece) -> None:
@@ -143,6 +164,7 @@ class TileStore:
             p.refs -= 1
             if p.refs == 0:
                 del self.live[p.id]
+                self.bytes -= p.cost
                 stack.extend(p.deps)
 
     def _pin_sources(self, piece: Piece) -> None:
@@ -168,12 +190,16 @@ class TileStore:
         self.max_depth = max(self.max_depth, piece.depth)
         if piece.depth > MAX_COPY_DEPTH:
             self.overflow = True  # a key frame ends the chain
+            self.broken = piece.depth > HARD_COPY_DEPTH
 
     def add(self, piece: Piece) -> None:
         r, t = piece.rect, self.tile
         x0, y0, x1, y1 = r["x"], r["y"], r["x"] + r["w"], r["y"] + r["h"]
         if r["enc"] == "copy":
             self._pin_sources(piece)
+        tiles = ((x1 - 1) // t - x0 // t + 1) * ((y1 - 1) // t - y0 // t + 1)
+        piece.cost = len(piece.data) + PIECE_OVERHEAD + 8 * (tiles + len(piece.deps))
+        self.bytes += piece.cost
         self.live[piece.id] = piece
         for row in range(y0 // t, (y1 - 1) // t + 1):
             ty0, ty1 = row * t, min((row + 1) * t, self.h)
@@ -200,6 +226,7 @@ class TileStore:
                     parts.append(piece)
                     if len(parts) > MAX_PARTIAL:
                         self.overflow = True
+                        self.broken = self.broken or len(parts) > HARD_PARTIAL
         if piece.refs == 0:  # cannot happen for a rect inside the screen; be safe
             piece.refs = 1
             self._release(piece)
@@ -349,8 +376,10 @@ class Share:
     last_need_key: float = 0.0
     last_need_idr: float = 0.0
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
-    # encoded catch-up frames by the "sent" they start from; valid until the next frame in
-    cache: dict[int, list[bytes]] = field(default_factory=dict)
+    # encoded catch-up frames (and the last piece in each) by the "sent" they start from;
+    # valid until the next frame in; at most ``budget`` bytes of them
+    cache: dict[int, list[tuple[bytes, int]]] = field(default_factory=dict)
+    cached: int = 0  # bytes in the cache
     cursor: PointerState = field(default_factory=lambda: PointerState())
     layers: int = 1  # quality layers the sharer can send (2: it can send a low layer)
     low: TileStore | None = None  # the low layer's picture, while the sharer sends it
@@ -359,6 +388,19 @@ class Share:
     low_used: float = 0.0  # when a viewer was last on the low layer
     rate_asked: float = 0.0  # when the rate was last asked
     full_rate: Rate = field(default_factory=Rate)  # bytes/s into the full layer
+    key_asked: float | None = None  # when need_key was sent, unanswered so far
+    deltas_since_ask: int = 0  # delta frames since then
+
+    @property
+    def budget(self) -> int:
+        """The most its pictures may take (both layers): by area, whatever is sent."""
+        return BYTES_PER_PIXEL * self.w * self.h + SLACK_BYTES
+
+    @property
+    def stored(self) -> int:
+        """What its pictures take now (both layers' live pieces)."""
+        return ((self.store.bytes if self.store is not None else 0)
+                + (self.low.bytes if self.low is not None else 0))
 
     @property
     def user(self) -> str:
@@ -386,9 +428,14 @@ class Share:
     def layer_store(self, layer: int) -> TileStore | None:
         return self.low if layer == LOW else self.store
 
-    def catch_up(self, sent: int, layer: int = FULL) -> tuple[list[bytes], int]:
-        """The frames that bring a viewer of ``layer`` who has everything up to piece
-        ``sent`` to the current picture, and the id of the newest piece in them."""
+    def clear_cache(self) -> None:
+        self.cache.clear()
+        self.cached = 0
+
+    def catch_up(self, sent: int, layer: int = FULL) -> tuple[list[tuple[bytes, int]], int]:
+        """The frames (each with the id of the last piece in it) that bring a viewer of
+        ``layer`` who has everything up to piece ``sent`` to the current picture, and the id
+        of the newest piece in them."""
         store = self.layer_store(layer)
         if store is None or store.last_id <= sent:
             return [], sent
@@ -396,10 +443,13 @@ class Share:
         frames = self.cache.get(cache_key)
         if frames is None:
             frames = self._encode(store, store.newer_than(sent), sent < store.key_id)
-            self.cache[cache_key] = frames
+            size = sum(len(data) for data, _ in frames)
+            if self.cached + size <= self.budget:  # viewers at many points: bounded
+                self.cache[cache_key] = frames
+                self.cached += size
         return frames, store.last_id
 
-    def switch(self, seat: Seat) -> tuple[list[bytes], int]:
+    def switch(self, seat: Seat) -> tuple[list[tuple[bytes, int]], int]:
         """A viewer that changed layer: the frames that bring it from what it has of the old
         layer to the current picture of the new one (only where they differ), and the id of
         the newest piece of the new one; a key frame if there is no telling."""
@@ -414,14 +464,22 @@ class Share:
         pieces = new.switch_from(old, seat.sent)
         return (self._encode(new, pieces, False) if pieces else []), new.last_id
 
-    def _encode(self, store: TileStore, pieces: list[Piece], key: bool) -> list[bytes]:
+    def _encode(self, store: TileStore, pieces: list[Piece],
+                key: bool) -> list[tuple[bytes, int]]:
+        """The pieces as frames of at most MAX_RECTS rects and about FRAME_BYTES bytes, the
+        first one a key frame if ``key``; each with the id of its last piece."""
         frames = []
-        for n in range(0, len(pieces), MAX_RECTS):
-            chunk = pieces[n : n + MAX_RECTS]
-            header = {"type": "frame", "share": self.id, "seq": chunk[-1].seq,
-                      "w": store.w, "h": store.h, "key": n == 0 and key,
-                      "rects": [p.rect for p in chunk]}
-            frames.append(encode_frame(header, b"".join(p.data for p in chunk)))
+        start, size = 0, 0
+        for n, p in enumerate(pieces, 1):
+            size += len(p.data)
+            if n - start == MAX_RECTS or size >= FRAME_BYTES or n == len(pieces):
+                chunk = pieces[start:n]
+                header = {"type": "frame", "share": self.id, "seq": chunk[-1].seq,
+                          "w": store.w, "h": store.h, "key": start == 0 and key,
+                          "rects": [p.rect for p in chunk]}
+                frames.append((encode_frame(header, b"".join(p.data for p in chunk)),
+                               chunk[-1].id))
+                start, size = n, 0
         return frames
 
 
@@ -455,14 +513,22 @@ class PointerState:
 
 
 class ScreenRelay:
-    def __init__(self, chat: ChatService) -> None:
+    def __init__(self, chat: ChatService, max_pixels: int = MAX_SHARE_PIXELS,
+                 max_memory: int = MAX_MEMORY) -> None:
         self.chat = chat
+        self.max_pixels = max_pixels  # a share's width x height at most
+        self.max_memory = max_memory  # all shares' pictures (Share.stored) at most
+        self.released = 0  # bytes of pictures dropped since the server last trimmed its heap
         self.shares: dict[int, Share] = {}
         self._by_sharer: dict[Peer, Share] = {}
         self._watching: dict[Peer, set[Share]] = {}
         self._ids = itertools.count(1)
         self.counters = Counters()
         chat.audience_changed = self.recheck
+
+    def stored_bytes(self) -> int:
+        """What every share's pictures take (O(shares))."""
+        return sum(share.stored for share in self.shares.values())
 
     # -- dispatch ----------------------------------------------------------------------
 
@@ -511,6 +577,8 @@ class ScreenRelay:
             peer.error(ErrorCode.FORBIDDEN, "you may not share your screen on this server",
                        re="share")
             return
+        if not self._size_ok(peer, msg, "share"):
+            return
         share = self._by_sharer.get(peer)
         if share is None:
             share = Share(next(self._ids), peer, msg["w"], msg["h"])
@@ -531,6 +599,23 @@ class ScreenRelay:
         peer.send("shared", share=share.id)
         self._announce()
 
+    def _size_ok(self, peer: Peer, msg: Message, re: str) -> bool:
+        """Is the share size in ``msg`` within max_pixels? If not, refuse the request."""
+        w, h = msg["w"], msg["h"]
+        if w * h <= self.max_pixels:
+            return True
+        peer.error(ErrorCode.SHARE_TOO_LARGE, f"{w}x{h} is too large to share here: at most "
+                   f"{self.max_pixels} pixels (7680x4320 is {7680 * 4320})", re=re)
+        return False
+
+    def _cut_off(self, share: Share, code: ErrorCode, message: str) -> None:
+        """Disconnect a misbehaving sharer with a reason; its pictures are freed now."""
+        log.warning("%s: share %d cut off: %s", share.sharer, share.id, message)
+        self._unshare(share.sharer, quiet=True)
+        share.store = share.low = None
+        share.clear_cache()
+        share.sharer.fail(code, message)
+
     def _unshare(self, peer: Peer, *, quiet: bool = False) -> None:
         share = self._by_sharer.pop(peer, None)
         if share is None:
@@ -538,6 +623,7 @@ class ScreenRelay:
                 peer.error(ErrorCode.NOT_SHARING, "you are not sharing", re="unshare")
             return
         del self.shares[share.id]
+        self.released += share.stored
         data = encode_frame({"type": "unshared", "share": share.id})
         for viewer in share.viewers:
             self._watching.get(viewer, set()).discard(share)
@@ -561,11 +647,24 @@ class ScreenRelay:
         if share is None:
             raise RemoteProtocolError(ErrorCode.NOT_SHARING, "send share before frames")
         key = msg["key"]
+        now = time.monotonic()
         if (msg["w"], msg["h"]) != (share.w, share.h):
             if not key:
                 raise RemoteProtocolError(ErrorCode.BAD_MESSAGE, "a new size needs a key frame")
+            if not self._size_ok(peer, msg, "frame"):
+                return
             share.w, share.h = msg["w"], msg["h"]
             self._announce()
+        if key:
+            share.key_asked = None
+        elif share.key_asked is not None:
+            share.deltas_since_ask += 1
+            if (share.deltas_since_ask > KEY_DEADLINE_FRAMES
+                    and now - share.key_asked > KEY_DEADLINE):
+                self._cut_off(share, ErrorCode.NEED_KEY_IGNORED, "the server asked for a key "
+                              f"frame (need_key) {now - share.key_asked:.1f} s and "
+                              f"{share.deltas_since_ask} frames ago")
+                return
         if not key and share.store is None:
             self._ask_key(share)  # nothing to apply a delta to
             return
@@ -575,6 +674,7 @@ class ScreenRelay:
         self.counters.screen_frames_in += 1
         self.counters.screen_bytes_in += len(msg.payload)
         if key:
+            self.released += share.stored
             share.store = TileStore(share.w, share.h, first_id=0)
             if share.low_on:
                 share.low = TileStore(share.w, share.h, first_id=0)
@@ -584,7 +684,8 @@ class ScreenRelay:
         payload = memoryview(msg.payload)
         offset = 0
         seq = msg["seq"]
-        now = time.monotonic()
+        # what this share's pictures may grow to: its own bound, and what the others leave
+        limit = min(share.budget, self.max_memory - (self.stored_bytes() - share.stored))
         added = [False, False]  # pieces added to the full, the low layer
         full_bytes = 0
         for i, r in enumerate(msg["rects"]):
@@ -601,15 +702,17 @@ class ScreenRelay:
                 added[LOW] = True
                 self._add(share, low, Piece(pid, seq, rect, data, pure=r.layer is None),
                           key and i == 0)
-        share.cache.clear()
+            if store.bytes + (low.bytes if low is not None else 0) > limit:
+                self._over_budget(share)
+                return
+            if store.broken or (low is not None and low.broken):
+                self._drop_picture(share)  # bounded work and memory whatever the sharer does
+                return
+        share.clear_cache()
         share.full_rate.add(now, full_bytes)
         for st in (store, low):
             if st is None:
                 continue
-            if st.max_depth > HARD_COPY_DEPTH:  # bounded memory whatever the sharer does
-                share.store = share.low = None
-                self._ask_key(share)
-                return
             if st.overflow:
                 st.overflow = False
                 self._ask_key(share)
@@ -620,6 +723,22 @@ class ScreenRelay:
                 self._flush(viewer)
         if share.layers >= 2:
             self._adapt(share, now)
+
+    def _over_budget(self, share: Share) -> None:
+        if share.stored > share.budget:
+            why = (f"your share took more than {share.budget >> 20} MiB of the server's "
+                   f"memory, the most a {share.w}x{share.h} picture may: send key frames")
+        else:
+            why = (f"the server's memory for shared screens ({self.max_memory >> 20} MiB) is "
+                   "full")
+        self._cut_off(share, ErrorCode.SHARE_OVER_BUDGET, why)
+
+    def _drop_picture(self, share: Share) -> None:
+        """Forget the share's picture until the key frame asked for comes."""
+        self.released += share.stored
+        share.store = share.low = None
+        share.clear_cache()
+        self._ask_key(share)
 
     def _add(self, share: Share, store: TileStore, piece: Piece, first: bool) -> None:
         """Add a piece to one layer's store (``first``: the first of a key frame)."""
@@ -709,6 +828,8 @@ class ScreenRelay:
         if now - share.last_need_key >= NEED_KEY_INTERVAL:
             share.last_need_key = now
             share.sharer.send("need_key")
+            if share.key_asked is None:
+                share.key_asked, share.deltas_since_ask = now, 0
 
     def _ask_idr(self, share: Share) -> None:
         """Ask the sharer to restart its h264 streams with an IDR (rate limited): the relay
@@ -784,23 +905,26 @@ class ScreenRelay:
             peer.last_drain = None
             if capacity is not None:  # hold no more than a moment of what the link carries
                 peer.limit_backlog(backlog(capacity))
-        self._flush(peer)
+        if peer.writable:  # (what was queued for it may have filled it again)
+            self._flush(peer)
 
     def _flush(self, viewer: Peer) -> None:
         """Send the viewer the newest version of its dirty regions, share by share, while its
         connection takes more; the rest waits for ``resume_writing``, by then newer still."""
         for share in self._watching.get(viewer, ()):
             seat = share.viewers[viewer]
-            if seat.came_from is not None:
+            if seat.came_from is not None:  # of the new layer now, even with nothing to send
                 frames, last = share.switch(seat)
-                seat.sent = last  # of the new layer now, even with nothing to send
             else:
                 frames, last = share.catch_up(seat.sent, seat.layer)
             if frames:
-                seat.sent = last
                 seat.link.delivered(time.monotonic())
-                for data in frames:
+                for i, (data, upto) in enumerate(frames, 1):
                     viewer.send_bytes(data)
+                    if not viewer.writable and i < len(frames):
+                        last = upto  # the rest when it drains (by then, maybe newer still)
+                        break
+            seat.sent = last
             pointer = share.cursor.due(share.id, viewer)
             if pointer is not None:
                 viewer.send_bytes(pointer)
