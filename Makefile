@@ -51,9 +51,11 @@ bench: sysdeps $(STAMP)
 	$(BIN)/python -m bench
 
 # Attacks with a guest login at full scale (minutes): chat latency and server memory, idle vs
-# under attack (bench/bench_attack.py; the fast versions are in the test suite).
+# under attack (bench/bench_attack.py: a flooding sharer; bench/bench_room_flood.py: 32
+# connections from one address creating rooms for 40 s; the fast versions are in the tests).
 attack: $(STAMP)
 	$(BIN)/python -m bench.bench_attack
+	$(BIN)/python -m bench.bench_room_flood --duration 40
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis bench/results
