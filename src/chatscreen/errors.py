@@ -3,6 +3,7 @@
     ChatscreenError
     ├── ProtocolError            the wire protocol was violated
     │   ├── RemoteProtocolError  ... by the peer (it gets an error frame and is closed)
+    │   │   └── RequestError     ... in one request of a known type: only that one is refused
     │   └── LocalProtocolError   ... by our own code (a bug: we tried to send something invalid)
     ├── ServerError              the server answered a request with an error frame
     └── ConnectError             we could not reach or log in to the server
@@ -62,6 +63,18 @@ class ProtocolError(ChatscreenError):
 
 class RemoteProtocolError(ProtocolError):
     """The peer sent something the protocol does not allow."""
+
+
+class RequestError(RemoteProtocolError):
+    """A well-framed message of a known type whose fields are wrong (too long a text, a bad
+    name...). After the handshake it is answered with a non-fatal error for that request
+    (``re``: its type, and its ``rid``/``cid`` in ``ids``); the connection stays open."""
+
+    def __init__(self, code: ErrorCode, message: str, request: str,
+                 ids: dict[str, str]) -> None:
+        super().__init__(code, message)
+        self.request = request
+        self.ids = ids
 
 
 class LocalProtocolError(ProtocolError):

@@ -39,3 +39,8 @@ class TokenBucket:
 
 #: Chat requests that count against a user's message rate.
 RATED = frozenset({"say", "pm", "typing", "join", "create", "leave", "history", "who", "rooms"})
+
+#: Invalid requests (refused with a non-fatal error) a peer may send: this many at once, then
+#: this many a second; past that it is cut off (it is broken, or probing).
+REFUSALS_BURST = 20
+REFUSALS_RATE = 1.0

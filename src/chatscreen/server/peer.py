@@ -30,9 +30,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from chatscreen.errors import ErrorCode, RemoteProtocolError
+from chatscreen.errors import ErrorCode, RemoteProtocolError, RequestError
 from chatscreen.protocol import Connection, Limits, Message, Role, State
-from chatscreen.server.limits import RATED, TokenBucket
+from chatscreen.server.limits import RATED, REFUSALS_BURST, REFUSALS_RATE, TokenBucket
 
 if TYPE_CHECKING:
     from chatscreen.server.session import Session
@@ -163,8 +163,8 @@ class Peer(asyncio.Protocol):
                  "_loop", "_out", "_out_bytes", "_pause_acked", "_pause_bytes", "_slow_limit",
                  "_sndbuf", "_transport", "_turn", "_write_limits", "addr", "close_code",
                  "closing", "conn", "counted", "ip", "kind", "last_drain", "last_rx", "logged_in",
-                 "opened_at", "paused_since", "ping_sent", "rates", "registry", "service",
-                 "session", "writable")
+                 "opened_at", "paused_since", "ping_sent", "rates", "refusals", "registry",
+                 "service", "session", "writable")
 
     def __init__(
         self,
@@ -210,6 +210,7 @@ class Peer(asyncio.Protocol):
         self.ping_sent = False
         self.close_code: str | None = None  # why we closed it, for the metrics
         self.rates: Rates | None = None  # rate limits, for peers that have them
+        self.refusals: TokenBucket | None = None  # invalid requests it may still send
         self.logged_in = False
         self._held: Iterator[Message] | None = None  # requests behind a hello not yet answered
 
@@ -260,7 +261,7 @@ class Peer(asyncio.Protocol):
             for msg in itertools.chain((first,) if first else (), messages):
                 if self.closing:
                     return
-                if self.rates is not None and msg.type in RATED:
+                if self.rates is not None and (msg.type in RATED or msg.refused):
                     wait = self.rates.messages.take(1, self._loop.time())
                     if wait > 0:
                         self._throttle(wait, functools.partial(self._process, messages, msg))
@@ -268,7 +269,9 @@ class Peer(asyncio.Protocol):
                     if self.rates.flood_since is not None and self.rates.messages.fuller_than(
                             0.5, self._loop.time()):
                         self.rates.flood_since = None  # the user slowed down
-                if msg.type == "ping":
+                if msg.refused is not None:
+                    self._refuse(msg.type, msg.refused)
+                elif msg.type == "ping":
                     self.send("pong", **msg.fields)
                 elif msg.type != "pong":
                     self.service.handle(self, msg)
@@ -286,6 +289,19 @@ class Peer(asyncio.Protocol):
         except Exception:
             log.exception("%r: internal error", self)
             self.fail(ErrorCode.INTERNAL, "internal server error")
+
+    def _refuse(self, request: str, exc: RequestError) -> None:
+        """A bad request: an error for it alone (the connection stays), unless the peer
+        keeps sending them (REFUSALS_BURST at once, then more than REFUSALS_RATE a second):
+        then it is cut off. Refused requests also count against the message rate."""
+        log.info("%r: refused %s: %s %s", self, request, exc.code, exc.message)
+        now = self._loop.time()
+        if self.refusals is None:
+            self.refusals = TokenBucket(REFUSALS_RATE, REFUSALS_BURST, now)
+        if self.refusals.take(1, now) > 0:
+            self.fail(exc.code, f"too many invalid requests; the last one: {exc.message}")
+            return
+        self.error(exc.code, exc.message, re=request, **exc.ids)
 
     def _throttle(self, wait: float, resume: Callable[[], None]) -> None:
         assert self._transport is not None and self.rates is not None
