@@ -4,10 +4,24 @@ Only a broken stream, or a peer that keeps sending invalid requests, is cut off.
 from __future__ import annotations
 
 import asyncio
+import re
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
+from chatscreen.client import Client
 from tests.helpers.rawchat import RawChat
-from tests.helpers.server import NO_RATE_LIMITS, TIMEOUT, ServerProcess, run, running_server
+from tests.helpers.server import (
+    NO_RATE_LIMITS,
+    REPO,
+    TIMEOUT,
+    ServerProcess,
+    run,
+    running_server,
+)
 
 
 def test_invalid_field_gets_an_error_with_its_id_and_the_connection_stays(
@@ -76,3 +90,83 @@ def test_a_flood_of_invalid_requests_is_cut_off(tmp_path: Path) -> None:
                 await raw.close()
 
         run(scenario())
+
+
+# -- the command line, from a script -------------------------------------------------------
+
+
+def chat_cli(srv: ServerProcess, user: str, stdin: str,
+             *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "chatscreen", "chat", "--server", f"127.0.0.1:{srv.chat_port}",
+         "--user", user, *extra], input=stdin, capture_output=True, text=True,
+        timeout=3 * TIMEOUT, cwd=REPO)
+
+
+def metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=TIMEOUT) as r:
+        return str(r.read().decode())
+
+
+async def presence_until_marker(observer: Client, marker: str) -> list[dict[str, Any]]:
+    """Presence events the observer got before its own ``marker`` message came back: the
+    server sends a room's presence news before its next message."""
+    await observer.say("general", marker)
+    seen: list[dict[str, Any]] = []
+    async with asyncio.timeout(TIMEOUT):
+        while True:
+            ev = await observer.next_event()
+            if ev.type == "presence":
+                seen.append(ev.fields)
+            elif ev.type == "message" and ev["text"] == marker:
+                return seen
+
+
+def test_overlong_line_from_a_pipe_exits_non_zero_without_a_reconnect_storm(
+        tmp_path: Path) -> None:
+    with running_server(tmp_path / "d", "--metrics-port", "0") as srv:
+        port = int(re.findall(r"Metrics: http://[\d.]+:(\d+)", "".join(srv.output))[0])
+
+        async def scenario() -> None:
+            async with Client("127.0.0.1", "watcher", chat_port=srv.chat_port,
+                              timeout=TIMEOUT) as watcher:
+                await watcher.join("general")
+                started = time.monotonic()
+                out = await asyncio.to_thread(chat_cli, srv, "ci-bot",
+                                              "before\n" + "x" * 4100 + "\nafter\n")
+                assert out.returncode == 1, out
+                assert time.monotonic() - started < 2 * TIMEOUT
+                assert "message too long: 4100 characters, at most 4000" in out.stderr
+                assert "reconnecting" not in out.stderr
+                history = await watcher.history(room="general")
+                assert [m["text"] for m in history["messages"]] == ["before"]
+                seen = await presence_until_marker(watcher, "marker")
+                assert len([p for p in seen if p["user"] == "ci-bot"]) <= 2, seen
+            body = await asyncio.to_thread(metrics, port)
+            assert 'reason="bad_message"' not in body, body
+
+        run(scenario())
+
+
+def test_refused_join_from_a_pipe_stops_the_script(server: ServerProcess) -> None:
+    async def scenario() -> None:
+        async with Client("127.0.0.1", "owner", chat_port=server.chat_port,
+                          timeout=TIMEOUT) as owner:
+            await owner.create_room("secret", private=True)
+            await owner.join("general")
+            out = await asyncio.to_thread(chat_cli, server, "dave",
+                                          "/join secret\nhello secret?\n")
+            assert out.returncode == 1, out
+            assert out.stderr.count("private") == 1, out.stderr  # said once
+            history = await owner.history(room="general")
+            assert "hello secret?" not in [m["text"] for m in history["messages"]]
+            history = await owner.history(room="secret")
+            assert history["messages"] == []
+
+            out = await asyncio.to_thread(chat_cli, server, "erin", "hi\n", "--room", "secret")
+            assert out.returncode == 1, out
+            assert out.stderr.count("private") == 1, out.stderr
+            assert "Task was destroyed" not in out.stderr
+            assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+    run(scenario())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import getpass
 import ipaddress
 import json
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from chatscreen import __version__
-from chatscreen.errors import ChatscreenError
+from chatscreen.errors import ChatscreenError, ServerError
 from chatscreen.text import display_text, one_line
 
 DEFAULT_CHAT_PORT = 9999
@@ -538,9 +539,17 @@ async def connect_client(args: argparse.Namespace, **kwargs: Any) -> Any:
 
 
 async def run_chat(args: argparse.Namespace) -> int:
+    """Chat in a room. From a script (stdin not a terminal), the first refused command or
+    message stops it: the error on stderr, nothing more sent, exit status 1 (once what was
+    sent before is stored)."""
     client = await connect_client(args)
     room: str = args.room
     out = print
+    script = not sys.stdin.isatty()
+    err_out = sys.stderr if script else sys.stdout
+    # errors of requests that whoever made them reports (a command its answer; from a
+    # script, its messages too: the first refused one stops it)
+    reported = {"rid", "cid"} if script else {"rid"}
 
     async def show_events() -> None:
         async for ev in client.events():
@@ -558,8 +567,8 @@ async def run_chat(args: argparse.Namespace) -> int:
                     flush=True)
             elif ev.type == "notice":
                 out(f"* {one_line(ev['text'])}", flush=True)
-            elif ev.type == "error":
-                out(f"! {one_line(ev['message'])}", flush=True)
+            elif ev.type == "error" and not (set(ev.fields) & reported):
+                out(f"! {one_line(ev['message'])}", file=err_out, flush=True)
             elif ev.type == "tls" and ev.get("checked"):
                 out(f"* {ev['where']}: its certificate is the one given, {ev['fingerprint']}; "
                     "remembered", file=sys.stderr, flush=True)
@@ -579,28 +588,33 @@ async def run_chat(args: argparse.Namespace) -> int:
                 gone.set()
 
     shown_connected: list[bool] = []
-    gone = asyncio.Event()
+    gone = asyncio.Event()  # disconnected for good, or (from a script) something refused
     history_shown = asyncio.Event()
     printer = asyncio.create_task(show_events())
-    await client.join(room)
-    # The room's history follows `joined` (the server sends both in one turn, not always in
-    # one write): show it before reading input, which may end at once (a script's stdin).
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(history_shown.wait(), HISTORY_WAIT)
-    lines: asyncio.Queue[str | None] = asyncio.Queue()
-    secrets: queue.Queue[str | None] = queue.Queue()
-    loop = asyncio.get_running_loop()
-    threading.Thread(target=_stdin_lines, args=(loop, lines, secrets), daemon=True).start()
     pending: list[asyncio.Future[Any]] = []
     status = 0
     try:
+        try:
+            await client.join(room)
+        except ChatscreenError as exc:
+            out(f"! cannot join {one_line(room)}: {one_line(str(exc))}", file=sys.stderr,
+                flush=True)
+            return 1
+        # The room's history follows `joined` (the server sends both in one turn, not
+        # always in one write): show it before reading input, which may end at once.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(history_shown.wait(), HISTORY_WAIT)
+        lines: asyncio.Queue[str | None] = asyncio.Queue()
+        secrets: queue.Queue[str | None] = queue.Queue()
+        loop = asyncio.get_running_loop()
+        threading.Thread(target=_stdin_lines, args=(loop, lines, secrets), daemon=True).start()
         while True:
             line_task = asyncio.ensure_future(lines.get())
             gone_task = asyncio.ensure_future(gone.wait())
             done, _ = await asyncio.wait({line_task, gone_task},
                                          return_when=asyncio.FIRST_COMPLETED)
             gone_task.cancel()
-            if line_task not in done:
+            if gone.is_set() or line_task not in done:
                 line_task.cancel()
                 status = 1
                 break
@@ -613,19 +627,38 @@ async def run_chat(args: argparse.Namespace) -> int:
                 if line.strip() == "/register":
                     await _register(client, secrets, out)
                     continue
+                sent = len(pending)
                 room = await _chat_command(client, line, room, pending, out)
+                if script:
+                    for fut in pending[sent:]:  # refused later: the script stops then
+                        fut.add_done_callback(functools.partial(_stop_if_failed, gone))
             except ChatscreenError as exc:
-                out(f"! {one_line(str(exc))}", flush=True)
+                out(f"! {one_line(str(exc))}", file=err_out, flush=True)
+                if script:
+                    status = 1
+                    break
         if pending:
             results = await asyncio.gather(*pending, return_exceptions=True)
             failed = [r for r in results if isinstance(r, BaseException)]
             if failed:
-                print(f"{len(failed)} message(s) not confirmed: {failed[0]}", file=sys.stderr)
                 status = 1
+            refused = [r for r in failed if isinstance(r, ServerError)]
+            if refused and script:
+                print(f"! {one_line(str(refused[0]))}", file=sys.stderr)
+            unseen = [r for r in failed if not isinstance(r, ServerError)]
+            if unseen:
+                print(f"{len(unseen)} message(s) not confirmed: {unseen[0]}", file=sys.stderr)
     finally:
         printer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await printer
         await client.close()
     return status
+
+
+def _stop_if_failed(stop: asyncio.Event, fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        stop.set()
 
 
 async def _chat_command(client: Any, line: str, room: str, pending: list[asyncio.Future[Any]],
@@ -645,6 +678,7 @@ async def _chat_command(client: Any, line: str, room: str, pending: list[asyncio
         await client.join(a["room"])
         return str(a["room"])
     elif kind == "msg":
+        client.check_text(a["text"])  # InvalidInput now, not later
         pending.append(asyncio.ensure_future(client.pm(a["to"], a["text"])))
     elif kind == "who":
         out(f"* in {one_line(a['room'])}: {names(await client.who(a['room']))}", flush=True)

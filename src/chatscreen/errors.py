@@ -6,6 +6,7 @@
     │   │   └── RequestError     ... in one request of a known type: only that one is refused
     │   └── LocalProtocolError   ... by our own code (a bug: we tried to send something invalid)
     ├── ServerError              the server answered a request with an error frame
+    ├── InvalidInput             a client refused to send a request the server would refuse
     └── ConnectError             we could not reach or log in to the server
 
 Every error that is sent over the wire carries a stable ``code`` (see :class:`ErrorCode`)
@@ -88,6 +89,11 @@ class ServerError(ChatscreenError):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+class InvalidInput(ChatscreenError):
+    """A request the client does not send: it breaks a limit the server announced (a text
+    too long, a bad name). The message is meant for the user as is."""
 
 
 class ConnectError(ChatscreenError):

@@ -21,12 +21,16 @@ from typing import Any
 
 from chatscreen.client.link import FINAL_CODES, Link, TLSOptions, describe_os_error
 from chatscreen.client.screen import ScreenChannel
-from chatscreen.errors import ConnectError, ServerError
-from chatscreen.protocol import Message
+from chatscreen.errors import ConnectError, InvalidInput, RemoteProtocolError, ServerError
+from chatscreen.protocol import Limits, Message
+from chatscreen.protocol.schema import text as check_text_field
 from chatscreen.tls import KnownHosts, parse_fingerprint
 
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 15.0
+# s: a connection that lasted this long was a good one: the next reconnect starts again from
+# BACKOFF_FIRST. One closed sooner (cut off right after login, say) keeps the backoff growing.
+STABLE_AFTER = 10.0
 PRIVATE_CATCH_UP = "catch-up@"  # rid of the history requests that fetch missed private messages
 
 
@@ -89,6 +93,9 @@ class Client:
         self._gave_up = asyncio.Event()  # closed, or a reconnect that cannot succeed
         self._shares_changed = asyncio.Event()  # set (and replaced) on every share list
         self._reconnector: asyncio.Task[None] | None = None
+        self._backoff = BACKOFF_FIRST  # the next reconnect's delay, before jitter
+        self._opened_at = 0.0  # loop time of the last login
+        self.limits = Limits()  # until the server's welcome says otherwise
         self.rtt: float | None = None
 
     # -- connection --------------------------------------------------------------------
@@ -119,6 +126,10 @@ class Client:
         self.user = link.welcome["user"]
         self.default_room = link.welcome["room"]
         self.role = link.welcome.get("role")
+        max_text = link.welcome.get("limits", {}).get("max_text")
+        if max_text:
+            self.limits = Limits(max_text=max_text)
+        self._opened_at = asyncio.get_running_loop().time()
         self._connected.set()
         link.start(self._on_message, lambda reason: self._on_close(link, reason))
         self._emit(status("connected"))
@@ -185,11 +196,13 @@ class Client:
             self._fail_all(ConnectionResetError(text))
             self._emit(status("disconnected", text))
             return
+        if asyncio.get_running_loop().time() - self._opened_at >= STABLE_AFTER:
+            self._backoff = BACKOFF_FIRST
         self._reconnector = asyncio.create_task(self._reconnect_loop(text))
 
     async def _reconnect_loop(self, reason: str) -> None:
-        delay = BACKOFF_FIRST
         while not self._closing:
+            delay, self._backoff = self._backoff, min(self._backoff * 2, BACKOFF_MAX)
             wait = delay * random.uniform(0.75, 1.25)
             self._emit(status("reconnecting", reason, retry_in=round(wait, 1)))
             await asyncio.sleep(wait)
@@ -203,7 +216,6 @@ class Client:
                     self._fail_all(ConnectionResetError(reason))
                     self._emit(status("disconnected", reason))
                     return
-                delay = min(delay * 2, BACKOFF_MAX)
                 continue
             await self._resume()
             return
@@ -367,7 +379,8 @@ class Client:
 
     def say_nowait(self, room: str, text: str) -> asyncio.Future[Message]:
         """Send a message; the future resolves with the server's copy once it is stored.
-        If the connection drops first, it is re-sent after reconnecting."""
+        If the connection drops first, it is re-sent after reconnecting. Raises InvalidInput
+        at once, sending nothing, for a text the server would refuse."""
         return self._post("say", room=room, text=text)
 
     async def say(self, room: str, text: str) -> Message:
@@ -376,7 +389,18 @@ class Client:
     async def pm(self, to: str, text: str) -> Message:
         return await self._post("pm", to=to, text=text)
 
+    def check_text(self, text: str) -> None:
+        """Raise InvalidInput if the server would refuse this text (too long, empty, control
+        characters): e.g. "message too long: 4100 characters, at most 4000"."""
+        try:
+            check_text_field(text, self.limits)
+        except RemoteProtocolError as exc:
+            raise InvalidInput(exc.message) from None
+
     def _post(self, kind: str, **fields: Any) -> asyncio.Future[Message]:
+        """Send a say or pm; InvalidInput (nothing sent) if the server would refuse its text.
+        One the server refuses is dropped from the re-send queue: never sent again."""
+        self.check_text(fields["text"])
         cid = next(self._cids)
         fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         out = _Outgoing(kind, {**fields, "cid": cid}, fut)

@@ -96,7 +96,7 @@ def text(value: Any, limits: Limits) -> str:
     if not value.strip():
         raise _bad("text is empty")
     if len(value) > limits.max_text:
-        raise _bad(f"text of {len(value)} characters exceeds the limit of {limits.max_text}")
+        raise _bad(f"message too long: {len(value)} characters, at most {limits.max_text}")
     found = _TEXT_CONTROL.search(value)
     if found is not None:
         raise _bad(f"text contains control character U+{ord(found.group()):04X}")
