@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from chatscreen.client import Client
+from tests.helpers.proxy import CuttableProxy
 from tests.helpers.rawchat import RawChat
 from tests.helpers.server import (
     NO_RATE_LIMITS,
@@ -21,6 +22,7 @@ from tests.helpers.server import (
     ServerProcess,
     run,
     running_server,
+    wait_for,
 )
 
 
@@ -168,5 +170,53 @@ def test_refused_join_from_a_pipe_stops_the_script(server: ServerProcess) -> Non
             assert out.stderr.count("private") == 1, out.stderr
             assert "Task was destroyed" not in out.stderr
             assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+    run(scenario())
+
+
+# -- reconnect loops ------------------------------------------------------------------------
+
+
+def test_a_flapping_client_does_not_fill_the_room_with_joins_and_leaves(
+        server: ServerProcess) -> None:
+    async def scenario() -> None:
+        async with Client("127.0.0.1", "watcher", chat_port=server.chat_port,
+                          timeout=TIMEOUT) as watcher:
+            await watcher.join("general")
+            secret = "flap" * 8
+            for n in range(20):
+                raw = await RawChat.login(server, "flappy", resume=secret)
+                assert raw.welcomed, raw.answer
+                raw.send({"type": "join", "room": "general", "rid": "j"})
+                assert (await raw.until(lambda h: h.get("rid") == "j"))["type"] == "joined"
+                if n < 19:
+                    await raw.close()
+            try:
+                seen = await presence_until_marker(watcher, "marker")
+            finally:
+                await raw.close()
+            assert len([p for p in seen if p["user"] == "flappy"]) <= 2, seen
+
+    run(scenario())
+
+
+def test_reconnect_backoff_grows_while_connections_die_young(server: ServerProcess) -> None:
+    async def scenario() -> None:
+        proxy = await CuttableProxy(server.chat_port).start()
+        c = Client("127.0.0.1", "yoyo", chat_port=proxy.port, timeout=TIMEOUT)
+        try:
+            await c.connect()
+            waits: list[float] = []
+            async with asyncio.timeout(6 * TIMEOUT):
+                while len(waits) < 3:
+                    proxy.cut()  # right after each login, as a server refusing it would
+                    ev = await wait_for(c, lambda e: e.type == "status"
+                                        and e["state"] == "reconnecting")
+                    waits.append(ev["retry_in"])
+                    await wait_for(c, lambda e: e.type == "status" and e["state"] == "connected")
+            assert waits[1] >= 0.7 and waits[2] >= 1.4, waits  # 0.5, 1, 2 s +-25 %
+        finally:
+            await c.close()
+            await proxy.close()
 
     run(scenario())
