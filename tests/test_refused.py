@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import ssl
 import subprocess
 import sys
 import time
@@ -218,5 +219,32 @@ def test_reconnect_backoff_grows_while_connections_die_young(server: ServerProce
         finally:
             await c.close()
             await proxy.close()
+
+    run(scenario())
+
+
+def test_a_screen_request_out_of_turn_is_refused_alone(server: ServerProcess) -> None:
+    """A frame before share: not_sharing, not fatal; the screen connection goes on."""
+
+    async def scenario() -> None:
+        chat = await RawChat.login(server, "sharer")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        async with asyncio.timeout(TIMEOUT):
+            screen = RawChat(*await asyncio.open_connection("127.0.0.1", server.screen_port,
+                                                            ssl=ctx))
+        try:
+            screen.send({"type": "hello", "v": 1, "token": chat.answer["token"]})
+            assert (await screen.read())["type"] == "welcome"
+            screen.send({"type": "frame", "seq": 1, "w": 8, "h": 8, "key": True,
+                         "rects": [{"x": 0, "y": 0, "w": 8, "h": 8, "enc": "raw", "len": 0}]})
+            err = await screen.until(lambda h: h["type"] == "error")
+            assert (err["code"], err["fatal"], err["re"]) == ("not_sharing", False, "frame")
+            screen.send({"type": "ping", "n": 5})
+            assert (await screen.until(lambda h: h["type"] == "pong"))["n"] == 5
+        finally:
+            await screen.close()
+            await chat.close()
 
     run(scenario())

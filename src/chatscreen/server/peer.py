@@ -68,7 +68,8 @@ class Rates:
 
 class Service(Protocol):
     def handle(self, peer: Peer, msg: Message) -> None:
-        """Handle one validated message; may raise RemoteProtocolError."""
+        """Handle one validated message; may raise RemoteProtocolError (fatal) or
+        RequestError (this request is refused, the connection stays)."""
 
     def on_writable(self, peer: Peer) -> None: ...
 
@@ -274,7 +275,7 @@ class Peer(asyncio.Protocol):
                 elif msg.type == "ping":
                     self.send("pong", **msg.fields)
                 elif msg.type != "pong":
-                    self.service.handle(self, msg)
+                    self._handle(msg)
                 if (msg.type == "hello" and not self.closing
                         and self.conn.state is State.HELLO_RECEIVED):
                     # The service answers this hello later (a password to check off the
@@ -289,6 +290,12 @@ class Peer(asyncio.Protocol):
         except Exception:
             log.exception("%r: internal error", self)
             self.fail(ErrorCode.INTERNAL, "internal server error")
+
+    def _handle(self, msg: Message) -> None:
+        try:
+            self.service.handle(self, msg)
+        except RequestError as exc:  # the service refused this request alone
+            self._refuse(exc.request, exc)
 
     def _refuse(self, request: str, exc: RequestError) -> None:
         """A bad request: an error for it alone (the connection stays), unless the peer
