@@ -166,6 +166,13 @@ def test_refused_join_from_a_pipe_stops_the_script(server: ServerProcess) -> Non
             history = await owner.history(room="secret")
             assert history["messages"] == []
 
+            out = await asyncio.to_thread(chat_cli, server, "frank",
+                                          "/msg nobody hello\nnot after a refusal\n")
+            assert out.returncode == 1, out
+            assert out.stderr.count("'nobody' is not connected") == 1, out.stderr
+            history = await owner.history(room="general")
+            assert "not after a refusal" not in [m["text"] for m in history["messages"]]
+
             out = await asyncio.to_thread(chat_cli, server, "erin", "hi\n", "--room", "secret")
             assert out.returncode == 1, out
             assert out.stderr.count("private") == 1, out.stderr

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import functools
 import getpass
 import ipaddress
 import json
@@ -588,7 +587,7 @@ async def run_chat(args: argparse.Namespace) -> int:
                 gone.set()
 
     shown_connected: list[bool] = []
-    gone = asyncio.Event()  # disconnected for good, or (from a script) something refused
+    gone = asyncio.Event()  # disconnected for good
     history_shown = asyncio.Event()
     printer = asyncio.create_task(show_events())
     pending: list[asyncio.Future[Any]] = []
@@ -623,18 +622,18 @@ async def run_chat(args: argparse.Namespace) -> int:
                 break
             if not line.strip():
                 continue
+            sent = len(pending)
             try:
                 if line.strip() == "/register":
                     await _register(client, secrets, out)
                     continue
-                sent = len(pending)
                 room = await _chat_command(client, line, room, pending, out)
-                if script:
-                    for fut in pending[sent:]:  # refused later: the script stops then
-                        fut.add_done_callback(functools.partial(_stop_if_failed, gone))
-            except ChatscreenError as exc:
+                if script:  # stored, or refused, before the next line is even read
+                    await asyncio.gather(*pending[sent:])
+            except (ChatscreenError, ConnectionError) as exc:
                 out(f"! {one_line(str(exc))}", file=err_out, flush=True)
                 if script:
+                    del pending[sent:]  # said just now
                     status = 1
                     break
         if pending:
@@ -642,10 +641,7 @@ async def run_chat(args: argparse.Namespace) -> int:
             failed = [r for r in results if isinstance(r, BaseException)]
             if failed:
                 status = 1
-            refused = [r for r in failed if isinstance(r, ServerError)]
-            if refused and script:
-                print(f"! {one_line(str(refused[0]))}", file=sys.stderr)
-            unseen = [r for r in failed if not isinstance(r, ServerError)]
+            unseen = [r for r in failed if not isinstance(r, ServerError)]  # not shown yet
             if unseen:
                 print(f"{len(unseen)} message(s) not confirmed: {unseen[0]}", file=sys.stderr)
     finally:
@@ -654,11 +650,6 @@ async def run_chat(args: argparse.Namespace) -> int:
             await printer
         await client.close()
     return status
-
-
-def _stop_if_failed(stop: asyncio.Event, fut: asyncio.Future[Any]) -> None:
-    if not fut.cancelled() and fut.exception() is not None:
-        stop.set()
 
 
 async def _chat_command(client: Any, line: str, room: str, pending: list[asyncio.Future[Any]],
