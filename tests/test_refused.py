@@ -13,7 +13,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from chatscreen.client import Client
+from chatscreen.errors import ErrorCode, RemoteProtocolError, RequestError
+from chatscreen.protocol import Connection, Limits, Role, State
 from tests.helpers.proxy import CuttableProxy
 from tests.helpers.rawchat import RawChat
 from tests.helpers.server import (
@@ -21,6 +25,7 @@ from tests.helpers.server import (
     REPO,
     TIMEOUT,
     ServerProcess,
+    frame,
     run,
     running_server,
     wait_for,
@@ -255,3 +260,51 @@ def test_a_screen_request_out_of_turn_is_refused_alone(server: ServerProcess) ->
             await chat.close()
 
     run(scenario())
+
+
+# -- the protocol core (pure) ---------------------------------------------------------------
+
+
+def open_server_side() -> Connection:
+    conn = Connection(Role.SERVER, Limits(max_text=100))
+    list(conn.receive_data(frame({"type": "hello", "v": 1, "user": "alice"})))
+    conn.accept(user="alice", token="t", room="general")
+    return conn
+
+
+def test_core_yields_a_bad_request_as_refused_with_its_id_and_goes_on() -> None:
+    conn = open_server_side()
+    data = (frame({"type": "say", "room": "general", "text": "x" * 101, "cid": "s-1"})
+            + frame({"type": "join", "room": "a b", "rid": "7"})
+            + frame({"type": "say", "room": "general", "text": "fine"}))
+    got = list(conn.receive_data(data))
+    assert [(m.type, m.fields, m.refused is not None) for m in got] == [
+        ("say", {"cid": "s-1"}, True), ("join", {"rid": "7"}, True),
+        ("say", {"room": "general", "text": "fine"}, False)]
+    first = got[0].refused
+    assert first is not None and first.code == ErrorCode.BAD_MESSAGE
+    assert first.message == "text: message too long: 101 characters, at most 100"
+    assert conn.state is State.OPEN
+
+
+@pytest.mark.parametrize("header", [
+    {"type": "say", "room": "general", "text": "", "cid": 5},  # its id is no id
+    {"type": "hello", "v": 1, "user": "a b"},  # the handshake is never refused alone
+    {"type": "unknown"},
+])
+def test_core_keeps_what_cannot_be_attributed_fatal(header: dict[str, Any]) -> None:
+    conn = open_server_side()
+    with pytest.raises(RemoteProtocolError):  # raised, not yielded: the caller closes
+        list(conn.receive_data(frame(header)))
+
+
+def test_core_refuses_nothing_alone_before_the_handshake_or_from_the_server() -> None:
+    server = Connection(Role.SERVER, Limits())
+    with pytest.raises(RemoteProtocolError):
+        list(server.receive_data(frame({"type": "hello", "v": 1, "user": "a b"})))
+    client = Connection(Role.CLIENT, Limits())
+    client.send("hello", v=1, user="alice")
+    list(client.receive_data(frame({"type": "welcome", "v": 1, "user": "alice", "token": "t",
+                                    "room": "general"})))
+    with pytest.raises(RequestError):  # raised: the client closes, it trusts no nonsense
+        list(client.receive_data(frame({"type": "joined", "room": "a b", "users": []})))
