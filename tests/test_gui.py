@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import queue
+import signal
 import subprocess
 import sys
 import time
@@ -233,6 +234,26 @@ def test_an_overlong_message_stays_in_the_box_with_the_reason(
     assert g.app.status_text.startswith("Connected")
     assert chat.entry_text() == "" and str(chat.input_error.cget("text")) == ""
     assert "Reconnecting" not in g.app.status_text
+
+
+def test_a_message_unsent_at_disconnect_comes_back_into_the_box(
+        gui: GuiHarness, server: ServerProcess) -> None:
+    g = gui
+    connected(g, server, "alice")
+    chat = g.app.chat_tab
+    g.select_tab("Chat")
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGSTOP)  # the server answers nothing for a while
+    try:
+        g.type_into(chat.entry, "still mine", enter=True)
+        g.wait_for(lambda: chat.pending and chat.entry_text() == "", "the message on its way")
+        g.select_tab("Connection")
+        g.click(g.app.connection_tab.disconnect_button)
+        g.wait_for(lambda: g.app.state == "disconnected", "the disconnect")
+    finally:
+        server.proc.send_signal(signal.SIGCONT)
+    assert chat.entry_text() == "still mine" and not chat.pending
+    assert str(chat.input_error.cget("text")) == "Not sent: you disconnected"
 
 
 def test_history_scroll_back_and_presence(gui: GuiHarness, server: ServerProcess,

@@ -240,6 +240,7 @@ class ChatTab(ttk.Frame):
         self.order.clear()
         self.room_users.clear()
         self.pending.clear()
+        self.input_error.configure(text="")
         self.current = None
         self._refresh_list()
         self._refresh_people()
@@ -515,6 +516,20 @@ class ChatTab(ttk.Frame):
             self.entry.insert("1.0", pending.text)
             self._fit_entry()
         self.input_error.configure(text=f"Not sent: {error}")
+
+    def give_back_unsent(self, reason: str) -> None:
+        """The session ends with messages not yet stored: they were not sent. Each is noted
+        in its conversation; those of the one shown go back into the box (if it is empty)."""
+        unsent, self.pending = list(self.pending.values()), {}
+        for pending in unsent:
+            self._note(pending.key, f"Not sent: {pending.text!r} ({reason})")
+        here = "\n".join(p.text for p in unsent if p.key == self.current)
+        if here and not self.entry_text().strip():
+            self.entry.insert("1.0", here)
+            self._fit_entry()
+        if unsent:
+            self.input_error.configure(text=f"Not sent: {reason}")
+            self._render(to_end=True)
 
     def run_command(self, command: Command) -> None:
         """Carry out a chat-line command (see :mod:`chatscreen.commands`); what it answers
