@@ -29,7 +29,9 @@ from chatscreen.tls import KnownHosts, parse_fingerprint
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 15.0
 # s: a connection that lasted this long was a good one: the next reconnect starts again from
-# BACKOFF_FIRST. One closed sooner (cut off right after login, say) keeps the backoff growing.
+# BACKOFF_FIRST; so does one the network cut after it brought answers or news (a flaky link).
+# One closed sooner having brought nothing, or by the server (cut off right after login, say),
+# keeps the backoff growing.
 STABLE_AFTER = 10.0
 PRIVATE_CATCH_UP = "catch-up@"  # rid of the history requests that fetch missed private messages
 
@@ -95,6 +97,7 @@ class Client:
         self._reconnector: asyncio.Task[None] | None = None
         self._backoff = BACKOFF_FIRST  # the next reconnect's delay, before jitter
         self._opened_at = 0.0  # loop time of the last login
+        self._progress = False  # the connection brought more than its login: answers, news
         self.limits = Limits()  # until the server's welcome says otherwise
         self.rtt: float | None = None
 
@@ -130,6 +133,7 @@ class Client:
         if max_text:
             self.limits = Limits(max_text=max_text)
         self._opened_at = asyncio.get_running_loop().time()
+        self._progress = False
         self._connected.set()
         link.start(self._on_message, lambda reason: self._on_close(link, reason))
         self._emit(status("connected"))
@@ -196,7 +200,8 @@ class Client:
             self._fail_all(ConnectionResetError(text))
             self._emit(status("disconnected", text))
             return
-        if asyncio.get_running_loop().time() - self._opened_at >= STABLE_AFTER:
+        lived = asyncio.get_running_loop().time() - self._opened_at
+        if lived >= STABLE_AFTER or (self._progress and not isinstance(reason, ServerError)):
             self._backoff = BACKOFF_FIRST
         self._reconnector = asyncio.create_task(self._reconnect_loop(text))
 
@@ -275,6 +280,8 @@ class Client:
 
     def _on_message(self, msg: Message) -> None:
         kind = msg.type
+        if kind not in ("shares", "error"):  # an answer, news: not only the login's
+            self._progress = True
         answer = msg  # what a waiting request gets: the whole answer
         if kind == "message":
             where = msg.get("room") or "@"
@@ -323,6 +330,7 @@ class Client:
             out = self._outgoing.pop(cid, None)
             if out is not None and not out.future.done():
                 out.future.set_result(msg)
+                self._progress = True
 
     # -- request/response matching: every request carries a fresh "rid" -----------------
 
