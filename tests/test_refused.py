@@ -182,7 +182,8 @@ def test_refused_join_from_a_pipe_stops_the_script(server: ServerProcess) -> Non
             assert out.returncode == 1, out
             assert out.stderr.count("private") == 1, out.stderr
             assert "Task was destroyed" not in out.stderr
-            assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+            assert out.stderr.startswith("! cannot join secret: "), out.stderr
+            assert len([x for x in out.stderr.splitlines() if x.startswith("!")]) == 1
 
     run(scenario())
 
