@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import queue
+import signal
 import subprocess
 import sys
 import time
@@ -206,6 +207,53 @@ def test_connection_errors_in_plain_words(gui: GuiHarness, server: ServerProcess
     connect(g, server, "bob")
     g.wait_for(lambda: g.app.state == "disconnected", "the failure")
     assert g.app.status_text == "Username 'bob' is already taken"
+
+
+def test_an_overlong_message_stays_in_the_box_with_the_reason(
+        gui: GuiHarness, server: ServerProcess, bob: Headless) -> None:
+    g = gui
+    connected(g, server, "alice")
+    chat = g.app.chat_tab
+    g.select_tab("Chat")
+    g.click(chat.entry)
+    g.wait_for(lambda: g.root.focus_get() is chat.entry, "the box to take focus")
+    g.root.clipboard_clear()
+    g.root.clipboard_append("y" * 4005)  # pasted: typing it would take a minute
+    g.key("ctrl+v")
+    g.wait_for(lambda: len(chat.entry_text()) == 4005, "the pasted text")
+    g.key("Return")
+    g.wait_for(lambda: "4005" in str(chat.input_error.cget("text")), "the reason")
+    assert str(chat.input_error.cget("text")) == (
+        "Not sent: message too long: 4005 characters, at most 4000")
+    assert chat.entry_text() == "y" * 4005 and not chat.pending  # kept, nothing sent
+    # the connection stays up: a shorter message goes through
+    g.key("ctrl+End", "BackSpace", *["BackSpace"] * 5)
+    g.wait_for(lambda: len(chat.entry_text()) == 3999, "the text cut to 3999")
+    g.key("Return")
+    g.wait_for(lambda: bob.got("y" * 3999, user="alice"), "bob to receive the shorter one")
+    assert g.app.status_text.startswith("Connected")
+    assert chat.entry_text() == "" and str(chat.input_error.cget("text")) == ""
+    assert "Reconnecting" not in g.app.status_text
+
+
+def test_a_message_unsent_at_disconnect_comes_back_into_the_box(
+        gui: GuiHarness, server: ServerProcess) -> None:
+    g = gui
+    connected(g, server, "alice")
+    chat = g.app.chat_tab
+    g.select_tab("Chat")
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGSTOP)  # the server answers nothing for a while
+    try:
+        g.type_into(chat.entry, "still mine", enter=True)
+        g.wait_for(lambda: chat.pending and chat.entry_text() == "", "the message on its way")
+        g.select_tab("Connection")
+        g.click(g.app.connection_tab.disconnect_button)
+        g.wait_for(lambda: g.app.state == "disconnected", "the disconnect")
+    finally:
+        server.proc.send_signal(signal.SIGCONT)
+    assert chat.entry_text() == "still mine" and not chat.pending
+    assert str(chat.input_error.cget("text")) == "Not sent: you disconnected"
 
 
 def test_history_scroll_back_and_presence(gui: GuiHarness, server: ServerProcess,

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chatscreen import __version__
-from chatscreen.errors import ChatscreenError
+from chatscreen.errors import ChatscreenError, ServerError
 from chatscreen.text import display_text, local_times, one_line
 
 if TYPE_CHECKING:  # `chatscreen admin` only: the client commands never import the server
@@ -706,10 +706,18 @@ async def connect_client(args: argparse.Namespace, **kwargs: Any) -> Any:
 
 
 async def run_chat(args: argparse.Namespace) -> int:
+    """Chat in a room. From a script (stdin not a terminal), the first refused command or
+    message stops it: the error on stderr, nothing more sent, exit status 1 (once what was
+    sent before is stored)."""
     client = await connect_client(args)
     room: str = args.room
     where = {"room": room}  # the current room, as the loop below changes it
     out = print
+    script = not sys.stdin.isatty()
+    err_out = sys.stderr if script else sys.stdout
+    # errors of requests that whoever made them reports (a command its answer; from a
+    # script, its messages too: the first refused one stops it)
+    reported = {"rid", "cid"} if script else {"rid"}
 
     async def show_events() -> None:
         async for ev in client.events():
@@ -727,8 +735,8 @@ async def run_chat(args: argparse.Namespace) -> int:
                     flush=True)
             elif ev.type == "notice":
                 out(f"* {one_line(local_times(ev['text']))}", flush=True)
-            elif ev.type == "error":
-                out(f"! {one_line(local_times(ev['message']))}", flush=True)
+            elif ev.type == "error" and not (set(ev.fields) & reported):
+                out(f"! {one_line(local_times(ev['message']))}", file=err_out, flush=True)
             elif ev.type == "tls" and ev.get("checked"):
                 out(f"* {ev['where']}: its certificate is the one given, {ev['fingerprint']}; "
                     "remembered", file=sys.stderr, flush=True)
@@ -749,22 +757,34 @@ async def run_chat(args: argparse.Namespace) -> int:
                 gone.set()
 
     shown_connected: list[bool] = []
-    gone = asyncio.Event()
+    gone = asyncio.Event()  # disconnected for good
     history_shown = asyncio.Event()
     printer = asyncio.create_task(show_events())
-    await client.join(room)
+    try:
+        await client.join(room)
+    except ChatscreenError as exc:
+        out(f"! cannot join {one_line(room)}: {one_line(str(exc))}", file=sys.stderr,
+            flush=True)
+        printer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await printer
+        await client.close()
+        return 1
     # The room's history follows `joined` (the server sends both in one turn, not always in
     # one write): show it before reading input, which may end at once (a script's stdin).
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(history_shown.wait(), HISTORY_WAIT)
     typed = chat_input()
     with typed.output():
-        return await _chat_loop(client, typed, where, gone, printer, out)
+        return await _chat_loop(client, typed, where, gone, printer, out, script=script,
+                                err_out=err_out)
 
 
 async def _chat_loop(client: Any, typed: PipedInput | TerminalInput, where: dict[str, str],
-                     gone: asyncio.Event, printer: asyncio.Task[None], out: Any) -> int:
-    """Carry out each line typed until /quit, the end of input, or a lost connection."""
+                     gone: asyncio.Event, printer: asyncio.Task[None], out: Any, *,
+                     script: bool, err_out: Any) -> int:
+    """Carry out each line typed until /quit, the end of input, or a lost connection; from a
+    script, until the first refused line too."""
     pending: list[asyncio.Future[Any]] = []
     status = 0
     try:
@@ -774,7 +794,7 @@ async def _chat_loop(client: Any, typed: PipedInput | TerminalInput, where: dict
             done, _ = await asyncio.wait({line_task, gone_task},
                                          return_when=asyncio.FIRST_COMPLETED)
             gone_task.cancel()
-            if line_task not in done:
+            if gone.is_set() or line_task not in done:
                 line_task.cancel()
                 status = 1
                 break
@@ -783,22 +803,33 @@ async def _chat_loop(client: Any, typed: PipedInput | TerminalInput, where: dict
                 break
             if not line.strip():
                 continue
+            sent = len(pending)
             try:
                 if line.strip() == "/register":
                     await _register(client, typed, out)
                     continue
                 where["room"] = await _chat_command(client, line, where["room"], pending, out)
-            except ChatscreenError as exc:
-                out(f"! {one_line(str(exc))}", flush=True)
+                if script:  # stored, or refused, before the next line is even read
+                    await asyncio.gather(*pending[sent:])
+            except (ChatscreenError, ConnectionError) as exc:
+                out(f"! {one_line(local_times(str(exc)))}", file=err_out, flush=True)
+                if script:
+                    del pending[sent:]  # said just now
+                    status = 1
+                    break
         if pending:
             results = await asyncio.gather(*pending, return_exceptions=True)
             failed = [r for r in results if isinstance(r, BaseException)]
             if failed:
-                print(f"{len(failed)} message(s) not confirmed: "
-                      f"{one_line(local_times(str(failed[0])))}", file=sys.stderr)
                 status = 1
+            unseen = [r for r in failed if not isinstance(r, ServerError)]  # not shown yet
+            if unseen:
+                print(f"{len(unseen)} message(s) not confirmed: "
+                      f"{one_line(local_times(str(unseen[0])))}", file=sys.stderr)
     finally:
         printer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await printer
         await client.close()
     return status
 
@@ -820,6 +851,7 @@ async def _chat_command(client: Any, line: str, room: str, pending: list[asyncio
         await client.join(a["room"])
         return str(a["room"])
     elif kind == "msg":
+        client.check_text(a["text"])  # InvalidInput now, not later
         pending.append(asyncio.ensure_future(client.pm(a["to"], a["text"])))
     elif kind == "who":
         out(f"* in {one_line(a['room'])}: {names(await client.who(a['room']))}", flush=True)

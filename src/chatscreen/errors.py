@@ -3,8 +3,10 @@
     ChatscreenError
     ├── ProtocolError            the wire protocol was violated
     │   ├── RemoteProtocolError  ... by the peer (it gets an error frame and is closed)
+    │   │   └── RequestError     ... in one request of a known type: only that one is refused
     │   └── LocalProtocolError   ... by our own code (a bug: we tried to send something invalid)
     ├── ServerError              the server answered a request with an error frame
+    ├── InvalidInput             a client refused to send a request the server would refuse
     └── ConnectError             we could not reach or log in to the server
 
 Every error that is sent over the wire carries a stable ``code`` (see :class:`ErrorCode`)
@@ -68,6 +70,18 @@ class RemoteProtocolError(ProtocolError):
     """The peer sent something the protocol does not allow."""
 
 
+class RequestError(RemoteProtocolError):
+    """A well-framed message of a known type whose fields are wrong (too long a text, a bad
+    name...). After the handshake it is answered with a non-fatal error for that request
+    (``re``: its type, and its ``rid``/``cid`` in ``ids``); the connection stays open."""
+
+    def __init__(self, code: ErrorCode, message: str, request: str,
+                 ids: dict[str, str]) -> None:
+        super().__init__(code, message)
+        self.request = request
+        self.ids = ids
+
+
 class LocalProtocolError(ProtocolError):
     """Our own code tried to send something the protocol does not allow."""
 
@@ -79,6 +93,11 @@ class ServerError(ChatscreenError):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+class InvalidInput(ChatscreenError):
+    """A request the client does not send: it breaks a limit the server announced (a text
+    too long, a bad name). The message is meant for the user as is."""
 
 
 class ConnectError(ChatscreenError):

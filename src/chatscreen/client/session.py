@@ -21,12 +21,18 @@ from typing import Any
 
 from chatscreen.client.link import FINAL_CODES, Link, TLSOptions, describe_os_error
 from chatscreen.client.screen import ScreenChannel
-from chatscreen.errors import ConnectError, ServerError
-from chatscreen.protocol import Message
+from chatscreen.errors import ConnectError, InvalidInput, RemoteProtocolError, ServerError
+from chatscreen.protocol import Limits, Message
+from chatscreen.protocol.schema import text as check_text_field
 from chatscreen.tls import KnownHosts, parse_fingerprint
 
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 15.0
+# s: a connection that lasted this long was a good one: the next reconnect starts again from
+# BACKOFF_FIRST; so does one the network cut after it brought answers or news (a flaky link).
+# One closed sooner having brought nothing, or by the server (cut off right after login, say),
+# keeps the backoff growing.
+STABLE_AFTER = 10.0
 PRIVATE_CATCH_UP = "catch-up@"  # rid of the history requests that fetch missed private messages
 
 
@@ -89,6 +95,10 @@ class Client:
         self._gave_up = asyncio.Event()  # closed, or a reconnect that cannot succeed
         self._shares_changed = asyncio.Event()  # set (and replaced) on every share list
         self._reconnector: asyncio.Task[None] | None = None
+        self._backoff = BACKOFF_FIRST  # the next reconnect's delay, before jitter
+        self._opened_at = 0.0  # loop time of the last login
+        self._progress = False  # the connection brought more than its login: answers, news
+        self.limits = Limits()  # until the server's welcome says otherwise
         self.rtt: float | None = None
 
     # -- connection --------------------------------------------------------------------
@@ -119,6 +129,11 @@ class Client:
         self.user = link.welcome["user"]
         self.default_room = link.welcome["room"]
         self.role = link.welcome.get("role")
+        max_text = link.welcome.get("limits", {}).get("max_text")
+        if max_text:
+            self.limits = Limits(max_text=max_text)
+        self._opened_at = asyncio.get_running_loop().time()
+        self._progress = False
         self._connected.set()
         link.start(self._on_message, lambda reason: self._on_close(link, reason))
         self._emit(status("connected"))
@@ -185,11 +200,14 @@ class Client:
             self._fail_all(ConnectionResetError(text))
             self._emit(status("disconnected", text))
             return
+        lived = asyncio.get_running_loop().time() - self._opened_at
+        if lived >= STABLE_AFTER or (self._progress and not isinstance(reason, ServerError)):
+            self._backoff = BACKOFF_FIRST
         self._reconnector = asyncio.create_task(self._reconnect_loop(text))
 
     async def _reconnect_loop(self, reason: str) -> None:
-        delay = BACKOFF_FIRST
         while not self._closing:
+            delay, self._backoff = self._backoff, min(self._backoff * 2, BACKOFF_MAX)
             # Full jitter: when a server restarts, all its clients lose it at once; a wait
             # drawn from [0, delay] spreads their attempts over the whole window (the first
             # ones at once) instead of bunching them around the same moment.
@@ -206,7 +224,6 @@ class Client:
                     self._fail_all(ConnectionResetError(reason))
                     self._emit(status("disconnected", reason))
                     return
-                delay = min(delay * 2, BACKOFF_MAX)
                 continue
             await self._resume()
             return
@@ -266,6 +283,8 @@ class Client:
 
     def _on_message(self, msg: Message) -> None:
         kind = msg.type
+        if kind not in ("shares", "error"):  # an answer, news: not only the login's
+            self._progress = True
         answer = msg  # what a waiting request gets: the whole answer
         if kind == "message":
             where = msg.get("room") or "@"
@@ -314,6 +333,7 @@ class Client:
             out = self._outgoing.pop(cid, None)
             if out is not None and not out.future.done():
                 out.future.set_result(msg)
+                self._progress = True
 
     # -- request/response matching: every request carries a fresh "rid" -----------------
 
@@ -384,7 +404,8 @@ class Client:
 
     def say_nowait(self, room: str, text: str) -> asyncio.Future[Message]:
         """Send a message; the future resolves with the server's copy once it is stored.
-        If the connection drops first, it is re-sent after reconnecting."""
+        If the connection drops first, it is re-sent after reconnecting. Raises InvalidInput
+        at once, sending nothing, for a text the server would refuse."""
         return self._post("say", room=room, text=text)
 
     async def say(self, room: str, text: str) -> Message:
@@ -393,7 +414,18 @@ class Client:
     async def pm(self, to: str, text: str) -> Message:
         return await self._post("pm", to=to, text=text)
 
+    def check_text(self, text: str) -> None:
+        """Raise InvalidInput if the server would refuse this text (too long, empty, control
+        characters): e.g. "message too long: 4100 characters, at most 4000"."""
+        try:
+            check_text_field(text, self.limits)
+        except RemoteProtocolError as exc:
+            raise InvalidInput(exc.message) from None
+
     def _post(self, kind: str, **fields: Any) -> asyncio.Future[Message]:
+        """Send a say or pm; InvalidInput (nothing sent) if the server would refuse its text.
+        One the server refuses is dropped from the re-send queue: never sent again."""
+        self.check_text(fields["text"])
         cid = next(self._cids)
         fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         out = _Outgoing(kind, {**fields, "cid": cid}, fut)

@@ -239,6 +239,7 @@ class App:
         net, self.net = self.net, None
         if net is not None:
             self._close_session(net)
+        self.chat_tab.give_back_unsent("you disconnected")
         self.screen_tab.stop_watching()
         self.set_sharing(False)
         self.connection_tab.set_connected(False)
@@ -263,6 +264,7 @@ class App:
             net, self.net = self.net, None
             if net is not None:
                 self._close_session(net)
+            self.chat_tab.give_back_unsent(reason or "disconnected")
             self.screen_tab.stop_watching()
             self.set_sharing(False)
             self.connection_tab.set_connected(False)

@@ -240,6 +240,9 @@ class ChatTab(ttk.Frame):
         self.send_button.pack(side="left", padx=(8, 0), fill="y")
         ttk.Label(main, text="Enter sends · Shift+Enter adds a line", style="Hint.TLabel").grid(
             row=4, column=0, sticky="e", pady=(2, 0))
+        # why the text in the box was not sent (it stays there to be fixed)
+        self.input_error = ttk.Label(main, text="", style="Hint.TLabel", foreground="#b3261e")
+        self.input_error.grid(row=4, column=0, sticky="w", pady=(2, 0))
 
     def _focus_next(self) -> str:
         self.send_button.focus_set()
@@ -253,6 +256,7 @@ class ChatTab(ttk.Frame):
         self.order.clear()
         self.room_users.clear()
         self.pending.clear()
+        self.input_error.configure(text="")
         self.current = None
         self._refresh_list()
         self._refresh_people()
@@ -352,6 +356,7 @@ class ChatTab(ttk.Frame):
             if pending is not None:
                 if ev.get("error"):
                     self._note(pending.key, f"Not sent: {pending.text!r} ({ev['error']})")
+                    self._give_back(pending, ev["error"])
                 if pending.key == self.current:
                     self._dirty = True
 
@@ -486,6 +491,8 @@ class ChatTab(ttk.Frame):
                 self._note(self.current, str(exc))
                 self._render(to_end=True)
                 return
+            if command.kind == "msg" and not self._may_send(command.args["text"]):
+                return
             self.entry.delete("1.0", "end")
             self._fit_entry()
             if command.kind != "say":
@@ -493,6 +500,8 @@ class ChatTab(ttk.Frame):
                 self._render(to_end=True)
                 return
             text = command.args["text"]  # "//text": a message that starts with "/"
+        if not self._may_send(text):
+            return  # the text stays in the box, the reason beside it
         token = next(self._tokens)
         self.pending[token] = Pending(self.current, text)
         if self.current.startswith("#"):
@@ -505,6 +514,41 @@ class ChatTab(ttk.Frame):
         self.entry.delete("1.0", "end")
         self._fit_entry()
         self._render(to_end=True)
+
+    def _may_send(self, text: str) -> bool:
+        """Check the text against the server's limits; if it breaks one, say why beside
+        the box (the text stays there) and send nothing."""
+        net = self.app.net
+        try:
+            if net is not None:
+                net.client.check_text(text)
+        except ChatscreenError as exc:
+            self.input_error.configure(text=f"Not sent: {exc}")
+            return False
+        self.input_error.configure(text="")
+        return True
+
+    def _give_back(self, pending: Pending, error: str) -> None:
+        """A message the server refused (or that could not be sent) goes back into the box,
+        if the box is empty and its conversation is the one shown: nothing is lost."""
+        if pending.key == self.current and not self.entry_text().strip():
+            self.entry.insert("1.0", pending.text)
+            self._fit_entry()
+        self.input_error.configure(text=f"Not sent: {error}")
+
+    def give_back_unsent(self, reason: str) -> None:
+        """The session ends with messages not yet stored: they were not sent. Each is noted
+        in its conversation; those of the one shown go back into the box (if it is empty)."""
+        unsent, self.pending = list(self.pending.values()), {}
+        for pending in unsent:
+            self._note(pending.key, f"Not sent: {pending.text!r} ({reason})")
+        here = "\n".join(p.text for p in unsent if p.key == self.current)
+        if here and not self.entry_text().strip():
+            self.entry.insert("1.0", here)
+            self._fit_entry()
+        if unsent:
+            self.input_error.configure(text=f"Not sent: {reason}")
+            self._render(to_end=True)
 
     def run_command(self, command: Command) -> None:
         """Carry out a chat-line command (see :mod:`chatscreen.commands`); what it answers

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from enum import Enum, auto
 from typing import Any
 
-from chatscreen.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
+from chatscreen.errors import ErrorCode, LocalProtocolError, RemoteProtocolError, RequestError
 from chatscreen.protocol.framing import FrameDecoder, Limits, encode_frame
 from chatscreen.protocol.schema import (
     CLIENT_MESSAGES,
@@ -62,17 +62,34 @@ class Connection:
         Each message is checked against the state when it is taken, not when it arrived, so
         a client may send requests right behind its hello: by the time they are taken the
         server has accepted the hello (or refused it, and closed).
+
+        Server side, once open: a request of a known type whose fields are wrong is yielded
+        as a Message with ``refused`` set (and only its rid/cid as fields): the caller
+        answers it with a non-fatal error and the connection goes on. Only a broken stream
+        (framing, JSON, no or an unknown type, a bad request id, the handshake) raises.
         """
         frames = self._decoder.feed(data)
         for frame in frames:
             if self.state is State.CLOSED:
                 return
-            msg = parse_message(frame, self._inbound, self.limits)
+            try:
+                msg = parse_message(frame, self._inbound, self.limits)
+            except RequestError as exc:
+                if not self._refusable(exc):
+                    raise
+                yield Message(exc.request, exc.ids, refused=exc)
+                continue
             self._on_receive(msg)
             yield msg
         if self._decoder.error is not None and self.state is not State.CLOSED:
             # valid frames came first, then a broken one: report it now, not on the next read
             raise self._decoder.error
+
+    def _refusable(self, exc: RequestError) -> bool:
+        """May this bad request be refused alone? Not in the handshake, where nothing was
+        agreed yet, nor on the client side: a server that sends nonsense is not trusted."""
+        return (self.role is Role.SERVER and self.state is State.OPEN
+                and exc.request != "hello")
 
     def _on_receive(self, msg: Message) -> None:
         state = self.state

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from chatscreen.errors import ErrorCode, RemoteProtocolError
+from chatscreen.errors import ErrorCode, RemoteProtocolError, RequestError
 from chatscreen.protocol.framing import Frame, Limits
 
 Validator = Callable[[Any, Limits], Any]
@@ -96,7 +96,7 @@ def text(value: Any, limits: Limits) -> str:
     if not value.strip():
         raise _bad("text is empty")
     if len(value) > limits.max_text:
-        raise _bad(f"text of {len(value)} characters exceeds the limit of {limits.max_text}")
+        raise _bad(f"message too long: {len(value)} characters, at most {limits.max_text}")
     found = _TEXT_CONTROL.search(value)
     if found is not None:
         raise _bad(f"text contains control character U+{ord(found.group()):04X}")
@@ -389,6 +389,8 @@ class Message:
     type: str
     fields: dict[str, Any]
     payload: bytes = b""
+    # set when the receiver refuses this request (fields then hold only its rid/cid)
+    refused: RequestError | None = None
 
     def __getitem__(self, key: str) -> Any:
         return self.fields[key]
@@ -397,8 +399,13 @@ class Message:
         return self.fields.get(key, default)
 
 
+REQUEST_IDS = ("rid", "cid")  # the fields that say which request an answer is for
+
+
 def parse_message(frame: Frame, table: Mapping[str, Spec], limits: Limits) -> Message:
-    """Validate a frame against a message table; raise RemoteProtocolError if it is wrong."""
+    """Validate a frame against a message table. A header without a known type raises
+    RemoteProtocolError (the stream makes no sense); wrong fields in a message of a known
+    type raise RequestError, which names the request (see Connection.receive_data)."""
     header = frame.header
     kind = header.get("type")
     if not isinstance(kind, str):
@@ -406,6 +413,26 @@ def parse_message(frame: Frame, table: Mapping[str, Spec], limits: Limits) -> Me
     spec = table.get(kind)
     if spec is None:
         raise RemoteProtocolError(ErrorCode.UNEXPECTED, f"unknown message type {kind[:40]!r}")
+    try:
+        return _validate(kind, spec, frame, limits)
+    except RemoteProtocolError as exc:
+        raise RequestError(exc.code, exc.message, kind, _request_ids(spec, header, limits)
+                           ) from None
+
+
+def _request_ids(spec: Spec, header: Mapping[str, Any], limits: Limits) -> dict[str, str]:
+    """The rid/cid of a refused request. One that is itself invalid cannot be echoed: the
+    error could not be attributed, so it is a plain (fatal) RemoteProtocolError."""
+    ids: dict[str, str] = {}
+    for key in REQUEST_IDS:
+        check = spec.optional.get(key)
+        if check is not None and header.get(key) is not None:
+            ids[key] = _field(header, key, check, limits)
+    return ids
+
+
+def _validate(kind: str, spec: Spec, frame: Frame, limits: Limits) -> Message:
+    header = frame.header
     fields: dict[str, Any] = {}
     for key, check in spec.required.items():
         fields[key] = _field(header, key, check, limits)

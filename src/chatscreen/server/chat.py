@@ -62,6 +62,10 @@ log = logging.getLogger("chatscreen.chat")
 
 DEFAULT_ROOM = "general"
 PRESENCE_BATCH = 0.05  # seconds presence announcements of a room are gathered for
+# s: a user whose connection ended is announced as gone only this long after; back within it
+# (a reconnect), neither the leave nor the new join is announced: a flapping client does not
+# fill its rooms with "joined"/"left"
+LEAVE_GRACE = 5.0
 ALL = "all"  # topic every logged-in chat connection subscribes to (share announcements)
 HISTORY_PAGE = 500  # messages per storage query when catching up
 # A history frame holds messages of about this many bytes (_wire_size), at least one: a frame
@@ -241,6 +245,8 @@ class ChatService:
         self.messages_total = 0
         # room -> presence frames to publish, with the peer each one is about
         self._presence_due: dict[str, list[tuple[bytes, Peer]]] = {}
+        # (room, casefolded name) -> the held announcement of a lost connection's leave
+        self._leaving: dict[tuple[str, str], asyncio.TimerHandle] = {}
         # room -> for each join whose history query is on its way, (id, frame) of the room's
         # messages published meanwhile: see _send_joined
         self._gaps: dict[str, dict[int, _Gap]] = {}
@@ -519,7 +525,7 @@ class ChatService:
             del self.skeletons[session.skeleton]
         self.tokens.pop(session.token, None)
         for room in list(session.rooms):
-            self._leave(session, room)
+            self._leave(session, room, held=True)
         self.fanout.unsubscribe(user_topic(key), session.chat)
         self.fanout.unsubscribe(ALL, session.chat)
         for screen in list(session.screens):
@@ -842,7 +848,8 @@ class ChatService:
         self._leave(session, room)
         session.chat.send("left", room=room, **_rid(msg))
 
-    def _leave(self, session: Session, room: str) -> None:
+    def _leave(self, session: Session, room: str, *, held: bool = False) -> None:
+        """``held``: the connection ended: announce it LEAVE_GRACE later, if it is not back."""
         session.rooms.discard(room)
         if self.share_view is not None:  # some share is only for some: this one may go
             self._send_shares(session)
@@ -855,12 +862,30 @@ class ChatService:
                 self._empty_since.pop(room, None)  # to the end: the newest empty room
                 self._empty_since[room] = asyncio.get_running_loop().time()
         self.fanout.unsubscribe(room_topic(room), session.chat)
+        if held and not self._stopping:
+            key = (room, session.key)
+            old = self._leaving.pop(key, None)
+            if old is not None:
+                old.cancel()
+            self._leaving[key] = asyncio.get_running_loop().call_later(
+                LEAVE_GRACE, self._held_leave, room, session)
+        else:
+            self._presence(room, session, "leave")
+
+    def _held_leave(self, room: str, session: Session) -> None:
+        del self._leaving[(room, session.key)]
         self._presence(room, session, "leave")
 
     def _presence(self, room: str, session: Session, event: str) -> None:
         """Announce a join or leave. Announcements are gathered for PRESENCE_BATCH seconds
         and published together: when 1000 clients join one room, each member gets a few
-        writes instead of 1000 (the cost of a storm is writes, O(members x joins))."""
+        writes instead of 1000 (the cost of a storm is writes, O(members x joins)). A join
+        within LEAVE_GRACE of a lost connection's leave cancels both: nothing is news."""
+        if event == "join":
+            held = self._leaving.pop((room, session.key), None)
+            if held is not None:
+                held.cancel()
+                return
         pending = self._presence_due.get(room)
         if pending is None:
             pending = self._presence_due[room] = []

@@ -81,6 +81,11 @@ SCREEN_RATED = frozenset({"frame", "cursor", "share", "unshare", "watch", "unwat
 #: storing) goes by rects, and the reference sharer merges changed tiles into few of them.
 RECTS_PER_FRAME = 32
 
+#: Invalid requests (refused with a non-fatal error) a peer may send: this many at once, then
+#: this many a second; past that it is cut off (it is broken, or probing).
+REFUSALS_BURST = 20
+REFUSALS_RATE = 1.0
+
 
 def screen_cost(msg: Message) -> int:
     """What a screen request takes from its connection's frame rate."""

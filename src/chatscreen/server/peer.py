@@ -32,9 +32,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from chatscreen.errors import ErrorCode, RemoteProtocolError
+from chatscreen.errors import ErrorCode, RemoteProtocolError, RequestError
 from chatscreen.protocol import Connection, Limits, Message, Role, State
-from chatscreen.server.limits import RATED, TokenBucket
+from chatscreen.server.limits import RATED, REFUSALS_BURST, REFUSALS_RATE, TokenBucket
 
 if TYPE_CHECKING:
     from chatscreen.server.session import Session
@@ -91,7 +91,8 @@ class Rates:
 
 class Service(Protocol):
     def handle(self, peer: Peer, msg: Message) -> None:
-        """Handle one validated message; may raise RemoteProtocolError."""
+        """Handle one validated message; may raise RemoteProtocolError (fatal) or
+        RequestError (this request is refused, the connection stays)."""
 
     def on_writable(self, peer: Peer) -> None: ...
 
@@ -250,7 +251,8 @@ class Peer(asyncio.Protocol):
                  "_loop", "_out", "_out_bytes", "_pause_acked", "_pause_bytes", "_read_holds",
                  "_slow_limit", "_sndbuf", "_transport", "_turn", "_write_limits", "addr",
                  "close_code", "closing", "conn", "counted", "ip", "kind", "last_drain", "last_rx",
-                 "logged_in", "opened_at", "paused_since", "ping_sent", "rates", "registry",
+                 "logged_in", "opened_at", "paused_since", "ping_sent", "rates", "refusals",
+                 "registry",
                  "service", "session", "writable")
 
     def __init__(
@@ -297,6 +299,7 @@ class Peer(asyncio.Protocol):
         self.ping_sent = False
         self.close_code: str | None = None  # why we closed it, for the metrics
         self.rates: Rates | None = None  # rate limits, for peers that have them
+        self.refusals: TokenBucket | None = None  # invalid requests it may still send
         self.logged_in = False
         self._held: Iterator[Message] | None = None  # requests behind a hello not yet answered
         self._read_holds = 0  # HOLD_* bits: why the connection is not read now
@@ -358,9 +361,10 @@ class Peer(asyncio.Protocol):
                                             > buffers.limit):
                     buffers.hold_back(self, messages, msg)  # back-pressure: see SendBuffers
                     return
-                if self.rates is not None and msg.type in self.rates.rated:
+                if self.rates is not None and (msg.type in self.rates.rated or msg.refused):
                     rates = self.rates
-                    n = 1 if rates.cost is None else min(rates.cost(msg), rates.messages.burst)
+                    n = (1 if rates.cost is None or msg.refused is not None
+                         else min(rates.cost(msg), rates.messages.burst))
                     wait = rates.messages.take(n, self._loop.time())
                     if wait > 0:
                         self._throttle(wait, functools.partial(self._process, messages, msg))
@@ -368,10 +372,12 @@ class Peer(asyncio.Protocol):
                     if self.rates.flood_since is not None and self.rates.calm(
                             self._loop.time()):
                         self.rates.flood_since = None  # the user slowed down
-                if msg.type == "ping":
+                if msg.refused is not None:
+                    self._refuse(msg.type, msg.refused)
+                elif msg.type == "ping":
                     self.send("pong", **msg.fields)
                 elif msg.type != "pong":
-                    self.service.handle(self, msg)
+                    self._handle(msg)
                 if (msg.type == "hello" and not self.closing
                         and self.conn.state is State.HELLO_RECEIVED):
                     # The service answers this hello later (a password to check off the
@@ -385,6 +391,25 @@ class Peer(asyncio.Protocol):
         except Exception:
             log.exception("%r: internal error", self)
             self.fail(ErrorCode.INTERNAL, "internal server error")
+
+    def _handle(self, msg: Message) -> None:
+        try:
+            self.service.handle(self, msg)
+        except RequestError as exc:  # the service refused this request alone
+            self._refuse(exc.request, exc)
+
+    def _refuse(self, request: str, exc: RequestError) -> None:
+        """A bad request: an error for it alone (the connection stays), unless the peer
+        keeps sending them (REFUSALS_BURST at once, then more than REFUSALS_RATE a second):
+        then it is cut off. Refused requests also count against the message rate."""
+        log.info("%r: refused %s: %s %s", self, request, exc.code, exc.message)
+        now = self._loop.time()
+        if self.refusals is None:
+            self.refusals = TokenBucket(REFUSALS_RATE, REFUSALS_BURST, now)
+        if self.refusals.take(1, now) > 0:
+            self.fail(exc.code, f"too many invalid requests; the last one: {exc.message}")
+            return
+        self.error(exc.code, exc.message, re=request, **exc.ids)
 
     def _throttle(self, wait: float, resume: Callable[[], None]) -> None:
         assert self._transport is not None and self.rates is not None

@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from chatscreen.annexb import is_idr
-from chatscreen.errors import ErrorCode, RemoteProtocolError
+from chatscreen.errors import ErrorCode, RemoteProtocolError, RequestError
 from chatscreen.protocol import Message, encode_frame
 from chatscreen.protocol.schema import MAX_RECTS
 from chatscreen.server.adapt import (
@@ -645,12 +645,13 @@ class ScreenRelay:
     def _frame(self, peer: Peer, msg: Message) -> None:
         share = self._by_sharer.get(peer)
         if share is None:
-            raise RemoteProtocolError(ErrorCode.NOT_SHARING, "send share before frames")
+            raise RequestError(ErrorCode.NOT_SHARING, "send share before frames", "frame", {})
         key = msg["key"]
         now = time.monotonic()
         if (msg["w"], msg["h"]) != (share.w, share.h):
             if not key:
-                raise RemoteProtocolError(ErrorCode.BAD_MESSAGE, "a new size needs a key frame")
+                raise RequestError(ErrorCode.BAD_MESSAGE, "a new size needs a key frame", "frame",
+                                   {})
             if not self._size_ok(peer, msg, "frame"):
                 return
             share.w, share.h = msg["w"], msg["h"]
@@ -669,7 +670,8 @@ class ScreenRelay:
             self._ask_key(share)  # nothing to apply a delta to
             return
         if key and any(r.enc == "copy" for r in msg["rects"]):
-            raise RemoteProtocolError(ErrorCode.BAD_MESSAGE, "a key frame cannot hold copy rects")
+            raise RequestError(ErrorCode.BAD_MESSAGE, "a key frame cannot hold copy rects",
+                               "frame", {})
         share.frames_in += 1
         self.counters.screen_frames_in += 1
         self.counters.screen_bytes_in += len(msg.payload)
@@ -812,7 +814,7 @@ class ScreenRelay:
     def _cursor(self, peer: Peer, msg: Message) -> None:
         share = self._by_sharer.get(peer)
         if share is None:
-            raise RemoteProtocolError(ErrorCode.NOT_SHARING, "send share before cursor")
+            raise RequestError(ErrorCode.NOT_SHARING, "send share before cursor", "cursor", {})
         state = share.cursor
         if "w" in msg.fields:
             state.shape = (msg["w"], msg["h"], bytes(msg.payload))
