@@ -68,12 +68,12 @@ def test_a_mutes_end_shows_in_local_time_like_the_timeline(tmp_path: Path) -> No
     """The server writes when a mute ends in UTC ("until 2026-12-07 21:00:00 UTC"), the
     timeline shows local times: the clients show that time in local time too."""
     data = tmp_path / "data"
-    muted = subprocess.run([sys.executable, "-m", "chatscreen", "admin", "--data-dir",
-                            str(data), "mute", "bob", "--for", "1h"], capture_output=True,
-                           text=True, timeout=3 * TIMEOUT, cwd=REPO)
-    assert muted.returncode == 0, muted.stderr
-    assert "UTC" in muted.stdout  # what the server side writes
-    with running_server(data) as srv:
+    with running_server(data) as srv:  # admin acts on a server's data: it must exist
+        muted = subprocess.run([sys.executable, "-m", "chatscreen", "admin", "--data-dir",
+                                str(data), "mute", "bob", "--for", "1h"], capture_output=True,
+                               text=True, timeout=3 * TIMEOUT, cwd=REPO)
+        assert muted.returncode == 0, muted.stderr
+        assert "UTC" in muted.stdout  # what the server side writes
         out = subprocess.run(
             [sys.executable, "-m", "chatscreen", "chat", "--server",
              f"127.0.0.1:{srv.chat_port}", "--user", "bob"], input="hello\n",

@@ -160,6 +160,7 @@ def test_refused_join_from_a_pipe_stops_the_script(server: ServerProcess) -> Non
     async def scenario() -> None:
         async with Client("127.0.0.1", "owner", chat_port=server.chat_port,
                           timeout=TIMEOUT) as owner:
+            await owner.register("owner's password")  # guests have no private rooms
             await owner.create_room("secret", private=True)
             await owner.join("general")
             out = await asyncio.to_thread(chat_cli, server, "dave",
@@ -220,15 +221,17 @@ def test_reconnect_backoff_grows_while_connections_die_young(server: ServerProce
         c = Client("127.0.0.1", "yoyo", chat_port=proxy.port, timeout=TIMEOUT)
         try:
             await c.connect()
-            waits: list[float] = []
+            waits: list[tuple[float, float]] = []
             async with asyncio.timeout(6 * TIMEOUT):
                 while len(waits) < 3:
                     proxy.cut()  # right after each login, as a server refusing it would
                     ev = await wait_for(c, lambda e: e.type == "status"
                                         and e["state"] == "reconnecting")
-                    waits.append(ev["retry_in"])
+                    waits.append((ev["backoff"], ev["retry_in"]))
                     await wait_for(c, lambda e: e.type == "status" and e["state"] == "connected")
-            assert waits[1] >= 0.7 and waits[2] >= 1.4, waits  # 0.5, 1, 2 s +-25 %
+            # each wait drawn from [0, backoff] (full jitter), the backoff doubling
+            assert [b for b, _ in waits] == [0.5, 1.0, 2.0], waits
+            assert all(0 <= w <= b + 0.05 for b, w in waits), waits
         finally:
             await c.close()
             await proxy.close()

@@ -43,13 +43,17 @@ class _Outgoing:
     future: asyncio.Future[Message]
 
 
-def status(state: str, reason: str | None = None, retry_in: float | None = None) -> Message:
-    """A local event (never on the wire): connecting, connected, reconnecting, disconnected."""
+def status(state: str, reason: str | None = None, retry_in: float | None = None,
+           backoff: float | None = None) -> Message:
+    """A local event (never on the wire): connecting, connected, reconnecting, disconnected
+    (reconnecting: in ``retry_in`` s, drawn from [0, ``backoff``])."""
     fields: dict[str, Any] = {"state": state}
     if reason is not None:
         fields["reason"] = reason
     if retry_in is not None:
         fields["retry_in"] = retry_in
+    if backoff is not None:
+        fields["backoff"] = backoff
     return Message("status", fields)
 
 
@@ -212,7 +216,7 @@ class Client:
             # drawn from [0, delay] spreads their attempts over the whole window (the first
             # ones at once) instead of bunching them around the same moment.
             wait = random.uniform(0, delay)
-            self._emit(status("reconnecting", reason, retry_in=round(wait, 1)))
+            self._emit(status("reconnecting", reason, retry_in=round(wait, 1), backoff=delay))
             await asyncio.sleep(wait)
             try:
                 await self._open()
