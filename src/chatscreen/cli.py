@@ -556,6 +556,11 @@ async def run_chat(args: argparse.Namespace) -> int:
                 out(f"* {one_line(ev['user'])} "
                     f"{'joined' if ev['event'] == 'join' else 'left'} {one_line(ev['room'])}",
                     flush=True)
+            elif ev.type == "invited" and ev.get("by") is not None:
+                out(f"* {one_line(ev['by'])} invited you to #{one_line(ev['room'])}: type "
+                    f"/join {one_line(ev['room'])}", flush=True)
+            elif ev.type == "notice" and ev["room"] in client.invitations:
+                pass  # the invitation's notice, for older clients: said just above
             elif ev.type == "notice":
                 out(f"* {one_line(ev['text'])}", flush=True)
             elif ev.type == "error":
@@ -582,6 +587,9 @@ async def run_chat(args: argparse.Namespace) -> int:
     gone = asyncio.Event()
     history_shown = asyncio.Event()
     printer = asyncio.create_task(show_events())
+    for invited in sorted(client.invitations):
+        out(f"* you are invited to #{one_line(invited)}: type /join {one_line(invited)}",
+            flush=True)
     await client.join(room)
     # The room's history follows `joined` (the server sends both in one turn, not always in
     # one write): show it before reading input, which may end at once (a script's stdin).
