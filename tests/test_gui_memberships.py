@@ -126,3 +126,21 @@ def test_an_invitation_shows_join_and_decline(gui: GuiHarness,
     g.wait_for(lambda: not chat.invite_buttons, "no invitation left")
     assert "#other" not in chat.conversations
     assert "other" not in g.app.net.client.invitations if g.app.net else False
+
+
+def test_a_guest_gets_its_rooms_back_after_disconnect_connect(
+        gui: GuiHarness, server: ServerProcess) -> None:
+    """The server keeps nothing of a guest: the app joins again the rooms it had."""
+    g = gui
+    connected(g, server, "dora")
+    chat = g.app.chat_tab
+    g.select_tab("Chat")
+    g.type_into(chat.entry, "/join dev", enter=True)
+    g.wait_for(lambda: chat.current == "#dev", "#dev")
+    tab = g.app.connection_tab
+    g.select_tab("Connection")
+    g.click(tab.disconnect_button)
+    g.wait_for(lambda: g.app.net is None, "disconnected")
+    g.click(tab.connect_button)
+    g.wait_for(lambda: g.app.status_text.startswith("Connected"), "connected again")
+    g.wait_for(lambda: {"#dev", "#general"} <= set(chat.conversations), "both rooms back")

@@ -195,3 +195,21 @@ def test_the_cli_prints_how_to_join_an_invitation(tmp_path: Path) -> None:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+def test_a_guests_markers_are_its_own_and_not_stored(tmp_path: Path) -> None:
+    """A guest's markers last while it comes back with its resume secret; another guest
+    taking the name later starts with none, and nothing of guests is stored."""
+    with running_server(tmp_path / "data") as srv:
+        async def scenario() -> None:
+            async with client(srv, "bob") as bob, client(srv, "carol") as carol:
+                pm = await bob.pm("carol", "hi carol")
+                assert await carol.mark_read(peer="bob", id=pm["id"]) == pm["id"]
+                assert carol.server_rooms is None
+            async with client(srv, "carol") as carol:  # another guest with the name
+                assert carol.read_markers == {}
+
+        run(scenario())
+    db = sqlite3.connect(tmp_path / "data" / "chatscreen.db")
+    assert db.execute("SELECT COUNT(*) FROM read_markers").fetchone() == (0,)
+    assert db.execute("SELECT COUNT(*) FROM memberships").fetchone() == (0,)

@@ -240,6 +240,7 @@ class App:
         self._set_state("connecting")
 
     def disconnect(self) -> None:
+        self.chat_tab.send_marks(now=True)
         net, self.net = self.net, None
         if net is not None:
             self._close_session(net)
@@ -534,6 +535,7 @@ class App:
             return
         self._closed = True
         self.root.after_cancel(self._poll_job)
+        self.chat_tab.send_marks(now=True)
         if self.net is not None:
             self._close_session(self.net)
             self.net = None

@@ -24,6 +24,7 @@ from chatscreen.protocol import Message
 from chatscreen.text import display_lines, one_line
 
 if TYPE_CHECKING:
+    from chatscreen.client import Client
     from chatscreen.gui.app import App
 
 MAX_SHOWN = 2000  # entries kept per conversation (older ones come back by scrolling up)
@@ -31,6 +32,7 @@ OLDER_PAGE = 50  # messages asked for each time the user scrolls to the top
 TYPING_EVERY = 3.0  # s between "typing" notices while the user types
 TYPING_SHOWN = 6.0  # s a "typing" notice is shown without news
 INPUT_MAX_LINES = 6  # the message field grows up to this many lines
+MARK_EVERY = 1.0  # s: read markers go to the server at most this often (a busy room)
 URL = re.compile(r"\b(?:https?://|www\.)[^\s<>\"']+", re.IGNORECASE)
 
 
@@ -108,6 +110,10 @@ class Conversation:
         self._insert((last, next(self._notes)), {"info": text, "ts": _now_ts()})
 
 
+async def _mark_read(c: Client, *, where: dict[str, str], newest: int) -> int:
+    return await c.mark_read(id=newest, **where)
+
+
 @dataclass
 class Pending:
     key: str
@@ -134,6 +140,8 @@ class ChatTab(ttk.Frame):
         self.markers: dict[str, int] = {}
         self.invitations: dict[str, str | None] = {}  # private room -> who invited us
         self.invite_buttons: dict[str, tuple[ttk.Button, ttk.Button]] = {}  # Join, Decline
+        self._unsent_marks: dict[str, int] = {}  # conversation -> marker not sent yet
+        self._marks_sent = 0.0  # when markers last went out (time.monotonic)
         self._build()
 
     # -- layout ------------------------------------------------------------------------
@@ -247,6 +255,7 @@ class ChatTab(ttk.Frame):
         self.room_users.clear()
         self.pending.clear()
         self.markers.clear()
+        self._unsent_marks.clear()
         self.invitations.clear()
         self._refresh_invitations()
         self.current = None
@@ -273,11 +282,22 @@ class ChatTab(ttk.Frame):
         if newest <= self.markers.get(key.casefold(), 0):
             return
         self.markers[key.casefold()] = newest
-        name = key[1:]
-        if conv.is_room:
-            net.call(lambda c: c.mark_read(room=name, id=newest))
-        else:
-            net.call(lambda c: c.mark_read(peer=name, id=newest))
+        self._unsent_marks[key] = newest
+        self.send_marks()
+
+    def send_marks(self, *, now: bool = False) -> None:
+        """Send the markers that moved, at most every MARK_EVERY seconds (``now``: at
+        once, e.g. before logging out)."""
+        net = self.app.net
+        when = time.monotonic()
+        if not self._unsent_marks or net is None or (
+                not now and when - self._marks_sent < MARK_EVERY):
+            return
+        self._marks_sent = when
+        for key, newest in self._unsent_marks.items():
+            where = {"room": key[1:]} if key.startswith("#") else {"peer": key[1:]}
+            net.call(functools.partial(_mark_read, where=where, newest=newest))
+        self._unsent_marks.clear()
 
     def conversation(self, key: str) -> Conversation:
         conv = self.conversations.get(key)
@@ -724,8 +744,9 @@ class ChatTab(ttk.Frame):
             self.typing_label.configure(text=text)
 
     def tick(self) -> None:
-        """Called a few times a second: expire typing notices."""
+        """Called a few times a second: expire typing notices, send read markers."""
         self._refresh_typing()
+        self.send_marks()
 
     def flush(self) -> None:
         """Redraw the timeline once if anything changed (called after each batch of events)."""
