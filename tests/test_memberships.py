@@ -19,7 +19,10 @@ import pytest
 from chatscreen.client import Client
 from chatscreen.errors import ServerError
 from chatscreen.protocol import Message
+from chatscreen.server.accounts import hash_password
+from chatscreen.server.storage import _SCHEMA as storage_schema
 from tests.helpers.server import NO_RATE_LIMITS, REPO, TIMEOUT, ServerProcess, run, running_server
+from tests.test_names import OLD_ACCOUNTS
 
 PASSWORD = "correct horse battery staple"
 
@@ -213,3 +216,48 @@ def test_a_guests_markers_are_its_own_and_not_stored(tmp_path: Path) -> None:
     db = sqlite3.connect(tmp_path / "data" / "chatscreen.db")
     assert db.execute("SELECT COUNT(*) FROM read_markers").fetchone() == (0,)
     assert db.execute("SELECT COUNT(*) FROM memberships").fetchone() == (0,)
+
+
+def test_a_database_from_before_memberships_gets_them(tmp_path: Path) -> None:
+    """An existing database (made by an older version, without the tables) is given them
+    at start, and its accounts' rooms are kept from then on."""
+    data = tmp_path / "data"
+    data.mkdir()
+    db = sqlite3.connect(data / "chatscreen.db")
+    db.executescript(OLD_ACCOUNTS + storage_schema)
+    db.execute("INSERT INTO accounts (name, display, hash, role) VALUES (?,?,?,?)",
+               ("boss", "Boss", hash_password(PASSWORD), "admin"))
+    db.commit()
+    db.close()
+    with running_server(data) as srv:
+        async def scenario() -> None:
+            async with client(srv, "boss", password=PASSWORD) as boss:
+                assert boss.server_rooms == []
+                await boss.join("dev")
+            async with client(srv, "boss", password=PASSWORD) as boss:
+                assert boss.server_rooms == ["dev"]
+
+        run(scenario())
+
+
+def test_a_room_that_expired_is_no_longer_the_accounts(tmp_path: Path) -> None:
+    """An account in a guest's room that expired (empty for room_expiry) is not sent back
+    there: the room is dropped from its rooms, stored ones too."""
+    with running_server(tmp_path / "data", env={"CHATSCREEN_ROOM_EXPIRY": "1"}) as srv:
+        async def scenario() -> None:
+            await registered(srv, "alice")
+            async with client(srv, "guest") as guest:
+                await guest.create_room("fleeting")
+                async with client(srv, "alice", password=PASSWORD) as alice:
+                    await alice.join("fleeting")
+                await guest.leave("fleeting")
+                deadline = time.monotonic() + TIMEOUT
+                while "fleeting" in {r["name"] for r in await guest.list_rooms()}:
+                    assert time.monotonic() < deadline, "the room did not expire"
+                    await asyncio.sleep(0.1)  # polling the listing, with a deadline
+            async with client(srv, "alice", password=PASSWORD) as alice:
+                assert alice.server_rooms == []
+
+        run(scenario())
+    db = sqlite3.connect(tmp_path / "data" / "chatscreen.db")
+    assert db.execute("SELECT room FROM memberships").fetchall() == []

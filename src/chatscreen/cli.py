@@ -590,7 +590,8 @@ async def run_chat(args: argparse.Namespace) -> int:
     for invited in sorted(client.invitations):
         out(f"* you are invited to #{one_line(invited)}: type /join {one_line(invited)}",
             flush=True)
-    await client.join(room)
+    if room not in client.rooms:  # an account's rooms are joined already (the server's list)
+        await client.join(room)
     # The room's history follows `joined` (the server sends both in one turn, not always in
     # one write): show it before reading input, which may end at once (a script's stdin).
     with contextlib.suppress(TimeoutError):
