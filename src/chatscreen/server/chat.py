@@ -831,17 +831,24 @@ class ChatService:
         marks = session.marks
         new = min(msg["id"], self._next_id)
         if new > marks.get(conv, 0):
-            dropped = []
-            peers = [c for c in marks if c[0] == "@"] if conv not in marks and conv[0] == "@" \
-                else []
-            if len(peers) >= MAX_PEER_MARKS:
-                oldest = min(peers, key=marks.__getitem__)
-                del marks[oldest]
-                dropped.append(oldest)
+            dropped = self._make_room_for(marks, conv)
             marks[conv] = new
             if session.role is not None and self.account_store is not None:
                 self._spawn(self.account_store.set_marker(session.key, conv, new, dropped))
         session.chat.send("read", **where, id=marks.get(conv, 0), **_rid(msg))
+
+    @staticmethod
+    def _make_room_for(marks: dict[str, int], conv: str) -> list[str]:
+        """Before a new private conversation's marker: drop the oldest one if there are
+        MAX_PEER_MARKS already (a room's are bounded by the rooms one is in)."""
+        if conv in marks or conv[0] != "@":
+            return []
+        peers = [c for c in marks if c[0] == "@"]
+        if len(peers) < MAX_PEER_MARKS:
+            return []
+        oldest = min(peers, key=marks.__getitem__)
+        del marks[oldest]
+        return [oldest]
 
     def _find_room(self, room: str) -> str | None:
         if room in self.rooms:
