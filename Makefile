@@ -28,10 +28,10 @@ test: sysdeps $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-# Starts a client first (in the background) when there is a display to show it on.
+# With a display, the server also opens the app (--app), filled in with the ports it
+# listens on (ARGS); Ctrl+C stops both. Closing the app leaves the server running.
 run: $(STAMP)
-	@if [ -n "$${DISPLAY:-}" ]; then $(BIN)/chatscreen client & fi; \
-	exec $(BIN)/chatscreen server $(ARGS)
+	@exec $(BIN)/chatscreen server $${DISPLAY:+--app} $(ARGS)
 
 # A 10-minute soak: clients joining, chatting and leaving; the server must not grow.
 soak: $(STAMP)

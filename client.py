@@ -1,12 +1,20 @@
 #!/usr/bin/env python3
-"""Start the chatscreen desktop client, as in the original: ``python client.py``."""
+"""Start the chatscreen desktop client, as in the original: ``python client.py``.
+
+Any Python 3.11 will do: without the project's packages it runs again with the ``.venv``
+that `make venv` made next to this file (see chatscreen.bootstrap).
+"""
 
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT / "src"))
 
-from chatscreen.cli import main  # noqa: E402
+from chatscreen.bootstrap import ensure_environment  # noqa: E402
 
 if __name__ == "__main__":
+    ensure_environment(ROOT, "client.py")
+    from chatscreen.cli import main
+
     sys.exit(main(["client", *sys.argv[1:]]))

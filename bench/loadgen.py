@@ -15,7 +15,7 @@ clock in every process on the machine, so workers and the controller agree on th
   timeout: ``{"joined", "join_s": [seconds from start_at, one per joined client], "failed",
   "retries"}``. A client the server refuses with "try again" (``too_many_connections`` while
   too many logins are in progress), or whose connection is refused or reset, retries as the
-  client library does (backoff from 0.5 s, doubling, +-25 % jitter).
+  client library does (backoff from 0.5 s, doubling, full jitter: a wait in [0, backoff]).
   ``tls``: connect with TLS (chatscreen's default; the certificate is not checked).
   ``probes``: indices of the clients that also read send timestamps (latency).
 * ``{"op": "run", "rate", "start_at", "duration", "bucket", "drain", "quiet", "stall"}``:
@@ -288,7 +288,7 @@ class Generator:
         async def one(i: int, name: str) -> Client:
             """Connect and join; on a refusal the server asks to retry (too many logins in
             progress) or a refused/reset connection, retry as the client library does:
-            exponential backoff from 0.5 s with +-25 % jitter."""
+            exponential backoff from 0.5 s, each wait drawn from [0, backoff]."""
             nonlocal retries
             delay = BACKOFF_FIRST_S
             c = Client(self, system, name, room, i in probes)
@@ -304,7 +304,7 @@ class Generator:
                 if c.joined_ns:
                     return c
                 retry = "too_many_connections" in c.failed or "connect:" in c.failed
-                wait = delay * random.uniform(0.75, 1.25)
+                wait = random.uniform(0, delay)  # full jitter, as the client library
                 if not retry or time.monotonic() + wait >= deadline:
                     return c
                 await asyncio.sleep(wait)

@@ -257,8 +257,11 @@ def test_a_read_only_data_dir_is_one_clear_line(tmp_path: Path, existing: bool) 
             out = chatscreen(*SERVER[:-1], *tls, "--data-dir", str(data), prefix=prefix)
         line = one_clear_line(out, str(data))
         assert "read-only" in line.lower(), line
+    # (in a directory with no database, `admin list` has nothing to read: add-user writes one)
+    command = ["list"] if existing else ["add-user", "bob"]
     with read_only(data) as prefix:
-        out = chatscreen("admin", "--data-dir", str(data), "list", prefix=prefix)
+        out = chatscreen("admin", "--data-dir", str(data), *command, prefix=prefix,
+                         env={"CHATSCREEN_PASSWORD": "correct horse"})
     assert "read-only" in one_clear_line(out, str(data)).lower()
 
 

@@ -82,7 +82,7 @@ def test_view_without_a_share_times_out_with_a_clear_error(server: ServerProcess
             str(server.screen_port), "--user", "v", "--snapshot", str(tmp_path / "x.png"),
             "--timeout", "0.5"), capture_output=True, text=True, timeout=3 * TIMEOUT)
     assert view.returncode == 1
-    assert view.stderr.strip() == "No complete picture within 0.5 s"
+    assert view.stderr.strip() == "Nobody is sharing a screen you can watch (waited 0.5 s)"
 
 
 # -- the relay, driven by the client library with synthetic frames ---------------------------

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import ssl
+import threading
 import urllib.request
 from pathlib import Path
 
@@ -127,3 +129,68 @@ def test_a_reader_given_a_reply_larger_than_the_budget_is_not_cut(tmp_path: Path
         m = metrics(port)
         assert m["chatscreen_send_budget_cuts_total"] == 0
         assert m.get('chatscreen_disconnects_total{reason="too_slow"}', 0) == 0
+
+
+class SlowReaders:
+    """Readers that keep reading, slowly (a small receive buffer, a few KiB every 10 ms): never
+    stalled long enough to be cut, always behind while the room goes faster than they read."""
+
+    def __init__(self, srv: ServerProcess, n: int) -> None:
+        self.socks = [raw_socket(srv, srv.chat_port, rcvbuf=4096) for _ in range(n)]
+        for i, sock in enumerate(self.socks):
+            sock.sendall(frame({"type": "hello", "v": 1, "user": f"slow{i}"}))
+            sock.sendall(frame({"type": "join", "room": "general"}))
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._read, args=(s,), daemon=True)
+                        for s in self.socks]
+        for t in self.threads:
+            t.start()
+
+    def _read(self, sock: socket.socket) -> None:
+        try:
+            while not self.stop.wait(0.01):  # the reader's pace
+                if not sock.recv(4096):
+                    return
+        except (OSError, ssl.SSLError):
+            return
+
+    def close(self) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(TIMEOUT)
+        for sock in self.socks:
+            sock.close()
+
+
+def test_the_budget_bounds_the_send_buffers_under_overload(tmp_path: Path) -> None:
+    """A room that goes faster than some of its readers can read (a fan-out past what they
+    take): the send buffers' total stays near the budget, however long it goes on, and a
+    normal reader gets every message. (The sender is held back; a slow reader is cut only if
+    it takes nothing for 0.5 s, which a machine this busy can make it do.)"""
+    budget = 1 << 20
+    env = {"CHATSCREEN_SEND_BUDGET": str(budget), "CHATSCREEN_SLOW_TIMEOUT": "3600",
+           "CHATSCREEN_SLOW_LIMIT": "0", **NO_RATE_LIMITS}
+    with running_server(tmp_path / "d", "--metrics-port", "0", env=env) as srv:
+        port = int(re.findall(r"Metrics: http://[\d.]+:(\d+)", "".join(srv.output))[0])
+
+        async def scenario() -> None:
+            slow = await asyncio.to_thread(SlowReaders, srv, 8)
+            try:
+                async with connect(srv, "sender") as sender, connect(srv, "reader") as reader:
+                    await sender.join("general")
+                    await reader.join("general")
+                    got = 0
+                    for burst in range(8):
+                        await asyncio.gather(*(sender.say_nowait("general", "x" * 3000)
+                                               for _ in range(50)))
+                        async with asyncio.timeout(TIMEOUT):  # the reader is never held up
+                            while got < 50 * (burst + 1):
+                                ev = await reader.next_event()
+                                got += ev.type == "message"
+            finally:
+                await asyncio.to_thread(slow.close)
+            m = await asyncio.to_thread(metrics, port)
+            peak = m["chatscreen_send_buffered_peak_bytes"]
+            assert peak <= 2 * budget, f"send buffers reached {peak:.0f} bytes"
+
+        asyncio.run(scenario())

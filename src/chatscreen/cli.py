@@ -10,19 +10,23 @@ import ipaddress
 import json
 import logging
 import os
-import queue
 import sqlite3
+import subprocess
 import sys
 import threading
 import time
 import unicodedata
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chatscreen import __version__
 from chatscreen.errors import ChatscreenError
-from chatscreen.text import display_text, one_line
+from chatscreen.text import display_text, local_times, one_line
+
+if TYPE_CHECKING:  # `chatscreen admin` only: the client commands never import the server
+    from chatscreen.server.accounts import AccountDB
 
 DEFAULT_CHAT_PORT = 9999
 DEFAULT_SCREEN_PORT = 9998
@@ -32,6 +36,9 @@ HISTORY_WAIT = 5.0  # s: `chat` waits at most this long for a room's history aft
 # The server and `chatscreen admin` create files only in the data directory, which holds every
 # message and password hash: readable by their owner only (directory 0700, files 0600).
 PRIVATE_UMASK = 0o077
+ADMIN_WAIT = 3.0  # s: `chatscreen admin` waits this long for the running server's answer
+ADMIN_POLL = 0.05  # s between looks for it
+APP_GRACE = 10.0  # s: `server --app` gives the app this long to log out when it stops
 
 
 def _server_parser(sub: Any) -> None:
@@ -62,13 +69,19 @@ def _server_parser(sub: Any) -> None:
     p.add_argument("--share-roles", metavar="ROLES",
                    help="who may share a screen: everyone (default) or a comma list of "
                         "admin, moderator, member, guest")
+    p.add_argument("--app", action="store_true",
+                   help="also open the desktop app, filled in with this server's address "
+                        "and ports (`make run` does, given a display); it closes when the "
+                        "server stops")
 
 
 def _admin_parser(sub: Any) -> None:
     p = sub.add_parser("admin", help="manage accounts, roles and bans (on the server machine, "
                        "no network)")
     p.add_argument("--data-dir", type=Path, default=None,
-                   help="the server's data directory (default ./data, or CHATSCREEN_DATA_DIR)")
+                   help="the server's data directory (default: CHATSCREEN_DATA_DIR, the "
+                        "config's data_dir, else ./data if it holds the server's data)")
+    p.add_argument("--config", type=Path, help="the server's TOML config file (its data_dir)")
     cmds = p.add_subparsers(dest="admin_command", required=True, metavar="COMMAND")
     c = cmds.add_parser("create-admin", help="create an admin account (asks for its password, "
                         "or reads CHATSCREEN_PASSWORD)")
@@ -88,7 +101,8 @@ def _admin_parser(sub: Any) -> None:
     c = cmds.add_parser("unban", help="lift a ban")
     c.add_argument("name", nargs="?")
     c.add_argument("--address", metavar="IP")
-    c = cmds.add_parser("kick", help="disconnect a user from the running server")
+    c = cmds.add_parser("kick", help="disconnect a user from the running server (it says "
+                        "whether it did)")
     c.add_argument("name")
     c.add_argument("--reason", default="")
     c = cmds.add_parser("mute", help="stop a user posting (they can still read)")
@@ -287,16 +301,56 @@ def run_server(args: argparse.Namespace) -> int:
             import uvloop
 
             loop_factory = uvloop.new_event_loop
+    apps: list[subprocess.Popen[bytes]] = []
+
+    def started(server: Any) -> None:
+        print(server.banner(), flush=True)
+        if args.app:
+            apps.extend(start_app(settings.host, server.chat_port, server.screen_port,
+                                  server.fingerprint))
+
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
-            runner.run(serve(settings, lambda server: print(server.banner(), flush=True)))
+            runner.run(serve(settings, started))
     except OSError as exc:
         if exc.filename is not None:  # a file, not a socket
             raise ChatscreenError(f"cannot use {exc.filename}: {exc.strerror or exc}") from None
         raise ChatscreenError(
             f"Cannot listen on {settings.host} (ports {settings.chat_port}, "
             f"{settings.screen_port}): {exc.strerror or exc}") from None
+    finally:
+        for app in apps:
+            stop_app(app)
     return 0
+
+
+def start_app(host: str, chat_port: int, screen_port: int,
+              fingerprint: str | None) -> list[subprocess.Popen[bytes]]:
+    """``chatscreen server --app``: the desktop app, filled in with the ports the server
+    listens on (those it chose, for port 0) and its certificate's fingerprint."""
+    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+    where = f"[{host}]:{chat_port}" if ":" in host else f"{host}:{chat_port}"
+    command = [sys.executable, "-m", "chatscreen", "client", "--server", where,
+               "--screen-port", str(screen_port)]
+    if fingerprint:
+        command += ["--fingerprint", fingerprint]
+    try:
+        return [subprocess.Popen(command, stdin=subprocess.DEVNULL)]
+    except OSError as exc:
+        print(f"cannot start the app: {exc}", file=sys.stderr, flush=True)
+        return []
+
+
+def stop_app(app: subprocess.Popen[bytes]) -> None:
+    """The server stopped: so does the app it started (closing the app, on the other
+    hand, leaves the server running)."""
+    if app.poll() is None:
+        app.terminate()  # it logs out and closes its window (see gui.run_app)
+    try:
+        app.wait(APP_GRACE)
+    except subprocess.TimeoutExpired:
+        app.kill()
+        app.wait()
 
 
 # -- passwords and `chatscreen admin` -----------------------------------------------------
@@ -319,7 +373,7 @@ def _read_secret(path: Path | None) -> str | None:
 
 def _new_password(what: str) -> str:
     """A new password: typed twice at a terminal, else CHATSCREEN_PASSWORD."""
-    from chatscreen.server.accounts import MIN_PASSWORD
+    from chatscreen.protocol.schema import MIN_PASSWORD
 
     if sys.stdin.isatty():
         password = getpass.getpass(f"Password for {what}: ")
@@ -356,14 +410,68 @@ def print_invite(data_dir: Path, host: str | None, port: int, cert: Path | None)
     return 0
 
 
+def admin_data_dir(args: argparse.Namespace) -> Path:
+    """The server's data directory, found as the server finds it: --data-dir, else
+    CHATSCREEN_DATA_DIR, else the config's (--config or CHATSCREEN_CONFIG) data_dir, else
+    ./data. It must hold the server's database, except that create-admin and add-user make
+    a new one where one was named (not in a ./data that merely is the default)."""
+    from chatscreen.config import ServerSettings, load_settings
+
+    settings = load_settings(args.config, data_dir=args.data_dir)
+    data_dir = settings.data_dir
+    named = args.data_dir is not None or data_dir != ServerSettings.data_dir
+    if args.admin_command == "invite" or (data_dir / "chatscreen.db").exists():
+        return data_dir
+    if not named:
+        raise ChatscreenError(
+            "no chatscreen data in ./data: give --data-dir DIR (the server's data directory; "
+            "create-admin and add-user make a new one there) or --config FILE, or run this in "
+            "the folder you started the server from")
+    if args.admin_command not in ("create-admin", "add-user"):
+        raise ChatscreenError(f"no chatscreen data in {data_dir}: is it the server's data "
+                              "directory? (create-admin and add-user make a new one)")
+    return data_dir
+
+
+def await_answer(db: AccountDB, data_dir: Path, request: int) -> tuple[str | None, str]:
+    """The running server's answer to a request of `chatscreen admin` (it looks for them
+    every second), or None and why there is none: no server runs on ``data_dir``, or none
+    answered within ADMIN_WAIT s. An unanswered request is withdrawn."""
+    from chatscreen.server.datadir import server_running
+
+    running = server_running(data_dir)
+    if running is False:
+        why = f"no server is running with the data directory {data_dir}"
+    else:
+        why = (f"no running server answered within {ADMIN_WAIT:g} s (is it running, with the "
+               f"data directory {data_dir}?)")
+    deadline = time.monotonic() + (ADMIN_WAIT if running is not False else 0.0)
+    while (answer := db.answer_of(request)) is None and time.monotonic() < deadline:
+        time.sleep(ADMIN_POLL)
+    if answer is None and db.withdraw(request):
+        return None, why
+    answer = db.answer_of(request)  # (answered just now, if it was not before)
+    db.forget(request)
+    return answer, why
+
+
+def report_applied(db: AccountDB, data_dir: Path, request: int) -> None:
+    """Say what the running server did with a change stored in the database."""
+    answer, why = await_answer(db, data_dir, request)
+    if answer is None:
+        print(f"{why}: it applies when the server reads it, at the latest when it starts")
+    else:
+        print(f"the running server applied it: {answer}")
+
+
 def run_admin(args: argparse.Namespace) -> int:
+    from chatscreen.durations import parse_duration
     from chatscreen.protocol.schema import name_problem
     from chatscreen.server.accounts import AccountDB, hash_password
     from chatscreen.server.datadir import describe
-    from chatscreen.server.moderation import parse_duration
 
-    data_dir = args.data_dir or Path(os.environ.get("CHATSCREEN_DATA_DIR") or "data")
     cmd = args.admin_command
+    data_dir = admin_data_dir(args)
     if cmd == "invite":
         return print_invite(data_dir, args.host, args.chat_port, args.tls_cert)
     name: str | None = getattr(args, "name", None)
@@ -393,15 +501,22 @@ def run_admin(args: argparse.Namespace) -> int:
             print(f"Created {role} '{name}'")
         elif cmd == "set-role":
             assert name is not None
-            if not db.set_role(name, args.role):
-                raise ChatscreenError(f"'{name}' has no account")
-            db.log("(admin)", "role", name, f"role={args.role}")
+            with db.transaction():
+                if not db.set_role(name, args.role):
+                    raise ChatscreenError(f"'{name}' has no account")
+                db.log("(admin)", "role", name, f"role={args.role}")
+                request = db.ask("role", "account", name)
             print(f"'{name}' is now {args.role}")
+            report_applied(db, data_dir, request)
         elif cmd == "kick":
             assert name is not None
-            db.ask_kick(name, args.reason)
-            db.log("(admin)", "kick", name, f"reason={args.reason}")
-            print(f"Asked the running server to kick {name} (if connected, within a second)")
+            with db.transaction():
+                request = db.ask("kick", "account", name, args.reason)
+                db.log("(admin)", "kick", name, f"reason={args.reason}")
+            answer, why = await_answer(db, data_dir, request)
+            if answer is None:
+                raise ChatscreenError(f"{why}: nobody was kicked")
+            print(answer)
         elif cmd in ("ban", "unban", "mute", "unmute"):
             if (name is None) == (getattr(args, "address", None) is None):
                 raise ChatscreenError(f"{cmd} wants a NAME or --address IP")
@@ -418,20 +533,25 @@ def run_admin(args: argparse.Namespace) -> int:
                 kind, target = "account", name
             done = {"ban": "Banned", "unban": "Unbanned", "mute": "Muted", "unmute": "Unmuted"}
             if cmd in ("unban", "unmute"):
-                if not db.unban(kind, target):
-                    raise ChatscreenError(f"{target} is not {done[cmd[2:]].lower()}")
-                db.log("(admin)", cmd, target)
+                with db.transaction():
+                    if not db.unban(kind, target):
+                        raise ChatscreenError(f"{target} is not {done[cmd[2:]].lower()}")
+                    db.log("(admin)", cmd, target)
+                    request = db.ask(cmd, kind, target)
                 print(f"{done[cmd]} {target}")
             else:
                 try:
                     seconds = parse_duration(args.duration) if args.duration else None
                 except ValueError as exc:
                     raise ChatscreenError(str(exc)) from None
-                ban = db.ban(kind, target, time.time() + seconds if seconds else None,
-                             args.reason, "(admin)")
-                db.log("(admin)", cmd, target, f"duration={seconds} reason={args.reason}"
-                       if seconds else f"reason={args.reason}")
+                with db.transaction():
+                    ban = db.ban(kind, target, time.time() + seconds if seconds else None,
+                                 args.reason, "(admin)")
+                    db.log("(admin)", cmd, target, f"duration={seconds} reason={args.reason}"
+                           if seconds else f"reason={args.reason}")
+                    request = db.ask(cmd, kind, target, args.reason)
                 print(f"{done[cmd]} {target} {ban.until_text()}")
+            report_applied(db, data_dir, request)
         else:
             now = time.time()
             accounts = db.accounts()
@@ -488,21 +608,69 @@ def names(users: list[str]) -> str:
     return ", ".join(one_line(u) for u in users)
 
 
-def _stdin_lines(loop: asyncio.AbstractEventLoop, lines: asyncio.Queue[str | None],
-                 secrets: queue.Queue[str | None]) -> None:
-    for line in sys.stdin:
-        line = line.rstrip("\r\n")
-        if line.strip() == "/register" and sys.stdin.isatty():
-            # Asked here, by the one thread that reads the terminal, so the password cannot
-            # end up read as a chat line.
-            try:
-                password = getpass.getpass("Password to register your name with: ")
-                again = getpass.getpass("Again: ")
-            except (EOFError, KeyboardInterrupt):
-                password, again = "", "-"
-            secrets.put(password if password == again else None)
-        loop.call_soon_threadsafe(lines.put_nowait, line)
-    loop.call_soon_threadsafe(lines.put_nowait, None)
+class PipedInput:
+    """Chat lines from a pipe or file: read on a thread, one line each."""
+
+    def __init__(self) -> None:
+        self._lines: asyncio.Queue[str | None] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        threading.Thread(target=self._read, args=(loop,), daemon=True).start()
+
+    def _read(self, loop: asyncio.AbstractEventLoop) -> None:
+        for line in sys.stdin:
+            loop.call_soon_threadsafe(self._lines.put_nowait, line.rstrip("\r\n"))
+        loop.call_soon_threadsafe(self._lines.put_nowait, None)
+
+    async def read(self, room: str) -> str | None:
+        return await self._lines.get()
+
+    async def secret(self, prompt: str) -> str | None:
+        return os.environ.get("CHATSCREEN_PASSWORD") or None
+
+    @contextlib.contextmanager
+    def output(self) -> Iterator[None]:
+        yield
+
+
+class TerminalInput:
+    """Chat lines typed on a terminal (prompt_toolkit): what arrives meanwhile is printed
+    above the line being typed, which stays as it was (a plain print would write over it)."""
+
+    def __init__(self) -> None:
+        from prompt_toolkit import PromptSession
+
+        # the typed line goes once sent: the server's echo shows it in the timeline
+        self._session: Any = PromptSession(erase_when_done=True)
+
+    async def read(self, room: str) -> str | None:
+        try:
+            return str(await self._session.prompt_async(f"#{one_line(room)}> "))
+        except (EOFError, KeyboardInterrupt):  # Ctrl+D, Ctrl+C: leave
+            return None
+
+    async def secret(self, prompt: str) -> str | None:
+        """A password, typed twice, shown as dots; None if the two differ (or Ctrl+C)."""
+        try:
+            first = await self._session.prompt_async(prompt, is_password=True)
+            again = await self._session.prompt_async("Again: ", is_password=True)
+        except (EOFError, KeyboardInterrupt):
+            return None
+        return str(first) if first == again and first else None
+
+    @contextlib.contextmanager
+    def output(self) -> Iterator[None]:
+        """While inside, print() goes above the input line."""
+        from prompt_toolkit.patch_stdout import patch_stdout
+
+        with patch_stdout():
+            yield
+
+
+def chat_input() -> PipedInput | TerminalInput:
+    """prompt_toolkit on a terminal; plain line reading from a pipe or file."""
+    if sys.stdin.isatty() and sys.stdout.isatty():
+        return TerminalInput()
+    return PipedInput()
 
 
 async def connect_client(args: argparse.Namespace, **kwargs: Any) -> Any:
@@ -540,15 +708,16 @@ async def connect_client(args: argparse.Namespace, **kwargs: Any) -> Any:
 async def run_chat(args: argparse.Namespace) -> int:
     client = await connect_client(args)
     room: str = args.room
+    where = {"room": room}  # the current room, as the loop below changes it
     out = print
 
     async def show_events() -> None:
         async for ev in client.events():
             if ev.type == "message":
-                out(format_message(ev.fields, room), flush=True)
+                out(format_message(ev.fields, where["room"]), flush=True)
             elif ev.type == "history":
                 for m in ev["messages"]:
-                    out(format_message(m, room), flush=True)
+                    out(format_message(m, where["room"]), flush=True)
                 history_shown.set()
             elif ev.type == "joined":
                 out(f"* joined {one_line(ev['room'])}: {names(ev['users'])}", flush=True)
@@ -562,9 +731,9 @@ async def run_chat(args: argparse.Namespace) -> int:
             elif ev.type == "notice" and ev["room"] in client.invitations:
                 pass  # the invitation's notice, for older clients: said just above
             elif ev.type == "notice":
-                out(f"* {one_line(ev['text'])}", flush=True)
+                out(f"* {one_line(local_times(ev['text']))}", flush=True)
             elif ev.type == "error":
-                out(f"! {one_line(ev['message'])}", flush=True)
+                out(f"! {one_line(local_times(ev['message']))}", flush=True)
             elif ev.type == "tls" and ev.get("checked"):
                 out(f"* {ev['where']}: its certificate is the one given, {ev['fingerprint']}; "
                     "remembered", file=sys.stderr, flush=True)
@@ -574,7 +743,8 @@ async def run_chat(args: argparse.Namespace) -> int:
                     file=sys.stderr, flush=True)
             elif ev.type == "status" and ev["state"] in ("reconnecting", "disconnected"):
                 retry = f", retrying in {ev['retry_in']} s" if ev.get("retry_in") else ""
-                out(f"! {ev['state']}: {one_line(ev.get('reason', ''))}{retry}", file=sys.stderr,
+                out(f"! {ev['state']}: {one_line(local_times(ev.get('reason', '')))}{retry}",
+                    file=sys.stderr,
                     flush=True)
             elif ev.type == "status" and ev["state"] == "connected" and shown_connected:
                 out("! connected again", file=sys.stderr, flush=True)
@@ -596,15 +766,19 @@ async def run_chat(args: argparse.Namespace) -> int:
     # one write): show it before reading input, which may end at once (a script's stdin).
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(history_shown.wait(), HISTORY_WAIT)
-    lines: asyncio.Queue[str | None] = asyncio.Queue()
-    secrets: queue.Queue[str | None] = queue.Queue()
-    loop = asyncio.get_running_loop()
-    threading.Thread(target=_stdin_lines, args=(loop, lines, secrets), daemon=True).start()
+    typed = chat_input()
+    with typed.output():
+        return await _chat_loop(client, typed, where, gone, printer, out)
+
+
+async def _chat_loop(client: Any, typed: PipedInput | TerminalInput, where: dict[str, str],
+                     gone: asyncio.Event, printer: asyncio.Task[None], out: Any) -> int:
+    """Carry out each line typed until /quit, the end of input, or a lost connection."""
     pending: list[asyncio.Future[Any]] = []
     status = 0
     try:
         while True:
-            line_task = asyncio.ensure_future(lines.get())
+            line_task = asyncio.ensure_future(typed.read(where["room"]))
             gone_task = asyncio.ensure_future(gone.wait())
             done, _ = await asyncio.wait({line_task, gone_task},
                                          return_when=asyncio.FIRST_COMPLETED)
@@ -620,16 +794,17 @@ async def run_chat(args: argparse.Namespace) -> int:
                 continue
             try:
                 if line.strip() == "/register":
-                    await _register(client, secrets, out)
+                    await _register(client, typed, out)
                     continue
-                room = await _chat_command(client, line, room, pending, out)
+                where["room"] = await _chat_command(client, line, where["room"], pending, out)
             except ChatscreenError as exc:
                 out(f"! {one_line(str(exc))}", flush=True)
         if pending:
             results = await asyncio.gather(*pending, return_exceptions=True)
             failed = [r for r in results if isinstance(r, BaseException)]
             if failed:
-                print(f"{len(failed)} message(s) not confirmed: {failed[0]}", file=sys.stderr)
+                print(f"{len(failed)} message(s) not confirmed: "
+                      f"{one_line(local_times(str(failed[0])))}", file=sys.stderr)
                 status = 1
     finally:
         printer.cancel()
@@ -674,18 +849,13 @@ async def _chat_command(client: Any, line: str, room: str, pending: list[asyncio
     return room
 
 
-async def _register(client: Any, secrets: queue.Queue[str | None], out: Any) -> None:
-    if sys.stdin.isatty():
-        password = await asyncio.to_thread(secrets.get)
-        if password is None:
-            out("! the passwords differ; not registered", flush=True)
-            return
-    else:
-        password = os.environ.get("CHATSCREEN_PASSWORD") or None
-        if password is None:
-            out("! /register needs a password: run on a terminal, or set CHATSCREEN_PASSWORD",
-                flush=True)
-            return
+async def _register(client: Any, typed: PipedInput | TerminalInput, out: Any) -> None:
+    password = await typed.secret("Password to register your name with: ")
+    if password is None:
+        out("! the passwords differ; not registered" if isinstance(typed, TerminalInput)
+            else "! /register needs a password: run on a terminal, or set CHATSCREEN_PASSWORD",
+            flush=True)
+        return
     await client.register(password)
     out(f"* registered: from now on only your password logs in as {client.user}", flush=True)
 
@@ -744,7 +914,7 @@ async def run_share(args: argparse.Namespace) -> int:
 
 
 async def run_view(args: argparse.Namespace) -> int:
-    from chatscreen.sharing import snapshot
+    from chatscreen.sharing import NoPicture, ShareGone, find_share, snapshot_of, why_no_share
 
     host, port = split_server(args)
     if args.snapshot is None:
@@ -754,10 +924,14 @@ async def run_view(args: argparse.Namespace) -> int:
                                  tls_args(args))
     client = await connect_client(args, reconnect=False)
     try:
-        canvas = await snapshot(client, args.sharer, args.timeout)
-    except TimeoutError:
-        who = f"from {args.sharer} " if args.sharer else ""
-        raise ChatscreenError(f"No complete picture {who}within {args.timeout:g} s") from None
+        try:  # each way of failing says which it is (see why_no_share)
+            share = await find_share(client, args.sharer, args.timeout)
+        except TimeoutError:
+            why = await why_no_share(client, args.sharer)
+            raise ChatscreenError(f"{why} (waited {args.timeout:g} s)") from None
+        canvas = await snapshot_of(client, share, args.timeout)
+    except (NoPicture, ShareGone) as exc:
+        raise ChatscreenError(str(exc)) from None
     finally:
         with contextlib.suppress(Exception):
             await client.close()

@@ -11,13 +11,13 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
+from chatscreen.durations import parse_duration
 from chatscreen.errors import ChatscreenError
-from chatscreen.server.moderation import parse_duration
 
 HELP = ("commands: /join ROOM, /msg USER TEXT, /who [ROOM], /rooms, /register, "
-        "/kick USER [REASON], /mute USER DURATION [REASON], /unmute USER, "
-        "/ban USER|IP [DURATION] [REASON], /unban USER|IP, /role USER ROLE, /private ROOM, "
-        "/invite USER [ROOM], /quit (start a message with // to send a literal /)")
+        "/kick USER [REASON], /mute USER [DURATION] [REASON], /unmute USER, "
+        "/ban USER|IP [DURATION] [REASON], /unban USER|IP, /role USER admin|moderator|member, "
+        "/private ROOM, /invite USER [ROOM], /quit (start a message with // to send a literal /)")
 
 MODERATION = {"/kick": "kick", "/mute": "mute", "/unmute": "unmute", "/ban": "ban",
               "/unban": "unban", "/role": "role"}
@@ -80,13 +80,15 @@ def _moderation(action: str, rest: str) -> dict[str, Any]:
     except ValueError:
         fields["target"] = target
     if action in ("mute", "ban") and more:
+        # [DURATION] [REASON]: a first word that starts with a digit is meant as a
+        # duration (a typo in it is an error, not a reason and a mute for ever)
         first, _, reason = more.partition(" ")
-        try:
-            fields["duration"] = parse_duration(first)
-            more = reason.strip()
-        except ValueError as exc:
-            if action == "mute":  # for /ban, no duration: the rest is the reason
+        if first[:1].isdigit():
+            try:
+                fields["duration"] = parse_duration(first)
+            except ValueError as exc:
                 raise ChatscreenError(str(exc)) from None
+            more = reason.strip()
     if action == "role":
         if not more:
             raise ChatscreenError("/role USER ROLE (admin, moderator or member)")

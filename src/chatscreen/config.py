@@ -46,6 +46,7 @@ class ServerSettings:
     max_joined: int = 100  # rooms one connection may be in at once
     max_invitations: int = 1000  # names invited to one private room
     max_handshakes: int = 256  # connections not yet logged in (more: see Server._make_room)
+    login_queue: int = 1024  # ... and more waiting for one of those slots; past it, refused
     metrics_host: str = "127.0.0.1"
     metrics_port: int = -1  # -1: no /health and /metrics endpoint; 0: any free port
     server_password: str | None = None  # asked in every hello; config file or environment

@@ -25,6 +25,7 @@ X round trip) with a capture after DAMAGE's listener saw it move, else at most e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +38,7 @@ from chatscreen.codec import Canvas, DecodeError, fit_within
 from chatscreen.cursor import Cursor, CursorTracker
 from chatscreen.damage import DamageListener, Rect, damage_mask
 from chatscreen.encoders import DEFAULT_PRESET, ScreenEncoder, Update
+from chatscreen.errors import ServerError
 from chatscreen.protocol import Message
 from chatscreen.simulcast import LowLayer
 from chatscreen.tiles import Box, Mask, merge_tiles
@@ -66,6 +68,8 @@ class ShareStats:
     damage: bool = False  # captures driven by X DAMAGE (else polling at fps)
     channel: ScreenChannel | None = None  # the share's connection (its ``viewers``: live)
     cursors: int = 0  # pointer updates sent (the pointer is not in the tiles)
+    fps: float = 0.0  # the update rate asked for (about; see CaptureBucket)
+    preset: str = ""  # the encoder's preset (chatscreen.encoders.PRESETS)
 
     def summary(self) -> str:
         secs = max(time.monotonic() - self.started, 1e-9)
@@ -297,6 +301,7 @@ async def share_screen(client: Client, stop: asyncio.Event, *, monitor: int = 1,
     ``lossless`` or ``jpeg`` (every change so, never H.264). ``layers=2``: send a low quality
     layer too while the relay asks for one (:mod:`chatscreen.simulcast`); 1: never."""
     stats = stats or ShareStats()
+    stats.fps, stats.preset = fps, preset
     loop = asyncio.get_running_loop()
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="capture")
     grabber: _Grabber = await loop.run_in_executor(pool, _Grabber, monitor, quality, max_size,
@@ -437,23 +442,76 @@ async def find_share(client: Client, user: str | None, timeout: float) -> dict[s
             await client.next_event()
 
 
+async def why_no_share(client: Client, user: str | None) -> str:
+    """Why no share of ``user`` (or none at all) is listed, in the words a person needs.
+
+    The server lists only the shares one may watch, and does not say whether a share one
+    may not watch exists: "not sharing" and "not with you" are one answer. Whether
+    ``user`` is online is looked up in the rooms one can see (``rooms``, then ``who``)."""
+    if user is None:
+        return "Nobody is sharing a screen you can watch"
+    if await _seen_online(client, user):
+        return f"{user} has no share you can watch (not sharing, or not with you)"
+    return f"{user} is not online (in no room you can see, and not sharing with you)"
+
+
+async def _seen_online(client: Client, user: str) -> bool:
+    wanted = user.casefold()
+    try:
+        rooms = await client.list_rooms()
+        for room in rooms:
+            with contextlib.suppress(ServerError):  # a private room, or one gone meanwhile
+                if any(u.casefold() == wanted for u in await client.who(room["name"])):
+                    return True
+    except (ConnectionResetError, TimeoutError):
+        pass
+    return False
+
+
 async def snapshot(client: Client, user: str | None, timeout: float = 30.0) -> Canvas:
-    """Watch a share until a complete picture has arrived; return it."""
+    """Watch a share until a complete picture has arrived; return it. TimeoutError if no
+    share (of ``user``) is listed within ``timeout``; :class:`NoPicture` if one is but no
+    complete picture came; :class:`ShareGone` if it ended or the server refused it."""
     share = await find_share(client, user, timeout)
+    return await snapshot_of(client, share, timeout)
+
+
+async def _next_part(screen: ScreenChannel, share: dict[str, Any], canvas: Canvas) -> None:
+    msg = await screen.next_frame()
+    if msg.type == "unshared" and msg["share"] == share["id"]:
+        raise ShareGone(f"{share['user']} stopped sharing")
+    if msg.type == "frame" and msg["share"] == share["id"]:
+        try:
+            canvas.apply(msg["w"], msg["h"], msg["key"], frame_rects(msg))
+        except DecodeError as exc:  # the sharer sent something bad: skip it
+            log.warning("skipped a frame of %s: %s", share["user"], exc)
+
+
+class NoPicture(TimeoutError):
+    """A share was found, but no complete picture of it arrived in time."""
+
+
+class ShareGone(ConnectionResetError):
+    """The share ended, or the server would not let us watch it."""
+
+
+async def snapshot_of(client: Client, share: dict[str, Any], timeout: float) -> Canvas:
+    """A complete picture of ``share`` (see :func:`snapshot`)."""
     screen = await client.open_screen()
     try:
-        await screen.watch(share["id"])
+        try:
+            await screen.watch(share["id"])
+        except ServerError as exc:  # gone meanwhile, or not for us
+            raise ShareGone(f"{share['user']} has no share you can watch ({exc.message})"
+                            ) from None
         canvas = Canvas(share["w"], share["h"])
-        async with asyncio.timeout(timeout):
-            while not canvas.complete:
-                msg = await screen.next_frame()
-                if msg.type == "unshared" and msg["share"] == share["id"]:
-                    raise ConnectionResetError(f"{share['user']} stopped sharing")
-                if msg.type == "frame" and msg["share"] == share["id"]:
-                    try:
-                        canvas.apply(msg["w"], msg["h"], msg["key"], frame_rects(msg))
-                    except DecodeError as exc:  # the sharer sent something bad: skip it
-                        log.warning("skipped a frame of %s: %s", share["user"], exc)
+        try:
+            async with asyncio.timeout(timeout):
+                while not canvas.complete:
+                    await _next_part(screen, share, canvas)
+        except TimeoutError:
+            raise NoPicture(f"No complete picture from {share['user']} within {timeout:g} s "
+                            "(they are sharing, but the picture did not arrive)") from None
         return canvas
     finally:
         await screen.close()

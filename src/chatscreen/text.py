@@ -66,3 +66,21 @@ def display_text(text: str, *, isolate: bool = True, continuation: str = CONTINU
 def one_line(text: str, *, isolate: bool = True) -> str:
     """A name, room name or notice: one line, every control shown (tab and breaks too)."""
     return _safe(text.replace("\t", "<U+0009>"), isolate=isolate)
+
+
+_UTC_TIME = re.compile(r"\b(\d{4}-\d\d-\d\d) (\d\d:\d\d(?::\d\d)?) UTC\b")
+
+
+def local_times(text: str) -> str:
+    """Server text with its times (``2026-12-07 21:00:00 UTC``: when a mute or ban ends) in
+    local time, as the timeline shows every time: ``2026-12-07 22:00:00 CET``."""
+    from datetime import datetime
+
+    def local(m: re.Match[str]) -> str:
+        try:
+            when = datetime.fromisoformat(f"{m.group(1)}T{m.group(2)}+00:00").astimezone()
+        except ValueError:
+            return m.group(0)
+        return when.strftime("%Y-%m-%d %H:%M:%S %Z").rstrip()
+
+    return _UTC_TIME.sub(local, text) if "UTC" in text else text

@@ -13,7 +13,7 @@ import tkinter as tk
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageTk
+from PIL import Image, ImageEnhance, ImageTk
 
 from chatscreen.client import Client, ScreenChannel
 from chatscreen.codec import Canvas
@@ -21,8 +21,11 @@ from chatscreen.cursor import composite
 from chatscreen.errors import ChatscreenError
 from chatscreen.protocol import Message
 from chatscreen.resume import keep_watching
-from chatscreen.sharing import find_share, frame_rects
+from chatscreen.sharing import find_share, frame_rects, why_no_share
 from chatscreen.text import one_line
+
+FIRST_LOOK = 2.0  # s: the share asked for not listed by then: say why, and wait on
+ENDED_BRIGHTNESS = 0.35  # the last picture of a share that ended, dimmed to this
 
 
 class _Latest:
@@ -32,6 +35,7 @@ class _Latest:
         self._lock = threading.Lock()
         self._item: Any = None
         self.status = "Connecting…"
+        self.ended = False  # the share is over: the picture shown is the last one
 
     def put(self, item: Any) -> None:
         with self._lock:
@@ -49,7 +53,11 @@ async def _watch(host: str, port: int, screen_port: int, user: str, sharer: str 
     try:
         await client.connect()
         box.status = "Waiting for a share…"
-        share = await find_share(client, sharer, timeout=3600)
+        try:
+            share = await find_share(client, sharer, timeout=FIRST_LOOK)
+        except TimeoutError:  # say why while waiting on
+            box.status = f"Waiting: {await why_no_share(client, sharer)}"
+            share = await find_share(client, sharer, timeout=3600)
         canvas = Canvas(share["w"], share["h"])
         box.status = f"Watching {share['user']}"
 
@@ -71,7 +79,13 @@ async def _watch(host: str, port: int, screen_port: int, user: str, sharer: str 
     except (ChatscreenError, OSError) as exc:
         box.status = f"Disconnected: {exc}"
     finally:
+        box.ended = True
         await client.close()
+
+
+def _ended(img: Image.Image) -> Image.Image:
+    """The last picture of a share that is over: dimmed, so that it cannot pass for live."""
+    return ImageEnhance.Brightness(img).enhance(ENDED_BRIGHTNESS)
 
 
 def run_viewer_window(host: str, port: int, screen_port: int, user: str,
@@ -89,10 +103,15 @@ def run_viewer_window(host: str, port: int, screen_port: int, user: str,
         _watch(host, port, screen_port, user, sharer, box, stop, tls or {})), daemon=True)
     net.start()
     photo: list[ImageTk.PhotoImage] = []
+    shown: list[Image.Image] = []  # the picture on screen, for dimming it once it ends
 
     def poll() -> None:
         pixels = box.take()
-        if pixels is not None:
+        if box.ended and shown:  # the status, large, across the dimmed last picture
+            photo[:] = [ImageTk.PhotoImage(_ended(shown.pop()))]
+            label.configure(image=photo[0], compound="center", font=("TkDefaultFont", 20),
+                            text=one_line(box.status, isolate=False))
+        elif pixels is not None and not box.ended:
             w, h = max(label.winfo_width(), 1), max(label.winfo_height(), 1)
             img = Image.fromarray(np.asarray(pixels), "RGB")
             scale = min(w / img.width, h / img.height)
@@ -100,6 +119,7 @@ def run_viewer_window(host: str, port: int, screen_port: int, user: str,
                 img = img.resize((max(1, int(img.width * scale)), max(1, int(img.height * scale))),
                                  Image.Resampling.BILINEAR)
             photo[:] = [ImageTk.PhotoImage(img)]
+            shown[:] = [img]
             label.configure(image=photo[0], text="")
         elif not photo:
             label.configure(text=one_line(box.status, isolate=False))  # may quote the server

@@ -215,7 +215,10 @@ class Client:
     async def _reconnect_loop(self, reason: str) -> None:
         delay = BACKOFF_FIRST
         while not self._closing:
-            wait = delay * random.uniform(0.75, 1.25)
+            # Full jitter: when a server restarts, all its clients lose it at once; a wait
+            # drawn from [0, delay] spreads their attempts over the whole window (the first
+            # ones at once) instead of bunching them around the same moment.
+            wait = random.uniform(0, delay)
             self._emit(status("reconnecting", reason, retry_in=round(wait, 1)))
             await asyncio.sleep(wait)
             try:

@@ -28,12 +28,13 @@ from chatscreen.gui.net import NetSession
 from chatscreen.gui.screen_tab import ScreenTab
 from chatscreen.gui.settings import ClientSettings, save_settings, server_key
 from chatscreen.protocol import Message
-from chatscreen.text import one_line
+from chatscreen.text import local_times, one_line
 
 POLL_MS = 8  # the Tk thread looks for events and frames this often
 MAX_EVENTS_PER_POLL = 300  # the window stays responsive under a flood of messages
 PING_EVERY = 2.0  # s between round-trip measurements
 DEFAULT_ROOM = "general"
+SCREEN_SHARE_MAX = 0.92  # the window takes at most this share of the screen's width/height
 
 COLOURS = {"idle": "#9e9e9e", "connecting": "#e0a800", "connected": "#2e9d46",
            "reconnecting": "#e0a800", "disconnected": "#d93025"}
@@ -174,8 +175,11 @@ class App:
     def _build(self) -> None:
         px = self.px
         self.root.title("chatscreen")
-        self.root.geometry(f"{px(1100)}x{px(720)}")
-        self.root.minsize(px(760), px(500))
+        # Never larger than the screen, at any scale (room left for a panel and the frame).
+        sw, sh = self.root.winfo_screenwidth(), self.root.winfo_screenheight()
+        fit_w, fit_h = int(sw * SCREEN_SHARE_MAX), int(sh * SCREEN_SHARE_MAX)
+        self.root.geometry(f"{min(px(1100), fit_w)}x{min(px(720), fit_h)}")
+        self.root.minsize(min(px(760), fit_w), min(px(500), fit_h))
         # The status line is packed first, so that it keeps its room when the window shrinks.
         bar = ttk.Frame(self.root, padding=(px(10), px(5)))
         bar.pack(fill="x", side="bottom")
@@ -438,7 +442,8 @@ class App:
 
     def _set_state(self, state: str, reason: str = "") -> None:
         self.state = state
-        self._reason = one_line(reason, isolate=False)  # it may quote the server
+        self.chat_tab.set_live(state == "connected")
+        self._reason = one_line(local_times(reason), isolate=False)  # it may quote the server
         self.status_dot.itemconfigure(self._dot, fill=COLOURS.get(state, COLOURS["idle"]))
         self._refresh_status()
 
@@ -516,9 +521,10 @@ class App:
         elif ev.type == "gui_rtt":
             self._refresh_status()
         elif ev.type == "gui_error":
-            self.connection_tab.show(ev["text"], error=True)
+            text = local_times(ev["text"])
+            self.connection_tab.show(text, error=True)
             self.status_label.configure(
-                text=f"{self.status_text} — {one_line(ev['text'], isolate=False)}")
+                text=f"{self.status_text} — {one_line(text, isolate=False)}")
         else:
             self.chat_tab.on_event(ev)
             self.screen_tab.on_event(ev)

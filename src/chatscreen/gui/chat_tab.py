@@ -19,9 +19,10 @@ from chatscreen.commands import HELP, Command, parse_command
 from chatscreen.errors import ChatscreenError
 from chatscreen.gui.dialogs import NewPasswordDialog
 from chatscreen.gui.net import gui_event
+from chatscreen.gui.timeline import day_line, grouped, presence_line
 from chatscreen.gui.widgets import selection, styled_listbox
 from chatscreen.protocol import Message
-from chatscreen.text import display_lines, one_line
+from chatscreen.text import display_lines, local_times, one_line
 
 if TYPE_CHECKING:
     from chatscreen.client import Client
@@ -31,6 +32,9 @@ MAX_SHOWN = 2000  # entries kept per conversation (older ones come back by scrol
 OLDER_PAGE = 50  # messages asked for each time the user scrolls to the top
 TYPING_EVERY = 3.0  # s between "typing" notices while the user types
 TYPING_SHOWN = 6.0  # s a "typing" notice is shown without news
+MSG_MARGIN, OWN_MARGIN = 4, 80  # px: where others' and our own messages start
+HANG_STEP = 4  # px: hanging indents are rounded up to this (fewer tags)
+OFFLINE = "#9aa0a6"  # the people list while we are not connected
 INPUT_MAX_LINES = 6  # the message field grows up to this many lines
 MARK_EVERY = 1.0  # s: read markers go to the server at most this often (a busy room)
 URL = re.compile(r"\b(?:https?://|www\.)[^\s<>\"']+", re.IGNORECASE)
@@ -105,9 +109,13 @@ class Conversation:
             self.more = True
         return True
 
-    def note(self, text: str) -> None:
+    def note(self, text: str, presence: tuple[str, str] | None = None) -> None:
+        """A local note; ``presence``: (user, "join" or "leave"), drawn with its run."""
         last = max(self.ids) if self.ids else 0
-        self._insert((last, next(self._notes)), {"info": text, "ts": _now_ts()})
+        entry: dict[str, Any] = {"info": text, "ts": _now_ts()}
+        if presence is not None:
+            entry["presence"] = presence
+        self._insert((last, next(self._notes)), entry)
 
 
 async def _mark_read(c: Client, *, where: dict[str, str], newest: int) -> int:
@@ -129,6 +137,7 @@ class ChatTab(ttk.Frame):
         self.current: str | None = None
         self.room_users: dict[str, set[str]] = {}
         self.people_names: list[str] = []  # the names in the people list, in its order
+        self.live = False  # connected now: else the people list is what was last known
         self.pending: dict[int, Pending] = {}
         self.links: dict[str, str] = {}  # text tag -> url
         self._tokens = itertools.count(1)
@@ -142,6 +151,8 @@ class ChatTab(ttk.Frame):
         self.invite_buttons: dict[str, tuple[ttk.Button, ttk.Button]] = {}  # Join, Decline
         self._unsent_marks: dict[str, int] = {}  # conversation -> marker not sent yet
         self._marks_sent = 0.0  # when markers last went out (time.monotonic)
+        self._hangs: set[str] = set()  # the hanging-indent tags made so far
+        self._hang_cache: dict[tuple[str, str, bool], str] = {}
         self._build()
 
     # -- layout ------------------------------------------------------------------------
@@ -198,9 +209,9 @@ class ChatTab(ttk.Frame):
             self.text.bind(seq, self._on_scroll_up, add="+")
         t = self.text
         bold = fonts["bold"]
-        t.tag_configure("msg", lmargin1=4, lmargin2=62, rmargin=80, spacing1=6)
-        t.tag_configure("own", lmargin1=80, lmargin2=138, rmargin=4, background="#e8f0fe",
-                        spacing1=6)
+        t.tag_configure("msg", lmargin1=MSG_MARGIN, lmargin2=62, rmargin=80, spacing1=6)
+        t.tag_configure("own", lmargin1=OWN_MARGIN, lmargin2=138, rmargin=4,
+                        background="#e8f0fe", spacing1=6)
         t.tag_configure("time", foreground="#8a8f98", font=fonts["small"])
         t.tag_configure("name", foreground="#a0410d", font=bold)
         t.tag_configure("ownname", foreground="#0b57d0", font=bold)
@@ -209,6 +220,11 @@ class ChatTab(ttk.Frame):
         t.tag_configure("info", foreground="#6b7078", font=fonts["italic"], justify="center",
                         spacing1=6, spacing3=4)
         t.tag_configure("more", foreground="#8a8f98", font=fonts["small"], justify="center")
+        # comings and goings: quieter than moderation notices, which are quieter than talk
+        t.tag_configure("presence", foreground="#9aa0a6", font=fonts["small"],
+                        justify="center", spacing1=2, spacing3=2)
+        t.tag_configure("day", foreground="#5f6368", font=fonts["small"], justify="center",
+                        spacing1=10, spacing3=4)
         t.tag_configure("link", foreground="#0b57d0", underline=True)
         # A message's further lines: indented past the time and marked, so that no line of
         # a message can pass for a message of its own (configured last: these margins win).
@@ -318,6 +334,8 @@ class ChatTab(ttk.Frame):
         return f"@{other}"
 
     def online(self, user: str) -> bool:
+        if not self.live:  # we are not: who is online is not known
+            return False
         u = user.casefold()
         return any(u in {x.casefold() for x in users} for users in self.room_users.values())
 
@@ -366,7 +384,8 @@ class ChatTab(ttk.Frame):
                 users.discard(ev["user"])
             self._refresh_people()
             self._note(f"#{ev['room']}", f"{ev['user']} "
-                       f"{'joined' if ev['event'] == 'join' else 'left'} #{ev['room']}")
+                       f"{'joined' if ev['event'] == 'join' else 'left'} #{ev['room']}",
+                       presence=(ev["user"], "join" if ev["event"] == "join" else "leave"))
             self._refresh_list()
         elif kind == "left":
             self.room_users.pop(ev["room"], None)
@@ -427,11 +446,11 @@ class ChatTab(ttk.Frame):
             self._refresh_list()
             self._refresh_typing()
 
-    def _note(self, key: str, text: str) -> None:
+    def _note(self, key: str, text: str, presence: tuple[str, str] | None = None) -> None:
         conv = self.conversations.get(key)
         if conv is None:
             return
-        conv.note(text)
+        conv.note(local_times(text), presence)  # a mute's end: in local time, as the timeline
         if key == self.current:
             self._dirty = True
 
@@ -708,25 +727,35 @@ class ChatTab(ttk.Frame):
                 self.conv_list.selection_clear(0, "end")
                 self.conv_list.selection_set(i)
 
+    def set_live(self, live: bool) -> None:
+        """Connected (True) or not: while not, nobody is shown online (the list greys)."""
+        if live != self.live:
+            self.live = live
+            self._refresh_people()
+            self._refresh_list()
+
     def _refresh_people(self) -> None:
         self.people.delete(0, "end")
         if self.current is None or not self.current.startswith("#"):
-            self.people_label.configure(text="People online")
+            self.people_label.configure(text="People online" if self.live
+                                        else "People (offline)")
             users: list[str] = sorted({u for s in self.room_users.values() for u in s},
                                       key=str.casefold)
         else:
             room = self.current[1:]
             n = len(self.room_users.get(room, set()))
             self.people_label.configure(text=f"In #{one_line(room, isolate=False)} "
-                                             f"({n} online)")
+                                             + (f"({n} online)" if self.live else "(offline)"))
             users = sorted(self.room_users.get(room, set()), key=str.casefold)
         self.people_names = users
         me = self.app.user.casefold()
         for user in users:
             own = user.casefold() == me
-            self.people.insert("end", f"  ● {one_line(user, isolate=False)}"
+            self.people.insert("end", f"  {'●' if self.live else '○'} "
+                                      f"{one_line(user, isolate=False)}"
                                       f"{'  (you)' if own else ''}")
-            self.people.itemconfigure("end", foreground="#0b57d0" if own else "#1e7d32")
+            self.people.itemconfigure("end", foreground=OFFLINE if not self.live
+                                      else "#0b57d0" if own else "#1e7d32")
         if self.current is not None and not self.current.startswith("#"):
             self._refresh_title()
 
@@ -779,21 +808,19 @@ class ChatTab(ttk.Frame):
             text.insert("end", "loading older messages…\n", "more")
         elif conv is not None and conv.more and conv.ids:
             text.insert("end", "scroll up for older messages\n", "more")
-        for m in [] if conv is None else conv.entries:
-            when = local_time(m["ts"])[:5]
-            if "info" in m:
-                text.insert("end", f"{one_line(m['info'], isolate=False)}  ·  {when}\n", "info")
-                continue
-            own = m["user"].casefold() == me
-            line = ("own",) if own else ("msg",)
-            mark = f"m{m['id']}"
-            text.insert("end", when + "  ", ("time", *line, mark))
-            text.insert("end", "You" if own else one_line(m["user"], isolate=False),
-                        ("ownname" if own else "name", *line))
-            text.insert("end", "  ", line)
-            self._insert_text(m["text"], (*line, "cont", "owncont") if own else (*line, "cont"),
-                              line)
-            text.insert("end", "\n", line)
+        for kind, item in grouped([] if conv is None else conv.entries):
+            if kind == "day":
+                text.insert("end", f"{day_line(item)}\n", "day")
+            elif kind == "presence":  # a run of comings and goings: one quiet line
+                when = local_time(item[-1]["ts"])[:5]
+                line = presence_line(item, conv.title if conv is not None else "")
+                text.insert("end", f"{one_line(line, isolate=False)}  ·  {when}\n", "presence")
+            elif "info" in item:
+                when = local_time(item["ts"])[:5]
+                text.insert("end", f"{one_line(item['info'], isolate=False)}  ·  {when}\n",
+                            "info")
+            else:
+                self._insert_message(item, item["user"].casefold() == me)
         for p in self.pending.values():
             if p.key == self.current:
                 shown = "\n│ ".join(display_lines(p.text, isolate=False))
@@ -806,6 +833,48 @@ class ChatTab(ttk.Frame):
             text.see("end")
         else:
             text.yview_moveto(top)
+
+    def _insert_message(self, m: dict[str, Any], own: bool) -> None:
+        """``time  name  text``: the text's wrapped and further lines start under its first
+        (a hanging indent as wide as the time and the name), never under the time."""
+        text = self.text
+        when = local_time(m["ts"])[:5]
+        name = "You" if own else one_line(m["user"], isolate=False)
+        line = ("own",) if own else ("msg",)
+        hang = self._hang_of(when, name, own)
+        body = (*line, hang)  # Tk takes a line's margins from its first character's tags
+        text.insert("end", when + "  ", ("time", *body, f"m{m['id']}"))
+        text.insert("end", name, ("ownname" if own else "name", *body))
+        text.insert("end", "  ", body)
+        self._insert_text(m["text"], (*line, "cont", "owncont", f"{hang}c") if own
+                          else (*line, "cont", f"{hang}c"), body)
+        text.insert("end", "\n", line)
+
+    def _hang_of(self, when: str, name: str, own: bool) -> str:
+        """The hanging-indent tag of a message line that starts ``when  name  ``
+        (measured once per time and name: the timeline is redrawn whole)."""
+        key = (when, name, own)
+        tag = self._hang_cache.get(key)
+        if tag is None:
+            if len(self._hang_cache) > 4096:
+                self._hang_cache.clear()
+            fonts = self.app.fonts
+            tag = self._hang_cache[key] = self._hang(
+                (OWN_MARGIN if own else MSG_MARGIN) + fonts["small"].measure(when + "  ")
+                + fonts["bold"].measure(name) + fonts["body"].measure("  "))
+        return tag
+
+    def _hang(self, indent: int) -> str:
+        """The tag that indents wrapped lines to ``indent`` pixels (rounded, so that a few
+        tags serve every name), and its ``c`` twin for further lines with their marker."""
+        indent = -(-indent // HANG_STEP) * HANG_STEP
+        tag = f"hang{indent}"
+        if tag not in self._hangs:
+            self._hangs.add(tag)
+            mark = self.app.fonts["body"].measure("│ ")
+            self.text.tag_configure(tag, lmargin2=indent)
+            self.text.tag_configure(f"{tag}c", lmargin1=indent, lmargin2=indent + mark)
+        return tag
 
     def _insert_text(self, message: str, cont: tuple[str, ...], line: tuple[str, ...]) -> None:
         """A message's text, safe to show (see :mod:`chatscreen.text`; Tk draws every line

@@ -29,6 +29,9 @@ class ConnectionTab(ttk.Frame):
                              ("Fingerprint", settings.fingerprints.get(settings.server, ""))):
             self.entries[label].insert(0, value)
         self.entries["Server"].bind("<FocusOut>", self._on_server_changed, add="+")
+        # Typing goes to the first field: a name, then Enter connects as filled in.
+        self.entries["Username"].focus_set()
+        self.entries["Username"].icursor("end")
 
     def _build(self) -> None:
         body = self.app.fonts["body"]

@@ -6,7 +6,7 @@ import tkinter as tk
 from collections.abc import Callable
 from tkinter import ttk
 
-from chatscreen.server.accounts import MIN_PASSWORD
+from chatscreen.protocol.schema import MIN_PASSWORD
 
 
 class NewPasswordDialog(tk.Toplevel):

@@ -28,7 +28,7 @@ from chatscreen.gui.render import Composer, Patch, Redraw, patch_of
 from chatscreen.protocol import Message
 from chatscreen.resume import keep_sharing, keep_watching
 from chatscreen.scroll import Move
-from chatscreen.sharing import ShareStats, frame_rects
+from chatscreen.sharing import DEFAULT_FPS, ShareStats, frame_rects
 
 T = TypeVar("T")
 MAILBOX_DEPTH = 2  # redraws waiting for the Tk thread before the watcher waits too
@@ -263,17 +263,18 @@ class NetSession:
     def watching(self) -> bool:
         return self._watch is not None and not self._watch.done()
 
-    def start_share(self, monitor: int, fps: float, quality: int, *,
-                    viewers: list[str] | None = None, room: str | None = None) -> None:
-        """Share a monitor; only ``viewers``, or the members of ``room``, may watch (else
-        anyone)."""
+    def start_share(self, monitor: int, preset: str, *, viewers: list[str] | None = None,
+                    room: str | None = None) -> None:
+        """Share a monitor with one of the encoder's presets, at the same rate and quality
+        as ``chatscreen share --preset``; only ``viewers``, or the members of ``room``, may
+        watch (else anyone)."""
         if self._share is not None and not self._share.done():
             return
         self.share_stats = ShareStats()
-        self._share = self.tc.run(self._share_loop(monitor, fps, quality, self.share_stats,
+        self._share = self.tc.run(self._share_loop(monitor, preset, self.share_stats,
                                                    viewers, room))
 
-    async def _share_loop(self, monitor: int, fps: float, quality: int, stats: ShareStats,
+    async def _share_loop(self, monitor: int, preset: str, stats: ShareStats,
                           viewers: list[str] | None, room: str | None) -> None:
         stop = self._share_stop = asyncio.Event()
 
@@ -282,8 +283,9 @@ class NetSession:
 
         reason = "stopped"
         try:
-            await keep_sharing(self.client, stop, monitor=monitor, fps=fps, quality=quality,
-                               stats=stats, on_started=started, viewers=viewers, room=room)
+            await keep_sharing(self.client, stop, monitor=monitor, fps=DEFAULT_FPS,
+                               preset=preset, stats=stats, on_started=started,
+                               viewers=viewers, room=room)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # CaptureError, ConnectError, ConnectionResetError, ...

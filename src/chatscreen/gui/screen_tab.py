@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import contextlib
 import tkinter as tk
-from dataclasses import dataclass
 from tkinter import ttk
 from typing import TYPE_CHECKING, Any
 
+from chatscreen.encoders import DEFAULT_PRESET, PRESETS
 from chatscreen.gui.net import FrameMailbox
 from chatscreen.gui.render import Blitter, Composer
 from chatscreen.gui.widgets import selection, styled_listbox
 from chatscreen.protocol import Message
+from chatscreen.sharing import DEFAULT_FPS
 from chatscreen.text import one_line
 
 if TYPE_CHECKING:
@@ -23,25 +24,14 @@ RESIZE_DELAY_MS = 60  # rescale once the window stops changing size
 STATS_EVERY = 1.0  # s between updates of the frames/s and bitrate shown
 
 
-@dataclass(frozen=True)
-class Preset:
-    name: str
-    quality: int  # JPEG quality
-    fps: float
-    hint: str
-
-
-#: What is shared, mapped to JPEG quality and frame rate (see docs/gui.md).
 # who may watch our share: the choice, and what `share` is sent with
 AUDIENCES = {"Everyone": "everyone", "Only the people named": "viewers",
              "The members of a room": "room"}
 
-PRESETS = {
-    "text": Preset("text", 90, 5.0, "sharp text, 5 frames/s"),
-    "balanced": Preset("balanced", 80, 15.0, "15 frames/s"),
-    "motion": Preset("motion", 60, 30.0, "smooth motion, 30 frames/s"),
-}
-DEFAULT_PRESET = "balanced"
+# The presets are the sharing library's (chatscreen.encoders), the same as `chatscreen
+# share --preset`, at the same rate (DEFAULT_FPS): what they do, in a few words.
+PRESET_HINTS = {"text": "sharpest text", "balanced": "sharp text, photos as JPEG",
+                "motion": "smoothest motion"}
 
 
 def _monitors() -> list[str]:
@@ -87,6 +77,16 @@ class ScreenTab(ttk.Frame):
             0, 0, anchor="center", fill="#9aa0a6", font=self.app.fonts["body"],
             text="No screen shown.\nPick a shared screen on the left and click "
                  "“Start Receiving Screen”.", justify="center")
+        # Over the last picture once the share has ended: greyed, and why, in large type.
+        self.ended_shade = self.canvas.create_rectangle(0, 0, 0, 0, fill="#1e1f22",
+                                                        stipple="gray75", width=0,
+                                                        state="hidden")
+        self.ended_box = self.canvas.create_rectangle(0, 0, 0, 0, fill="#1e1f22",
+                                                      outline="#9aa0a6", state="hidden")
+        self.ended_text = self.canvas.create_text(
+            0, 0, anchor="center", fill="#ffffff", font=self.app.fonts["title"], text="",
+            justify="center", state="hidden")
+        self.ended = ""  # why the picture shown is no longer live ("" while it is)
         self.canvas.bind("<Configure>", self._on_resize)
         self.canvas.bind("<ButtonPress-1>", lambda e: self.canvas.scan_mark(e.x, e.y))
         self.canvas.bind("<B1-Motion>", lambda e: self.canvas.scan_dragto(e.x, e.y, gain=1))
@@ -137,10 +137,18 @@ class ScreenTab(ttk.Frame):
         self.preset.set(DEFAULT_PRESET)
         self.preset.pack(side="left")
         self.preset.bind("<<ComboboxSelected>>", lambda _e: self._show_preset())
-        self.preset_hint = ttk.Label(share, text="", style="CardHint.TLabel")
-        self.preset_hint.pack(side="left", padx=(8, 0))
-        self.share_status = ttk.Label(share, text="", style="CardHint.TLabel")
-        self.share_status.pack(side="right")
+        # What the preset does and how the share goes: a row of their own, wrapped to the
+        # card's width, so that neither is cut off when the window is narrow or scaled up.
+        info = ttk.Frame(card, style="Card.TFrame")
+        info.pack(fill="x", pady=(6, 0))
+        info.columnconfigure(1, weight=1)
+        self.preset_hint = ttk.Label(info, text="", style="CardHint.TLabel")
+        self.preset_hint.grid(row=0, column=0, sticky="w")
+        self.share_status = ttk.Label(info, text="", style="CardHint.TLabel", anchor="e",
+                                      justify="right")
+        self.share_status.grid(row=0, column=1, sticky="e", padx=(12, 0))
+        info.bind("<Configure>", lambda e: self.share_status.configure(
+            wraplength=max(100, e.width - self.preset_hint.winfo_reqwidth() - 12)))
         self._show_preset()
 
         side = ttk.Frame(self)
@@ -190,7 +198,8 @@ class ScreenTab(ttk.Frame):
 
     def _show_preset(self) -> None:
         p = PRESETS[self.preset_name]
-        self.preset_hint.configure(text=f"{p.hint} (JPEG q{p.quality})")
+        self.preset_hint.configure(text=f"{PRESET_HINTS.get(p.name, p.name)}: about "
+                                        f"{DEFAULT_FPS:g} updates/s, JPEG q{p.quality}")
 
     # -- events ------------------------------------------------------------------------
 
@@ -201,7 +210,7 @@ class ScreenTab(ttk.Frame):
             p = PRESETS[self.preset_name]
             self.share_status.configure(text="")  # the red banner says it all
             self.share_detail = (f"monitor {self._monitor_index()}, {ev['w']}x{ev['h']}, "
-                                 f"{p.name} (q{p.quality}, {p.fps:g} frames/s)")
+                                 f"{p.name} (q{p.quality}, about {DEFAULT_FPS:g} updates/s)")
             self.app.set_sharing(True, self.share_detail)
         elif ev.type == "gui_share_ended":
             reason = ev["reason"]
@@ -209,9 +218,11 @@ class ScreenTab(ttk.Frame):
                 text="Not sharing" if reason == "stopped" else f"Sharing stopped: {reason}")
             self._sharing_controls(False)
             self.app.set_sharing(False)
-        elif ev.type == "gui_watch_ended" and ev["reason"] != "stopped":
-            self.watch_status.configure(text=one_line(f"Lost {ev['user']}'s screen: "
-                                                      f"{ev['reason']}", isolate=False))
+        elif (ev.type == "gui_watch_ended" and ev["reason"] != "stopped"
+              and self.wanted is not None and not self.ended):
+            reason = str(ev["reason"])
+            self._show_ended(reason if reason.endswith("stopped sharing")
+                             else f"Lost {ev['user']}'s screen: {reason}")
 
     def _set_shares(self, shares: list[dict[str, Any]]) -> None:
         me = self.app.user.casefold()
@@ -227,8 +238,8 @@ class ScreenTab(ttk.Frame):
         if share is None:
             net.unwatch()
             self.watching = None
-            self.watch_status.configure(text=f"{self.wanted} is not sharing now; "
-                                             "waiting for their screen")
+            if not self.ended:
+                self._show_ended(f"{self.wanted} stopped sharing")
         elif not net.watching or self._watching_id != share["id"]:
             self._start(share)
 
@@ -276,7 +287,6 @@ class ScreenTab(ttk.Frame):
         if net.sharing:
             self.stop_share()
             return
-        preset = PRESETS[self.preset_name]
         who, text = AUDIENCES[self.audience.get()], self.audience_entry.get().strip()
         names = [n.strip() for n in text.split(",") if n.strip()]
         if who != "everyone" and not names:
@@ -284,7 +294,7 @@ class ScreenTab(ttk.Frame):
             self.audience_entry.focus_set()
             return
         self._show_preset()
-        net.start_share(self._monitor_index(), preset.fps, preset.quality,
+        net.start_share(self._monitor_index(), self.preset_name,
                         viewers=names if who == "viewers" else None,
                         room=names[0].lstrip("#") if who == "room" else None)
         self._sharing_controls(True)
@@ -353,6 +363,7 @@ class ScreenTab(ttk.Frame):
         net.watch_meter.rates()
         self.watch_title.configure(text=f"{share['user']}'s screen  ({share['w']}x{share['h']})")
         self.watch_status.configure(text="")
+        self._show_ended("")
         self.stats_label.configure(text="waiting for the picture…")
         self._relabel()
 
@@ -368,8 +379,28 @@ class ScreenTab(ttk.Frame):
         self.watch_title.configure(text="Not watching")
         self.watch_status.configure(text="")
         self.stats_label.configure(text="")
+        self._show_ended("")
         self._show_picture(False)
         self._relabel()
+
+    def _show_ended(self, why: str) -> None:
+        """The share watched has ended (``why``), or is live again (""): the last picture
+        stays, greyed, with why across it in large type; the title says so too."""
+        self.ended = why
+        state = "normal" if why else "hidden"
+        shown = one_line(why, isolate=False)  # it may quote the server
+        self.canvas.itemconfigure(self.ended_text, text=shown, state=state)
+        for item in (self.ended_shade, self.ended_box):
+            self.canvas.itemconfigure(item, state=state)
+        if why:
+            for item in (self.ended_shade, self.ended_box, self.ended_text):
+                self.canvas.tag_raise(item)
+            who = self.wanted or ""
+            self.watch_title.configure(text=f"{who}'s screen: ended" if who else "Ended")
+            self.watch_status.configure(text=f"{shown}. The picture is the last one received;"
+                                             " it comes back by itself if they share again.")
+            self.stats_label.configure(text="")
+        self._place()
 
     def reset(self) -> None:
         self.stop_watching()
@@ -456,7 +487,7 @@ class ScreenTab(ttk.Frame):
         fps, bps = net.watch_meter.rates()
         shown = self.shown_frames - self._shown_mark
         self._shown_mark = self.shown_frames
-        if self.picture_shown:
+        if self.picture_shown and not self.ended:
             self.stats_label.configure(text=f"received {format_rate(fps, bps)}")
         self.last_rates = (fps, bps, shown)
 
@@ -488,6 +519,15 @@ class ScreenTab(ttk.Frame):
         cw, ch = max(1, self.canvas.winfo_width()), max(1, self.canvas.winfo_height())
         pw, ph = self.blitter.size
         self.canvas.coords(self.placeholder, cw // 2, ch // 2)
+        x0, y0 = int(self.canvas.canvasx(0)), int(self.canvas.canvasy(0))  # type: ignore[no-untyped-call]
+        self.canvas.coords(self.ended_shade, x0, y0, x0 + cw, y0 + ch)
+        self.canvas.coords(self.ended_text, x0 + cw // 2, y0 + ch // 2)
+        self.canvas.itemconfigure(self.ended_text, width=max(cw - 80, 100))
+        box = self.canvas.bbox(self.ended_text) if self.ended else None
+        if box:
+            pad = self.app.px(18)
+            self.canvas.coords(self.ended_box, box[0] - pad, box[1] - pad // 2,
+                               box[2] + pad, box[3] + pad // 2)
         big = self.picture_shown and (pw > cw or ph > ch)
         if big:
             self.canvas.itemconfigure(self.image_item, anchor="nw")

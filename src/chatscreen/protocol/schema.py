@@ -217,6 +217,7 @@ def one_of_str(choices: tuple[str, ...]) -> Validator:
 
 NAME: Validator = name
 PASSWORD = short_str(1024)
+MIN_PASSWORD = 8  # characters of a password registered (`register`, `chatscreen admin`)
 MODERATION_ACTIONS = ("kick", "mute", "unmute", "ban", "unban", "role")
 TEXT: Validator = text
 CID = short_str(64)

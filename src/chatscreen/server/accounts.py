@@ -9,8 +9,10 @@ milliseconds and are meant to run off the event loop (``asyncio.to_thread``).
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -19,6 +21,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from chatscreen.protocol.lookalike import name_skeleton
+from chatscreen.protocol.schema import MIN_PASSWORD as MIN_PASSWORD  # the server's, too
 from chatscreen.server.datadir import StorageError, describe, open_database, prepare
 
 if TYPE_CHECKING:
@@ -26,7 +29,6 @@ if TYPE_CHECKING:
 
 ROLES = ("admin", "moderator", "member")
 RANK = {"admin": 3, "moderator": 2, "member": 1, "guest": 0}
-MIN_PASSWORD = 8
 
 _hasher = PasswordHasher()  # argon2id with the library's (RFC 9106 low-memory) parameters
 
@@ -52,6 +54,20 @@ class Account:
     skeleton: str  # what the name looks like (protocol.lookalike.name_skeleton)
     since: int | None  # private messages of ids above this are the account's; None: the
     # server sets it (to its last message id) when it first sees the account
+
+
+@dataclass(frozen=True, slots=True)
+class AdminRequest:
+    """What `chatscreen admin` asked of the running server (see ``admin_requests``)."""
+
+    id: int
+    action: str
+    kind: str
+    target: str
+    reason: str
+
+
+ANSWERED_KEPT = 3600.0  # s: answers nobody read (the admin command was killed) are dropped
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +109,19 @@ CREATE TABLE IF NOT EXISTS bans (
     by_role TEXT NOT NULL DEFAULT 'admin',  -- the role by_user had: a ban binds lower ranks
     PRIMARY KEY (kind, target)
 );
-CREATE TABLE IF NOT EXISTS kicks (         -- asked by `chatscreen admin kick`, done by the
-    target  TEXT NOT NULL,             -- running server (which then deletes the row)
+CREATE TABLE IF NOT EXISTS kicks (         -- no longer used (admin_requests replaced it)
+    target  TEXT NOT NULL,
     reason  TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS admin_requests (  -- asked by `chatscreen admin`, answered by the
+    id      INTEGER PRIMARY KEY,             -- running server with what it did
+    action  TEXT NOT NULL,             -- kick, or the change made with it: ban, unban, mute ...
+    kind    TEXT NOT NULL DEFAULT 'account',  -- 'address': target is an IP
+    target  TEXT NOT NULL,             -- casefolded name, or the IP
+    reason  TEXT NOT NULL DEFAULT '',
+    asked   REAL NOT NULL,             -- Unix time
+    done    REAL,                      -- when the server answered (NULL: not yet)
+    result  TEXT
 );
 CREATE TABLE IF NOT EXISTS private_rooms (
     room    TEXT PRIMARY KEY,
@@ -252,17 +278,50 @@ class AccountDB:
         cur = self.db.execute("DELETE FROM bans WHERE kind = ? AND target = ?", (kind, target))
         return cur.rowcount > 0
 
-    def ask_kick(self, target: str, reason: str) -> None:
-        self.db.execute("INSERT INTO kicks (target, reason) VALUES (?, ?)",
-                        (target.casefold(), reason))
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One commit for what is done inside: the server sees all of it or none."""
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            yield
 
-    def take_kicks(self) -> list[tuple[str, str]]:
-        """The kicks asked for since the last call: (casefolded name, reason)."""
+    def ask(self, action: str, kind: str, target: str, reason: str = "") -> int:
+        """A request for the running server (`chatscreen admin`); returns its id."""
+        target = target.casefold() if kind != "address" else target
+        cur = self.db.execute("INSERT INTO admin_requests (action, kind, target, reason, asked) "
+                              "VALUES (?,?,?,?,?)", (action, kind, target, reason, time.time()))
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def answer_of(self, request: int) -> str | None:
+        """The server's answer to a request, once it gave one."""
+        row = self.db.execute("SELECT result FROM admin_requests WHERE id = ? AND done IS NOT "
+                              "NULL", (request,)).fetchone()
+        return str(row[0]) if row else None
+
+    def withdraw(self, request: int) -> bool:
+        """Take a request back, unless the server answered it; True if it was taken back."""
+        cur = self.db.execute("DELETE FROM admin_requests WHERE id = ? AND done IS NULL",
+                              (request,))
+        return cur.rowcount > 0
+
+    def forget(self, request: int) -> None:
+        self.db.execute("DELETE FROM admin_requests WHERE id = ?", (request,))
+
+    def pending_requests(self) -> list[AdminRequest]:
+        """The requests not answered yet, oldest first."""
+        rows = self.db.execute("SELECT id, action, kind, target, reason FROM admin_requests "
+                               "WHERE done IS NULL ORDER BY id")
+        return [AdminRequest(*r) for r in rows]
+
+    def answer_requests(self, answers: list[tuple[int, str]]) -> None:
+        """The server's answers: (request id, what it did)."""
+        now = time.time()
         with self.db:
             self.db.execute("BEGIN")
-            rows = [(r[0], r[1]) for r in self.db.execute("SELECT target, reason FROM kicks")]
-            self.db.execute("DELETE FROM kicks")
-        return rows
+            self.db.executemany("UPDATE admin_requests SET done = ?, result = ? WHERE id = ?",
+                                [(now, result, rid) for rid, result in answers])
+            self.db.execute("DELETE FROM admin_requests WHERE done < ?", (now - ANSWERED_KEPT,))
 
     def log(self, actor: str, action: str, target: str, detail: str = "") -> None:
         self.db.execute("INSERT INTO moderation (actor, action, target, detail) VALUES (?,?,?,?)",
@@ -364,7 +423,9 @@ class AccountStore(Protocol):
 
     async def log(self, actor: str, action: str, target: str, detail: str = "") -> None: ...
 
-    async def take_kicks(self) -> list[tuple[str, str]]: ...
+    async def pending_requests(self) -> list[AdminRequest]: ...
+
+    async def answer_requests(self, answers: list[tuple[int, str]]) -> None: ...
 
     async def version(self) -> int: ...
 
@@ -438,9 +499,12 @@ class SQLiteAccounts:
     async def log(self, actor: str, action: str, target: str, detail: str = "") -> None:
         await self._call("log", actor, action, target, detail)
 
-    async def take_kicks(self) -> list[tuple[str, str]]:
-        result: list[tuple[str, str]] = await self._call("take_kicks")
+    async def pending_requests(self) -> list[AdminRequest]:
+        result: list[AdminRequest] = await self._call("pending_requests")
         return result
+
+    async def answer_requests(self, answers: list[tuple[int, str]]) -> None:
+        await self._call("answer_requests", answers)
 
     async def version(self) -> int:
         return int(await self._call("version"))

@@ -7,6 +7,7 @@ import asyncio.sslproto
 import contextlib
 import ctypes
 import logging
+import os
 import signal
 import ssl
 import time
@@ -17,7 +18,7 @@ from chatscreen.errors import ErrorCode
 from chatscreen.protocol import Limits, State
 from chatscreen.server.accounts import SQLiteAccounts
 from chatscreen.server.chat import ChatService, LoginPolicy, RoomPolicy
-from chatscreen.server.datadir import prepare, warn_loose_modes
+from chatscreen.server.datadir import hold_running_lock, prepare, warn_loose_modes
 from chatscreen.server.fanout import LocalFanout
 from chatscreen.server.limits import TokenBucket
 from chatscreen.server.metrics import Counters, serve_http
@@ -44,6 +45,9 @@ CHAT_SNDBUF = 256 << 10  # kernel send buffer of a chat connection
 # backlog shows up at once as pause_writing and the relay sends it only the newest pictures
 SCREEN_SNDBUF = 256 << 10
 SHUTDOWN_GRACE = 2.0
+# connections the kernel keeps for us to accept (capped by net.core.somaxconn): a storm of
+# thousands reconnecting after a restart waits there rather than being refused by it
+LISTEN_BACKLOG = 4096
 # glibc keeps freed memory; with TLS, where every connection allocates and frees buffers of
 # 16-256 KiB, the heap fragments and RSS grows with every 1000 sessions without the memory
 # ever being reused (measured, three rounds of 1000 TLS clients joining and leaving: RSS after
@@ -72,8 +76,11 @@ class Server:
         self.heartbeat = settings.heartbeat
         self.peers: set[Peer] = set()
         self._per_address: dict[str, int] = {}
-        # connections not logged in yet, oldest first (a dict as an ordered set)
-        self._handshaking: dict[Peer, None] = {}
+        # connections holding a login slot (max_handshakes of them): since when, oldest first
+        self._handshaking: dict[Peer, float] = {}
+        # connections waiting for a slot, not read meanwhile (login_queue of them), oldest
+        # first (a dict as an ordered set)
+        self._waiting: dict[Peer, None] = {}
         self.buffers = SendBuffers(settings.send_budget if settings.send_budget > 0 else None,
                                    min_cut=CHAT_WRITE_LIMITS[0])
         self._closed_since_trim = 0
@@ -85,6 +92,7 @@ class Server:
         self.chat = ChatService(self.store, self.fanout, history=settings.history,
                                 heartbeat=settings.heartbeat, accounts=self.accounts,
                                 policy=login_policy(settings), limits=room_policy(settings))
+        self.chat.send_buffers = self.buffers
         self.screen = ScreenRelay(self.chat)
         self.chat_limits = Limits(max_frame=1 << 20, max_header=1 << 20,
                                   max_text=settings.max_text)
@@ -101,45 +109,83 @@ class Server:
         self.chat_port = settings.chat_port
         self.screen_port = settings.screen_port
         self._all_closed = asyncio.Event()
+        self._running_lock: int | None = None  # see datadir.hold_running_lock
 
     # -- PeerRegistry ------------------------------------------------------------------
 
     def peer_opened(self, peer: Peer) -> None:
         s = self.settings
         self.peers.add(peer)
-        self._handshaking[peer] = None
         ip = peer.ip
         self._per_address[ip] = self._per_address.get(ip, 0) + 1
         if self._per_address[ip] > s.max_connections_per_address:
             peer.fail(ErrorCode.TOO_MANY_CONNECTIONS,
                       f"too many connections from {ip} (at most {s.max_connections_per_address})")
-        elif len(self._handshaking) > s.max_handshakes and not self._make_room(peer):
+            return
+        if not self._waiting and self._slot_free():
+            self._handshaking[peer] = peer.opened_at
+        elif len(self._waiting) < s.login_queue:
+            # A storm of logins (every client after a restart): wait for a slot, unread,
+            # rather than be refused and pay for another TLS handshake after a backoff.
+            self._waiting[peer] = None
+            peer.hold()
+            self._admit()
+        else:
             peer.fail(ErrorCode.TOO_MANY_CONNECTIONS, "too many logins in progress; try again")
-        elif peer.kind == "chat":
+            return
+        if peer.kind == "chat":
             now = asyncio.get_running_loop().time()
             peer.rates = Rates(TokenBucket(s.rate_messages, s.rate_burst, now),
                                TokenBucket(s.rate_bytes, 4 * s.rate_bytes, now),
                                s.flood_timeout)
 
-    def _make_room(self, newcomer: Peer) -> bool:
-        """Every login slot is taken. If the connection waiting longest has waited a quarter
-        of the handshake timeout (a login takes milliseconds: that one is slow on purpose,
-        slowloris from any number of addresses), close it so that the newcomer gets its
-        slot; else (a storm of real logins) the newcomer is told to try again."""
-        oldest = next(iter(self._handshaking))
-        age = asyncio.get_running_loop().time() - oldest.opened_at
-        if oldest is newcomer or age < self.settings.handshake_timeout / 4:
+    @property
+    def logins_in_progress(self) -> int:
+        return len(self._handshaking)
+
+    @property
+    def logins_waiting(self) -> int:
+        return len(self._waiting)
+
+    def _slot_free(self) -> bool:
+        return len(self._handshaking) < self.settings.max_handshakes or self._make_room()
+
+    def _make_room(self) -> bool:
+        """Every login slot is taken. If the connection holding one longest has held it a
+        quarter of the handshake timeout (a login takes milliseconds: that one is slow on
+        purpose, slowloris from any number of addresses), close it to free its slot; else
+        (a storm of real logins) the others wait for a slot."""
+        oldest = next(iter(self._handshaking), None)
+        if oldest is None:
+            return False
+        age = asyncio.get_running_loop().time() - self._handshaking[oldest]
+        if age < self.settings.handshake_timeout / 4:
             return False
         del self._handshaking[oldest]
         oldest.fail(ErrorCode.HANDSHAKE_TIMEOUT, "too slow to log in while others were waiting")
         return True
 
+    def _admit(self) -> None:
+        """Give free login slots to the connections waiting longest; their handshake
+        timeout starts now."""
+        while self._waiting and self._slot_free():
+            peer = next(iter(self._waiting))
+            del self._waiting[peer]
+            if peer.closing:
+                continue
+            peer.opened_at = asyncio.get_running_loop().time()
+            self._handshaking[peer] = peer.opened_at
+            peer.release()
+
     def peer_ready(self, peer: Peer) -> None:
-        self._handshaking.pop(peer, None)
+        if self._handshaking.pop(peer, None) is not None and self._waiting:
+            self._admit()
 
     def peer_closed(self, peer: Peer) -> None:
         self.peers.discard(peer)
-        self._handshaking.pop(peer, None)
+        self._waiting.pop(peer, None)
+        if self._handshaking.pop(peer, None) is not None and self._waiting:
+            self._admit()
         left = self._per_address.get(peer.ip, 1) - 1
         if left > 0:
             self._per_address[peer.ip] = left
@@ -178,6 +224,7 @@ class Server:
         """Before anything is written in it: there (0700), writable, and private."""
         prepare(self.settings.data_dir)
         warn_loose_modes(self.settings.data_dir)
+        self._running_lock = hold_running_lock(self.settings.data_dir)
 
     def _tls_context(self) -> ssl.SSLContext | None:
         s = self.settings
@@ -194,7 +241,7 @@ class Server:
         loop = asyncio.get_running_loop()
         # asyncio sets TCP_NODELAY on every accepted connection.
         server = await loop.create_server(
-            factory, self.settings.host, port, reuse_address=True, backlog=1024,
+            factory, self.settings.host, port, reuse_address=True, backlog=LISTEN_BACKLOG,
             ssl=self._tls, ssl_handshake_timeout=self.settings.handshake_timeout
             if self._tls else None)
         self._servers.append(server)
@@ -225,7 +272,12 @@ class Server:
                 if peer.closing:
                     continue
                 if peer.conn.state is not State.OPEN:
-                    if now - peer.opened_at > s.handshake_timeout:
+                    if now - peer.opened_at <= s.handshake_timeout:
+                        pass
+                    elif peer in self._waiting:
+                        peer.fail(ErrorCode.TOO_MANY_CONNECTIONS,
+                                  "too many logins in progress; try again")
+                    else:
                         peer.fail(ErrorCode.HANDSHAKE_TIMEOUT, "no handshake in time")
                 elif (peer.kind == "chat" and peer.paused_since is not None
                       and now - peer.paused_since > s.slow_timeout):
@@ -236,6 +288,7 @@ class Server:
                 elif now - peer.last_rx > s.heartbeat and not peer.ping_sent:
                     peer.ping_sent = True
                     peer.send("ping")
+            self._admit()  # slow ones holding every slot make room for those waiting
             total = self.buffers.recount()
             self.buffers.enforce()
             self._buffered_peak = max(self._buffered_peak, total)
@@ -268,6 +321,9 @@ class Server:
         for peer in list(self.peers):
             peer.abort()
         await self.store.close()
+        if self._running_lock is not None:
+            os.close(self._running_lock)
+            self._running_lock = None
 
 
 

@@ -37,6 +37,7 @@ from chatscreen.server.accounts import (
     ROLES,
     Account,
     AccountStore,
+    AdminRequest,
     Ban,
     hash_password,
     verify_password,
@@ -55,7 +56,7 @@ from chatscreen.server.session import Guest, Session
 from chatscreen.server.storage import MessageStore, StoredMessage
 
 if TYPE_CHECKING:
-    from chatscreen.server.peer import Peer
+    from chatscreen.server.peer import Peer, SendBuffers
 
 log = logging.getLogger("chatscreen.chat")
 
@@ -69,6 +70,7 @@ HISTORY_FRAME = 256 << 10
 CIDS_KEPT = 64  # per user: client id streams, or opaque client ids, remembered
 CID_USERS_KEPT = 1024  # users (most recently active) whose client ids are kept
 CIDS_RELOADED = 10_000  # at start, the client ids of this many of the latest messages
+FRAME_OVERHEAD = 128  # bytes of a message frame besides its text, about
 GUEST_SINCE_KEPT = 10_000  # guest names whose last guest (resume, since, Guest) is remembered
 ROOMS_PAGE = 1000  # rooms in a `rooms` answer, at most (and without a `limit`)
 MAX_PEER_MARKS = 200  # read markers of private conversations kept per user (newest kept)
@@ -150,6 +152,7 @@ def user_topic(key: str) -> str:
 class _Pending:
     msg: StoredMessage
     sender: Session
+    cost: int  # bytes its fan-out will write, about (SendBuffers.upcoming)
 
 
 class _Refused(Exception):
@@ -225,6 +228,9 @@ class ChatService:
         self._next_id = 0
         self._queue: list[_Pending] = []
         self._wakeup = asyncio.Event()
+        # the chat peers' send buffers: messages taken but not yet delivered count in their
+        # ``upcoming``, so that the budget's back-pressure holds senders before the fan-out
+        self.send_buffers: SendBuffers | None = None
         self._writer: asyncio.Task[None] | None = None
         # user -> their recent client ids, least recently active user first (bounded)
         self._cids: OrderedDict[str, OrderedDict[str, int]] = OrderedDict()
@@ -1054,7 +1060,10 @@ class ChatService:
             return  # a re-send of a message we already took; its echo went out then
         self._next_id += 1
         stored = StoredMessage(self._next_id, utc_now(), session.name, text, room, to, cid)
-        self._queue.append(_Pending(stored, session))
+        cost = (len(text) + FRAME_OVERHEAD) * (len(self.rooms[room]) if room is not None else 2)
+        self._queue.append(_Pending(stored, session, cost))
+        if self.send_buffers is not None:
+            self.send_buffers.upcoming += cost
         self._wakeup.set()
 
     def _seen_cid(self, user: str, cid: str) -> bool:
@@ -1101,9 +1110,15 @@ class ChatService:
                 for p in batch:
                     p.sender.chat.error(ErrorCode.INTERNAL, "the server could not store your "
                                         "message", re="say", cid=p.msg.cid)
+                self._delivered(batch)
                 continue
             self._deliver([p.msg for p in batch])
+            self._delivered(batch)
             self.messages_total += len(batch)
+
+    def _delivered(self, batch: list[_Pending]) -> None:
+        if self.send_buffers is not None:
+            self.send_buffers.upcoming -= sum(p.cost for p in batch)
 
     def _deliver(self, batch: list[StoredMessage]) -> None:
         """Publish a stored batch in order. Consecutive messages to the same room go out as
@@ -1244,12 +1259,7 @@ class ChatService:
                 if kind != "address":
                     self._admin_notice(target, f"{'unmuted' if kind == 'mute' else 'unbanned'}"
                                        " {name}")
-        for key, reason in await store.take_kicks():
-            victim = self.sessions.get(key)
-            if victim is not None and not first:
-                because = f": {reason}" if reason else ""
-                self._admin_notice(key, "kicked {name}" + because)
-                self._expel(victim, ErrorCode.KICKED, f"You were kicked by an admin{because}")
+        before = list(self.sessions.values())  # for the answers to `chatscreen admin`
         for session in list(self.sessions.values()):
             account = self.accounts.get(session.key)
             owner = account or self.lookalikes.get(session.skeleton)
@@ -1265,6 +1275,34 @@ class ChatService:
                 session.chat.fail(ErrorCode.BANNED, f"You are banned {ban.until_text()}"
                                   + (f": {ban.reason}" if ban.reason else ""))
                 self._logout(session)
+        requests = await store.pending_requests()
+        if requests:
+            await store.answer_requests([(r.id, self._answer(r, first, before))
+                                         for r in requests])
+
+    def _answer(self, req: AdminRequest, first: bool, before: list[Session]) -> str:
+        """Carry out a kick `chatscreen admin` asked for, or say what the change it made
+        (read above) did to who is connected: its answer, which the command prints."""
+        if req.kind == "address":
+            hit = [s for s in before if s.chat.ip == req.target]
+            gone = sum(self.sessions.get(s.key) is not s for s in hit)
+            if gone:
+                return f"{gone} user(s) connected from {req.target} disconnected"
+            return f"{len(hit) or 'no'} user(s) connected from {req.target}"
+        victim = next((s for s in before if s.key == req.target), None)
+        if req.action == "kick":
+            if first or victim is None:
+                return f"{req.target} is not connected: nobody was kicked"
+            because = f": {req.reason}" if req.reason else ""
+            self._admin_notice(victim.key, "kicked {name}" + because)
+            self._expel(victim, ErrorCode.KICKED, f"You were kicked by an admin{because}")
+            return f"{victim.name} was kicked"
+        if victim is None:
+            return f"{req.target} is not connected"
+        if self.sessions.get(victim.key) is not victim:
+            return f"{victim.name} was disconnected"
+        now = f", now {victim.role or 'guest'}" if req.action == "role" else ""
+        return f"{victim.name} is connected{now}"
 
     def _end_guest(self, session: Session, owner: Account) -> None:
         """A guest's name, or one it looks like, was registered: the guest must go."""

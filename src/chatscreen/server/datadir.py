@@ -28,6 +28,9 @@ CHECKS = ("quick", "full", "off")  # PRAGMA quick_check, integrity_check, or non
 BUSY_TIMEOUT_MS = 5000  # another process (`chatscreen admin`) holding the write lock
 # not secret: only its write bits matter (the key next to it is checked like any file)
 PUBLIC_FILES = frozenset({"tls-cert.pem"})
+# Held (shared) by a running server: `chatscreen admin` knows from it whether one runs; the
+# kernel drops it however the server ends.
+RUNNING_LOCK = "server.lock"
 _MOVE_ASIDE = ("restore it from a backup, or move it aside (with its -wal and -shm files) to "
                "start afresh")
 
@@ -172,3 +175,45 @@ def _check_sound(db: sqlite3.Connection, path: Path, check: str) -> None:
                            f"{_MOVE_ASIDE}")
     size = path.stat().st_size
     log.info("storage: %s of %s (%.1f MB): ok in %.0f ms", pragma, path, size / 1e6, ms)
+
+
+def hold_running_lock(data_dir: Path) -> int | None:
+    """Take the running server's lock on ``data_dir``; returns its descriptor (close it to
+    let go), or None where locks cannot be had (no flock, or the file cannot be made)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        return None
+    try:
+        fd = os.open(data_dir / RUNNING_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def server_running(data_dir: Path) -> bool | None:
+    """Whether a server runs on ``data_dir`` (None: cannot tell)."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    try:
+        fd = os.open(data_dir / RUNNING_LOCK, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False  # no server ever ran here since locks were taken (or it was removed)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return None
+    finally:
+        os.close(fd)  # (which also drops the lock, if it was had)
+    return False

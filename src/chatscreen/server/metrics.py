@@ -54,6 +54,9 @@ def render_metrics(server: Server) -> str:
     metric("connections", "gauge", "Open connections by port.",
            [(f'{{port="{k}"}}', by_kind.get(k, 0)) for k in ("chat", "screen")])
     metric("sessions", "gauge", "Logged-in users.", [("", len(server.chat.sessions))])
+    metric("logins", "gauge", "Connections logging in (holding a login slot) and waiting for a "
+           "slot.", [('{state="in_progress"}', server.logins_in_progress),
+                     ('{state="waiting"}', server.logins_waiting)])
     metric("rooms", "gauge", "Rooms.", [("", len(server.chat.rooms))])
     metric("messages_total", "counter", "Chat messages stored and delivered.",
            [("", server.chat.messages_total)])
@@ -68,6 +71,9 @@ def render_metrics(server: Server) -> str:
            [('{stat="total"}', sum(buffers)), ('{stat="max"}', max(buffers, default=0))])
     metric("send_budget_bytes", "gauge", "Budget for the chat connections' send buffers.",
            [("", server.buffers.budget or 0)])
+    metric("send_buffered_peak_bytes", "gauge",
+           "The largest total of the chat connections' send buffers since the server started.",
+           [("", server.buffers.peak)])
     metric("send_budget_cuts_total", "counter",
            "Chat connections cut off as too slow because the send buffers passed the budget.",
            [("", server.buffers.cuts)])

@@ -54,6 +54,10 @@ BUDGET_RETRY = 0.25  # s: over budget with no one to cut, look again no sooner t
 # milliseconds on a LAN, 0.5 s at 24 KB/s); one just handed a reply larger than the budget (a
 # history page, or every client's catch-up after a restart) is behind, not stalled.
 BUDGET_GRACE = 0.5
+# s: while over budget (no chat peer is read, see SendBuffers), how often the total is looked at
+HOLD_POLL = 0.01
+# why a peer is not read: any of these holds it (bits of Peer._read_holds)
+HOLD_RATE, HOLD_HELLO, HOLD_QUEUE, HOLD_BUDGET = 1, 2, 4, 8
 
 
 @dataclass
@@ -94,6 +98,13 @@ class SendBuffers:
     total passes ``budget``, the chat peers furthest behind (at least ``min_cut`` bytes: past
     the high water mark, and paused for at least BUDGET_GRACE: not reading) are cut off as too
     slow, largest first, until the total is back under 7/8 of the budget.
+
+    And over the budget, no chat peer's next request is handled (nor its connection read)
+    until the total is back under 3/4 of it: back-pressure on whoever sends, so that a room
+    going faster than its readers read cannot grow the buffers past the budget (by more than
+    the one request being handled when it was passed), whoever reads slowly, and nobody
+    is cut for reading slowly. A hold longer than BUDGET_GRACE also cuts the peers that took
+    nothing of what they had buffered meanwhile, paused or not.
     """
 
     def __init__(self, budget: int | None, min_cut: int) -> None:
@@ -102,6 +113,15 @@ class SendBuffers:
         self.min_cut = min_cut
         self.peers: set[Peer] = set()
         self.cuts = 0  # peers cut off because of the budget
+        self.peak = 0  # the largest total so far
+        # bytes the fan-out of messages taken but not yet delivered will add (ChatService)
+        self.upcoming = 0
+        self.limit = budget if budget is not None else sys.maxsize  # past it: hold
+        self.holding = False  # over budget: requests wait in _held_back
+        self._held_back: list[tuple[Peer, Iterator[Message], Message]] = []
+        self._held_since = 0.0
+        self._at_hold: dict[Peer, int] = {}  # what each peer had buffered when the hold began
+        self._poller: asyncio.TimerHandle | None = None  # the next _poll, while holding
         # turns that wrote to chat peers: a peer writes through once per turn (Peer.send_bytes)
         self.turn = 0
         self.end_scheduled = False
@@ -123,8 +143,45 @@ class SendBuffers:
         due, self._due = self._due, []
         for peer in due:
             peer._flush_out()
-        if self.budget is not None and self.total > self.budget:
+        if self.holding:
+            if self.total + self.upcoming <= self._resume_at():
+                self._let_go()
+        elif self.total > self.limit:
             self.enforce()
+
+    def _resume_at(self) -> int:
+        return self.limit - self.limit // 4
+
+    def hold_back(self, peer: Peer, messages: Iterator[Message], msg: Message) -> None:
+        """Over the budget: ``msg`` and what follows it wait, and ``peer`` is not read, until
+        the total is back under 3/4 of the budget."""
+        peer._hold_reading(HOLD_BUDGET)
+        self._held_back.append((peer, messages, msg))
+        if not self.holding:
+            self.holding = True
+            loop = asyncio.get_running_loop()
+            self._held_since = loop.time()
+            self._at_hold = {p: p.counted for p in self.peers if p.counted}
+            if self._poller is None:
+                self._poller = loop.call_later(HOLD_POLL, self._poll)
+
+    def _poll(self) -> None:
+        self._poller = None
+        if not self.holding:
+            return
+        if self.recount() + self.upcoming > self._resume_at():
+            self._cut(asyncio.get_running_loop().time(), self._resume_at() - self.upcoming)
+        if self.total + self.upcoming <= self._resume_at():
+            self._let_go()
+        else:
+            self._poller = asyncio.get_running_loop().call_later(HOLD_POLL, self._poll)
+
+    def _let_go(self) -> None:
+        self.holding = False
+        self._at_hold = {}
+        held, self._held_back = self._held_back, []
+        for peer, messages, msg in held:  # in the order they came (one may hold them again)
+            peer._go_on(messages, msg)
 
     def recount(self) -> int:
         """Exact figures from every transport; returns the total."""
@@ -139,10 +196,21 @@ class SendBuffers:
         now = asyncio.get_running_loop().time()
         if now < self._retry_at or self.recount() <= budget:
             return
-        target = budget - budget // 8
-        stalled_since = now - BUDGET_GRACE
-        behind = sorted((p for p in self.peers if not p.closing and p.counted >= self.min_cut
-                         and p.paused_since is not None and p.paused_since <= stalled_since),
+        self._cut(now, budget - budget // 8)
+
+    def _stalled(self, peer: Peer, now: float) -> bool:
+        """Paused for BUDGET_GRACE, or, in a hold that long, took nothing meanwhile."""
+        if peer.closing or peer.counted < self.min_cut:
+            return False
+        if peer.paused_since is not None and peer.paused_since <= now - BUDGET_GRACE:
+            return True
+        return (self.holding and now - self._held_since >= BUDGET_GRACE
+                and peer.counted >= self._at_hold.get(peer, sys.maxsize))
+
+    def _cut(self, now: float, target: int) -> None:
+        """Cut the stalled peers, largest first, until the total is under ``target``."""
+        budget = self.limit
+        behind = sorted((p for p in self.peers if self._stalled(p, now)),
                         key=lambda p: p.counted, reverse=True)
         for peer in behind:
             if self.total <= target:
@@ -160,11 +228,11 @@ class Peer(asyncio.Protocol):
     # slots: fan-out touches a few attributes of every recipient, and a slotted instance
     # keeps them in the object itself (about 0.5 us less per delivery with 1000 recipients)
     __slots__ = ("__weakref__", "_buffers", "_drain_waiters", "_flush_due", "_held", "_hidden",
-                 "_loop", "_out", "_out_bytes", "_pause_acked", "_pause_bytes", "_slow_limit",
-                 "_sndbuf", "_transport", "_turn", "_write_limits", "addr", "close_code",
-                 "closing", "conn", "counted", "ip", "kind", "last_drain", "last_rx", "logged_in",
-                 "opened_at", "paused_since", "ping_sent", "rates", "registry", "service",
-                 "session", "writable")
+                 "_loop", "_out", "_out_bytes", "_pause_acked", "_pause_bytes", "_read_holds",
+                 "_slow_limit", "_sndbuf", "_transport", "_turn", "_write_limits", "addr",
+                 "close_code", "closing", "conn", "counted", "ip", "kind", "last_drain", "last_rx",
+                 "logged_in", "opened_at", "paused_since", "ping_sent", "rates", "registry",
+                 "service", "session", "writable")
 
     def __init__(
         self,
@@ -212,6 +280,7 @@ class Peer(asyncio.Protocol):
         self.rates: Rates | None = None  # rate limits, for peers that have them
         self.logged_in = False
         self._held: Iterator[Message] | None = None  # requests behind a hello not yet answered
+        self._read_holds = 0  # HOLD_* bits: why the connection is not read now
 
     def __repr__(self) -> str:
         who = self.session.name if self.session else "-"
@@ -256,9 +325,14 @@ class Peer(asyncio.Protocol):
     def _process(self, messages: Iterator[Message], first: Message | None = None) -> None:
         """Handle messages in order. A user over the message rate is slowed down: the rest
         waits (and the socket is not read) until the bucket has a token again."""
+        buffers = self._buffers
         try:
             for msg in itertools.chain((first,) if first else (), messages):
                 if self.closing:
+                    return
+                if buffers is not None and (buffers.holding or buffers.total + buffers.upcoming
+                                            > buffers.limit):
+                    buffers.hold_back(self, messages, msg)  # back-pressure: see SendBuffers
                     return
                 if self.rates is not None and msg.type in RATED:
                     wait = self.rates.messages.take(1, self._loop.time())
@@ -276,9 +350,8 @@ class Peer(asyncio.Protocol):
                         and self.conn.state is State.HELLO_RECEIVED):
                     # The service answers this hello later (a password to check off the
                     # loop): hold what came behind it, and stop reading, until it accepts.
-                    assert self._transport is not None
                     self._held = messages
-                    self._transport.pause_reading()
+                    self._hold_reading(HOLD_HELLO)
                     return
         except RemoteProtocolError as exc:
             log.info("%r: protocol error %s: %s", self, exc.code, exc.message)
@@ -297,12 +370,12 @@ class Peer(asyncio.Protocol):
         elif now - rates.flood_since > rates.flood_timeout:
             self.fail(ErrorCode.RATE_LIMITED, "flooding: you kept sending too fast")
             return
-        self._transport.pause_reading()
+        self._hold_reading(HOLD_RATE)
 
         def go_on() -> None:
             if self.closing or self._transport is None:
                 return
-            self._transport.resume_reading()  # no data arrives before resume() returns
+            self._unhold_reading(HOLD_RATE)  # no data arrives before resume() returns
             resume()
 
         self._loop.call_later(wait, go_on)
@@ -430,6 +503,8 @@ class Peer(asyncio.Protocol):
         self._out_bytes += n
         self.counted += n
         buffers.total += n
+        if buffers.total > buffers.peak:
+            buffers.peak = buffers.total
         if self.writable:
             if not self._flush_due:
                 self._flush_due = True
@@ -499,13 +574,16 @@ class Peer(asyncio.Protocol):
         del out[:i]
 
     def _recount(self) -> None:
-        assert self._buffers is not None
+        buffers = self._buffers
+        assert buffers is not None
         n = self._out_bytes
         if self._transport is not None and not self.closing:
             size = self._transport.get_write_buffer_size()
             n += (size + self._hidden) if size else 0
-        self._buffers.total += n - self.counted
+        buffers.total += n - self.counted
         self.counted = n
+        if buffers.total > buffers.peak:
+            buffers.peak = buffers.total
 
     def _drop_out(self) -> None:
         """Forget the queue (the peer is going away) and take it out of the total."""
@@ -527,12 +605,37 @@ class Peer(asyncio.Protocol):
         if held is not None:
             self._loop.call_soon(self._release, held)
 
+    def hold(self) -> None:
+        """Read nothing from this connection until :meth:`release` (it waits its turn)."""
+        self._hold_reading(HOLD_QUEUE)
+
+    def release(self) -> None:
+        self._unhold_reading(HOLD_QUEUE)
+
+    def _hold_reading(self, why: int) -> None:
+        if not self._read_holds and self._transport is not None and not self.closing:
+            self._transport.pause_reading()
+        self._read_holds |= why
+
+    def _unhold_reading(self, why: int) -> None:
+        held = self._read_holds
+        self._read_holds = held & ~why
+        if held and not self._read_holds and self._transport is not None and not self.closing:
+            self._transport.resume_reading()
+
     def _release(self, held: Iterator[Message]) -> None:
         """Go on with the requests that came behind a hello the service answered late."""
         if self.closing or self._transport is None:
             return
-        self._transport.resume_reading()  # no data arrives before _process returns
+        self._unhold_reading(HOLD_HELLO)  # no data arrives before _process returns
         self._process(held)
+
+    def _go_on(self, messages: Iterator[Message], msg: Message) -> None:
+        """Back under the budget: go on with the requests held back (SendBuffers)."""
+        if self.closing or self._transport is None:
+            return
+        self._unhold_reading(HOLD_BUDGET)  # no data arrives before _process returns
+        self._process(messages, msg)
 
     def error(self, code: ErrorCode | str, message: str, **extra: Any) -> None:
         """A non-fatal error: the request failed (``re``: which, ``cid``: its client id)."""
