@@ -261,3 +261,26 @@ def test_a_room_that_expired_is_no_longer_the_accounts(tmp_path: Path) -> None:
         run(scenario())
     db = sqlite3.connect(tmp_path / "data" / "chatscreen.db")
     assert db.execute("SELECT room FROM memberships").fetchall() == []
+
+
+def test_read_and_invite_requests_count_against_the_request_rate(tmp_path: Path) -> None:
+    """`read`, `invite` and `decline` are requests like the others: a client that floods
+    them is slowed down with `rate_limited`, as for `say` (an invitation sent again and
+    again would put an event and a notice in front of the invitee each time)."""
+    with running_server(tmp_path / "data") as srv:
+        async def scenario() -> None:
+            await registered(srv, "bob")
+            async with client(srv, "bob", password=PASSWORD) as bob, \
+                    client(srv, "carol") as carol:
+                pm = await bob.pm("carol", "hi")
+                for i in range(150):
+                    carol._send("read", peer=f"p{i}", id=pm["id"])
+                ev = await event(carol, "error", code="rate_limited")
+                assert "too fast" in ev["message"]
+                await bob.create_room("secret", private=True)
+                for _ in range(150):
+                    bob._send("invite", room="secret", user="carol")
+                ev = await event(bob, "error", code="rate_limited")
+                assert "too fast" in ev["message"]
+
+        run(scenario())

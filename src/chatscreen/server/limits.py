@@ -72,4 +72,5 @@ class KeyedBuckets:
 
 
 #: Chat requests that count against a user's message rate.
-RATED = frozenset({"say", "pm", "typing", "join", "create", "leave", "history", "who", "rooms"})
+RATED = frozenset({"say", "pm", "typing", "join", "create", "leave", "history", "who", "rooms",
+                   "read", "invite", "decline"})
