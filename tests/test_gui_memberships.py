@@ -50,6 +50,15 @@ def app_window(display: str) -> Iterator[GuiHarness]:
         harness.close()
 
 
+def pick(g: GuiHarness, key: str) -> None:
+    """Click a conversation in the list."""
+    chat = g.app.chat_tab
+    row = chat.conv_list.bbox(chat.order.index(key))
+    assert row is not None
+    g.click_at(chat.conv_list.winfo_rootx() + 30, chat.conv_list.winfo_rooty() + row[1] + 5)
+    g.wait_for(lambda: chat.current == key, key)
+
+
 def test_rooms_and_read_state_come_back_after_a_restart(
         server: ServerProcess, bob_account: Headless, xvfb_display: str,
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -68,13 +77,18 @@ def test_rooms_and_read_state_come_back_after_a_restart(
         one = bob.tc.call(lambda c: c.pm("alice", "dm one")).result(TIMEOUT)
         g.wait_for(lambda: "@bob" in chat.conversations
                    and chat.conversations["@bob"].unread == 1, "the private message, unread")
-        row = chat.conv_list.bbox(chat.order.index("@bob"))
-        assert row is not None
-        g.click_at(chat.conv_list.winfo_rootx() + 30, chat.conv_list.winfo_rooty() + row[1] + 5)
+        pick(g, "@bob")
         g.wait_for(lambda: chat.current == "@bob" and chat.conversations["@bob"].unread == 0,
                    "the private message read")
         g.wait_for(lambda: g.app.net is not None
                    and g.app.net.client.read_markers.get("@bob") == one["id"], "the marker")
+        bob.tc.call(lambda c: c.join("dev")).result(TIMEOUT)
+        said = bob.tc.call(lambda c: c.say("dev", "dev one")).result(TIMEOUT)
+        g.wait_for(lambda: chat.conversations["#dev"].unread == 1, "#dev's message, unread")
+        pick(g, "#dev")
+        g.wait_for(lambda: g.app.net is not None
+                   and g.app.net.client.read_markers.get("#dev") == said["id"], "its marker")
+    bob.tc.call(lambda c: c.say("dev", "dev two")).result(TIMEOUT)  # while alice is away
 
     # Meanwhile another client of alice's reads the next message, not the third.
     async def elsewhere() -> None:
@@ -94,8 +108,11 @@ def test_rooms_and_read_state_come_back_after_a_restart(
         again.wait_for(lambda: {"#dev", "#general"} <= set(chat.conversations), "its rooms")
         again.wait_for(lambda: "@bob" in chat.conversations
                        and len(chat.conversations["@bob"].messages) == 3, "the three DMs")
-        assert chat.current != "@bob"
+        again.wait_for(lambda: "dev two" in {m["text"] for m in
+                                             chat.conversations["#dev"].messages}, "#dev")
+        assert chat.current == "#general"
         assert chat.conversations["@bob"].unread == 1  # only "dm three" was never read
+        assert chat.conversations["#dev"].unread == 1  # "dev two"
 
 
 def test_an_invitation_shows_join_and_decline(gui: GuiHarness,

@@ -295,8 +295,13 @@ class App:
         self.connection_tab.show(f"Connected to {self._where} as {self.user}. "
                                  f"{self.first_contact_text()}".strip())
         user = self.user
-        for room in self._rooms_to_join(net):
+        rooms = self._rooms_to_join(net)
+        for room in rooms:
             self._join(net, room)
+        # the room shown first: #general if it is among ours, else the first of them
+        ours = sorted(net.client.server_rooms or rooms, key=str.casefold)
+        if ours and DEFAULT_ROOM.casefold() not in {r.casefold() for r in ours}:
+            self.joining = ours[0]
         net.call(lambda c: c.history(peer=user, limit=200), "Cannot load private messages")
         self.show_tab(self.chat_tab)
         self.chat_tab.entry.focus_set()

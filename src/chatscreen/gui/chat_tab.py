@@ -321,7 +321,10 @@ class ChatTab(ttk.Frame):
             conv = self.conversations[key] = Conversation(key, more=key.startswith("#"))
             self.order.append(key)
             self.order.sort(key=lambda k: (not k.startswith("#"), k.casefold()))
-            if self.current is None:
+            joining = self.app.joining
+            # Not shown (so not read) on the way to the room the app opens with.
+            if self.current is None and (joining is None
+                                         or key.casefold() == f"#{joining}".casefold()):
                 self.current = key
             self._refresh_list()
         return conv
