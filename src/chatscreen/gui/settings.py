@@ -30,7 +30,8 @@ class ClientSettings:
     auto_connect: bool = True
     password: bool = False  # that user logs in with a password (CHATSCREEN_PASSWORD) ...
     server_password: bool = False  # ... and the server asks for one (its variable)
-    connected_before: bool = False  # these settings are those of a connection that worked
+    # these settings are those of a connection that worked (read from the file, not saved)
+    connected_before: bool = field(default=False, compare=False)
 
 
 def server_key(host: str, chat_port: int) -> str:
