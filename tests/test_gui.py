@@ -58,9 +58,10 @@ def gui(xvfb_display: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> I
 class Headless:
     """The other person: a library client on its own thread; its events in a queue."""
 
-    def __init__(self, srv: ServerProcess, user: str) -> None:
+    def __init__(self, srv: ServerProcess, user: str, password: str | None = None) -> None:
         self.tc = ThreadedClient("127.0.0.1", user, chat_port=srv.chat_port,
-                                 screen_port=srv.screen_port, timeout=TIMEOUT)
+                                 screen_port=srv.screen_port, timeout=TIMEOUT,
+                                 password=password)
         self.tc.connect().result(TIMEOUT)
         self.tc.call(lambda c: c.join("general")).result(TIMEOUT)
         self.seen: list[Message] = []

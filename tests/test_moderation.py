@@ -336,7 +336,8 @@ def test_private_rooms_admit_only_the_invited(server: ServerProcess) -> None:
             assert "secret" not in {r["name"] for r in await eve.list_rooms()}
             await mel.invite("secret", "ann")
             ev = await notice(ann)
-            assert ev.fields == {"room": "secret", "text": "mel invited you to secret"}
+            assert ev.fields == {"room": "secret",
+                                 "text": "mel invited you to secret: /join secret"}
             assert await ann.join("SECRET") == ["ann", "mel"]
             msg = await ann.history(room="secret")
             assert [m["text"] for m in msg["messages"]] == ["for invited eyes only"]

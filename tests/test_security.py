@@ -41,6 +41,7 @@ REQUESTS: dict[str, dict[str, Any]] = {
     "say": {"room": "general", "text": "hi"}, "pm": {"to": "bob", "text": "hi"},
     "typing": {"active": True, "room": "general"}, "history": {"room": "general"},
     "register": {"password": "a long enough password"},
+    "read": {"room": "general", "id": 1}, "decline": {"room": "den"},
     "moderate": {"action": "kick", "target": "bob"},
     "share": {"w": 64, "h": 64}, "unshare": {}, "watch": {"share": 1}, "unwatch": {"share": 1},
     "cursor": {"x": 10, "y": 10},

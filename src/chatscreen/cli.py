@@ -733,6 +733,11 @@ async def run_chat(args: argparse.Namespace) -> int:
                 out(f"* {one_line(ev['user'])} "
                     f"{'joined' if ev['event'] == 'join' else 'left'} {one_line(ev['room'])}",
                     flush=True)
+            elif ev.type == "invited" and ev.get("by") is not None:
+                out(f"* {one_line(ev['by'])} invited you to #{one_line(ev['room'])}: type "
+                    f"/join {one_line(ev['room'])}", flush=True)
+            elif ev.type == "notice" and ev["room"] in client.invitations:
+                pass  # the invitation's notice, for older clients: said just above
             elif ev.type == "notice":
                 out(f"* {one_line(local_times(ev['text']))}", flush=True)
             elif ev.type == "error" and not (set(ev.fields) & reported):
@@ -760,16 +765,20 @@ async def run_chat(args: argparse.Namespace) -> int:
     gone = asyncio.Event()  # disconnected for good
     history_shown = asyncio.Event()
     printer = asyncio.create_task(show_events())
-    try:
-        await client.join(room)
-    except ChatscreenError as exc:
-        out(f"! cannot join {one_line(room)}: {one_line(str(exc))}", file=sys.stderr,
+    for invited in sorted(client.invitations):
+        out(f"* you are invited to #{one_line(invited)}: type /join {one_line(invited)}",
             flush=True)
-        printer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await printer
-        await client.close()
-        return 1
+    if room not in client.rooms:  # an account's rooms are joined already (the server's list)
+        try:
+            await client.join(room)
+        except ChatscreenError as exc:
+            out(f"! cannot join {one_line(room)}: {one_line(str(exc))}", file=sys.stderr,
+                flush=True)
+            printer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await printer
+            await client.close()
+            return 1
     # The room's history follows `joined` (the server sends both in one turn, not always in
     # one write): show it before reading input, which may end at once (a script's stdin).
     with contextlib.suppress(TimeoutError):

@@ -43,6 +43,11 @@ class _Outgoing:
     future: asyncio.Future[Message]
 
 
+def marker_key(*, room: str | None = None, peer: str | None = None) -> str:
+    """How a read marker is filed: "#room" or "@peer", casefolded."""
+    return f"#{room.casefold()}" if room is not None else f"@{(peer or '').casefold()}"
+
+
 def status(state: str, reason: str | None = None, retry_in: float | None = None,
            backoff: float | None = None) -> Message:
     """A local event (never on the wire): connecting, connected, reconnecting, disconnected
@@ -85,6 +90,11 @@ class Client:
         self.shares: list[dict[str, Any]] = []
         self.default_room = "general"  # until the server's welcome says otherwise
         self.rooms: set[str] = set()
+        # A registered account's rooms, as the server keeps them (told in its welcome, and
+        # joined again at every login); None for a guest, whose rooms are this client's.
+        self.server_rooms: list[str] | None = None
+        self.read_markers: dict[str, int] = {}  # marker_key -> last message id read there
+        self.invitations: dict[str, str | None] = {}  # private room -> who invited us (if told)
         self.last_id: dict[str, int] = {}  # room (or "@" for private) -> last message id seen
         self._events: asyncio.Queue[Message] = asyncio.Queue()
         self._link: Link | None = None
@@ -115,6 +125,8 @@ class Client:
         except ConnectError as exc:
             self._emit(status("disconnected", str(exc)))
             raise
+        with contextlib.suppress(ConnectionResetError):
+            self._join_all()  # an account's rooms, from the server
         return self
 
     async def _open(self) -> None:
@@ -138,9 +150,22 @@ class Client:
             self.limits = Limits(max_text=max_text)
         self._opened_at = asyncio.get_running_loop().time()
         self._progress = False
+        self._take_state(link.welcome)
         self._connected.set()
         link.start(self._on_message, lambda reason: self._on_close(link, reason))
         self._emit(status("connected"))
+
+    def _take_state(self, welcome: Message) -> None:
+        """The user's state the server keeps: an account's rooms (the source of what we
+        join again), read markers (they only move forward), pending invitations."""
+        rooms = welcome.get("rooms")
+        if rooms is not None:
+            self.server_rooms = list(rooms)
+            self.rooms = set(rooms)
+        for m in welcome.get("read") or ():
+            key = marker_key(room=m.get("room"), peer=m.get("peer"))
+            self.read_markers[key] = max(self.read_markers.get(key, 0), m["id"])
+        self.invitations = {r: self.invitations.get(r) for r in welcome.get("invitations") or ()}
 
     @property
     def connected(self) -> bool:
@@ -238,7 +263,8 @@ class Client:
         with contextlib.suppress(ConnectionResetError):
             self._resend()
 
-    def _resend(self) -> None:
+    def _join_all(self) -> None:
+        """Join our rooms again, each from the last message id seen there."""
         link = self._link
         assert link is not None
         for room in sorted(self.rooms):
@@ -247,6 +273,11 @@ class Client:
             if after is not None:
                 fields["after"] = after
             link.send("join", **fields)
+
+    def _resend(self) -> None:
+        link = self._link
+        assert link is not None
+        self._join_all()
         if "@" in self.last_id:
             self._catch_up_private()
         for out in list(self._outgoing.values()):
@@ -313,8 +344,17 @@ class Client:
             changed.set()
         elif kind == "joined":
             self.rooms.add(msg["room"])
+            self.invitations.pop(msg["room"], None)
         elif kind == "left":
             self.rooms.discard(msg["room"])
+            self.read_markers.pop(marker_key(room=msg["room"]), None)
+        elif kind == "read":
+            key = marker_key(room=msg.get("room"), peer=msg.get("peer"))
+            self.read_markers[key] = max(self.read_markers.get(key, 0), msg["id"])
+        elif kind == "invited" and msg.get("by") is not None and msg["room"] not in self.rooms:
+            self.invitations[msg["room"]] = msg["by"]  # we are invited (not the inviter)
+        elif kind == "declined":
+            self.invitations.pop(msg["room"], None)
         elif kind == "error":
             cid = msg.get("cid")
             out = self._outgoing.pop(cid, None) if cid else None
@@ -375,6 +415,22 @@ class Client:
 
     async def invite(self, room: str, user: str) -> None:
         await self._request("invite", room=room, user=user)
+
+    async def decline(self, room: str) -> None:
+        """Turn down an invitation to a private room: it is not offered again."""
+        await self._request("decline", room=room)
+
+    async def mark_read(self, *, room: str | None = None, peer: str | None = None,
+                        id: int) -> int:
+        """We have read up to message ``id`` in ``room`` or with ``peer``: the server keeps
+        it for the account (every client of it then counts as read what is up to it).
+        Markers only move forward; returns the marker as it stands."""
+        key = marker_key(room=room, peer=peer)
+        if id <= self.read_markers.get(key, 0):
+            return self.read_markers[key]
+        self.read_markers[key] = id
+        where = {"room": room} if room is not None else {"peer": peer}
+        return int((await self._request("read", id=id, **where))["id"])
 
     async def leave(self, room: str) -> None:
         await self._request("leave", room=room)

@@ -17,6 +17,9 @@ def run_app(server: str | None = None, user: str | None = None,
     from chatscreen.gui.settings import load_settings
 
     settings = load_settings()
+    if (server and server != settings.server) or (
+            user and user.casefold() != settings.user.casefold()):
+        settings.connected_before = False  # not what connected last: no connecting at launch
     if server:
         settings.server = server
     if user:

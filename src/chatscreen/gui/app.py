@@ -78,6 +78,9 @@ class App:
         self._bind_shortcuts()
         root.bind("<FocusIn>", self._on_focus_in, add="+")
         self._poll_job = root.after(POLL_MS, self._poll)
+        # a guest's rooms of its last session in this window: (server, user, rooms)
+        self._guest_rooms: tuple[str, str, list[str]] = ("", "", [])
+        root.after_idle(self.auto_connect)
 
     # -- look --------------------------------------------------------------------------
 
@@ -215,6 +218,8 @@ class App:
                 fingerprint: str | None = None) -> None:
         if self.net is not None:
             return
+        self._guest_rooms = (self.settings.server, self.user.casefold(),
+                             [k[1:] for k in self.chat_tab.order if k.startswith("#")])
         self.chat_tab.reset()
         self.screen_tab.reset()
         self.user = user
@@ -227,7 +232,10 @@ class App:
         if fingerprint:
             fingerprints[server] = fingerprint
         self.settings = ClientSettings(user=user, server=server, screen_port=screen_port,
-                                       fingerprints=fingerprints)
+                                       fingerprints=fingerprints,
+                                       auto_connect=self.settings.auto_connect,
+                                       password=password is not None,
+                                       server_password=server_password is not None)
         self.net = NetSession(host, user, chat_port=chat_port, screen_port=screen_port,
                               render_pool=self.render_pool, password=password,
                               server_password=server_password, fingerprint=fingerprint)
@@ -236,6 +244,7 @@ class App:
         self._set_state("connecting")
 
     def disconnect(self) -> None:
+        self.chat_tab.send_marks(now=True)
         net, self.net = self.net, None
         if net is not None:
             self._close_session(net)
@@ -254,6 +263,9 @@ class App:
             self._ever_connected = True
             self._set_state("connected")
             self._next_ping = 0.0
+            if self.net is not None:  # what the server keeps of us: read markers, invitations
+                client = self.net.client
+                self.chat_tab.set_state(dict(client.read_markers), dict(client.invitations))
             if first:
                 self._on_first_connect()
         elif state == "reconnecting":
@@ -285,10 +297,47 @@ class App:
         self.connection_tab.show(f"Connected to {self._where} as {self.user}. "
                                  f"{self.first_contact_text()}".strip())
         user = self.user
-        net.call(lambda c: c.join(DEFAULT_ROOM), f"Cannot join {DEFAULT_ROOM}")
+        rooms = self._rooms_to_join(net)
+        for room in rooms:
+            self._join(net, room)
+        # the room shown first: #general if it is among ours, else the first of them
+        ours = sorted(net.client.server_rooms or rooms, key=str.casefold)
+        if ours and DEFAULT_ROOM.casefold() not in {r.casefold() for r in ours}:
+            self.joining = ours[0]
         net.call(lambda c: c.history(peer=user, limit=200), "Cannot load private messages")
         self.show_tab(self.chat_tab)
         self.chat_tab.entry.focus_set()
+
+    @staticmethod
+    def _join(net: NetSession, room: str) -> None:
+        net.call(lambda c: c.join(room), f"Cannot join {room}")
+
+    def _rooms_to_join(self, net: NetSession) -> list[str]:
+        """An account's rooms are the server's (the client library joins them again); a
+        guest's, those it had in this window before (Disconnect / Connect); else #general."""
+        if net.client.server_rooms:
+            return []
+        server, user, rooms = self._guest_rooms
+        if net.client.server_rooms is None and (server, user) == (self.settings.server,
+                                                                 self.user.casefold()):
+            return rooms or [DEFAULT_ROOM]
+        return [DEFAULT_ROOM]
+
+    def auto_connect(self) -> None:
+        """At launch: connect as the user who connected last, if the settings say so
+        (``auto_connect``) and the passwords it needs are at hand (CHATSCREEN_PASSWORD,
+        CHATSCREEN_SERVER_PASSWORD: the app never saves one)."""
+        s = self.settings
+        if not (s.auto_connect and s.connected_before and s.user) or self.net is not None:
+            return
+        password = os.environ.get("CHATSCREEN_PASSWORD") or None
+        server_password = os.environ.get("CHATSCREEN_SERVER_PASSWORD") or None
+        if (s.password and password is None) or (s.server_password and server_password is None):
+            self.connection_tab.show(f"Give the password for {s.user} and Connect")
+            return
+        self.connection_tab.connect(password=password if s.password else None,
+                                    server_password=server_password if s.server_password
+                                    else None)
 
     def first_contact_text(self) -> str:
         """What the user should know of a certificate seen for the first time."""
@@ -469,6 +518,9 @@ class App:
                 self._poll_job = self.root.after(POLL_MS, self._poll)
 
     def on_event(self, ev: Message) -> None:
+        if ev.type == "registered":  # from now on this name logs in with a password
+            self.settings.password = True
+            save_settings(self.settings)
         if ev.type == "status":
             self._on_status(ev)
         elif ev.type == "tls":
@@ -496,6 +548,7 @@ class App:
             return
         self._closed = True
         self.root.after_cancel(self._poll_job)
+        self.chat_tab.send_marks(now=True)
         if self.net is not None:
             self._close_session(self.net)
             self.net = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import functools
 import itertools
 import re
 import time
@@ -24,6 +25,7 @@ from chatscreen.protocol import Message
 from chatscreen.text import display_lines, local_times, one_line
 
 if TYPE_CHECKING:
+    from chatscreen.client import Client
     from chatscreen.gui.app import App
 
 MAX_SHOWN = 2000  # entries kept per conversation (older ones come back by scrolling up)
@@ -34,6 +36,7 @@ MSG_MARGIN, OWN_MARGIN = 4, 80  # px: where others' and our own messages start
 HANG_STEP = 4  # px: hanging indents are rounded up to this (fewer tags)
 OFFLINE = "#9aa0a6"  # the people list while we are not connected
 INPUT_MAX_LINES = 6  # the message field grows up to this many lines
+MARK_EVERY = 1.0  # s: read markers go to the server at most this often (a busy room)
 URL = re.compile(r"\b(?:https?://|www\.)[^\s<>\"']+", re.IGNORECASE)
 
 
@@ -115,6 +118,10 @@ class Conversation:
         self._insert((last, next(self._notes)), entry)
 
 
+async def _mark_read(c: Client, *, where: dict[str, str], newest: int) -> int:
+    return await c.mark_read(id=newest, **where)
+
+
 @dataclass
 class Pending:
     key: str
@@ -138,6 +145,12 @@ class ChatTab(ttk.Frame):
         self._dirty = False
         self._keep_top: str | None = None  # after loading older messages: keep this in view
         self.password_dialog: NewPasswordDialog | None = None  # the last /register's
+        # read markers (the server's, for the account): casefolded key -> last id read
+        self.markers: dict[str, int] = {}
+        self.invitations: dict[str, str | None] = {}  # private room -> who invited us
+        self.invite_buttons: dict[str, tuple[ttk.Button, ttk.Button]] = {}  # Join, Decline
+        self._unsent_marks: dict[str, int] = {}  # conversation -> marker not sent yet
+        self._marks_sent = 0.0  # when markers last went out (time.monotonic)
         self._hangs: set[str] = set()  # the hanging-indent tags made so far
         self._hang_cache: dict[tuple[str, str, bool], str] = {}
         self._build()
@@ -151,28 +164,32 @@ class ChatTab(ttk.Frame):
         side = ttk.Frame(self)
         side.grid(row=0, column=0, sticky="ns", padx=(0, 10))
         side.rowconfigure(1, weight=1)
-        side.rowconfigure(4, weight=2)
+        side.rowconfigure(5, weight=2)
         ttk.Label(side, text="Conversations", style="Heading.TLabel").grid(row=0, column=0,
                                                                           sticky="w")
         self.conv_list = styled_listbox(side, fonts["body"], width=22, height=7)
         self.conv_list.grid(row=1, column=0, sticky="nsew", pady=(4, 6))
         self.conv_list.bind("<<ListboxSelect>>", self._on_pick_conversation)
+        # pending invitations, each with Join / Decline (hidden while there is none)
+        self.invite_box = ttk.Frame(side)
+        self.invite_box.grid(row=2, column=0, sticky="ew", pady=(0, 6))
+        self.invite_box.grid_remove()
         join = ttk.Frame(side)
-        join.grid(row=2, column=0, sticky="ew", pady=(0, 14))
+        join.grid(row=3, column=0, sticky="ew", pady=(0, 14))
         self.room_entry = ttk.Entry(join, width=12, font=fonts["body"])
         self.room_entry.pack(side="left", fill="x", expand=True)
         self.room_entry.bind("<Return>", lambda _e: self.join_room())
         ttk.Button(join, text="Join room", command=self.join_room).pack(side="left", padx=(4, 0))
         self.people_label = ttk.Label(side, text="People", style="Heading.TLabel")
-        self.people_label.grid(row=3, column=0, sticky="w")
+        self.people_label.grid(row=4, column=0, sticky="w")
         self.people = styled_listbox(side, fonts["body"], width=22, height=8)
-        self.people.grid(row=4, column=0, sticky="nsew", pady=(4, 4))
+        self.people.grid(row=5, column=0, sticky="nsew", pady=(4, 4))
         self.people.bind("<Double-Button-1>", lambda _e: self.open_private())
         self.people.bind("<Return>", lambda _e: self.open_private())
         ttk.Button(side, text="Private message", command=self.open_private).grid(
-            row=5, column=0, sticky="ew")
+            row=6, column=0, sticky="ew")
         ttk.Label(side, text="Double-click a name to talk privately", style="Hint.TLabel",
-                  wraplength=200).grid(row=6, column=0, sticky="w", pady=(4, 0))
+                  wraplength=200).grid(row=7, column=0, sticky="w", pady=(4, 0))
 
         main = ttk.Frame(self)
         main.grid(row=0, column=1, sticky="nsew")
@@ -257,10 +274,50 @@ class ChatTab(ttk.Frame):
         self.room_users.clear()
         self.pending.clear()
         self.input_error.configure(text="")
+        self.markers.clear()
+        self._unsent_marks.clear()
+        self.invitations.clear()
+        self._refresh_invitations()
         self.current = None
         self._refresh_list()
         self._refresh_people()
         self._render()
+
+    def set_state(self, markers: dict[str, int], invitations: dict[str, str | None]) -> None:
+        """What the server keeps of us, at each login: the read markers (messages up to
+        one are not unread), the private rooms we are invited to."""
+        for key, id_ in markers.items():
+            self.markers[key] = max(self.markers.get(key, 0), id_)
+        self.invitations = {r: by or self.invitations.get(r) for r, by in invitations.items()}
+        self._refresh_invitations()
+
+    def _mark_read(self, key: str) -> None:
+        """The conversation is shown: what it holds is read, here and for the account on
+        every client (the server keeps the marker; it only moves forward)."""
+        conv = self.conversations.get(key)
+        net = self.app.net
+        if conv is None or not conv.ids or net is None:
+            return
+        newest = max(conv.ids)
+        if newest <= self.markers.get(key.casefold(), 0):
+            return
+        self.markers[key.casefold()] = newest
+        self._unsent_marks[key] = newest
+        self.send_marks()
+
+    def send_marks(self, *, now: bool = False) -> None:
+        """Send the markers that moved, at most every MARK_EVERY seconds (``now``: at
+        once, e.g. before logging out)."""
+        net = self.app.net
+        when = time.monotonic()
+        if not self._unsent_marks or net is None or (
+                not now and when - self._marks_sent < MARK_EVERY):
+            return
+        self._marks_sent = when
+        for key, newest in self._unsent_marks.items():
+            where = {"room": key[1:]} if key.startswith("#") else {"peer": key[1:]}
+            net.call(functools.partial(_mark_read, where=where, newest=newest))
+        self._unsent_marks.clear()
 
     def conversation(self, key: str) -> Conversation:
         conv = self.conversations.get(key)
@@ -268,7 +325,10 @@ class ChatTab(ttk.Frame):
             conv = self.conversations[key] = Conversation(key, more=key.startswith("#"))
             self.order.append(key)
             self.order.sort(key=lambda k: (not k.startswith("#"), k.casefold()))
-            if self.current is None:
+            joining = self.app.joining
+            # Not shown (so not read) on the way to the room the app opens with.
+            if self.current is None and (joining is None
+                                         or key.casefold() == f"#{joining}".casefold()):
                 self.current = key
             self._refresh_list()
         return conv
@@ -311,6 +371,9 @@ class ChatTab(ttk.Frame):
             self._on_older(ev)
         elif kind == "joined":
             room = ev["room"]
+            if room in self.invitations:
+                del self.invitations[room]
+                self._refresh_invitations()
             self.room_users[room] = set(ev["users"])
             fresh = f"#{room}" not in self.conversations
             self.conversation(f"#{room}")
@@ -343,11 +406,20 @@ class ChatTab(ttk.Frame):
                 else:
                     talk.typing.pop(ev["user"], None)
                 self._refresh_typing()
-        elif kind == "notice":  # a moderation action, an invitation: shown in its room
+        elif kind == "invited" and ev.get("by") is not None:  # we are invited
+            if ev["room"] not in self.room_users:
+                self.invitations[ev["room"]] = ev["by"]
+                self._refresh_invitations()
+        elif kind == "declined":
+            self.invitations.pop(ev["room"], None)
+            self._refresh_invitations()
+        elif kind == "notice":  # a moderation action: shown in its room
             key = f"#{ev['room']}"
-            self.conversation(key)
-            self._note(key, ev["text"])
-            self._refresh_list()
+            if key in self.conversations:
+                self._note(key, ev["text"])
+            elif ev["room"] not in self.invitations and self.current is not None:
+                # not a room we are in: said where we are, without adding the room
+                self._note(self.current, f"#{ev['room']}: {ev['text']}")
         elif kind == "gui_note":
             if ev["key"] in self.conversations:
                 self._note(ev["key"], ev["text"])
@@ -369,13 +441,15 @@ class ChatTab(ttk.Frame):
             if conv.add(m):
                 touched.add(key)
                 mine = m["user"].casefold() == me
-                if key != self.current and not mine:
+                if key != self.current and not mine and m["id"] > self.markers.get(
+                        key.casefold(), 0):
                     conv.unread += 1
                 if live and not mine:
                     self.app.notify(f"{m['user']}: {m['text']}")
                 conv.typing.pop(m["user"], None)
         if self.current in touched:
             self._dirty = True
+            self._mark_read(self.current)
         if touched:
             self._refresh_list()
             self._refresh_typing()
@@ -447,6 +521,7 @@ class ChatTab(ttk.Frame):
         self.current = key
         conv = self.conversation(key)
         conv.unread = 0
+        self._mark_read(key)
         self._refresh_list()
         self._refresh_people()
         self._render()
@@ -624,6 +699,43 @@ class ChatTab(ttk.Frame):
             self.app.net.call(lambda c: c.join(room), f"Cannot join {room}")
             self.room_entry.delete(0, "end")
 
+    def join_invited(self, room: str) -> None:
+        net = self.app.net
+        if net is not None:
+            self.app.joining = room
+            net.call(lambda c: c.join(room), f"Cannot join {room}")
+
+    def decline(self, room: str) -> None:
+        net = self.app.net
+        self.invitations.pop(room, None)
+        self._refresh_invitations()
+        if net is not None:
+            net.call(lambda c: c.decline(room), f"Cannot decline {room}")
+
+    def invite_text(self, room: str) -> str:
+        by = self.invitations.get(room)
+        who = f"{one_line(by, isolate=False)} invited you" if by else "You are invited"
+        return f"{who} to #{one_line(room, isolate=False)}"
+
+    def _refresh_invitations(self) -> None:
+        """One line per pending invitation: who invited us where, Join, Decline."""
+        for child in self.invite_box.winfo_children():
+            child.destroy()
+        self.invite_buttons = {}
+        for room in sorted(self.invitations, key=str.casefold):
+            row = ttk.Frame(self.invite_box)
+            row.pack(fill="x", pady=(0, 4))
+            ttk.Label(row, text=self.invite_text(room), wraplength=200).pack(anchor="w")
+            join = ttk.Button(row, text="Join", command=functools.partial(self.join_invited, room))
+            join.pack(side="left")
+            no = ttk.Button(row, text="Decline", command=functools.partial(self.decline, room))
+            no.pack(side="left", padx=(4, 0))
+            self.invite_buttons[room] = (join, no)
+        if self.invitations:
+            self.invite_box.grid()
+        else:
+            self.invite_box.grid_remove()
+
     def open_private(self) -> None:
         sel = selection(self.people)
         if not sel or sel[0] >= len(self.people_names):
@@ -708,8 +820,9 @@ class ChatTab(ttk.Frame):
             self.typing_label.configure(text=text)
 
     def tick(self) -> None:
-        """Called a few times a second: expire typing notices."""
+        """Called a few times a second: expire typing notices, send read markers."""
         self._refresh_typing()
+        self.send_marks()
 
     def flush(self) -> None:
         """Redraw the timeline once if anything changed (called after each batch of events)."""

@@ -68,7 +68,10 @@ class ConnectionTab(ttk.Frame):
         self.message = ttk.Label(self, text="", style="Message.TLabel", wraplength=640)
         self.message.grid(row=len(rows) + 2, column=0, columnspan=3, sticky="w", pady=(8, 0))
 
-    def connect(self) -> None:
+    def connect(self, *, password: str | None = None,
+                server_password: str | None = None) -> None:
+        """Connect with what the fields say (``password``, ``server_password``: used when
+        their field is empty)."""
         user = self.entries["Username"].get().strip()
         if not user:
             self.show("Please enter a username", error=True)
@@ -90,8 +93,9 @@ class ConnectionTab(ttk.Frame):
                       "server's banner or `chatscreen admin invite` prints it", error=True)
             return
         self.app.connect(host, chat_port, screen_port, user,
-                         password=self.entries["Password"].get() or None,
-                         server_password=self.entries["Server password"].get() or None,
+                         password=self.entries["Password"].get() or password,
+                         server_password=self.entries["Server password"].get()
+                         or server_password,
                          fingerprint=fingerprint)
 
     def _on_server_changed(self, _event: object) -> None:

@@ -1,5 +1,6 @@
 """What the app remembers between runs: username, server, and the certificate fingerprint
-given for each server, in the user's config dir.
+given for each server, in the user's config dir; whether it connects by itself at launch,
+and whether that needs a password (never the password itself).
 
 ``$CHATSCREEN_CONFIG_DIR/client.toml`` if set (tests use it), else
 ``$XDG_CONFIG_HOME/chatscreen/client.toml``, else ``~/.config/chatscreen/client.toml``.
@@ -25,6 +26,12 @@ class ClientSettings:
     screen_port: int = DEFAULT_SCREEN_PORT
     # server (as above) -> the fingerprint given for it (SHA256:...), checked on connecting
     fingerprints: dict[str, str] = field(default_factory=dict)
+    # connect at launch as the user who connected last (see App.auto_connect)
+    auto_connect: bool = True
+    password: bool = False  # that user logs in with a password (CHATSCREEN_PASSWORD) ...
+    server_password: bool = False  # ... and the server asks for one (its variable)
+    # these settings are those of a connection that worked (read from the file, not saved)
+    connected_before: bool = field(default=False, compare=False)
 
 
 def server_key(host: str, chat_port: int) -> str:
@@ -50,11 +57,15 @@ def load_settings(path: Path | None = None) -> ClientSettings:
         return settings
     if isinstance(data.get("user"), str):
         settings.user = data["user"]
+        settings.connected_before = bool(data["user"])  # saved only once connected
     if isinstance(data.get("server"), str) and data["server"]:
         settings.server = data["server"]
     port = data.get("screen_port")
     if isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536:
         settings.screen_port = port
+    for flag in ("auto_connect", "password", "server_password"):
+        if isinstance(data.get(flag), bool):
+            setattr(settings, flag, data[flag])
     given = data.get("fingerprints")
     if isinstance(given, dict):
         settings.fingerprints = {k: v for k, v in given.items() if isinstance(v, str)}
@@ -69,6 +80,11 @@ def save_settings(settings: ClientSettings, path: Path | None = None) -> None:
     for key, value in (("user", settings.user), ("server", settings.server),
                        ("screen_port", settings.screen_port)):
         lines.append(f"{key} = {json.dumps(value, ensure_ascii=False)}")
+    for key, flag, default in (("auto_connect", settings.auto_connect, True),
+                               ("password", settings.password, False),
+                               ("server_password", settings.server_password, False)):
+        if flag != default:
+            lines.append(f"{key} = {json.dumps(flag)}")
     if settings.fingerprints:
         lines.append("[client.fingerprints]")
         lines.extend(f"{json.dumps(k, ensure_ascii=False)} = {json.dumps(v)}"

@@ -309,6 +309,9 @@ CLIENT_MESSAGES: dict[str, Spec] = {
         one_of=("room", "peer"),
     ),
     "register": Spec({"password": PASSWORD}, {"rid": RID}),
+    # read markers: the last message id read in a room or a private conversation
+    "read": Spec({"id": ID}, {"room": NAME, "peer": NAME, "rid": RID}, one_of=("room", "peer")),
+    "decline": Spec({"room": NAME}, {"rid": RID}),
     "moderate": Spec(
         {"action": one_of_str(MODERATION_ACTIONS)},
         {"target": NAME, "address": short_str(64), "duration": integer(1, 10 * 365 * 86400),
@@ -343,6 +346,10 @@ SERVER_MESSAGES: dict[str, Spec] = {
             "heartbeat": number(0.1, 3600),
             "limits": obj({}, {"max_frame": ID, "max_text": ID, "history": ID}),
             "role": short_str(16),
+            # an account's rooms, its read markers, the private rooms it is invited to
+            "rooms": list_of(NAME, 1000),
+            "read": list_of(obj({"id": ID}, {"room": NAME, "peer": NAME}), 10_000),
+            "invitations": list_of(NAME, 1000),
         },
     ),
     "error": Spec(
@@ -368,7 +375,9 @@ SERVER_MESSAGES: dict[str, Spec] = {
     ),
     "registered": Spec({"user": NAME, "role": short_str(16)}, {"rid": RID}),
     "moderated": Spec({"action": short_str(16)}, {"rid": RID}),
-    "invited": Spec({"room": NAME, "user": NAME}, {"rid": RID}),
+    "invited": Spec({"room": NAME, "user": NAME}, {"rid": RID, "by": NAME}),
+    "read": Spec({"id": ID}, {"room": NAME, "peer": NAME, "rid": RID}),
+    "declined": Spec({"room": NAME}, {"rid": RID}),
     "notice": Spec({"room": NAME, "text": short_str(1000)}),
     "shared": Spec({"share": ID}),
     "viewers": Spec({"share": ID, "users": NAMES}),

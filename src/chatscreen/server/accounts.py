@@ -132,6 +132,17 @@ CREATE TABLE IF NOT EXISTS invitations (
     user    TEXT NOT NULL,             -- casefolded
     PRIMARY KEY (room, user)
 );
+CREATE TABLE IF NOT EXISTS memberships (   -- the rooms an account is in (joined, not left)
+    user    TEXT NOT NULL,             -- casefolded
+    room    TEXT NOT NULL,
+    PRIMARY KEY (user, room)
+);
+CREATE TABLE IF NOT EXISTS read_markers (  -- the last message id an account has read ...
+    user    TEXT NOT NULL,             -- casefolded
+    conv    TEXT NOT NULL,             -- ... in '#room' or in '@peer' (casefolded)
+    id      INTEGER NOT NULL,
+    PRIMARY KEY (user, conv)
+);
 CREATE TABLE IF NOT EXISTS moderation (
     id      INTEGER PRIMARY KEY,
     ts      TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
@@ -344,6 +355,40 @@ class AccountDB:
         self.db.execute("INSERT OR IGNORE INTO invitations (room, user) VALUES (?,?)",
                         (room, user.casefold()))
 
+    def uninvite(self, room: str, user: str) -> None:
+        self.db.execute("DELETE FROM invitations WHERE room = ? AND user = ?",
+                        (room, user.casefold()))
+
+    def state(self, key: str) -> tuple[list[str], dict[str, int]]:
+        """An account's rooms and read markers (conversation -> last id read)."""
+        rooms = [r for (r,) in self.db.execute(
+            "SELECT room FROM memberships WHERE user = ? ORDER BY room", (key,))]
+        marks = {c: int(i) for c, i in self.db.execute(
+            "SELECT conv, id FROM read_markers WHERE user = ?", (key,))}
+        return rooms, marks
+
+    def set_member(self, key: str, room: str, member: bool) -> None:
+        """Put an account in a room, or take it out (and forget its marker there)."""
+        if member:
+            self.db.execute("INSERT OR IGNORE INTO memberships (user, room) VALUES (?,?)",
+                            (key, room))
+            return
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute("DELETE FROM memberships WHERE user = ? AND room = ?", (key, room))
+            self.db.execute("DELETE FROM read_markers WHERE user = ? AND conv = ?",
+                            (key, f"#{room}"))
+
+    def set_marker(self, key: str, conv: str, id_: int, dropped: list[str]) -> None:
+        """Move a read marker forward (never back); forget those in ``dropped``."""
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute("INSERT INTO read_markers (user, conv, id) VALUES (?,?,?) "
+                            "ON CONFLICT (user, conv) DO UPDATE SET id = MAX(id, excluded.id)",
+                            (key, conv, id_))
+            self.db.executemany("DELETE FROM read_markers WHERE user = ? AND conv = ?",
+                                [(key, c) for c in dropped])
+
     def version(self) -> int:
         """Changes when another connection (``chatscreen admin``) committed something."""
         (value,) = self.db.execute("PRAGMA data_version").fetchone()
@@ -390,6 +435,14 @@ class AccountStore(Protocol):
                                owner_invited: bool = True) -> None: ...
 
     async def invite(self, room: str, user: str) -> None: ...
+
+    async def uninvite(self, room: str, user: str) -> None: ...
+
+    async def state(self, key: str) -> tuple[list[str], dict[str, int]]: ...
+
+    async def set_member(self, key: str, room: str, member: bool) -> None: ...
+
+    async def set_marker(self, key: str, conv: str, id_: int, dropped: list[str]) -> None: ...
 
 
 class SQLiteAccounts:
@@ -466,3 +519,16 @@ class SQLiteAccounts:
 
     async def invite(self, room: str, user: str) -> None:
         await self._call("invite", room, user)
+
+    async def uninvite(self, room: str, user: str) -> None:
+        await self._call("uninvite", room, user)
+
+    async def state(self, key: str) -> tuple[list[str], dict[str, int]]:
+        result: tuple[list[str], dict[str, int]] = await self._call("state", key)
+        return result
+
+    async def set_member(self, key: str, room: str, member: bool) -> None:
+        await self._call("set_member", key, room, member)
+
+    async def set_marker(self, key: str, conv: str, id_: int, dropped: list[str]) -> None:
+        await self._call("set_marker", key, conv, id_, dropped)

@@ -77,6 +77,8 @@ CIDS_RELOADED = 10_000  # at start, the client ids of this many of the latest me
 FRAME_OVERHEAD = 128  # bytes of a message frame besides its text, about
 GUEST_SINCE_KEPT = 10_000  # guest names whose last guest (resume, since, Guest) is remembered
 ROOMS_PAGE = 1000  # rooms in a `rooms` answer, at most (and without a `limit`)
+MAX_PEER_MARKS = 200  # read markers of private conversations kept per user (newest kept)
+WELCOME_INVITATIONS = 100  # pending invitations listed in a welcome, at most
 
 
 def utc_now() -> str:
@@ -360,8 +362,21 @@ class ChatService:
                                          f"Wrong password for '{account.name}'")
                 return
             self.guard.succeeded([pair], release=[k for k in keys if k == ip_key])
+            state = await self._account_state(key)
             account = self.accounts.get(key, account)  # its role may have changed meanwhile
+            self._finish_login(peer, msg, account, state)
+            return
         self._finish_login(peer, msg, account)
+
+    async def _account_state(self, key: str) -> tuple[list[str], dict[str, int]]:
+        """An account's stored rooms and read markers (none if they cannot be read)."""
+        if self.account_store is None:
+            return [], {}
+        try:
+            return await self.account_store.state(key)
+        except Exception:
+            log.exception("could not read the rooms and read markers of %s", key)
+            return [], {}
 
     def _owner_back(self, key: str, msg: Message) -> bool:
         """Does this hello carry the secret of the name's live session (``resume``, or its
@@ -424,7 +439,8 @@ class ChatService:
             message += f" (the next try is looked at in {math.ceil(delay - answer)} s)"
         peer.fail(ErrorCode.BAD_PASSWORD, message)
 
-    def _finish_login(self, peer: Peer, msg: Message, account: Account | None) -> None:
+    def _finish_login(self, peer: Peer, msg: Message, account: Account | None,
+                      state: tuple[list[str], dict[str, int]] | None = None) -> None:
         if peer.closing:
             return
         name: str = account.name if account is not None else msg["user"]
@@ -466,6 +482,10 @@ class ChatService:
         self.sessions[key] = session
         self.skeletons[skeleton] = session
         self.tokens[session.token] = session
+        if account is not None and state is not None:
+            self._restore(session, *state)
+        elif guest is not None:
+            session.marks = guest.marks  # kept while this guest comes back (resume)
         self.fanout.subscribe(user_topic(key), peer)
         self.fanout.subscribe(ALL, peer)
         peer.accept(
@@ -476,9 +496,55 @@ class ChatService:
             **({"role": role} if role else {}),
             limits={"max_text": peer.conn.limits.max_text, "max_frame": peer.conn.limits.max_frame,
                     "history": self.history},
+            **self._welcome_state(session),
         )
         self._send_shares(session)
         log.info("%s logged in from %s%s", name, peer.addr, f" as {role}" if role else "")
+
+    def _restore(self, session: Session, rooms: list[str], marks: dict[str, int]) -> None:
+        """An account's stored rooms and read markers, for its new session: those of rooms
+        that are gone (a guest's room expired) or closed to it are forgotten."""
+        keep = [r for r in rooms if r in self.rooms and self._may_enter(session, r)]
+        session.member_of = set(keep[: self.limits.max_joined])
+        for room in set(rooms) - session.member_of:
+            self._store_member(session, room, member=False)
+        peers = sorted((c for c in marks if c.startswith("@")), key=marks.__getitem__)
+        kept = [c for c in marks if c[0] == "#" and c[1:] in session.member_of]
+        kept += peers[-MAX_PEER_MARKS:]
+        session.marks = {c: marks[c] for c in kept}
+
+    def _welcome_state(self, session: Session) -> dict[str, Any]:
+        """What the welcome tells of the user's own state: an account's rooms (to join
+        again), the read markers, the private rooms it is invited to and not in."""
+        state: dict[str, Any] = {
+            "read": [{"room" if c[0] == "#" else "peer": c[1:], "id": i}
+                     for c, i in sorted(session.marks.items())],
+            "invitations": self._pending_invitations(session)[:WELCOME_INVITATIONS],
+        }
+        if session.role is not None:
+            state["rooms"] = sorted(session.member_of)
+        return state
+
+    def _pending_invitations(self, session: Session) -> list[str]:
+        """The private rooms this user is invited to and not in."""
+        invited: Iterable[str]
+        if session.role is None:
+            invited = session.guest.invited if session.guest is not None else ()
+        else:
+            invited = self._invited_to.get(session.key, ())
+        return sorted(r for r in invited if r in self.rooms and r not in session.rooms
+                      and r not in session.member_of)
+
+    def _store_member(self, session: Session, room: str, *, member: bool) -> None:
+        """An account joined (or left) a room: remember it, so that its next session, on
+        any client, is told its rooms. A guest's are its connection's only."""
+        if member:
+            session.member_of.add(room)
+        else:
+            session.member_of.discard(room)
+            session.marks.pop(f"#{room}", None)
+        if session.role is not None and self.account_store is not None:
+            self._spawn(self.account_store.set_member(session.key, room, member))
 
     def _lookalike(self, name: str, key: str, skeleton: str,
                    account: Account | None) -> str | None:
@@ -626,8 +692,10 @@ class ChatService:
         session.chat.error(code, text, re=msg.type, **_rid(msg))
 
     def _joined_too_many(self, session: Session, msg: Message) -> bool:
+        """Would one more room pass max_joined (an account's stored rooms count, joined on
+        this connection or not)?"""
         n = self.limits.max_joined
-        if len(session.rooms) < n:
+        if len(session.rooms) < n and len(session.rooms | session.member_of) < n:
             return False
         self._refuse(session, msg, ErrorCode.LIMIT_REACHED, f"you are in {n} rooms, the most "
                      "one connection may be in: leave one first")
@@ -737,8 +805,62 @@ class ChatService:
             return
         log.info("%s invited %s to %s", session.name, user, room)
         session.chat.send("invited", room=room, user=user, **_rid(msg))
-        if target is not None:
-            target.chat.send("notice", room=room, text=f"{session.name} invited you to {room}")
+        if target is not None and room not in target.rooms:
+            # an invitation, for clients to offer Join / Decline; the notice for older ones
+            target.chat.send("invited", room=room, user=target.name, by=session.name)
+            target.chat.send("notice", room=room, text=f"{session.name} invited you to "
+                             f"{room}: /join {room}")
+
+    def _decline(self, session: Session, msg: Message) -> None:
+        """Forget an invitation to a private room (it is not offered at login any more)."""
+        room = self._find_room(msg["room"])
+        if room is None:
+            self._refuse(session, msg, ErrorCode.NO_SUCH_ROOM, f"no room '{msg['room']}'")
+            return
+        if session.role is None:
+            if session.guest is not None:
+                session.guest.invited.discard(room)
+        elif session.key in self.private.get(room, ()):
+            self.private[room].discard(session.key)
+            self._invited_to.get(session.key, set()).discard(room)
+            assert self.account_store is not None
+            self._spawn(self.account_store.uninvite(room, session.name))
+        session.chat.send("declined", room=room, **_rid(msg))
+
+    def _read(self, session: Session, msg: Message) -> None:
+        """Move a read marker forward (never back, never past the newest message): the
+        last message id read in a room one is in, or in a private conversation (at most
+        MAX_PEER_MARKS of those: the oldest goes). An account's are stored."""
+        if "room" in msg.fields:
+            room = self._find_room(msg["room"])
+            if room is None or (room not in session.rooms and room not in session.member_of):
+                self._refuse(session, msg, ErrorCode.NOT_IN_ROOM,
+                             f"you are not in '{msg['room']}'")
+                return
+            conv, where = f"#{room}", {"room": room}
+        else:
+            conv, where = f"@{msg['peer'].casefold()}", {"peer": msg["peer"]}
+        marks = session.marks
+        new = min(msg["id"], self._next_id)
+        if new > marks.get(conv, 0):
+            dropped = self._make_room_for(marks, conv)
+            marks[conv] = new
+            if session.role is not None and self.account_store is not None:
+                self._spawn(self.account_store.set_marker(session.key, conv, new, dropped))
+        session.chat.send("read", **where, id=marks.get(conv, 0), **_rid(msg))
+
+    @staticmethod
+    def _make_room_for(marks: dict[str, int], conv: str) -> list[str]:
+        """Before a new private conversation's marker: drop the oldest one if there are
+        MAX_PEER_MARKS already (a room's are bounded by the rooms one is in)."""
+        if conv in marks or conv[0] != "@":
+            return []
+        peers = [c for c in marks if c[0] == "@"]
+        if len(peers) < MAX_PEER_MARKS:
+            return []
+        oldest = min(peers, key=marks.__getitem__)
+        del marks[oldest]
+        return [oldest]
 
     def _find_room(self, room: str) -> str | None:
         if room in self.rooms:
@@ -753,7 +875,8 @@ class ChatService:
             room = msg["room"]
             self._add_room(room, self._owner(session))
         elif self._private_refused(session, room, msg) or (
-                session not in self.rooms[room] and self._joined_too_many(session, msg)):
+                session not in self.rooms[room] and room not in session.member_of
+                and self._joined_too_many(session, msg)):
             return
         self._join(session, room, msg.get("after"), msg.get("rid"))
 
@@ -765,6 +888,8 @@ class ChatService:
             return
         members.add(session)
         session.rooms.add(room)
+        if session.role is not None and room not in session.member_of:
+            self._store_member(session, room, member=True)
         self._empty_since.pop(room, None)
         if self.share_view is not None:
             self._send_shares(session)  # a share for this room's members may show up
@@ -841,11 +966,13 @@ class ChatService:
 
     def _leave_msg(self, session: Session, msg: Message) -> None:
         room = self._find_room(msg["room"])
-        if room is None or room not in session.rooms:
+        if room is None or (room not in session.rooms and room not in session.member_of):
             session.chat.error(ErrorCode.NOT_IN_ROOM, f"you are not in '{msg['room']}'",
                                re="leave", **_rid(msg))
             return
-        self._leave(session, room)
+        if room in session.rooms:
+            self._leave(session, room)
+        self._store_member(session, room, member=False)
         session.chat.send("left", room=room, **_rid(msg))
 
     def _leave(self, session: Session, room: str, *, held: bool = False) -> None:
@@ -934,8 +1061,10 @@ class ChatService:
         if self._muted(session, "say", cid):
             return
         if room is None or room not in session.rooms:
-            session.chat.error(ErrorCode.NOT_IN_ROOM, f"join '{msg['room']}' before you write "
-                               "there", re="say", cid=cid)
+            text = f"join '{msg['room']}' before you write there"
+            if room is not None and room in self.private and self._may_enter(session, room):
+                text = f"you are invited to #{room}: join it first (/join {room})"
+            session.chat.error(ErrorCode.NOT_IN_ROOM, text, re="say", cid=cid)
             return
         self._post(session, cid, room=room, to=None, text=msg["text"])
 
@@ -1296,6 +1425,11 @@ class ChatService:
             self.private.get(room, set()).add(session.key)
             self._invited_to.setdefault(session.key, set()).add(room)
             await self.account_store.invite(room, session.name)
+        for room in sorted(session.rooms):  # its rooms and markers are stored from now on
+            self._store_member(session, room, member=True)
+        session.marks = dict(session.marks)
+        for conv, id_ in session.marks.items():
+            await self.account_store.set_marker(session.key, conv, id_, [])
 
     def _role_of(self, key: str) -> str:
         session = self.sessions.get(key)
@@ -1465,5 +1599,7 @@ class ChatService:
         "history": _history,
         "register": _register,
         "invite": _invite,
+        "decline": _decline,
+        "read": _read,
         "moderate": _moderate,
     }

@@ -74,7 +74,8 @@ class KeyedBuckets:
 
 
 #: Chat requests that count against a user's message rate.
-RATED = frozenset({"say", "pm", "typing", "join", "create", "leave", "history", "who", "rooms"})
+RATED = frozenset({"say", "pm", "typing", "join", "create", "leave", "history", "who", "rooms",
+                   "read", "invite", "decline"})
 #: Screen requests that count against a connection's frame rate.
 SCREEN_RATED = frozenset({"frame", "cursor", "share", "unshare", "watch", "unwatch"})
 #: A frame counts as one more for every this many rects it holds: the relay's work (parsing,

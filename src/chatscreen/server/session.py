@@ -17,6 +17,7 @@ class Guest:
     granted to a guest is granted to this, never to the name."""
 
     invited: set[str] = field(default_factory=set)  # private rooms it was invited to
+    marks: dict[str, int] = field(default_factory=dict)  # read markers, as Session.marks
     registered: bool = False  # it registered its name: that account is this guest
 
 
@@ -35,6 +36,12 @@ class Session:
     since: int = 0
     skeleton: str = ""  # what the name looks like (protocol.lookalike.name_skeleton)
     guest: Guest | None = None  # who this guest is (kept if it registers); None: an account
+    # An account's rooms, stored (joined and not left, whether joined on this connection
+    # or not); empty for a guest, whose rooms are only those of its connection.
+    member_of: set[str] = field(default_factory=set)
+    # read markers: "#room" or "@peer" (casefolded) -> the last message id read there; an
+    # account's are stored, a guest's are its Guest's (kept while it resumes)
+    marks: dict[str, int] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
