@@ -15,7 +15,7 @@ from pathlib import Path
 
 # The modules of the packages in pyproject.toml's dependencies that every command needs.
 REQUIRED = ("argon2", "cryptography", "numpy", "PIL", "simplejpeg", "mss", "av",
-            "confusables", "Xlib")
+            "confusables", "prompt_toolkit", "Xlib")
 _RETRIED = "CHATSCREEN_BOOTSTRAP_PYTHON"  # set when we re-ran: never loop
 
 
