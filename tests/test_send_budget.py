@@ -4,14 +4,17 @@ as too slow once the total passes the budget, and the others carry on with nothi
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import socket
 import ssl
+import statistics
 import threading
 import urllib.request
 from pathlib import Path
 
 from chatscreen.client import Client
+from chatscreen.protocol import Message
 from tests.helpers.server import (
     NO_RATE_LIMITS,
     TIMEOUT,
@@ -136,6 +139,7 @@ class SlowReaders:
     stalled long enough to be cut, always behind while the room goes faster than they read."""
 
     def __init__(self, srv: ServerProcess, n: int) -> None:
+        self.ended: list[socket.socket] = []  # those whose connection the server closed
         self.socks = [raw_socket(srv, srv.chat_port, rcvbuf=4096) for _ in range(n)]
         for i, sock in enumerate(self.socks):
             sock.sendall(frame({"type": "hello", "v": 1, "user": f"slow{i}"}))
@@ -150,9 +154,11 @@ class SlowReaders:
         try:
             while not self.stop.wait(0.01):  # the reader's pace
                 if not sock.recv(4096):
-                    return
+                    break
         except (OSError, ssl.SSLError):
-            return
+            pass
+        if not self.stop.is_set():
+            self.ended.append(sock)
 
     def close(self) -> None:
         self.stop.set()
@@ -194,3 +200,78 @@ def test_the_budget_bounds_the_send_buffers_under_overload(tmp_path: Path) -> No
             assert peak <= 2 * budget, f"send buffers reached {peak:.0f} bytes"
 
         asyncio.run(scenario())
+
+
+def test_slow_readers_that_read_a_little_do_not_slow_the_room(tmp_path: Path) -> None:
+    """Readers that always take a little, never enough (an attacker's few connections), in a
+    room that goes faster than they read: the budget's holds must not pace the room to them.
+    Those that stay behind are cut as too slow; the members who read (one posting steadily,
+    one saying something now and then) keep a quick say -> echo round trip, and the send
+    buffers stay bounded. (Before, nobody was cut and the sender's echoes came later and
+    later: the room went at the slow readers' pace.)"""
+    budget = 1 << 20
+    env = {"CHATSCREEN_SEND_BUDGET": str(budget), "CHATSCREEN_SLOW_TIMEOUT": "3600",
+           "CHATSCREEN_SLOW_LIMIT": "0", **NO_RATE_LIMITS}
+    n_slow = 4
+    with running_server(tmp_path / "d", "--metrics-port", "0", env=env) as srv:
+        port = int(re.findall(r"Metrics: http://[\d.]+:(\d+)", "".join(srv.output))[0])
+
+        async def scenario() -> None:
+            # 4 KiB every 10 ms each (at most 400 KB/s): they take something all the time
+            slow = await asyncio.to_thread(SlowReaders, srv, n_slow)
+            try:
+                async with connect(srv, "sender") as sender, connect(srv, "fast") as fast:
+                    await sender.join("general")
+                    await fast.join("general")
+                    loop = asyncio.get_running_loop()
+                    posted: list[tuple[float, asyncio.Future[Message]]] = []
+                    acked: dict[asyncio.Future[Message], float] = {}
+
+                    async def post() -> None:  # 3 kB every 4 ms: 750 KB/s to each member
+                        tick = loop.time()
+                        while True:
+                            fut = sender.say_nowait("general", "x" * 3000)
+                            fut.add_done_callback(lambda f: acked.setdefault(f, loop.time()))
+                            posted.append((loop.time(), fut))
+                            tick += 0.004
+                            await asyncio.sleep(max(0.0, tick - loop.time()))  # the pace
+
+                    poster = asyncio.create_task(post())
+                    try:
+                        deadline = loop.time() + 3 * TIMEOUT  # until they fall behind
+                        while (await asyncio.to_thread(metrics, port))[
+                                "chatscreen_send_buffered_peak_bytes"] < budget:
+                            assert loop.time() < deadline, "the slow readers never fell behind"
+                        start = len(posted)
+                        rtts: list[float] = []
+                        end = loop.time() + 4.0
+                        while loop.time() < end:  # what the fast member sees, for 4 s
+                            t0 = loop.time()
+                            await asyncio.wait_for(fast.say("general", "hi"), 3 * TIMEOUT)
+                            rtts.append(loop.time() - t0)
+                            await asyncio.sleep(0.02)  # its pace
+                        # the sender's messages of the window but its last second: when
+                        # each was echoed (not yet: never)
+                        window = [(t0, f) for t0, f in posted[start:] if t0 < end - 1.0]
+                        lat = [acked.get(f, math.inf) - t0 for t0, f in window]
+                        assert statistics.median(rtts) < 0.3, f"the room crawled: {rtts[::10]}"
+                        assert statistics.median(lat) < 0.3, f"the sender crawled: {lat[::50]}"
+                        deadline = loop.time() + TIMEOUT
+                        while len(slow.ended) < n_slow:  # the server closed them all
+                            assert loop.time() < deadline, f"{len(slow.ended)} slow ones cut"
+                            await asyncio.sleep(0.05)  # (polling)
+                    finally:
+                        poster.cancel()
+                    async with asyncio.timeout(TIMEOUT):  # nothing lost
+                        await asyncio.gather(*(fut for _, fut in window))
+                    for _, fut in posted:
+                        fut.cancel()
+            finally:
+                await asyncio.to_thread(slow.close)
+
+        asyncio.run(scenario())
+        m = metrics(port)
+        assert m['chatscreen_disconnects_total{reason="too_slow"}'] == n_slow
+        assert m["chatscreen_send_budget_cuts_total"] == n_slow
+        peak = m["chatscreen_send_buffered_peak_bytes"]
+        assert peak <= 2 * budget, f"send buffers reached {peak:.0f} bytes"
