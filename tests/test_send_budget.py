@@ -4,14 +4,18 @@ as too slow once the total passes the budget, and the others carry on with nothi
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import re
 import socket
 import ssl
 import statistics
+import struct
 import threading
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from chatscreen.client import Client
 from chatscreen.protocol import Message
@@ -275,3 +279,76 @@ def test_slow_readers_that_read_a_little_do_not_slow_the_room(tmp_path: Path) ->
         assert m["chatscreen_send_budget_cuts_total"] == n_slow
         peak = m["chatscreen_send_buffered_peak_bytes"]
         assert peak <= 2 * budget, f"send buffers reached {peak:.0f} bytes"
+
+
+def read_paced(sock: socket.socket, until: Callable[[dict[str, Any]], bool]
+               ) -> list[dict[str, Any]]:
+    """Read frames at about 2 MB/s (16 KiB, a TLS record, every 8 ms: a frame of 256 KiB in
+    0.13 s) until one whose header satisfies ``until``; return the headers so far."""
+    buf, out = bytearray(), list[dict[str, Any]]()
+    stop = threading.Event()
+    while not stop.wait(0.008):  # the reader's pace
+        chunk = sock.recv(16 << 10)
+        assert chunk, f"closed after {[h.get('type') for h in out[-3:]]}"
+        buf += chunk
+        while len(buf) >= 8:
+            body, hlen = struct.unpack(">II", buf[:8])
+            if len(buf) < 4 + body:
+                break
+            out.append(json.loads(buf[8 : 8 + hlen]))
+            del buf[: 4 + body]
+            if until(out[-1]):
+                return out
+    return out
+
+
+def test_a_reader_catching_up_while_senders_wait_is_not_cut(tmp_path: Path) -> None:
+    """A long catch-up (history frames of 256 KiB, each larger than the budget of 64 KiB)
+    keeps the send buffers over the budget, so that the room's senders wait, for as long as
+    it lasts: the reader is behind all that time, and the largest, but it catches up at every
+    frame (each goes out once it took the one before), so it is not cut; nor is anyone."""
+    count, text = 100, "é" * 4000  # 24 kB each on the wire: 2.4 MB, 10 frames
+    with running_server(tmp_path / "d", env=NO_RATE_LIMITS) as srv:
+
+        async def post() -> list[int]:
+            async with connect(srv, "sender") as sender:
+                await sender.join("general")
+                acks = await asyncio.gather(*(sender.say_nowait("general", text)
+                                              for _ in range(count)))
+                return [a["id"] for a in acks]
+
+        sent = asyncio.run(post())
+    env = {"CHATSCREEN_SEND_BUDGET": str(64 << 10), "CHATSCREEN_SLOW_TIMEOUT": "3600",
+           "CHATSCREEN_SLOW_LIMIT": "0", **NO_RATE_LIMITS}
+    with running_server(tmp_path / "d", "--metrics-port", "0", env=env) as srv:
+        port = int(re.findall(r"Metrics: http://[\d.]+:(\d+)", "".join(srv.output))[0])
+
+        async def scenario() -> None:
+            async with connect(srv, "chatter") as chatter:
+                await chatter.join("general")
+                said = [chatter.say_nowait("general", "hi")]  # asked for before ...
+
+                def catch_up() -> list[dict[str, Any]]:
+                    # a small receive buffer: the history waits in the server's buffers
+                    with raw_socket(srv, srv.chat_port, rcvbuf=4096) as sock:
+                        sock.sendall(frame({"type": "hello", "v": 1, "user": "back"}) + frame(
+                            {"type": "join", "room": "general", "after": 0, "rid": "j"})
+                            + frame({"type": "say", "room": "general", "text": "back",
+                                     "cid": "c1"}))
+                        return read_paced(sock, lambda h: h.get("cid") == "c1")
+
+                reading = asyncio.create_task(asyncio.to_thread(catch_up))
+                while not reading.done():  # ... and while the reader catches up
+                    said.append(chatter.say_nowait("general", "hi"))
+                    await asyncio.wait([reading], timeout=0.02)  # the chatter's pace
+                got = await reading
+                caught_up = [m["id"] for h in got if h["type"] == "history"
+                             for m in h["messages"]]
+                assert caught_up[:count] == sent
+                async with asyncio.timeout(TIMEOUT):
+                    await asyncio.gather(*said)  # the chatter waited, and was not cut
+
+        asyncio.run(scenario())
+        m = metrics(port)
+        assert m["chatscreen_send_budget_cuts_total"] == 0
+        assert m.get('chatscreen_disconnects_total{reason="too_slow"}', 0) == 0
