@@ -139,8 +139,8 @@ def test_a_reader_given_a_reply_larger_than_the_budget_is_not_cut(tmp_path: Path
 
 
 class SlowReaders:
-    """Readers that keep reading, slowly (a small receive buffer, a few KiB every 10 ms): never
-    stalled long enough to be cut, always behind while the room goes faster than they read."""
+    """Readers that keep reading, slowly (a small receive buffer, 4 KiB every 10 ms): never
+    stalled, always behind while the room goes faster than they read."""
 
     def __init__(self, srv: ServerProcess, n: int) -> None:
         self.ended: list[socket.socket] = []  # those whose connection the server closed
@@ -175,8 +175,8 @@ class SlowReaders:
 def test_the_budget_bounds_the_send_buffers_under_overload(tmp_path: Path) -> None:
     """A room that goes faster than some of its readers can read (a fan-out past what they
     take): the send buffers' total stays near the budget, however long it goes on, and a
-    normal reader gets every message. (The sender is held back; a slow reader is cut only if
-    it takes nothing for 0.5 s, which a machine this busy can make it do.)"""
+    normal reader gets every message. (The sender is held back for a moment; the slow readers
+    that stay behind are cut.)"""
     budget = 1 << 20
     env = {"CHATSCREEN_SEND_BUDGET": str(budget), "CHATSCREEN_SLOW_TIMEOUT": "3600",
            "CHATSCREEN_SLOW_LIMIT": "0", **NO_RATE_LIMITS}
