@@ -258,8 +258,8 @@ def test_slow_readers_that_read_a_little_do_not_slow_the_room(tmp_path: Path) ->
                         # each was echoed (not yet: never)
                         window = [(t0, f) for t0, f in posted[start:] if t0 < end - 1.0]
                         lat = [acked.get(f, math.inf) - t0 for t0, f in window]
-                        assert statistics.median(rtts) < 0.3, f"the room crawled: {rtts[::10]}"
-                        assert statistics.median(lat) < 0.3, f"the sender crawled: {lat[::50]}"
+                        medians = statistics.median(rtts), statistics.median(lat)
+                        assert max(medians) < 0.3, f"the room crawled: round trips {medians} s"
                         deadline = loop.time() + TIMEOUT
                         while len(slow.ended) < n_slow:  # the server closed them all
                             assert loop.time() < deadline, f"{len(slow.ended)} slow ones cut"
