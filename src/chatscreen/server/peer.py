@@ -51,10 +51,10 @@ TLS_HIDDEN = 64 << 10
 TCPI_BYTES_ACKED = 120
 TCP_INFO_LEN = TCPI_BYTES_ACKED + 8
 BUDGET_RETRY = 0.25  # s: over budget with no one to cut, look again no sooner than this
-# s: over budget, only a peer whose transport has stayed paused this long is cut. One that
-# reads drains to the low water mark and resumes, again and again (12 KiB at a time: within
-# milliseconds on a LAN, 0.5 s at 24 KB/s); one just handed a reply larger than the budget (a
-# history page, or every client's catch-up after a restart) is behind, not stalled.
+# s: over budget, only a peer behind this long is cut: paused all along, or, while senders
+# are held back (SendBuffers.hold_back), without catching up once, however much it took. One
+# handed a reply larger than the budget (a history page, or every client's paced catch-up
+# after a restart) catches up at every frame: it is behind for a moment, not falling behind.
 BUDGET_GRACE = 0.5
 # s: while over budget (no chat peer is read, see SendBuffers), how often the total is looked at
 HOLD_POLL = 0.01
@@ -122,9 +122,14 @@ class SendBuffers:
     And over the budget, no chat peer's next request is handled (nor its connection read)
     until the total is back under 3/4 of it: back-pressure on whoever sends, so that a room
     going faster than its readers read cannot grow the buffers past the budget (by more than
-    the one request being handled when it was passed), whoever reads slowly, and nobody
-    is cut for reading slowly. A hold longer than BUDGET_GRACE also cuts the peers that took
-    nothing of what they had buffered meanwhile, paused or not.
+    the one request being handled when it was passed). That wait is for readers that are
+    behind for a moment (a reply, a burst), not for those falling behind: while it lasts, the
+    peers that have been behind for BUDGET_GRACE without catching up once
+    (``Peer.behind_since``), however much they took meanwhile, are cut off, largest first,
+    until the total is under 3/4 of the budget. So readers that always take a little, never
+    enough, cannot pace the room to them, in one long hold or in many short ones: a hold
+    lasts about BUDGET_GRACE at most, unless what fills the buffers is taken as fast as it
+    comes (paced history catch-ups, which catch up at every frame).
     """
 
     def __init__(self, budget: int | None, min_cut: int) -> None:
@@ -139,8 +144,6 @@ class SendBuffers:
         self.limit = budget if budget is not None else sys.maxsize  # past it: hold
         self.holding = False  # over budget: requests wait in _held_back
         self._held_back: list[tuple[Peer, Iterator[Message], Message]] = []
-        self._held_since = 0.0
-        self._at_hold: dict[Peer, int] = {}  # what each peer had buffered when the hold began
         self._poller: asyncio.TimerHandle | None = None  # the next _poll, while holding
         # turns that wrote to chat peers: a peer writes through once per turn (Peer.send_bytes)
         self.turn = 0
@@ -179,26 +182,23 @@ class SendBuffers:
         self._held_back.append((peer, messages, msg))
         if not self.holding:
             self.holding = True
-            loop = asyncio.get_running_loop()
-            self._held_since = loop.time()
-            self._at_hold = {p: p.counted for p in self.peers if p.counted}
             if self._poller is None:
-                self._poller = loop.call_later(HOLD_POLL, self._poll)
+                self._poller = asyncio.get_running_loop().call_later(HOLD_POLL, self._poll)
 
     def _poll(self) -> None:
         self._poller = None
         if not self.holding:
             return
-        if self.recount() + self.upcoming > self._resume_at():
-            self._cut(asyncio.get_running_loop().time(), self._resume_at() - self.upcoming)
-        if self.total + self.upcoming <= self._resume_at():
+        resume = self._resume_at()
+        if self.recount() + self.upcoming > resume:
+            self._cut(asyncio.get_running_loop().time(), resume - self.upcoming)
+        if self.total + self.upcoming <= resume:
             self._let_go()
         else:
             self._poller = asyncio.get_running_loop().call_later(HOLD_POLL, self._poll)
 
     def _let_go(self) -> None:
         self.holding = False
-        self._at_hold = {}
         held, self._held_back = self._held_back, []
         for peer, messages, msg in held:  # in the order they came (one may hold them again)
             peer._go_on(messages, msg)
@@ -218,28 +218,28 @@ class SendBuffers:
             return
         self._cut(now, budget - budget // 8)
 
-    def _stalled(self, peer: Peer, now: float) -> bool:
-        """Paused for BUDGET_GRACE, or, in a hold that long, took nothing meanwhile."""
+    def _stalled(self, peer: Peer, since: float) -> bool:
+        """Behind since ``since`` or earlier: in a hold, without catching up meanwhile;
+        else paused all along."""
         if peer.closing or peer.counted < self.min_cut:
             return False
-        if peer.paused_since is not None and peer.paused_since <= now - BUDGET_GRACE:
-            return True
-        return (self.holding and now - self._held_since >= BUDGET_GRACE
-                and peer.counted >= self._at_hold.get(peer, sys.maxsize))
+        start = peer.behind_since if self.holding else peer.paused_since
+        return start is not None and start <= since
 
     def _cut(self, now: float, target: int) -> None:
         """Cut the stalled peers, largest first, until the total is under ``target``."""
         budget = self.limit
-        behind = sorted((p for p in self.peers if self._stalled(p, now)),
+        since = now - BUDGET_GRACE
+        behind = sorted((p for p in self.peers if self._stalled(p, since)),
                         key=lambda p: p.counted, reverse=True)
         for peer in behind:
             if self.total <= target:
                 break
-            log.info("%r: cut off, %d bytes behind, send buffers %d > budget %d", peer,
-                     peer.counted, self.total, budget)
+            log.info("%r: cut off, %d bytes behind for %.2f s, send buffers %d > budget %d",
+                     peer, peer.counted, now - (peer.behind_since or now), self.total, budget)
             self.cuts += 1
-            peer.fail(ErrorCode.TOO_SLOW, "too slow: you are not reading what the server "
-                      "sends, and its send buffers are full")
+            peer.fail(ErrorCode.TOO_SLOW, "too slow: you are not keeping up with what the "
+                      "server sends, and its send buffers are full")
         if self.total > budget:  # the rest keep up: nobody else to cut for now
             self._retry_at = now + BUDGET_RETRY
 
@@ -250,10 +250,9 @@ class Peer(asyncio.Protocol):
     __slots__ = ("__weakref__", "_buffers", "_drain_waiters", "_flush_due", "_held", "_hidden",
                  "_loop", "_out", "_out_bytes", "_pause_acked", "_pause_bytes", "_read_holds",
                  "_slow_limit", "_sndbuf", "_transport", "_turn", "_write_limits", "addr",
-                 "close_code", "closing", "conn", "counted", "ip", "kind", "last_drain", "last_rx",
-                 "logged_in", "opened_at", "paused_since", "ping_sent", "rates", "refusals",
-                 "registry",
-                 "service", "session", "writable")
+                 "behind_since", "close_code", "closing", "conn", "counted", "ip", "kind",
+                 "last_drain", "last_rx", "logged_in", "opened_at", "paused_since", "ping_sent",
+                 "rates", "refusals", "registry", "service", "session", "writable")
 
     def __init__(
         self,
@@ -288,6 +287,9 @@ class Peer(asyncio.Protocol):
         self.counted = 0  # chat: bytes queued + in the transport, as counted in buffers.total
         self._hidden = 0  # TLS_HIDDEN with TLS
         self.paused_since: float | None = None  # when the transport buffer went over high
+        # chat: since when it has been behind (paused, or seen with min_cut counted) without
+        # catching up once (nothing queued and the transport under its high water mark)
+        self.behind_since: float | None = None
         # the last pause: bytes the transport drained meanwhile, and in how many seconds:
         # what the link carries (the screen relay's adapt.py)
         self.last_drain: tuple[int, float] | None = None
@@ -435,6 +437,8 @@ class Peer(asyncio.Protocol):
     def pause_writing(self) -> None:
         self.writable = False
         self.paused_since = self._loop.time()
+        if self.behind_since is None:
+            self.behind_since = self.paused_since
         if self._buffers is None:  # a screen peer: the relay measures its link (adapt.py)
             self._pause_bytes = self._transport.get_write_buffer_size() if self._transport else 0
             self._pause_acked = self._bytes_acked()
@@ -451,6 +455,8 @@ class Peer(asyncio.Protocol):
                        else self._pause_bytes - self._transport.get_write_buffer_size())
             self.last_drain = (drained, self._loop.time() - self.paused_since)
         self.paused_since = None
+        if not self._out:
+            self.behind_since = None  # caught up
         if self.closing:
             return
         if self._buffers is None and self._out and self._transport is not None:
@@ -558,6 +564,7 @@ class Peer(asyncio.Protocol):
                 buffers.end_turn_soon()
             transport.write(data)
             if self.counted or transport.get_write_buffer_size():
+                self.behind_since = None  # nothing was waiting: it had caught up
                 self._recount()  # the socket did not take it all (or has just drained)
                 self.check_slow()
             return
@@ -590,6 +597,8 @@ class Peer(asyncio.Protocol):
             transport.write(out[0] if len(out) == 1 else b"".join(out))
         else:
             self._write_chunks(out, transport)
+        if self.writable and not self._out:
+            self.behind_since = None  # all handed on, under high water: it has caught up
         self._recount()
         self.check_slow()
         if self._drain_waiters and self.writable and not self._out:
@@ -647,6 +656,10 @@ class Peer(asyncio.Protocol):
         self.counted = n
         if buffers.total > buffers.peak:
             buffers.peak = buffers.total
+        if n < buffers.min_cut:
+            self.behind_since = None
+        elif self.behind_since is None:
+            self.behind_since = self._loop.time()
 
     def _drop_out(self) -> None:
         """Forget the queue (the peer is going away) and take it out of the total."""
