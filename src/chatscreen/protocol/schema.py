@@ -21,7 +21,8 @@ Validator = Callable[[Any, Limits], Any]
 
 MAX_NAME = 32
 MAX_INT = (1 << 53) - 1  # exact in JavaScript too
-MAX_RECTS = 4096
+MAX_RECTS = 1024  # rects in one frame: what the relay does with one frame holds its event loop
+#                  (a few ms at this many); a sharer with more splits its update in frames
 MAX_DIM = 16384
 
 

@@ -78,8 +78,9 @@ RATED = frozenset({"say", "pm", "typing", "join", "create", "leave", "history", 
 #: Screen requests that count against a connection's frame rate.
 SCREEN_RATED = frozenset({"frame", "cursor", "share", "unshare", "watch", "unwatch"})
 #: A frame counts as one more for every this many rects it holds: the relay's work (parsing,
-#: storing) goes by rects, and the reference sharer merges changed tiles into few of them.
-RECTS_PER_FRAME = 32
+#: storing) goes by rects (about 4 us each), and the reference sharer merges changed tiles
+#: into few of them. At 8, a connection's rects take at most about 1 % of the event loop.
+RECTS_PER_FRAME = 8
 
 
 def screen_cost(msg: Message) -> int:

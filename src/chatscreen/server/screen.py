@@ -115,6 +115,7 @@ class Piece:
     depth: int = 0  # a copy: 1 + the deepest copy among its deps (the chain's length)
     pure: bool = True  # the same in every quality layer (not a layer's own, nor reading one)
     cost: int = 0  # bytes it counts for in its store's ``bytes`` while it is live
+    box: tuple[int, int, int, int] = (0, 0, 0, 0)  # x0, y0, x1, y1 (set when it is added)
 
 
 class TileStore:
@@ -148,7 +149,7 @@ class TileStore:
         for pid, p in self.live.items():  # in id order: a copy's deps come before it
             same[pid] = new.live[pid] = Piece(p.id, p.seq, p.rect, p.data, p.refs,
                                                tuple(same[d.id] for d in p.deps), p.depth,
-                                               p.pure, p.cost)
+                                               p.pure, p.cost, p.box)
         new.owner = [None if o is None else same[o.id] for o in self.owner]
         new.partial = [[same[p.id] for p in ps] for ps in self.partial]
         new.chains = {k: Chain([same[p.id] for p in c.pieces], c.bytes)
@@ -194,7 +195,7 @@ class TileStore:
 
     def add(self, piece: Piece) -> None:
         r, t = piece.rect, self.tile
-        x0, y0, x1, y1 = r["x"], r["y"], r["x"] + r["w"], r["y"] + r["h"]
+        x0, y0, x1, y1 = piece.box = r["x"], r["y"], r["x"] + r["w"], r["y"] + r["h"]
         if r["enc"] == "copy":
             self._pin_sources(piece)
         tiles = ((x1 - 1) // t - x0 // t + 1) * ((y1 - 1) // t - y0 // t + 1)
@@ -218,7 +219,8 @@ class TileStore:
                 else:
                     parts = self.partial[i]
                     if parts:  # what this piece draws over entirely is no longer needed
-                        gone = [p for p in parts if _inside(p.rect, x0, y0, x1, y1)]
+                        gone = [p for p in parts if x0 <= (b := p.box)[0] and y0 <= b[1]
+                                and b[2] <= x1 and b[3] <= y1]
                         if gone:
                             self.partial[i] = parts = [p for p in parts if p not in gone]
                             for p in gone:
@@ -330,13 +332,6 @@ class TileStore:
             out.append(self.live[pid])
         out.reverse()
         return out
-
-
-def _inside(r: dict[str, Any], x0: int, y0: int, x1: int, y1: int) -> bool:
-    """Does rect ``r`` lie within (x0, y0)-(x1, y1)?"""
-    rx: int = r["x"]
-    ry: int = r["y"]
-    return x0 <= rx and y0 <= ry and rx + r["w"] <= x1 and ry + r["h"] <= y1
 
 
 @dataclass(eq=False, slots=True)
