@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from chatscreen.client import Client
+from chatscreen.client.screen import OutRect
 from chatscreen.protocol.schema import MAX_RECTS
 from tests.helpers.attack import (
     RawSharer,
@@ -413,3 +414,28 @@ def test_viewers_that_do_not_read_hold_a_bounded_part_of_a_share(tmp_path: Path)
 
         grown = asyncio.run(asyncio.to_thread(scenario))
     assert grown < 64 * 1024, grown  # KiB; 250 MiB before
+
+
+def test_a_sharer_splits_an_update_of_more_rects_than_a_frame_holds(
+        server: ServerProcess) -> None:
+    """An update of more than MAX_RECTS rects (one tile each here) goes as several frames:
+    the server takes them all and a viewer gets the whole picture."""
+    cols, rows = 44, 25  # 1100 tiles
+    w, h, n = 64 * cols, 64 * rows, cols * rows
+    assert n > MAX_RECTS
+
+    async def scenario() -> None:
+        async with client(server, "tiler") as c, client(server, "looker") as v:
+            screen = await c.open_screen()
+            share_id = await screen.share(w, h)
+            await screen.send_frame(w, h, [OutRect(64 * (i % cols), 64 * (i // cols), 64, 64,
+                                                   "raw", bytes(3)) for i in range(n)],
+                                    key=True)
+            vscreen = await v.open_screen()
+            await vscreen.watch(share_id)
+            got = 0
+            while got < n:
+                got += len((await vscreen.next_frame(timeout=TIMEOUT))["rects"])
+            assert got == n
+
+    run(scenario())
