@@ -12,10 +12,10 @@ attacker attacks; the server's RSS is read before the attack, every 50 ms during
 peak, with ``VmHWM``) and ``AFTER_S`` s after it stopped (after the server's housekeeping).
 
 * ``sharer_flood`` (issue 15, item 1): share 16384x16384 (or, if refused, the largest the
-  server takes: 7680x4320), one key frame, then delta frames of 1024 (MAX_RECTS) 1x1 ``raw`` rects at
-  pixels no rect covered before, each claiming 2 KiB (2 MiB a frame), as fast as the server
-  reads them, never answering ``need_key``; when cut off, log in again as another guest and
-  go on, until ``ATTACK_MIB`` MiB are sent or ``ATTACK_S`` s have passed.
+  server takes: 7680x4320), one key frame, then delta frames of 1024 (MAX_RECTS) 1x1
+  ``raw`` rects at pixels no rect covered before, each claiming 2 KiB (2 MiB a frame), as
+  fast as the server reads them, never answering ``need_key``; when cut off, log in again as
+  another guest and go on, until ``ATTACK_MIB`` MiB are sent or ``ATTACK_S`` s have passed.
 * ``sharer_flood_spread``: the same, each frame's pixels spread over all the tiles, one on
   each (no tile piles up rects: only the memory bound stops it).
 

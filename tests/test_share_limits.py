@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import select
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from chatscreen.client import Client
 from chatscreen.client.screen import OutRect
+from chatscreen.protocol import encode_frame
 from chatscreen.protocol.schema import MAX_RECTS
 from tests.helpers.attack import (
     RawSharer,
@@ -136,13 +138,51 @@ def test_chat_round_trips_stay_fast_while_sharers_flood(tmp_path: Path) -> None:
                                                          len(during))
 
 
+W8K, H8K = 7680, 4320
+FrameMaker = Callable[[int], bytes]  # a delta frame of the 8K share, by its number
+
+
 def test_no_screen_frame_holds_the_event_loop_for_long(tmp_path: Path) -> None:
     """The attack of the issue at full size, default rates: an 8K share flooded with frames
     of as many 1x1 rects as a frame may hold (each at a pixel no rect covered before, 2 KiB
     each), guests logging in again as they are cut off. Chat's p95 round trip stays close to
     its idle one: no frame holds the loop long (a frame's rects are capped, and each costs
     the sharer's frame rate enough that the relay's work stays a small part of the loop)."""
-    w, h = 7680, 4320
+    assert_chat_unmoved(tmp_path, lambda n: fresh_pixels(W8K, H8K, n + 1, n * MAX_RECTS,
+                                                         MAX_RECTS, 2048))
+
+
+def test_no_screen_frame_touches_many_tiles(tmp_path: Path) -> None:
+    """Large rects cost the relay by the tiles they touch (each a full-screen 8K rect: 8160,
+    3 ms here). A frame touching more than the screen twice over (and one tile a rect) is
+    refused, fatal ``bad_message``: 64 full-screen rects held the loop 0.2 s. And frames of
+    two full-screen rects (the most a frame may) as fast as the rates let them leave chat's
+    p95 round trip close to its idle one."""
+    with running_server(tmp_path / "d", env=METRICS) as srv:
+        s = RawSharer(srv, "wide")
+        try:
+            assert s.share(W8K, H8K)["type"] == "shared"
+            assert s.send(s.key_frame(W8K, H8K))
+            s.send(whole_screens(2, 64))
+            last = errors(s.outcome())[-1]
+        finally:
+            s.close()
+    assert last["code"] == "bad_message" and "tiles" in str(last["message"]), last
+    assert_chat_unmoved(tmp_path / "2", lambda n: whole_screens(n + 1, 2))
+
+
+def whole_screens(seq: int, n: int) -> bytes:
+    """A delta frame of ``n`` rects over the whole 8K screen, without data."""
+    return encode_frame({"type": "frame", "seq": seq, "w": W8K, "h": H8K, "key": False,
+                         "rects": [{"x": 0, "y": 0, "w": W8K, "h": H8K, "enc": "raw",
+                                    "len": 0}] * n})
+
+
+def assert_chat_unmoved(tmp_path: Path, make: FrameMaker) -> None:
+    """For 4 s, guests log in, share 8K and send a key frame then ``make``'s frames as fast
+    as the server reads them, one after the other as each is cut off. A chat user's say ->
+    echo round trips meanwhile, back to back: the p95 of the loop's time it meets stays
+    within 3x the idle one (or 15 ms more: a loaded machine)."""
     with running_server(tmp_path / "d", env={**METRICS, **NO_RATE_LIMITS}) as srv:
         async def scenario() -> tuple[list[float], list[float], int]:
             async with client(srv, "calm") as calm:
@@ -155,12 +195,11 @@ def test_no_screen_frame_holds_the_event_loop_for_long(tmp_path: Path) -> None:
                     while time.monotonic() - start < 4:
                         s = RawSharer(srv, f"m{frames}")
                         try:
-                            assert s.share(w, h)["type"] == "shared"
-                            ok = s.send(s.key_frame(w, h))
+                            assert s.share(W8K, H8K)["type"] == "shared"
+                            ok = s.send(s.key_frame(W8K, H8K))
                             while ok and time.monotonic() - start < 4:
                                 frames += 1
-                                ok = s.send(fresh_pixels(w, h, frames + 1, frames * MAX_RECTS,
-                                                         MAX_RECTS, 2048))
+                                ok = s.send(make(frames))
                         finally:
                             s.close()
                     return frames

@@ -12,7 +12,7 @@ from chatscreen.client.link import Link
 from chatscreen.cursor import Cursor, CursorError, Shape
 from chatscreen.errors import ServerError
 from chatscreen.protocol import Message
-from chatscreen.protocol.schema import MAX_RECTS
+from chatscreen.protocol.schema import MAX_RECTS, max_frame_tiles, rect_tiles
 
 MAX_QUEUED_DELTAS = 64  # frames queued for the application before deltas are merged
 DEFAULT_LOW_RATE = 300_000  # bytes/s of a low layer asked for without a rate
@@ -27,6 +27,21 @@ class OutRect:
     enc: str
     data: bytes
     layer: str | None = None  # simulcast: "full" or "low" (that quality layer only); None: both
+
+
+def frame_parts(w: int, h: int, rects: Sequence[OutRect]) -> list[Sequence[OutRect]]:
+    """The rects of one update, in order, cut in frames the server takes: at most MAX_RECTS
+    rects and max_frame_tiles tiles each."""
+    parts: list[Sequence[OutRect]] = []
+    most, start, tiles = max_frame_tiles(w, h), 0, 0
+    for i, r in enumerate(rects):
+        n = rect_tiles(r.x, r.y, r.w, r.h, r.enc)
+        if i > start and (i - start == MAX_RECTS or tiles + n > most):
+            parts.append(rects[start:i])
+            start, tiles = i, 0
+        tiles += n
+    parts.append(rects[start:])
+    return parts
 
 
 def merge_frames(older: Message, newer: Message) -> Message:
@@ -165,8 +180,8 @@ class ScreenChannel:
         picture only then: newest wins, no backlog at the sharer)."""
         if key:
             self.key_requested.clear()
-        for start in range(0, max(len(rects), 1), MAX_RECTS):
-            self._send_part(w, h, rects[start : start + MAX_RECTS], key and start == 0)
+        for i, part in enumerate(frame_parts(w, h, rects)):
+            self._send_part(w, h, part, key and i == 0)
         await self.link.drain()
 
     def _send_part(self, w: int, h: int, rects: Sequence[OutRect], key: bool) -> None:

@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any
 from chatscreen.annexb import is_idr
 from chatscreen.errors import ErrorCode, RemoteProtocolError
 from chatscreen.protocol import Message, encode_frame
-from chatscreen.protocol.schema import MAX_RECTS
+from chatscreen.protocol.schema import MAX_RECTS, max_frame_tiles
 from chatscreen.server.adapt import (
     FULL,
     LINGER,
@@ -665,6 +665,9 @@ class ScreenRelay:
             return
         if key and any(r.enc == "copy" for r in msg["rects"]):
             raise RemoteProtocolError(ErrorCode.BAD_MESSAGE, "a key frame cannot hold copy rects")
+        if msg["tiles"] > (most := max_frame_tiles(share.w, share.h)):
+            raise RemoteProtocolError(ErrorCode.BAD_MESSAGE, f"a frame's rects touch {most} "
+                                      f"tiles at most, not {msg['tiles']}: send several frames")
         share.frames_in += 1
         self.counters.screen_frames_in += 1
         self.counters.screen_bytes_in += len(msg.payload)
