@@ -211,11 +211,16 @@ class TileStore:
                 if full_rows and x0 <= col * t and x1 >= min((col + 1) * t, self.w):
                     old = self.owner[i]
                     self.owner[i] = piece
-                    parts, self.partial[i] = self.partial[i], []
                     if old is not None:
-                        self._release(old)
-                    for p in parts:
-                        self._release(p)
+                        old.refs -= 1  # (the common case inline: a frame may cover 8160)
+                        if old.refs == 0:
+                            old.refs = 1
+                            self._release(old)
+                    parts = self.partial[i]
+                    if parts:
+                        self.partial[i] = []
+                        for p in parts:
+                            self._release(p)
                 else:
                     parts = self.partial[i]
                     if parts:  # what this piece draws over entirely is no longer needed
