@@ -353,7 +353,7 @@ def test_the_screen_port_limits_bytes_per_connection_and_per_address(
 def test_rects_piled_on_one_tile_cost_little_and_drop_the_picture(tmp_path: Path) -> None:
     """One frame of 1024 1x1 rects on one tile: each rect added looks through those before
     it on the tile (8 million checks, half a second of the event loop here), and the relay
-    kept them all. Past 128 on one tile it drops the picture (nothing kept) and asks for a
+    kept them all. Past 64 on one tile it drops the picture (nothing kept) and asks for a
     key frame; the key frame brings the share back."""
     w = h = 256
     with running_server(tmp_path / "d", env=METRICS) as srv:

@@ -79,7 +79,7 @@ MAX_PARTIAL = 32  # pieces only partly covering one tile before the relay asks f
 MAX_COPY_DEPTH = 150  # copies reading from copies (5 s of scrolling at 30/s) before it asks
 #                       for a key frame, so that a late viewer's catch-up stays short
 HARD_COPY_DEPTH = 4 * MAX_COPY_DEPTH  # a sharer ignoring need_key: the picture is dropped
-HARD_PARTIAL = 4 * MAX_PARTIAL  # ... and so past this many partial pieces on one tile (each
+HARD_PARTIAL = 2 * MAX_PARTIAL  # ... and so past this many partial pieces on one tile (each
 #                                 piece added scans those of its tiles: bounded work)
 NEED_KEY_INTERVAL = 0.5  # seconds between key frame requests to one sharer
 NEED_IDR_INTERVAL = 1.0  # seconds between h264 IDR requests to one sharer
