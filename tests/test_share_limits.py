@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from chatscreen.client import Client
-from chatscreen.client.screen import OutRect
+from chatscreen.client.screen import OutRect, frame_parts
 from chatscreen.protocol import encode_frame
 from chatscreen.protocol.schema import MAX_RECTS
 from tests.helpers.attack import (
@@ -478,3 +478,17 @@ def test_a_sharer_splits_an_update_of_more_rects_than_a_frame_holds(
             assert got == n
 
     run(scenario())
+
+
+def test_the_sharer_splits_by_tiles_too() -> None:
+    """Five full-screen 8K rects touch 5 x 8160 tiles: a frame may touch twice the screen's
+    (and one a rect), so they go as three frames, in order; a copy counts twice."""
+    whole = OutRect(0, 0, W8K, H8K, "raw", b"")
+    rects = [OutRect(i, 0, W8K - i, H8K, "raw", b"") for i in range(5)]
+    assert [list(p) for p in frame_parts(W8K, H8K, rects)] == [rects[:2], rects[2:4],
+                                                                rects[4:]]
+    copy = OutRect(0, 0, W8K, H8K, "copy", bytes(8))
+    assert [len(p) for p in frame_parts(W8K, H8K, [copy, whole, whole])] == [1, 2]
+    assert [len(p) for p in frame_parts(64, 64, [whole] * 0)] == [0]
+    assert [len(p) for p in frame_parts(64, 64, [OutRect(0, 0, 1, 1, "raw", b"")] * 1500)] \
+        == [MAX_RECTS, 1500 - MAX_RECTS]
