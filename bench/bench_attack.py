@@ -12,10 +12,10 @@ attacker attacks; the server's RSS is read before the attack, every 50 ms during
 peak, with ``VmHWM``) and ``AFTER_S`` s after it stopped (after the server's housekeeping).
 
 * ``sharer_flood`` (issue 15, item 1): share 16384x16384 (or, if refused, the largest the
-  server takes: 7680x4320), one key frame, then delta frames of 4096 1x1 ``raw`` rects at
-  pixels no rect covered before, each claiming 2 KiB (8 MiB a frame), as fast as the server
-  reads them, never answering ``need_key``; when cut off, log in again as another guest and
-  go on, until ``ATTACK_MIB`` MiB are sent or ``ATTACK_S`` s have passed.
+  server takes: 7680x4320), one key frame, then delta frames of 1024 (MAX_RECTS) 1x1
+  ``raw`` rects at pixels no rect covered before, each claiming 2 KiB (2 MiB a frame), as
+  fast as the server reads them, never answering ``need_key``; when cut off, log in again as
+  another guest and go on, until ``ATTACK_MIB`` MiB are sent or ``ATTACK_S`` s have passed.
 * ``sharer_flood_spread``: the same, each frame's pixels spread over all the tiles, one on
   each (no tile piles up rects: only the memory bound stops it).
 
@@ -52,6 +52,7 @@ from tests.helpers.attack import (  # noqa: E402
 from tests.helpers.server import ServerProcess  # noqa: E402
 
 from chatscreen.client import Client  # noqa: E402
+from chatscreen.protocol.schema import MAX_RECTS  # noqa: E402
 
 ATTACK_S = float(os.environ.get("BENCH_ATTACK_SECONDS", "30"))
 ATTACK_MIB = int(os.environ.get("BENCH_ATTACK_MIB", "480"))
@@ -79,16 +80,16 @@ Scenario = Callable[[ServerProcess, threading.Event], Attack]
 
 def sharer_flood(srv: ServerProcess, stop: threading.Event) -> Attack:
     """Issue 15, item 1: a sharer growing the relay's memory (see the module docstring):
-    4096 fresh pixels a frame, in screen order (64 on each of 64 tiles)."""
-    return _flood(srv, stop, lambda w, h, seq: fresh_pixels(w, h, seq, (seq - 2) * 4096,
-                                                             4096, 2048))
+    MAX_RECTS fresh pixels a frame, in screen order (64 on each tile of a row)."""
+    return _flood(srv, stop, lambda w, h, seq: fresh_pixels(w, h, seq, (seq - 2) * MAX_RECTS,
+                                                             MAX_RECTS, 2048))
 
 
 def sharer_flood_spread(srv: ServerProcess, stop: threading.Event) -> Attack:
-    """The same, each frame's 4096 pixels spread over all the tiles (at most one on each,
+    """The same, each frame's MAX_RECTS pixels spread over all the tiles (at most one on each,
     8160 tiles at 8K): no tile piles up, so only the memory bound stops it."""
-    return _flood(srv, stop, lambda w, h, seq: spread_pixels(w, h, seq, (seq - 2) * 4096,
-                                                              4096, 2048))
+    return _flood(srv, stop, lambda w, h, seq: spread_pixels(w, h, seq, (seq - 2) * MAX_RECTS,
+                                                              MAX_RECTS, 2048))
 
 
 def _flood(srv: ServerProcess, stop: threading.Event,

@@ -12,6 +12,7 @@ from chatscreen.client.link import Link
 from chatscreen.cursor import Cursor, CursorError, Shape
 from chatscreen.errors import ServerError
 from chatscreen.protocol import Message
+from chatscreen.protocol.schema import MAX_RECTS, max_frame_tiles, rect_tiles
 
 MAX_QUEUED_DELTAS = 64  # frames queued for the application before deltas are merged
 DEFAULT_LOW_RATE = 300_000  # bytes/s of a low layer asked for without a rate
@@ -26,6 +27,21 @@ class OutRect:
     enc: str
     data: bytes
     layer: str | None = None  # simulcast: "full" or "low" (that quality layer only); None: both
+
+
+def frame_parts(w: int, h: int, rects: Sequence[OutRect]) -> list[Sequence[OutRect]]:
+    """The rects of one update, in order, cut in frames the server takes: at most MAX_RECTS
+    rects and max_frame_tiles tiles each."""
+    parts: list[Sequence[OutRect]] = []
+    most, start, tiles = max_frame_tiles(w, h), 0, 0
+    for i, r in enumerate(rects):
+        n = rect_tiles(r.x, r.y, r.w, r.h, r.enc)
+        if i > start and (i - start == MAX_RECTS or tiles + n > most):
+            parts.append(rects[start:i])
+            start, tiles = i, 0
+        tiles += n
+    parts.append(rects[start:])
+    return parts
 
 
 def merge_frames(older: Message, newer: Message) -> Message:
@@ -159,19 +175,24 @@ class ScreenChannel:
         return self.share_id
 
     async def send_frame(self, w: int, h: int, rects: Sequence[OutRect], *, key: bool) -> None:
-        """Send one frame and wait until the socket can take more (so that the caller
-        captures the next picture only then: newest wins, no backlog at the sharer)."""
+        """Send one frame (several if it has more than MAX_RECTS rects, only the first a key
+        frame) and wait until the socket can take more (so that the caller captures the next
+        picture only then: newest wins, no backlog at the sharer)."""
+        if key:
+            self.key_requested.clear()
+        for i, part in enumerate(frame_parts(w, h, rects)):
+            self._send_part(w, h, part, key and i == 0)
+        await self.link.drain()
+
+    def _send_part(self, w: int, h: int, rects: Sequence[OutRect], key: bool) -> None:
         self._seq += 1
         header_rects = [{"x": r.x, "y": r.y, "w": r.w, "h": r.h, "enc": r.enc,
                          "len": len(r.data)} if r.layer is None else
                         {"x": r.x, "y": r.y, "w": r.w, "h": r.h, "enc": r.enc,
                          "len": len(r.data), "layer": r.layer} for r in rects]
         payload = b"".join(r.data for r in rects)
-        if key:
-            self.key_requested.clear()
         self.link.send_with_payload("frame", payload, seq=self._seq, w=w, h=h, key=key,
                                     rects=header_rects)
-        await self.link.drain()
 
     async def send_cursor(self, cursor: Cursor, with_shape: bool) -> None:
         """Tell the viewers where the pointer is (and, ``with_shape``, its picture)."""

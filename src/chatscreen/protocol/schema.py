@@ -21,7 +21,8 @@ Validator = Callable[[Any, Limits], Any]
 
 MAX_NAME = 32
 MAX_INT = (1 << 53) - 1  # exact in JavaScript too
-MAX_RECTS = 4096
+MAX_RECTS = 1024  # rects in one frame: what the relay does with one frame holds its event loop
+#                  (a few ms at this many); a sharer with more splits its update in frames
 MAX_DIM = 16384
 
 
@@ -141,6 +142,22 @@ def boolean(value: Any, _: Limits) -> bool:
 
 ENCODINGS = ("jpeg", "png", "raw", "palette", "zlib", "webp", "h264", "copy")
 COPY_LEN = 8  # a copy rect's data: the source's x and y, uint32 big-endian each
+WORK_TILE = 64  # the grid by which a frame's work is counted (the relay's tiles)
+
+
+def rect_tiles(x: int, y: int, w: int, h: int, enc: str) -> int:
+    """The 64x64 tiles a rect touches, twice for a ``copy`` (it reads as many): what storing
+    it takes the relay."""
+    t = WORK_TILE
+    n = ((x + w - 1) // t - x // t + 1) * ((y + h - 1) // t - y // t + 1)
+    return 2 * n if enc == "copy" else n
+
+
+def max_frame_tiles(w: int, h: int) -> int:
+    """The most tiles (:func:`rect_tiles`, summed) a sharer's frame of a ``w`` x ``h`` screen
+    may touch: the screen twice over (a lossy picture and its low layer, or a scroll and
+    what it uncovers), and one more for each rect. A larger update goes as several frames."""
+    return 2 * -(-w // WORK_TILE) * -(-h // WORK_TILE) + MAX_RECTS
 
 
 def encoding(value: Any, _: Limits) -> str:
@@ -456,9 +473,12 @@ def _validate(kind: str, spec: Spec, frame: Frame, limits: Limits) -> Message:
         total = sum(r.len for r in fields["rects"])
         if total != len(frame.payload):
             raise _bad(f"rects announce {total} bytes but the payload has {len(frame.payload)}")
+        tiles, fw, fh = 0, fields["w"], fields["h"]
         for r in fields["rects"]:
-            if r.x + r.w > fields["w"] or r.y + r.h > fields["h"]:
-                raise _bad(f"rect {r.x},{r.y} {r.w}x{r.h} lies outside {fields['w']}x{fields['h']}")
+            if r.x + r.w > fw or r.y + r.h > fh:
+                raise _bad(f"rect {r.x},{r.y} {r.w}x{r.h} lies outside {fw}x{fh}")
+            tiles += rect_tiles(r.x, r.y, r.w, r.h, r.enc)
+        fields["tiles"] = tiles  # derived: the work it takes (see rect_tiles)
         check_copies(fields, frame.payload)
     if kind == "cursor":
         check_cursor(fields, frame.payload)

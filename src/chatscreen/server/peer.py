@@ -59,7 +59,9 @@ BUDGET_GRACE = 0.5
 # s: while over budget (no chat peer is read, see SendBuffers), how often the total is looked at
 HOLD_POLL = 0.01
 # why a peer is not read: any of these holds it (bits of Peer._read_holds)
-HOLD_RATE, HOLD_HELLO, HOLD_QUEUE, HOLD_BUDGET = 1, 2, 4, 8
+HOLD_RATE, HOLD_HELLO, HOLD_QUEUE, HOLD_BUDGET, HOLD_TURN = 1, 2, 4, 8, 16
+TURN_SLICE = 0.002  # s of a loop turn one connection's requests take before the rest wait
+#                    for the next turn (a burst of heavy frames does not hold the loop)
 
 
 # Why a peer is closed at once, not gracefully (see Peer.fail).
@@ -355,6 +357,7 @@ class Peer(asyncio.Protocol):
         """Handle messages in order. A user over the message rate is slowed down: the rest
         waits (and the socket is not read) until the bucket has a token again."""
         buffers = self._buffers
+        start = self._loop.time()
         try:
             for msg in itertools.chain((first,) if first else (), messages):
                 if self.closing:
@@ -386,6 +389,10 @@ class Peer(asyncio.Protocol):
                     # loop): hold what came behind it, and stop reading, until it accepts.
                     self._held = messages
                     self._hold_reading(HOLD_HELLO)
+                    return
+                if self._loop.time() - start > TURN_SLICE and not self.closing:
+                    self._hold_reading(HOLD_TURN)  # the rest next turn: others go first
+                    self._loop.call_soon(self._next_turn, messages)
                     return
         except RemoteProtocolError as exc:
             log.info("%r: protocol error %s: %s", self, exc.code, exc.message)
@@ -705,6 +712,13 @@ class Peer(asyncio.Protocol):
             return
         self._unhold_reading(HOLD_HELLO)  # no data arrives before _process returns
         self._process(held)
+
+    def _next_turn(self, messages: Iterator[Message]) -> None:
+        """Go on with the requests left when a loop turn's slice was spent."""
+        if self.closing or self._transport is None:
+            return
+        self._unhold_reading(HOLD_TURN)  # no data arrives before _process returns
+        self._process(messages)
 
     def _go_on(self, messages: Iterator[Message], msg: Message) -> None:
         """Back under the budget: go on with the requests held back (SendBuffers)."""

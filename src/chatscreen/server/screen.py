@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any
 from chatscreen.annexb import is_idr
 from chatscreen.errors import ErrorCode, RemoteProtocolError, RequestError
 from chatscreen.protocol import Message, encode_frame
-from chatscreen.protocol.schema import MAX_RECTS
+from chatscreen.protocol.schema import MAX_RECTS, max_frame_tiles
 from chatscreen.server.adapt import (
     FULL,
     LINGER,
@@ -79,7 +79,7 @@ MAX_PARTIAL = 32  # pieces only partly covering one tile before the relay asks f
 MAX_COPY_DEPTH = 150  # copies reading from copies (5 s of scrolling at 30/s) before it asks
 #                       for a key frame, so that a late viewer's catch-up stays short
 HARD_COPY_DEPTH = 4 * MAX_COPY_DEPTH  # a sharer ignoring need_key: the picture is dropped
-HARD_PARTIAL = 4 * MAX_PARTIAL  # ... and so past this many partial pieces on one tile (each
+HARD_PARTIAL = 2 * MAX_PARTIAL  # ... and so past this many partial pieces on one tile (each
 #                                 piece added scans those of its tiles: bounded work)
 NEED_KEY_INTERVAL = 0.5  # seconds between key frame requests to one sharer
 NEED_IDR_INTERVAL = 1.0  # seconds between h264 IDR requests to one sharer
@@ -115,6 +115,7 @@ class Piece:
     depth: int = 0  # a copy: 1 + the deepest copy among its deps (the chain's length)
     pure: bool = True  # the same in every quality layer (not a layer's own, nor reading one)
     cost: int = 0  # bytes it counts for in its store's ``bytes`` while it is live
+    box: tuple[int, int, int, int] = (0, 0, 0, 0)  # x0, y0, x1, y1 (set when it is added)
 
 
 class TileStore:
@@ -148,7 +149,7 @@ class TileStore:
         for pid, p in self.live.items():  # in id order: a copy's deps come before it
             same[pid] = new.live[pid] = Piece(p.id, p.seq, p.rect, p.data, p.refs,
                                                tuple(same[d.id] for d in p.deps), p.depth,
-                                               p.pure, p.cost)
+                                               p.pure, p.cost, p.box)
         new.owner = [None if o is None else same[o.id] for o in self.owner]
         new.partial = [[same[p.id] for p in ps] for ps in self.partial]
         new.chains = {k: Chain([same[p.id] for p in c.pieces], c.bytes)
@@ -194,7 +195,7 @@ class TileStore:
 
     def add(self, piece: Piece) -> None:
         r, t = piece.rect, self.tile
-        x0, y0, x1, y1 = r["x"], r["y"], r["x"] + r["w"], r["y"] + r["h"]
+        x0, y0, x1, y1 = piece.box = r["x"], r["y"], r["x"] + r["w"], r["y"] + r["h"]
         if r["enc"] == "copy":
             self._pin_sources(piece)
         tiles = ((x1 - 1) // t - x0 // t + 1) * ((y1 - 1) // t - y0 // t + 1)
@@ -210,15 +211,21 @@ class TileStore:
                 if full_rows and x0 <= col * t and x1 >= min((col + 1) * t, self.w):
                     old = self.owner[i]
                     self.owner[i] = piece
-                    parts, self.partial[i] = self.partial[i], []
                     if old is not None:
-                        self._release(old)
-                    for p in parts:
-                        self._release(p)
+                        old.refs -= 1  # (the common case inline: a frame may cover 8160)
+                        if old.refs == 0:
+                            old.refs = 1
+                            self._release(old)
+                    parts = self.partial[i]
+                    if parts:
+                        self.partial[i] = []
+                        for p in parts:
+                            self._release(p)
                 else:
                     parts = self.partial[i]
                     if parts:  # what this piece draws over entirely is no longer needed
-                        gone = [p for p in parts if _inside(p.rect, x0, y0, x1, y1)]
+                        gone = [p for p in parts if x0 <= (b := p.box)[0] and y0 <= b[1]
+                                and b[2] <= x1 and b[3] <= y1]
                         if gone:
                             self.partial[i] = parts = [p for p in parts if p not in gone]
                             for p in gone:
@@ -330,13 +337,6 @@ class TileStore:
             out.append(self.live[pid])
         out.reverse()
         return out
-
-
-def _inside(r: dict[str, Any], x0: int, y0: int, x1: int, y1: int) -> bool:
-    """Does rect ``r`` lie within (x0, y0)-(x1, y1)?"""
-    rx: int = r["x"]
-    ry: int = r["y"]
-    return x0 <= rx and y0 <= ry and rx + r["w"] <= x1 and ry + r["h"] <= y1
 
 
 @dataclass(eq=False, slots=True)
@@ -672,6 +672,9 @@ class ScreenRelay:
         if key and any(r.enc == "copy" for r in msg["rects"]):
             raise RequestError(ErrorCode.BAD_MESSAGE, "a key frame cannot hold copy rects",
                                "frame", {})
+        if msg["tiles"] > (most := max_frame_tiles(share.w, share.h)):
+            raise RemoteProtocolError(ErrorCode.BAD_MESSAGE, f"a frame's rects touch {most} "
+                                      f"tiles at most, not {msg['tiles']}: send several frames")
         share.frames_in += 1
         self.counters.screen_frames_in += 1
         self.counters.screen_bytes_in += len(msg.payload)
