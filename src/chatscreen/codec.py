@@ -19,22 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import simplejpeg
 from PIL import Image as PILImage
 
-from chatscreen.errors import ChatscreenError
+from chatscreen.pictures import BGRA as BGRA
+from chatscreen.pictures import RGB as RGB
+from chatscreen.pictures import DecodeError as DecodeError
 from chatscreen.scroll import copy_rows
-
-RGB = npt.NDArray[np.uint8]  # H x W x 3
-BGRA = npt.NDArray[np.uint8]  # H x W x 4
 
 DEFAULT_QUALITY = 80
 DEFAULT_SUBSAMPLING = "444"  # keeps coloured text legible; 420 costs less bandwidth
-
-
-class DecodeError(ChatscreenError):
-    pass
 
 
 def encode_jpeg(img: BGRA, quality: int = DEFAULT_QUALITY,

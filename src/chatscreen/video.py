@@ -34,7 +34,7 @@ from av.codec.context import CodecContext
 from av.video.reformatter import VideoReformatter
 
 from chatscreen.annexb import is_idr, nal_types
-from chatscreen.codec import BGRA, RGB, DecodeError
+from chatscreen.pictures import BGRA, RGB, DecodeError
 
 __all__ = ["H264Decoder", "H264Encoder", "VideoStreams", "coded_size", "is_idr", "nal_types"]
 
