@@ -884,9 +884,9 @@ def _parse_size(text: str | None) -> tuple[int, int] | None:
 async def run_share(args: argparse.Namespace) -> int:
     import signal
 
-    from chatscreen.capture import CaptureError
-    from chatscreen.resume import keep_sharing
-    from chatscreen.sharing import DEFAULT_FPS, ShareStats
+    from chatscreen.screen.capture import CaptureError
+    from chatscreen.screen.resume import keep_sharing
+    from chatscreen.screen.sharing import DEFAULT_FPS, ShareStats
 
     quality = args.quality  # None: the preset's
     if quality is not None and not 1 <= quality <= 100:
@@ -922,11 +922,17 @@ async def run_share(args: argparse.Namespace) -> int:
 
 
 async def run_view(args: argparse.Namespace) -> int:
-    from chatscreen.sharing import NoPicture, ShareGone, find_share, snapshot_of, why_no_share
+    from chatscreen.screen.sharing import (
+        NoPicture,
+        ShareGone,
+        find_share,
+        snapshot_of,
+        why_no_share,
+    )
 
     host, port = split_server(args)
     if args.snapshot is None:
-        from chatscreen.viewer import run_viewer_window
+        from chatscreen.screen.viewer import run_viewer_window
 
         return run_viewer_window(host, port, args.screen_port, args.user, args.sharer,
                                  tls_args(args))
