@@ -24,7 +24,7 @@ import math
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -43,6 +43,7 @@ from chatscreen.server.accounts import (
     verify_password,
 )
 from chatscreen.server.fanout import Fanout
+from chatscreen.server.history import HISTORY_PAGE, Gap, fit, frames_of
 from chatscreen.server.limits import KeyedBuckets
 from chatscreen.server.metrics import Counters
 from chatscreen.server.moderation import (
@@ -67,10 +68,6 @@ PRESENCE_BATCH = 0.05  # seconds presence announcements of a room are gathered f
 # fill its rooms with "joined"/"left"
 LEAVE_GRACE = 5.0
 ALL = "all"  # topic every logged-in chat connection subscribes to (share announcements)
-HISTORY_PAGE = 500  # messages per storage query when catching up
-# A history frame holds messages of about this many bytes (_wire_size), at least one: a frame
-# stays within max_frame (1 MiB) and a reply never counts against a client's slow_limit.
-HISTORY_FRAME = 256 << 10
 CIDS_KEPT = 64  # per user: client id streams, or opaque client ids, remembered
 CID_USERS_KEPT = 1024  # users (most recently active) whose client ids are kept
 CIDS_RELOADED = 10_000  # at start, the client ids of this many of the latest messages
@@ -83,59 +80,6 @@ WELCOME_INVITATIONS = 100  # pending invitations listed in a welcome, at most
 
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _wire_size(m: StoredMessage) -> int:
-    """About the bytes ``m`` takes in a frame, at most 2x under: the header is ASCII JSON, so
-    a non-ASCII character is 6 bytes (12 past the BMP), and newline, tab, quote and backslash
-    are 2."""
-    text = m.text
-    return 128 + (len(text) if text.isascii() else 6 * len(text))
-
-
-def _frames_of(rows: list[StoredMessage]) -> list[list[StoredMessage]]:
-    """``rows`` in runs of about HISTORY_FRAME bytes, one history frame each (at least one,
-    maybe empty)."""
-    out: list[list[StoredMessage]] = [[]]
-    size = 0
-    for m in rows:
-        n = _wire_size(m)
-        if size + n > HISTORY_FRAME and out[-1]:
-            out.append([])
-            size = 0
-        out[-1].append(m)
-        size += n
-    return out
-
-
-def _fit(rows: list[StoredMessage], *, newest: bool) -> tuple[list[StoredMessage], bool]:
-    """The newest (else the oldest) of ``rows`` that fit in one history frame, and whether
-    some were left out."""
-    frames = _frames_of(rows[::-1] if newest else rows)
-    if len(frames) == 1:
-        return rows, False
-    return (frames[0][::-1] if newest else frames[0]), True
-
-
-@dataclass
-class _Gap:
-    """The messages published to a room while one join of it is under way (see
-    _send_joined): (id, frame). They count against the joiner's slow_limit, so that one who
-    catches up more slowly than the room writes is cut off as if it were subscribed."""
-
-    peer: Peer
-    frames: list[tuple[int, bytes]] = field(default_factory=list)
-    size: int = 0
-
-    def add(self, published: list[tuple[int, bytes]], size: int) -> None:
-        self.frames += published
-        self.size += size
-        self.peer.check_slow(self.size)
-
-    def drop_through(self, last: int) -> None:
-        """Forget those with ids up to ``last`` (a history query returned them)."""
-        self.frames = [x for x in self.frames if x[0] > last]
-        self.size = sum(len(frame) for _, frame in self.frames)
 
 
 def _rid(msg: Message) -> dict[str, Any]:
@@ -251,7 +195,7 @@ class ChatService:
         self._leaving: dict[tuple[str, str], asyncio.TimerHandle] = {}
         # room -> for each join whose history query is on its way, (id, frame) of the room's
         # messages published meanwhile: see _send_joined
-        self._gaps: dict[str, dict[int, _Gap]] = {}
+        self._gaps: dict[str, dict[int, Gap]] = {}
         self._joins = itertools.count()
         self.counters = Counters()
 
@@ -901,7 +845,7 @@ class ChatService:
         # Messages published while the query runs reach the room's subscribers, which this
         # peer is not yet, and may have been stored after the query looked: keep them.
         peer = session.chat
-        gap = _Gap(peer)
+        gap = Gap(peer)
         gaps = self._gaps.setdefault(room, {})
         key = next(self._joins)
         gaps[key] = gap
@@ -910,7 +854,7 @@ class ChatService:
             if after is None:
                 rows = await self.store.room_history(room, limit=self.history)
                 more = len(rows) == self.history
-                rows, cut = _fit(rows, newest=True)
+                rows, cut = fit(rows, newest=True)
                 more = more or cut
                 pages = [rows]
             else:
@@ -921,7 +865,7 @@ class ChatService:
                 more = False
                 while True:
                     rows = await self.store.room_history(room, after=after, limit=HISTORY_PAGE)
-                    frames = _frames_of(rows)
+                    frames = frames_of(rows)
                     done = len(rows) < HISTORY_PAGE
                     if done:
                         frames, pages = frames[:-1], frames[-1:]
@@ -1218,7 +1162,7 @@ class ChatService:
             )
             where = {"peer": msg["peer"]}
         more = len(rows) == limit
-        rows, cut = _fit(rows, newest=after is None)
+        rows, cut = fit(rows, newest=after is None)
         session.chat.send("history", messages=[m.to_wire() for m in rows],
                           more=more or cut, **where, **_rid(msg))
 
