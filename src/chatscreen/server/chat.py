@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import dataclasses
 import heapq
 import hmac
-import ipaddress
 import itertools
 import logging
 import math
@@ -34,7 +32,6 @@ from chatscreen.protocol.lookalike import name_skeleton
 from chatscreen.server.accounts import (
     MIN_PASSWORD,
     RANK,
-    ROLES,
     Account,
     AccountStore,
     AdminRequest,
@@ -49,9 +46,10 @@ from chatscreen.server.metrics import Counters
 from chatscreen.server.moderation import (
     CheckQueue,
     LoginGuard,
+    Refused,
     ban_binds,
+    carry_out,
     format_duration,
-    outranks,
 )
 from chatscreen.server.session import Guest, Session
 from chatscreen.server.storage import MessageStore, StoredMessage
@@ -101,13 +99,6 @@ class _Pending:
     msg: StoredMessage
     sender: Session
     cost: int  # bytes its fan-out will write, about (SendBuffers.upcoming)
-
-
-class _Refused(Exception):
-    def __init__(self, code: ErrorCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -1264,7 +1255,7 @@ class ChatService:
                 return f"{req.target} is not connected: nobody was kicked"
             because = f": {req.reason}" if req.reason else ""
             self._admin_notice(victim.key, "kicked {name}" + because)
-            self._expel(victim, ErrorCode.KICKED, f"You were kicked by an admin{because}")
+            self.expel(victim, ErrorCode.KICKED, f"You were kicked by an admin{because}")
             return f"{victim.name} was kicked"
         if victim is None:
             return f"{req.target} is not connected"
@@ -1282,7 +1273,7 @@ class ChatService:
             reason = (f"your name '{session.name}' looks like '{owner.name}', which is now "
                       "registered: choose another name")
         log.info("ending guest %s: %s", session.name, reason)
-        self._expel(session, ErrorCode.NAME_TAKEN, reason)
+        self.expel(session, ErrorCode.NAME_TAKEN, reason)
 
     def _index_private(self) -> None:
         """The public rooms' sorted list and who is invited where, after self.private was
@@ -1375,7 +1366,7 @@ class ChatService:
         for conv, id_ in session.marks.items():
             await self.account_store.set_marker(session.key, conv, id_, [])
 
-    def _role_of(self, key: str) -> str:
+    def role_of(self, key: str) -> str:
         session = self.sessions.get(key)
         if session is not None and session.role is not None:
             return session.role
@@ -1394,8 +1385,8 @@ class ChatService:
 
     async def _do_moderate(self, session: Session, msg: Message) -> None:
         try:
-            text, rooms = await self._moderation(session, msg)
-        except _Refused as exc:
+            text, rooms = await carry_out(self, session, msg)
+        except Refused as exc:
             session.chat.error(exc.code, exc.message, re="moderate", **_rid(msg))
             return
         for room in rooms:
@@ -1414,102 +1405,7 @@ class ChatService:
         except Exception:
             log.exception("could not record a moderation action")
 
-    async def _moderation(self, session: Session, msg: Message) -> tuple[str, set[str]]:
-        """Carry out a moderation request; returns the notice text and the rooms to show
-        it in (the target's). Raises _Refused."""
-        action: str = msg["action"]
-        reason: str = msg.get("reason") or ""
-        duration: int | None = msg.get("duration")
-        for_text = f" for {format_duration(duration)}" if duration else ""
-        because = f": {reason}" if reason else ""
-        until = time.time() + duration if duration else None
-        store = self.account_store
-        if store is None:
-            raise _Refused(ErrorCode.FORBIDDEN, "this server has no moderation")
-        if action in ("ban", "unban") and msg.get("address") is not None:
-            try:
-                address = str(ipaddress.ip_address(msg["address"]))
-            except ValueError:
-                raise _Refused(ErrorCode.BAD_MESSAGE, "address: not an IP address") from None
-            hit = [s for s in self.sessions.values() if s.chat.ip == address]
-            if action == "ban" and any(s is session for s in hit):
-                raise _Refused(ErrorCode.FORBIDDEN, "that is your own address")
-            rooms = {r for s in hit for r in s.rooms}
-            if action == "unban":
-                if not await store.unban("address", address):
-                    raise _Refused(ErrorCode.NO_SUCH_USER, f"address {address} is not banned")
-                self.bans.pop(("address", address), None)
-                return f"{session.name} lifted a ban on an address", rooms
-            above = sorted((s for s in hit if outranks(s.role, session.role or "guest")),
-                           key=lambda s: s.key)
-            if above:  # a moderator may not hit a session of their rank or higher
-                who = ", ".join(f"{s.name} ({s.role})" for s in above)
-                raise _Refused(ErrorCode.FORBIDDEN, f"you may not ban {address}: {who} "
-                               f"{'is' if len(above) == 1 else 'are'} connected from it")
-            ban = await store.ban("address", address, until, reason, session.name,
-                                  session.role or "guest")
-            self.bans[("address", address)] = ban
-            hit = [s for s in self.sessions.values() if s.chat.ip == address
-                   and ban_binds(ban.by_role, s.role, address, address=True)]
-            names = ", ".join(sorted(s.name for s in hit)) or "nobody connected"
-            rooms = {r for s in hit for r in s.rooms}
-            for s in hit:
-                self._expel(s, ErrorCode.BANNED, f"This address is banned {ban.until_text()}"
-                            f"{because}")
-            return f"{session.name} banned an address ({names}){for_text}{because}", rooms
-        target: str | None = msg.get("target")
-        if target is None:
-            raise _Refused(ErrorCode.BAD_MESSAGE, f"{action} needs a target")
-        key = target.casefold()
-        if key == session.key:
-            raise _Refused(ErrorCode.FORBIDDEN, "you cannot moderate yourself")
-        if outranks(self._role_of(key), session.role or "guest"):
-            raise _Refused(ErrorCode.FORBIDDEN, f"you may not moderate '{target}'")
-        victim = self.sessions.get(key)
-        name = victim.name if victim is not None else (
-            self.accounts[key].name if key in self.accounts else target)
-        rooms = set(victim.rooms) if victim is not None else set()
-        if action == "kick":
-            if victim is None:
-                raise _Refused(ErrorCode.NO_SUCH_USER, f"'{target}' is not connected")
-            self._expel(victim, ErrorCode.KICKED, f"You were kicked by {session.name}{because}")
-            return f"{session.name} kicked {name}{because}", rooms
-        if action == "mute":  # stored like a ban: it outlives a restart of the server
-            self.bans[("mute", key)] = await store.ban("mute", key, until, reason, session.name,
-                                                       session.role or "guest")
-            return f"{session.name} muted {name}{for_text}{because}", rooms
-        if action == "unmute":
-            if not await store.unban("mute", key):
-                raise _Refused(ErrorCode.NO_SUCH_USER, f"'{target}' is not muted")
-            self.bans.pop(("mute", key), None)
-            return f"{session.name} unmuted {name}", rooms
-        if action == "ban":
-            ban = await store.ban("account", key, until, reason, session.name,
-                                  session.role or "guest")
-            self.bans[("account", key)] = ban
-            if victim is not None:
-                self._expel(victim, ErrorCode.BANNED,
-                            f"You are banned {ban.until_text()}{because}")
-            return f"{session.name} banned {name}{for_text}{because}", rooms
-        if action == "unban":
-            if not await store.unban("account", key):
-                raise _Refused(ErrorCode.NO_SUCH_USER, f"'{target}' is not banned")
-            self.bans.pop(("account", key), None)
-            return f"{session.name} unbanned {name}", rooms
-        if action == "role":
-            role = msg.get("role")
-            if role not in ROLES:
-                raise _Refused(ErrorCode.BAD_MESSAGE, f"role must be one of {', '.join(ROLES)}")
-            if key not in self.accounts or not await store.set_role(key, role):
-                raise _Refused(ErrorCode.NO_SUCH_USER, f"'{target}' has no account")
-            account = self.accounts[key]
-            self.accounts[key] = dataclasses.replace(account, role=role)
-            if victim is not None:
-                victim.role = role
-            return f"{session.name} made {name} {'an' if role == 'admin' else 'a'} {role}", rooms
-        raise _Refused(ErrorCode.BAD_MESSAGE, f"unknown action {action!r}")
-
-    def _expel(self, session: Session, code: ErrorCode, message: str) -> None:
+    def expel(self, session: Session, code: ErrorCode, message: str) -> None:
         """Disconnect a user (kicked, banned); the room notice goes out first."""
 
         def later() -> None:  # after the notice went out, so that they see it too
