@@ -23,20 +23,18 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from chatscreen.errors import ErrorCode, RemoteProtocolError
 from chatscreen.protocol import Message, encode_frame, lookalike
 from chatscreen.protocol.lookalike import name_skeleton
+from chatscreen.server import registration
 from chatscreen.server.accounts import (
-    MIN_PASSWORD,
     RANK,
     Account,
     AccountStore,
     AdminRequest,
     Ban,
-    hash_password,
     verify_password,
 )
 from chatscreen.server.fanout import Fanout
@@ -52,7 +50,7 @@ from chatscreen.server.moderation import (
     format_duration,
 )
 from chatscreen.server.session import Guest, Session
-from chatscreen.server.storage import MessageStore, StoredMessage
+from chatscreen.server.storage import MessageStore, StoredMessage, utc_now
 
 if TYPE_CHECKING:
     from chatscreen.server.peer import Peer, SendBuffers
@@ -74,10 +72,6 @@ GUEST_SINCE_KEPT = 10_000  # guest names whose last guest (resume, since, Guest)
 ROOMS_PAGE = 1000  # rooms in a `rooms` answer, at most (and without a `limit`)
 MAX_PEER_MARKS = 200  # read markers of private conversations kept per user (newest kept)
 WELCOME_INVITATIONS = 100  # pending invitations listed in a welcome, at most
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _rid(msg: Message) -> dict[str, Any]:
@@ -1309,37 +1303,16 @@ class ChatService:
 
     def _register(self, session: Session, msg: Message) -> None:
         rid = _rid(msg)
-        if self.account_store is None:
-            session.chat.error(ErrorCode.FORBIDDEN, "this server has no accounts",
-                               re="register", **rid)
-        elif session.role is not None or session.key in self.accounts or session.registering:
-            session.chat.error(ErrorCode.FORBIDDEN, f"'{session.name}' is already registered",
-                               re="register", **rid)
-        elif (owner := self.lookalikes.get(session.skeleton)) is not None:
-            session.chat.error(ErrorCode.FORBIDDEN, f"'{session.name}' looks like "
-                               f"'{owner.name}', which is registered", re="register", **rid)
-        elif len(msg["password"]) < MIN_PASSWORD:
-            session.chat.error(ErrorCode.BAD_PASSWORD, f"a password needs at least "
-                               f"{MIN_PASSWORD} characters", re="register", **rid)
+        refused = registration.refusal(self, session, msg["password"])
+        if refused is not None:
+            session.chat.error(*refused, re="register", **rid)
         elif self._take_quota(session, msg):
             session.registering = True
             self._spawn(self._do_register(session, msg["password"], rid))
 
     async def _do_register(self, session: Session, password: str, rid: dict[str, Any]) -> None:
-        assert self.account_store is not None
         try:
-            hashed = await asyncio.to_thread(hash_password, password)
-            # The account's private messages are those of this session on
-            taken = await self.account_store.create(session.name, hashed, "member",
-                                                    session.since)
-            if taken is None:
-                account = Account(session.key, session.name, hashed, "member", utc_now(),
-                                  session.skeleton, session.since)
-                self.accounts[session.key] = account
-                self.lookalikes.setdefault(session.skeleton, account)
-                self._guest_since.pop(session.key, None)
-                session.role = "member"
-                await self._registered(session)
+            taken = await registration.register(self, session, password)
         finally:
             session.registering = False
         if taken is not None:
@@ -1351,7 +1324,11 @@ class ChatService:
         log.info("%s registered their name", session.name)
         session.chat.send("registered", user=session.name, role="member", **rid)
 
-    async def _registered(self, session: Session) -> None:
+    def forget_guest(self, key: str) -> None:
+        """A guest name that is an account's now: nothing of its guests is kept."""
+        self._guest_since.pop(key, None)
+
+    async def registered(self, session: Session) -> None:
         """A guest who registered is that account from then on: it keeps its invitations,
         now stored as an account's are (and its place in shares' viewer lists)."""
         assert self.account_store is not None and session.guest is not None
