@@ -82,10 +82,10 @@ from bench.bench_share import (  # noqa: E402
 from bench.screen_workloads import VIDEO_BOX, read_marker  # noqa: E402
 from chatscreen.client import Client  # noqa: E402
 from chatscreen.client.link import Link  # noqa: E402
-from chatscreen.codec import Canvas, psnr  # noqa: E402
-from chatscreen.cursor import Cursor, composite  # noqa: E402
 from chatscreen.protocol import Message  # noqa: E402
-from chatscreen.sharing import find_share, frame_rects  # noqa: E402
+from chatscreen.screen.codec import Canvas, psnr  # noqa: E402
+from chatscreen.screen.cursor import Cursor, composite  # noqa: E402
+from chatscreen.screen.sharing import find_share, frame_rects  # noqa: E402
 
 RUNS = int(os.environ.get("BENCH_SCREEN_RUNS", "3"))
 WINDOW_S = float(os.environ.get("BENCH_SCREEN_SECONDS", "20"))

@@ -9,7 +9,7 @@ moving ~30 times a second, or the picture alone for the idle cases), starts the 
 subprocess (``chatscreen share`` / ``baseline_original share``) and watches in this process:
 
 * chatscreen: ``chatscreen.client`` (log in, find the share, open the screen connection, watch),
-  every frame that reaches the application is decoded onto a ``chatscreen.codec.Canvas``;
+  every frame that reaches the application is decoded onto a ``chatscreen.screen.codec.Canvas``;
 * original: a socket reading ``>L``-framed pickles, each one unpickled and ``cv2.imdecode``-d,
   as the original's receiver did.
 
@@ -57,9 +57,9 @@ from tests.helpers.xvfb import run_xvfb  # noqa: E402
 from bench import baseline_original as original  # noqa: E402
 from chatscreen.client import Client, ScreenChannel  # noqa: E402
 from chatscreen.client.link import Link  # noqa: E402
-from chatscreen.codec import Canvas, psnr  # noqa: E402
 from chatscreen.protocol import Message  # noqa: E402
-from chatscreen.sharing import find_share, frame_rects  # noqa: E402
+from chatscreen.screen.codec import Canvas, psnr  # noqa: E402
+from chatscreen.screen.sharing import find_share, frame_rects  # noqa: E402
 
 RUNS = int(os.environ.get("BENCH_SHARE_RUNS", "3"))
 WINDOW_S = float(os.environ.get("BENCH_SHARE_SECONDS", "10"))

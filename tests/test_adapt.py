@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from chatscreen.codec import Canvas
+from chatscreen.screen.codec import Canvas
 from chatscreen.server.adapt import (
     FULL,
     HOLD,

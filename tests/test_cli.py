@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from chatscreen.cli import split_server
+from chatscreen.client.address import split_server
 from chatscreen.config import ConfigError, load_settings
 from chatscreen.tls import cert_fingerprint
 from tests.helpers.server import REPO, TIMEOUT, ServerProcess, running_server

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chatscreen.capture import CaptureError, ScreenCapture
 from chatscreen.client import Client, OutRect, ThreadedClient
-from chatscreen.codec import (
+from chatscreen.screen.capture import CaptureError, ScreenCapture
+from chatscreen.screen.codec import (
     Canvas,
     DecodeError,
     decode_rect,

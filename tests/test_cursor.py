@@ -13,14 +13,14 @@ import pytest
 from PIL import Image
 from Xlib import display as xdisplay
 
-from chatscreen.capture import ScreenCapture
 from chatscreen.client import OutRect, ScreenChannel
-from chatscreen.cursor import Cursor, CursorError, CursorTracker, Shape, composite
 from chatscreen.errors import RemoteProtocolError
 from chatscreen.gui.render import Composer, Patch
 from chatscreen.protocol import Frame, Limits, parse_message
 from chatscreen.protocol.schema import CLIENT_MESSAGES, SERVER_MESSAGES
-from chatscreen.sharing import ShareStats
+from chatscreen.screen.capture import ScreenCapture
+from chatscreen.screen.cursor import Cursor, CursorError, CursorTracker, Shape, composite
+from chatscreen.screen.sharing import ShareStats
 from tests.helpers.display import make_test_picture, show_picture
 from tests.helpers.server import TIMEOUT, ServerProcess, run
 from tests.helpers.sharing import watched_share

@@ -12,18 +12,18 @@ import pytest
 from Xlib import X
 from Xlib import display as xdisplay
 
-from chatscreen.capture import ScreenCapture
-from chatscreen.codec import Canvas, psnr
-from chatscreen.damage import (
+from chatscreen.screen.capture import ScreenCapture
+from chatscreen.screen.codec import Canvas, psnr
+from chatscreen.screen.damage import (
     DamageAccumulator,
     DamageListener,
     Rect,
     bounding_box,
     damage_mask,
 )
-from chatscreen.encoders import ScreenEncoder, hinted_change_map
-from chatscreen.sharing import ShareStats, _Grabber, frame_rects
-from chatscreen.tiles import Box, change_map
+from chatscreen.screen.encoders import ScreenEncoder, hinted_change_map
+from chatscreen.screen.sharing import ShareStats, _Grabber, frame_rects
+from chatscreen.screen.tiles import Box, change_map
 from tests.helpers.server import TIMEOUT, ServerProcess, run
 from tests.helpers.sharing import watched_share
 from tests.test_video import photo

@@ -26,11 +26,11 @@ import pytest
 from PIL import Image, ImageTk
 
 from chatscreen.client import Client, OutRect, ScreenChannel, ThreadedClient
-from chatscreen.codec import encode_jpeg, psnr
 from chatscreen.gui.net import close_loop
 from chatscreen.gui.settings import load_settings
 from chatscreen.protocol import Message
-from chatscreen.sharing import snapshot
+from chatscreen.screen.codec import encode_jpeg, psnr
+from chatscreen.screen.sharing import snapshot
 from chatscreen.tls import KnownHosts, cert_fingerprint
 from tests.helpers.display import grab_display, render_test_picture, show_picture
 from tests.helpers.gui import GUI_TIMEOUT, GuiHarness

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from chatscreen.client import Client, OutRect, ScreenChannel, ThreadedClient
-from chatscreen.codec import encode_jpeg
 from chatscreen.gui.net import close_loop
 from chatscreen.gui.timeline import day_line
+from chatscreen.screen.codec import encode_jpeg
 from tests.helpers.display import grab_display
 from tests.helpers.gui import GUI_TIMEOUT, GuiHarness
 from tests.helpers.server import REPO, TIMEOUT, ServerProcess

@@ -1,7 +1,7 @@
 """Sharing and watching a screen resume by themselves after the server restarts.
 
 The real `chatscreen share` command shares a known picture on Xvfb; a library client watches
-it with :func:`chatscreen.resume.keep_watching`. The server is stopped and started again on
+it with :func:`chatscreen.screen.resume.keep_watching`. The server is stopped and started again on
 the same ports: both reconnect, the sharer shares again, and the watcher, on the new share
 (whose id is new), ends with the complete picture again — with nobody doing anything.
 """
@@ -18,10 +18,10 @@ import numpy as np
 from PIL import Image
 
 from chatscreen.client import Client, ScreenChannel
-from chatscreen.codec import Canvas, psnr
 from chatscreen.protocol import Message
-from chatscreen.resume import keep_watching
-from chatscreen.sharing import frame_rects
+from chatscreen.screen.codec import Canvas, psnr
+from chatscreen.screen.resume import keep_watching
+from chatscreen.screen.sharing import frame_rects
 from tests.helpers.display import make_test_picture, show_picture
 from tests.helpers.server import TIMEOUT, ServerProcess, run
 

@@ -19,14 +19,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from chatscreen.capture import ScreenCapture
 from chatscreen.client import Client, OutRect, ScreenChannel
-from chatscreen.codec import Canvas, psnr
-from chatscreen.cursor import composite
 from chatscreen.errors import ConnectError, ServerError
 from chatscreen.protocol import FrameDecoder, Limits, Message
 from chatscreen.protocol.schema import Rect
-from chatscreen.sharing import frame_rects
+from chatscreen.screen.capture import ScreenCapture
+from chatscreen.screen.codec import Canvas, psnr
+from chatscreen.screen.cursor import composite
+from chatscreen.screen.sharing import frame_rects
 from tests.helpers.display import make_test_picture, show_picture
 from tests.helpers.server import (
     TIMEOUT,

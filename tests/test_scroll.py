@@ -17,16 +17,16 @@ from PIL import Image, ImageDraw, ImageFont
 
 from chatscreen.client import OutRect
 from chatscreen.client.screen import merge_frames
-from chatscreen.codec import COPY, Canvas, DecodeError
-from chatscreen.cursor import composite
-from chatscreen.encoders import ScreenEncoder
 from chatscreen.errors import RemoteProtocolError, ServerError
 from chatscreen.protocol import Frame, Limits, Message, parse_message
 from chatscreen.protocol.schema import CLIENT_MESSAGES, Rect
-from chatscreen.scroll import Move, apply_move, detect_move, move_tiles
+from chatscreen.screen.codec import COPY, Canvas, DecodeError
+from chatscreen.screen.cursor import composite
+from chatscreen.screen.encoders import ScreenEncoder
+from chatscreen.screen.scroll import Move, apply_move, detect_move, move_tiles
+from chatscreen.screen.sharing import frame_rects
+from chatscreen.screen.tiles import TILE, change_map, grid
 from chatscreen.server.screen import MAX_COPY_DEPTH, Piece, TileStore
-from chatscreen.sharing import frame_rects
-from chatscreen.tiles import TILE, change_map, grid
 from tests.helpers.server import TIMEOUT, ServerProcess, run
 from tests.test_screen import RawViewer, sharer_channel, viewer
 
@@ -417,7 +417,7 @@ def test_real_sharer_follows_a_workload_and_ends_exact(
     import sys
     from pathlib import Path
 
-    from chatscreen.capture import ScreenCapture
+    from chatscreen.screen.capture import ScreenCapture
     from tests.helpers.sharing import watched_share
 
     monkeypatch.setenv("DISPLAY", xvfb_display)
@@ -473,7 +473,7 @@ def test_gui_composer_applies_copies_like_the_canvas() -> None:
     from PIL import Image as PILImage
 
     from chatscreen.gui.render import Composer, patch_of
-    from chatscreen.scroll import Move
+    from chatscreen.screen.scroll import Move
 
     enc = ScreenEncoder()
     canvas, composer = Canvas(W, H), Composer()
@@ -506,7 +506,7 @@ def test_a_long_scroll_keeps_the_copy_chain_short_without_key_frames() -> None:
     """300 steps of continuous scrolling: the sharer sends a band of the copy as pixels now
     and then, so the relay's chains of copies stay far below MAX_COPY_DEPTH (no key frame
     asked for), and the relay's live pieces still replay to the exact picture."""
-    from chatscreen.encoders import COPY_REFRESH_DEPTH
+    from chatscreen.screen.encoders import COPY_REFRESH_DEPTH
 
     w, h, line = 640, 480, 12
     doc = _document(w, h + 320 * line, line, 5)
@@ -533,7 +533,7 @@ def test_a_long_scroll_keeps_the_copy_chain_short_without_key_frames() -> None:
 
 
 def test_capture_bucket_allows_a_burst_then_about_fps() -> None:
-    from chatscreen.sharing import CAPTURE_BURST, CAPTURE_SLACK, CaptureBucket
+    from chatscreen.screen.sharing import CAPTURE_BURST, CAPTURE_SLACK, CaptureBucket
 
     b = CaptureBucket(30.0)
     t0 = b.at

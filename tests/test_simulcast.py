@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from chatscreen.client import Client, OutRect, ScreenChannel
-from chatscreen.codec import Canvas
 from chatscreen.protocol import Message
-from chatscreen.sharing import frame_rects
+from chatscreen.screen.codec import Canvas
+from chatscreen.screen.sharing import frame_rects
 from tests.helpers.display import make_test_picture
 from tests.helpers.server import TIMEOUT, ServerProcess, run
 from tests.helpers.throttle import read_frames
@@ -234,11 +234,11 @@ def test_low_layer_adds_a_smaller_version_of_each_lossy_region() -> None:
     """Lossless regions and copies stay common; each jpeg and h264 region is marked full and
     followed, after everything else, by a smaller low version that decodes on its own, the
     low H.264 stream's IDRs coming with the full stream's."""
-    from chatscreen.annexb import is_idr
-    from chatscreen.codec import encode_jpeg, encode_palette, psnr
-    from chatscreen.encoders import Update
-    from chatscreen.simulcast import LowLayer
-    from chatscreen.video import H264Decoder, H264Encoder
+    from chatscreen.protocol.annexb import is_idr
+    from chatscreen.screen.codec import encode_jpeg, encode_palette, psnr
+    from chatscreen.screen.encoders import Update
+    from chatscreen.screen.simulcast import LowLayer
+    from chatscreen.screen.video import H264Decoder, H264Encoder
     from tests.test_video import photo, rgb
 
     bw, bh = 320, 192

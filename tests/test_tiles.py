@@ -8,13 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chatscreen.client.screen import merge_frames
-from chatscreen.codec import Canvas, DecodeError, decode_rect, encode_palette, encode_zlib
-from chatscreen.encoders import PRESETS, Preset, ScreenEncoder, Update
 from chatscreen.protocol import Message
 from chatscreen.protocol.schema import Rect
+from chatscreen.screen.codec import Canvas, DecodeError, decode_rect, encode_palette, encode_zlib
+from chatscreen.screen.encoders import PRESETS, Preset, ScreenEncoder, Update
+from chatscreen.screen.sharing import partial_boxes
+from chatscreen.screen.tiles import TILE, change_map, grid, largest_group, merge_tiles, tile_colours
 from chatscreen.server.screen import Piece, TileStore
-from chatscreen.sharing import partial_boxes
-from chatscreen.tiles import TILE, change_map, grid, largest_group, merge_tiles, tile_colours
 from tests.helpers.display import render_test_picture
 
 
@@ -111,7 +111,7 @@ def test_tile_colours() -> None:
 
 @pytest.mark.parametrize("enc", ["palette", "zlib", "webp"])
 def test_lossless_encodings_are_bit_exact(enc: str) -> None:
-    from chatscreen.codec import encode_webp
+    from chatscreen.screen.codec import encode_webp
 
     rng = np.random.default_rng(7)
     few = (rng.integers(0, 6, (61, 77, 3)) * 51).astype(np.uint8)  # 216 possible colours
@@ -300,6 +300,6 @@ def test_client_merges_queued_deltas_without_losing_changes() -> None:
 
 
 def _rects(m: Message) -> list[tuple[int, int, int, int, str, bytes]]:
-    from chatscreen.sharing import frame_rects
+    from chatscreen.screen.sharing import frame_rects
 
     return frame_rects(m)

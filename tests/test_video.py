@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from chatscreen.annexb import is_idr, nal_types
-from chatscreen.codec import Canvas, DecodeError, psnr
-from chatscreen.encoders import ScreenEncoder
-from chatscreen.video import H264Decoder, H264Encoder, VideoStreams
+from chatscreen.protocol.annexb import is_idr, nal_types
+from chatscreen.screen.codec import Canvas, DecodeError, psnr
+from chatscreen.screen.encoders import ScreenEncoder
+from chatscreen.screen.video import H264Decoder, H264Encoder, VideoStreams
 
 
 def photo(k: int, w: int, h: int, grain: float = 2.0) -> np.ndarray:

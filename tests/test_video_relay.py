@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from chatscreen.annexb import is_idr
 from chatscreen.client import Client, OutRect, ScreenChannel
-from chatscreen.codec import Canvas, DecodeError, psnr
 from chatscreen.protocol import Message
-from chatscreen.sharing import frame_rects, snapshot
-from chatscreen.video import H264Encoder
+from chatscreen.protocol.annexb import is_idr
+from chatscreen.screen.codec import Canvas, DecodeError, psnr
+from chatscreen.screen.sharing import frame_rects, snapshot
+from chatscreen.screen.video import H264Encoder
 from tests.helpers.server import TIMEOUT, ServerProcess, run
 from tests.test_screen import RawViewer, sharer_channel, viewer
 from tests.test_video import photo, rgb

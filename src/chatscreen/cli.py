@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chatscreen import __version__
+from chatscreen.client.address import DEFAULT_CHAT_PORT, split_server
 from chatscreen.errors import ChatscreenError, ServerError
-from chatscreen.text import display_text, local_times, one_line
+from chatscreen.text import display_text, local_time, local_times, one_line
 
 if TYPE_CHECKING:  # `chatscreen admin` only: the client commands never import the server
     from chatscreen.server.accounts import AccountDB
 
-DEFAULT_CHAT_PORT = 9999
 DEFAULT_SCREEN_PORT = 9998
 FEW_OPEN_FILES = 4096  # below this many descriptors the server warns at start
 NOFILE_UNLIMITED = 1 << 20  # the soft limit asked for when the hard one is unlimited (nr_open)
@@ -211,23 +211,6 @@ def tls_args(args: argparse.Namespace) -> dict[str, Any]:
                               "go with --no-tls")
     return {"tls": not getattr(args, "no_tls", False), "ca": getattr(args, "ca", None),
             "fingerprint": getattr(args, "fingerprint", None)}
-
-
-def split_server(args: argparse.Namespace) -> tuple[str, int]:
-    host, port = args.server, args.chat_port
-    if host.startswith("[") and "]" in host:  # [::1]:9999
-        inner, _, rest = host[1:].partition("]")
-        host = inner
-        if rest.startswith(":") and port is None:
-            port = int(rest[1:])
-    elif host.count(":") == 1:
-        host, _, p = host.partition(":")
-        if port is None:
-            try:
-                port = int(p)
-            except ValueError:
-                raise ChatscreenError(f"bad port in --server {args.server!r}") from None
-    return host, port if port is not None else DEFAULT_CHAT_PORT
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -586,13 +569,6 @@ class JsonLogFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False)
 
 
-def local_time(ts: str) -> str:
-    try:
-        return datetime.fromisoformat(ts.replace("Z", "+00:00")).astimezone().strftime("%H:%M:%S")
-    except ValueError:
-        return "??:??:??"
-
-
 def format_message(m: dict[str, Any], current_room: str | None) -> str:
     """``[HH:MM:SS] user: text``; the text's further lines start with ``  | `` and nothing
     in a name or the text is obeyed (see :mod:`chatscreen.text`)."""
@@ -908,9 +884,9 @@ def _parse_size(text: str | None) -> tuple[int, int] | None:
 async def run_share(args: argparse.Namespace) -> int:
     import signal
 
-    from chatscreen.capture import CaptureError
-    from chatscreen.resume import keep_sharing
-    from chatscreen.sharing import DEFAULT_FPS, ShareStats
+    from chatscreen.screen.capture import CaptureError
+    from chatscreen.screen.resume import keep_sharing
+    from chatscreen.screen.sharing import DEFAULT_FPS, ShareStats
 
     quality = args.quality  # None: the preset's
     if quality is not None and not 1 <= quality <= 100:
@@ -946,11 +922,17 @@ async def run_share(args: argparse.Namespace) -> int:
 
 
 async def run_view(args: argparse.Namespace) -> int:
-    from chatscreen.sharing import NoPicture, ShareGone, find_share, snapshot_of, why_no_share
+    from chatscreen.screen.sharing import (
+        NoPicture,
+        ShareGone,
+        find_share,
+        snapshot_of,
+        why_no_share,
+    )
 
     host, port = split_server(args)
     if args.snapshot is None:
-        from chatscreen.viewer import run_viewer_window
+        from chatscreen.screen.viewer import run_viewer_window
 
         return run_viewer_window(host, port, args.screen_port, args.user, args.sharer,
                                  tls_args(args))

@@ -71,6 +71,16 @@ def one_line(text: str, *, isolate: bool = True) -> str:
 _UTC_TIME = re.compile(r"\b(\d{4}-\d\d-\d\d) (\d\d:\d\d(?::\d\d)?) UTC\b")
 
 
+def local_time(ts: str) -> str:
+    """An ISO timestamp (``...Z``) as local ``HH:MM:SS``."""
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(ts.replace("Z", "+00:00")).astimezone().strftime("%H:%M:%S")
+    except ValueError:
+        return "??:??:??"
+
+
 def local_times(text: str) -> str:
     """Server text with its times (``2026-12-07 21:00:00 UTC``: when a mute or ban ends) in
     local time, as the timeline shows every time: ``2026-12-07 22:00:00 CET``."""

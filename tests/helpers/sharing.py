@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from chatscreen.client import Client, ScreenChannel
-from chatscreen.codec import Canvas
-from chatscreen.sharing import ShareStats, find_share, frame_rects, share_screen
+from chatscreen.screen.codec import Canvas
+from chatscreen.screen.sharing import ShareStats, find_share, frame_rects, share_screen
 from tests.helpers.server import TIMEOUT, ServerProcess
 
 

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from chatscreen.client.link import Link
-from chatscreen.cursor import Cursor, CursorError, Shape
 from chatscreen.errors import ServerError
 from chatscreen.protocol import Message
 from chatscreen.protocol.schema import MAX_RECTS, max_frame_tiles, rect_tiles
+from chatscreen.screen.cursor import Cursor, CursorError, Shape
 
 MAX_QUEUED_DELTAS = 64  # frames queued for the application before deltas are merged
 DEFAULT_LOW_RATE = 300_000  # bytes/s of a low layer asked for without a rate

@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from tkinter import ttk
 from typing import TYPE_CHECKING, Any
 
-from chatscreen.cli import local_time
 from chatscreen.client.session import PRIVATE_CATCH_UP
 from chatscreen.commands import HELP, Command, parse_command
 from chatscreen.errors import ChatscreenError
@@ -22,7 +21,7 @@ from chatscreen.gui.net import gui_event
 from chatscreen.gui.timeline import day_line, grouped, presence_line
 from chatscreen.gui.widgets import selection, styled_listbox
 from chatscreen.protocol import Message
-from chatscreen.text import display_lines, local_times, one_line
+from chatscreen.text import display_lines, local_time, local_times, one_line
 
 if TYPE_CHECKING:
     from chatscreen.client import Client

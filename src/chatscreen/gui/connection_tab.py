@@ -7,7 +7,7 @@ import tkinter as tk
 from tkinter import ttk
 from typing import TYPE_CHECKING
 
-from chatscreen.cli import split_server
+from chatscreen.client.address import split_server
 from chatscreen.errors import ChatscreenError
 from chatscreen.gui.settings import ClientSettings, server_key
 from chatscreen.text import one_line

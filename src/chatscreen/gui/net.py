@@ -22,13 +22,13 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
 from chatscreen.client import Client, ScreenChannel, ThreadedClient
-from chatscreen.codec import DecodeError
-from chatscreen.cursor import Cursor
 from chatscreen.gui.render import Composer, Patch, Redraw, patch_of
 from chatscreen.protocol import Message
-from chatscreen.resume import keep_sharing, keep_watching
-from chatscreen.scroll import Move
-from chatscreen.sharing import DEFAULT_FPS, ShareStats, frame_rects
+from chatscreen.screen.codec import DecodeError
+from chatscreen.screen.cursor import Cursor
+from chatscreen.screen.resume import keep_sharing, keep_watching
+from chatscreen.screen.scroll import Move
+from chatscreen.screen.sharing import DEFAULT_FPS, ShareStats, frame_rects
 
 T = TypeVar("T")
 MAILBOX_DEPTH = 2  # redraws waiting for the Tk thread before the watcher waits too

@@ -26,9 +26,9 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageTk
 
-from chatscreen.codec import copy_source, decode_rect
-from chatscreen.cursor import Cursor, composite
-from chatscreen.scroll import Move  # a copy rect: what the picture already has, moved
+from chatscreen.screen.codec import copy_source, decode_rect
+from chatscreen.screen.cursor import Cursor, composite
+from chatscreen.screen.scroll import Move  # a copy rect: what the picture already has, moved
 
 RGB = npt.NDArray[np.uint8]
 Method = Literal["auto", "ppm", "pil"]
@@ -100,7 +100,7 @@ class Composer:
         self.fit = True  # scale to fit the box; False: show the picture 1:1
         self.shown = (0, 0)
         self.complete = False  # a key frame has been applied
-        self.video: Any = None  # chatscreen.video.VideoStreams, at the first h264 rect
+        self.video: Any = None  # chatscreen.screen.video.VideoStreams, at the first h264 rect
         self.cursor: Cursor | None = None  # the sharer's pointer, drawn over the picture
         self._under: tuple[int, int, Image.Image] | None = None  # what the pointer covers
 
@@ -108,7 +108,7 @@ class Composer:
         """An h264 rect's picture, by its stream's decoder (render worker thread: frames come
         in order); None while the stream waits for an IDR. DecodeError for bad data."""
         if self.video is None:
-            from chatscreen.video import VideoStreams  # PyAV loads only when needed
+            from chatscreen.screen.video import VideoStreams  # PyAV loads only when needed
 
             self.video = VideoStreams()
         pic: RGB | None = self.video.decode(x, y, w, h, data)

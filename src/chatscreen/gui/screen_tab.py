@@ -9,12 +9,12 @@ import tkinter as tk
 from tkinter import ttk
 from typing import TYPE_CHECKING, Any
 
-from chatscreen.encoders import DEFAULT_PRESET, PRESETS
 from chatscreen.gui.net import FrameMailbox
 from chatscreen.gui.render import Blitter, Composer
 from chatscreen.gui.widgets import selection, styled_listbox
 from chatscreen.protocol import Message
-from chatscreen.sharing import DEFAULT_FPS
+from chatscreen.screen.encoders import DEFAULT_PRESET, PRESETS
+from chatscreen.screen.sharing import DEFAULT_FPS
 from chatscreen.text import one_line
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ STATS_EVERY = 1.0  # s between updates of the frames/s and bitrate shown
 AUDIENCES = {"Everyone": "everyone", "Only the people named": "viewers",
              "The members of a room": "room"}
 
-# The presets are the sharing library's (chatscreen.encoders), the same as `chatscreen
+# The presets are the sharing library's (chatscreen.screen.encoders), the same as `chatscreen
 # share --preset`, at the same rate (DEFAULT_FPS): what they do, in a few words.
 PRESET_HINTS = {"text": "sharpest text", "balanced": "sharp text, photos as JPEG",
                 "motion": "smoothest motion"}
@@ -36,7 +36,7 @@ PRESET_HINTS = {"text": "sharpest text", "balanced": "sharp text, photos as JPEG
 
 def _monitors() -> list[str]:
     try:
-        from chatscreen.capture import ScreenCapture
+        from chatscreen.screen.capture import ScreenCapture
 
         found = ScreenCapture.list_monitors()
     except Exception:  # no X display to capture, or mss cannot open it

@@ -14,46 +14,43 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import dataclasses
 import heapq
 import hmac
-import ipaddress
 import itertools
 import logging
 import math
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from chatscreen.errors import ErrorCode, RemoteProtocolError
 from chatscreen.protocol import Message, encode_frame, lookalike
 from chatscreen.protocol.lookalike import name_skeleton
+from chatscreen.server import registration
 from chatscreen.server.accounts import (
-    MIN_PASSWORD,
     RANK,
-    ROLES,
     Account,
     AccountStore,
     AdminRequest,
     Ban,
-    hash_password,
     verify_password,
 )
 from chatscreen.server.fanout import Fanout
+from chatscreen.server.history import HISTORY_PAGE, Gap, fit, frames_of
 from chatscreen.server.limits import KeyedBuckets
 from chatscreen.server.metrics import Counters
 from chatscreen.server.moderation import (
     CheckQueue,
     LoginGuard,
+    Refused,
     ban_binds,
+    carry_out,
     format_duration,
-    outranks,
 )
 from chatscreen.server.session import Guest, Session
-from chatscreen.server.storage import MessageStore, StoredMessage
+from chatscreen.server.storage import MessageStore, StoredMessage, utc_now
 
 if TYPE_CHECKING:
     from chatscreen.server.peer import Peer, SendBuffers
@@ -67,10 +64,6 @@ PRESENCE_BATCH = 0.05  # seconds presence announcements of a room are gathered f
 # fill its rooms with "joined"/"left"
 LEAVE_GRACE = 5.0
 ALL = "all"  # topic every logged-in chat connection subscribes to (share announcements)
-HISTORY_PAGE = 500  # messages per storage query when catching up
-# A history frame holds messages of about this many bytes (_wire_size), at least one: a frame
-# stays within max_frame (1 MiB) and a reply never counts against a client's slow_limit.
-HISTORY_FRAME = 256 << 10
 CIDS_KEPT = 64  # per user: client id streams, or opaque client ids, remembered
 CID_USERS_KEPT = 1024  # users (most recently active) whose client ids are kept
 CIDS_RELOADED = 10_000  # at start, the client ids of this many of the latest messages
@@ -79,63 +72,6 @@ GUEST_SINCE_KEPT = 10_000  # guest names whose last guest (resume, since, Guest)
 ROOMS_PAGE = 1000  # rooms in a `rooms` answer, at most (and without a `limit`)
 MAX_PEER_MARKS = 200  # read markers of private conversations kept per user (newest kept)
 WELCOME_INVITATIONS = 100  # pending invitations listed in a welcome, at most
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _wire_size(m: StoredMessage) -> int:
-    """About the bytes ``m`` takes in a frame, at most 2x under: the header is ASCII JSON, so
-    a non-ASCII character is 6 bytes (12 past the BMP), and newline, tab, quote and backslash
-    are 2."""
-    text = m.text
-    return 128 + (len(text) if text.isascii() else 6 * len(text))
-
-
-def _frames_of(rows: list[StoredMessage]) -> list[list[StoredMessage]]:
-    """``rows`` in runs of about HISTORY_FRAME bytes, one history frame each (at least one,
-    maybe empty)."""
-    out: list[list[StoredMessage]] = [[]]
-    size = 0
-    for m in rows:
-        n = _wire_size(m)
-        if size + n > HISTORY_FRAME and out[-1]:
-            out.append([])
-            size = 0
-        out[-1].append(m)
-        size += n
-    return out
-
-
-def _fit(rows: list[StoredMessage], *, newest: bool) -> tuple[list[StoredMessage], bool]:
-    """The newest (else the oldest) of ``rows`` that fit in one history frame, and whether
-    some were left out."""
-    frames = _frames_of(rows[::-1] if newest else rows)
-    if len(frames) == 1:
-        return rows, False
-    return (frames[0][::-1] if newest else frames[0]), True
-
-
-@dataclass
-class _Gap:
-    """The messages published to a room while one join of it is under way (see
-    _send_joined): (id, frame). They count against the joiner's slow_limit, so that one who
-    catches up more slowly than the room writes is cut off as if it were subscribed."""
-
-    peer: Peer
-    frames: list[tuple[int, bytes]] = field(default_factory=list)
-    size: int = 0
-
-    def add(self, published: list[tuple[int, bytes]], size: int) -> None:
-        self.frames += published
-        self.size += size
-        self.peer.check_slow(self.size)
-
-    def drop_through(self, last: int) -> None:
-        """Forget those with ids up to ``last`` (a history query returned them)."""
-        self.frames = [x for x in self.frames if x[0] > last]
-        self.size = sum(len(frame) for _, frame in self.frames)
 
 
 def _rid(msg: Message) -> dict[str, Any]:
@@ -157,13 +93,6 @@ class _Pending:
     msg: StoredMessage
     sender: Session
     cost: int  # bytes its fan-out will write, about (SendBuffers.upcoming)
-
-
-class _Refused(Exception):
-    def __init__(self, code: ErrorCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -251,7 +180,7 @@ class ChatService:
         self._leaving: dict[tuple[str, str], asyncio.TimerHandle] = {}
         # room -> for each join whose history query is on its way, (id, frame) of the room's
         # messages published meanwhile: see _send_joined
-        self._gaps: dict[str, dict[int, _Gap]] = {}
+        self._gaps: dict[str, dict[int, Gap]] = {}
         self._joins = itertools.count()
         self.counters = Counters()
 
@@ -901,7 +830,7 @@ class ChatService:
         # Messages published while the query runs reach the room's subscribers, which this
         # peer is not yet, and may have been stored after the query looked: keep them.
         peer = session.chat
-        gap = _Gap(peer)
+        gap = Gap(peer)
         gaps = self._gaps.setdefault(room, {})
         key = next(self._joins)
         gaps[key] = gap
@@ -910,7 +839,7 @@ class ChatService:
             if after is None:
                 rows = await self.store.room_history(room, limit=self.history)
                 more = len(rows) == self.history
-                rows, cut = _fit(rows, newest=True)
+                rows, cut = fit(rows, newest=True)
                 more = more or cut
                 pages = [rows]
             else:
@@ -921,7 +850,7 @@ class ChatService:
                 more = False
                 while True:
                     rows = await self.store.room_history(room, after=after, limit=HISTORY_PAGE)
-                    frames = _frames_of(rows)
+                    frames = frames_of(rows)
                     done = len(rows) < HISTORY_PAGE
                     if done:
                         frames, pages = frames[:-1], frames[-1:]
@@ -1218,7 +1147,7 @@ class ChatService:
             )
             where = {"peer": msg["peer"]}
         more = len(rows) == limit
-        rows, cut = _fit(rows, newest=after is None)
+        rows, cut = fit(rows, newest=after is None)
         session.chat.send("history", messages=[m.to_wire() for m in rows],
                           more=more or cut, **where, **_rid(msg))
 
@@ -1320,7 +1249,7 @@ class ChatService:
                 return f"{req.target} is not connected: nobody was kicked"
             because = f": {req.reason}" if req.reason else ""
             self._admin_notice(victim.key, "kicked {name}" + because)
-            self._expel(victim, ErrorCode.KICKED, f"You were kicked by an admin{because}")
+            self.expel(victim, ErrorCode.KICKED, f"You were kicked by an admin{because}")
             return f"{victim.name} was kicked"
         if victim is None:
             return f"{req.target} is not connected"
@@ -1338,7 +1267,7 @@ class ChatService:
             reason = (f"your name '{session.name}' looks like '{owner.name}', which is now "
                       "registered: choose another name")
         log.info("ending guest %s: %s", session.name, reason)
-        self._expel(session, ErrorCode.NAME_TAKEN, reason)
+        self.expel(session, ErrorCode.NAME_TAKEN, reason)
 
     def _index_private(self) -> None:
         """The public rooms' sorted list and who is invited where, after self.private was
@@ -1374,37 +1303,16 @@ class ChatService:
 
     def _register(self, session: Session, msg: Message) -> None:
         rid = _rid(msg)
-        if self.account_store is None:
-            session.chat.error(ErrorCode.FORBIDDEN, "this server has no accounts",
-                               re="register", **rid)
-        elif session.role is not None or session.key in self.accounts or session.registering:
-            session.chat.error(ErrorCode.FORBIDDEN, f"'{session.name}' is already registered",
-                               re="register", **rid)
-        elif (owner := self.lookalikes.get(session.skeleton)) is not None:
-            session.chat.error(ErrorCode.FORBIDDEN, f"'{session.name}' looks like "
-                               f"'{owner.name}', which is registered", re="register", **rid)
-        elif len(msg["password"]) < MIN_PASSWORD:
-            session.chat.error(ErrorCode.BAD_PASSWORD, f"a password needs at least "
-                               f"{MIN_PASSWORD} characters", re="register", **rid)
+        refused = registration.refusal(self, session, msg["password"])
+        if refused is not None:
+            session.chat.error(*refused, re="register", **rid)
         elif self._take_quota(session, msg):
             session.registering = True
             self._spawn(self._do_register(session, msg["password"], rid))
 
     async def _do_register(self, session: Session, password: str, rid: dict[str, Any]) -> None:
-        assert self.account_store is not None
         try:
-            hashed = await asyncio.to_thread(hash_password, password)
-            # The account's private messages are those of this session on
-            taken = await self.account_store.create(session.name, hashed, "member",
-                                                    session.since)
-            if taken is None:
-                account = Account(session.key, session.name, hashed, "member", utc_now(),
-                                  session.skeleton, session.since)
-                self.accounts[session.key] = account
-                self.lookalikes.setdefault(session.skeleton, account)
-                self._guest_since.pop(session.key, None)
-                session.role = "member"
-                await self._registered(session)
+            taken = await registration.register(self, session, password)
         finally:
             session.registering = False
         if taken is not None:
@@ -1416,7 +1324,11 @@ class ChatService:
         log.info("%s registered their name", session.name)
         session.chat.send("registered", user=session.name, role="member", **rid)
 
-    async def _registered(self, session: Session) -> None:
+    def forget_guest(self, key: str) -> None:
+        """A guest name that is an account's now: nothing of its guests is kept."""
+        self._guest_since.pop(key, None)
+
+    async def registered(self, session: Session) -> None:
         """A guest who registered is that account from then on: it keeps its invitations,
         now stored as an account's are (and its place in shares' viewer lists)."""
         assert self.account_store is not None and session.guest is not None
@@ -1431,7 +1343,7 @@ class ChatService:
         for conv, id_ in session.marks.items():
             await self.account_store.set_marker(session.key, conv, id_, [])
 
-    def _role_of(self, key: str) -> str:
+    def role_of(self, key: str) -> str:
         session = self.sessions.get(key)
         if session is not None and session.role is not None:
             return session.role
@@ -1450,8 +1362,8 @@ class ChatService:
 
     async def _do_moderate(self, session: Session, msg: Message) -> None:
         try:
-            text, rooms = await self._moderation(session, msg)
-        except _Refused as exc:
+            text, rooms = await carry_out(self, session, msg)
+        except Refused as exc:
             session.chat.error(exc.code, exc.message, re="moderate", **_rid(msg))
             return
         for room in rooms:
@@ -1470,102 +1382,7 @@ class ChatService:
         except Exception:
             log.exception("could not record a moderation action")
 
-    async def _moderation(self, session: Session, msg: Message) -> tuple[str, set[str]]:
-        """Carry out a moderation request; returns the notice text and the rooms to show
-        it in (the target's). Raises _Refused."""
-        action: str = msg["action"]
-        reason: str = msg.get("reason") or ""
-        duration: int | None = msg.get("duration")
-        for_text = f" for {format_duration(duration)}" if duration else ""
-        because = f": {reason}" if reason else ""
-        until = time.time() + duration if duration else None
-        store = self.account_store
-        if store is None:
-            raise _Refused(ErrorCode.FORBIDDEN, "this server has no moderation")
-        if action in ("ban", "unban") and msg.get("address") is not None:
-            try:
-                address = str(ipaddress.ip_address(msg["address"]))
-            except ValueError:
-                raise _Refused(ErrorCode.BAD_MESSAGE, "address: not an IP address") from None
-            hit = [s for s in self.sessions.values() if s.chat.ip == address]
-            if action == "ban" and any(s is session for s in hit):
-                raise _Refused(ErrorCode.FORBIDDEN, "that is your own address")
-            rooms = {r for s in hit for r in s.rooms}
-            if action == "unban":
-                if not await store.unban("address", address):
-                    raise _Refused(ErrorCode.NO_SUCH_USER, f"address {address} is not banned")
-                self.bans.pop(("address", address), None)
-                return f"{session.name} lifted a ban on an address", rooms
-            above = sorted((s for s in hit if outranks(s.role, session.role or "guest")),
-                           key=lambda s: s.key)
-            if above:  # a moderator may not hit a session of their rank or higher
-                who = ", ".join(f"{s.name} ({s.role})" for s in above)
-                raise _Refused(ErrorCode.FORBIDDEN, f"you may not ban {address}: {who} "
-                               f"{'is' if len(above) == 1 else 'are'} connected from it")
-            ban = await store.ban("address", address, until, reason, session.name,
-                                  session.role or "guest")
-            self.bans[("address", address)] = ban
-            hit = [s for s in self.sessions.values() if s.chat.ip == address
-                   and ban_binds(ban.by_role, s.role, address, address=True)]
-            names = ", ".join(sorted(s.name for s in hit)) or "nobody connected"
-            rooms = {r for s in hit for r in s.rooms}
-            for s in hit:
-                self._expel(s, ErrorCode.BANNED, f"This address is banned {ban.until_text()}"
-                            f"{because}")
-            return f"{session.name} banned an address ({names}){for_text}{because}", rooms
-        target: str | None = msg.get("target")
-        if target is None:
-            raise _Refused(ErrorCode.BAD_MESSAGE, f"{action} needs a target")
-        key = target.casefold()
-        if key == session.key:
-            raise _Refused(ErrorCode.FORBIDDEN, "you cannot moderate yourself")
-        if outranks(self._role_of(key), session.role or "guest"):
-            raise _Refused(ErrorCode.FORBIDDEN, f"you may not moderate '{target}'")
-        victim = self.sessions.get(key)
-        name = victim.name if victim is not None else (
-            self.accounts[key].name if key in self.accounts else target)
-        rooms = set(victim.rooms) if victim is not None else set()
-        if action == "kick":
-            if victim is None:
-                raise _Refused(ErrorCode.NO_SUCH_USER, f"'{target}' is not connected")
-            self._expel(victim, ErrorCode.KICKED, f"You were kicked by {session.name}{because}")
-            return f"{session.name} kicked {name}{because}", rooms
-        if action == "mute":  # stored like a ban: it outlives a restart of the server
-            self.bans[("mute", key)] = await store.ban("mute", key, until, reason, session.name,
-                                                       session.role or "guest")
-            return f"{session.name} muted {name}{for_text}{because}", rooms
-        if action == "unmute":
-            if not await store.unban("mute", key):
-                raise _Refused(ErrorCode.NO_SUCH_USER, f"'{target}' is not muted")
-            self.bans.pop(("mute", key), None)
-            return f"{session.name} unmuted {name}", rooms
-        if action == "ban":
-            ban = await store.ban("account", key, until, reason, session.name,
-                                  session.role or "guest")
-            self.bans[("account", key)] = ban
-            if victim is not None:
-                self._expel(victim, ErrorCode.BANNED,
-                            f"You are banned {ban.until_text()}{because}")
-            return f"{session.name} banned {name}{for_text}{because}", rooms
-        if action == "unban":
-            if not await store.unban("account", key):
-                raise _Refused(ErrorCode.NO_SUCH_USER, f"'{target}' is not banned")
-            self.bans.pop(("account", key), None)
-            return f"{session.name} unbanned {name}", rooms
-        if action == "role":
-            role = msg.get("role")
-            if role not in ROLES:
-                raise _Refused(ErrorCode.BAD_MESSAGE, f"role must be one of {', '.join(ROLES)}")
-            if key not in self.accounts or not await store.set_role(key, role):
-                raise _Refused(ErrorCode.NO_SUCH_USER, f"'{target}' has no account")
-            account = self.accounts[key]
-            self.accounts[key] = dataclasses.replace(account, role=role)
-            if victim is not None:
-                victim.role = role
-            return f"{session.name} made {name} {'an' if role == 'admin' else 'a'} {role}", rooms
-        raise _Refused(ErrorCode.BAD_MESSAGE, f"unknown action {action!r}")
-
-    def _expel(self, session: Session, code: ErrorCode, message: str) -> None:
+    def expel(self, session: Session, code: ErrorCode, message: str) -> None:
         """Disconnect a user (kicked, banned); the room notice goes out first."""
 
         def later() -> None:  # after the notice went out, so that they see it too

@@ -13,13 +13,71 @@ import contextlib
 import json
 import time
 from collections import Counter
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Collection, Mapping, Sized
+from typing import Any, Protocol
 
 from chatscreen.server.adapt import LOW
 
-if TYPE_CHECKING:
-    from chatscreen.server.app import Server
+
+# What the pages read of the server, as interfaces: metrics sits below the server (app.py
+# imports it), never the other way round.
+class _Peer(Protocol):
+    @property
+    def kind(self) -> str: ...
+    def buffered(self) -> int: ...
+
+
+class _Chat(Protocol):
+    @property
+    def sessions(self) -> Sized: ...
+    @property
+    def rooms(self) -> Sized: ...
+    @property
+    def messages_total(self) -> int: ...
+
+
+class _Seat(Protocol):
+    @property
+    def layer(self) -> int: ...
+
+
+class _Share(Protocol):
+    @property
+    def viewers(self) -> Mapping[Any, _Seat]: ...
+
+
+class _Screen(Protocol):
+    @property
+    def shares(self) -> Mapping[Any, _Share]: ...
+    def stored_bytes(self) -> int: ...
+
+
+class _Buffers(Protocol):
+    @property
+    def budget(self) -> int | None: ...
+    @property
+    def peak(self) -> int: ...
+    @property
+    def cuts(self) -> int: ...
+
+
+class Server(Protocol):
+    """What /metrics and /health show: chatscreen.server.app.Server is one."""
+
+    @property
+    def counters(self) -> Counters: ...
+    @property
+    def peers(self) -> Collection[_Peer]: ...
+    @property
+    def chat(self) -> _Chat: ...
+    @property
+    def screen(self) -> _Screen: ...
+    @property
+    def buffers(self) -> _Buffers: ...
+    @property
+    def logins_in_progress(self) -> int: ...
+    @property
+    def logins_waiting(self) -> int: ...
 
 MAX_REQUEST = 8 << 10
 REQUEST_TIMEOUT = 5.0

@@ -1,17 +1,26 @@
-"""Helpers for logins and moderation: who a ban binds, the failed-login guard (durations are
-in :mod:`chatscreen.durations`, for clients too)."""
+"""Moderation: a moderator's request carried out (:func:`carry_out`, on the chat service's
+state through the :class:`Service` interface), who a ban binds, the failed-login guard
+(durations are in :mod:`chatscreen.durations`, for clients too)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 from chatscreen.durations import format_duration as format_duration
 from chatscreen.durations import parse_duration as parse_duration
-from chatscreen.server.accounts import RANK
+from chatscreen.errors import ErrorCode
+from chatscreen.server.accounts import RANK, ROLES, Account, AccountStore, Ban
+
+if TYPE_CHECKING:
+    from chatscreen.protocol import Message
+    from chatscreen.server.session import Session
 
 
 def is_local(ip: str) -> bool:
@@ -127,3 +136,124 @@ class CheckQueue:
                 del self._locks[key]
             else:
                 self._locks[key] = (lock, users - 1)
+
+
+class Refused(Exception):
+    """A moderation request refused: its error code and text, for the moderator."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class Service(Protocol):
+    """What a moderator's request reads and changes of the chat service (ChatService is one)."""
+
+    @property
+    def sessions(self) -> Mapping[str, Session]: ...
+    @property
+    def accounts(self) -> dict[str, Account]: ...
+    @property
+    def bans(self) -> dict[tuple[str, str], Ban]: ...
+    @property
+    def account_store(self) -> AccountStore | None: ...
+    def role_of(self, key: str) -> str: ...
+    def expel(self, session: Session, code: ErrorCode, message: str) -> None: ...
+
+
+async def carry_out(service: Service, session: Session,
+                    msg: Message) -> tuple[str, set[str]]:
+    """Carry out a moderator's request (kick, mute, ban, role ...); returns the notice text and
+    the rooms to show it in (the target's). Raises Refused."""
+    action: str = msg["action"]
+    reason: str = msg.get("reason") or ""
+    duration: int | None = msg.get("duration")
+    for_text = f" for {format_duration(duration)}" if duration else ""
+    because = f": {reason}" if reason else ""
+    until = time.time() + duration if duration else None
+    store = service.account_store
+    if store is None:
+        raise Refused(ErrorCode.FORBIDDEN, "this server has no moderation")
+    if action in ("ban", "unban") and msg.get("address") is not None:
+        try:
+            address = str(ipaddress.ip_address(msg["address"]))
+        except ValueError:
+            raise Refused(ErrorCode.BAD_MESSAGE, "address: not an IP address") from None
+        hit = [s for s in service.sessions.values() if s.chat.ip == address]
+        if action == "ban" and any(s is session for s in hit):
+            raise Refused(ErrorCode.FORBIDDEN, "that is your own address")
+        rooms = {r for s in hit for r in s.rooms}
+        if action == "unban":
+            if not await store.unban("address", address):
+                raise Refused(ErrorCode.NO_SUCH_USER, f"address {address} is not banned")
+            service.bans.pop(("address", address), None)
+            return f"{session.name} lifted a ban on an address", rooms
+        above = sorted((s for s in hit if outranks(s.role, session.role or "guest")),
+                       key=lambda s: s.key)
+        if above:  # a moderator may not hit a session of their rank or higher
+            who = ", ".join(f"{s.name} ({s.role})" for s in above)
+            raise Refused(ErrorCode.FORBIDDEN, f"you may not ban {address}: {who} "
+                           f"{'is' if len(above) == 1 else 'are'} connected from it")
+        ban = await store.ban("address", address, until, reason, session.name,
+                              session.role or "guest")
+        service.bans[("address", address)] = ban
+        hit = [s for s in service.sessions.values() if s.chat.ip == address
+               and ban_binds(ban.by_role, s.role, address, address=True)]
+        names = ", ".join(sorted(s.name for s in hit)) or "nobody connected"
+        rooms = {r for s in hit for r in s.rooms}
+        for s in hit:
+            service.expel(s, ErrorCode.BANNED, f"This address is banned {ban.until_text()}"
+                        f"{because}")
+        return f"{session.name} banned an address ({names}){for_text}{because}", rooms
+    target: str | None = msg.get("target")
+    if target is None:
+        raise Refused(ErrorCode.BAD_MESSAGE, f"{action} needs a target")
+    key = target.casefold()
+    if key == session.key:
+        raise Refused(ErrorCode.FORBIDDEN, "you cannot moderate yourself")
+    if outranks(service.role_of(key), session.role or "guest"):
+        raise Refused(ErrorCode.FORBIDDEN, f"you may not moderate '{target}'")
+    victim = service.sessions.get(key)
+    name = victim.name if victim is not None else (
+        service.accounts[key].name if key in service.accounts else target)
+    rooms = set(victim.rooms) if victim is not None else set()
+    if action == "kick":
+        if victim is None:
+            raise Refused(ErrorCode.NO_SUCH_USER, f"'{target}' is not connected")
+        service.expel(victim, ErrorCode.KICKED, f"You were kicked by {session.name}{because}")
+        return f"{session.name} kicked {name}{because}", rooms
+    if action == "mute":  # stored like a ban: it outlives a restart of the server
+        service.bans[("mute", key)] = await store.ban("mute", key, until, reason, session.name,
+                                                   session.role or "guest")
+        return f"{session.name} muted {name}{for_text}{because}", rooms
+    if action == "unmute":
+        if not await store.unban("mute", key):
+            raise Refused(ErrorCode.NO_SUCH_USER, f"'{target}' is not muted")
+        service.bans.pop(("mute", key), None)
+        return f"{session.name} unmuted {name}", rooms
+    if action == "ban":
+        ban = await store.ban("account", key, until, reason, session.name,
+                              session.role or "guest")
+        service.bans[("account", key)] = ban
+        if victim is not None:
+            service.expel(victim, ErrorCode.BANNED,
+                        f"You are banned {ban.until_text()}{because}")
+        return f"{session.name} banned {name}{for_text}{because}", rooms
+    if action == "unban":
+        if not await store.unban("account", key):
+            raise Refused(ErrorCode.NO_SUCH_USER, f"'{target}' is not banned")
+        service.bans.pop(("account", key), None)
+        return f"{session.name} unbanned {name}", rooms
+    if action == "role":
+        role = msg.get("role")
+        if role not in ROLES:
+            raise Refused(ErrorCode.BAD_MESSAGE, f"role must be one of {', '.join(ROLES)}")
+        if key not in service.accounts or not await store.set_role(key, role):
+            raise Refused(ErrorCode.NO_SUCH_USER, f"'{target}' has no account")
+        account = service.accounts[key]
+        service.accounts[key] = dataclasses.replace(account, role=role)
+        if victim is not None:
+            victim.role = role
+        return f"{session.name} made {name} {'an' if role == 'admin' else 'a'} {role}", rooms
+    raise Refused(ErrorCode.BAD_MESSAGE, f"unknown action {action!r}")

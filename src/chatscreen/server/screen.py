@@ -51,9 +51,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from chatscreen.annexb import is_idr
 from chatscreen.errors import ErrorCode, RemoteProtocolError, RequestError
 from chatscreen.protocol import Message, encode_frame
+from chatscreen.protocol.annexb import is_idr
 from chatscreen.protocol.schema import MAX_RECTS, max_frame_tiles
 from chatscreen.server.adapt import (
     FULL,

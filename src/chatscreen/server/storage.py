@@ -33,6 +33,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -52,6 +53,11 @@ INGEST_RETRY = 1.0  # s: after SQLite failed to take journaled messages, try aga
 # journaled messages SQLite has not taken yet: past this many, append refuses new ones (SQLite
 # keeps failing: memory and the journal would grow for as long as it does)
 MAX_PENDING = 100_000
+
+
+def utc_now() -> str:
+    """Now, as messages and accounts are stamped: ``2026-12-07T21:00:00.000Z``."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, slots=True)

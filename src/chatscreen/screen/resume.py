@@ -24,9 +24,9 @@ from typing import Any
 from chatscreen.client import Client, ScreenChannel
 from chatscreen.errors import ConnectError, ServerError
 from chatscreen.protocol import Message
-from chatscreen.sharing import ShareStats, share_screen
+from chatscreen.screen.sharing import ShareStats, share_screen
 
-log = logging.getLogger("chatscreen.resume")
+log = logging.getLogger("chatscreen.screen.resume")
 
 RESHARE_WAIT = 30.0  # seconds a watcher waits for the sharer to share again after a reconnect
 RETRY_FIRST, RETRY_MAX = 0.5, 10.0  # a screen port that fails while chat works: backoff
@@ -43,7 +43,7 @@ async def _back_in(client: Client, delay: float) -> bool:
 
 async def keep_sharing(client: Client, stop: asyncio.Event, *,
                        stats: ShareStats | None = None, **options: Any) -> ShareStats:
-    """:func:`~chatscreen.sharing.share_screen` until ``stop`` is set, started again after
+    """:func:`~chatscreen.screen.sharing.share_screen` until ``stop`` is set, started again after
     every reconnect. ``options`` are share_screen's (monitor, fps, viewers, room ...)."""
     stats = stats or ShareStats()
     delay = RETRY_FIRST

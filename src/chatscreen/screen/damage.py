@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from chatscreen.tiles import TILE, Box, Mask, grid
+from chatscreen.screen.tiles import TILE, Box, Mask, grid
 
 MAX_RECTS = 1024  # above this many pending rectangles the accumulator keeps their bounding box
 POINTER_BOX = 128  # side of the square reported around the pointer when it moves

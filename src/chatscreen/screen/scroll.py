@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from chatscreen.tiles import BGRA, TILE, Mask, words
+from chatscreen.screen.tiles import BGRA, TILE, Mask, words
 
 HORIZONTAL_BACKOFF = 8
 MIN_TILES = 16  # fewer changed tiles than this: not worth looking for a move

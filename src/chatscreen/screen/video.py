@@ -16,10 +16,11 @@ P-frames between have been decoded. The encoder emits an IDR first, when asked (
 and on its own every ``KEYINT`` pictures.
 
 :class:`H264Decoder` decodes one stream's access units in order; anything wrong (garbage, a
-picture of another size, a P-frame before any IDR) raises :class:`~chatscreen.codec.
-DecodeError`, never more. The H.264 decoder is told the largest picture it may allocate, so a
-forged SPS cannot make it allocate a huge one. :func:`is_idr` (from :mod:`chatscreen.annexb`)
-reads the NAL unit types without decoding anything (the relay uses it).
+picture of another size, a P-frame before any IDR) raises
+:class:`~chatscreen.screen.pictures.DecodeError`, never more. The H.264 decoder is told the
+largest picture it may allocate, so a forged SPS cannot make it allocate a huge one.
+:func:`is_idr` (from :mod:`chatscreen.protocol.annexb`) reads the NAL unit types without
+decoding anything (the relay uses it).
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ import numpy as np
 from av.codec.context import CodecContext
 from av.video.reformatter import VideoReformatter
 
-from chatscreen.annexb import is_idr, nal_types
-from chatscreen.codec import BGRA, RGB, DecodeError
+from chatscreen.protocol.annexb import is_idr, nal_types
+from chatscreen.screen.pictures import BGRA, RGB, DecodeError
 
 __all__ = ["H264Decoder", "H264Encoder", "VideoStreams", "coded_size", "is_idr", "nal_types"]
 

@@ -11,7 +11,7 @@ lossy version of it and when it last changed. For each new capture it sends:
 * the **lossless refresh**: tiles sent lossy that have not changed for ``refresh_after``
   seconds, again losslessly, so that a still picture ends pixel-exact on every viewer;
 * first, when part of the screen moved up, down or sideways (a scroll,
-  :mod:`chatscreen.scroll`),
+  :mod:`chatscreen.screen.scroll`),
   ``copy`` rects for it, one per tile row, applied to the reference picture as the viewers
   will apply them: the tiles above then only have to cover what still differs (the exposed
   lines), usually few enough to go losslessly. Each tile remembers how many copies deep its
@@ -34,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from chatscreen.client.screen import OutRect
-from chatscreen.codec import (
+from chatscreen.screen.codec import (
     COPY,
     DEFAULT_QUALITY,
     encode_jpeg,
@@ -42,7 +42,7 @@ from chatscreen.codec import (
     encode_webp,
     encode_zlib,
 )
-from chatscreen.scroll import (
+from chatscreen.screen.scroll import (
     Move,
     MoveFinder,
     apply_move,
@@ -51,7 +51,7 @@ from chatscreen.scroll import (
     tile_aligned,
     whole_tiles,
 )
-from chatscreen.tiles import (
+from chatscreen.screen.tiles import (
     BGRA,
     TILE,
     Box,
@@ -66,7 +66,7 @@ from chatscreen.tiles import (
     tile_diff,
     words,
 )
-from chatscreen.video import H264Encoder
+from chatscreen.screen.video import H264Encoder
 
 
 @dataclass(frozen=True, slots=True)
@@ -433,7 +433,7 @@ def band_copies(move: Move, skip: Mask, tile: int = TILE) -> list[Region]:
 
 
 def hinted_change_map(prev: BGRA, cur: BGRA, hint: Mask, tile: int = TILE) -> Mask:
-    """:func:`~chatscreen.tiles.change_map` restricted to the set tiles of ``hint`` (others
+    """:func:`~chatscreen.screen.tiles.change_map` restricted to the set tiles of ``hint`` (others
     are reported unchanged), comparing only the pixels of the hinted tiles."""
     h, w = cur.shape[:2]
     out: Mask = np.zeros_like(hint)

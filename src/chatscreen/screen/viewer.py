@@ -16,12 +16,12 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageTk
 
 from chatscreen.client import Client, ScreenChannel
-from chatscreen.codec import Canvas
-from chatscreen.cursor import composite
 from chatscreen.errors import ChatscreenError
 from chatscreen.protocol import Message
-from chatscreen.resume import keep_watching
-from chatscreen.sharing import find_share, frame_rects, why_no_share
+from chatscreen.screen.codec import Canvas
+from chatscreen.screen.cursor import composite
+from chatscreen.screen.resume import keep_watching
+from chatscreen.screen.sharing import find_share, frame_rects, why_no_share
 from chatscreen.text import one_line
 
 FIRST_LOOK = 2.0  # s: the share asked for not listed by then: say why, and wait on

@@ -1,7 +1,7 @@
 """Screen capture with mss (XShm on X11): about 2.5-3.5 ms per 1920x1080 frame here.
 
 An mss handle belongs to the thread that made it, so :class:`ScreenCapture` is created and
-used on one capture thread (see ``chatscreen.sharing``).
+used on one capture thread (see ``chatscreen.screen.sharing``).
 
 mss copies every grab out of its shared memory segment into a new ``bytearray``; a rectangle
 captured into a picture we keep (:meth:`ScreenCapture.grab_into`, the hot path while the
@@ -22,8 +22,8 @@ import numpy as np
 import numpy.typing as npt
 from mss.exception import ScreenShotError
 
-from chatscreen.cursor import MAX_CURSOR, Cursor, shape_of_bgra
 from chatscreen.errors import ChatscreenError
+from chatscreen.screen.cursor import MAX_CURSOR, Cursor, shape_of_bgra
 
 log = logging.getLogger(__name__)
 

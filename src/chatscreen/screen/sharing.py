@@ -1,14 +1,14 @@
 """Sharing and viewing a screen over a client's screen connection.
 
 The sharer captures and encodes on one dedicated thread (mss handles are per thread). Where
-the X server has the DAMAGE extension (:mod:`chatscreen.damage`), it captures when the X
+the X server has the DAMAGE extension (:mod:`chatscreen.screen.damage`), it captures when the X
 server reports a change, right away but not much more often than ``fps`` on average (a
 change that comes too soon waits for a token: see :class:`CaptureBucket`), once the drawing
 has settled (the listener tells of a burst of damage once it is over), and compares only the
 tiles the damage touched; an idle screen costs no capture at all, except when a lossless
 refresh falls due. Without DAMAGE (no X, Wayland, ``damage=False``) it polls at a steady
 ``fps`` cadence that skips missed ticks instead of bursting. Each capture, the
-:class:`~chatscreen.encoders.ScreenEncoder` compares it with the previous one tile by
+:class:`~chatscreen.screen.encoders.ScreenEncoder` compares it with the previous one tile by
 tile and returns only the changed regions, each encoded by its content (lossless for text and
 UI, JPEG for photographic regions), plus the lossless refresh of regions that stopped
 changing; nothing at all when nothing changed. A key frame (the whole screen) is sent first,
@@ -17,7 +17,7 @@ changes. ``send_frame`` waits for the socket to drain, so a slow uplink lowers t
 instead of building a backlog; the server keeps the newest version of every region for its
 viewers, so the sharer never waits for any of them. Where XFixes gives the pointer's picture,
 the captures leave the pointer out and a ``cursor`` message goes when it moves or changes
-(:mod:`chatscreen.cursor`): moving the mouse re-sends no tiles. The pointer is looked at (an
+(:mod:`chatscreen.screen.cursor`): moving the mouse re-sends no tiles. The pointer is looked at (an
 X round trip) with a capture after DAMAGE's listener saw it move, else at most every
 ``POINTER_RECHECK`` seconds (a new picture without a move: a busy cursor, say).
 """
@@ -32,16 +32,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from chatscreen.capture import Image, ScreenCapture
 from chatscreen.client import Client, ScreenChannel
-from chatscreen.codec import Canvas, DecodeError, fit_within
-from chatscreen.cursor import Cursor, CursorTracker
-from chatscreen.damage import DamageListener, Rect, damage_mask
-from chatscreen.encoders import DEFAULT_PRESET, ScreenEncoder, Update
 from chatscreen.errors import ServerError
 from chatscreen.protocol import Message
-from chatscreen.simulcast import LowLayer
-from chatscreen.tiles import Box, Mask, merge_tiles
+from chatscreen.screen.capture import Image, ScreenCapture
+from chatscreen.screen.codec import Canvas, DecodeError, fit_within
+from chatscreen.screen.cursor import Cursor, CursorTracker
+from chatscreen.screen.damage import DamageListener, Rect, damage_mask
+from chatscreen.screen.encoders import DEFAULT_PRESET, ScreenEncoder, Update
+from chatscreen.screen.simulcast import LowLayer
+from chatscreen.screen.tiles import Box, Mask, merge_tiles
 
 DEFAULT_FPS = 30.0
 PARTIAL_CAPTURE = 0.25  # damage within this share of the screen: capture only its boxes
@@ -69,7 +69,7 @@ class ShareStats:
     channel: ScreenChannel | None = None  # the share's connection (its ``viewers``: live)
     cursors: int = 0  # pointer updates sent (the pointer is not in the tiles)
     fps: float = 0.0  # the update rate asked for (about; see CaptureBucket)
-    preset: str = ""  # the encoder's preset (chatscreen.encoders.PRESETS)
+    preset: str = ""  # the encoder's preset (chatscreen.screen.encoders.PRESETS)
 
     def summary(self) -> str:
         secs = max(time.monotonic() - self.started, 1e-9)
@@ -299,7 +299,7 @@ async def share_screen(client: Client, stop: asyncio.Event, *, monitor: int = 1,
     ``room``: who may watch (default: anyone). ``encoding``: ``auto`` (by content, H.264 for
     regions that change every frame), ``h264`` (H.264 for any region that keeps changing),
     ``lossless`` or ``jpeg`` (every change so, never H.264). ``layers=2``: send a low quality
-    layer too while the relay asks for one (:mod:`chatscreen.simulcast`); 1: never."""
+    layer too while the relay asks for one (:mod:`chatscreen.screen.simulcast`); 1: never."""
     stats = stats or ShareStats()
     stats.fps, stats.preset = fps, preset
     loop = asyncio.get_running_loop()

@@ -6,7 +6,7 @@ sharer can make it (the relay never decodes), and it makes at most one, whatever
 of viewers: the relay asks for it (``low_layer``, with the byte rate it should keep to) when
 some viewer needs it and stops it when none does.
 
-:class:`LowLayer` takes each update the :class:`~chatscreen.encoders.ScreenEncoder` made and
+:class:`LowLayer` takes each update the :class:`~chatscreen.screen.encoders.ScreenEncoder` made and
 the capture it came from: every ``jpeg`` region is marked ``layer: "full"`` and followed (at
 the end of the frame) by the same rectangle as a smaller JPEG marked ``layer: "low"``; every
 ``h264`` region likewise, by a picture of a second H.264 stream of the same rectangle, encoded
@@ -20,11 +20,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from chatscreen.annexb import is_idr
 from chatscreen.client.screen import OutRect
-from chatscreen.codec import BGRA, encode_jpeg
-from chatscreen.encoders import Update
-from chatscreen.video import H264Encoder
+from chatscreen.protocol.annexb import is_idr
+from chatscreen.screen.codec import BGRA, encode_jpeg
+from chatscreen.screen.encoders import Update
+from chatscreen.screen.video import H264Encoder
 
 LOW_JPEG_QUALITY = 40
 LOW_JPEG_SUBSAMPLING = "420"

@@ -19,22 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import simplejpeg
 from PIL import Image as PILImage
 
-from chatscreen.errors import ChatscreenError
-from chatscreen.scroll import copy_rows
-
-RGB = npt.NDArray[np.uint8]  # H x W x 3
-BGRA = npt.NDArray[np.uint8]  # H x W x 4
+from chatscreen.screen.pictures import BGRA as BGRA
+from chatscreen.screen.pictures import RGB as RGB
+from chatscreen.screen.pictures import DecodeError as DecodeError
+from chatscreen.screen.scroll import copy_rows
 
 DEFAULT_QUALITY = 80
 DEFAULT_SUBSAMPLING = "444"  # keeps coloured text legible; 420 costs less bandwidth
-
-
-class DecodeError(ChatscreenError):
-    pass
 
 
 def encode_jpeg(img: BGRA, quality: int = DEFAULT_QUALITY,
@@ -215,7 +209,7 @@ class Canvas:
     def __init__(self, w: int, h: int) -> None:
         self.pixels: RGB = np.zeros((h, w, 3), np.uint8)
         self.complete = False  # True once a key frame has been applied
-        self.video: Any = None  # chatscreen.video.VideoStreams, made at the first h264 rect
+        self.video: Any = None  # chatscreen.screen.video.VideoStreams, made at the first h264 rect
 
     @property
     def size(self) -> tuple[int, int]:
@@ -244,7 +238,7 @@ class Canvas:
         stream whose IDR this canvas never had is skipped (the region waits for the next
         IDR). Bad data raises DecodeError, as for every encoding."""
         if self.video is None:
-            from chatscreen.video import VideoStreams  # PyAV loads only when needed
+            from chatscreen.screen.video import VideoStreams  # PyAV loads only when needed
 
             self.video = VideoStreams()
         pic = self.video.decode(x, y, w, h, data)
