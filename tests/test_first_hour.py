@@ -169,8 +169,9 @@ def test_a_message_arriving_leaves_the_half_typed_line_alone(server: ServerProce
         bob.connect().result(TIMEOUT)
         bob.call(lambda c: c.join("general")).result(TIMEOUT)
         bob.call(lambda c: c.say("general", "hello from bob")).result(TIMEOUT)
-        lines = term.wait(lambda lines: any("bob: hello from bob" in line for line in lines),
-                          "bob's message")
+        lines = term.wait(lambda lines: any("bob: hello from bob" in line for line in lines)
+                          and lines[-1:] == ["#general> half typed"],  # redrawn below it
+                          "bob's message above the half typed line")
         said = next(line for line in lines if "bob: hello from bob" in line)
         assert re.fullmatch(r"\[\d\d:\d\d:\d\d\] bob: hello from bob", said), lines
         assert lines[-1] == "#general> half typed", lines  # still there, below the news
@@ -182,9 +183,10 @@ def test_a_message_arriving_leaves_the_half_typed_line_alone(server: ServerProce
             if ev.type == "message" and ev["user"] == "alice":
                 break
         assert ev["text"] == "half typed and the rest"
-        lines = term.wait(lambda lines: any(line.endswith("] alice: half typed and the rest")
-                                            for line in lines), "the message sent")
-        assert lines[-1] == "#general>"  # the sent line left the input line
+        # the sent line left the input line, and came back above it as a message
+        term.wait(lambda lines: any(line.endswith("] alice: half typed and the rest")
+                                    for line in lines) and lines[-1:] == ["#general>"],
+                  "the message sent, above an empty input line")
     finally:
         term.close()
         bob.close()

@@ -24,6 +24,8 @@ MAX_INT = (1 << 53) - 1  # exact in JavaScript too
 MAX_RECTS = 1024  # rects in one frame: what the relay does with one frame holds its event loop
 #                  (a few ms at this many); a sharer with more splits its update in frames
 MAX_DIM = 16384
+#: Fields the parser adds to a message (never read from the wire): a frame's tile count.
+DERIVED = frozenset({"tiles"})
 
 
 def _bad(message: str) -> RemoteProtocolError:
@@ -478,7 +480,7 @@ def _validate(kind: str, spec: Spec, frame: Frame, limits: Limits) -> Message:
             if r.x + r.w > fw or r.y + r.h > fh:
                 raise _bad(f"rect {r.x},{r.y} {r.w}x{r.h} lies outside {fw}x{fh}")
             tiles += rect_tiles(r.x, r.y, r.w, r.h, r.enc)
-        fields["tiles"] = tiles  # derived: the work it takes (see rect_tiles)
+        fields["tiles"] = tiles  # DERIVED: the work it takes (see rect_tiles)
         check_copies(fields, frame.payload)
     if kind == "cursor":
         check_cursor(fields, frame.payload)
