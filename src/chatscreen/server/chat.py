@@ -91,7 +91,7 @@ def user_topic(key: str) -> str:
 @dataclass(slots=True)
 class _Pending:
     msg: StoredMessage
-    sender: Session
+    sender: Session[Peer]
     cost: int  # bytes its fan-out will write, about (SendBuffers.upcoming)
 
 
@@ -139,14 +139,15 @@ class ChatService:
         self._stopping = False
         self.fanout = fanout
         self.history = history
-        self.sessions: dict[str, Session] = {}  # casefolded name -> session
-        self.skeletons: dict[str, Session] = {}  # name_skeleton -> session
+        self.sessions: dict[str, Session[Peer]] = {}  # casefolded name -> session
+        self.skeletons: dict[str, Session[Peer]] = {}  # name_skeleton -> session
         # guest name (casefolded) -> (resume secret, since, Guest) of its last session: a
         # guest coming back with that secret keeps its private messages and invitations, no
         # other guest gets them
         self._guest_since: OrderedDict[str, tuple[str, int, Guest]] = OrderedDict()
-        self.tokens: dict[str, Session] = {}
-        self.rooms: dict[str, set[Session]] = {}  # room -> members (a room exists while listed)
+        self.tokens: dict[str, Session[Peer]] = {}
+        # room -> members (a room exists while listed)
+        self.rooms: dict[str, set[Session[Peer]]] = {}
         self.limits = limits or RoomPolicy()
         self._folded: dict[str, str] = {}  # casefolded room name -> room
         self._public: list[str] = []  # the rooms that are not private, sorted
@@ -170,9 +171,9 @@ class ChatService:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.share_list: list[dict[str, Any]] = []  # kept current by the screen relay ...
         # ... with, when some shares are only for some users, what one session may see
-        self.share_view: Callable[[Session], list[dict[str, Any]]] | None = None
+        self.share_view: Callable[[Session[Peer]], list[dict[str, Any]]] | None = None
         # called (by then) when a user may have lost the right to watch some share
-        self.audience_changed: Callable[[Session], None] | None = None
+        self.audience_changed: Callable[[Session[Peer]], None] | None = None
         self.messages_total = 0
         # room -> presence frames to publish, with the peer each one is about
         self._presence_due: dict[str, list[tuple[bytes, Peer]]] = {}
@@ -430,7 +431,7 @@ class ChatService:
         self._send_shares(session)
         log.info("%s logged in from %s%s", name, peer.addr, f" as {role}" if role else "")
 
-    def _restore(self, session: Session, rooms: list[str], marks: dict[str, int]) -> None:
+    def _restore(self, session: Session[Peer], rooms: list[str], marks: dict[str, int]) -> None:
         """An account's stored rooms and read markers, for its new session: those of rooms
         that are gone (a guest's room expired) or closed to it are forgotten."""
         keep = [r for r in rooms if r in self.rooms and self._may_enter(session, r)]
@@ -442,7 +443,7 @@ class ChatService:
         kept += peers[-MAX_PEER_MARKS:]
         session.marks = {c: marks[c] for c in kept}
 
-    def _welcome_state(self, session: Session) -> dict[str, Any]:
+    def _welcome_state(self, session: Session[Peer]) -> dict[str, Any]:
         """What the welcome tells of the user's own state: an account's rooms (to join
         again), the read markers, the private rooms it is invited to and not in."""
         state: dict[str, Any] = {
@@ -454,7 +455,7 @@ class ChatService:
             state["rooms"] = sorted(session.member_of)
         return state
 
-    def _pending_invitations(self, session: Session) -> list[str]:
+    def _pending_invitations(self, session: Session[Peer]) -> list[str]:
         """The private rooms this user is invited to and not in."""
         invited: Iterable[str]
         if session.role is None:
@@ -464,7 +465,7 @@ class ChatService:
         return sorted(r for r in invited if r in self.rooms and r not in session.rooms
                       and r not in session.member_of)
 
-    def _store_member(self, session: Session, room: str, *, member: bool) -> None:
+    def _store_member(self, session: Session[Peer], room: str, *, member: bool) -> None:
         """An account joined (or left) a room: remember it, so that its next session, on
         any client, is told its rooms. A guest's are its connection's only."""
         if member:
@@ -512,7 +513,7 @@ class ChatService:
         peer.fail(ErrorCode.BANNED, f"This address is banned {ban.until_text()}"
                   + (f": {ban.reason}" if ban.reason else ""))
 
-    def _logout(self, session: Session) -> None:
+    def _logout(self, session: Session[Peer]) -> None:
         key = session.key
         if self.sessions.get(key) is session:
             del self.sessions[key]
@@ -529,7 +530,7 @@ class ChatService:
 
     # -- rooms -------------------------------------------------------------------------
 
-    def _may_enter(self, session: Session, room: str) -> bool:
+    def _may_enter(self, session: Session[Peer], room: str) -> bool:
         """A public room: anyone. A private one: admins, the accounts invited (by name) and
         the guests invited (that guest, not its name: see Guest)."""
         invited = self.private.get(room)
@@ -539,7 +540,7 @@ class ChatService:
             return True
         return session.guest is not None and room in session.guest.invited
 
-    def _private_refused(self, session: Session, room: str, msg: Message) -> bool:
+    def _private_refused(self, session: Session[Peer], room: str, msg: Message) -> bool:
         """Refuse (``forbidden``) a request about a private room one is not invited to."""
         if self._may_enter(session, room):
             return False
@@ -547,7 +548,7 @@ class ChatService:
                            "invitation", re=msg.type, **_rid(msg))
         return True
 
-    def _rooms(self, session: Session, msg: Message) -> None:
+    def _rooms(self, session: Session[Peer], msg: Message) -> None:
         """A page of the rooms this user may enter, by name from ``after`` on: its cost
         depends on the page, not on how many rooms there are."""
         limit: int = min(msg.get("limit", ROOMS_PAGE), ROOMS_PAGE)
@@ -613,14 +614,14 @@ class ChatService:
                     log.info("room %s expired: empty for %g s", room, expiry)
             self.quota.prune(now)
 
-    def _owner(self, session: Session) -> str:
+    def _owner(self, session: Session[Peer]) -> str:
         """Whom a new room counts against: the account, else (a guest) the address."""
         return f"user:{session.key}" if session.role else f"ip:{session.chat.ip}"
 
-    def _refuse(self, session: Session, msg: Message, code: ErrorCode, text: str) -> None:
+    def _refuse(self, session: Session[Peer], msg: Message, code: ErrorCode, text: str) -> None:
         session.chat.error(code, text, re=msg.type, **_rid(msg))
 
-    def _joined_too_many(self, session: Session, msg: Message) -> bool:
+    def _joined_too_many(self, session: Session[Peer], msg: Message) -> bool:
         """Would one more room pass max_joined (an account's stored rooms count, joined on
         this connection or not)?"""
         n = self.limits.max_joined
@@ -630,7 +631,7 @@ class ChatService:
                      "one connection may be in: leave one first")
         return True
 
-    def _may_create_room(self, session: Session, msg: Message) -> bool:
+    def _may_create_room(self, session: Session[Peer], msg: Message) -> bool:
         """The caps on rooms (in all, per account or guest address), then the create rate;
         refuses (not fatal) if one is reached."""
         lim = self.limits
@@ -652,7 +653,7 @@ class ChatService:
                 return False
         return self._take_quota(session, msg)
 
-    def _take_quota(self, session: Session, msg: Message) -> bool:
+    def _take_quota(self, session: Session[Peer], msg: Message) -> bool:
         """A request that makes the server keep something (a room, an invitation, an
         account): one token from the bucket of the address, and of the account if
         registered, shared by all their connections. Refused (not fatal) when empty."""
@@ -666,7 +667,7 @@ class ChatService:
                      + f": try again in {math.ceil(wait)} s")
         return False
 
-    def _create(self, session: Session, msg: Message) -> None:
+    def _create(self, session: Session[Peer], msg: Message) -> None:
         room = msg["room"]
         private = bool(msg.get("private"))
         if self._find_room(room) is not None:
@@ -691,7 +692,7 @@ class ChatService:
         self._add_room(room, self._owner(session))
         self._join(session, room, None, msg.get("rid"))
 
-    def _invite(self, session: Session, msg: Message) -> None:
+    def _invite(self, session: Session[Peer], msg: Message) -> None:
         room = self._find_room(msg["room"])
         if room is None:
             session.chat.error(ErrorCode.NO_SUCH_ROOM, f"no room '{msg['room']}'", re="invite",
@@ -740,7 +741,7 @@ class ChatService:
             target.chat.send("notice", room=room, text=f"{session.name} invited you to "
                              f"{room}: /join {room}")
 
-    def _decline(self, session: Session, msg: Message) -> None:
+    def _decline(self, session: Session[Peer], msg: Message) -> None:
         """Forget an invitation to a private room (it is not offered at login any more)."""
         room = self._find_room(msg["room"])
         if room is None:
@@ -756,7 +757,7 @@ class ChatService:
             self._spawn(self.account_store.uninvite(room, session.name))
         session.chat.send("declined", room=room, **_rid(msg))
 
-    def _read(self, session: Session, msg: Message) -> None:
+    def _read(self, session: Session[Peer], msg: Message) -> None:
         """Move a read marker forward (never back, never past the newest message): the
         last message id read in a room one is in, or in a private conversation (at most
         MAX_PEER_MARKS of those: the oldest goes). An account's are stored."""
@@ -796,7 +797,7 @@ class ChatService:
             return room
         return self._folded.get(room.casefold())
 
-    def _join_msg(self, session: Session, msg: Message) -> None:
+    def _join_msg(self, session: Session[Peer], msg: Message) -> None:
         room = self._find_room(msg["room"])
         if room is None:  # joining a room that does not exist creates it, as in IRC
             if self._joined_too_many(session, msg) or not self._may_create_room(session, msg):
@@ -809,7 +810,7 @@ class ChatService:
             return
         self._join(session, room, msg.get("after"), msg.get("rid"))
 
-    def _join(self, session: Session, room: str, after: int | None, rid: str | None) -> None:
+    def _join(self, session: Session[Peer], room: str, after: int | None, rid: str | None) -> None:
         members = self.rooms[room]
         if session in members:
             # Already there: answer as if joining, so a resuming client gets what it missed.
@@ -825,7 +826,7 @@ class ChatService:
         self._presence(room, session, "join")
         self._spawn(self._send_joined(session, room, after, rid, subscribe=True))
 
-    async def _send_joined(self, session: Session, room: str, after: int | None,
+    async def _send_joined(self, session: Session[Peer], room: str, after: int | None,
                            rid: str | None, *, subscribe: bool) -> None:
         # Messages published while the query runs reach the room's subscribers, which this
         # peer is not yet, and may have been stored after the query looked: keep them.
@@ -893,7 +894,7 @@ class ChatService:
         users = sorted(s.name for s in self.rooms.get(room, ()))
         peer.send("joined", room=room, users=users, **({"rid": rid} if rid else {}))
 
-    def _leave_msg(self, session: Session, msg: Message) -> None:
+    def _leave_msg(self, session: Session[Peer], msg: Message) -> None:
         room = self._find_room(msg["room"])
         if room is None or (room not in session.rooms and room not in session.member_of):
             session.chat.error(ErrorCode.NOT_IN_ROOM, f"you are not in '{msg['room']}'",
@@ -904,7 +905,7 @@ class ChatService:
         self._store_member(session, room, member=False)
         session.chat.send("left", room=room, **_rid(msg))
 
-    def _leave(self, session: Session, room: str, *, held: bool = False) -> None:
+    def _leave(self, session: Session[Peer], room: str, *, held: bool = False) -> None:
         """``held``: the connection ended: announce it LEAVE_GRACE later, if it is not back."""
         session.rooms.discard(room)
         if self.share_view is not None:  # some share is only for some: this one may go
@@ -928,11 +929,11 @@ class ChatService:
         else:
             self._presence(room, session, "leave")
 
-    def _held_leave(self, room: str, session: Session) -> None:
+    def _held_leave(self, room: str, session: Session[Peer]) -> None:
         del self._leaving[(room, session.key)]
         self._presence(room, session, "leave")
 
-    def _presence(self, room: str, session: Session, event: str) -> None:
+    def _presence(self, room: str, session: Session[Peer], event: str) -> None:
         """Announce a join or leave. Announcements are gathered for PRESENCE_BATCH seconds
         and published together: when 1000 clients join one room, each member gets a few
         writes instead of 1000 (the cost of a storm is writes, O(members x joins)). A join
@@ -962,7 +963,7 @@ class ChatService:
                 if others:
                     subject.send_bytes(b"".join(others))
 
-    def _who(self, session: Session, msg: Message) -> None:
+    def _who(self, session: Session[Peer], msg: Message) -> None:
         room = self._find_room(msg["room"])
         if room is None:
             session.chat.error(ErrorCode.NO_SUCH_ROOM, f"no room '{msg['room']}'", re="who",
@@ -975,7 +976,7 @@ class ChatService:
 
     # -- messages ----------------------------------------------------------------------
 
-    def _muted(self, session: Session, kind: str, cid: str | None) -> bool:
+    def _muted(self, session: Session[Peer], kind: str, cid: str | None) -> bool:
         """Is this user muted? Then tell them (a non-fatal ``muted`` error)."""
         mute = self._binding("mute", session.key, session.role, session.chat.ip)
         if mute is None:
@@ -984,7 +985,7 @@ class ChatService:
                            cid=cid)
         return True
 
-    def _say(self, session: Session, msg: Message) -> None:
+    def _say(self, session: Session[Peer], msg: Message) -> None:
         room = self._find_room(msg["room"])
         cid = msg.get("cid")
         if self._muted(session, "say", cid):
@@ -997,7 +998,7 @@ class ChatService:
             return
         self._post(session, cid, room=room, to=None, text=msg["text"])
 
-    def _pm(self, session: Session, msg: Message) -> None:
+    def _pm(self, session: Session[Peer], msg: Message) -> None:
         target = self.sessions.get(msg["to"].casefold())
         cid = msg.get("cid")
         if self._muted(session, "pm", cid):
@@ -1008,7 +1009,7 @@ class ChatService:
             return
         self._post(session, cid, room=None, to=target.name, text=msg["text"])
 
-    def _post(self, session: Session, cid: str | None, *, room: str | None, to: str | None,
+    def _post(self, session: Session[Peer], cid: str | None, *, room: str | None, to: str | None,
               text: str) -> None:
         if cid is not None and self._seen_cid(session.key, cid):
             return  # a re-send of a message we already took; its echo went out then
@@ -1112,7 +1113,7 @@ class ChatService:
                 n += self.fanout.publish(user_topic(key), data)
         self.counters.deliveries += n
 
-    def _typing(self, session: Session, msg: Message) -> None:
+    def _typing(self, session: Session[Peer], msg: Message) -> None:
         active = msg["active"]
         if "room" in msg.fields:
             room = self._find_room(msg["room"])
@@ -1126,13 +1127,13 @@ class ChatService:
             if target is not None and target is not session:
                 target.chat.send("typing", to=target.name, user=session.name, active=active)
 
-    def _history(self, session: Session, msg: Message) -> None:
+    def _history(self, session: Session[Peer], msg: Message) -> None:
         if "room" in msg.fields and self._private_refused(
                 session, self._find_room(msg["room"]) or msg["room"], msg):
             return
         self._spawn(self._send_history(session, msg))
 
-    async def _send_history(self, session: Session, msg: Message) -> None:
+    async def _send_history(self, session: Session[Peer], msg: Message) -> None:
         limit = msg.get("limit", self.history)
         before, after = msg.get("before"), msg.get("after")
         if "room" in msg.fields:
@@ -1153,8 +1154,9 @@ class ChatService:
 
     # -- screen shares (announced on the chat port) -------------------------------------
 
-    def announce_shares(self, shares: list[dict[str, Any]],
-                        view: Callable[[Session], list[dict[str, Any]]] | None = None) -> None:
+    def announce_shares(
+            self, shares: list[dict[str, Any]],
+            view: Callable[[Session[Peer]], list[dict[str, Any]]] | None = None) -> None:
         """The share list changed. ``view``: some shares are only for some users, and this
         gives the list one session may see (who may not watch a share does not see it)."""
         self.share_list, self.share_view = shares, view
@@ -1164,13 +1166,13 @@ class ChatService:
             for session in self.sessions.values():
                 self._send_shares(session)
 
-    def _send_shares(self, session: Session) -> None:
+    def _send_shares(self, session: Session[Peer]) -> None:
         shares = self.share_list if self.share_view is None else self.share_view(session)
         session.chat.send("shares", shares=shares)
 
     # -- accounts and moderation -------------------------------------------------------
 
-    def may_share(self, session: Session) -> bool:
+    def may_share(self, session: Session[Peer]) -> bool:
         roles = self.policy.share_roles
         return roles is None or (session.role or "guest") in roles
 
@@ -1234,7 +1236,7 @@ class ChatService:
             await store.answer_requests([(r.id, self._answer(r, first, before))
                                          for r in requests])
 
-    def _answer(self, req: AdminRequest, first: bool, before: list[Session]) -> str:
+    def _answer(self, req: AdminRequest, first: bool, before: list[Session[Peer]]) -> str:
         """Carry out a kick `chatscreen admin` asked for, or say what the change it made
         (read above) did to who is connected: its answer, which the command prints."""
         if req.kind == "address":
@@ -1258,7 +1260,7 @@ class ChatService:
         now = f", now {victim.role or 'guest'}" if req.action == "role" else ""
         return f"{victim.name} is connected{now}"
 
-    def _end_guest(self, session: Session, owner: Account) -> None:
+    def _end_guest(self, session: Session[Peer], owner: Account) -> None:
         """A guest's name, or one it looks like, was registered: the guest must go."""
         if owner.key == session.key:
             reason = (f"'{owner.name}' is now a registered name: log in with its password, "
@@ -1301,7 +1303,7 @@ class ChatService:
             except Exception:
                 log.exception("reloading accounts failed")
 
-    def _register(self, session: Session, msg: Message) -> None:
+    def _register(self, session: Session[Peer], msg: Message) -> None:
         rid = _rid(msg)
         refused = registration.refusal(self, session, msg["password"])
         if refused is not None:
@@ -1310,7 +1312,8 @@ class ChatService:
             session.registering = True
             self._spawn(self._do_register(session, msg["password"], rid))
 
-    async def _do_register(self, session: Session, password: str, rid: dict[str, Any]) -> None:
+    async def _do_register(self, session: Session[Peer], password: str,
+                           rid: dict[str, Any]) -> None:
         try:
             taken = await registration.register(self, session, password)
         finally:
@@ -1328,7 +1331,7 @@ class ChatService:
         """A guest name that is an account's now: nothing of its guests is kept."""
         self._guest_since.pop(key, None)
 
-    async def registered(self, session: Session) -> None:
+    async def registered(self, session: Session[Peer]) -> None:
         """A guest who registered is that account from then on: it keeps its invitations,
         now stored as an account's are (and its place in shares' viewer lists)."""
         assert self.account_store is not None and session.guest is not None
@@ -1350,7 +1353,7 @@ class ChatService:
         account = self.accounts.get(key)
         return account.role if account is not None else "guest"
 
-    def _moderate(self, session: Session, msg: Message) -> None:
+    def _moderate(self, session: Session[Peer], msg: Message) -> None:
         action = msg["action"]
         rank = RANK[session.role or "guest"]
         if rank < RANK["moderator"] or (action == "role" and session.role != "admin"):
@@ -1360,7 +1363,7 @@ class ChatService:
             return
         self._spawn(self._do_moderate(session, msg))
 
-    async def _do_moderate(self, session: Session, msg: Message) -> None:
+    async def _do_moderate(self, session: Session[Peer], msg: Message) -> None:
         try:
             text, rooms = await carry_out(self, session, msg)
         except Refused as exc:
@@ -1382,7 +1385,7 @@ class ChatService:
         except Exception:
             log.exception("could not record a moderation action")
 
-    def expel(self, session: Session, code: ErrorCode, message: str) -> None:
+    def expel(self, session: Session[Peer], code: ErrorCode, message: str) -> None:
         """Disconnect a user (kicked, banned); the room notice goes out first."""
 
         def later() -> None:  # after the notice went out, so that they see it too
@@ -1404,7 +1407,7 @@ class ChatService:
         if not task.cancelled() and task.exception() is not None:
             log.error("chat task failed", exc_info=task.exception())
 
-    _handlers: ClassVar[dict[str, Callable[[ChatService, Session, Message], None]]] = {
+    _handlers: ClassVar[dict[str, Callable[[ChatService, Session[Peer], Message], None]]] = {
         "rooms": _rooms,
         "create": _create,
         "join": _join_msg,
