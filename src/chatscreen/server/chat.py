@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import heapq
 import hmac
 import itertools
 import logging
@@ -29,6 +28,7 @@ from chatscreen.errors import ErrorCode, RemoteProtocolError
 from chatscreen.protocol import Message, encode_frame, lookalike
 from chatscreen.protocol.lookalike import name_skeleton
 from chatscreen.server import registration
+from chatscreen.server import rooms as roomsvc
 from chatscreen.server.accounts import (
     RANK,
     Account,
@@ -47,8 +47,8 @@ from chatscreen.server.moderation import (
     Refused,
     ban_binds,
     carry_out,
-    format_duration,
 )
+from chatscreen.server.rooms import RoomPolicy, rid_of
 from chatscreen.server.session import Guest, Session
 from chatscreen.server.storage import MessageStore, StoredMessage, utc_now
 
@@ -69,15 +69,7 @@ CID_USERS_KEPT = 1024  # users (most recently active) whose client ids are kept
 CIDS_RELOADED = 10_000  # at start, the client ids of this many of the latest messages
 FRAME_OVERHEAD = 128  # bytes of a message frame besides its text, about
 GUEST_SINCE_KEPT = 10_000  # guest names whose last guest (resume, since, Guest) is remembered
-ROOMS_PAGE = 1000  # rooms in a `rooms` answer, at most (and without a `limit`)
-MAX_PEER_MARKS = 200  # read markers of private conversations kept per user (newest kept)
 WELCOME_INVITATIONS = 100  # pending invitations listed in a welcome, at most
-
-
-def _rid(msg: Message) -> dict[str, Any]:
-    """The request id to echo in an answer, if the client gave one."""
-    rid = msg.get("rid")
-    return {} if rid is None else {"rid": rid}
 
 
 def room_topic(room: str) -> str:
@@ -104,20 +96,6 @@ class LoginPolicy:
     login_delay_max: float = 30.0  # ... up to this
     handshake_timeout: float = 10.0  # a login is answered within this, slowed down or not
     refresh: float = 1.0  # seconds between checks for changes made by `chatscreen admin`
-
-
-@dataclass(frozen=True)
-class RoomPolicy:
-    """What one client may make the server keep (see ServerSettings for each)."""
-
-    create_rate: float = 0.2
-    create_burst: int = 10
-    max_rooms: int = 10_000
-    max_rooms_per_guest: int = 20
-    max_rooms_per_member: int = 100
-    room_expiry: float = 600.0
-    max_joined: int = 100
-    max_invitations: int = 1000
 
 
 class ChatService:
@@ -150,8 +128,8 @@ class ChatService:
         self.rooms: dict[str, set[Session[Peer]]] = {}
         self.limits = limits or RoomPolicy()
         self._folded: dict[str, str] = {}  # casefolded room name -> room
-        self._public: list[str] = []  # the rooms that are not private, sorted
-        self._invited_to: dict[str, set[str]] = {}  # casefolded name -> private rooms
+        self.public_rooms: list[str] = []  # the rooms that are not private, sorted
+        self.invited_to: dict[str, set[str]] = {}  # casefolded name -> private rooms
         # rooms created since the start -> who created them: "ip:ADDRESS" (a guest; the room
         # expires), "user:NAME" (a registered name); and how many each has
         self._creator: dict[str, str] = {}
@@ -185,6 +163,11 @@ class ChatService:
         self._joins = itertools.count()
         self.counters = Counters()
 
+    @property
+    def newest_id(self) -> int:
+        """The id of the newest message taken (stored or on its way)."""
+        return self._next_id
+
     async def start(self) -> None:
         lookalike.load()  # Unicode's confusables, now rather than at the first login
         self._next_id = await self.store.last_id()
@@ -195,11 +178,11 @@ class ChatService:
                 self._seen_cid(m.user.casefold(), m.cid)
         await self.store.add_room(DEFAULT_ROOM)
         for room in await self.store.rooms():
-            self._add_room(room, None)
+            self.add_room(room, None)
         if self.account_store is not None:
             await self._reload()
-            self._spawn(self._watch_accounts())
-        self._spawn(self._expire_rooms())
+            self.spawn(self._watch_accounts())
+        self.spawn(self._expire_rooms())
         self._writer = asyncio.create_task(self._write_loop(), name="chat-writer")
 
     async def stop(self) -> None:
@@ -248,7 +231,7 @@ class ChatService:
         if self.policy.server_password is None and name.casefold() not in self.accounts:
             self._finish_login(peer, msg, None)  # a guest: no password to check
         else:
-            self._spawn(self._login(peer, msg))
+            self.spawn(self._login(peer, msg))
 
     async def _login(self, peer: Peer, msg: Message) -> None:
         """Check the server password, then the account's (argon2id, off the event loop).
@@ -434,13 +417,13 @@ class ChatService:
     def _restore(self, session: Session[Peer], rooms: list[str], marks: dict[str, int]) -> None:
         """An account's stored rooms and read markers, for its new session: those of rooms
         that are gone (a guest's room expired) or closed to it are forgotten."""
-        keep = [r for r in rooms if r in self.rooms and self._may_enter(session, r)]
+        keep = [r for r in rooms if r in self.rooms and roomsvc.may_enter(self, session, r)]
         session.member_of = set(keep[: self.limits.max_joined])
         for room in set(rooms) - session.member_of:
-            self._store_member(session, room, member=False)
+            self.store_member(session, room, member=False)
         peers = sorted((c for c in marks if c.startswith("@")), key=marks.__getitem__)
         kept = [c for c in marks if c[0] == "#" and c[1:] in session.member_of]
-        kept += peers[-MAX_PEER_MARKS:]
+        kept += peers[-roomsvc.MAX_PEER_MARKS:]
         session.marks = {c: marks[c] for c in kept}
 
     def _welcome_state(self, session: Session[Peer]) -> dict[str, Any]:
@@ -461,11 +444,11 @@ class ChatService:
         if session.role is None:
             invited = session.guest.invited if session.guest is not None else ()
         else:
-            invited = self._invited_to.get(session.key, ())
+            invited = self.invited_to.get(session.key, ())
         return sorted(r for r in invited if r in self.rooms and r not in session.rooms
                       and r not in session.member_of)
 
-    def _store_member(self, session: Session[Peer], room: str, *, member: bool) -> None:
+    def store_member(self, session: Session[Peer], room: str, *, member: bool) -> None:
         """An account joined (or left) a room: remember it, so that its next session, on
         any client, is told its rooms. A guest's are its connection's only."""
         if member:
@@ -474,7 +457,7 @@ class ChatService:
             session.member_of.discard(room)
             session.marks.pop(f"#{room}", None)
         if session.role is not None and self.account_store is not None:
-            self._spawn(self.account_store.set_member(session.key, room, member))
+            self.spawn(self.account_store.set_member(session.key, room, member))
 
     def _lookalike(self, name: str, key: str, skeleton: str,
                    account: Account | None) -> str | None:
@@ -521,7 +504,7 @@ class ChatService:
             del self.skeletons[session.skeleton]
         self.tokens.pop(session.token, None)
         for room in list(session.rooms):
-            self._leave(session, room, held=True)
+            self.leave_room(session, room, held=True)
         self.fanout.unsubscribe(user_topic(key), session.chat)
         self.fanout.unsubscribe(ALL, session.chat)
         for screen in list(session.screens):
@@ -530,64 +513,26 @@ class ChatService:
 
     # -- rooms -------------------------------------------------------------------------
 
-    def _may_enter(self, session: Session[Peer], room: str) -> bool:
-        """A public room: anyone. A private one: admins, the accounts invited (by name) and
-        the guests invited (that guest, not its name: see Guest)."""
-        invited = self.private.get(room)
-        if invited is None or session.role == "admin":
-            return True
-        if session.role is not None and session.key in invited:
-            return True
-        return session.guest is not None and room in session.guest.invited
-
-    def _private_refused(self, session: Session[Peer], room: str, msg: Message) -> bool:
-        """Refuse (``forbidden``) a request about a private room one is not invited to."""
-        if self._may_enter(session, room):
-            return False
-        session.chat.error(ErrorCode.FORBIDDEN, f"'{room}' is private: you need an "
-                           "invitation", re=msg.type, **_rid(msg))
-        return True
-
-    def _rooms(self, session: Session[Peer], msg: Message) -> None:
-        """A page of the rooms this user may enter, by name from ``after`` on: its cost
-        depends on the page, not on how many rooms there are."""
-        limit: int = min(msg.get("limit", ROOMS_PAGE), ROOMS_PAGE)
-        after: str | None = msg.get("after")
-        start = 0 if after is None else bisect.bisect_right(self._public, after)
-        public = self._public[start : start + limit + 1]
-        private: Iterable[str]
-        if session.role == "admin":
-            private = self.private.keys()
-        elif session.role is None:  # a guest's invitations are its own, not its name's
-            private = session.guest.invited if session.guest is not None else ()
-        else:
-            private = self._invited_to.get(session.key, ())
-        mine = sorted(r for r in private if r in self.rooms and (after is None or r > after))
-        page = list(itertools.islice(heapq.merge(public, mine), limit + 1))
-        more = {"more": True} if len(page) > limit else {}
-        rooms = [{"name": r, "users": len(self.rooms[r])} for r in page[:limit]]
-        session.chat.send("rooms", rooms=rooms, **more, **_rid(msg))
-
-    def _add_room(self, room: str, creator: str | None) -> None:
+    def add_room(self, room: str, creator: str | None) -> None:
         """A new room (``creator``: see _creator; None: one stored before this start)."""
         self.rooms[room] = set()
         self._folded.setdefault(room.casefold(), room)
         if room not in self.private:
-            bisect.insort(self._public, room)
+            bisect.insort(self.public_rooms, room)
         if creator is not None:
             self._creator[room] = creator
             self.created[creator] += 1
             if not creator.startswith("ip:"):  # a guest's room is never stored: it expires
-                self._spawn(self.store.add_room(room))
+                self.spawn(self.store.add_room(room))
 
     def _drop_room(self, room: str) -> None:
         """Forget an empty guest room (its messages stay in the history)."""
         del self.rooms[room]
         if self._folded.get(room.casefold()) == room:
             del self._folded[room.casefold()]
-        i = bisect.bisect_left(self._public, room)
-        if i < len(self._public) and self._public[i] == room:
-            del self._public[i]
+        i = bisect.bisect_left(self.public_rooms, room)
+        if i < len(self.public_rooms) and self.public_rooms[i] == room:
+            del self.public_rooms[i]
         creator = self._creator.pop(room, None)
         if creator is not None:
             self.created[creator] -= 1
@@ -614,217 +559,27 @@ class ChatService:
                     log.info("room %s expired: empty for %g s", room, expiry)
             self.quota.prune(now)
 
-    def _owner(self, session: Session[Peer]) -> str:
-        """Whom a new room counts against: the account, else (a guest) the address."""
-        return f"user:{session.key}" if session.role else f"ip:{session.chat.ip}"
-
-    def _refuse(self, session: Session[Peer], msg: Message, code: ErrorCode, text: str) -> None:
-        session.chat.error(code, text, re=msg.type, **_rid(msg))
-
-    def _joined_too_many(self, session: Session[Peer], msg: Message) -> bool:
-        """Would one more room pass max_joined (an account's stored rooms count, joined on
-        this connection or not)?"""
-        n = self.limits.max_joined
-        if len(session.rooms) < n and len(session.rooms | session.member_of) < n:
-            return False
-        self._refuse(session, msg, ErrorCode.LIMIT_REACHED, f"you are in {n} rooms, the most "
-                     "one connection may be in: leave one first")
-        return True
-
-    def _may_create_room(self, session: Session[Peer], msg: Message) -> bool:
-        """The caps on rooms (in all, per account or guest address), then the create rate;
-        refuses (not fatal) if one is reached."""
-        lim = self.limits
-        if session.role != "admin":
-            if len(self.rooms) >= lim.max_rooms:
-                self._refuse(session, msg, ErrorCode.LIMIT_REACHED, f"this server holds "
-                             f"{lim.max_rooms} rooms, the most it keeps: join one of them")
-                return False
-            owner = self._owner(session)
-            if session.role is None and self.created[owner] >= lim.max_rooms_per_guest:
-                self._refuse(session, msg, ErrorCode.LIMIT_REACHED, "the guests of your "
-                             f"address have {lim.max_rooms_per_guest} rooms, the most they may "
-                             f"have: a guest's room goes once it has been empty for "
-                             f"{format_duration(lim.room_expiry)}")
-                return False
-            if session.role is not None and self.created[owner] >= lim.max_rooms_per_member:
-                self._refuse(session, msg, ErrorCode.LIMIT_REACHED, f"you have created "
-                             f"{lim.max_rooms_per_member} rooms, the most one account may")
-                return False
-        return self._take_quota(session, msg)
-
-    def _take_quota(self, session: Session[Peer], msg: Message) -> bool:
-        """A request that makes the server keep something (a room, an invitation, an
-        account): one token from the bucket of the address, and of the account if
-        registered, shared by all their connections. Refused (not fatal) when empty."""
-        keys = [f"ip:{session.chat.ip}", *([f"user:{session.key}"] if session.role else [])]
-        wait = self.quota.take(keys, asyncio.get_running_loop().time())
-        if wait == 0.0:
-            return True
-        self._refuse(session, msg, ErrorCode.RATE_LIMITED, "too many new rooms, invitations "
-                     "or registrations from your address" + (" or account" if session.role
-                                                             else "")
-                     + f": try again in {math.ceil(wait)} s")
-        return False
-
-    def _create(self, session: Session[Peer], msg: Message) -> None:
-        room = msg["room"]
-        private = bool(msg.get("private"))
-        if self._find_room(room) is not None:
-            session.chat.error(ErrorCode.ROOM_EXISTS, f"room '{room}' already exists", re="create",
-                               **_rid(msg))
-            return
-        if private and self.account_store is None:
-            self._refuse(session, msg, ErrorCode.FORBIDDEN, "this server has no private rooms")
-            return
-        if private and session.role is None:
-            # A guest's rooms are not kept (they expire): a private one would be lost with it.
-            self._refuse(session, msg, ErrorCode.FORBIDDEN, "register your name to create a "
-                         "private room")
-            return
-        if self._joined_too_many(session, msg) or not self._may_create_room(session, msg):
-            return
-        if private:
-            assert self.account_store is not None
-            self.private[room] = {session.key}
-            self._invited_to.setdefault(session.key, set()).add(room)
-            self._spawn(self.account_store.add_private_room(room, session.name))
-        self._add_room(room, self._owner(session))
-        self._join(session, room, None, msg.get("rid"))
-
-    def _invite(self, session: Session[Peer], msg: Message) -> None:
-        room = self._find_room(msg["room"])
-        if room is None:
-            session.chat.error(ErrorCode.NO_SUCH_ROOM, f"no room '{msg['room']}'", re="invite",
-                               **_rid(msg))
-            return
-        if self._private_refused(session, room, msg):
-            return
-        invited = self.private.get(room)
-        if invited is None:
-            session.chat.error(ErrorCode.FORBIDDEN, f"'{room}' is not private: anyone may join",
-                               re="invite", **_rid(msg))
-            return
-        user: str = msg["user"]
-        key = user.casefold()
-        target = self.sessions.get(key)
-        if target is not None and target.role is None:
-            assert target.guest is not None
-            if room not in target.guest.invited:
-                if not self._take_quota(session, msg):
-                    return
-                target.guest.invited.add(room)  # that guest's, not its name's: see Guest
-            session.chat.send("notice", room=room, text=f"{target.name} is a guest: the "
-                              "invitation is theirs, not the name's, and ends when they leave")
-        elif target is not None or key in self.accounts:
-            if key not in invited:
-                if len(invited) >= self.limits.max_invitations:
-                    self._refuse(session, msg, ErrorCode.LIMIT_REACHED, f"'{room}' has "
-                                 f"{self.limits.max_invitations} names invited, the most a "
-                                 "room may")
-                    return
-                if not self._take_quota(session, msg):
-                    return
-                invited.add(key)
-                self._invited_to.setdefault(key, set()).add(room)
-                assert self.account_store is not None
-                self._spawn(self.account_store.invite(room, user))
-        else:
-            self._refuse(session, msg, ErrorCode.NO_SUCH_USER,
-                         f"'{user}' is neither registered nor connected")
-            return
-        log.info("%s invited %s to %s", session.name, user, room)
-        session.chat.send("invited", room=room, user=user, **_rid(msg))
-        if target is not None and room not in target.rooms:
-            # an invitation, for clients to offer Join / Decline; the notice for older ones
-            target.chat.send("invited", room=room, user=target.name, by=session.name)
-            target.chat.send("notice", room=room, text=f"{session.name} invited you to "
-                             f"{room}: /join {room}")
-
-    def _decline(self, session: Session[Peer], msg: Message) -> None:
-        """Forget an invitation to a private room (it is not offered at login any more)."""
-        room = self._find_room(msg["room"])
-        if room is None:
-            self._refuse(session, msg, ErrorCode.NO_SUCH_ROOM, f"no room '{msg['room']}'")
-            return
-        if session.role is None:
-            if session.guest is not None:
-                session.guest.invited.discard(room)
-        elif session.key in self.private.get(room, ()):
-            self.private[room].discard(session.key)
-            self._invited_to.get(session.key, set()).discard(room)
-            assert self.account_store is not None
-            self._spawn(self.account_store.uninvite(room, session.name))
-        session.chat.send("declined", room=room, **_rid(msg))
-
-    def _read(self, session: Session[Peer], msg: Message) -> None:
-        """Move a read marker forward (never back, never past the newest message): the
-        last message id read in a room one is in, or in a private conversation (at most
-        MAX_PEER_MARKS of those: the oldest goes). An account's are stored."""
-        if "room" in msg.fields:
-            room = self._find_room(msg["room"])
-            if room is None or (room not in session.rooms and room not in session.member_of):
-                self._refuse(session, msg, ErrorCode.NOT_IN_ROOM,
-                             f"you are not in '{msg['room']}'")
-                return
-            conv, where = f"#{room}", {"room": room}
-        else:
-            conv, where = f"@{msg['peer'].casefold()}", {"peer": msg["peer"]}
-        marks = session.marks
-        new = min(msg["id"], self._next_id)
-        if new > marks.get(conv, 0):
-            dropped = self._make_room_for(marks, conv)
-            marks[conv] = new
-            if session.role is not None and self.account_store is not None:
-                self._spawn(self.account_store.set_marker(session.key, conv, new, dropped))
-        session.chat.send("read", **where, id=marks.get(conv, 0), **_rid(msg))
-
-    @staticmethod
-    def _make_room_for(marks: dict[str, int], conv: str) -> list[str]:
-        """Before a new private conversation's marker: drop the oldest one if there are
-        MAX_PEER_MARKS already (a room's are bounded by the rooms one is in)."""
-        if conv in marks or conv[0] != "@":
-            return []
-        peers = [c for c in marks if c[0] == "@"]
-        if len(peers) < MAX_PEER_MARKS:
-            return []
-        oldest = min(peers, key=marks.__getitem__)
-        del marks[oldest]
-        return [oldest]
-
-    def _find_room(self, room: str) -> str | None:
+    def find_room(self, room: str) -> str | None:
         if room in self.rooms:
             return room
         return self._folded.get(room.casefold())
 
-    def _join_msg(self, session: Session[Peer], msg: Message) -> None:
-        room = self._find_room(msg["room"])
-        if room is None:  # joining a room that does not exist creates it, as in IRC
-            if self._joined_too_many(session, msg) or not self._may_create_room(session, msg):
-                return
-            room = msg["room"]
-            self._add_room(room, self._owner(session))
-        elif self._private_refused(session, room, msg) or (
-                session not in self.rooms[room] and room not in session.member_of
-                and self._joined_too_many(session, msg)):
-            return
-        self._join(session, room, msg.get("after"), msg.get("rid"))
-
-    def _join(self, session: Session[Peer], room: str, after: int | None, rid: str | None) -> None:
+    def join_room(self, session: Session[Peer], room: str, after: int | None,
+                  rid: str | None) -> None:
         members = self.rooms[room]
         if session in members:
             # Already there: answer as if joining, so a resuming client gets what it missed.
-            self._spawn(self._send_joined(session, room, after, rid, subscribe=False))
+            self.spawn(self._send_joined(session, room, after, rid, subscribe=False))
             return
         members.add(session)
         session.rooms.add(room)
         if session.role is not None and room not in session.member_of:
-            self._store_member(session, room, member=True)
+            self.store_member(session, room, member=True)
         self._empty_since.pop(room, None)
         if self.share_view is not None:
             self._send_shares(session)  # a share for this room's members may show up
         self._presence(room, session, "join")
-        self._spawn(self._send_joined(session, room, after, rid, subscribe=True))
+        self.spawn(self._send_joined(session, room, after, rid, subscribe=True))
 
     async def _send_joined(self, session: Session[Peer], room: str, after: int | None,
                            rid: str | None, *, subscribe: bool) -> None:
@@ -894,18 +649,7 @@ class ChatService:
         users = sorted(s.name for s in self.rooms.get(room, ()))
         peer.send("joined", room=room, users=users, **({"rid": rid} if rid else {}))
 
-    def _leave_msg(self, session: Session[Peer], msg: Message) -> None:
-        room = self._find_room(msg["room"])
-        if room is None or (room not in session.rooms and room not in session.member_of):
-            session.chat.error(ErrorCode.NOT_IN_ROOM, f"you are not in '{msg['room']}'",
-                               re="leave", **_rid(msg))
-            return
-        if room in session.rooms:
-            self._leave(session, room)
-        self._store_member(session, room, member=False)
-        session.chat.send("left", room=room, **_rid(msg))
-
-    def _leave(self, session: Session[Peer], room: str, *, held: bool = False) -> None:
+    def leave_room(self, session: Session[Peer], room: str, *, held: bool = False) -> None:
         """``held``: the connection ended: announce it LEAVE_GRACE later, if it is not back."""
         session.rooms.discard(room)
         if self.share_view is not None:  # some share is only for some: this one may go
@@ -963,17 +707,6 @@ class ChatService:
                 if others:
                     subject.send_bytes(b"".join(others))
 
-    def _who(self, session: Session[Peer], msg: Message) -> None:
-        room = self._find_room(msg["room"])
-        if room is None:
-            session.chat.error(ErrorCode.NO_SUCH_ROOM, f"no room '{msg['room']}'", re="who",
-                               **_rid(msg))
-            return
-        if self._private_refused(session, room, msg):
-            return
-        session.chat.send("users", room=room, users=sorted(s.name for s in self.rooms[room]),
-                          **_rid(msg))
-
     # -- messages ----------------------------------------------------------------------
 
     def _muted(self, session: Session[Peer], kind: str, cid: str | None) -> bool:
@@ -986,13 +719,13 @@ class ChatService:
         return True
 
     def _say(self, session: Session[Peer], msg: Message) -> None:
-        room = self._find_room(msg["room"])
+        room = self.find_room(msg["room"])
         cid = msg.get("cid")
         if self._muted(session, "say", cid):
             return
         if room is None or room not in session.rooms:
             text = f"join '{msg['room']}' before you write there"
-            if room is not None and room in self.private and self._may_enter(session, room):
+            if room is not None and room in self.private and roomsvc.may_enter(self, session, room):
                 text = f"you are invited to #{room}: join it first (/join {room})"
             session.chat.error(ErrorCode.NOT_IN_ROOM, text, re="say", cid=cid)
             return
@@ -1116,7 +849,7 @@ class ChatService:
     def _typing(self, session: Session[Peer], msg: Message) -> None:
         active = msg["active"]
         if "room" in msg.fields:
-            room = self._find_room(msg["room"])
+            room = self.find_room(msg["room"])
             if room is None or room not in session.rooms:
                 return
             data = encode_frame({"type": "typing", "room": room, "user": session.name,
@@ -1128,16 +861,16 @@ class ChatService:
                 target.chat.send("typing", to=target.name, user=session.name, active=active)
 
     def _history(self, session: Session[Peer], msg: Message) -> None:
-        if "room" in msg.fields and self._private_refused(
-                session, self._find_room(msg["room"]) or msg["room"], msg):
+        if "room" in msg.fields and roomsvc.private_refused(
+                self, session, self.find_room(msg["room"]) or msg["room"], msg):
             return
-        self._spawn(self._send_history(session, msg))
+        self.spawn(self._send_history(session, msg))
 
     async def _send_history(self, session: Session[Peer], msg: Message) -> None:
         limit = msg.get("limit", self.history)
         before, after = msg.get("before"), msg.get("after")
         if "room" in msg.fields:
-            room = self._find_room(msg["room"]) or msg["room"]
+            room = self.find_room(msg["room"]) or msg["room"]
             rows = await self.store.room_history(room, before=before, after=after, limit=limit)
             where: dict[str, Any] = {"room": room}
         else:
@@ -1150,7 +883,7 @@ class ChatService:
         more = len(rows) == limit
         rows, cut = fit(rows, newest=after is None)
         session.chat.send("history", messages=[m.to_wire() for m in rows],
-                          more=more or cut, **where, **_rid(msg))
+                          more=more or cut, **where, **rid_of(msg))
 
     # -- screen shares (announced on the chat port) -------------------------------------
 
@@ -1274,11 +1007,11 @@ class ChatService:
     def _index_private(self) -> None:
         """The public rooms' sorted list and who is invited where, after self.private was
         read again."""
-        self._public = sorted(r for r in self.rooms if r not in self.private)
-        self._invited_to = {}
+        self.public_rooms = sorted(r for r in self.rooms if r not in self.private)
+        self.invited_to = {}
         for room, invited in self.private.items():
             for key in invited:
-                self._invited_to.setdefault(key, set()).add(room)
+                self.invited_to.setdefault(key, set()).add(room)
 
     def _admin_notice(self, key: str, text: str) -> None:
         """A notice of an action `chatscreen admin` took, in the rooms of its target (if
@@ -1304,13 +1037,13 @@ class ChatService:
                 log.exception("reloading accounts failed")
 
     def _register(self, session: Session[Peer], msg: Message) -> None:
-        rid = _rid(msg)
+        rid = rid_of(msg)
         refused = registration.refusal(self, session, msg["password"])
         if refused is not None:
             session.chat.error(*refused, re="register", **rid)
-        elif self._take_quota(session, msg):
+        elif roomsvc.take_quota(self, session, msg):
             session.registering = True
-            self._spawn(self._do_register(session, msg["password"], rid))
+            self.spawn(self._do_register(session, msg["password"], rid))
 
     async def _do_register(self, session: Session[Peer], password: str,
                            rid: dict[str, Any]) -> None:
@@ -1338,10 +1071,10 @@ class ChatService:
         session.guest.registered = True
         for room in sorted(session.guest.invited):
             self.private.get(room, set()).add(session.key)
-            self._invited_to.setdefault(session.key, set()).add(room)
+            self.invited_to.setdefault(session.key, set()).add(room)
             await self.account_store.invite(room, session.name)
         for room in sorted(session.rooms):  # its rooms and markers are stored from now on
-            self._store_member(session, room, member=True)
+            self.store_member(session, room, member=True)
         session.marks = dict(session.marks)
         for conv, id_ in session.marks.items():
             await self.account_store.set_marker(session.key, conv, id_, [])
@@ -1359,22 +1092,22 @@ class ChatService:
         if rank < RANK["moderator"] or (action == "role" and session.role != "admin"):
             who = "admins" if action == "role" else "admins and moderators"
             session.chat.error(ErrorCode.FORBIDDEN, f"only {who} may {action}",
-                               re="moderate", **_rid(msg))
+                               re="moderate", **rid_of(msg))
             return
-        self._spawn(self._do_moderate(session, msg))
+        self.spawn(self._do_moderate(session, msg))
 
     async def _do_moderate(self, session: Session[Peer], msg: Message) -> None:
         try:
             text, rooms = await carry_out(self, session, msg)
         except Refused as exc:
-            session.chat.error(exc.code, exc.message, re="moderate", **_rid(msg))
+            session.chat.error(exc.code, exc.message, re="moderate", **rid_of(msg))
             return
         for room in rooms:
             self.fanout.publish(room_topic(room), encode_frame(
                 {"type": "notice", "room": room, "text": text}))
         if not rooms & session.rooms:
             session.chat.send("notice", room=next(iter(sorted(rooms)), DEFAULT_ROOM), text=text)
-        session.chat.send("moderated", action=msg["action"], **_rid(msg))
+        session.chat.send("moderated", action=msg["action"], **rid_of(msg))
         log.info("moderation: %s", text)
         assert self.account_store is not None
         target = msg.get("target") or msg.get("address")
@@ -1397,7 +1130,7 @@ class ChatService:
 
     # -- helpers -----------------------------------------------------------------------
 
-    def _spawn(self, coro: Any) -> None:
+    def spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
@@ -1408,18 +1141,18 @@ class ChatService:
             log.error("chat task failed", exc_info=task.exception())
 
     _handlers: ClassVar[dict[str, Callable[[ChatService, Session[Peer], Message], None]]] = {
-        "rooms": _rooms,
-        "create": _create,
-        "join": _join_msg,
-        "leave": _leave_msg,
-        "who": _who,
+        "rooms": roomsvc.listing,
+        "create": roomsvc.create,
+        "join": roomsvc.join,
+        "leave": roomsvc.leave,
+        "who": roomsvc.who,
         "say": _say,
         "pm": _pm,
         "typing": _typing,
         "history": _history,
         "register": _register,
-        "invite": _invite,
-        "decline": _decline,
-        "read": _read,
+        "invite": roomsvc.invite,
+        "decline": roomsvc.decline,
+        "read": roomsvc.read,
         "moderate": _moderate,
     }
