@@ -1,4 +1,6 @@
-"""The chat service: logins, rooms, presence, messages, private messages, typing, history.
+"""The chat service: the sessions and rooms it keeps (presence, memberships, expiry), the
+requests dispatched, messages, private messages, typing, history. Login is in login.py, the
+room requests in rooms.py, moderation in moderation.py, registration in registration.py.
 
 Message flow (the hot path): ``say`` is validated, given the next id and a UTC timestamp, and
 queued; the writer task commits everything queued in one transaction, then encodes each
@@ -14,20 +16,18 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import hmac
 import itertools
 import logging
-import math
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from chatscreen.errors import ErrorCode, RemoteProtocolError
 from chatscreen.protocol import Message, encode_frame, lookalike
 from chatscreen.protocol.lookalike import name_skeleton
-from chatscreen.server import registration
+from chatscreen.server import login, registration
 from chatscreen.server import rooms as roomsvc
 from chatscreen.server.accounts import (
     RANK,
@@ -35,11 +35,11 @@ from chatscreen.server.accounts import (
     AccountStore,
     AdminRequest,
     Ban,
-    verify_password,
 )
 from chatscreen.server.fanout import Fanout
 from chatscreen.server.history import HISTORY_PAGE, Gap, fit, frames_of
 from chatscreen.server.limits import KeyedBuckets
+from chatscreen.server.login import ALL, LoginPolicy, user_topic
 from chatscreen.server.metrics import Counters
 from chatscreen.server.moderation import (
     CheckQueue,
@@ -48,7 +48,7 @@ from chatscreen.server.moderation import (
     ban_binds,
     carry_out,
 )
-from chatscreen.server.rooms import RoomPolicy, rid_of
+from chatscreen.server.rooms import DEFAULT_ROOM, RoomPolicy, rid_of
 from chatscreen.server.session import Guest, Session
 from chatscreen.server.storage import MessageStore, StoredMessage, utc_now
 
@@ -57,27 +57,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("chatscreen.chat")
 
-DEFAULT_ROOM = "general"
 PRESENCE_BATCH = 0.05  # seconds presence announcements of a room are gathered for
 # s: a user whose connection ended is announced as gone only this long after; back within it
 # (a reconnect), neither the leave nor the new join is announced: a flapping client does not
 # fill its rooms with "joined"/"left"
 LEAVE_GRACE = 5.0
-ALL = "all"  # topic every logged-in chat connection subscribes to (share announcements)
 CIDS_KEPT = 64  # per user: client id streams, or opaque client ids, remembered
 CID_USERS_KEPT = 1024  # users (most recently active) whose client ids are kept
 CIDS_RELOADED = 10_000  # at start, the client ids of this many of the latest messages
 FRAME_OVERHEAD = 128  # bytes of a message frame besides its text, about
-GUEST_SINCE_KEPT = 10_000  # guest names whose last guest (resume, since, Guest) is remembered
-WELCOME_INVITATIONS = 100  # pending invitations listed in a welcome, at most
 
 
 def room_topic(room: str) -> str:
     return f"room:{room}"
-
-
-def user_topic(key: str) -> str:
-    return f"user:{key}"
 
 
 @dataclass(slots=True)
@@ -85,17 +77,6 @@ class _Pending:
     msg: StoredMessage
     sender: Session[Peer]
     cost: int  # bytes its fan-out will write, about (SendBuffers.upcoming)
-
-
-@dataclass(frozen=True)
-class LoginPolicy:
-    server_password: str | None = None
-    require_accounts: bool = False
-    share_roles: frozenset[str] | None = None  # None: everyone may share
-    login_delay: float = 0.5  # first failed login's delay, doubling ...
-    login_delay_max: float = 30.0  # ... up to this
-    handshake_timeout: float = 10.0  # a login is answered within this, slowed down or not
-    refresh: float = 1.0  # seconds between checks for changes made by `chatscreen admin`
 
 
 class ChatService:
@@ -122,7 +103,7 @@ class ChatService:
         # guest name (casefolded) -> (resume secret, since, Guest) of its last session: a
         # guest coming back with that secret keeps its private messages and invitations, no
         # other guest gets them
-        self._guest_since: OrderedDict[str, tuple[str, int, Guest]] = OrderedDict()
+        self.guest_since: OrderedDict[str, tuple[str, int, Guest]] = OrderedDict()
         self.tokens: dict[str, Session[Peer]] = {}
         # room -> members (a room exists while listed)
         self.rooms: dict[str, set[Session[Peer]]] = {}
@@ -199,7 +180,7 @@ class ChatService:
 
     def handle(self, peer: Peer, msg: Message) -> None:
         if msg.type == "hello":
-            self._hello(peer, msg)
+            login.hello(self, peer, msg)
             return
         session = peer.session
         assert session is not None  # the protocol core allows nothing else before welcome
@@ -215,238 +196,9 @@ class ChatService:
         session = peer.session
         if session is None or self.sessions.get(session.key) is not session:
             return
-        self._logout(session)
+        self.logout(session)
 
-    # -- login -------------------------------------------------------------------------
-
-    def _hello(self, peer: Peer, msg: Message) -> None:
-        name = msg.get("user")
-        if name is None:
-            raise RemoteProtocolError(ErrorCode.INVALID_NAME, "hello on the chat port needs a user")
-        claimed = self.accounts.get(name.casefold())  # its password is checked later
-        ban = self._binding("address", peer.ip, claimed.role if claimed else None, peer.ip)
-        if ban is not None:
-            self._refuse_address(peer, name, ban)
-            return
-        if self.policy.server_password is None and name.casefold() not in self.accounts:
-            self._finish_login(peer, msg, None)  # a guest: no password to check
-        else:
-            self.spawn(self._login(peer, msg))
-
-    async def _login(self, peer: Peer, msg: Message) -> None:
-        """Check the server password, then the account's (argon2id, off the event loop).
-        Failures are slowed down per address, and per account at that address (see
-        LoginGuard): strangers' failures on an account never hold its owner back."""
-        name: str = msg["user"]
-        key = name.casefold()
-        ip_key = f"ip:{peer.ip}"
-        loop = asyncio.get_running_loop()
-        server_password = self.policy.server_password
-        if server_password is not None:
-            given = msg.get("server_password")
-            if given is None:
-                peer.fail(ErrorCode.BAD_PASSWORD,
-                          "This server needs a password: give the server password")
-                return
-            if not await self._guard_wait([ip_key], peer):
-                return
-            self.guard.reserve([ip_key], loop.time())
-            if not hmac.compare_digest(given.encode(), server_password.encode()):
-                delay = self.guard.failed([ip_key], loop.time())
-                await self._login_failed(peer, delay, name, "Wrong server password")
-                return
-            self.guard.succeeded([], release=[ip_key])
-        account = self.accounts.get(key)
-        if account is not None:
-            password = msg.get("password")
-            if password is None:
-                peer.fail(ErrorCode.BAD_PASSWORD, f"'{account.name}' is registered: "
-                          "give its password")
-                return
-            pair = f"user:{key}@{peer.ip}"
-            # the owner of a live session, coming back with its secret, is not held back
-            # by what others did from the same (shared) address
-            keys = [pair] if self._owner_back(key, msg) else [ip_key, pair]
-            checked = await self._check_password(peer, key, keys, account.hash, password)
-            if checked is None:
-                return
-            if checked > 0:
-                await self._login_failed(peer, checked, name,
-                                         f"Wrong password for '{account.name}'")
-                return
-            self.guard.succeeded([pair], release=[k for k in keys if k == ip_key])
-            state = await self._account_state(key)
-            account = self.accounts.get(key, account)  # its role may have changed meanwhile
-            self._finish_login(peer, msg, account, state)
-            return
-        self._finish_login(peer, msg, account)
-
-    async def _account_state(self, key: str) -> tuple[list[str], dict[str, int]]:
-        """An account's stored rooms and read markers (none if they cannot be read)."""
-        if self.account_store is None:
-            return [], {}
-        try:
-            return await self.account_store.state(key)
-        except Exception:
-            log.exception("could not read the rooms and read markers of %s", key)
-            return [], {}
-
-    def _owner_back(self, key: str, msg: Message) -> bool:
-        """Does this hello carry the secret of the name's live session (``resume``, or its
-        ``token``)? Only its owner has either."""
-        session = self.sessions.get(key)
-        if session is None:
-            return False
-        given = [(msg.get("resume"), session.resume), (msg.get("token"), session.token)]
-        return any(a is not None and b is not None and hmac.compare_digest(a, b)
-                   for a, b in given)
-
-    async def _check_password(self, peer: Peer, key: str, keys: list[str], stored: str,
-                              password: str) -> float | None:
-        """Check a password, one check at a time per account, each once ``keys`` are no
-        longer slowed down (a failure just before may have slowed them down: then wait
-        again). Returns 0.0 if it matches, else the delay its failure earned (recorded
-        before the next check of the account starts); None if the peer went away or was
-        told to come back later."""
-        loop = asyncio.get_running_loop()
-        while True:
-            if not await self._guard_wait(keys, peer):
-                return None
-            async with self.checks.turn(key):
-                if self.guard.wait(keys, loop.time()) > 0:
-                    continue  # the check before ours failed: its delay applies to us
-                if peer.closing:
-                    return None
-                self.guard.reserve(keys, loop.time())
-                self.counters.login_checks += 1
-                ok = await asyncio.to_thread(verify_password, stored, password)
-                if peer.closing:
-                    return None
-                return 0.0 if ok else self.guard.failed(keys, loop.time())
-
-    def _answer_within(self, peer: Peer) -> float:
-        """Seconds left to answer this login before its handshake timeout (less a margin):
-        the server's own slowing down must end in a clear answer, never in a timeout."""
-        left = peer.opened_at + self.policy.handshake_timeout - asyncio.get_running_loop().time()
-        return max(0.0, left * 0.8 - 0.05)
-
-    async def _guard_wait(self, keys: list[str], peer: Peer) -> bool:
-        """Wait while these keys are slowed down; False if the peer went away or was told
-        to come back later (when the wait would outlast its handshake)."""
-        loop = asyncio.get_running_loop()
-        while (wait := self.guard.wait(keys, loop.time())) > 0:
-            if wait > self._answer_within(peer):
-                peer.fail(ErrorCode.RATE_LIMITED, "Too many failed logins from this address "
-                          f"or for this name: try again in {math.ceil(wait)} s")
-                return False
-            await asyncio.sleep(wait)
-        return not peer.closing
-
-    async def _login_failed(self, peer: Peer, delay: float, name: str, message: str) -> None:
-        """Answer a failed login (recorded already), after ``delay``."""
-        log.warning("failed login as %s from %s (%s); next attempt in %.1f s", name, peer.addr,
-                    message, delay)
-        answer = min(delay, self._answer_within(peer))
-        await asyncio.sleep(answer)  # the answer is slowed down, nothing else
-        if delay > answer + 0.5:
-            message += f" (the next try is looked at in {math.ceil(delay - answer)} s)"
-        peer.fail(ErrorCode.BAD_PASSWORD, message)
-
-    def _finish_login(self, peer: Peer, msg: Message, account: Account | None,
-                      state: tuple[list[str], dict[str, int]] | None = None) -> None:
-        if peer.closing:
-            return
-        name: str = account.name if account is not None else msg["user"]
-        key = name.casefold()
-        if account is None and self.policy.require_accounts:
-            peer.fail(ErrorCode.ACCOUNT_REQUIRED, "This server admits registered users only: "
-                      f"'{name}' has no account")
-            return
-        role = account.role if account is not None else None
-        ban = self._binding("account", key, role, peer.ip)
-        if ban is not None:
-            log.info("refused banned user %s from %s", name, peer.addr)
-            peer.fail(ErrorCode.BANNED, f"'{name}' is banned {ban.until_text()}"
-                      + (f": {ban.reason}" if ban.reason else ""))
-            return
-        ban = self._binding("address", peer.ip, role, peer.ip)
-        if ban is not None:
-            self._refuse_address(peer, name, ban)
-            return
-        skeleton = name_skeleton(name)
-        refusal = self._lookalike(name, key, skeleton, account)
-        if refusal is not None:
-            log.info("refused %s from %s: %s", name, peer.addr, refusal)
-            peer.fail(ErrorCode.NAME_TAKEN, refusal)
-            return
-        old = self.sessions.get(key)
-        if old is not None:
-            if old.resume is not None and msg.get("resume") == old.resume:
-                # The same client coming back before we noticed it had gone.
-                old.chat.fail(ErrorCode.REPLACED, "replaced by a new connection of yours")
-                self._logout(old)
-            else:
-                peer.fail(ErrorCode.NAME_TAKEN, f"Username '{name}' is already taken")
-                return
-        since, guest = self._since(key, account, msg.get("resume"))
-        session = Session(name, peer, resume=msg.get("resume"), role=role, skeleton=skeleton,
-                          since=since, guest=guest)
-        peer.session = session
-        self.sessions[key] = session
-        self.skeletons[skeleton] = session
-        self.tokens[session.token] = session
-        if account is not None and state is not None:
-            self._restore(session, *state)
-        elif guest is not None:
-            session.marks = guest.marks  # kept while this guest comes back (resume)
-        self.fanout.subscribe(user_topic(key), peer)
-        self.fanout.subscribe(ALL, peer)
-        peer.accept(
-            user=name,
-            token=session.token,
-            room=DEFAULT_ROOM,
-            heartbeat=self.heartbeat,
-            **({"role": role} if role else {}),
-            limits={"max_text": peer.conn.limits.max_text, "max_frame": peer.conn.limits.max_frame,
-                    "history": self.history},
-            **self._welcome_state(session),
-        )
-        self._send_shares(session)
-        log.info("%s logged in from %s%s", name, peer.addr, f" as {role}" if role else "")
-
-    def _restore(self, session: Session[Peer], rooms: list[str], marks: dict[str, int]) -> None:
-        """An account's stored rooms and read markers, for its new session: those of rooms
-        that are gone (a guest's room expired) or closed to it are forgotten."""
-        keep = [r for r in rooms if r in self.rooms and roomsvc.may_enter(self, session, r)]
-        session.member_of = set(keep[: self.limits.max_joined])
-        for room in set(rooms) - session.member_of:
-            self.store_member(session, room, member=False)
-        peers = sorted((c for c in marks if c.startswith("@")), key=marks.__getitem__)
-        kept = [c for c in marks if c[0] == "#" and c[1:] in session.member_of]
-        kept += peers[-roomsvc.MAX_PEER_MARKS:]
-        session.marks = {c: marks[c] for c in kept}
-
-    def _welcome_state(self, session: Session[Peer]) -> dict[str, Any]:
-        """What the welcome tells of the user's own state: an account's rooms (to join
-        again), the read markers, the private rooms it is invited to and not in."""
-        state: dict[str, Any] = {
-            "read": [{"room" if c[0] == "#" else "peer": c[1:], "id": i}
-                     for c, i in sorted(session.marks.items())],
-            "invitations": self._pending_invitations(session)[:WELCOME_INVITATIONS],
-        }
-        if session.role is not None:
-            state["rooms"] = sorted(session.member_of)
-        return state
-
-    def _pending_invitations(self, session: Session[Peer]) -> list[str]:
-        """The private rooms this user is invited to and not in."""
-        invited: Iterable[str]
-        if session.role is None:
-            invited = session.guest.invited if session.guest is not None else ()
-        else:
-            invited = self.invited_to.get(session.key, ())
-        return sorted(r for r in invited if r in self.rooms and r not in session.rooms
-                      and r not in session.member_of)
+    # -- sessions ----------------------------------------------------------------------
 
     def store_member(self, session: Session[Peer], room: str, *, member: bool) -> None:
         """An account joined (or left) a room: remember it, so that its next session, on
@@ -459,44 +211,7 @@ class ChatService:
         if session.role is not None and self.account_store is not None:
             self.spawn(self.account_store.set_member(session.key, room, member))
 
-    def _lookalike(self, name: str, key: str, skeleton: str,
-                   account: Account | None) -> str | None:
-        """Why this login would impersonate someone (its name looks like a registered one,
-        or like a connected user's: Unicode TS #39 skeletons), or None."""
-        other = self.skeletons.get(skeleton)
-        if other is not None and other.key != key:
-            return f"name '{name}' looks like '{other.name}', which is taken"
-        owner = self.lookalikes.get(skeleton)
-        if account is None and owner is not None:
-            return f"name '{name}' looks like '{owner.name}', which is registered"
-        return None
-
-    def _since(self, key: str, account: Account | None,
-               resume: str | None) -> tuple[int, Guest | None]:
-        """The id after which private messages are this new session's (see Session.since),
-        and, for a guest, who it is (see Guest): an account's own since; for a guest, the id
-        of now and a new Guest, unless it is the last guest of this name coming back (the
-        same resume secret)."""
-        if account is not None:
-            return (account.since if account.since is not None else self._next_id), None
-        kept = self._guest_since.pop(key, None)
-        since, guest = self._next_id, Guest()
-        if kept is not None and resume is not None and hmac.compare_digest(
-                kept[0].encode(), resume.encode()):
-            since, guest = kept[1], kept[2]
-        if resume is not None:
-            self._guest_since[key] = (resume, since, guest)
-            while len(self._guest_since) > GUEST_SINCE_KEPT:
-                self._guest_since.popitem(last=False)
-        return since, guest
-
-    @staticmethod
-    def _refuse_address(peer: Peer, name: str, ban: Ban) -> None:
-        log.info("refused %s from banned address %s", name, peer.ip)
-        peer.fail(ErrorCode.BANNED, f"This address is banned {ban.until_text()}"
-                  + (f": {ban.reason}" if ban.reason else ""))
-
-    def _logout(self, session: Session[Peer]) -> None:
+    def logout(self, session: Session[Peer]) -> None:
         key = session.key
         if self.sessions.get(key) is session:
             del self.sessions[key]
@@ -577,7 +292,7 @@ class ChatService:
             self.store_member(session, room, member=True)
         self._empty_since.pop(room, None)
         if self.share_view is not None:
-            self._send_shares(session)  # a share for this room's members may show up
+            self.send_shares(session)  # a share for this room's members may show up
         self._presence(room, session, "join")
         self.spawn(self._send_joined(session, room, after, rid, subscribe=True))
 
@@ -653,7 +368,7 @@ class ChatService:
         """``held``: the connection ended: announce it LEAVE_GRACE later, if it is not back."""
         session.rooms.discard(room)
         if self.share_view is not None:  # some share is only for some: this one may go
-            self._send_shares(session)
+            self.send_shares(session)
             if self.audience_changed is not None:
                 self.audience_changed(session)
         members = self.rooms.get(room)
@@ -711,7 +426,7 @@ class ChatService:
 
     def _muted(self, session: Session[Peer], kind: str, cid: str | None) -> bool:
         """Is this user muted? Then tell them (a non-fatal ``muted`` error)."""
-        mute = self._binding("mute", session.key, session.role, session.chat.ip)
+        mute = self.binding("mute", session.key, session.role, session.chat.ip)
         if mute is None:
             return False
         session.chat.error(ErrorCode.MUTED, f"you are muted {mute.until_text()}", re=kind,
@@ -897,9 +612,9 @@ class ChatService:
             self.fanout.publish(ALL, encode_frame({"type": "shares", "shares": shares}))
         else:
             for session in self.sessions.values():
-                self._send_shares(session)
+                self.send_shares(session)
 
-    def _send_shares(self, session: Session[Peer]) -> None:
+    def send_shares(self, session: Session[Peer]) -> None:
         shares = self.share_list if self.share_view is None else self.share_view(session)
         session.chat.send("shares", shares=shares)
 
@@ -913,7 +628,7 @@ class ChatService:
         ban = self.bans.get((kind, target.casefold() if kind != "address" else target))
         return ban if ban is not None and ban.active(time.time()) else None
 
-    def _binding(self, kind: str, target: str, role: str | None, ip: str) -> Ban | None:
+    def binding(self, kind: str, target: str, role: str | None, ip: str) -> Ban | None:
         """The active ban (``kind``: account, address, mute) that binds a user of ``role``
         (None: a guest) from ``ip``: not one placed by someone they outrank."""
         ban = self._ban(kind, target)
@@ -958,12 +673,12 @@ class ChatService:
             if session.role is not None:
                 session.role = account.role if account is not None else "member"
             ip = session.chat.ip
-            ban = (self._binding("account", session.key, session.role, ip)
-                   or self._binding("address", ip, session.role, ip))
+            ban = (self.binding("account", session.key, session.role, ip)
+                   or self.binding("address", ip, session.role, ip))
             if ban is not None:
                 session.chat.fail(ErrorCode.BANNED, f"You are banned {ban.until_text()}"
                                   + (f": {ban.reason}" if ban.reason else ""))
-                self._logout(session)
+                self.logout(session)
         requests = await store.pending_requests()
         if requests:
             await store.answer_requests([(r.id, self._answer(r, first, before))
@@ -1062,7 +777,7 @@ class ChatService:
 
     def forget_guest(self, key: str) -> None:
         """A guest name that is an account's now: nothing of its guests is kept."""
-        self._guest_since.pop(key, None)
+        self.guest_since.pop(key, None)
 
     async def registered(self, session: Session[Peer]) -> None:
         """A guest who registered is that account from then on: it keeps its invitations,
@@ -1124,7 +839,7 @@ class ChatService:
         def later() -> None:  # after the notice went out, so that they see it too
             session.chat.fail(code, message)
             if self.sessions.get(session.key) is session:
-                self._logout(session)
+                self.logout(session)
 
         asyncio.get_running_loop().call_soon(later)
 

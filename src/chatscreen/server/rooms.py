@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("chatscreen.chat")
 
+DEFAULT_ROOM = "general"  # the room a welcome names (always there)
 ROOMS_PAGE = 1000  # rooms in a `rooms` answer, at most (and without a `limit`)
 MAX_PEER_MARKS = 200  # read markers of private conversations kept per user (newest kept)
 
