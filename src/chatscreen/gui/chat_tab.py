@@ -25,7 +25,7 @@ from chatscreen.text import display_lines, local_time, local_times, one_line
 
 if TYPE_CHECKING:
     from chatscreen.client import Client
-    from chatscreen.gui.app import App
+    from chatscreen.gui.host import ChatHost
 
 MAX_SHOWN = 2000  # entries kept per conversation (older ones come back by scrolling up)
 OLDER_PAGE = 50  # messages asked for each time the user scrolls to the top
@@ -128,7 +128,7 @@ class Pending:
 
 
 class ChatTab(ttk.Frame):
-    def __init__(self, master: tk.Misc, app: App) -> None:
+    def __init__(self, master: tk.Misc, app: ChatHost) -> None:
         super().__init__(master, padding=8)
         self.app = app
         self.conversations: dict[str, Conversation] = {}

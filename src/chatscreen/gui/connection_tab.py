@@ -14,11 +14,11 @@ from chatscreen.text import one_line
 from chatscreen.tls import parse_fingerprint
 
 if TYPE_CHECKING:
-    from chatscreen.gui.app import App
+    from chatscreen.gui.host import ConnectionHost
 
 
 class ConnectionTab(ttk.Frame):
-    def __init__(self, master: tk.Misc, app: App, settings: ClientSettings) -> None:
+    def __init__(self, master: tk.Misc, app: ConnectionHost, settings: ClientSettings) -> None:
         super().__init__(master, padding=24)
         self.app = app
         self._build()

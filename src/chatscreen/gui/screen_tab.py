@@ -18,7 +18,7 @@ from chatscreen.screen.sharing import DEFAULT_FPS
 from chatscreen.text import one_line
 
 if TYPE_CHECKING:
-    from chatscreen.gui.app import App
+    from chatscreen.gui.host import ScreenHost
 
 RESIZE_DELAY_MS = 60  # rescale once the window stops changing size
 STATS_EVERY = 1.0  # s between updates of the frames/s and bitrate shown
@@ -53,7 +53,7 @@ def format_rate(fps: float, bps: float) -> str:
 
 
 class ScreenTab(ttk.Frame):
-    def __init__(self, master: tk.Misc, app: App) -> None:
+    def __init__(self, master: tk.Misc, app: ScreenHost) -> None:
         super().__init__(master, padding=8)
         self.app = app
         self.shares: list[dict[str, Any]] = []

@@ -17,12 +17,14 @@ from chatscreen.config import ServerSettings
 from chatscreen.errors import ErrorCode
 from chatscreen.protocol import Limits, State
 from chatscreen.server.accounts import SQLiteAccounts
-from chatscreen.server.chat import ChatService, LoginPolicy, RoomPolicy
+from chatscreen.server.chat import ChatService
 from chatscreen.server.datadir import hold_running_lock, prepare, warn_loose_modes
 from chatscreen.server.fanout import LocalFanout
 from chatscreen.server.limits import SCREEN_RATED, TokenBucket, screen_cost
+from chatscreen.server.login import LoginPolicy
 from chatscreen.server.metrics import Counters, serve_http
 from chatscreen.server.peer import Peer, Rates, SendBuffers
+from chatscreen.server.rooms import RoomPolicy
 from chatscreen.server.screen import ScreenRelay
 from chatscreen.server.storage import SQLiteStore
 from chatscreen.tls import cert_fingerprint, ensure_self_signed, server_context

@@ -1,4 +1,6 @@
-"""The chat service: logins, rooms, presence, messages, private messages, typing, history.
+"""The chat service: the sessions and rooms it keeps (presence, memberships, expiry), the
+requests dispatched, messages, private messages, typing, history. Login is in login.py, the
+room requests in rooms.py, moderation in moderation.py, registration in registration.py.
 
 Message flow (the hot path): ``say`` is validated, given the next id and a UTC timestamp, and
 queued; the writer task commits everything queued in one transaction, then encodes each
@@ -14,32 +16,30 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import heapq
-import hmac
 import itertools
 import logging
-import math
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from chatscreen.errors import ErrorCode, RemoteProtocolError
 from chatscreen.protocol import Message, encode_frame, lookalike
 from chatscreen.protocol.lookalike import name_skeleton
-from chatscreen.server import registration
+from chatscreen.server import login, registration
+from chatscreen.server import rooms as roomsvc
 from chatscreen.server.accounts import (
     RANK,
     Account,
     AccountStore,
     AdminRequest,
     Ban,
-    verify_password,
 )
 from chatscreen.server.fanout import Fanout
 from chatscreen.server.history import HISTORY_PAGE, Gap, fit, frames_of
 from chatscreen.server.limits import KeyedBuckets
+from chatscreen.server.login import ALL, LoginPolicy, user_topic
 from chatscreen.server.metrics import Counters
 from chatscreen.server.moderation import (
     CheckQueue,
@@ -47,8 +47,8 @@ from chatscreen.server.moderation import (
     Refused,
     ban_binds,
     carry_out,
-    format_duration,
 )
+from chatscreen.server.rooms import DEFAULT_ROOM, RoomPolicy, rid_of
 from chatscreen.server.session import Guest, Session
 from chatscreen.server.storage import MessageStore, StoredMessage, utc_now
 
@@ -57,67 +57,26 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("chatscreen.chat")
 
-DEFAULT_ROOM = "general"
 PRESENCE_BATCH = 0.05  # seconds presence announcements of a room are gathered for
 # s: a user whose connection ended is announced as gone only this long after; back within it
 # (a reconnect), neither the leave nor the new join is announced: a flapping client does not
 # fill its rooms with "joined"/"left"
 LEAVE_GRACE = 5.0
-ALL = "all"  # topic every logged-in chat connection subscribes to (share announcements)
 CIDS_KEPT = 64  # per user: client id streams, or opaque client ids, remembered
 CID_USERS_KEPT = 1024  # users (most recently active) whose client ids are kept
 CIDS_RELOADED = 10_000  # at start, the client ids of this many of the latest messages
 FRAME_OVERHEAD = 128  # bytes of a message frame besides its text, about
-GUEST_SINCE_KEPT = 10_000  # guest names whose last guest (resume, since, Guest) is remembered
-ROOMS_PAGE = 1000  # rooms in a `rooms` answer, at most (and without a `limit`)
-MAX_PEER_MARKS = 200  # read markers of private conversations kept per user (newest kept)
-WELCOME_INVITATIONS = 100  # pending invitations listed in a welcome, at most
-
-
-def _rid(msg: Message) -> dict[str, Any]:
-    """The request id to echo in an answer, if the client gave one."""
-    rid = msg.get("rid")
-    return {} if rid is None else {"rid": rid}
 
 
 def room_topic(room: str) -> str:
     return f"room:{room}"
 
 
-def user_topic(key: str) -> str:
-    return f"user:{key}"
-
-
 @dataclass(slots=True)
 class _Pending:
     msg: StoredMessage
-    sender: Session
+    sender: Session[Peer]
     cost: int  # bytes its fan-out will write, about (SendBuffers.upcoming)
-
-
-@dataclass(frozen=True)
-class LoginPolicy:
-    server_password: str | None = None
-    require_accounts: bool = False
-    share_roles: frozenset[str] | None = None  # None: everyone may share
-    login_delay: float = 0.5  # first failed login's delay, doubling ...
-    login_delay_max: float = 30.0  # ... up to this
-    handshake_timeout: float = 10.0  # a login is answered within this, slowed down or not
-    refresh: float = 1.0  # seconds between checks for changes made by `chatscreen admin`
-
-
-@dataclass(frozen=True)
-class RoomPolicy:
-    """What one client may make the server keep (see ServerSettings for each)."""
-
-    create_rate: float = 0.2
-    create_burst: int = 10
-    max_rooms: int = 10_000
-    max_rooms_per_guest: int = 20
-    max_rooms_per_member: int = 100
-    room_expiry: float = 600.0
-    max_joined: int = 100
-    max_invitations: int = 1000
 
 
 class ChatService:
@@ -139,18 +98,19 @@ class ChatService:
         self._stopping = False
         self.fanout = fanout
         self.history = history
-        self.sessions: dict[str, Session] = {}  # casefolded name -> session
-        self.skeletons: dict[str, Session] = {}  # name_skeleton -> session
+        self.sessions: dict[str, Session[Peer]] = {}  # casefolded name -> session
+        self.skeletons: dict[str, Session[Peer]] = {}  # name_skeleton -> session
         # guest name (casefolded) -> (resume secret, since, Guest) of its last session: a
         # guest coming back with that secret keeps its private messages and invitations, no
         # other guest gets them
-        self._guest_since: OrderedDict[str, tuple[str, int, Guest]] = OrderedDict()
-        self.tokens: dict[str, Session] = {}
-        self.rooms: dict[str, set[Session]] = {}  # room -> members (a room exists while listed)
+        self.guest_since: OrderedDict[str, tuple[str, int, Guest]] = OrderedDict()
+        self.tokens: dict[str, Session[Peer]] = {}
+        # room -> members (a room exists while listed)
+        self.rooms: dict[str, set[Session[Peer]]] = {}
         self.limits = limits or RoomPolicy()
         self._folded: dict[str, str] = {}  # casefolded room name -> room
-        self._public: list[str] = []  # the rooms that are not private, sorted
-        self._invited_to: dict[str, set[str]] = {}  # casefolded name -> private rooms
+        self.public_rooms: list[str] = []  # the rooms that are not private, sorted
+        self.invited_to: dict[str, set[str]] = {}  # casefolded name -> private rooms
         # rooms created since the start -> who created them: "ip:ADDRESS" (a guest; the room
         # expires), "user:NAME" (a registered name); and how many each has
         self._creator: dict[str, str] = {}
@@ -170,9 +130,9 @@ class ChatService:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.share_list: list[dict[str, Any]] = []  # kept current by the screen relay ...
         # ... with, when some shares are only for some users, what one session may see
-        self.share_view: Callable[[Session], list[dict[str, Any]]] | None = None
+        self.share_view: Callable[[Session[Peer]], list[dict[str, Any]]] | None = None
         # called (by then) when a user may have lost the right to watch some share
-        self.audience_changed: Callable[[Session], None] | None = None
+        self.audience_changed: Callable[[Session[Peer]], None] | None = None
         self.messages_total = 0
         # room -> presence frames to publish, with the peer each one is about
         self._presence_due: dict[str, list[tuple[bytes, Peer]]] = {}
@@ -184,6 +144,11 @@ class ChatService:
         self._joins = itertools.count()
         self.counters = Counters()
 
+    @property
+    def newest_id(self) -> int:
+        """The id of the newest message taken (stored or on its way)."""
+        return self._next_id
+
     async def start(self) -> None:
         lookalike.load()  # Unicode's confusables, now rather than at the first login
         self._next_id = await self.store.last_id()
@@ -194,11 +159,11 @@ class ChatService:
                 self._seen_cid(m.user.casefold(), m.cid)
         await self.store.add_room(DEFAULT_ROOM)
         for room in await self.store.rooms():
-            self._add_room(room, None)
+            self.add_room(room, None)
         if self.account_store is not None:
             await self._reload()
-            self._spawn(self._watch_accounts())
-        self._spawn(self._expire_rooms())
+            self.spawn(self._watch_accounts())
+        self.spawn(self._expire_rooms())
         self._writer = asyncio.create_task(self._write_loop(), name="chat-writer")
 
     async def stop(self) -> None:
@@ -215,7 +180,7 @@ class ChatService:
 
     def handle(self, peer: Peer, msg: Message) -> None:
         if msg.type == "hello":
-            self._hello(peer, msg)
+            login.hello(self, peer, msg)
             return
         session = peer.session
         assert session is not None  # the protocol core allows nothing else before welcome
@@ -231,240 +196,11 @@ class ChatService:
         session = peer.session
         if session is None or self.sessions.get(session.key) is not session:
             return
-        self._logout(session)
+        self.logout(session)
 
-    # -- login -------------------------------------------------------------------------
+    # -- sessions ----------------------------------------------------------------------
 
-    def _hello(self, peer: Peer, msg: Message) -> None:
-        name = msg.get("user")
-        if name is None:
-            raise RemoteProtocolError(ErrorCode.INVALID_NAME, "hello on the chat port needs a user")
-        claimed = self.accounts.get(name.casefold())  # its password is checked later
-        ban = self._binding("address", peer.ip, claimed.role if claimed else None, peer.ip)
-        if ban is not None:
-            self._refuse_address(peer, name, ban)
-            return
-        if self.policy.server_password is None and name.casefold() not in self.accounts:
-            self._finish_login(peer, msg, None)  # a guest: no password to check
-        else:
-            self._spawn(self._login(peer, msg))
-
-    async def _login(self, peer: Peer, msg: Message) -> None:
-        """Check the server password, then the account's (argon2id, off the event loop).
-        Failures are slowed down per address, and per account at that address (see
-        LoginGuard): strangers' failures on an account never hold its owner back."""
-        name: str = msg["user"]
-        key = name.casefold()
-        ip_key = f"ip:{peer.ip}"
-        loop = asyncio.get_running_loop()
-        server_password = self.policy.server_password
-        if server_password is not None:
-            given = msg.get("server_password")
-            if given is None:
-                peer.fail(ErrorCode.BAD_PASSWORD,
-                          "This server needs a password: give the server password")
-                return
-            if not await self._guard_wait([ip_key], peer):
-                return
-            self.guard.reserve([ip_key], loop.time())
-            if not hmac.compare_digest(given.encode(), server_password.encode()):
-                delay = self.guard.failed([ip_key], loop.time())
-                await self._login_failed(peer, delay, name, "Wrong server password")
-                return
-            self.guard.succeeded([], release=[ip_key])
-        account = self.accounts.get(key)
-        if account is not None:
-            password = msg.get("password")
-            if password is None:
-                peer.fail(ErrorCode.BAD_PASSWORD, f"'{account.name}' is registered: "
-                          "give its password")
-                return
-            pair = f"user:{key}@{peer.ip}"
-            # the owner of a live session, coming back with its secret, is not held back
-            # by what others did from the same (shared) address
-            keys = [pair] if self._owner_back(key, msg) else [ip_key, pair]
-            checked = await self._check_password(peer, key, keys, account.hash, password)
-            if checked is None:
-                return
-            if checked > 0:
-                await self._login_failed(peer, checked, name,
-                                         f"Wrong password for '{account.name}'")
-                return
-            self.guard.succeeded([pair], release=[k for k in keys if k == ip_key])
-            state = await self._account_state(key)
-            account = self.accounts.get(key, account)  # its role may have changed meanwhile
-            self._finish_login(peer, msg, account, state)
-            return
-        self._finish_login(peer, msg, account)
-
-    async def _account_state(self, key: str) -> tuple[list[str], dict[str, int]]:
-        """An account's stored rooms and read markers (none if they cannot be read)."""
-        if self.account_store is None:
-            return [], {}
-        try:
-            return await self.account_store.state(key)
-        except Exception:
-            log.exception("could not read the rooms and read markers of %s", key)
-            return [], {}
-
-    def _owner_back(self, key: str, msg: Message) -> bool:
-        """Does this hello carry the secret of the name's live session (``resume``, or its
-        ``token``)? Only its owner has either."""
-        session = self.sessions.get(key)
-        if session is None:
-            return False
-        given = [(msg.get("resume"), session.resume), (msg.get("token"), session.token)]
-        return any(a is not None and b is not None and hmac.compare_digest(a, b)
-                   for a, b in given)
-
-    async def _check_password(self, peer: Peer, key: str, keys: list[str], stored: str,
-                              password: str) -> float | None:
-        """Check a password, one check at a time per account, each once ``keys`` are no
-        longer slowed down (a failure just before may have slowed them down: then wait
-        again). Returns 0.0 if it matches, else the delay its failure earned (recorded
-        before the next check of the account starts); None if the peer went away or was
-        told to come back later."""
-        loop = asyncio.get_running_loop()
-        while True:
-            if not await self._guard_wait(keys, peer):
-                return None
-            async with self.checks.turn(key):
-                if self.guard.wait(keys, loop.time()) > 0:
-                    continue  # the check before ours failed: its delay applies to us
-                if peer.closing:
-                    return None
-                self.guard.reserve(keys, loop.time())
-                self.counters.login_checks += 1
-                ok = await asyncio.to_thread(verify_password, stored, password)
-                if peer.closing:
-                    return None
-                return 0.0 if ok else self.guard.failed(keys, loop.time())
-
-    def _answer_within(self, peer: Peer) -> float:
-        """Seconds left to answer this login before its handshake timeout (less a margin):
-        the server's own slowing down must end in a clear answer, never in a timeout."""
-        left = peer.opened_at + self.policy.handshake_timeout - asyncio.get_running_loop().time()
-        return max(0.0, left * 0.8 - 0.05)
-
-    async def _guard_wait(self, keys: list[str], peer: Peer) -> bool:
-        """Wait while these keys are slowed down; False if the peer went away or was told
-        to come back later (when the wait would outlast its handshake)."""
-        loop = asyncio.get_running_loop()
-        while (wait := self.guard.wait(keys, loop.time())) > 0:
-            if wait > self._answer_within(peer):
-                peer.fail(ErrorCode.RATE_LIMITED, "Too many failed logins from this address "
-                          f"or for this name: try again in {math.ceil(wait)} s")
-                return False
-            await asyncio.sleep(wait)
-        return not peer.closing
-
-    async def _login_failed(self, peer: Peer, delay: float, name: str, message: str) -> None:
-        """Answer a failed login (recorded already), after ``delay``."""
-        log.warning("failed login as %s from %s (%s); next attempt in %.1f s", name, peer.addr,
-                    message, delay)
-        answer = min(delay, self._answer_within(peer))
-        await asyncio.sleep(answer)  # the answer is slowed down, nothing else
-        if delay > answer + 0.5:
-            message += f" (the next try is looked at in {math.ceil(delay - answer)} s)"
-        peer.fail(ErrorCode.BAD_PASSWORD, message)
-
-    def _finish_login(self, peer: Peer, msg: Message, account: Account | None,
-                      state: tuple[list[str], dict[str, int]] | None = None) -> None:
-        if peer.closing:
-            return
-        name: str = account.name if account is not None else msg["user"]
-        key = name.casefold()
-        if account is None and self.policy.require_accounts:
-            peer.fail(ErrorCode.ACCOUNT_REQUIRED, "This server admits registered users only: "
-                      f"'{name}' has no account")
-            return
-        role = account.role if account is not None else None
-        ban = self._binding("account", key, role, peer.ip)
-        if ban is not None:
-            log.info("refused banned user %s from %s", name, peer.addr)
-            peer.fail(ErrorCode.BANNED, f"'{name}' is banned {ban.until_text()}"
-                      + (f": {ban.reason}" if ban.reason else ""))
-            return
-        ban = self._binding("address", peer.ip, role, peer.ip)
-        if ban is not None:
-            self._refuse_address(peer, name, ban)
-            return
-        skeleton = name_skeleton(name)
-        refusal = self._lookalike(name, key, skeleton, account)
-        if refusal is not None:
-            log.info("refused %s from %s: %s", name, peer.addr, refusal)
-            peer.fail(ErrorCode.NAME_TAKEN, refusal)
-            return
-        old = self.sessions.get(key)
-        if old is not None:
-            if old.resume is not None and msg.get("resume") == old.resume:
-                # The same client coming back before we noticed it had gone.
-                old.chat.fail(ErrorCode.REPLACED, "replaced by a new connection of yours")
-                self._logout(old)
-            else:
-                peer.fail(ErrorCode.NAME_TAKEN, f"Username '{name}' is already taken")
-                return
-        since, guest = self._since(key, account, msg.get("resume"))
-        session = Session(name, peer, resume=msg.get("resume"), role=role, skeleton=skeleton,
-                          since=since, guest=guest)
-        peer.session = session
-        self.sessions[key] = session
-        self.skeletons[skeleton] = session
-        self.tokens[session.token] = session
-        if account is not None and state is not None:
-            self._restore(session, *state)
-        elif guest is not None:
-            session.marks = guest.marks  # kept while this guest comes back (resume)
-        self.fanout.subscribe(user_topic(key), peer)
-        self.fanout.subscribe(ALL, peer)
-        peer.accept(
-            user=name,
-            token=session.token,
-            room=DEFAULT_ROOM,
-            heartbeat=self.heartbeat,
-            **({"role": role} if role else {}),
-            limits={"max_text": peer.conn.limits.max_text, "max_frame": peer.conn.limits.max_frame,
-                    "history": self.history},
-            **self._welcome_state(session),
-        )
-        self._send_shares(session)
-        log.info("%s logged in from %s%s", name, peer.addr, f" as {role}" if role else "")
-
-    def _restore(self, session: Session, rooms: list[str], marks: dict[str, int]) -> None:
-        """An account's stored rooms and read markers, for its new session: those of rooms
-        that are gone (a guest's room expired) or closed to it are forgotten."""
-        keep = [r for r in rooms if r in self.rooms and self._may_enter(session, r)]
-        session.member_of = set(keep[: self.limits.max_joined])
-        for room in set(rooms) - session.member_of:
-            self._store_member(session, room, member=False)
-        peers = sorted((c for c in marks if c.startswith("@")), key=marks.__getitem__)
-        kept = [c for c in marks if c[0] == "#" and c[1:] in session.member_of]
-        kept += peers[-MAX_PEER_MARKS:]
-        session.marks = {c: marks[c] for c in kept}
-
-    def _welcome_state(self, session: Session) -> dict[str, Any]:
-        """What the welcome tells of the user's own state: an account's rooms (to join
-        again), the read markers, the private rooms it is invited to and not in."""
-        state: dict[str, Any] = {
-            "read": [{"room" if c[0] == "#" else "peer": c[1:], "id": i}
-                     for c, i in sorted(session.marks.items())],
-            "invitations": self._pending_invitations(session)[:WELCOME_INVITATIONS],
-        }
-        if session.role is not None:
-            state["rooms"] = sorted(session.member_of)
-        return state
-
-    def _pending_invitations(self, session: Session) -> list[str]:
-        """The private rooms this user is invited to and not in."""
-        invited: Iterable[str]
-        if session.role is None:
-            invited = session.guest.invited if session.guest is not None else ()
-        else:
-            invited = self._invited_to.get(session.key, ())
-        return sorted(r for r in invited if r in self.rooms and r not in session.rooms
-                      and r not in session.member_of)
-
-    def _store_member(self, session: Session, room: str, *, member: bool) -> None:
+    def store_member(self, session: Session[Peer], room: str, *, member: bool) -> None:
         """An account joined (or left) a room: remember it, so that its next session, on
         any client, is told its rooms. A guest's are its connection's only."""
         if member:
@@ -473,46 +209,9 @@ class ChatService:
             session.member_of.discard(room)
             session.marks.pop(f"#{room}", None)
         if session.role is not None and self.account_store is not None:
-            self._spawn(self.account_store.set_member(session.key, room, member))
+            self.spawn(self.account_store.set_member(session.key, room, member))
 
-    def _lookalike(self, name: str, key: str, skeleton: str,
-                   account: Account | None) -> str | None:
-        """Why this login would impersonate someone (its name looks like a registered one,
-        or like a connected user's: Unicode TS #39 skeletons), or None."""
-        other = self.skeletons.get(skeleton)
-        if other is not None and other.key != key:
-            return f"name '{name}' looks like '{other.name}', which is taken"
-        owner = self.lookalikes.get(skeleton)
-        if account is None and owner is not None:
-            return f"name '{name}' looks like '{owner.name}', which is registered"
-        return None
-
-    def _since(self, key: str, account: Account | None,
-               resume: str | None) -> tuple[int, Guest | None]:
-        """The id after which private messages are this new session's (see Session.since),
-        and, for a guest, who it is (see Guest): an account's own since; for a guest, the id
-        of now and a new Guest, unless it is the last guest of this name coming back (the
-        same resume secret)."""
-        if account is not None:
-            return (account.since if account.since is not None else self._next_id), None
-        kept = self._guest_since.pop(key, None)
-        since, guest = self._next_id, Guest()
-        if kept is not None and resume is not None and hmac.compare_digest(
-                kept[0].encode(), resume.encode()):
-            since, guest = kept[1], kept[2]
-        if resume is not None:
-            self._guest_since[key] = (resume, since, guest)
-            while len(self._guest_since) > GUEST_SINCE_KEPT:
-                self._guest_since.popitem(last=False)
-        return since, guest
-
-    @staticmethod
-    def _refuse_address(peer: Peer, name: str, ban: Ban) -> None:
-        log.info("refused %s from banned address %s", name, peer.ip)
-        peer.fail(ErrorCode.BANNED, f"This address is banned {ban.until_text()}"
-                  + (f": {ban.reason}" if ban.reason else ""))
-
-    def _logout(self, session: Session) -> None:
+    def logout(self, session: Session[Peer]) -> None:
         key = session.key
         if self.sessions.get(key) is session:
             del self.sessions[key]
@@ -520,7 +219,7 @@ class ChatService:
             del self.skeletons[session.skeleton]
         self.tokens.pop(session.token, None)
         for room in list(session.rooms):
-            self._leave(session, room, held=True)
+            self.leave_room(session, room, held=True)
         self.fanout.unsubscribe(user_topic(key), session.chat)
         self.fanout.unsubscribe(ALL, session.chat)
         for screen in list(session.screens):
@@ -529,64 +228,26 @@ class ChatService:
 
     # -- rooms -------------------------------------------------------------------------
 
-    def _may_enter(self, session: Session, room: str) -> bool:
-        """A public room: anyone. A private one: admins, the accounts invited (by name) and
-        the guests invited (that guest, not its name: see Guest)."""
-        invited = self.private.get(room)
-        if invited is None or session.role == "admin":
-            return True
-        if session.role is not None and session.key in invited:
-            return True
-        return session.guest is not None and room in session.guest.invited
-
-    def _private_refused(self, session: Session, room: str, msg: Message) -> bool:
-        """Refuse (``forbidden``) a request about a private room one is not invited to."""
-        if self._may_enter(session, room):
-            return False
-        session.chat.error(ErrorCode.FORBIDDEN, f"'{room}' is private: you need an "
-                           "invitation", re=msg.type, **_rid(msg))
-        return True
-
-    def _rooms(self, session: Session, msg: Message) -> None:
-        """A page of the rooms this user may enter, by name from ``after`` on: its cost
-        depends on the page, not on how many rooms there are."""
-        limit: int = min(msg.get("limit", ROOMS_PAGE), ROOMS_PAGE)
-        after: str | None = msg.get("after")
-        start = 0 if after is None else bisect.bisect_right(self._public, after)
-        public = self._public[start : start + limit + 1]
-        private: Iterable[str]
-        if session.role == "admin":
-            private = self.private.keys()
-        elif session.role is None:  # a guest's invitations are its own, not its name's
-            private = session.guest.invited if session.guest is not None else ()
-        else:
-            private = self._invited_to.get(session.key, ())
-        mine = sorted(r for r in private if r in self.rooms and (after is None or r > after))
-        page = list(itertools.islice(heapq.merge(public, mine), limit + 1))
-        more = {"more": True} if len(page) > limit else {}
-        rooms = [{"name": r, "users": len(self.rooms[r])} for r in page[:limit]]
-        session.chat.send("rooms", rooms=rooms, **more, **_rid(msg))
-
-    def _add_room(self, room: str, creator: str | None) -> None:
+    def add_room(self, room: str, creator: str | None) -> None:
         """A new room (``creator``: see _creator; None: one stored before this start)."""
         self.rooms[room] = set()
         self._folded.setdefault(room.casefold(), room)
         if room not in self.private:
-            bisect.insort(self._public, room)
+            bisect.insort(self.public_rooms, room)
         if creator is not None:
             self._creator[room] = creator
             self.created[creator] += 1
             if not creator.startswith("ip:"):  # a guest's room is never stored: it expires
-                self._spawn(self.store.add_room(room))
+                self.spawn(self.store.add_room(room))
 
     def _drop_room(self, room: str) -> None:
         """Forget an empty guest room (its messages stay in the history)."""
         del self.rooms[room]
         if self._folded.get(room.casefold()) == room:
             del self._folded[room.casefold()]
-        i = bisect.bisect_left(self._public, room)
-        if i < len(self._public) and self._public[i] == room:
-            del self._public[i]
+        i = bisect.bisect_left(self.public_rooms, room)
+        if i < len(self.public_rooms) and self.public_rooms[i] == room:
+            del self.public_rooms[i]
         creator = self._creator.pop(room, None)
         if creator is not None:
             self.created[creator] -= 1
@@ -613,219 +274,29 @@ class ChatService:
                     log.info("room %s expired: empty for %g s", room, expiry)
             self.quota.prune(now)
 
-    def _owner(self, session: Session) -> str:
-        """Whom a new room counts against: the account, else (a guest) the address."""
-        return f"user:{session.key}" if session.role else f"ip:{session.chat.ip}"
-
-    def _refuse(self, session: Session, msg: Message, code: ErrorCode, text: str) -> None:
-        session.chat.error(code, text, re=msg.type, **_rid(msg))
-
-    def _joined_too_many(self, session: Session, msg: Message) -> bool:
-        """Would one more room pass max_joined (an account's stored rooms count, joined on
-        this connection or not)?"""
-        n = self.limits.max_joined
-        if len(session.rooms) < n and len(session.rooms | session.member_of) < n:
-            return False
-        self._refuse(session, msg, ErrorCode.LIMIT_REACHED, f"you are in {n} rooms, the most "
-                     "one connection may be in: leave one first")
-        return True
-
-    def _may_create_room(self, session: Session, msg: Message) -> bool:
-        """The caps on rooms (in all, per account or guest address), then the create rate;
-        refuses (not fatal) if one is reached."""
-        lim = self.limits
-        if session.role != "admin":
-            if len(self.rooms) >= lim.max_rooms:
-                self._refuse(session, msg, ErrorCode.LIMIT_REACHED, f"this server holds "
-                             f"{lim.max_rooms} rooms, the most it keeps: join one of them")
-                return False
-            owner = self._owner(session)
-            if session.role is None and self.created[owner] >= lim.max_rooms_per_guest:
-                self._refuse(session, msg, ErrorCode.LIMIT_REACHED, "the guests of your "
-                             f"address have {lim.max_rooms_per_guest} rooms, the most they may "
-                             f"have: a guest's room goes once it has been empty for "
-                             f"{format_duration(lim.room_expiry)}")
-                return False
-            if session.role is not None and self.created[owner] >= lim.max_rooms_per_member:
-                self._refuse(session, msg, ErrorCode.LIMIT_REACHED, f"you have created "
-                             f"{lim.max_rooms_per_member} rooms, the most one account may")
-                return False
-        return self._take_quota(session, msg)
-
-    def _take_quota(self, session: Session, msg: Message) -> bool:
-        """A request that makes the server keep something (a room, an invitation, an
-        account): one token from the bucket of the address, and of the account if
-        registered, shared by all their connections. Refused (not fatal) when empty."""
-        keys = [f"ip:{session.chat.ip}", *([f"user:{session.key}"] if session.role else [])]
-        wait = self.quota.take(keys, asyncio.get_running_loop().time())
-        if wait == 0.0:
-            return True
-        self._refuse(session, msg, ErrorCode.RATE_LIMITED, "too many new rooms, invitations "
-                     "or registrations from your address" + (" or account" if session.role
-                                                             else "")
-                     + f": try again in {math.ceil(wait)} s")
-        return False
-
-    def _create(self, session: Session, msg: Message) -> None:
-        room = msg["room"]
-        private = bool(msg.get("private"))
-        if self._find_room(room) is not None:
-            session.chat.error(ErrorCode.ROOM_EXISTS, f"room '{room}' already exists", re="create",
-                               **_rid(msg))
-            return
-        if private and self.account_store is None:
-            self._refuse(session, msg, ErrorCode.FORBIDDEN, "this server has no private rooms")
-            return
-        if private and session.role is None:
-            # A guest's rooms are not kept (they expire): a private one would be lost with it.
-            self._refuse(session, msg, ErrorCode.FORBIDDEN, "register your name to create a "
-                         "private room")
-            return
-        if self._joined_too_many(session, msg) or not self._may_create_room(session, msg):
-            return
-        if private:
-            assert self.account_store is not None
-            self.private[room] = {session.key}
-            self._invited_to.setdefault(session.key, set()).add(room)
-            self._spawn(self.account_store.add_private_room(room, session.name))
-        self._add_room(room, self._owner(session))
-        self._join(session, room, None, msg.get("rid"))
-
-    def _invite(self, session: Session, msg: Message) -> None:
-        room = self._find_room(msg["room"])
-        if room is None:
-            session.chat.error(ErrorCode.NO_SUCH_ROOM, f"no room '{msg['room']}'", re="invite",
-                               **_rid(msg))
-            return
-        if self._private_refused(session, room, msg):
-            return
-        invited = self.private.get(room)
-        if invited is None:
-            session.chat.error(ErrorCode.FORBIDDEN, f"'{room}' is not private: anyone may join",
-                               re="invite", **_rid(msg))
-            return
-        user: str = msg["user"]
-        key = user.casefold()
-        target = self.sessions.get(key)
-        if target is not None and target.role is None:
-            assert target.guest is not None
-            if room not in target.guest.invited:
-                if not self._take_quota(session, msg):
-                    return
-                target.guest.invited.add(room)  # that guest's, not its name's: see Guest
-            session.chat.send("notice", room=room, text=f"{target.name} is a guest: the "
-                              "invitation is theirs, not the name's, and ends when they leave")
-        elif target is not None or key in self.accounts:
-            if key not in invited:
-                if len(invited) >= self.limits.max_invitations:
-                    self._refuse(session, msg, ErrorCode.LIMIT_REACHED, f"'{room}' has "
-                                 f"{self.limits.max_invitations} names invited, the most a "
-                                 "room may")
-                    return
-                if not self._take_quota(session, msg):
-                    return
-                invited.add(key)
-                self._invited_to.setdefault(key, set()).add(room)
-                assert self.account_store is not None
-                self._spawn(self.account_store.invite(room, user))
-        else:
-            self._refuse(session, msg, ErrorCode.NO_SUCH_USER,
-                         f"'{user}' is neither registered nor connected")
-            return
-        log.info("%s invited %s to %s", session.name, user, room)
-        session.chat.send("invited", room=room, user=user, **_rid(msg))
-        if target is not None and room not in target.rooms:
-            # an invitation, for clients to offer Join / Decline; the notice for older ones
-            target.chat.send("invited", room=room, user=target.name, by=session.name)
-            target.chat.send("notice", room=room, text=f"{session.name} invited you to "
-                             f"{room}: /join {room}")
-
-    def _decline(self, session: Session, msg: Message) -> None:
-        """Forget an invitation to a private room (it is not offered at login any more)."""
-        room = self._find_room(msg["room"])
-        if room is None:
-            self._refuse(session, msg, ErrorCode.NO_SUCH_ROOM, f"no room '{msg['room']}'")
-            return
-        if session.role is None:
-            if session.guest is not None:
-                session.guest.invited.discard(room)
-        elif session.key in self.private.get(room, ()):
-            self.private[room].discard(session.key)
-            self._invited_to.get(session.key, set()).discard(room)
-            assert self.account_store is not None
-            self._spawn(self.account_store.uninvite(room, session.name))
-        session.chat.send("declined", room=room, **_rid(msg))
-
-    def _read(self, session: Session, msg: Message) -> None:
-        """Move a read marker forward (never back, never past the newest message): the
-        last message id read in a room one is in, or in a private conversation (at most
-        MAX_PEER_MARKS of those: the oldest goes). An account's are stored."""
-        if "room" in msg.fields:
-            room = self._find_room(msg["room"])
-            if room is None or (room not in session.rooms and room not in session.member_of):
-                self._refuse(session, msg, ErrorCode.NOT_IN_ROOM,
-                             f"you are not in '{msg['room']}'")
-                return
-            conv, where = f"#{room}", {"room": room}
-        else:
-            conv, where = f"@{msg['peer'].casefold()}", {"peer": msg["peer"]}
-        marks = session.marks
-        new = min(msg["id"], self._next_id)
-        if new > marks.get(conv, 0):
-            dropped = self._make_room_for(marks, conv)
-            marks[conv] = new
-            if session.role is not None and self.account_store is not None:
-                self._spawn(self.account_store.set_marker(session.key, conv, new, dropped))
-        session.chat.send("read", **where, id=marks.get(conv, 0), **_rid(msg))
-
-    @staticmethod
-    def _make_room_for(marks: dict[str, int], conv: str) -> list[str]:
-        """Before a new private conversation's marker: drop the oldest one if there are
-        MAX_PEER_MARKS already (a room's are bounded by the rooms one is in)."""
-        if conv in marks or conv[0] != "@":
-            return []
-        peers = [c for c in marks if c[0] == "@"]
-        if len(peers) < MAX_PEER_MARKS:
-            return []
-        oldest = min(peers, key=marks.__getitem__)
-        del marks[oldest]
-        return [oldest]
-
-    def _find_room(self, room: str) -> str | None:
+    def find_room(self, room: str) -> str | None:
         if room in self.rooms:
             return room
         return self._folded.get(room.casefold())
 
-    def _join_msg(self, session: Session, msg: Message) -> None:
-        room = self._find_room(msg["room"])
-        if room is None:  # joining a room that does not exist creates it, as in IRC
-            if self._joined_too_many(session, msg) or not self._may_create_room(session, msg):
-                return
-            room = msg["room"]
-            self._add_room(room, self._owner(session))
-        elif self._private_refused(session, room, msg) or (
-                session not in self.rooms[room] and room not in session.member_of
-                and self._joined_too_many(session, msg)):
-            return
-        self._join(session, room, msg.get("after"), msg.get("rid"))
-
-    def _join(self, session: Session, room: str, after: int | None, rid: str | None) -> None:
+    def join_room(self, session: Session[Peer], room: str, after: int | None,
+                  rid: str | None) -> None:
         members = self.rooms[room]
         if session in members:
             # Already there: answer as if joining, so a resuming client gets what it missed.
-            self._spawn(self._send_joined(session, room, after, rid, subscribe=False))
+            self.spawn(self._send_joined(session, room, after, rid, subscribe=False))
             return
         members.add(session)
         session.rooms.add(room)
         if session.role is not None and room not in session.member_of:
-            self._store_member(session, room, member=True)
+            self.store_member(session, room, member=True)
         self._empty_since.pop(room, None)
         if self.share_view is not None:
-            self._send_shares(session)  # a share for this room's members may show up
+            self.send_shares(session)  # a share for this room's members may show up
         self._presence(room, session, "join")
-        self._spawn(self._send_joined(session, room, after, rid, subscribe=True))
+        self.spawn(self._send_joined(session, room, after, rid, subscribe=True))
 
-    async def _send_joined(self, session: Session, room: str, after: int | None,
+    async def _send_joined(self, session: Session[Peer], room: str, after: int | None,
                            rid: str | None, *, subscribe: bool) -> None:
         # Messages published while the query runs reach the room's subscribers, which this
         # peer is not yet, and may have been stored after the query looked: keep them.
@@ -893,22 +364,11 @@ class ChatService:
         users = sorted(s.name for s in self.rooms.get(room, ()))
         peer.send("joined", room=room, users=users, **({"rid": rid} if rid else {}))
 
-    def _leave_msg(self, session: Session, msg: Message) -> None:
-        room = self._find_room(msg["room"])
-        if room is None or (room not in session.rooms and room not in session.member_of):
-            session.chat.error(ErrorCode.NOT_IN_ROOM, f"you are not in '{msg['room']}'",
-                               re="leave", **_rid(msg))
-            return
-        if room in session.rooms:
-            self._leave(session, room)
-        self._store_member(session, room, member=False)
-        session.chat.send("left", room=room, **_rid(msg))
-
-    def _leave(self, session: Session, room: str, *, held: bool = False) -> None:
+    def leave_room(self, session: Session[Peer], room: str, *, held: bool = False) -> None:
         """``held``: the connection ended: announce it LEAVE_GRACE later, if it is not back."""
         session.rooms.discard(room)
         if self.share_view is not None:  # some share is only for some: this one may go
-            self._send_shares(session)
+            self.send_shares(session)
             if self.audience_changed is not None:
                 self.audience_changed(session)
         members = self.rooms.get(room)
@@ -928,11 +388,11 @@ class ChatService:
         else:
             self._presence(room, session, "leave")
 
-    def _held_leave(self, room: str, session: Session) -> None:
+    def _held_leave(self, room: str, session: Session[Peer]) -> None:
         del self._leaving[(room, session.key)]
         self._presence(room, session, "leave")
 
-    def _presence(self, room: str, session: Session, event: str) -> None:
+    def _presence(self, room: str, session: Session[Peer], event: str) -> None:
         """Announce a join or leave. Announcements are gathered for PRESENCE_BATCH seconds
         and published together: when 1000 clients join one room, each member gets a few
         writes instead of 1000 (the cost of a storm is writes, O(members x joins)). A join
@@ -962,42 +422,31 @@ class ChatService:
                 if others:
                     subject.send_bytes(b"".join(others))
 
-    def _who(self, session: Session, msg: Message) -> None:
-        room = self._find_room(msg["room"])
-        if room is None:
-            session.chat.error(ErrorCode.NO_SUCH_ROOM, f"no room '{msg['room']}'", re="who",
-                               **_rid(msg))
-            return
-        if self._private_refused(session, room, msg):
-            return
-        session.chat.send("users", room=room, users=sorted(s.name for s in self.rooms[room]),
-                          **_rid(msg))
-
     # -- messages ----------------------------------------------------------------------
 
-    def _muted(self, session: Session, kind: str, cid: str | None) -> bool:
+    def _muted(self, session: Session[Peer], kind: str, cid: str | None) -> bool:
         """Is this user muted? Then tell them (a non-fatal ``muted`` error)."""
-        mute = self._binding("mute", session.key, session.role, session.chat.ip)
+        mute = self.binding("mute", session.key, session.role, session.chat.ip)
         if mute is None:
             return False
         session.chat.error(ErrorCode.MUTED, f"you are muted {mute.until_text()}", re=kind,
                            cid=cid)
         return True
 
-    def _say(self, session: Session, msg: Message) -> None:
-        room = self._find_room(msg["room"])
+    def _say(self, session: Session[Peer], msg: Message) -> None:
+        room = self.find_room(msg["room"])
         cid = msg.get("cid")
         if self._muted(session, "say", cid):
             return
         if room is None or room not in session.rooms:
             text = f"join '{msg['room']}' before you write there"
-            if room is not None and room in self.private and self._may_enter(session, room):
+            if room is not None and room in self.private and roomsvc.may_enter(self, session, room):
                 text = f"you are invited to #{room}: join it first (/join {room})"
             session.chat.error(ErrorCode.NOT_IN_ROOM, text, re="say", cid=cid)
             return
         self._post(session, cid, room=room, to=None, text=msg["text"])
 
-    def _pm(self, session: Session, msg: Message) -> None:
+    def _pm(self, session: Session[Peer], msg: Message) -> None:
         target = self.sessions.get(msg["to"].casefold())
         cid = msg.get("cid")
         if self._muted(session, "pm", cid):
@@ -1008,7 +457,7 @@ class ChatService:
             return
         self._post(session, cid, room=None, to=target.name, text=msg["text"])
 
-    def _post(self, session: Session, cid: str | None, *, room: str | None, to: str | None,
+    def _post(self, session: Session[Peer], cid: str | None, *, room: str | None, to: str | None,
               text: str) -> None:
         if cid is not None and self._seen_cid(session.key, cid):
             return  # a re-send of a message we already took; its echo went out then
@@ -1112,10 +561,10 @@ class ChatService:
                 n += self.fanout.publish(user_topic(key), data)
         self.counters.deliveries += n
 
-    def _typing(self, session: Session, msg: Message) -> None:
+    def _typing(self, session: Session[Peer], msg: Message) -> None:
         active = msg["active"]
         if "room" in msg.fields:
-            room = self._find_room(msg["room"])
+            room = self.find_room(msg["room"])
             if room is None or room not in session.rooms:
                 return
             data = encode_frame({"type": "typing", "room": room, "user": session.name,
@@ -1126,17 +575,17 @@ class ChatService:
             if target is not None and target is not session:
                 target.chat.send("typing", to=target.name, user=session.name, active=active)
 
-    def _history(self, session: Session, msg: Message) -> None:
-        if "room" in msg.fields and self._private_refused(
-                session, self._find_room(msg["room"]) or msg["room"], msg):
+    def _history(self, session: Session[Peer], msg: Message) -> None:
+        if "room" in msg.fields and roomsvc.private_refused(
+                self, session, self.find_room(msg["room"]) or msg["room"], msg):
             return
-        self._spawn(self._send_history(session, msg))
+        self.spawn(self._send_history(session, msg))
 
-    async def _send_history(self, session: Session, msg: Message) -> None:
+    async def _send_history(self, session: Session[Peer], msg: Message) -> None:
         limit = msg.get("limit", self.history)
         before, after = msg.get("before"), msg.get("after")
         if "room" in msg.fields:
-            room = self._find_room(msg["room"]) or msg["room"]
+            room = self.find_room(msg["room"]) or msg["room"]
             rows = await self.store.room_history(room, before=before, after=after, limit=limit)
             where: dict[str, Any] = {"room": room}
         else:
@@ -1149,12 +598,13 @@ class ChatService:
         more = len(rows) == limit
         rows, cut = fit(rows, newest=after is None)
         session.chat.send("history", messages=[m.to_wire() for m in rows],
-                          more=more or cut, **where, **_rid(msg))
+                          more=more or cut, **where, **rid_of(msg))
 
     # -- screen shares (announced on the chat port) -------------------------------------
 
-    def announce_shares(self, shares: list[dict[str, Any]],
-                        view: Callable[[Session], list[dict[str, Any]]] | None = None) -> None:
+    def announce_shares(
+            self, shares: list[dict[str, Any]],
+            view: Callable[[Session[Peer]], list[dict[str, Any]]] | None = None) -> None:
         """The share list changed. ``view``: some shares are only for some users, and this
         gives the list one session may see (who may not watch a share does not see it)."""
         self.share_list, self.share_view = shares, view
@@ -1162,15 +612,15 @@ class ChatService:
             self.fanout.publish(ALL, encode_frame({"type": "shares", "shares": shares}))
         else:
             for session in self.sessions.values():
-                self._send_shares(session)
+                self.send_shares(session)
 
-    def _send_shares(self, session: Session) -> None:
+    def send_shares(self, session: Session[Peer]) -> None:
         shares = self.share_list if self.share_view is None else self.share_view(session)
         session.chat.send("shares", shares=shares)
 
     # -- accounts and moderation -------------------------------------------------------
 
-    def may_share(self, session: Session) -> bool:
+    def may_share(self, session: Session[Peer]) -> bool:
         roles = self.policy.share_roles
         return roles is None or (session.role or "guest") in roles
 
@@ -1178,7 +628,7 @@ class ChatService:
         ban = self.bans.get((kind, target.casefold() if kind != "address" else target))
         return ban if ban is not None and ban.active(time.time()) else None
 
-    def _binding(self, kind: str, target: str, role: str | None, ip: str) -> Ban | None:
+    def binding(self, kind: str, target: str, role: str | None, ip: str) -> Ban | None:
         """The active ban (``kind``: account, address, mute) that binds a user of ``role``
         (None: a guest) from ``ip``: not one placed by someone they outrank."""
         ban = self._ban(kind, target)
@@ -1223,18 +673,18 @@ class ChatService:
             if session.role is not None:
                 session.role = account.role if account is not None else "member"
             ip = session.chat.ip
-            ban = (self._binding("account", session.key, session.role, ip)
-                   or self._binding("address", ip, session.role, ip))
+            ban = (self.binding("account", session.key, session.role, ip)
+                   or self.binding("address", ip, session.role, ip))
             if ban is not None:
                 session.chat.fail(ErrorCode.BANNED, f"You are banned {ban.until_text()}"
                                   + (f": {ban.reason}" if ban.reason else ""))
-                self._logout(session)
+                self.logout(session)
         requests = await store.pending_requests()
         if requests:
             await store.answer_requests([(r.id, self._answer(r, first, before))
                                          for r in requests])
 
-    def _answer(self, req: AdminRequest, first: bool, before: list[Session]) -> str:
+    def _answer(self, req: AdminRequest, first: bool, before: list[Session[Peer]]) -> str:
         """Carry out a kick `chatscreen admin` asked for, or say what the change it made
         (read above) did to who is connected: its answer, which the command prints."""
         if req.kind == "address":
@@ -1258,7 +708,7 @@ class ChatService:
         now = f", now {victim.role or 'guest'}" if req.action == "role" else ""
         return f"{victim.name} is connected{now}"
 
-    def _end_guest(self, session: Session, owner: Account) -> None:
+    def _end_guest(self, session: Session[Peer], owner: Account) -> None:
         """A guest's name, or one it looks like, was registered: the guest must go."""
         if owner.key == session.key:
             reason = (f"'{owner.name}' is now a registered name: log in with its password, "
@@ -1272,11 +722,11 @@ class ChatService:
     def _index_private(self) -> None:
         """The public rooms' sorted list and who is invited where, after self.private was
         read again."""
-        self._public = sorted(r for r in self.rooms if r not in self.private)
-        self._invited_to = {}
+        self.public_rooms = sorted(r for r in self.rooms if r not in self.private)
+        self.invited_to = {}
         for room, invited in self.private.items():
             for key in invited:
-                self._invited_to.setdefault(key, set()).add(room)
+                self.invited_to.setdefault(key, set()).add(room)
 
     def _admin_notice(self, key: str, text: str) -> None:
         """A notice of an action `chatscreen admin` took, in the rooms of its target (if
@@ -1301,16 +751,17 @@ class ChatService:
             except Exception:
                 log.exception("reloading accounts failed")
 
-    def _register(self, session: Session, msg: Message) -> None:
-        rid = _rid(msg)
+    def _register(self, session: Session[Peer], msg: Message) -> None:
+        rid = rid_of(msg)
         refused = registration.refusal(self, session, msg["password"])
         if refused is not None:
             session.chat.error(*refused, re="register", **rid)
-        elif self._take_quota(session, msg):
+        elif roomsvc.take_quota(self, session, msg):
             session.registering = True
-            self._spawn(self._do_register(session, msg["password"], rid))
+            self.spawn(self._do_register(session, msg["password"], rid))
 
-    async def _do_register(self, session: Session, password: str, rid: dict[str, Any]) -> None:
+    async def _do_register(self, session: Session[Peer], password: str,
+                           rid: dict[str, Any]) -> None:
         try:
             taken = await registration.register(self, session, password)
         finally:
@@ -1326,19 +777,19 @@ class ChatService:
 
     def forget_guest(self, key: str) -> None:
         """A guest name that is an account's now: nothing of its guests is kept."""
-        self._guest_since.pop(key, None)
+        self.guest_since.pop(key, None)
 
-    async def registered(self, session: Session) -> None:
+    async def registered(self, session: Session[Peer]) -> None:
         """A guest who registered is that account from then on: it keeps its invitations,
         now stored as an account's are (and its place in shares' viewer lists)."""
         assert self.account_store is not None and session.guest is not None
         session.guest.registered = True
         for room in sorted(session.guest.invited):
             self.private.get(room, set()).add(session.key)
-            self._invited_to.setdefault(session.key, set()).add(room)
+            self.invited_to.setdefault(session.key, set()).add(room)
             await self.account_store.invite(room, session.name)
         for room in sorted(session.rooms):  # its rooms and markers are stored from now on
-            self._store_member(session, room, member=True)
+            self.store_member(session, room, member=True)
         session.marks = dict(session.marks)
         for conv, id_ in session.marks.items():
             await self.account_store.set_marker(session.key, conv, id_, [])
@@ -1350,28 +801,28 @@ class ChatService:
         account = self.accounts.get(key)
         return account.role if account is not None else "guest"
 
-    def _moderate(self, session: Session, msg: Message) -> None:
+    def _moderate(self, session: Session[Peer], msg: Message) -> None:
         action = msg["action"]
         rank = RANK[session.role or "guest"]
         if rank < RANK["moderator"] or (action == "role" and session.role != "admin"):
             who = "admins" if action == "role" else "admins and moderators"
             session.chat.error(ErrorCode.FORBIDDEN, f"only {who} may {action}",
-                               re="moderate", **_rid(msg))
+                               re="moderate", **rid_of(msg))
             return
-        self._spawn(self._do_moderate(session, msg))
+        self.spawn(self._do_moderate(session, msg))
 
-    async def _do_moderate(self, session: Session, msg: Message) -> None:
+    async def _do_moderate(self, session: Session[Peer], msg: Message) -> None:
         try:
             text, rooms = await carry_out(self, session, msg)
         except Refused as exc:
-            session.chat.error(exc.code, exc.message, re="moderate", **_rid(msg))
+            session.chat.error(exc.code, exc.message, re="moderate", **rid_of(msg))
             return
         for room in rooms:
             self.fanout.publish(room_topic(room), encode_frame(
                 {"type": "notice", "room": room, "text": text}))
         if not rooms & session.rooms:
             session.chat.send("notice", room=next(iter(sorted(rooms)), DEFAULT_ROOM), text=text)
-        session.chat.send("moderated", action=msg["action"], **_rid(msg))
+        session.chat.send("moderated", action=msg["action"], **rid_of(msg))
         log.info("moderation: %s", text)
         assert self.account_store is not None
         target = msg.get("target") or msg.get("address")
@@ -1382,19 +833,19 @@ class ChatService:
         except Exception:
             log.exception("could not record a moderation action")
 
-    def expel(self, session: Session, code: ErrorCode, message: str) -> None:
+    def expel(self, session: Session[Peer], code: ErrorCode, message: str) -> None:
         """Disconnect a user (kicked, banned); the room notice goes out first."""
 
         def later() -> None:  # after the notice went out, so that they see it too
             session.chat.fail(code, message)
             if self.sessions.get(session.key) is session:
-                self._logout(session)
+                self.logout(session)
 
         asyncio.get_running_loop().call_soon(later)
 
     # -- helpers -----------------------------------------------------------------------
 
-    def _spawn(self, coro: Any) -> None:
+    def spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
@@ -1404,19 +855,19 @@ class ChatService:
         if not task.cancelled() and task.exception() is not None:
             log.error("chat task failed", exc_info=task.exception())
 
-    _handlers: ClassVar[dict[str, Callable[[ChatService, Session, Message], None]]] = {
-        "rooms": _rooms,
-        "create": _create,
-        "join": _join_msg,
-        "leave": _leave_msg,
-        "who": _who,
+    _handlers: ClassVar[dict[str, Callable[[ChatService, Session[Peer], Message], None]]] = {
+        "rooms": roomsvc.listing,
+        "create": roomsvc.create,
+        "join": roomsvc.join,
+        "leave": roomsvc.leave,
+        "who": roomsvc.who,
         "say": _say,
         "pm": _pm,
         "typing": _typing,
         "history": _history,
         "register": _register,
-        "invite": _invite,
-        "decline": _decline,
-        "read": _read,
+        "invite": roomsvc.invite,
+        "decline": roomsvc.decline,
+        "read": roomsvc.read,
         "moderate": _moderate,
     }

@@ -53,8 +53,8 @@ def fit(rows: list[StoredMessage], *, newest: bool) -> tuple[list[StoredMessage]
 @dataclass
 class Gap:
     """The messages published to a room while one join of it is under way (see
-    ChatService._join): (id, frame). They count against the joiner's slow_limit, so that one who
-    catches up more slowly than the room writes is cut off as if it were subscribed."""
+    ChatService.join_room): (id, frame). They count against the joiner's slow_limit, so that
+    one who catches up more slowly than the room writes is cut off as if it were subscribed."""
 
     peer: Peer
     frames: list[tuple[int, bytes]] = field(default_factory=list)

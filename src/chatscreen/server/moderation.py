@@ -20,6 +20,7 @@ from chatscreen.server.accounts import RANK, ROLES, Account, AccountStore, Ban
 
 if TYPE_CHECKING:
     from chatscreen.protocol import Message
+    from chatscreen.server.peer import Peer
     from chatscreen.server.session import Session
 
 
@@ -151,7 +152,7 @@ class Service(Protocol):
     """What a moderator's request reads and changes of the chat service (ChatService is one)."""
 
     @property
-    def sessions(self) -> Mapping[str, Session]: ...
+    def sessions(self) -> Mapping[str, Session[Peer]]: ...
     @property
     def accounts(self) -> dict[str, Account]: ...
     @property
@@ -159,10 +160,10 @@ class Service(Protocol):
     @property
     def account_store(self) -> AccountStore | None: ...
     def role_of(self, key: str) -> str: ...
-    def expel(self, session: Session, code: ErrorCode, message: str) -> None: ...
+    def expel(self, session: Session[Peer], code: ErrorCode, message: str) -> None: ...
 
 
-async def carry_out(service: Service, session: Session,
+async def carry_out(service: Service, session: Session[Peer],
                     msg: Message) -> tuple[str, set[str]]:
     """Carry out a moderator's request (kick, mute, ban, role ...); returns the notice text and
     the rooms to show it in (the target's). Raises Refused."""

@@ -272,7 +272,7 @@ class Peer(asyncio.Protocol):
         self.service = service
         self.registry = registry
         self.conn = Connection(Role.SERVER, limits)
-        self.session: Session | None = None
+        self.session: Session[Peer] | None = None
         self.addr = "?"
         self.ip = "?"
         self.writable = True

@@ -11,6 +11,7 @@ from chatscreen.server.accounts import MIN_PASSWORD, Account, AccountStore, hash
 from chatscreen.server.storage import utc_now
 
 if TYPE_CHECKING:
+    from chatscreen.server.peer import Peer
     from chatscreen.server.session import Session
 
 
@@ -24,10 +25,11 @@ class Service(Protocol):
     @property
     def lookalikes(self) -> dict[str, Account]: ...
     def forget_guest(self, key: str) -> None: ...
-    async def registered(self, session: Session) -> None: ...
+    async def registered(self, session: Session[Peer]) -> None: ...
 
 
-def refusal(service: Service, session: Session, password: str) -> tuple[ErrorCode, str] | None:
+def refusal(service: Service, session: Session[Peer],
+            password: str) -> tuple[ErrorCode, str] | None:
     """Why ``session`` may not register now (code, text), else None."""
     if service.account_store is None:
         return ErrorCode.FORBIDDEN, "this server has no accounts"
@@ -41,7 +43,7 @@ def refusal(service: Service, session: Session, password: str) -> tuple[ErrorCod
     return None
 
 
-async def register(service: Service, session: Session, password: str) -> str | None:
+async def register(service: Service, session: Session[Peer], password: str) -> str | None:
     """Make ``session``'s name an account (the password hashed off the event loop); None, or
     the registered name that took it first (the same, or one it looks like)."""
     store = service.account_store

@@ -410,7 +410,7 @@ class Share:
     def describe(self) -> dict[str, Any]:
         return {"id": self.id, "user": self.user, "w": self.w, "h": self.h}
 
-    def admits(self, session: Session) -> bool:
+    def admits(self, session: Session[Peer]) -> bool:
         """Is ``session`` among those the share is for (``allowed``)? An account by its name;
         a name held by a guest stands for the first guest seen holding it while the share
         runs (at the share request, when it logs in or asks to watch), and the account it
@@ -638,7 +638,7 @@ class ScreenRelay:
         else:
             self.chat.announce_shares(shares, self._visible_to)
 
-    def _visible_to(self, session: Session) -> list[dict[str, Any]]:
+    def _visible_to(self, session: Session[Peer]) -> list[dict[str, Any]]:
         """The shares this user may watch: the others are not even listed to them."""
         return [s.describe() for s in self.shares.values() if self._may_see(session, s)]
 
@@ -868,14 +868,14 @@ class ScreenRelay:
         return peer.session is not None and self._may_see(peer.session, share)
 
     @staticmethod
-    def _may_see(session: Session, share: Share) -> bool:
+    def _may_see(session: Session[Peer], share: Share) -> bool:
         if session is share.sharer.session:
             return True
         if not share.admits(session):
             return False
         return share.room is None or share.room in session.rooms
 
-    def recheck(self, session: Session) -> None:
+    def recheck(self, session: Session[Peer]) -> None:
         """The user's right to watch may have changed (they left a room): end at once, as
         if the share had ended, each watch they may no longer keep."""
         for screen in session.screens:

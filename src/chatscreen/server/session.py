@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Generic, TypeVar
 
-if TYPE_CHECKING:
-    from chatscreen.server.peer import Peer
+# A connection of the user's (the server's Peer). The session only holds them: it needs
+# nothing of them, so this module need not know the peer's (which holds its Session).
+C = TypeVar("C")
 
 
 @dataclass(eq=False)
@@ -22,13 +23,13 @@ class Guest:
 
 
 @dataclass(eq=False)
-class Session:
+class Session(Generic[C]):
     name: str
-    chat: Peer
+    chat: C
     token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     resume: str | None = None  # the client's own secret; a new connection with it may take over
     rooms: set[str] = field(default_factory=set)
-    screens: set[Peer] = field(default_factory=set)
+    screens: set[C] = field(default_factory=set)
     registering: bool = False
     role: str | None = None  # admin, moderator or member (a registered account); None: a guest
     # Private messages of ids above this are this user's: a guest's are those of its own
