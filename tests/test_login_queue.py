@@ -5,10 +5,8 @@ backoff); and clients that lost the server spread their reconnects out."""
 from __future__ import annotations
 
 import asyncio
-import re
 import socket
 import time
-import urllib.request
 from pathlib import Path
 
 from chatscreen.client import Client
@@ -17,26 +15,13 @@ from tests.helpers.server import (
     TIMEOUT,
     ServerProcess,
     frame,
+    metrics,
+    metrics_port,
     raw_socket,
     read_headers_until,
     run,
     running_server,
 )
-
-
-def metrics(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=TIMEOUT) as resp:
-        body: bytes = resp.read()
-    out: dict[str, float] = {}
-    for line in body.decode().splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
-
-
-def metrics_port(srv: ServerProcess) -> int:
-    return int(re.findall(r"Metrics: http://[\d.]+:(\d+)", "".join(srv.output))[0])
 
 
 async def chat_connections_reach(port: int, n: int) -> None:

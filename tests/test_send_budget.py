@@ -6,13 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import re
 import socket
 import ssl
 import statistics
 import struct
 import threading
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,21 +22,12 @@ from tests.helpers.server import (
     TIMEOUT,
     ServerProcess,
     frame,
+    metrics,
+    metrics_port,
     raw_socket,
     read_headers_until,
     running_server,
 )
-
-
-def metrics(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=TIMEOUT) as resp:
-        body: bytes = resp.read()
-    out: dict[str, float] = {}
-    for line in body.decode().splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
 
 
 def connect(srv: ServerProcess, user: str) -> Client:
@@ -59,7 +48,7 @@ def test_reader_past_the_send_budget_is_cut_and_others_carry_on(tmp_path: Path) 
     env = {"CHATSCREEN_SEND_BUDGET": str(512 << 10), "CHATSCREEN_SLOW_TIMEOUT": "3600",
            "CHATSCREEN_SLOW_LIMIT": "0", **NO_RATE_LIMITS}
     with running_server(tmp_path / "d", "--metrics-port", "0", env=env) as srv:
-        port = int(re.findall(r"Metrics: http://[\d.]+:(\d+)", "".join(srv.output))[0])
+        port = metrics_port(srv)
         assert metrics(port)["chatscreen_send_budget_bytes"] == 512 << 10
 
         async def scenario() -> None:
@@ -113,7 +102,7 @@ def test_a_reader_given_a_reply_larger_than_the_budget_is_not_cut(tmp_path: Path
     env = {"CHATSCREEN_SEND_BUDGET": str(64 << 10), "CHATSCREEN_MAX_TEXT": "900000",
            **NO_RATE_LIMITS}
     with running_server(tmp_path / "d", "--metrics-port", "0", env=env) as srv:
-        port = int(re.findall(r"Metrics: http://[\d.]+:(\d+)", "".join(srv.output))[0])
+        port = metrics_port(srv)
 
         async def post() -> list[int]:
             async with connect(srv, "sender") as sender:
@@ -181,7 +170,7 @@ def test_the_budget_bounds_the_send_buffers_under_overload(tmp_path: Path) -> No
     env = {"CHATSCREEN_SEND_BUDGET": str(budget), "CHATSCREEN_SLOW_TIMEOUT": "3600",
            "CHATSCREEN_SLOW_LIMIT": "0", **NO_RATE_LIMITS}
     with running_server(tmp_path / "d", "--metrics-port", "0", env=env) as srv:
-        port = int(re.findall(r"Metrics: http://[\d.]+:(\d+)", "".join(srv.output))[0])
+        port = metrics_port(srv)
 
         async def scenario() -> None:
             slow = await asyncio.to_thread(SlowReaders, srv, 8)
@@ -218,7 +207,7 @@ def test_slow_readers_that_read_a_little_do_not_slow_the_room(tmp_path: Path) ->
            "CHATSCREEN_SLOW_LIMIT": "0", **NO_RATE_LIMITS}
     n_slow = 4
     with running_server(tmp_path / "d", "--metrics-port", "0", env=env) as srv:
-        port = int(re.findall(r"Metrics: http://[\d.]+:(\d+)", "".join(srv.output))[0])
+        port = metrics_port(srv)
 
         async def scenario() -> None:
             # 4 KiB every 10 ms each (at most 400 KB/s): they take something all the time
@@ -321,7 +310,7 @@ def test_a_reader_catching_up_while_senders_wait_is_not_cut(tmp_path: Path) -> N
     env = {"CHATSCREEN_SEND_BUDGET": str(64 << 10), "CHATSCREEN_SLOW_TIMEOUT": "3600",
            "CHATSCREEN_SLOW_LIMIT": "0", **NO_RATE_LIMITS}
     with running_server(tmp_path / "d", "--metrics-port", "0", env=env) as srv:
-        port = int(re.findall(r"Metrics: http://[\d.]+:(\d+)", "".join(srv.output))[0])
+        port = metrics_port(srv)
 
         async def scenario() -> None:
             async with connect(srv, "chatter") as chatter:

@@ -21,7 +21,6 @@ from tests.helpers.attack import (
     RawSharer,
     fresh_pixels,
     median_ms,
-    metrics,
     round_trips,
     round_trips_while,
     rss_kib,
@@ -32,6 +31,7 @@ from tests.helpers.server import (
     TIMEOUT,
     ServerProcess,
     frame,
+    metrics,
     run,
     running_server,
 )

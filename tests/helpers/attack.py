@@ -6,14 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
 import select
 import socket
 import ssl
 import statistics
 import struct
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,21 +152,6 @@ def rss_kib(pid: int, field_name: str = "VmRSS") -> int:
             if line.startswith(field_name + ":"):
                 return int(line.split()[1])
     raise AssertionError(f"no {field_name} for {pid}")
-
-
-def metrics(srv: ServerProcess) -> dict[str, float]:
-    """The server's /metrics (it runs with ``CHATSCREEN_METRICS_PORT=0``), by name."""
-    found = re.search(r"Metrics: http://[^:]+:(\d+)/metrics", "".join(srv.output))
-    assert found, "start the server with CHATSCREEN_METRICS_PORT=0"
-    url = f"http://127.0.0.1:{found.group(1)}/metrics"
-    with urllib.request.urlopen(url, timeout=TIMEOUT) as answer:
-        text = answer.read().decode()
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            out[name] = float(value)
-    return out
 
 
 async def round_trips(c: Client, n: int, room: str = "general") -> list[float]:

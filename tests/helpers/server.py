@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -246,3 +247,23 @@ def port_outside_ephemeral_range() -> int:
                 continue
             return port
     raise AssertionError("no free port below the ephemeral range")
+
+
+def metrics_port(srv: ServerProcess) -> int:
+    """The port of a server's /metrics (started with ``CHATSCREEN_METRICS_PORT=0``)."""
+    found = re.search(r"Metrics: http://[\d.]+:(\d+)", "".join(srv.output))
+    assert found, "start the server with CHATSCREEN_METRICS_PORT=0"
+    return int(found.group(1))
+
+
+def metrics(where: ServerProcess | int) -> dict[str, float]:
+    """A server's /metrics (the server, or its metrics port), by name with labels."""
+    port = metrics_port(where) if isinstance(where, ServerProcess) else where
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=TIMEOUT) as resp:
+        body: bytes = resp.read()
+    out: dict[str, float] = {}
+    for line in body.decode().splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
