@@ -182,7 +182,8 @@ def assert_chat_unmoved(tmp_path: Path, make: FrameMaker) -> None:
     """For 4 s, guests log in, share 8K and send a key frame then ``make``'s frames as fast
     as the server reads them, one after the other as each is cut off. A chat user's say ->
     echo round trips meanwhile, back to back: the p95 of the loop's time it meets stays
-    within 3x the idle one (or 15 ms more: a loaded machine)."""
+    within 3x the idle one (or 30 ms more: a loaded machine; a frame of
+    4096 rects held the loop 35 ms, and the attack took the p95 to 71 ms)."""
     with running_server(tmp_path / "d", env={**METRICS, **NO_RATE_LIMITS}) as srv:
         async def scenario() -> tuple[list[float], list[float], int]:
             async with client(srv, "calm") as calm:
@@ -211,7 +212,7 @@ def assert_chat_unmoved(tmp_path: Path, make: FrameMaker) -> None:
         idle, during, frames = run(scenario())
     assert frames >= 2, frames
     idle_p95, during_p95 = timed_p95_ms(idle), timed_p95_ms(during)
-    assert during_p95 < max(3 * idle_p95, idle_p95 + 15), (during_p95, idle_p95,
+    assert during_p95 < max(3 * idle_p95, idle_p95 + 30), (during_p95, idle_p95,
                                                            max(during) * 1e3, frames)
 
 
