@@ -26,10 +26,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from chatscreen.errors import ErrorCode, RemoteProtocolError
 from chatscreen.protocol import Message, encode_frame, lookalike
 from chatscreen.protocol.lookalike import name_skeleton
-from chatscreen.server import login, registration
+from chatscreen.server import login, moderation, registration
 from chatscreen.server import rooms as roomsvc
 from chatscreen.server.accounts import (
-    RANK,
     Account,
     AccountStore,
     AdminRequest,
@@ -43,9 +42,7 @@ from chatscreen.server.metrics import Counters
 from chatscreen.server.moderation import (
     CheckQueue,
     LoginGuard,
-    Refused,
     ban_binds,
-    carry_out,
 )
 from chatscreen.server.presence import Rooms, room_topic
 from chatscreen.server.rooms import DEFAULT_ROOM, RoomPolicy, rid_of
@@ -559,30 +556,6 @@ class ChatService:
             except Exception:
                 log.exception("reloading accounts failed")
 
-    def _register(self, session: Session[Peer], msg: Message) -> None:
-        rid = rid_of(msg)
-        refused = registration.refusal(self, session, msg["password"])
-        if refused is not None:
-            session.chat.error(*refused, re="register", **rid)
-        elif roomsvc.take_quota(self, session, msg):
-            session.registering = True
-            self.spawn(self._do_register(session, msg["password"], rid))
-
-    async def _do_register(self, session: Session[Peer], password: str,
-                           rid: dict[str, Any]) -> None:
-        try:
-            taken = await registration.register(self, session, password)
-        finally:
-            session.registering = False
-        if taken is not None:
-            what = ("is already registered" if taken.casefold() == session.key
-                    else f"looks like '{taken}', which is registered")
-            session.chat.error(ErrorCode.FORBIDDEN, f"'{session.name}' {what}",
-                               re="register", **rid)
-            return
-        log.info("%s registered their name", session.name)
-        session.chat.send("registered", user=session.name, role="member", **rid)
-
     def forget_guest(self, key: str) -> None:
         """A guest name that is an account's now: nothing of its guests is kept."""
         self.guest_since.pop(key, None)
@@ -608,38 +581,6 @@ class ChatService:
             return session.role
         account = self.accounts.get(key)
         return account.role if account is not None else "guest"
-
-    def _moderate(self, session: Session[Peer], msg: Message) -> None:
-        action = msg["action"]
-        rank = RANK[session.role or "guest"]
-        if rank < RANK["moderator"] or (action == "role" and session.role != "admin"):
-            who = "admins" if action == "role" else "admins and moderators"
-            session.chat.error(ErrorCode.FORBIDDEN, f"only {who} may {action}",
-                               re="moderate", **rid_of(msg))
-            return
-        self.spawn(self._do_moderate(session, msg))
-
-    async def _do_moderate(self, session: Session[Peer], msg: Message) -> None:
-        try:
-            text, rooms = await carry_out(self, session, msg)
-        except Refused as exc:
-            session.chat.error(exc.code, exc.message, re="moderate", **rid_of(msg))
-            return
-        for room in rooms:
-            self.fanout.publish(room_topic(room), encode_frame(
-                {"type": "notice", "room": room, "text": text}))
-        if not rooms & session.rooms:
-            session.chat.send("notice", room=next(iter(sorted(rooms)), DEFAULT_ROOM), text=text)
-        session.chat.send("moderated", action=msg["action"], **rid_of(msg))
-        log.info("moderation: %s", text)
-        assert self.account_store is not None
-        target = msg.get("target") or msg.get("address")
-        detail = " ".join(f"{k}={msg[k]}" for k in ("duration", "role", "reason")
-                          if msg.get(k) is not None)
-        try:
-            await self.account_store.log(session.name, msg["action"], target, detail)
-        except Exception:
-            log.exception("could not record a moderation action")
 
     def expel(self, session: Session[Peer], code: ErrorCode, message: str) -> None:
         """Disconnect a user (kicked, banned); the room notice goes out first."""
@@ -673,9 +614,9 @@ class ChatService:
         "pm": _pm,
         "typing": _typing,
         "history": _history,
-        "register": _register,
+        "register": registration.request,
         "invite": roomsvc.invite,
         "decline": roomsvc.decline,
         "read": roomsvc.read,
-        "moderate": _moderate,
+        "moderate": moderation.request,
     }

@@ -18,8 +18,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from chatscreen.durations import format_duration
 from chatscreen.errors import ErrorCode
-from chatscreen.server.moderation import format_duration
 
 if TYPE_CHECKING:
     from chatscreen.protocol import Message
