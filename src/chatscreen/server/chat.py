@@ -1,6 +1,7 @@
-"""The chat service: the sessions and rooms it keeps (presence, memberships, expiry), the
-requests dispatched, messages, private messages, typing, history. Login is in login.py, the
-room requests in rooms.py, moderation in moderation.py, registration in registration.py.
+"""The chat service: the sessions, the requests dispatched, messages, private messages,
+typing, history, shares announced. Login is in login.py, the rooms' state and the join path
+(presence, memberships, expiry) in presence.py, the room requests in rooms.py, moderation in
+moderation.py, registration in registration.py.
 
 Message flow (the hot path): ``say`` is validated, given the next id and a UTC timestamp, and
 queued; the writer task commits everything queued in one transaction, then encodes each
@@ -15,8 +16,6 @@ the joiner subscribed).
 from __future__ import annotations
 
 import asyncio
-import bisect
-import itertools
 import logging
 import time
 from collections import Counter, OrderedDict
@@ -27,27 +26,25 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from chatscreen.errors import ErrorCode, RemoteProtocolError
 from chatscreen.protocol import Message, encode_frame, lookalike
 from chatscreen.protocol.lookalike import name_skeleton
-from chatscreen.server import login, registration
+from chatscreen.server import login, moderation, registration
 from chatscreen.server import rooms as roomsvc
 from chatscreen.server.accounts import (
-    RANK,
     Account,
     AccountStore,
     AdminRequest,
     Ban,
 )
 from chatscreen.server.fanout import Fanout
-from chatscreen.server.history import HISTORY_PAGE, Gap, fit, frames_of
+from chatscreen.server.history import fit
 from chatscreen.server.limits import KeyedBuckets
 from chatscreen.server.login import ALL, LoginPolicy, user_topic
 from chatscreen.server.metrics import Counters
 from chatscreen.server.moderation import (
     CheckQueue,
     LoginGuard,
-    Refused,
     ban_binds,
-    carry_out,
 )
+from chatscreen.server.presence import Rooms, room_topic
 from chatscreen.server.rooms import DEFAULT_ROOM, RoomPolicy, rid_of
 from chatscreen.server.session import Guest, Session
 from chatscreen.server.storage import MessageStore, StoredMessage, utc_now
@@ -57,19 +54,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("chatscreen.chat")
 
-PRESENCE_BATCH = 0.05  # seconds presence announcements of a room are gathered for
-# s: a user whose connection ended is announced as gone only this long after; back within it
-# (a reconnect), neither the leave nor the new join is announced: a flapping client does not
-# fill its rooms with "joined"/"left"
-LEAVE_GRACE = 5.0
 CIDS_KEPT = 64  # per user: client id streams, or opaque client ids, remembered
 CID_USERS_KEPT = 1024  # users (most recently active) whose client ids are kept
 CIDS_RELOADED = 10_000  # at start, the client ids of this many of the latest messages
 FRAME_OVERHEAD = 128  # bytes of a message frame besides its text, about
-
-
-def room_topic(room: str) -> str:
-    return f"room:{room}"
 
 
 @dataclass(slots=True)
@@ -105,17 +93,8 @@ class ChatService:
         # other guest gets them
         self.guest_since: OrderedDict[str, tuple[str, int, Guest]] = OrderedDict()
         self.tokens: dict[str, Session[Peer]] = {}
-        # room -> members (a room exists while listed)
-        self.rooms: dict[str, set[Session[Peer]]] = {}
         self.limits = limits or RoomPolicy()
-        self._folded: dict[str, str] = {}  # casefolded room name -> room
-        self.public_rooms: list[str] = []  # the rooms that are not private, sorted
         self.invited_to: dict[str, set[str]] = {}  # casefolded name -> private rooms
-        # rooms created since the start -> who created them: "ip:ADDRESS" (a guest; the room
-        # expires), "user:NAME" (a registered name); and how many each has
-        self._creator: dict[str, str] = {}
-        self.created: Counter[str] = Counter()
-        self._empty_since: dict[str, float] = {}  # guests' rooms with nobody in, oldest first
         # requests that create state, per address and per account (see _take_quota)
         self.quota = KeyedBuckets(self.limits.create_rate, self.limits.create_burst)
         self._next_id = 0
@@ -134,14 +113,11 @@ class ChatService:
         # called (by then) when a user may have lost the right to watch some share
         self.audience_changed: Callable[[Session[Peer]], None] | None = None
         self.messages_total = 0
-        # room -> presence frames to publish, with the peer each one is about
-        self._presence_due: dict[str, list[tuple[bytes, Peer]]] = {}
-        # (room, casefolded name) -> the held announcement of a lost connection's leave
-        self._leaving: dict[tuple[str, str], asyncio.TimerHandle] = {}
-        # room -> for each join whose history query is on its way, (id, frame) of the room's
-        # messages published meanwhile: see _send_joined
-        self._gaps: dict[str, dict[int, Gap]] = {}
-        self._joins = itertools.count()
+        # the rooms, their members, presence; the joins' gaps and the presence flush are
+        # the fan-out's (_deliver), so it keeps them at hand
+        self.room_state = Rooms(self)
+        self._gaps = self.room_state.gaps
+        self._flush_presence = self.room_state.flush_presence
         self.counters = Counters()
 
     @property
@@ -163,7 +139,7 @@ class ChatService:
         if self.account_store is not None:
             await self._reload()
             self.spawn(self._watch_accounts())
-        self.spawn(self._expire_rooms())
+        self.spawn(self.room_state.expire_rooms())
         self._writer = asyncio.create_task(self._write_loop(), name="chat-writer")
 
     async def stop(self) -> None:
@@ -200,16 +176,6 @@ class ChatService:
 
     # -- sessions ----------------------------------------------------------------------
 
-    def store_member(self, session: Session[Peer], room: str, *, member: bool) -> None:
-        """An account joined (or left) a room: remember it, so that its next session, on
-        any client, is told its rooms. A guest's are its connection's only."""
-        if member:
-            session.member_of.add(room)
-        else:
-            session.member_of.discard(room)
-            session.marks.pop(f"#{room}", None)
-        if session.role is not None and self.account_store is not None:
-            self.spawn(self.account_store.set_member(session.key, room, member))
 
     def logout(self, session: Session[Peer]) -> None:
         key = session.key
@@ -226,201 +192,40 @@ class ChatService:
             screen.fail(ErrorCode.REPLACED, "your chat session ended")
         log.info("%s logged out", session.name)
 
-    # -- rooms -------------------------------------------------------------------------
+    # -- rooms (their state and the join path: presence.Rooms) ------------------------
 
-    def add_room(self, room: str, creator: str | None) -> None:
-        """A new room (``creator``: see _creator; None: one stored before this start)."""
-        self.rooms[room] = set()
-        self._folded.setdefault(room.casefold(), room)
-        if room not in self.private:
-            bisect.insort(self.public_rooms, room)
-        if creator is not None:
-            self._creator[room] = creator
-            self.created[creator] += 1
-            if not creator.startswith("ip:"):  # a guest's room is never stored: it expires
-                self.spawn(self.store.add_room(room))
+    @property
+    def rooms(self) -> dict[str, set[Session[Peer]]]:
+        return self.room_state.rooms
 
-    def _drop_room(self, room: str) -> None:
-        """Forget an empty guest room (its messages stay in the history)."""
-        del self.rooms[room]
-        if self._folded.get(room.casefold()) == room:
-            del self._folded[room.casefold()]
-        i = bisect.bisect_left(self.public_rooms, room)
-        if i < len(self.public_rooms) and self.public_rooms[i] == room:
-            del self.public_rooms[i]
-        creator = self._creator.pop(room, None)
-        if creator is not None:
-            self.created[creator] -= 1
-            if not self.created[creator]:
-                del self.created[creator]
-        self._empty_since.pop(room, None)
-        self._presence_due.pop(room, None)
+    @property
+    def public_rooms(self) -> list[str]:
+        return self.room_state.public_rooms
 
-    async def _expire_rooms(self) -> None:
-        """Drop guests' rooms that have been empty for room_expiry (oldest first), and
-        forget the create buckets that have filled up again."""
-        expiry = self.limits.room_expiry
-        loop = asyncio.get_running_loop()
-        while not self._stopping:
-            await asyncio.sleep(min(1.0, expiry / 4))
-            now = loop.time()
-            while self._empty_since:
-                room, since = next(iter(self._empty_since.items()))
-                if now - since < expiry:
-                    break
-                del self._empty_since[room]
-                if not self.rooms.get(room, True):
-                    self._drop_room(room)
-                    log.info("room %s expired: empty for %g s", room, expiry)
-            self.quota.prune(now)
+    @property
+    def created(self) -> Counter[str]:
+        return self.room_state.created
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
 
     def find_room(self, room: str) -> str | None:
-        if room in self.rooms:
-            return room
-        return self._folded.get(room.casefold())
+        return self.room_state.find_room(room)
+
+    def add_room(self, room: str, creator: str | None) -> None:
+        self.room_state.add_room(room, creator)
 
     def join_room(self, session: Session[Peer], room: str, after: int | None,
                   rid: str | None) -> None:
-        members = self.rooms[room]
-        if session in members:
-            # Already there: answer as if joining, so a resuming client gets what it missed.
-            self.spawn(self._send_joined(session, room, after, rid, subscribe=False))
-            return
-        members.add(session)
-        session.rooms.add(room)
-        if session.role is not None and room not in session.member_of:
-            self.store_member(session, room, member=True)
-        self._empty_since.pop(room, None)
-        if self.share_view is not None:
-            self.send_shares(session)  # a share for this room's members may show up
-        self._presence(room, session, "join")
-        self.spawn(self._send_joined(session, room, after, rid, subscribe=True))
-
-    async def _send_joined(self, session: Session[Peer], room: str, after: int | None,
-                           rid: str | None, *, subscribe: bool) -> None:
-        # Messages published while the query runs reach the room's subscribers, which this
-        # peer is not yet, and may have been stored after the query looked: keep them.
-        peer = session.chat
-        gap = Gap(peer)
-        gaps = self._gaps.setdefault(room, {})
-        key = next(self._joins)
-        gaps[key] = gap
-        answered = False  # "joined" sent
-        try:
-            if after is None:
-                rows = await self.store.room_history(room, limit=self.history)
-                more = len(rows) == self.history
-                rows, cut = fit(rows, newest=True)
-                more = more or cut
-                pages = [rows]
-            else:
-                # Every message after ``after``, oldest first. All frames but the last go out
-                # as the queries return them, each once the peer has taken the one before: a
-                # client back from a long absence gets it all, and the server holds no more
-                # than a frame of it at a time.
-                more = False
-                while True:
-                    rows = await self.store.room_history(room, after=after, limit=HISTORY_PAGE)
-                    frames = frames_of(rows)
-                    done = len(rows) < HISTORY_PAGE
-                    if done:
-                        frames, pages = frames[:-1], frames[-1:]
-                    if rows:
-                        after = rows[-1].id
-                        gap.drop_through(after)  # those are in rows
-                    for page in frames:
-                        if peer.closing or room not in session.rooms:
-                            return
-                        if not answered:
-                            answered = True
-                            self._send_joined_frame(peer, room, rid)
-                        peer.send("history", room=room, messages=[m.to_wire() for m in page],
-                                  more=False)
-                        await peer.drained()
-                    if done:
-                        break
-        finally:
-            del gaps[key]
-            if not gaps:
-                del self._gaps[room]
-        # No await from here on: subscribing and sending happen in one step (see module doc).
-        if peer.closing or room not in session.rooms:
-            return
-        if not answered:
-            self._send_joined_frame(peer, room, rid)
-        for i, page in enumerate(pages):
-            peer.send("history", room=room, messages=[m.to_wire() for m in page],
-                      more=more and i == 0)
-        if subscribe:
-            # Storage takes messages in id order, so the history holds every message up to
-            # its last id: the rest of what was published meanwhile goes out behind it.
-            seen = max([after or 0, *(page[-1].id for page in pages if page)])
-            late = [frame for id_, frame in gap.frames if id_ > seen]
-            if late:
-                peer.send_bytes(b"".join(late))
-            self.fanout.subscribe(room_topic(room), peer)
-
-    def _send_joined_frame(self, peer: Peer, room: str, rid: str | None) -> None:
-        users = sorted(s.name for s in self.rooms.get(room, ()))
-        peer.send("joined", room=room, users=users, **({"rid": rid} if rid else {}))
+        self.room_state.join_room(session, room, after, rid)
 
     def leave_room(self, session: Session[Peer], room: str, *, held: bool = False) -> None:
-        """``held``: the connection ended: announce it LEAVE_GRACE later, if it is not back."""
-        session.rooms.discard(room)
-        if self.share_view is not None:  # some share is only for some: this one may go
-            self.send_shares(session)
-            if self.audience_changed is not None:
-                self.audience_changed(session)
-        members = self.rooms.get(room)
-        if members is not None:
-            members.discard(session)
-            if not members and self._creator.get(room, "").startswith("ip:"):
-                self._empty_since.pop(room, None)  # to the end: the newest empty room
-                self._empty_since[room] = asyncio.get_running_loop().time()
-        self.fanout.unsubscribe(room_topic(room), session.chat)
-        if held and not self._stopping:
-            key = (room, session.key)
-            old = self._leaving.pop(key, None)
-            if old is not None:
-                old.cancel()
-            self._leaving[key] = asyncio.get_running_loop().call_later(
-                LEAVE_GRACE, self._held_leave, room, session)
-        else:
-            self._presence(room, session, "leave")
+        self.room_state.leave_room(session, room, held=held)
 
-    def _held_leave(self, room: str, session: Session[Peer]) -> None:
-        del self._leaving[(room, session.key)]
-        self._presence(room, session, "leave")
+    def store_member(self, session: Session[Peer], room: str, *, member: bool) -> None:
+        self.room_state.store_member(session, room, member=member)
 
-    def _presence(self, room: str, session: Session[Peer], event: str) -> None:
-        """Announce a join or leave. Announcements are gathered for PRESENCE_BATCH seconds
-        and published together: when 1000 clients join one room, each member gets a few
-        writes instead of 1000 (the cost of a storm is writes, O(members x joins)). A join
-        within LEAVE_GRACE of a lost connection's leave cancels both: nothing is news."""
-        if event == "join":
-            held = self._leaving.pop((room, session.key), None)
-            if held is not None:
-                held.cancel()
-                return
-        pending = self._presence_due.get(room)
-        if pending is None:
-            pending = self._presence_due[room] = []
-            asyncio.get_running_loop().call_later(PRESENCE_BATCH, self._flush_presence, room)
-        pending.append((encode_frame({"type": "presence", "room": room, "user": session.name,
-                                      "event": event}), session.chat))
-
-    def _flush_presence(self, room: str) -> None:
-        """Everyone gets the batch but for news of themselves (the joiner has ``joined``)."""
-        pending = self._presence_due.pop(room, None)
-        if not pending:
-            return
-        subjects = {peer for _, peer in pending}
-        self.fanout.publish(room_topic(room), b"".join(f for f, _ in pending), exclude=subjects)
-        for subject in subjects:  # still (or already) receiving this room
-            if self.fanout.is_subscribed(room_topic(room), subject):
-                others = [f for f, peer in pending if peer is not subject]
-                if others:
-                    subject.send_bytes(b"".join(others))
 
     # -- messages ----------------------------------------------------------------------
 
@@ -722,7 +527,7 @@ class ChatService:
     def _index_private(self) -> None:
         """The public rooms' sorted list and who is invited where, after self.private was
         read again."""
-        self.public_rooms = sorted(r for r in self.rooms if r not in self.private)
+        self.room_state.public_rooms = sorted(r for r in self.rooms if r not in self.private)
         self.invited_to = {}
         for room, invited in self.private.items():
             for key in invited:
@@ -751,30 +556,6 @@ class ChatService:
             except Exception:
                 log.exception("reloading accounts failed")
 
-    def _register(self, session: Session[Peer], msg: Message) -> None:
-        rid = rid_of(msg)
-        refused = registration.refusal(self, session, msg["password"])
-        if refused is not None:
-            session.chat.error(*refused, re="register", **rid)
-        elif roomsvc.take_quota(self, session, msg):
-            session.registering = True
-            self.spawn(self._do_register(session, msg["password"], rid))
-
-    async def _do_register(self, session: Session[Peer], password: str,
-                           rid: dict[str, Any]) -> None:
-        try:
-            taken = await registration.register(self, session, password)
-        finally:
-            session.registering = False
-        if taken is not None:
-            what = ("is already registered" if taken.casefold() == session.key
-                    else f"looks like '{taken}', which is registered")
-            session.chat.error(ErrorCode.FORBIDDEN, f"'{session.name}' {what}",
-                               re="register", **rid)
-            return
-        log.info("%s registered their name", session.name)
-        session.chat.send("registered", user=session.name, role="member", **rid)
-
     def forget_guest(self, key: str) -> None:
         """A guest name that is an account's now: nothing of its guests is kept."""
         self.guest_since.pop(key, None)
@@ -800,38 +581,6 @@ class ChatService:
             return session.role
         account = self.accounts.get(key)
         return account.role if account is not None else "guest"
-
-    def _moderate(self, session: Session[Peer], msg: Message) -> None:
-        action = msg["action"]
-        rank = RANK[session.role or "guest"]
-        if rank < RANK["moderator"] or (action == "role" and session.role != "admin"):
-            who = "admins" if action == "role" else "admins and moderators"
-            session.chat.error(ErrorCode.FORBIDDEN, f"only {who} may {action}",
-                               re="moderate", **rid_of(msg))
-            return
-        self.spawn(self._do_moderate(session, msg))
-
-    async def _do_moderate(self, session: Session[Peer], msg: Message) -> None:
-        try:
-            text, rooms = await carry_out(self, session, msg)
-        except Refused as exc:
-            session.chat.error(exc.code, exc.message, re="moderate", **rid_of(msg))
-            return
-        for room in rooms:
-            self.fanout.publish(room_topic(room), encode_frame(
-                {"type": "notice", "room": room, "text": text}))
-        if not rooms & session.rooms:
-            session.chat.send("notice", room=next(iter(sorted(rooms)), DEFAULT_ROOM), text=text)
-        session.chat.send("moderated", action=msg["action"], **rid_of(msg))
-        log.info("moderation: %s", text)
-        assert self.account_store is not None
-        target = msg.get("target") or msg.get("address")
-        detail = " ".join(f"{k}={msg[k]}" for k in ("duration", "role", "reason")
-                          if msg.get(k) is not None)
-        try:
-            await self.account_store.log(session.name, msg["action"], target, detail)
-        except Exception:
-            log.exception("could not record a moderation action")
 
     def expel(self, session: Session[Peer], code: ErrorCode, message: str) -> None:
         """Disconnect a user (kicked, banned); the room notice goes out first."""
@@ -865,9 +614,9 @@ class ChatService:
         "pm": _pm,
         "typing": _typing,
         "history": _history,
-        "register": _register,
+        "register": registration.request,
         "invite": roomsvc.invite,
         "decline": roomsvc.decline,
         "read": roomsvc.read,
-        "moderate": _moderate,
+        "moderate": moderation.request,
     }

@@ -1,5 +1,6 @@
-"""Moderation: a moderator's request carried out (:func:`carry_out`, on the chat service's
-state through the :class:`Service` interface), who a ban binds, the failed-login guard
+"""Moderation: a moderator's request answered (:func:`request`) and carried out
+(:func:`carry_out`), on the chat service's state through the :class:`Service` interface;
+who a ban binds, the failed-login guard
 (durations are in :mod:`chatscreen.durations`, for clients too)."""
 
 from __future__ import annotations
@@ -8,20 +9,27 @@ import asyncio
 import contextlib
 import dataclasses
 import ipaddress
+import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from chatscreen.durations import format_duration as format_duration
 from chatscreen.durations import parse_duration as parse_duration
 from chatscreen.errors import ErrorCode
+from chatscreen.protocol import encode_frame
 from chatscreen.server.accounts import RANK, ROLES, Account, AccountStore, Ban
+from chatscreen.server.presence import room_topic
+from chatscreen.server.rooms import DEFAULT_ROOM, rid_of
 
 if TYPE_CHECKING:
     from chatscreen.protocol import Message
+    from chatscreen.server.fanout import Fanout
     from chatscreen.server.peer import Peer
     from chatscreen.server.session import Session
+
+log = logging.getLogger("chatscreen.chat")
 
 
 def is_local(ip: str) -> bool:
@@ -159,8 +167,46 @@ class Service(Protocol):
     def bans(self) -> dict[tuple[str, str], Ban]: ...
     @property
     def account_store(self) -> AccountStore | None: ...
+    @property
+    def fanout(self) -> Fanout: ...
     def role_of(self, key: str) -> str: ...
     def expel(self, session: Session[Peer], code: ErrorCode, message: str) -> None: ...
+    def spawn(self, coro: Any) -> None: ...
+
+
+def request(service: Service, session: Session[Peer], msg: Message) -> None:
+    """A ``moderate`` request: refused at once to whom may not, carried out off the loop."""
+    action = msg["action"]
+    rank = RANK[session.role or "guest"]
+    if rank < RANK["moderator"] or (action == "role" and session.role != "admin"):
+        who = "admins" if action == "role" else "admins and moderators"
+        session.chat.error(ErrorCode.FORBIDDEN, f"only {who} may {action}",
+                           re="moderate", **rid_of(msg))
+        return
+    service.spawn(_request(service, session, msg))
+
+
+async def _request(service: Service, session: Session[Peer], msg: Message) -> None:
+    try:
+        text, rooms = await carry_out(service, session, msg)
+    except Refused as exc:
+        session.chat.error(exc.code, exc.message, re="moderate", **rid_of(msg))
+        return
+    for room in rooms:
+        service.fanout.publish(room_topic(room), encode_frame(
+            {"type": "notice", "room": room, "text": text}))
+    if not rooms & session.rooms:
+        session.chat.send("notice", room=next(iter(sorted(rooms)), DEFAULT_ROOM), text=text)
+    session.chat.send("moderated", action=msg["action"], **rid_of(msg))
+    log.info("moderation: %s", text)
+    assert service.account_store is not None
+    target = msg.get("target") or msg.get("address")
+    detail = " ".join(f"{k}={msg[k]}" for k in ("duration", "role", "reason")
+                      if msg.get(k) is not None)
+    try:
+        await service.account_store.log(session.name, msg["action"], target, detail)
+    except Exception:
+        log.exception("could not record a moderation action")
 
 
 async def carry_out(service: Service, session: Session[Peer],

@@ -4,24 +4,27 @@ the account made; the chat service (through :class:`Service`) keeps its rooms an
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Protocol
+import logging
+from typing import TYPE_CHECKING, Any, Protocol
 
 from chatscreen.errors import ErrorCode
-from chatscreen.server.accounts import MIN_PASSWORD, Account, AccountStore, hash_password
+from chatscreen.server import rooms
+from chatscreen.server.accounts import MIN_PASSWORD, Account, hash_password
+from chatscreen.server.rooms import rid_of
 from chatscreen.server.storage import utc_now
 
 if TYPE_CHECKING:
+    from chatscreen.protocol import Message
     from chatscreen.server.peer import Peer
     from chatscreen.server.session import Session
 
+log = logging.getLogger("chatscreen.chat")
 
-class Service(Protocol):
-    """What registration reads and changes of the chat service (ChatService is one)."""
 
-    @property
-    def account_store(self) -> AccountStore | None: ...
-    @property
-    def accounts(self) -> dict[str, Account]: ...
+class Service(rooms.Service, Protocol):
+    """What registration reads and changes of the chat service (ChatService is one); a
+    registration is charged to the create quota (rooms.take_quota)."""
+
     @property
     def lookalikes(self) -> dict[str, Account]: ...
     def forget_guest(self, key: str) -> None: ...
@@ -60,3 +63,30 @@ async def register(service: Service, session: Session[Peer], password: str) -> s
         session.role = "member"
         await service.registered(session)
     return taken
+
+
+def request(service: Service, session: Session[Peer], msg: Message) -> None:
+    """A ``register`` request: refused at once, or charged to the quota and carried out."""
+    rid = rid_of(msg)
+    refused = refusal(service, session, msg["password"])
+    if refused is not None:
+        session.chat.error(*refused, re="register", **rid)
+    elif rooms.take_quota(service, session, msg):
+        session.registering = True
+        service.spawn(_request(service, session, msg["password"], rid))
+
+
+async def _request(service: Service, session: Session[Peer], password: str,
+                   rid: dict[str, Any]) -> None:
+    try:
+        taken = await register(service, session, password)
+    finally:
+        session.registering = False
+    if taken is not None:
+        what = ("is already registered" if taken.casefold() == session.key
+                else f"looks like '{taken}', which is registered")
+        session.chat.error(ErrorCode.FORBIDDEN, f"'{session.name}' {what}",
+                           re="register", **rid)
+        return
+    log.info("%s registered their name", session.name)
+    session.chat.send("registered", user=session.name, role="member", **rid)

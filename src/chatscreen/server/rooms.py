@@ -1,7 +1,8 @@
 """Rooms, the requests about them: the rooms listing, create, join, leave, who, invite,
 decline, read markers; who may enter a private room; the limits on what one client may make
 the server keep (caps, the create quota). Carried out on the chat service through the Service
-interface (ChatService is one), which keeps the state: the rooms, their members, presence.
+interface (ChatService is one; the state it keeps, the rooms, their members, presence, is its
+presence.Rooms).
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from chatscreen.durations import format_duration
 from chatscreen.errors import ErrorCode
-from chatscreen.server.moderation import format_duration
 
 if TYPE_CHECKING:
     from chatscreen.protocol import Message
