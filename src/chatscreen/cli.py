@@ -572,6 +572,10 @@ class JsonLogFormatter(logging.Formatter):
 def format_message(m: dict[str, Any], current_room: str | None) -> str:
     """``[HH:MM:SS] user: text``; the text's further lines start with ``  | `` and nothing
     in a name or the text is obeyed (see :mod:`chatscreen.text`)."""
+    if m.get("kind") == "notice":  # a moderation notice stored in the room's history
+        room = m.get("room")
+        where = "" if room is None or room == current_room else f"#{one_line(room)} "
+        return f"* {where}{one_line(local_times(m['text']))}"
     when, user, text = local_time(m["ts"]), one_line(m["user"]), display_text(m["text"])
     if m.get("to") is not None:
         return f"[{when}] {user} -> {one_line(m['to'])}: {text}"
