@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import argparse
 import os
+import queue
 import re
 import resource
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
+from chatscreen.client import Client
 from chatscreen.client.address import split_server
 from chatscreen.config import ConfigError, load_settings
 from chatscreen.tls import cert_fingerprint
-from tests.helpers.server import REPO, TIMEOUT, ServerProcess, running_server
+from tests.helpers.server import REPO, TIMEOUT, ServerProcess, run, running_server
 
 LINE = re.compile(r"^\[\d\d:\d\d:\d\d\] (\S+): (.*)$")
 
@@ -203,3 +206,46 @@ def test_server_reads_its_config_file(tmp_path: Path) -> None:
 )
 def test_server_address_forms(server: str, port: int | None, want: tuple[str, int]) -> None:
     assert split_server(argparse.Namespace(server=server, chat_port=port)) == want
+
+
+def test_a_run_of_comings_and_goings_is_one_line(server: ServerProcess) -> None:
+    """Issue 16, item 9: the CLI printed every join and leave on its own line, crowding out
+    the talk. A run of them (until 0.5 s without one, or a message) is one line now."""
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "chatscreen", "chat", "--server", f"127.0.0.1:{server.chat_port}",
+         "--user", "watcher"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
+    lines: queue.Queue[str] = queue.Queue()
+    assert watcher.stdout is not None
+    stdout = watcher.stdout
+
+    def read() -> None:
+        for x in stdout:
+            lines.put(x)
+
+    threading.Thread(target=read, daemon=True).start()
+
+    def line_with(text: str) -> list[str]:
+        seen: list[str] = []
+        while not seen or text not in seen[-1]:
+            seen.append(lines.get(timeout=TIMEOUT))
+        return seen
+
+    try:
+        line_with("* joined general")
+
+        async def bot() -> None:
+            async with Client("127.0.0.1", "bot", chat_port=server.chat_port,
+                              screen_port=server.screen_port, timeout=TIMEOUT) as c:
+                for _ in range(5):
+                    await c.join("general")
+                    await c.leave("general")
+                await c.join("general")
+                await c.say("general", "done")
+
+        run(bot())
+        seen = line_with("bot: done")
+        about_bot = [x for x in seen if x.startswith("* ") and "bot" in x]
+        assert about_bot == ["* bot came and went 6 times, now is here #general\n"], seen
+    finally:
+        assert watcher.stdin is not None
+        watcher.communicate("/quit\n", timeout=TIMEOUT)

@@ -317,3 +317,29 @@ def test_the_view_window_says_why_there_is_nothing_to_show(xvfb_display: str,
     finally:
         viewer.terminate()
         viewer.communicate(timeout=TIMEOUT)
+
+
+def test_a_moderation_notice_is_in_the_timeline_of_an_app_that_joins_later(
+        gui: GuiHarness, server: ServerProcess) -> None:  # noqa: F811
+    """Issue 16, item 9: a kick notice was sent live only: an app started (or restarted)
+    after it never showed it. It is in the room's history now, drawn as a notice."""
+    g = gui
+    loud, witness = Headless(server, "loud"), Headless(server, "witness")
+    try:
+        subprocess.run([sys.executable, "-m", "chatscreen", "admin", "--data-dir",
+                        str(server.data_dir), "kick", "loud", "--reason", "enough"],
+                       check=True, capture_output=True, timeout=3 * TIMEOUT, cwd=REPO)
+        deadline = time.monotonic() + TIMEOUT
+        while not witness.got("an admin kicked loud: enough", kind="notice"):
+            assert time.monotonic() < deadline, witness.seen
+            witness.seen.append(witness.tc.events.get(timeout=TIMEOUT))  # wait for one more
+        connected(g, server, "alice")
+        chat = g.app.chat_tab
+        g.select_tab("Chat")
+        g.wait_for(lambda: "an admin kicked loud: enough" in chat.shown_text(),
+                   "the kick notice from the room's history")
+        assert "(admin)" not in chat.shown_text()  # not drawn as someone's chat line
+        assert "info" in chat.text.tag_names(_line_of(chat, "an admin kicked loud"))
+    finally:
+        loud.close()
+        witness.close()

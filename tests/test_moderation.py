@@ -54,8 +54,14 @@ def client(srv: ServerProcess, user: str, password: str | None = None) -> Client
                   timeout=TIMEOUT, password=password)
 
 
-def notice(c: Client) -> Coroutine[Any, Any, Message]:
-    return wait_for(c, lambda e: e.type == "notice")
+async def notice(c: Client) -> Message:
+    """The next notice: a live one (to the user alone), or a room's moderation notice, which
+    is a stored message of kind "notice" (given as {room, text})."""
+    ev = await wait_for(c, lambda e: e.type == "notice" or (
+        e.type == "message" and e.get("kind") == "notice"))
+    if ev.type == "message":
+        return Message("notice", {"room": ev["room"], "text": ev["text"]})
+    return ev
 
 
 def closed(c: Client) -> Coroutine[Any, Any, Message]:
@@ -521,3 +527,36 @@ def test_bans_from_an_older_database_bind_everyone(tmp_path: Path) -> None:
         assert accounts.ban("account", "x", None, "", "mod", "moderator").by_role == "moderator"
     finally:
         accounts.close()
+
+
+def test_a_kick_notice_is_in_the_rooms_history_for_later_joins_and_resume(
+        server: ServerProcess) -> None:
+    """Issue 16, item 9: a moderation notice was sent live only, so whoever joined later (or
+    an app restarted) never saw it. It is a stored message of kind "notice" now."""
+    async def scenario() -> None:
+        async with client(server, "mod", PASSWORD) as mod, client(server, "bob") as bob:
+            await mod.join("general")
+            before = max((m["id"] for m in (await mod.history(room="general"))["messages"]),
+                         default=0)
+            await bob.join("general")
+            await mod.moderate("kick", "bob", reason="spamming")
+            ev = await wait_for(mod, lambda e: e.type == "message")
+            assert ev.get("kind") == "notice" and ev["user"] == "mod", ev
+            assert ev["text"] == "mod kicked bob: spamming"
+        async with client(server, "carl") as carl:  # joins later: the history has it
+            await carl.join("general")
+            history = (await carl.history(room="general"))["messages"]
+            kicks = [m for m in history if m.get("kind") == "notice"]
+            assert [m["text"] for m in kicks] == ["mod kicked bob: spamming"], history
+            # catching up has it too
+            resumed = (await carl.history(room="general", after=before))["messages"]
+            assert any(m.get("kind") == "notice" for m in resumed), resumed
+        # the CLI shows it as a notice, never as mod's chat line
+        cmd = [sys.executable, "-m", "chatscreen", "chat", "--server",
+               f"127.0.0.1:{server.chat_port}", "--user", "dora"]
+        out = await asyncio.to_thread(subprocess.run, cmd, input="/quit\n", capture_output=True,
+                                      text=True, timeout=3 * TIMEOUT, cwd=REPO)
+        assert "* mod kicked bob: spamming" in out.stdout, out
+        assert "mod: mod kicked" not in out.stdout, out
+
+    run(scenario())

@@ -90,7 +90,7 @@ def test_a_restart_puts_what_the_journal_holds_into_sqlite(tmp_path: Path) -> No
 
     run(first())
     journal = Journal(db.with_suffix(".journal"))
-    journal.write([(m.id, m.ts, m.user, m.text, m.room, m.to, m.cid) for m in msgs(2, 3)])
+    journal.write([(m.id, m.ts, m.user, m.text, m.room, m.to, m.cid, m.kind) for m in msgs(2, 3)])
     journal.close()
     with db.with_suffix(".journal").open("ab") as f:
         f.write(b'[5,"2026-11-26T10:00:00.000Z","alice","cut sh')
@@ -111,7 +111,7 @@ def test_full_durability_commits_before_append_returns_and_keeps_no_journal(
         tmp_path: Path) -> None:
     db = tmp_path / "chatscreen.db"
     journal = Journal(db.with_suffix(".journal"))  # left over from a run with "normal"
-    journal.write([(m.id, m.ts, m.user, m.text, m.room, m.to, m.cid) for m in msgs(1, 1)])
+    journal.write([(m.id, m.ts, m.user, m.text, m.room, m.to, m.cid, m.kind) for m in msgs(1, 1)])
     journal.close()
 
     async def scenario() -> None:
@@ -263,3 +263,34 @@ def test_a_journal_line_that_is_not_a_message_is_skipped_and_kept_aside(
     [copy] = tmp_path.glob("chatscreen.journal.bad-*")
     assert copy.read_bytes() == b"".join(line + b"\n" for line in bad)
     assert not db.with_suffix(".journal").exists()
+
+
+def test_a_database_and_journal_from_before_message_kinds_are_read_and_upgraded(
+        tmp_path: Path) -> None:
+    """Moderation notices are messages of kind "notice" (a new column): a database made
+    before it gets the column (its messages are ordinary ones), and an older journal's
+    seven-field lines still count."""
+    db = tmp_path / "chatscreen.db"
+    old = sqlite3.connect(db)
+    old.executescript("CREATE TABLE messages (id INTEGER PRIMARY KEY, ts TEXT NOT NULL, "
+                      "user TEXT NOT NULL, text TEXT NOT NULL, room TEXT, to_user TEXT, "
+                      "cid TEXT);")
+    old.execute("INSERT INTO messages VALUES (1, '2026-12-07T21:00:00.000Z', 'ann', 'hi', "
+                "'general', NULL, 'c-1')")
+    old.commit()
+    old.close()
+    db.with_suffix(".journal").write_text(
+        '[2,"2026-12-07T21:00:01.000Z","bob","yo","general",null,null]\n')
+
+    async def scenario() -> None:
+        store = await SQLiteStore(db).open()
+        notice = StoredMessage(3, "2026-12-07T21:00:02.000Z", "mod", "mod kicked bob",
+                               "general", kind="notice")
+        await store.append([notice])
+        got = await store.room_history("general", limit=10)
+        assert [(m.id, m.kind) for m in got] == [(1, None), (2, None), (3, "notice")]
+        assert got[2].to_wire()["kind"] == "notice" and "kind" not in got[0].to_wire()
+        await store.close()
+
+    run(scenario())
+    assert stored_ids(db) == [1, 2, 3]

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from chatscreen import __version__
 from chatscreen.client.address import DEFAULT_CHAT_PORT, split_server
 from chatscreen.errors import ChatscreenError, ServerError
+from chatscreen.gui.timeline import presence_line
 from chatscreen.text import display_text, local_time, local_times, one_line
 
 if TYPE_CHECKING:  # `chatscreen admin` only: the client commands never import the server
@@ -572,12 +573,44 @@ class JsonLogFormatter(logging.Formatter):
 def format_message(m: dict[str, Any], current_room: str | None) -> str:
     """``[HH:MM:SS] user: text``; the text's further lines start with ``  | `` and nothing
     in a name or the text is obeyed (see :mod:`chatscreen.text`)."""
+    if m.get("kind") == "notice":  # a moderation notice stored in the room's history
+        room = m.get("room")
+        where = "" if room is None or room == current_room else f"#{one_line(room)} "
+        return f"* {where}{one_line(local_times(m['text']))}"
     when, user, text = local_time(m["ts"]), one_line(m["user"]), display_text(m["text"])
     if m.get("to") is not None:
         return f"[{when}] {user} -> {one_line(m['to'])}: {text}"
     room = m.get("room")
     prefix = "" if room is None or room == current_room else f"#{one_line(room)} "
     return f"[{when}] {prefix}{user}: {text}"
+
+
+PRESENCE_QUIET = 0.5  # s without comings and goings before a run of them is printed
+
+
+class PresenceRuns:
+    """Joins and leaves printed as the app draws them: a run of them (until 0.5 s pass
+    without one, or something else is printed) as one line per room, e.g. ``* ci-bot joined
+    and left 5 times #general``."""
+
+    def __init__(self, out: Any) -> None:
+        self.out = out
+        self.runs: dict[str, list[dict[str, Any]]] = {}
+        self.timer: asyncio.TimerHandle | None = None
+
+    def add(self, room: str, user: str, event: str) -> None:
+        self.runs.setdefault(room, []).append({"presence": (one_line(user), event)})
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = asyncio.get_running_loop().call_later(PRESENCE_QUIET, self.flush)
+
+    def flush(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        runs, self.runs = self.runs, {}
+        for room, run in runs.items():
+            self.out(f"* {presence_line(run, one_line(room))}", flush=True)
 
 
 def names(users: list[str]) -> str:
@@ -697,6 +730,10 @@ async def run_chat(args: argparse.Namespace) -> int:
 
     async def show_events() -> None:
         async for ev in client.events():
+            if ev.type == "presence":
+                presence.add(ev["room"], ev["user"], ev["event"])
+                continue
+            presence.flush()  # comings and goings before what followed them
             if ev.type == "message":
                 out(format_message(ev.fields, where["room"]), flush=True)
             elif ev.type == "history":
@@ -705,10 +742,6 @@ async def run_chat(args: argparse.Namespace) -> int:
                 history_shown.set()
             elif ev.type == "joined":
                 out(f"* joined {one_line(ev['room'])}: {names(ev['users'])}", flush=True)
-            elif ev.type == "presence":
-                out(f"* {one_line(ev['user'])} "
-                    f"{'joined' if ev['event'] == 'join' else 'left'} {one_line(ev['room'])}",
-                    flush=True)
             elif ev.type == "invited" and ev.get("by") is not None:
                 out(f"* {one_line(ev['by'])} invited you to #{one_line(ev['room'])}: type "
                     f"/join {one_line(ev['room'])}", flush=True)
@@ -737,6 +770,7 @@ async def run_chat(args: argparse.Namespace) -> int:
             if ev.type == "status" and ev["state"] == "disconnected":
                 gone.set()
 
+    presence = PresenceRuns(out)
     shown_connected: list[bool] = []
     gone = asyncio.Event()  # disconnected for good
     history_shown = asyncio.Event()
@@ -761,8 +795,11 @@ async def run_chat(args: argparse.Namespace) -> int:
         await asyncio.wait_for(history_shown.wait(), HISTORY_WAIT)
     typed = chat_input()
     with typed.output():
-        return await _chat_loop(client, typed, where, gone, printer, out, script=script,
-                                err_out=err_out)
+        try:
+            return await _chat_loop(client, typed, where, gone, printer, out, script=script,
+                                    err_out=err_out)
+        finally:
+            presence.flush()  # the last comings and goings
 
 
 async def _chat_loop(client: Any, typed: PipedInput | TerminalInput, where: dict[str, str],

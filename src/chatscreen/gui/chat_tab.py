@@ -443,7 +443,7 @@ class ChatTab(ttk.Frame):
                 if key != self.current and not mine and m["id"] > self.markers.get(
                         key.casefold(), 0):
                     conv.unread += 1
-                if live and not mine:
+                if live and not mine and m.get("kind") != "notice":
                     self.app.notify(f"{m['user']}: {m['text']}")
                 conv.typing.pop(m["user"], None)
         if self.current in touched:
@@ -861,10 +861,10 @@ class ChatTab(ttk.Frame):
                 when = local_time(item[-1]["ts"])[:5]
                 line = presence_line(item, conv.title if conv is not None else "")
                 text.insert("end", f"{one_line(line, isolate=False)}  ·  {when}\n", "presence")
-            elif "info" in item:
+            elif "info" in item or item.get("kind") == "notice":  # a stored one: a message
                 when = local_time(item["ts"])[:5]
-                text.insert("end", f"{one_line(item['info'], isolate=False)}  ·  {when}\n",
-                            "info")
+                info = item["info"] if "info" in item else local_times(item["text"])
+                text.insert("end", f"{one_line(info, isolate=False)}  ·  {when}\n", "info")
             else:
                 self._insert_message(item, item["user"].casefold() == me)
         for p in self.pending.values():

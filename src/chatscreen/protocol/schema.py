@@ -355,7 +355,7 @@ _MESSAGE_OBJ = {
     "ts": short_str(40),
     "text": TEXT,
 }
-_MESSAGE_OPT = {"room": NAME, "to": NAME, "cid": CID}
+_MESSAGE_OPT = {"room": NAME, "to": NAME, "cid": CID, "kind": short_str(16)}
 NAMES = list_of(NAME)
 SERVER_MESSAGES: dict[str, Spec] = {
     "welcome": Spec(

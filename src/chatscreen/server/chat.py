@@ -63,7 +63,7 @@ FRAME_OVERHEAD = 128  # bytes of a message frame besides its text, about
 @dataclass(slots=True)
 class _Pending:
     msg: StoredMessage
-    sender: Session[Peer]
+    sender: Session[Peer] | None  # None: a moderation notice
     cost: int  # bytes its fan-out will write, about (SendBuffers.upcoming)
 
 
@@ -274,6 +274,14 @@ class ChatService:
             self.send_buffers.upcoming += cost
         self._wakeup.set()
 
+    def post_notice(self, room: str, by: str, text: str) -> None:
+        """A moderation notice in a room: stored as a message of kind "notice", so it is in
+        the room's history (later joins, resume) like any message."""
+        self._next_id += 1
+        stored = StoredMessage(self._next_id, utc_now(), by, text, room, kind="notice")
+        self._queue.append(_Pending(stored, None, 0))
+        self._wakeup.set()
+
     def _seen_cid(self, user: str, cid: str) -> bool:
         """Has this user sent this client id before? Record it if not.
 
@@ -316,6 +324,8 @@ class ChatService:
             except Exception:
                 log.exception("storing %d messages failed", len(batch))
                 for p in batch:
+                    if p.sender is None:
+                        continue
                     p.sender.chat.error(ErrorCode.INTERNAL, "the server could not store your "
                                         "message", re="say", cid=p.msg.cid)
                 self._delivered(batch)
@@ -541,8 +551,7 @@ class ChatService:
             return
         line = "an admin " + text.replace("{name}", victim.name, 1)
         for room in victim.rooms:
-            self.fanout.publish(room_topic(room), encode_frame(
-                {"type": "notice", "room": room, "text": line}))
+            self.post_notice(room, "(admin)", line)
         log.info("moderation: %s", line)
 
     async def _watch_accounts(self) -> None:

@@ -18,9 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from chatscreen.durations import format_duration as format_duration
 from chatscreen.durations import parse_duration as parse_duration
 from chatscreen.errors import ErrorCode
-from chatscreen.protocol import encode_frame
 from chatscreen.server.accounts import RANK, ROLES, Account, AccountStore, Ban
-from chatscreen.server.presence import room_topic
 from chatscreen.server.rooms import DEFAULT_ROOM, rid_of
 
 if TYPE_CHECKING:
@@ -172,6 +170,7 @@ class Service(Protocol):
     def role_of(self, key: str) -> str: ...
     def expel(self, session: Session[Peer], code: ErrorCode, message: str) -> None: ...
     def spawn(self, coro: Any) -> None: ...
+    def post_notice(self, room: str, by: str, text: str) -> None: ...
 
 
 def request(service: Service, session: Session[Peer], msg: Message) -> None:
@@ -192,9 +191,8 @@ async def _request(service: Service, session: Session[Peer], msg: Message) -> No
     except Refused as exc:
         session.chat.error(exc.code, exc.message, re="moderate", **rid_of(msg))
         return
-    for room in rooms:
-        service.fanout.publish(room_topic(room), encode_frame(
-            {"type": "notice", "room": room, "text": text}))
+    for room in rooms:  # stored in the room's history, as a message of kind "notice"
+        service.post_notice(room, session.name, text)
     if not rooms & session.rooms:
         session.chat.send("notice", room=next(iter(sorted(rooms)), DEFAULT_ROOM), text=text)
     session.chat.send("moderated", action=msg["action"], **rid_of(msg))

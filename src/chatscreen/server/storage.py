@@ -69,6 +69,7 @@ class StoredMessage:
     room: str | None = None  # a room message ...
     to: str | None = None  # ... or a private one
     cid: str | None = None  # the sender's own id for it, for de-duplication
+    kind: str | None = None  # "notice": a moderation notice, not a user's chat line
 
     def to_wire(self) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.id, "ts": self.ts, "user": self.user, "text": self.text}
@@ -78,6 +79,8 @@ class StoredMessage:
             out["to"] = self.to
         if self.cid is not None:
             out["cid"] = self.cid
+        if self.kind is not None:
+            out["kind"] = self.kind
         return out
 
 
@@ -118,7 +121,8 @@ CREATE TABLE IF NOT EXISTS messages (
     text    TEXT NOT NULL,
     room    TEXT,
     to_user TEXT,
-    cid     TEXT
+    cid     TEXT,
+    kind    TEXT
 );
 CREATE INDEX IF NOT EXISTS messages_room ON messages (room, id) WHERE room IS NOT NULL;
 CREATE INDEX IF NOT EXISTS messages_private ON messages (user, to_user, id) WHERE room IS NULL;
@@ -129,11 +133,18 @@ CREATE TABLE IF NOT EXISTS rooms (
 );
 """
 
-_COLUMNS = "id, ts, user, text, room, to_user, cid"
+_COLUMNS = "id, ts, user, text, room, to_user, cid, kind"
 
 
-Row = tuple[int, str, str, str, str | None, str | None, str | None]
-_INSERT = f"INSERT INTO messages ({_COLUMNS}) VALUES (?,?,?,?,?,?,?)"
+Row = tuple[int, str, str, str, str | None, str | None, str | None, str | None]
+_INSERT = f"INSERT INTO messages ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)"
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """A database made before messages had a ``kind`` gets the column (NULL: ordinary)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(messages)")}
+    if "kind" not in columns:
+        db.execute("ALTER TABLE messages ADD COLUMN kind TEXT")
 
 
 def _row(row: tuple[Any, ...]) -> StoredMessage:
@@ -141,12 +152,13 @@ def _row(row: tuple[Any, ...]) -> StoredMessage:
 
 
 def _rows(messages: Sequence[StoredMessage]) -> list[Row]:
-    return [(m.id, m.ts, m.user, m.text, m.room, m.to, m.cid) for m in messages]
+    return [(m.id, m.ts, m.user, m.text, m.room, m.to, m.cid, m.kind) for m in messages]
 
 
 class Journal:
     """An append-only file of messages not yet known to be in SQLite: one JSON array a line,
-    ``[id, ts, user, text, room, to, cid]`` (JSON escapes every control character, so a line
+    ``[id, ts, user, text, room, to, cid, kind]`` (older
+    journals' lines have no ``kind``) (JSON escapes every control character, so a line
     is one message)."""
 
     def __init__(self, path: Path) -> None:
@@ -215,7 +227,7 @@ class JournalScan:
 
 
 _ROW_TYPES = ((int,), (str,), (str,), (str,), (str, type(None)), (str, type(None)),
-              (str, type(None)))
+              (str, type(None)), (str, type(None)))
 
 
 def _journal_row(line: bytes) -> Row | None:
@@ -224,6 +236,8 @@ def _journal_row(line: bytes) -> Row | None:
         value = json.loads(line)
     except ValueError:  # UnicodeDecodeError too
         return None
+    if isinstance(value, list) and len(value) == len(_ROW_TYPES) - 1:
+        value.append(None)  # a line of a journal written before messages had a kind
     if not (isinstance(value, list) and len(value) == len(_ROW_TYPES)
             and all(isinstance(v, t) and not isinstance(v, bool)
                     for v, t in zip(value, _ROW_TYPES, strict=True))
@@ -287,6 +301,7 @@ class SQLiteStore:
         try:
             db.execute(f"PRAGMA synchronous={self._durability}")
             db.executescript(_SCHEMA)
+            _migrate(db)
         except sqlite3.Error as exc:
             db.close()
             raise StorageError(describe(self.path, exc, schema=True)) from None
