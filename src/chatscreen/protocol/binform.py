@@ -91,7 +91,7 @@ def frame_bytes(seq: int, key: bool, size: tuple[int, int] | None, heads: Sequen
     """A whole binary ``frame`` on the wire (prefix included): ``heads`` from
     :func:`rect_head`, then the rects' ``data``; ``size`` is (w, h) to send, or None to
     leave it out (the receiver keeps the last one); ``share`` only from the server."""
-    parts = [bytes((KIND_FRAME,))]
+    parts: list[bytes | memoryview] = [bytes((KIND_FRAME,))]
     if share is not None:
         parts.append(uvarint(share))
     parts.append(uvarint(seq))
@@ -115,7 +115,7 @@ def cursor_bytes(x: int, y: int, share: int | None = None) -> bytes:
     return _framed(parts)
 
 
-def _framed(parts: list[bytes | memoryview]) -> bytes:
+def _framed(parts: Sequence[bytes | memoryview]) -> bytes:
     body = b"".join(parts)
     return _PREFIX.pack(4 + len(body), 0) + body
 
@@ -124,11 +124,9 @@ def frame_from_fields(fields: dict[str, Any], payload: bytes | memoryview, *, si
                       share: bool = False) -> bytes:
     """The binary form of a frame message given as its JSON fields (``rects`` as dicts or
     :class:`~chatscreen.protocol.schema.Rect`)."""
-    heads = []
-    for r in fields["rects"]:
-        get = r.get if isinstance(r, dict) else lambda k, d=None, r=r: getattr(r, k, d)
-        heads.append(rect_head(get("x"), get("y"), get("w"), get("h"), get("enc"),
-                               get("len"), get("layer")))
+    heads = [rect_head(r["x"], r["y"], r["w"], r["h"], r["enc"], r["len"], r.get("layer"))
+             if isinstance(r, dict) else rect_head(r.x, r.y, r.w, r.h, r.enc, r.len, r.layer)
+             for r in fields["rects"]]
     return frame_bytes(fields["seq"], fields["key"],
                        (fields["w"], fields["h"]) if size else None, heads, (payload,),
                        fields["share"] if share else None)
@@ -209,8 +207,8 @@ def decode_body(buf: bytes | bytearray, start: int, end: int,
             raise _bad("truncated")
         code = buf[i]
         n, i = _read(buf, i + 1, end)
-        rect = {"x": x, "y": y, "w": w, "h": h,
-                "enc": _CODE_ENC.get(code & 0x3F, code & 0x3F), "len": n}
+        rect: dict[str, Any] = {"x": x, "y": y, "w": w, "h": h,
+                                "enc": _CODE_ENC.get(code & 0x3F, code & 0x3F), "len": n}
         if code & 0xC0:
             rect["layer"] = _LAYER_OF[code >> 6] if code < 0xC0 else 3  # 3: refused
         rects.append(rect)
