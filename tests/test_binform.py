@@ -349,3 +349,12 @@ def test_random_binary_bodies_give_clean_errors(raw: bytes) -> None:
             list(conn.receive_data(body(raw)))
         except RemoteProtocolError as exc:
             assert exc.code in (ErrorCode.BAD_FRAME, ErrorCode.BAD_MESSAGE)
+
+
+@pytest.mark.parametrize("change", [{"x": -1}, {"enc": "gif"}, {"layer": "mid"},
+                                    {"len": 1 << 56}])
+def test_a_frame_that_cannot_be_encoded_is_a_local_error(change: dict[str, Any]) -> None:
+    client, _ = handshake()
+    with pytest.raises(LocalProtocolError):
+        client.send("frame", b"abc", **{k: v for k, v in with_rect(**change).items()
+                                        if k != "type"})

@@ -63,7 +63,7 @@ _SMALL = [_varint(n) for n in range(MAX_DIM + 1)]  # every coordinate, no loop
 
 def uvarint(n: int) -> bytes:
     """``n`` (0 <= n < 2**56) as a varint."""
-    if n <= MAX_DIM:
+    if 0 <= n <= MAX_DIM:
         return _SMALL[n]
     if not 0 <= n < 1 << (7 * MAX_VARINT):
         raise ValueError(f"{n} does not fit a varint")
@@ -80,9 +80,9 @@ def unzigzag(z: int) -> int:
 
 def rect_head(x: int, y: int, w: int, h: int, enc: str, length: int,
               layer: str | None = None) -> bytes:
-    """One rect's part of the binary form (what comes before the data)."""
-    small = _SMALL
-    return b"".join((small[x], small[y], small[w], small[h],
+    """One rect's part of the binary form (what comes before the data). Raises KeyError
+    for an encoding or layer without a code, ValueError for a value no varint holds."""
+    return b"".join((uvarint(x), uvarint(y), uvarint(w), uvarint(h),
                      bytes((ENC_CODES[enc] | _LAYER_BITS[layer],)), uvarint(length)))
 
 

@@ -179,12 +179,21 @@ class Connection:
         if type_ == "cursor":
             if payload or "w" in fields:
                 return encode_frame({"type": type_, **fields}, payload)
-            return binform.cursor_bytes(fields["x"], fields["y"], share)
+            try:
+                return binform.cursor_bytes(fields["x"], fields["y"], share)
+            except (KeyError, ValueError, TypeError) as exc:
+                raise LocalProtocolError(ErrorCode.INTERNAL,
+                                         f"cannot encode a binary cursor: {exc!r}") from None
         size = (fields["w"], fields["h"])
-        send_size = fields["key"] or size != self._sent_size
+        try:
+            data = binform.frame_from_fields({"share": share, **fields}, payload,
+                                             size=fields["key"] or size != self._sent_size,
+                                             share=share is not None)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise LocalProtocolError(ErrorCode.INTERNAL,
+                                     f"cannot encode a binary frame: {exc!r}") from None
         self._sent_size = size
-        return binform.frame_from_fields({"share": share, **fields}, payload,
-                                         size=send_size, share=share is not None)
+        return data
 
     def accept(self, **fields: Any) -> bytes:
         """Server side: complete the handshake."""
