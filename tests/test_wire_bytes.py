@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import statistics
+import struct
 from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
 
 from chatscreen.client import Client, OutRect, ScreenChannel
+from chatscreen.errors import ErrorCode, ServerError
+from chatscreen.protocol import binform as bf
 from chatscreen.screen.codec import Canvas, encode_zlib
 from chatscreen.screen.sharing import find_share, frame_rects
 from tests.helpers.server import TIMEOUT, ServerProcess, run
@@ -135,3 +138,48 @@ def test_one_pixel_change_costs_at_most_60_bytes_on_the_wire_with_tls(
         assert down <= MAX_BYTES_PER_CHANGE
     else:  # the JSON form is still understood, at its old price
         assert down > MAX_BYTES_PER_CHANGE
+
+
+def _binary(body: bytes) -> bytes:
+    return struct.pack(">II", 4 + len(body), 0) + body
+
+
+async def bad_binary_frames(server: ServerProcess) -> None:
+    sharer = await Client("127.0.0.1", "sharer", chat_port=server.chat_port,
+                          screen_port=server.screen_port, timeout=TIMEOUT).connect()
+    viewer = await Client("127.0.0.1", "viewer", chat_port=server.chat_port,
+                          screen_port=server.screen_port, timeout=TIMEOUT).connect()
+    try:
+        out = await sharer.open_screen()
+        assert out.link.conn.binary
+        await out.share(4, 4)
+        await out.send_frame(4, 4, [OutRect(0, 0, 4, 4, "raw", bytes(48))], key=True)
+        screen = await viewer.open_screen()
+        await screen.watch((await find_share(viewer, "sharer", TIMEOUT))["id"])
+        canvas = Canvas(4, 4)
+        await _next_picture(screen, canvas)
+        # an encoding code nobody knows: refused, as JSON's unknown "enc", not fatal
+        v = bf.uvarint
+        out.link.writer.write(_binary(b"\x01" + v(9) + b"\x00" + v(1) + v(1) + v(2) + v(1)
+                                      + v(1) + b"\x3f" + v(3) + b"abc"))
+        with pytest.raises(ServerError) as refused:
+            await out._reply("none")
+        assert refused.value.code == ErrorCode.BAD_MESSAGE
+        assert "unknown encoding 63" in refused.value.message
+        await out.send_frame(4, 4, [OutRect(1, 2, 1, 1, "raw", b"xyz")], key=False)
+        await _next_picture(screen, canvas)
+        assert bytes(canvas.pixels[2, 1]) == b"xyz"
+        # a varint cut short: the stream is broken, the sharer is closed with bad_frame
+        out.link.writer.write(_binary(b"\x01\x80"))
+        await asyncio.wait_for(out.link.closed.wait(), TIMEOUT)
+        assert isinstance(out.link.close_reason, ServerError)
+        assert out.link.close_reason.code == ErrorCode.BAD_FRAME
+        assert (await screen.next_frame(TIMEOUT)).type == "unshared"  # the viewer goes on
+        await viewer.ping()
+    finally:
+        await sharer.close()
+        await viewer.close()
+
+
+def test_a_binary_sharers_bad_frames_get_the_errors_json_would(server: ServerProcess) -> None:
+    run(bad_binary_frames(server))
