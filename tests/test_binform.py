@@ -316,6 +316,15 @@ def test_a_frame_without_a_size_to_take_is_refused_and_the_connection_goes_on() 
     assert (msg["w"], msg["h"], msg["key"]) == (4, 4, False)
 
 
+def test_the_size_is_the_last_binary_one_refused_or_not() -> None:
+    _, server = handshake()
+    assert "outside 2x2" in refusal(one_pixel(size=v(2) + v(2)), server).message
+    assert "outside 2x2" in refusal(one_pixel(flags=0), server).message
+    (msg,) = server.receive_data(encode_frame({**PIXEL, "w": 9}, b"abc"))  # JSON: no matter
+    assert msg.refused is None and msg["w"] == 9
+    assert "outside 2x2" in refusal(one_pixel(flags=0), server).message
+
+
 GOOD = [one_pixel(), bf.cursor_bytes(-3, 4),
         bf.frame_from_fields({"seq": 300, "w": 1920, "h": 1080, "key": False, "rects": [
             {"x": 1000, "y": 900, "w": 64, "h": 64, "enc": "copy", "len": 8, "layer": "low"},

@@ -13,8 +13,8 @@ bits (:data:`ENC_CODES`), the quality layer in the top 2 (0 none, 1 full, 2 low)
 
 A varint is LEB128, unsigned, least significant group first, at most :data:`MAX_VARINT`
 bytes, with no needless trailing zero group. A frame without the size bit has the size of
-the last frame of the same share received on the connection (the connection supplies it,
-see :class:`~chatscreen.protocol.connection.Connection`).
+the last binary frame of the same share received with one on the connection, refused or not
+(the connection supplies it, see :class:`~chatscreen.protocol.connection.Connection`).
 
 Decoding gives the JSON header the binary form stands for, which is then validated by the
 schema like any other: a field out of range is the error the JSON form gets for it. Only what

@@ -54,8 +54,9 @@ class Connection:
         )
         self.state = State.AWAIT_HELLO if role is Role.SERVER else State.AWAIT_WELCOME
         # The binary form of frame/cursor (protocol.binform): asked for in hello, granted in
-        # welcome; then both ends may use it. ``sizes``: each share's size as its last frame
-        # received said (a binary frame may leave it out); the sharer's under None.
+        # welcome; then both ends may use it. ``sizes``: each share's size as the last binary
+        # frame received with a size said (a binary frame may leave it out); the sharer's
+        # under None. ``sent_size``: the same for the binary frames we sent.
         self.binary = False
         self._bin_asked = False
         self._sizes: dict[int | None, tuple[int, int]] = {}
@@ -90,8 +91,6 @@ class Connection:
                     raise
                 yield Message(exc.request, exc.ids, refused=exc)
                 continue
-            if self.binary and msg.type == "frame":
-                self._sizes[msg.get("share")] = (msg["w"], msg["h"])
             self._on_receive(msg)
             yield msg
         if self._decoder.error is not None and self.state is not State.CLOSED:
@@ -99,15 +98,18 @@ class Connection:
             raise self._decoder.error
 
     def _complete(self, frame: Frame) -> None:
-        """A binary frame: allowed only once agreed; without its size, the size of the
-        last frame of its share (none: it lacks w and h, as a JSON frame would)."""
+        """A binary frame: allowed only once agreed. Without its size, it has the size of
+        the last binary frame of its share that had one, refused or not (none: it lacks w
+        and h, as a JSON frame would)."""
         if not self.binary:
             raise RemoteProtocolError(ErrorCode.BAD_FRAME,
                                       "a binary frame, but the handshake did not agree on it")
         header = frame.header
-        if header["type"] == "frame" and "w" not in header:
-            size = self._sizes.get(header.get("share"))
-            if size is not None:
+        if header["type"] == "frame":
+            share = header.get("share")
+            if "w" in header:
+                self._sizes[share] = (header["w"], header["h"])
+            elif (size := self._sizes.get(share)) is not None:
                 header["w"], header["h"] = size
 
     def _refusable(self, exc: RequestError) -> bool:
@@ -174,7 +176,8 @@ class Connection:
     def _send_binary(self, type_: str, payload: bytes | memoryview,
                      fields: dict[str, Any]) -> bytes:
         """A client's frame or cursor in the binary form (a cursor with a picture stays
-        JSON). A frame says its size when it is a key frame or the size changed."""
+        JSON). A frame says its size when it is a key frame or another than the last binary
+        frame said."""
         share = fields.get("share") if self.role is Role.SERVER else None
         if type_ == "cursor":
             if payload or "w" in fields:
