@@ -14,7 +14,9 @@ import pytest
 
 from chatscreen.client import Client, OutRect, ScreenChannel
 from chatscreen.errors import ErrorCode, ServerError
+from chatscreen.protocol import Message
 from chatscreen.protocol import binform as bf
+from chatscreen.screen.cursor import Cursor, Shape
 from chatscreen.screen.codec import Canvas, encode_zlib
 from chatscreen.screen.sharing import find_share, frame_rects
 from tests.helpers.server import TIMEOUT, ServerProcess, run
@@ -183,3 +185,54 @@ async def bad_binary_frames(server: ServerProcess) -> None:
 
 def test_a_binary_sharers_bad_frames_get_the_errors_json_would(server: ServerProcess) -> None:
     run(bad_binary_frames(server))
+
+
+async def two_viewers(server: ServerProcess) -> None:
+    sharer, json_viewer, bin_viewer = [
+        await Client("127.0.0.1", name, chat_port=server.chat_port,
+                     screen_port=server.screen_port, timeout=TIMEOUT).connect()
+        for name in ("sharer", "old", "new")]
+    try:
+        out = await sharer.open_screen()
+        await out.share(4, 4)
+        await out.send_frame(4, 4, [OutRect(0, 0, 4, 4, "raw", bytes(range(48)))], key=True)
+        share = (await find_share(json_viewer, "sharer", TIMEOUT))["id"]
+        screens = [await json_viewer.open_screen(binary=False),
+                   await bin_viewer.open_screen(binary=True)]
+        assert [s.link.conn.binary for s in screens] == [False, True]
+        for screen in screens:
+            await screen.watch(share)
+        got: list[list[Message]] = [[], []]
+
+        async def both() -> None:
+            for screen, into in zip(screens, got, strict=True):
+                into.append(await screen.next_frame(TIMEOUT))
+
+        await both()
+        updates = [(4, 4, [OutRect(1, 1, 2, 1, "raw", b"abcdef")], False),
+                   (8, 6, [OutRect(0, 0, 8, 6, "zlib", encode_zlib(np.zeros((6, 8, 4),
+                                                                           np.uint8)))], True),
+                   (8, 6, [OutRect(7, 5, 1, 1, "raw", b"xyz")], False)]
+        for w, h, rects, key in updates:
+            if (w, h) != (4, 4) and key:
+                await out.share(w, h)
+            await out.send_frame(w, h, rects, key=key)
+            await both()
+        await out.send_cursor(Cursor(3, -2, Shape(1, 1, bytes(4))), with_shape=True)
+        await out.send_cursor(Cursor(-5, 7, Shape(1, 1, bytes(4))), with_shape=False)
+        for screen in screens:
+            async with asyncio.timeout(TIMEOUT):
+                while (c := screen.cursors.get(share)) is None or (c.x, c.y) != (-5, 7):
+                    screen.cursor_changed.clear()
+                    await screen.cursor_changed.wait()
+        assert got[0] == got[1]  # the same messages, whatever the form
+        assert [(m["w"], m["h"], m["key"]) for m in got[1]] == [
+            (4, 4, True), (4, 4, False), (8, 6, True), (8, 6, False)]
+    finally:
+        for c in (sharer, json_viewer, bin_viewer):
+            await c.close()
+
+
+def test_json_and_binary_viewers_get_the_same_frames_and_pointer(server: ServerProcess
+                                                                  ) -> None:
+    run(two_viewers(server))
