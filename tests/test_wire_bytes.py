@@ -16,8 +16,8 @@ from chatscreen.client import Client, OutRect, ScreenChannel
 from chatscreen.errors import ErrorCode, ServerError
 from chatscreen.protocol import Message
 from chatscreen.protocol import binform as bf
-from chatscreen.screen.cursor import Cursor, Shape
 from chatscreen.screen.codec import Canvas, encode_zlib
+from chatscreen.screen.cursor import Cursor, Shape
 from chatscreen.screen.sharing import find_share, frame_rects
 from tests.helpers.server import TIMEOUT, ServerProcess, run
 
@@ -222,7 +222,7 @@ async def two_viewers(server: ServerProcess) -> None:
         await out.send_cursor(Cursor(-5, 7, Shape(1, 1, bytes(4))), with_shape=False)
         for screen in screens:
             async with asyncio.timeout(TIMEOUT):
-                while (c := screen.cursors.get(share)) is None or (c.x, c.y) != (-5, 7):
+                while (at := screen.cursors.get(share)) is None or (at.x, at.y) != (-5, 7):
                     screen.cursor_changed.clear()
                     await screen.cursor_changed.wait()
         assert got[0] == got[1]  # the same messages, whatever the form
