@@ -463,6 +463,8 @@ def show(v: float, unit: str) -> str:
         return "–"
     if unit == "B/s":
         return f"{v / 1000:.1f} kB/s"
+    if unit == "ms":  # two decimals: 5.04 ms misses "≤ 5 ms" and should not read 5.0
+        return f"{v:.2f} ms"
     return f"{v:.1f} {unit}".rstrip()
 
 
