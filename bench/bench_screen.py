@@ -139,12 +139,13 @@ class CursorGrabber(Grabber):
 class Workload:
     """The workload process; collects its tick times on a thread."""
 
-    def __init__(self, display: str, name: str, png: Path) -> None:
+    def __init__(self, display: str, name: str, png: Path, rate: float = RATE,
+                 seconds: float = WINDOW_S + 2.0) -> None:
         self.name = name
         self.ticks: dict[int, float] = {}
         self.proc = subprocess.Popen(
-            [sys.executable, str(SCRIPT), name, "--desktop", str(png), "--rate", str(RATE),
-             "--seconds", str(WINDOW_S + 2.0)], cwd=REPO_ROOT,
+            [sys.executable, str(SCRIPT), name, "--desktop", str(png), "--rate", str(rate),
+             "--seconds", str(seconds)], cwd=REPO_ROOT,
             env={**os.environ, "DISPLAY": display}, stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         wait_line(self.proc, r"ready", START_TIMEOUT_S)
