@@ -5,9 +5,10 @@ with no colour conversion: see docs/benchmarks.md for the comparison with OpenCV
 
 Lossless encodings (docs/protocol.md has their exact format): ``palette`` (up to 256 colours,
 zlib-compressed indices: text and UI), ``packed`` (the same for small rects: indices packed
-at 1, 2, 4 or 8 bits, stored or zlib-compressed, a solid fill in 4 bytes), ``zlib`` (zlib-compressed RGB), ``png`` and ``webp``
-(lossless WebP for many-colour regions that must end pixel-exact), and ``raw``. ``copy``
-carries no picture: it copies pixels the canvas already has (a scroll), see :class:`Canvas`.
+at 1, 2, 4 or 8 bits, stored or zlib-compressed, a solid fill in 4 bytes), ``zlib``
+(zlib-compressed RGB), ``png`` and ``webp`` (lossless WebP for many-colour regions that
+must end pixel-exact), and ``raw``. ``copy`` carries no picture: it copies pixels the canvas
+already has (a scroll), see :class:`Canvas`.
 """
 
 from __future__ import annotations
@@ -207,7 +208,7 @@ def decode_packed(data: bytes, w: int, h: int) -> RGB:
         raise DecodeError(f"packed data of unknown kind {mode}")
     index = np.frombuffer(raw, np.uint8).reshape(h, row)
     if bits < 8:
-        index = ((index[:, :, None] >> _shifts(bits)) & ((1 << bits) - 1)).reshape(h, -1)
+        index = ((index[:, :, None] >> _shifts(bits)) & np.uint8((1 << bits) - 1)).reshape(h, -1)
         if index[:, w:].any():
             raise DecodeError("packed rows have non-zero bits after their last pixel")
         index = index[:, :w]
