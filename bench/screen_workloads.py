@@ -2,6 +2,8 @@
 
 ``python bench/screen_workloads.py WORKLOAD [--rate 30] [--seconds 20]`` with WORKLOAD one of
 ``idle`` (a still desktop), ``typing`` (a full-screen editor, one character per tick),
+``typing-scroll`` (the same with the text down to the bottom line, so that each new line
+scrolls the editor up by one: a scroll burst about every 40 characters),
 ``scrolling`` (a long document scrolled one line per tick), ``video`` (a photographic
 animation in 30 % of the screen, one new picture per tick), ``drag`` (a window moved across
 the desktop, one step per tick). Tick ``n`` always draws the same picture.
@@ -63,7 +65,8 @@ def video_frames(n: int, w: int, h: int) -> list[bytes]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("workload", choices=["idle", "typing", "scrolling", "video", "drag"])
+    parser.add_argument("workload", choices=["idle", "typing", "typing-scroll", "scrolling",
+                                             "video", "drag"])
     parser.add_argument("--desktop", help="PNG background for idle/video/drag")
     parser.add_argument("--rate", type=float, default=30.0)
     parser.add_argument("--seconds", type=float, default=20.0)
@@ -84,17 +87,22 @@ def main(argv: list[str] | None = None) -> int:
         canvas.create_image(0, 0, anchor="nw", image=photo)
     font = ("DejaVu Sans Mono", 11)
     step = None
-    if args.workload in ("typing", "scrolling"):
+    if args.workload in ("typing", "typing-scroll", "scrolling"):
         text = tk.Text(root, font=font, background="#fdfdfd", foreground="#1e1e1e",
                        borderwidth=0, highlightthickness=0, wrap="none", insertwidth=2)
         text.place(x=0, y=0, width=W, height=H - BLOCK)
-        if args.workload == "typing":
+        if args.workload.startswith("typing"):
+            scroll = args.workload == "typing-scroll"
             text.insert("1.0", "".join(f"{i:4d}  " + TEXT.splitlines()[i % 4] + "\n"
-                                       for i in range(20)))
+                                       for i in range(61 if scroll else 20)))
             source = TEXT * 400
+            if scroll:
+                text.see("end")
 
             def step_typing(n: int) -> None:
                 text.insert("end-1c", source[n % len(source)])
+                if scroll:
+                    text.see("end")
 
             step = step_typing
         else:
