@@ -28,7 +28,8 @@ from chatscreen.screen.encoders import ScreenEncoder  # noqa: E402
 
 SCRIPT = Path(__file__).with_name("screen_workloads.py")
 RATE = 30.0
-MARKER_Y = 1024  # the tick marker's tile row (bench/screen_workloads.py), counted apart
+SHOW = os.environ.get("BENCH_RECTS_SHOW") == "1"  # print every rect of a tile or more
+MARKER = (1536, 1056)  # the tick marker's top left (bench/screen_workloads.py), counted apart
 
 
 def run(workload: str, seconds: float) -> None:
@@ -60,7 +61,10 @@ def run(workload: str, seconds: float) -> None:
                     continue
                 sizes.append(up.size)
                 for r in up.regions:
-                    s = per_enc[r.enc + ("/marker" if r.y >= MARKER_Y else "")]
+                    marker = r.x >= MARKER[0] and r.y >= MARKER[1]
+                    s = per_enc[r.enc + ("/marker" if marker else "")]
+                    if SHOW and r.w * r.h >= 4096:
+                        print(f"  {r.enc} {r.x},{r.y} {r.w}x{r.h} {len(r.data)} B")
                     s[0] += 1
                     s[1] += len(r.data)
                     s[2] += r.w * r.h

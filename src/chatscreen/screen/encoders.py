@@ -152,8 +152,10 @@ class ScreenEncoder:
         # per tile, how many copies deep its content is (the relay keeps every piece of
         # such a chain alive); see _age_copies
         self._depth: npt.NDArray[np.int32] = np.zeros((0, 0), np.int32)
-        # per tile, the rects cut to changed pixels that touched it since it was last sent
-        # whole (the relay keeps each such piece); see _cut
+        # per tile, the rects cut to changed pixels that the relay keeps on it (those that
+        # touched it since it was last sent whole, less those a newer one covers), and
+        # their number per tile; see _cut
+        self._pieces: dict[tuple[int, int], list[XYXY]] = {}
         self._partial: npt.NDArray[np.int32] = np.zeros((0, 0), np.int32)
 
     @property
@@ -184,6 +186,7 @@ class ScreenEncoder:
             self._changed_at = np.full(dirty.shape, now)
             self._depth = np.zeros(dirty.shape, np.int32)
             self._partial = np.zeros(dirty.shape, np.int32)
+            self._pieces = {}
         elif hint is not None:
             assert prev is not None
             if hint.shape != grid(w, h, self.tile):
@@ -212,7 +215,7 @@ class ScreenEncoder:
                 dirty = hinted_change_map(prev, img, dirty | move_tiles(move, dirty.shape,
                                                                         self.tile), self.tile)
         assert self._lossy is not None and self._changed_at is not None
-        chained = self._depth > 0  # tiles whose content is a chain of copies (not cut)
+        depth = self._depth  # (a cut tile keeps its chain of copies: see below)
         copies: list[Region] = []
         if move is not None:
             forced = self._age_copies(move, dirty)
@@ -251,15 +254,18 @@ class ScreenEncoder:
         text = dirty & few
         partly = np.zeros_like(dirty)  # tiles sent as rects cut to their changed pixels
         if not key and self.encoding != "lossless" and prev is not None and text.any():
-            cuttable = text & ~self._lossy & ~chained & (self._partial < PARTIAL_LIMIT)
+            cuttable = text & ~self._lossy & (self._partial < PARTIAL_LIMIT)
             if move is not None:
                 cuttable &= ~move_tiles(move, dirty.shape, self.tile)
             if cuttable.any() and self.tile == TILE:
                 cut, whole = self._cut(prev, img, cuttable)
                 text = text & ~cuttable | whole
                 partly = cuttable & ~whole
-        self._partial[(dirty | refresh) & ~partly] = 0  # sent whole: no partial piece left
-        self._depth[dirty | refresh | vmask] = 0  # sent as pixels: no copy chain behind them
+        self._sent_whole((dirty | refresh) & ~partly)
+        # sent as pixels: no copy chain behind them, unless cut (the rest is still a copy's)
+        self._depth[(dirty & ~partly) | refresh | vmask] = 0
+        if partly.any() and depth is not self._depth:  # (_age_copies reset its dirty tiles)
+            self._depth[partly] = depth[partly]
         if key or hint is None or prev is None:
             self._prev = img if img.flags.writeable else img.copy()
             if key:
@@ -396,10 +402,11 @@ class ScreenEncoder:
         """The rects that bring the set ``tiles`` from ``prev`` to ``img``: per tile, the box
         of its pixels that differ, merged with its neighbours' where the merged box is
         hardly bigger (a glyph across a tile edge, a word), and the tiles whose box covers
-        most of the tile (sent whole instead). Counts the rects each tile got in
-        ``_partial``: past ``PARTIAL_LIMIT`` a tile is sent whole (see :meth:`encode`),
-        so that the relay, which keeps every piece covering part of a tile (unless a newer
-        one covers it), never holds more than ``PARTIAL_MAX`` on one."""
+        most of the tile (sent whole instead). Keeps what the relay keeps of them per tile
+        (``_pieces``: every piece covering part of a tile, until a newer one covers it
+        entirely, or the tile is sent whole) and their number (``_partial``): with
+        ``PARTIAL_LIMIT`` of them a tile is sent whole (see :meth:`encode`), and merged
+        rects never leave more than ``PARTIAL_MAX`` on one, under the relay's 32."""
         t = self.tile
         h, w = img.shape[:2]
         pw, cw = words(prev), words(img)
@@ -413,12 +420,35 @@ class ScreenEncoder:
                 else:
                     boxes[r, c] = box
         merged = merge_boxes(boxes)
-        counts = self._partial + _touches(merged, tiles.shape, t)
-        if int(counts.max(initial=0)) > PARTIAL_MAX:  # merged boxes overlapping: apart
-            merged = list(boxes.values())
-            counts = self._partial + _touches(merged, tiles.shape, t)
-        self._partial = counts
+        kept = self._kept(merged)
+        if max(map(len, kept.values()), default=0) > PARTIAL_MAX:  # merged ones overlap
+            merged = list(boxes.values())  # apart, each adds one piece to its own tile only
+            kept = self._kept(merged)
+        for k, pieces in kept.items():
+            self._pieces[k] = pieces
+            self._partial[k] = len(pieces)
         return [Box(x0, y0, x1 - x0, y1 - y0) for x0, y0, x1, y1 in merged], whole
+
+    def _kept(self, boxes: list[XYXY]) -> dict[tuple[int, int], list[XYXY]]:
+        """What the relay keeps on each tile ``boxes`` touch once they are added in order
+        (as it does: a partial piece goes when a newer one covers it entirely)."""
+        t = self.tile
+        out: dict[tuple[int, int], list[XYXY]] = {}
+        for b in boxes:
+            for r in range(b[1] // t, (b[3] - 1) // t + 1):
+                for c in range(b[0] // t, (b[2] - 1) // t + 1):
+                    old = out.get((r, c))
+                    if old is None:
+                        old = self._pieces.get((r, c), [])
+                    out[r, c] = [p for p in old if not _inside(p, b)] + [b]
+        return out
+
+    def _sent_whole(self, tiles: Mask) -> None:
+        """The set ``tiles`` went whole: the relay keeps no partial piece on them."""
+        if self._pieces and tiles.any():
+            for k in [k for k in self._pieces if tiles[k]]:
+                del self._pieces[k]
+        self._partial[tiles] = 0
 
     def _region(self, img: BGRA, box: Box, lossless: bool, *, text: bool = False) -> Region:
         part = img[box.y : box.y + box.h, box.x : box.x + box.w]
@@ -558,12 +588,8 @@ def merge_boxes(boxes: dict[tuple[int, int], XYXY]) -> list[XYXY]:
     return list(box.values())
 
 
-def _touches(boxes: list[XYXY], shape: tuple[int, ...], tile: int) -> npt.NDArray[np.int32]:
-    """Per tile, how many of ``boxes`` touch it."""
-    out = np.zeros(shape, np.int32)
-    for x0, y0, x1, y1 in boxes:
-        out[y0 // tile : (y1 - 1) // tile + 1, x0 // tile : (x1 - 1) // tile + 1] += 1
-    return out
+def _inside(a: XYXY, b: XYXY) -> bool:
+    return b[0] <= a[0] and b[1] <= a[1] and a[2] <= b[2] and a[3] <= b[3]
 
 
 def hinted_change_map(prev: BGRA, cur: BGRA, hint: Mask, tile: int = TILE) -> Mask:
