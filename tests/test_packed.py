@@ -117,7 +117,7 @@ def test_packed_layout_is_as_documented() -> None:
 
 # -- the sharer: rects cut to the changed pixels -----------------------------------------------
 
-W, H = 320, 192
+W, H = 640, 384
 PAGE = (253, 253, 253, 255)
 
 
@@ -194,22 +194,34 @@ def test_a_tile_viewers_hold_lossy_is_sent_whole() -> None:
     assert np.array_equal(canvas.pixels, flat[..., 2::-1]) and not enc.pending_refresh()
 
 
-def typing(n: int, seed: int, *, scroll_every: int = 0) -> list[np.ndarray]:
-    """A page and n captures of typing into a 128x64 region across three tiles (glyphs of varying
-    sizes at jittered places, so that few cover an older one entirely), with, every
-    ``scroll_every`` characters, the page moved up by a line."""
+def typing(n: int, seed: int, *, scroll_every: int = 0, line: int = H - 48
+           ) -> list[np.ndarray]:
+    """A page of text and n captures of typing, one character each (glyphs of varying sizes
+    at jittered places, so that few cover an older one entirely): into a 128x64 region
+    across three tiles, over and over; or, with ``scroll_every``, along the ``line`` (by
+    default the bottom one), the text above the bottom line scrolling up by a line (a copy)
+    every ``scroll_every`` characters."""
     rng = np.random.default_rng(seed)
     img = page()
-    for i in range(0, W - 9, 9):
-        glyph(img, i, 150, rng, 6, 11)  # a line of text further down
+    for y in range(0, H - 64, 16):
+        for x in range(0, int(rng.integers(64, W - 8)), 8):
+            glyph(img, x, y + 1, rng, 6, 13)
     out = [img]
+    bottom, col = H - 48, 0
     for i in range(n):
         img = img.copy()
-        if scroll_every and i % scroll_every == scroll_every - 1:
-            img[:-16] = img[16:]
-            img[-16:] = PAGE
-        x = 32 + (i % 16) * 8 + int(rng.integers(0, 3))
-        y = (i // 16 % 4) * 16 + int(rng.integers(0, 3))
+        if not scroll_every:
+            x = 32 + (i % 16) * 8 + int(rng.integers(0, 3))
+            y = (i // 16 % 4) * 16 + int(rng.integers(0, 3))
+        else:
+            if i % scroll_every == scroll_every - 1:
+                img[:bottom] = img[16 : bottom + 16]
+                img[bottom : bottom + 16] = PAGE
+                if line != bottom:  # the document's next line comes in at the bottom
+                    for x in range(0, int(rng.integers(64, W - 8)), 8):
+                        glyph(img, x, bottom + 1, rng, 6, 13)
+                col = 0
+            x, y, col = col * 8 % (W - 8), line + 1, col + 1
         glyph(img, x, y, rng, int(rng.integers(3, 8)), int(rng.integers(5, 14)))
         out.append(img)
     return out  # the page first
@@ -230,19 +242,23 @@ def replay(store: TileStore) -> np.ndarray:
     return late.pixels
 
 
-@pytest.mark.parametrize("scroll_every", [0, 40])
-def test_typing_for_long_never_makes_the_relay_ask_for_a_key_frame(scroll_every: int) -> None:
-    """1000 characters into one region: every viewer, live or late, is pixel-exact after each
-    update, the relay's store never overflows, and most rects are cut (``packed``)."""
+@pytest.mark.parametrize(("scroll_every", "line"), [(0, 0), (40, H - 48), (40, 200), (4, 200)])
+def test_typing_for_long_never_makes_the_relay_ask_for_a_key_frame(scroll_every: int,
+                                                                   line: int) -> None:
+    """1000 characters into one region, or along a line with scroll bursts (on the bottom
+    line, or on one that the copies move: its tiles hold a copy's pixels when typed in):
+    every viewer, live or late, is pixel-exact after each update, the relay's store never
+    overflows, and most rects are cut (``packed``)."""
     enc = ScreenEncoder()
     canvas = Canvas(W, H)
-    base, *frames = typing(1000, 3, scroll_every=scroll_every)
+    base, *frames = typing(1000, 3, scroll_every=scroll_every, line=line)
     first = enc.encode(base.copy(), now=0.0)
     assert first is not None
     store = TileStore(W, H, first_id=1)
     pid = relay(store, first, 0)
     apply(canvas, first)
     encs: list[str] = []
+    moves = 0
     for i, img in enumerate(frames):
         up = enc.encode(img.copy(), now=0.05 * (i + 1))
         assert up is not None
@@ -253,6 +269,11 @@ def test_typing_for_long_never_makes_the_relay_ask_for_a_key_frame(scroll_every:
             assert np.array_equal(canvas.pixels, img[..., 2::-1]), i
         assert not store.overflow, i
         assert max(len(p) for p in store.partial) <= encoders.PARTIAL_MAX
+        moves += up.move is not None
+        # the sharer never thinks a row's chains of copies shorter than the relay's are (it
+        # bounds them by row: one copy rect a row of tiles)
+        chains = np.array([0 if o is None else o.depth for o in store.owner])
+        assert (enc._depth.max(axis=1) >= chains.reshape(enc._depth.shape).max(axis=1)).all()
     last = enc.encode(frames[-1].copy(), now=60.0)  # still: the refresh, if one is due
     if last is not None:
         relay(store, last, pid)
@@ -260,6 +281,8 @@ def test_typing_for_long_never_makes_the_relay_ask_for_a_key_frame(scroll_every:
     assert np.array_equal(canvas.pixels, frames[-1][..., 2::-1])
     assert np.array_equal(replay(store), canvas.pixels)
     assert encs.count("packed") > 0.8 * len(frames)
+    assert moves == (len(frames) // scroll_every if scroll_every else 0)  # copies, not pixels
+    assert store.max_depth <= 1.5 * encoders.COPY_REFRESH_DEPTH  # the sharer's bound
 
 
 def test_without_the_bound_typing_would_overflow_the_relay(monkeypatch: pytest.MonkeyPatch
