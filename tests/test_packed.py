@@ -107,6 +107,38 @@ def test_bad_packed_data_is_a_clean_error(data: bytes, w: int, h: int) -> None:
         canvas.apply(8, 8, False, [(0, 0, min(w, 8), min(h, 8), "packed", data)])
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200), st.integers(1, 40), st.integers(1, 40))
+def test_any_bytes_decode_to_the_rect_or_a_decode_error(data: bytes, w: int, h: int) -> None:
+    try:
+        got = decode_rect("packed", data, w, h)
+    except DecodeError:
+        return
+    assert got.shape == (h, w, 3)
+
+
+@settings(max_examples=200, deadline=None)
+@given(pictures(), st.data())
+def test_damaged_packed_data_decodes_to_the_rect_or_a_decode_error(img: np.ndarray,
+                                                                   data: st.DataObject) -> None:
+    h, w = img.shape[:2]
+    good = encode_packed(img)
+    assert good is not None
+    at = data.draw(st.integers(0, len(good)))
+    how = data.draw(st.sampled_from(["flip", "cut", "add"]))
+    if how == "flip" and at < len(good):
+        bad = good[:at] + bytes([good[at] ^ data.draw(st.integers(1, 255))]) + good[at + 1 :]
+    elif how == "add":
+        bad = good[:at] + b"\x00" + good[at:]
+    else:
+        bad = good[:at]
+    try:
+        got = decode_rect("packed", bad, w, h)
+    except DecodeError:
+        return
+    assert got.shape == (h, w, 3)
+
+
 def test_packed_layout_is_as_documented() -> None:
     """docs/protocol.md's example: 2 colours, 3x2, MSB first, rows on byte boundaries."""
     img = np.zeros((2, 3, 4), np.uint8)
