@@ -206,6 +206,18 @@ def test_a_typed_glyph_goes_as_its_box_only() -> None:
     assert np.array_equal(canvas.pixels, two[..., 2::-1])
 
 
+def test_one_changed_pixel_is_a_4_byte_rect() -> None:
+    enc = ScreenEncoder()
+    img = page()
+    glyph(img, 0, 0, np.random.default_rng(3))
+    assert enc.encode(img.copy(), now=0.0) is not None
+    img[5, 3, :3] = (1, 2, 3)
+    up = enc.encode(img.copy(), now=1.0)
+    assert up is not None
+    assert [(r.x, r.y, r.w, r.h, r.enc, r.data) for r in up.regions] == [
+        (3, 5, 1, 1, "packed", b"\x00\x03\x02\x01")]
+
+
 def test_a_tile_viewers_hold_lossy_is_sent_whole() -> None:
     rng = np.random.default_rng(2)
     enc = ScreenEncoder()
