@@ -1,8 +1,8 @@
 """Issue 4: screen sharing workloads against the issue's targets, and against the original.
 
 ``python -m bench.bench_screen`` (part of ``make bench``). For each workload of
-``bench/screen_workloads.py`` (idle, typing, scrolling, video, drag) on a private 1920x1080
-Xvfb: a fresh server, the sharer as a subprocess (``chatscreen share --fps 30``, or the
+``bench/screen_workloads.py`` (idle, typing, typing-scroll, scrolling, video, drag) on a private
+1920x1080 Xvfb: a fresh server, the sharer as a subprocess (``chatscreen share --fps 30``, or the
 original's pipeline from ``bench.baseline_original``), one viewer in this process decoding
 everything it receives. The workload draws a tick number on the screen and prints when each
 tick reached the X server, so the viewer measures:
@@ -92,8 +92,9 @@ from chatscreen.screen.sharing import find_share, frame_rects  # noqa: E402
 RUNS = int(os.environ.get("BENCH_SCREEN_RUNS", "3"))
 BIN = os.environ.get("BENCH_SCREEN_BIN", "1") != "0"
 WINDOW_S = float(os.environ.get("BENCH_SCREEN_SECONDS", "20"))
-WORKLOADS = [w for w in os.environ.get("BENCH_SCREEN_WORKLOADS",
-                                       "idle,typing,scrolling,video,drag").split(",") if w]
+DEFAULT_WORKLOADS = "idle,typing,typing-scroll,scrolling,video,drag"
+WORKLOADS = [w for w in os.environ.get("BENCH_SCREEN_WORKLOADS", DEFAULT_WORKLOADS).split(",")
+             if w]
 BASELINE = os.environ.get("BENCH_SCREEN_BASELINE", "1") != "0"
 FANOUT = os.environ.get("BENCH_SCREEN_FANOUT", "1") != "0"
 FANOUT_VIEWERS = int(os.environ.get("BENCH_SCREEN_FANOUT_VIEWERS", "10"))
