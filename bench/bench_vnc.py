@@ -68,7 +68,6 @@ from bench.bench_screen import CursorGrabber, Workload, med, pct, sharer_args  #
 from bench.bench_share import RGB, child, cpu_seconds  # noqa: E402
 from bench.screen_workloads import read_marker, read_pixel  # noqa: E402
 from chatscreen.client import Client, ScreenChannel  # noqa: E402
-from chatscreen.client.link import Link  # noqa: E402
 from chatscreen.screen.codec import Canvas  # noqa: E402
 from chatscreen.screen.cursor import composite  # noqa: E402
 from chatscreen.screen.sharing import find_share, frame_rects  # noqa: E402
@@ -170,9 +169,7 @@ async def _view_chatscreen(server: ServerProcess, sharer_pid: int, work: Workloa
     screen: ScreenChannel | None = None
     try:
         share = await find_share(client, "sharer", START_TIMEOUT_S)
-        link = await Link.open(HOST, server.screen_port, client.timeout,
-                               getattr(client, "tls", None), token=client.token)
-        screen = ScreenChannel(link)
+        screen = await client.open_screen()  # what the app and the CLI ask for
         await screen.watch(share["id"])
         canvas = Canvas(share["w"], share["h"])
 
@@ -190,7 +187,7 @@ async def _view_chatscreen(server: ServerProcess, sharer_pid: int, work: Workloa
         r = Result()
         work.start()
         meter = Meter({"sharer": sharer_pid, "server": server.proc.pid if server.proc else 0},
-                      link.writer.get_extra_info("socket"))
+                      screen.link.writer.get_extra_info("socket"))
         start, end = meter.t0, meter.t0 + WINDOW_S
         while (left := end - time.monotonic()) > 0:
             if await next_frame(left):
