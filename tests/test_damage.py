@@ -366,3 +366,44 @@ def test_a_rectangle_captured_into_a_picture_is_the_screen_there(
         for cap in captures:
             cap.close()
         win.close()
+
+
+def test_thin_damage_is_captured_as_it_is_and_the_viewer_stays_exact(
+        xvfb_display: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Typing: a line ~20 pixels high changes, and a clock far from it. The sharer captures
+    those rectangles (not the 64-pixel tiles they touch) into its copy of the screen, looks
+    for no scroll in them, and what the viewer decodes is the screen, bit for bit."""
+    monkeypatch.setenv("DISPLAY", xvfb_display)
+    win = XWindow(xvfb_display, 0, 0, 1920, 1080, background=0xF0F0F0)
+    grabber = _Grabber(1, None, None)
+    captured: list[tuple[int, int, int, int]] = []
+    real = grabber.capture.grab_into
+
+    def counted(out: Any, x: int, y: int, w: int, h: int) -> None:
+        captured.append((x, y, w, h))
+        real(out, x, y, w, h)
+
+    grabber.capture.grab_into = counted  # type: ignore[method-assign]
+    canvas = Canvas(1920, 1080)
+
+    def apply(grabbed: tuple[int, int, Any] | None) -> None:
+        if grabbed is not None:
+            w, h, u = grabbed
+            canvas.apply(w, h, u.key, [(r.x, r.y, r.w, r.h, r.enc, r.data) for r in u.regions])
+
+    try:
+        apply(grabber.grab(True))
+        apply(grabber.grab(False, [(0, 0, 1920, 1080)]))  # a whole capture: the copy to keep
+        for k in range(12):
+            captured.clear()
+            line = (1, 381 + (k // 4) * 19, 1918, 19)
+            win.fill(10 * k + 1, line[1] + 2, 8, 14, 0x202020 + k)  # a "glyph" on the line
+            win.fill(1536, 1056, 384, 24, 0x00FF00 if k % 2 else 0x0000FF)  # the "clock"
+            apply(grabber.grab(False, [line, (1536, 1056, 384, 24)]))
+            assert sorted(captured) == sorted([line, (1536, 1056, 384, 24)])
+            assert not grabber.encoder.moves
+            shot = np.ascontiguousarray(grabber.capture.grab()[..., 2::-1])
+            assert np.array_equal(canvas.pixels, shot), k
+    finally:
+        grabber.close()
+        win.close()
