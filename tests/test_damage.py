@@ -206,6 +206,50 @@ def test_listener_reports_where_the_pointer_was_and_is(xvfb_display: str) -> Non
         disp.close()
 
 
+def wait_for_moves(listener: DamageListener, more_than: int) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while listener.pointer_moves <= more_than:
+        left = deadline - time.monotonic()
+        assert left > 0 and listener.wait(left), "the pointer's change was not reported"
+        listener.take()
+
+
+def test_a_still_pointer_costs_no_round_trips_and_a_move_is_seen(xvfb_display: str) -> None:
+    """With XInput 2.2 the position is asked for when the pointer moves (a raw motion event),
+    not pointer_hz times a second; with XFixes a new picture of the pointer is reported."""
+    win = XWindow(xvfb_display, 300, 200, 400, 300)
+    disp = xdisplay.Display(xvfb_display)
+    root = disp.screen().root
+    try:
+        with DamageListener(xvfb_display, pointer_hz=1000, pointer_rects=False) as listener:
+            assert listener.motion_events and listener.cursor_events
+            listener.take()
+            started, polls = time.monotonic(), listener.pointer_polls
+            for k in range(20):  # 20 reports of damage, each waited for
+                win.fill(10 + k, 10, 1, 1, 0x00FF00)
+                wait_for_rect(listener, (310 + k, 210, 1, 1))
+            took = time.monotonic() - started
+            # polled at 1000 Hz, that would be ~1000 round trips a second
+            assert listener.pointer_polls - polls <= 2 + took * 1.0, (listener.pointer_polls,
+                                                                      took)
+            moves = listener.pointer_moves
+            disp.xtest_fake_input(X.MotionNotify, x=777, y=555)
+            disp.sync()
+            wait_for_moves(listener, moves)
+            assert listener._pointer == (777, 555)
+            moves = listener.pointer_moves
+            font = disp.open_font("cursor")
+            busy = font.create_glyph_cursor(font, 150, 151, (65535, 65535, 65535), (0, 0, 0))
+            root.change_attributes(cursor=busy)  # a new picture, no move
+            disp.sync()
+            wait_for_moves(listener, moves)
+            root.change_attributes(cursor=X.NONE)
+            disp.sync()
+    finally:
+        disp.close()
+        win.close()
+
+
 def test_damage_read_during_the_pointer_query_is_reported_at_once(xvfb_display: str) -> None:
     """Damage that Xlib reads from the socket while it waits for the pointer's reply is in
     Xlib's queue, not in the socket: the listener must not wait in select() for more (the

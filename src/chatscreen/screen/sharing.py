@@ -97,6 +97,7 @@ class _Grabber:
         self._scratch: Image | None = None  # the screen as last captured, tile by tile
         self.low: LowLayer | None = None  # the low quality layer, while the relay wants it
         self.low_rate: int | None = None  # set by the sharing loop (the relay's low_layer)
+        self.refresh_at: float | None = None  # the encoder's refresh_due() after the last grab
 
     def close(self) -> None:
         self.capture.close()
@@ -127,14 +128,14 @@ class _Grabber:
         damage is reported for every change. The encoder, given the damage as ``hint``
         (its tiles), reads only the hinted tiles and those due for a lossless refresh."""
         scratch = self._scratch
-        if (scratch is None or force or not damaged or hint is None
+        if (scratch is None or force or damaged is None or hint is None
                 or self.max_size is not None
                 or time.monotonic() - self.last_key >= KEY_INTERVAL):
             return None
         m = self.capture.monitor
         h, w = scratch.shape[:2]
         if not hint.any():
-            return scratch  # damage off this monitor: nothing to capture
+            return scratch  # no damage on this monitor (a refresh due): nothing to capture
         boxes = capture_boxes(damaged, hint, w, h, m.left, m.top, self.encoder.tile)
         if boxes is None:
             if self._grab_stream_first(scratch, hint) is None:
@@ -196,7 +197,14 @@ class _Grabber:
              idr: bool = False) -> tuple[int, int, Update] | None:
         """Capture and encode. ``damaged``: the rectangles (root coordinates) X DAMAGE
         reported since the last capture, to compare only their tiles; None: compare all.
-        ``idr``: the relay asked for an H.264 keyframe."""
+        ``idr``: the relay asked for an H.264 keyframe. Sets :attr:`refresh_at`."""
+        try:
+            return self._grab(force, damaged, idr)
+        finally:  # the encoder changes only here: the sharing loop reads this, not it
+            self.refresh_at = self.encoder.refresh_due()
+
+    def _grab(self, force: bool, damaged: list[Rect] | None,
+              idr: bool) -> tuple[int, int, Update] | None:
         if idr:
             self.encoder.request_idr()
         scratch = self._scratch
@@ -363,7 +371,9 @@ async def share_screen(client: Client, stop: asyncio.Event, *, monitor: int = 1,
     def on_damage() -> None:
         loop.call_soon_threadsafe(damaged.set)
 
-    listener: DamageListener | None = DamageListener(on_damage=on_damage, enabled=damage)
+    # the pointer's moves need no capture when it is not in the captures
+    listener: DamageListener | None = DamageListener(on_damage=on_damage, enabled=damage,
+                                                     pointer_rects=grabber.pointer is None)
     assert listener is not None
     if not await loop.run_in_executor(None, listener.start):
         log.info("polling the screen at %g frames/s: %s", fps, listener.unavailable)
@@ -409,7 +419,7 @@ async def share_screen(client: Client, stop: asyncio.Event, *, monitor: int = 1,
                     next_tick = time.monotonic()
                 if listener is not None:
                     # wait for damage, a key frame request or the next lossless refresh
-                    due = grabber.encoder.refresh_due()
+                    due = grabber.refresh_at
                     timeout = None if due is None else due - time.monotonic()
                     await _wait_any([stop, damaged, screen.key_requested, screen.closed],
                                     timeout)
@@ -428,11 +438,19 @@ async def share_screen(client: Client, stop: asyncio.Event, *, monitor: int = 1,
                             return stats
                     damaged.clear()
                     hint = listener.take()
-                    due = grabber.encoder.refresh_due()
+                    due = grabber.refresh_at
                     if (not hint and not screen.key_requested.is_set()
                             and not screen.closed.is_set()
                             and (due is None or due > time.monotonic())):
-                        continue  # a stale wake-up: nothing to look at
+                        if listener.pointer_moves != pointer_moves:  # the pointer alone
+                            pointer_moves = listener.pointer_moves
+                            pointer_looked = time.monotonic()
+                            pointer = await loop.run_in_executor(pool, grabber.pointer_update)
+                            if pointer is not None:
+                                await screen.send_cursor(*pointer)
+                                stats.cursors += 1
+                                pointer = None
+                        continue  # nothing on the screen to look at
                 else:
                     next_tick += period
                     now = time.monotonic()
@@ -448,8 +466,10 @@ async def share_screen(client: Client, stop: asyncio.Event, *, monitor: int = 1,
                 grabber.low_rate = screen.low_rate
                 now = time.monotonic()
                 moves = None if listener is None else listener.pointer_moves
-                look = moves is None or moves != pointer_moves or \
-                    now - pointer_looked >= POINTER_RECHECK
+                # without XFixes' notice of a new picture, look now and then anyway
+                look = moves is None or moves != pointer_moves or (
+                    listener is not None and not listener.cursor_events
+                    and now - pointer_looked >= POINTER_RECHECK)
                 if look:
                     pointer_moves, pointer_looked = moves, now
                 grabbed, pointer = await loop.run_in_executor(
