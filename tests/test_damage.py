@@ -22,7 +22,7 @@ from chatscreen.screen.damage import (
     damage_mask,
 )
 from chatscreen.screen.encoders import ScreenEncoder, hinted_change_map
-from chatscreen.screen.sharing import ShareStats, _Grabber, frame_rects
+from chatscreen.screen.sharing import CaptureThread, ShareStats, _Grabber, frame_rects
 from chatscreen.screen.tiles import Box, change_map
 from tests.helpers.server import TIMEOUT, ServerProcess, run
 from tests.helpers.sharing import watched_share
@@ -292,6 +292,31 @@ def test_listener_says_why_it_cannot_listen() -> None:
 
 
 # -- the sharer ---------------------------------------------------------------------------------
+
+
+def test_the_capture_thread_runs_jobs_in_order_on_one_thread_and_passes_errors_on() -> None:
+    async def scenario() -> None:
+        worker = CaptureThread(asyncio.get_running_loop())
+        try:
+            seen: list[tuple[int, int]] = []
+
+            def job(k: int) -> int:
+                seen.append((k, threading.get_ident()))
+                return k * k
+
+            pending = [worker.run(job, k) for k in range(5)]
+            assert await asyncio.gather(*pending) == [0, 1, 4, 9, 16]
+            assert [k for k, _ in seen] == list(range(5))
+            assert len({t for _, t in seen}) == 1 and seen[0][1] != threading.get_ident()
+            with pytest.raises(ZeroDivisionError):
+                await worker.run(lambda: 1 // 0)
+            assert await worker.run(job, 7) == 49  # an error does not end the thread
+        finally:
+            worker.stop()
+        worker._thread.join(DEADLINE_S)
+        assert not worker._thread.is_alive()
+
+    asyncio.run(scenario())
 
 
 def share_and_draw(server: ServerProcess, display: str, *, damage: bool) -> ShareStats:
