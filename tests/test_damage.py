@@ -280,6 +280,38 @@ def test_damage_read_during_the_pointer_query_is_reported_at_once(xvfb_display: 
         win.close()
 
 
+def test_without_its_thread_the_listener_reports_on_the_callers_thread(
+        xvfb_display: str) -> None:
+    """``threaded=False``: the sharer's capture thread reads the events itself (pump): a
+    drawing is reported once over, a poke from another thread ends the wait at once, and
+    nothing to report ends it at the timeout."""
+    win = XWindow(xvfb_display, 300, 200, 400, 300)
+    listener = DamageListener(xvfb_display, threaded=False)
+    try:
+        assert listener.start(), listener.unavailable
+        assert listener.active and listener._thread is None
+        listener.take()
+        win.fill(10, 10, 20, 20, 0x00FF00)
+        seen: list[Rect] = []
+        deadline = time.monotonic() + DEADLINE_S
+        while not covers(seen, (310, 210, 20, 20)):
+            assert time.monotonic() < deadline, seen
+            if listener.pump(DEADLINE_S) == "damage":
+                seen += listener.take()
+        poker = threading.Thread(target=listener.poke)
+        poker.start()
+        assert listener.pump(10 * DEADLINE_S) == "poked"
+        poker.join()
+        started = time.monotonic()
+        while (got := listener.pump(0.05)) == "damage":  # what is left of the drawing
+            listener.take()
+        assert got == "timeout" and time.monotonic() - started < DEADLINE_S
+    finally:
+        listener.close()
+        win.close()
+    assert not listener.active
+
+
 def test_listener_says_why_it_cannot_listen() -> None:
     off = DamageListener(":0", enabled=False)
     assert off.start() is False and off.unavailable == "disabled"

@@ -10,7 +10,8 @@ thread: an asyncio user passes ``lambda: loop.call_soon_threadsafe(ev.set)``): a
 copy then a redraw of the exposed lines (here 0.1-0.3 ms apart), and a capture in between
 would get it half drawn, the rest waiting for the next capture. The listener waits in
 ``select`` with that timeout, to the tenth of a millisecond (an asyncio sleep has 1 ms
-steps).
+steps). With ``threaded=False`` there is no such thread: the caller's thread reads the events
+(:meth:`~DamageListener.pump`), which is how the sharer's capture thread waits for damage.
 
 The mouse pointer is not drawn into the framebuffer (mss draws it into captures from XFixes),
 so DAMAGE does not see it move: while ``track_pointer`` is on, the listener also asks the X
@@ -125,13 +126,18 @@ class DamageListener:
                  on_damage: Callable[[], None] | None = None, enabled: bool = True,
                  track_pointer: bool = True, pointer_hz: float = POINTER_HZ,
                  settle: float = SETTLE, max_settle: float = MAX_SETTLE,
-                 pointer_rects: bool = True) -> None:
+                 pointer_rects: bool = True, threaded: bool = True) -> None:
         self.display_name = display if display is not None else os.environ.get("DISPLAY")
         self.on_damage = on_damage
         self.enabled = enabled
         self.track_pointer = track_pointer
         self.pointer_period = 1.0 / pointer_hz
         self.pointer_rects = pointer_rects
+        self.threaded = threaded  # False: the caller reads the events (pump), no thread
+        self._broken = False
+        self._next_pointer = 0.0  # when the pointer's position is asked for next
+        self._burst: float | None = None  # when the damage not yet told of began
+        self._last = 0.0  # when the latest damage came
         self.settle, self.max_settle = settle, max_settle
         self.accumulator = DamageAccumulator()
         self.event = threading.Event()  # set when damage is pending, cleared by take()
@@ -155,6 +161,8 @@ class DamageListener:
 
     @property
     def active(self) -> bool:
+        if not self.threaded:
+            return self._disp is not None and not self._broken
         return self._thread is not None and self._thread.is_alive()
 
     def start(self) -> bool:
@@ -199,9 +207,37 @@ class DamageListener:
         self._disp = disp
         self._notify_code = int(disp.extension_event.DamageNotify)
         self._wake_r, self._wake_w = os.pipe()
-        self._thread = threading.Thread(target=self._run, name="damage", daemon=True)
-        self._thread.start()
+        os.set_blocking(self._wake_r, False)
+        self._next_pointer = time.monotonic()
+        if self.threaded:
+            self._thread = threading.Thread(target=self._run, name="damage", daemon=True)
+            self._thread.start()
         return True
+
+    def pump(self, timeout: float | None) -> str:
+        """Without a thread of its own (``threaded=False``): read the X server's events on
+        the caller's thread until a burst of damage is over ("damage": :meth:`take` it, the
+        callback is not called), ``timeout`` seconds pass ("timeout") or :meth:`poke` is
+        called ("poked"). One thread then waits for damage and captures: no hand-off
+        between two (each wake-up of a thread costs ~0.1 ms of CPU on a small VM)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self.active:
+            return "damage"  # broken: the caller sees it (active) and polls
+        try:
+            while True:
+                told = self._cycle(deadline, notify=False)
+                if told is not None:
+                    return told
+        except Exception as exc:  # the X connection broke: say so, wake the user to poll
+            self.unavailable = f"DAMAGE listener stopped: {exc}"
+            self._broken = True
+            return "damage"
+
+    def poke(self) -> None:
+        """Make :meth:`pump` return "poked" now (or at its next call); any thread."""
+        if self._wake_w >= 0:
+            with contextlib.suppress(OSError):
+                os.write(self._wake_w, b"p")
 
     def _select_pointer_events(self, disp: Any, root: Any) -> None:
         """Ask for XInput 2.2 raw motion and XFixes cursor notify events where the X server
@@ -275,62 +311,75 @@ class DamageListener:
             self.on_damage()
 
     def _run(self) -> None:
-        disp = self._disp
-        fd = disp.fileno()
-        root = disp.screen().root
-        next_pointer = time.monotonic()  # when the pointer's position is asked for next
-        burst: float | None = None  # when the damage not yet told of began
-        last = 0.0  # when the latest damage came
         try:
             while not self._stop.is_set():
-                rects: list[Rect] = []
-                moved = False
-                moves = self.pointer_moves
-                for _ in range(disp.pending_events()):
-                    ev = disp.next_event()
-                    code = ev.type & 0x7F
-                    if code == self._notify_code:
-                        a = ev.area
-                        rects.append((int(a.x), int(a.y), int(a.width), int(a.height)))
-                    elif code == self._cursor_code:  # a new picture counts as a move
-                        self.pointer_moves += 1
-                    elif (code == GENERIC_EVENT and ev.extension == self._motion_opcode
-                          and ev.evtype == RAW_MOTION):
-                        moved = True
-                now = time.monotonic()
-                if moved:  # ask soon, but not more often than pointer_hz
-                    next_pointer = min(next_pointer, self._last_poll + self.pointer_period)
-                if self.track_pointer and now >= next_pointer:
-                    next_pointer = now + (self.pointer_period if not self.motion_events
-                                          else 1.0 / STILL_HZ)
-                    self._last_poll = now
-                    rects += self._pointer_moved(root)
-                if rects or self.pointer_moves != moves:  # wake the sharer for either
-                    self.accumulator.add(rects)
-                    last = now
-                    if burst is None:
-                        burst = now
-                if disp.pending_events():
-                    # events read while waiting for the pointer's reply sit in Xlib's queue,
-                    # not in the socket: select() would not see them until the next event or
-                    # pointer poll (up to 1/pointer_hz later: a change now and then merged
-                    # with the next one)
-                    continue
-                now = time.monotonic()
-                if burst is not None and (now - last >= self.settle
-                                          or now - burst >= self.max_settle):
-                    burst = None  # the drawing is over (or has gone on long enough)
-                    self._notify()
-                timeout = max(next_pointer - now, 0.0) if self.track_pointer else None
-                if burst is not None:
-                    due = max(min(last + self.settle, burst + self.max_settle) - now, 0.0)
-                    timeout = due if timeout is None else min(timeout, due)
-                readable, _, _ = select.select([fd, self._wake_r], [], [], timeout)
-                if self._wake_r in readable:
+                if self._cycle(None, notify=True) == "poked":
                     break
         except Exception as exc:  # the X connection broke: say so, wake the user to poll
             self.unavailable = f"DAMAGE listener stopped: {exc}"
             self._notify()
+
+    def _cycle(self, deadline: float | None, *, notify: bool) -> str | None:
+        """Read the pending events, ask for the pointer when due, tell of a burst of damage
+        that is over ("damage"; ``notify``: by the event and callback), else wait in select
+        for more, up to ``deadline`` ("timeout") or the wake pipe ("poked"); None: go on."""
+        disp = self._disp
+        rects: list[Rect] = []
+        moved = False
+        moves = self.pointer_moves
+        for _ in range(disp.pending_events()):
+            ev = disp.next_event()
+            code = ev.type & 0x7F
+            if code == self._notify_code:
+                a = ev.area
+                rects.append((int(a.x), int(a.y), int(a.width), int(a.height)))
+            elif code == self._cursor_code:  # a new picture counts as a move
+                self.pointer_moves += 1
+            elif (code == GENERIC_EVENT and ev.extension == self._motion_opcode
+                  and ev.evtype == RAW_MOTION):
+                moved = True
+        now = time.monotonic()
+        if moved:  # ask soon, but not more often than pointer_hz
+            self._next_pointer = min(self._next_pointer, self._last_poll + self.pointer_period)
+        if self.track_pointer and now >= self._next_pointer:
+            self._next_pointer = now + (self.pointer_period if not self.motion_events
+                                        else 1.0 / STILL_HZ)
+            self._last_poll = now
+            rects += self._pointer_moved(disp.screen().root)
+        if rects or self.pointer_moves != moves:  # wake the sharer for either
+            self.accumulator.add(rects)
+            self._last = now
+            if self._burst is None:
+                self._burst = now
+        if disp.pending_events():
+            # events read while waiting for the pointer's reply sit in Xlib's queue, not in
+            # the socket: select() would not see them until the next event or pointer poll
+            # (up to 1/pointer_hz later: a change now and then merged with the next one)
+            return None
+        now = time.monotonic()
+        burst = self._burst
+        if burst is not None and (now - self._last >= self.settle
+                                  or now - burst >= self.max_settle):
+            self._burst = None  # the drawing is over (or has gone on long enough)
+            if notify:
+                self._notify()
+            return "damage"
+        timeout = max(self._next_pointer - now, 0.0) if self.track_pointer else None
+        if burst is not None:
+            due = max(min(self._last + self.settle, burst + self.max_settle) - now, 0.0)
+            timeout = due if timeout is None else min(timeout, due)
+        if deadline is not None:
+            timeout = max(deadline - now, 0.0) if timeout is None else \
+                min(timeout, max(deadline - now, 0.0))
+        readable, _, _ = select.select([disp.fileno(), self._wake_r], [], [], timeout)
+        if self._wake_r in readable:
+            with contextlib.suppress(OSError):
+                os.read(self._wake_r, 4096)
+            return "poked"
+        if deadline is not None and not readable and time.monotonic() >= deadline \
+                and self._burst is None:
+            return "timeout"
+        return None
 
     def _pointer_moved(self, root: Any) -> list[Rect]:
         p = root.query_pointer()

@@ -1,9 +1,11 @@
 """Sharing and viewing a screen over a client's screen connection.
 
-The sharer captures and encodes on one dedicated thread (mss handles are per thread). Where
-the X server has the DAMAGE extension (:mod:`chatscreen.screen.damage`), it captures when the X
-server reports a change, right away but not much more often than ``fps`` on average (a
-change that comes too soon waits for a token: see :class:`CaptureBucket`), once the drawing
+The sharer waits for damage, captures and encodes on one dedicated thread (mss handles are
+per thread; see :class:`_Pacer`), which wakes the event loop once an update, to send it. Where
+the X server has the DAMAGE extension (:mod:`chatscreen.screen.damage`, read on that thread),
+it captures when the X server reports a change, right away but not much more often than
+``fps`` on average (a change that comes too soon waits for a token: see
+:class:`CaptureBucket`), once the drawing
 has settled (the listener tells of a burst of damage once it is over), and compares only the
 tiles the damage touched; an idle screen costs no capture at all, except when a lossless
 refresh falls due. Without DAMAGE (no X, Wayland, ``damage=False``) it polls at a steady
@@ -419,20 +421,18 @@ async def share_screen(client: Client, stop: asyncio.Event, *, monitor: int = 1,
     except BaseException:
         pool.stop()
         raise
-    damaged = asyncio.Event()
-
-    def on_damage() -> None:
-        loop.call_soon_threadsafe(damaged.set)
-
-    # the pointer's moves need no capture when it is not in the captures
-    listener: DamageListener | None = DamageListener(on_damage=on_damage, enabled=damage,
+    # the pointer's moves need no capture when it is not in the captures; the capture
+    # thread reads the X events itself (pump): no thread of the listener's own
+    listener: DamageListener | None = DamageListener(enabled=damage, threaded=False,
                                                      pointer_rects=grabber.pointer is None)
     assert listener is not None
-    if not await loop.run_in_executor(None, listener.start):
+    if not await pool.run(listener.start):
         log.info("polling the screen at %g frames/s: %s", fps, listener.unavailable)
         listener = None
     stats.damage = listener is not None
     screen: ScreenChannel | None = None
+    pacer: _Pacer | None = None
+    poker: asyncio.Task[None] | None = None
     try:
         screen = stats.channel = await client.open_screen()
         if listener is not None:
@@ -445,105 +445,194 @@ async def share_screen(client: Client, stop: asyncio.Event, *, monitor: int = 1,
         if on_started is not None:
             on_started(w, h)
         pointer = await pool.run(grabber.pointer_update)
-        pointer_moves = None if listener is None else listener.pointer_moves
-        pointer_looked = time.monotonic()
-        period = 1.0 / fps
-        next_tick = time.monotonic()
-        bucket = CaptureBucket(fps)
+        pacer = _Pacer(grabber, listener, fps, stop, screen)
+        sent = asyncio.Event()  # set after every update sent (for _poke_on_events)
+        poker = asyncio.create_task(_poke_on_events(pacer, stop, screen, sent))
+        grabbed: tuple[int, int, Update] | None = first
         while True:
             if pointer is not None:  # the pointer moved or changed: ~40 bytes, no tiles
                 await screen.send_cursor(*pointer)
                 stats.cursors += 1
-                pointer = None
-            rects = update.regions  # already what send_frame takes
-            await screen.send_frame(w, h, rects, key=update.key)
-            stats.frames += 1
-            stats.key_frames += update.key
-            stats.rects += len(rects)
-            stats.bytes += update.size
+            if grabbed is not None:
+                w, h, update = grabbed
+                rects = update.regions  # already what send_frame takes
+                await screen.send_frame(w, h, rects, key=update.key)
+                stats.frames += 1
+                stats.key_frames += update.key
+                stats.rects += len(rects)
+                stats.bytes += update.size
+            sent.set()
             while True:
-                hint: list[Rect] | None = None
-                if listener is not None and not listener.active:  # the X connection broke
-                    log.warning("polling the screen at %g frames/s: %s", fps,
-                                listener.unavailable)
-                    listener.close()
-                    listener = None
-                    stats.damage = False
-                    next_tick = time.monotonic()
-                if listener is not None:
-                    # wait for damage, a key frame request or the next lossless refresh
-                    due = grabber.refresh_at
-                    timeout = None if due is None else due - time.monotonic()
-                    await _wait_any([stop, damaged, screen.key_requested, screen.closed],
-                                    timeout)
-                    if stop.is_set():
-                        return stats
-                    # never much more often than fps on average: a token bucket (refilled at
-                    # 1.2 x fps, holding CAPTURE_BURST) lets a change be captured at once unless the
-                    # last ones came faster than fps; then it waits for the next token
-                    # (whatever else changes meanwhile comes along). Not fixed slots after
-                    # each capture: with changes at exactly fps, one late wake-up would push
-                    # every later capture as late (the slot only ratchets up).
-                    wait = bucket.take(time.monotonic())
-                    if wait > 0:
-                        await _wait_any([stop], wait)
-                        if stop.is_set():
-                            return stats
-                    damaged.clear()
-                    hint = listener.take()
-                    due = grabber.refresh_at
-                    if (not hint and not screen.key_requested.is_set()
-                            and not screen.closed.is_set()
-                            and (due is None or due > time.monotonic())):
-                        if listener.pointer_moves != pointer_moves:  # the pointer alone
-                            pointer_moves = listener.pointer_moves
-                            pointer_looked = time.monotonic()
-                            pointer = await pool.run(grabber.pointer_update)
-                            if pointer is not None:
-                                await screen.send_cursor(*pointer)
-                                stats.cursors += 1
-                                pointer = None
-                        continue  # nothing on the screen to look at
-                else:
-                    next_tick += period
-                    now = time.monotonic()
-                    if next_tick < now:
-                        next_tick = now  # skip missed ticks, don't burst
-                    await _wait_any([stop], next_tick - now)
-                    if stop.is_set():
-                        return stats
+                if stop.is_set():
+                    return stats
                 if screen.closed.is_set():
                     raise ConnectionResetError(str(screen.link.close_reason or "closed"))
                 idr = screen.idr_requested.is_set()
                 screen.idr_requested.clear()
                 grabber.low_rate = screen.low_rate
-                now = time.monotonic()
-                moves = None if listener is None else listener.pointer_moves
-                # without XFixes' notice of a new picture, look now and then anyway
-                look = moves is None or moves != pointer_moves or (
-                    listener is not None and not listener.cursor_events
-                    and now - pointer_looked >= POINTER_RECHECK)
-                if look:
-                    pointer_moves, pointer_looked = moves, now
-                grabbed, pointer = await pool.run(
-                    grabber.grab_with_pointer, screen.key_requested.is_set(), hint, idr, look)
-                stats.captures += 1
-                if pointer is not None and grabbed is None:
-                    await screen.send_cursor(*pointer)
-                    stats.cursors += 1
-                    pointer = None
-                if grabbed is not None:
-                    w, h, update = grabbed
+                # the capture thread waits for damage and captures: the event loop is woken
+                # once an update, to send it
+                got = await pool.run(pacer.next_update, screen.key_requested.is_set(), idr)
+                stats.captures = pacer.captures + 1
+                if pacer.listener is None and stats.damage:
+                    log.warning("polling the screen at %g frames/s: %s", fps,
+                                listener.unavailable if listener is not None else "")
+                    stats.damage = False
+                if got is not None:
+                    grabbed, pointer = got
                     break
     finally:
-        if listener is not None:
-            await loop.run_in_executor(None, listener.close)
+        if pacer is not None:
+            pacer.closing = True  # the capture thread stops waiting
+            pacer.poke()
+        if poker is not None:
+            poker.cancel()
         if screen is not None:
             await screen.close()
         try:
+            if listener is not None:
+                await pool.run(listener.close)  # on the thread that reads it
             await pool.run(grabber.close)
         finally:
             pool.stop()
+
+
+async def _poke_on_events(pacer: _Pacer, stop: asyncio.Event, screen: ScreenChannel,
+                          sent: asyncio.Event) -> None:
+    """Wake the capture thread (waiting for damage in :meth:`_Pacer.next_update`) when
+    the sharing loop has to act: stop, a key frame asked for, the connection closed. A key
+    request stays set until the key frame is sent: then wait for that before looking
+    again."""
+    while True:
+        await _wait_any([stop, screen.key_requested, screen.closed], None)
+        pacer.poke()
+        sent.clear()
+        await sent.wait()
+
+
+class _Pacer:
+    """On the capture thread: when to capture (X DAMAGE, read on this thread; the lossless
+    refresh; the polling cadence; the rate limit), and what to send. The sharing loop asks
+    it for the next update (:meth:`next_update`) and sends it: the event loop is woken once
+    an update, not for damage nor for a capture that found nothing new."""
+
+    def __init__(self, grabber: _Grabber, listener: DamageListener | None, fps: float,
+                 stop: asyncio.Event, screen: ScreenChannel) -> None:
+        self.grabber, self.listener = grabber, listener
+        self.stop, self.screen = stop, screen
+        self.period = 1.0 / fps
+        self.bucket = CaptureBucket(fps)
+        self.next_tick = time.monotonic()
+        self.pointer_moves = None if listener is None else listener.pointer_moves
+        self.pointer_looked = time.monotonic()
+        self.captures = 0
+        self.closing = False
+        self._wake = threading.Event()  # polling: poke() ends the wait for the next tick
+
+    def poke(self) -> None:
+        """Have :meth:`next_update` return (None) soon to let the sharing loop look; any
+        thread."""
+        self._wake.set()
+        listener = self.listener
+        if listener is not None:
+            listener.poke()
+
+    def _poked(self) -> bool:
+        """Has the sharing loop something to do (read from this thread: flags only)?"""
+        s = self.screen
+        return (self.closing or self.stop.is_set() or s.key_requested.is_set()
+                or s.closed.is_set())
+
+    def _wait(self, seconds: float | None, damage: bool = False) -> bool:
+        """Wait ``seconds`` (None: no limit), or (``damage``) until damage comes, reading
+        it meanwhile; False when the sharing loop has to look, or the X connection broke
+        (then poll from now on)."""
+        listener = self.listener
+        if listener is None:
+            self._wake.wait(seconds)
+            self._wake.clear()
+            return not self._poked()
+        end = None if seconds is None else time.monotonic() + seconds
+        while True:
+            left = None if end is None else max(end - time.monotonic(), 0.0)
+            got = listener.pump(left)
+            if not listener.active:
+                self.listener = None  # (no poke for it from now on)
+                listener.close()  # on this thread, which reads it
+                self.next_tick = time.monotonic()
+                return False
+            if self._poked():
+                return False
+            if got == "damage" and damage:
+                return True
+            if got == "timeout" or (end is not None and time.monotonic() >= end):
+                return True
+
+    def next_update(self, force: bool, idr: bool
+                    ) -> tuple[tuple[int, int, Update] | None, tuple[Cursor, bool] | None] | None:
+        """Wait for, capture and encode what is to be sent next: (the update or None, the
+        pointer's update or None); None when the sharing loop has to look (stop, a key frame
+        asked for, the connection closed, DAMAGE lost). ``force``: a key frame now."""
+        g = self.grabber
+        if force:
+            return self._grab(True, None if self.listener is None else self.listener.take(),
+                              idr)
+        while True:
+            if self._poked():
+                return None
+            listener = self.listener
+            hint: list[Rect] | None = None
+            if listener is not None:
+                # wait for damage or the next lossless refresh
+                due = g.refresh_at
+                if not listener.accumulator and not self._wait(
+                        None if due is None else max(due - time.monotonic(), 0.0), True):
+                    return None
+                # never much more often than fps on average: a token bucket (refilled at
+                # 1.2 x fps, holding CAPTURE_BURST) lets a change be captured at once unless
+                # the last ones came faster than fps; then it waits for the next token
+                # (whatever else changes meanwhile comes along). Not fixed slots after each
+                # capture: with changes at exactly fps, one late wake-up would push every
+                # later capture as late (the slot only ratchets up).
+                wait = self.bucket.take(time.monotonic())
+                if wait > 0 and not self._wait(wait):
+                    return None
+                hint = listener.take()
+                due = g.refresh_at
+                if not hint and (due is None or due > time.monotonic()):
+                    if listener.pointer_moves != self.pointer_moves:  # the pointer alone
+                        self.pointer_moves = listener.pointer_moves
+                        self.pointer_looked = time.monotonic()
+                        pointer = g.pointer_update()
+                        if pointer is not None:
+                            return None, pointer
+                    continue  # nothing on the screen to look at
+            else:
+                self.next_tick += self.period
+                now = time.monotonic()
+                if self.next_tick < now:
+                    self.next_tick = now  # skip missed ticks, don't burst
+                if not self._wait(self.next_tick - now):
+                    return None
+            got = self._grab(False, hint, idr)
+            idr = False
+            if got[0] is not None or got[1] is not None:
+                return got
+            # nothing changed (a redraw of the same pixels): wait for more
+
+    def _grab(self, force: bool, hint: list[Rect] | None, idr: bool
+              ) -> tuple[tuple[int, int, Update] | None, tuple[Cursor, bool] | None]:
+        now = time.monotonic()
+        listener = self.listener
+        moves = None if listener is None else listener.pointer_moves
+        # without XFixes' notice of a new picture, look now and then anyway
+        look = moves is None or moves != self.pointer_moves or (
+            listener is not None and not listener.cursor_events
+            and now - self.pointer_looked >= POINTER_RECHECK)
+        if look:
+            self.pointer_moves, self.pointer_looked = moves, now
+        self.captures += 1
+        return self.grabber.grab_with_pointer(force, hint, idr, look)
 
 
 def frame_rects(msg: Message) -> list[tuple[int, int, int, int, str, bytes]]:
