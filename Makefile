@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 ARGS ?=
 
 .DEFAULT_GOAL := test
-.PHONY: venv sysdeps test lint run bench soak clean fuzz attack
+.PHONY: venv sysdeps bench-sysdeps test lint run bench soak clean fuzz attack
 
 venv: $(STAMP)
 
@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml
 
 sysdeps:
 	PYTHON=$(PYTHON) bash scripts/ensure-sysdeps.sh
+
+# What only `make bench` needs: x0vncserver, the VNC baseline of bench/bench_vnc.py.
+bench-sysdeps: sysdeps
+	bash scripts/ensure-bench-sysdeps.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
@@ -47,7 +51,7 @@ fuzz: $(STAMP)
 	timeout --kill-after=30 900 $(BIN)/python -m pytest -q -o timeout=880 \
 		--hypothesis-seed=$$seed --hypothesis-show-statistics tests/test_fuzz.py $(PYTEST_ARGS)
 
-bench: sysdeps $(STAMP)
+bench: bench-sysdeps $(STAMP)
 	$(BIN)/python -m bench
 
 # Attacks with a guest login at full scale (minutes): chat latency and server memory, idle vs

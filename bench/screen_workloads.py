@@ -1,13 +1,20 @@
 """The issue-4 screen workloads, deterministic, on the display of $DISPLAY (1920x1080).
 
 ``python bench/screen_workloads.py WORKLOAD [--rate 30] [--seconds 20]`` with WORKLOAD one of
-``idle`` (a still desktop), ``typing`` (a full-screen editor, one character per tick),
-``scrolling`` (a long document scrolled one line per tick), ``video`` (a photographic
-animation in 30 % of the screen, one new picture per tick), ``drag`` (a window moved across
-the desktop, one step per tick). Tick ``n`` always draws the same picture.
+``idle`` (a still desktop), ``typing`` (a full-screen editor, one character per tick, no
+scrolling: the text starts 20 lines long and does not reach the bottom within a run),
+``typing-scroll`` (the same editor full to its last line, one character per tick typed at
+the end: every line end, about every 35 characters or 1.2 s at 30 characters/s, scrolls the
+whole text up by one line, as typing at the bottom of a full editor does), ``pixel`` (the
+still desktop where ONE pixel, at :data:`PIXEL`, changes colour once a tick; run it with
+``--rate 1``), ``scrolling`` (a long document scrolled one line per tick), ``video`` (a
+photographic animation in 30 % of the screen, one new picture per tick), ``drag`` (a window
+moved across the desktop, one step per tick). Tick ``n`` always draws the same picture.
 
 Every tick also draws its number as 16 black/white 24x24 blocks at the bottom right
-(:data:`MARKER`), so that a viewer can tell which tick it shows, and prints
+(:data:`MARKER`), so that a viewer can tell which tick it shows (:func:`read_marker`), except
+``pixel``, which draws nothing else: its pixel's colour is the tick number
+(:func:`read_pixel`), so that the bytes per change are that pixel's only. Every tick prints
 ``tick N T`` with ``T`` = ``time.monotonic()`` right after the X server has it (XSync), so
 that latency can be measured from the change on the display to the viewer. After
 ``--seconds`` the screen stays still (for the lossless-refresh check) until killed. Prints
@@ -28,6 +35,8 @@ W, H = 1920, 1080
 BLOCK, BITS = 24, 16
 MARKER = (W - BLOCK * BITS, H - BLOCK)  # x, y of the tick marker
 VIDEO_BOX = (80, 120, 1120, 720)  # x0, y0, x1, y1: 1040x600 = 30 % of the screen
+PIXEL = (701, 433)  # x, y of the ``pixel`` workload's pixel
+PIXEL_BLUE = 0x5A  # its blue channel; red and green hold the tick number
 TEXT = ("def handle(self, peer, message):\n    # relay the frame to every viewer\n"
         "    for viewer in self.viewers:\n        viewer.send(message)\n")
 
@@ -42,6 +51,20 @@ def read_marker(rgb: np.ndarray, sx: float = 1.0, sy: float = 1.0) -> int:
             return -1
         n |= (int(rgb[y, x].mean()) > 127) << b
     return n
+
+
+def pixel_colour(n: int) -> str:
+    """The ``pixel`` workload's colour for tick ``n`` (Tk notation)."""
+    return f"#{n & 0xFF:02x}{n >> 8 & 0xFF:02x}{PIXEL_BLUE:02x}"
+
+
+def read_pixel(rgb: np.ndarray, sx: float = 1.0, sy: float = 1.0) -> int:
+    """The tick number the ``pixel`` workload's pixel shows, -1 if it shows none."""
+    x, y = int(PIXEL[0] * sx), int(PIXEL[1] * sy)
+    if y >= rgb.shape[0] or x >= rgb.shape[1]:
+        return -1
+    r, g, b = (int(v) for v in rgb[y, x][:3])
+    return r | g << 8 if b == PIXEL_BLUE else -1
 
 
 def video_frames(n: int, w: int, h: int) -> list[bytes]:
@@ -63,7 +86,8 @@ def video_frames(n: int, w: int, h: int) -> list[bytes]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("workload", choices=["idle", "typing", "scrolling", "video", "drag"])
+    parser.add_argument("workload", choices=["idle", "typing", "typing-scroll", "pixel",
+                                                  "scrolling", "video", "drag"])
     parser.add_argument("--desktop", help="PNG background for idle/video/drag")
     parser.add_argument("--rate", type=float, default=30.0)
     parser.add_argument("--seconds", type=float, default=20.0)
@@ -84,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         canvas.create_image(0, 0, anchor="nw", image=photo)
     font = ("DejaVu Sans Mono", 11)
     step = None
-    if args.workload in ("typing", "scrolling"):
+    if args.workload in ("typing", "typing-scroll", "scrolling"):
         text = tk.Text(root, font=font, background="#fdfdfd", foreground="#1e1e1e",
                        borderwidth=0, highlightthickness=0, wrap="none", insertwidth=2)
         text.place(x=0, y=0, width=W, height=H - BLOCK)
@@ -97,6 +121,17 @@ def main(argv: list[str] | None = None) -> int:
                 text.insert("end-1c", source[n % len(source)])
 
             step = step_typing
+        elif args.workload == "typing-scroll":
+            text.insert("1.0", "".join(f"{i:4d}  " + TEXT.splitlines()[i % 4] + "\n"
+                                       for i in range(H // 12)))
+            text.see("end")
+            source = TEXT * 400
+
+            def step_typing_scroll(n: int) -> None:
+                text.insert("end-1c", source[n % len(source)])
+                text.see("end")
+
+            step = step_typing_scroll
         else:
             text.insert("1.0", "".join(f"{i:5d}  " + TEXT.splitlines()[i % 4] + "  # line "
                                        f"{i} of a long document\n" for i in range(20000)))
@@ -116,6 +151,16 @@ def main(argv: list[str] | None = None) -> int:
             canvas.itemconfigure(item, image=frames[n % len(frames)])
 
         step = step_video
+    elif args.workload == "pixel":
+        dot = tk.PhotoImage(master=root, width=1, height=1)
+        dot.put(pixel_colour(0), (0, 0))
+        keep.append(dot)
+        canvas.create_image(*PIXEL, anchor="nw", image=dot)
+
+        def step_pixel(n: int) -> None:
+            dot.put(pixel_colour(n), (0, 0))
+
+        step = step_pixel
     elif args.workload == "drag":
         win = tk.Toplevel(root)
         win.overrideredirect(True)
@@ -134,9 +179,9 @@ def main(argv: list[str] | None = None) -> int:
         on_top.append(win)
         step = step_drag
 
-    marker = [canvas.create_rectangle(MARKER[0] + b * BLOCK, MARKER[1],
-                                      MARKER[0] + (b + 1) * BLOCK, H, width=0, fill="black")
-              for b in range(BITS)]
+    marker = [] if args.workload == "pixel" else [
+        canvas.create_rectangle(MARKER[0] + b * BLOCK, MARKER[1], MARKER[0] + (b + 1) * BLOCK,
+                                H, width=0, fill="black") for b in range(BITS)]
 
     def draw_marker(n: int) -> None:
         for b, rect in enumerate(marker):

@@ -23,6 +23,7 @@ from chatscreen.client.link import FINAL_CODES, Link, TLSOptions, describe_os_er
 from chatscreen.client.screen import ScreenChannel
 from chatscreen.errors import ConnectError, InvalidInput, RemoteProtocolError, ServerError
 from chatscreen.protocol import Limits, Message
+from chatscreen.protocol.binform import BIN_VERSION
 from chatscreen.protocol.schema import text as check_text_field
 from chatscreen.tls import KnownHosts, parse_fingerprint
 
@@ -527,11 +528,13 @@ class Client:
 
     # -- screen ------------------------------------------------------------------------
 
-    async def open_screen(self) -> ScreenChannel:
+    async def open_screen(self, *, binary: bool = True) -> ScreenChannel:
+        """The screen connection; ``binary``: ask for the binary form of frames (the
+        channel uses it if the server agrees, see protocol.binform)."""
         if self.token is None:
             raise ConnectionResetError("log in first")
         link = await Link.open(self.host, self.screen_port, self.timeout, self.tls,
-                               token=self.token)
+                               token=self.token, bin=BIN_VERSION if binary else None)
         return ScreenChannel(link)
 
     def share_of(self, user: str) -> dict[str, Any] | None:

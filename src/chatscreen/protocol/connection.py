@@ -11,12 +11,14 @@ fatal ``error``. Nothing else may cross before the handshake completes::
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Mapping
 from enum import Enum, auto
 from typing import Any
 
 from chatscreen.errors import ErrorCode, LocalProtocolError, RemoteProtocolError, RequestError
-from chatscreen.protocol.framing import FrameDecoder, Limits, encode_frame
+from chatscreen.protocol import binform
+from chatscreen.protocol.framing import Frame, FrameDecoder, Limits, encode_frame
 from chatscreen.protocol.schema import (
     CLIENT_MESSAGES,
     SERVER_MESSAGES,
@@ -51,6 +53,14 @@ class Connection:
             CLIENT_MESSAGES if role is Role.SERVER else SERVER_MESSAGES
         )
         self.state = State.AWAIT_HELLO if role is Role.SERVER else State.AWAIT_WELCOME
+        # The binary form of frame/cursor (protocol.binform): asked for in hello, granted in
+        # welcome; then both ends may use it. ``sizes``: each share's size as the last binary
+        # frame received with a size said (a binary frame may leave it out); the sharer's
+        # under None. ``sent_size``: the same for the binary frames we sent.
+        self.binary = False
+        self._bin_asked = False
+        self._sizes: dict[int | None, tuple[int, int]] = {}
+        self._sent_size: tuple[int, int] | None = None  # the size our last frame said
 
     # -- receiving ---------------------------------------------------------------------
 
@@ -72,6 +82,8 @@ class Connection:
         for frame in frames:
             if self.state is State.CLOSED:
                 return
+            if frame.binary:
+                self._complete(frame)
             try:
                 msg = parse_message(frame, self._inbound, self.limits)
             except RequestError as exc:
@@ -84,6 +96,21 @@ class Connection:
         if self._decoder.error is not None and self.state is not State.CLOSED:
             # valid frames came first, then a broken one: report it now, not on the next read
             raise self._decoder.error
+
+    def _complete(self, frame: Frame) -> None:
+        """A binary frame: allowed only once agreed. Without its size, it has the size of
+        the last binary frame of its share that had one, refused or not (none: it lacks w
+        and h, as a JSON frame would)."""
+        if not self.binary:
+            raise RemoteProtocolError(ErrorCode.BAD_FRAME,
+                                      "a binary frame, but the handshake did not agree on it")
+        header = frame.header
+        if header["type"] == "frame":
+            share = header.get("share")
+            if "w" in header:
+                self._sizes[share] = (header["w"], header["h"])
+            elif (size := self._sizes.get(share)) is not None:
+                header["w"], header["h"] = size
 
     def _refusable(self, exc: RequestError) -> bool:
         """May this bad request be refused alone? Not in the handshake, where nothing was
@@ -102,12 +129,14 @@ class Connection:
                     f"protocol version {msg['v']} is not supported; this server speaks "
                     f"{', '.join(map(str, sorted(SUPPORTED_VERSIONS)))}",
                 )
+            self._bin_asked = msg.get("bin") == binform.BIN_VERSION
             self.state = State.HELLO_RECEIVED
         elif state is State.HELLO_RECEIVED:
             raise RemoteProtocolError(ErrorCode.UNEXPECTED, "wait for welcome before sending")
         elif state is State.AWAIT_WELCOME:
             if msg.type == "welcome":
                 self.state = State.OPEN
+                self.binary = self._bin_asked and msg.get("bin") == binform.BIN_VERSION
             elif msg.type != "error":
                 raise RemoteProtocolError(ErrorCode.UNEXPECTED, "expected welcome")
         elif msg.type == "hello":
@@ -127,8 +156,47 @@ class Connection:
         if type_ == "welcome":
             if self.state is not State.HELLO_RECEIVED:
                 raise LocalProtocolError(ErrorCode.UNEXPECTED, "welcome only answers a hello")
+            self._grant_binary(fields)
             self.state = State.OPEN
+        elif type_ == "hello" and fields.get("bin") == binform.BIN_VERSION:
+            self._bin_asked = True  # the server's frames may come in it right behind welcome
+            self._decoder.binary = functools.partial(binform.decode_body, share=True)
+        elif self.binary and type_ in ("frame", "cursor"):
+            return self._send_binary(type_, payload, fields)
         return encode_frame({"type": type_, **fields}, payload)
+
+    def _grant_binary(self, welcome: dict[str, Any]) -> None:
+        if "bin" not in welcome:
+            return
+        if not self._bin_asked or welcome["bin"] != binform.BIN_VERSION:
+            raise LocalProtocolError(ErrorCode.INTERNAL, "bin in welcome, not asked for")
+        self.binary = True
+        self._decoder.binary = functools.partial(binform.decode_body, share=False)
+
+    def _send_binary(self, type_: str, payload: bytes | memoryview,
+                     fields: dict[str, Any]) -> bytes:
+        """A client's frame or cursor in the binary form (a cursor with a picture stays
+        JSON). A frame says its size when it is a key frame or another than the last binary
+        frame said."""
+        share = fields.get("share") if self.role is Role.SERVER else None
+        if type_ == "cursor":
+            if payload or "w" in fields:
+                return encode_frame({"type": type_, **fields}, payload)
+            try:
+                return binform.cursor_bytes(fields["x"], fields["y"], share)
+            except (KeyError, ValueError, TypeError) as exc:
+                raise LocalProtocolError(ErrorCode.INTERNAL,
+                                         f"cannot encode a binary cursor: {exc!r}") from None
+        size = (fields["w"], fields["h"])
+        try:
+            data = binform.frame_from_fields({"share": share, **fields}, payload,
+                                             size=fields["key"] or size != self._sent_size,
+                                             share=share is not None)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise LocalProtocolError(ErrorCode.INTERNAL,
+                                     f"cannot encode a binary frame: {exc!r}") from None
+        self._sent_size = size
+        return data
 
     def accept(self, **fields: Any) -> bytes:
         """Server side: complete the handshake."""

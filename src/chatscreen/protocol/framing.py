@@ -7,6 +7,8 @@ A frame on the wire::
 Both lengths are big-endian. ``body_length`` counts everything after itself, so
 ``body_length = 4 + header_length + len(payload)``. Limits are checked against the length
 fields before the body is buffered, so a peer cannot make us allocate more than the limit.
+A ``header_length`` of 0 (a JSON header is never empty) marks the binary form of a screen
+message, on connections that agreed on it (see ``protocol.binform``).
 Over WebSocket the same body (without the first u32) is one binary message.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +39,11 @@ class Limits:
 class Frame:
     header: dict[str, Any]
     payload: bytes = b""
+    binary: bool = False  # came in the binary form (header_length 0): see protocol.binform
+
+
+#: Parses a binary body (``buf[start:end]``): the header it stands for, where its payload starts.
+BinaryDecoder = Callable[[bytearray, int, int], tuple[dict[str, Any], int]]
 
 
 def _reject_constant(name: str) -> Any:
@@ -85,6 +93,9 @@ class FrameDecoder:
         self._buf = bytearray()
         self._need: int | None = None  # body length of the frame being read
         self._error: RemoteProtocolError | None = None
+        # set once the binary form may come (protocol.binform); until then an empty header
+        # is the bad JSON it looks like
+        self.binary: BinaryDecoder | None = None
 
     @property
     def buffered(self) -> int:
@@ -139,8 +150,13 @@ class FrameDecoder:
                 ErrorCode.FRAME_TOO_LARGE,
                 f"header of {hlen} bytes exceeds the limit of {self._limits.max_header}",
             )
-        header = decode_header(bytes(buf[8 : 8 + hlen]))
-        payload = bytes(buf[8 + hlen : 4 + need])
+        binary = hlen == 0 and self.binary is not None
+        if binary:
+            assert self.binary is not None
+            header, start = self.binary(buf, 8, 4 + need)
+        else:
+            header, start = decode_header(bytes(buf[8 : 8 + hlen])), 8 + hlen
+        payload = bytes(buf[start : 4 + need])
         del buf[: 4 + need]
         self._need = None
-        return Frame(header, payload)
+        return Frame(header, payload, binary)

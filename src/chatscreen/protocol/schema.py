@@ -142,7 +142,7 @@ def boolean(value: Any, _: Limits) -> bool:
     return value
 
 
-ENCODINGS = ("jpeg", "png", "raw", "palette", "zlib", "webp", "h264", "copy")
+ENCODINGS = ("jpeg", "png", "raw", "palette", "zlib", "webp", "h264", "copy", "packed")
 COPY_LEN = 8  # a copy rect's data: the source's x and y, uint32 big-endian each
 WORK_TILE = 64  # the grid by which a frame's work is counted (the relay's tiles)
 
@@ -308,7 +308,8 @@ CLIENT_MESSAGES: dict[str, Spec] = {
     "hello": Spec(
         {"v": integer(1, 1000)},
         {"user": NAME, "token": short_str(128), "resume": short_str(128), "client": short_str(64),
-         "password": PASSWORD, "server_password": PASSWORD},
+         "password": PASSWORD, "server_password": PASSWORD,
+         "bin": integer(0, 1000)},  # screen port: the binary form it speaks (protocol.binform)
     ),
     "ping": Spec(optional={"n": ID}),
     "pong": Spec(optional={"n": ID}),
@@ -369,6 +370,7 @@ SERVER_MESSAGES: dict[str, Spec] = {
             "rooms": list_of(NAME, 1000),
             "read": list_of(obj({"id": ID}, {"room": NAME, "peer": NAME}), 10_000),
             "invitations": list_of(NAME, 1000),
+            "bin": integer(1, 1000),  # the binary form is agreed (protocol.binform)
         },
     ),
     "error": Spec(

@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from chatscreen.errors import ErrorCode, RemoteProtocolError, RequestError
-from chatscreen.protocol import Message, encode_frame
+from chatscreen.protocol import Message, binform, encode_frame
 from chatscreen.protocol.annexb import is_idr
 from chatscreen.protocol.schema import MAX_RECTS, max_frame_tiles
 from chatscreen.server.adapt import (
@@ -116,6 +116,7 @@ class Piece:
     pure: bool = True  # the same in every quality layer (not a layer's own, nor reading one)
     cost: int = 0  # bytes it counts for in its store's ``bytes`` while it is live
     box: tuple[int, int, int, int] = (0, 0, 0, 0)  # x0, y0, x1, y1 (set when it is added)
+    head: bytes | None = None  # its rect in the binary form, once a binary viewer needed it
 
 
 class TileStore:
@@ -376,9 +377,10 @@ class Share:
     last_need_key: float = 0.0
     last_need_idr: float = 0.0
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
-    # encoded catch-up frames (and the last piece in each) by the "sent" they start from;
-    # valid until the next frame in; at most ``budget`` bytes of them
-    cache: dict[int, list[tuple[bytes, int]]] = field(default_factory=dict)
+    # encoded catch-up frames (and the last piece in each) by the "sent" they start from,
+    # the layer and the form (binary or not); valid until the next frame in; at most
+    # ``budget`` bytes of them
+    cache: dict[tuple[int, int, bool], list[tuple[bytes, int]]] = field(default_factory=dict)
     cached: int = 0  # bytes in the cache
     cursor: PointerState = field(default_factory=lambda: PointerState())
     layers: int = 1  # quality layers the sharer can send (2: it can send a low layer)
@@ -432,55 +434,73 @@ class Share:
         self.cache.clear()
         self.cached = 0
 
-    def catch_up(self, sent: int, layer: int = FULL) -> tuple[list[tuple[bytes, int]], int]:
+    def catch_up(self, sent: int, layer: int = FULL,
+                 binary: bool = False) -> tuple[list[tuple[bytes, int]], int]:
         """The frames (each with the id of the last piece in it) that bring a viewer of
         ``layer`` who has everything up to piece ``sent`` to the current picture, and the id
-        of the newest piece in them."""
+        of the newest piece in them; in the binary form if ``binary``."""
         store = self.layer_store(layer)
         if store is None or store.last_id <= sent:
             return [], sent
-        cache_key = sent if layer == FULL else -1 - sent
+        cache_key = (sent, layer, binary)
         frames = self.cache.get(cache_key)
         if frames is None:
-            frames = self._encode(store, store.newer_than(sent), sent < store.key_id)
+            frames = self._encode(store, store.newer_than(sent), sent < store.key_id, binary)
             size = sum(len(data) for data, _ in frames)
             if self.cached + size <= self.budget:  # viewers at many points: bounded
                 self.cache[cache_key] = frames
                 self.cached += size
         return frames, store.last_id
 
-    def switch(self, seat: Seat) -> tuple[list[tuple[bytes, int]], int]:
+    def switch(self, seat: Seat, binary: bool = False) -> tuple[list[tuple[bytes, int]], int]:
         """A viewer that changed layer: the frames that bring it from what it has of the old
         layer to the current picture of the new one (only where they differ), and the id of
         the newest piece of the new one; a key frame if there is no telling."""
         came_from, seat.came_from = seat.came_from, None
         old, new = self.layer_store(came_from or FULL), self.layer_store(seat.layer)
         if came_from == seat.layer:  # back before it was told: nothing to undo
-            return self.catch_up(seat.sent, seat.layer)
+            return self.catch_up(seat.sent, seat.layer, binary)
         if new is None:
             return [], 0
         if old is None or seat.sent < old.key_id or seat.sent < new.key_id:
-            return self.catch_up(0, seat.layer)
+            return self.catch_up(0, seat.layer, binary)
         pieces = new.switch_from(old, seat.sent)
-        return (self._encode(new, pieces, False) if pieces else []), new.last_id
+        return (self._encode(new, pieces, False, binary) if pieces else []), new.last_id
 
-    def _encode(self, store: TileStore, pieces: list[Piece],
-                key: bool) -> list[tuple[bytes, int]]:
+    def _encode(self, store: TileStore, pieces: list[Piece], key: bool,
+                binary: bool) -> list[tuple[bytes, int]]:
         """The pieces as frames of at most MAX_RECTS rects and about FRAME_BYTES bytes, the
-        first one a key frame if ``key``; each with the id of its last piece."""
+        first one a key frame if ``key``; each with the id of its last piece.
+
+        In the binary form a frame says its size only when it is a key frame: a viewer's
+        first frame of a share is one, and so is the first after the size changed (a new
+        store), so the viewer always has the size of the frames that leave it out."""
         frames = []
         start, size = 0, 0
         for n, p in enumerate(pieces, 1):
             size += len(p.data)
             if n - start == MAX_RECTS or size >= FRAME_BYTES or n == len(pieces):
                 chunk = pieces[start:n]
-                header = {"type": "frame", "share": self.id, "seq": chunk[-1].seq,
-                          "w": store.w, "h": store.h, "key": start == 0 and key,
-                          "rects": [p.rect for p in chunk]}
-                frames.append((encode_frame(header, b"".join(p.data for p in chunk)),
-                               chunk[-1].id))
+                is_key = start == 0 and key
+                if binary:
+                    data = binform.frame_bytes(
+                        chunk[-1].seq, is_key, (store.w, store.h) if is_key else None,
+                        [p.head or _head(p) for p in chunk], [p.data for p in chunk], self.id)
+                else:
+                    header = {"type": "frame", "share": self.id, "seq": chunk[-1].seq,
+                              "w": store.w, "h": store.h, "key": is_key,
+                              "rects": [p.rect for p in chunk]}
+                    data = encode_frame(header, b"".join(p.data for p in chunk))
+                frames.append((data, chunk[-1].id))
                 start, size = n, 0
         return frames
+
+
+def _head(piece: Piece) -> bytes:
+    """The piece's rect in the binary form, made once (the piece is sent to many viewers)."""
+    r = piece.rect
+    piece.head = binform.rect_head(r["x"], r["y"], r["w"], r["h"], r["enc"], r["len"])
+    return piece.head
 
 
 @dataclass(eq=False)
@@ -504,6 +524,8 @@ class PointerState:
         if moved == self.moved and drawn == self.drawn:
             return None
         self.sent[viewer] = (self.moved, self.drawn)
+        if drawn == self.drawn and viewer.conn.binary:
+            return binform.cursor_bytes(self.x, self.y, share_id)
         header: dict[str, Any] = {"type": "cursor", "share": share_id, "x": self.x,
                                   "y": self.y}
         if drawn == self.drawn:
@@ -557,8 +579,9 @@ class ScreenRelay:
             return
         peer.session = session
         session.screens.add(peer)
+        binary = {"bin": binform.BIN_VERSION} if msg.get("bin") == binform.BIN_VERSION else {}
         peer.accept(user=session.name, token=session.token, room="general",
-                    heartbeat=self.chat.heartbeat)
+                    heartbeat=self.chat.heartbeat, **binary)
 
     def on_lost(self, peer: Peer) -> None:
         if peer.session is not None:
@@ -918,10 +941,11 @@ class ScreenRelay:
         connection takes more; the rest waits for ``resume_writing``, by then newer still."""
         for share in self._watching.get(viewer, ()):
             seat = share.viewers[viewer]
+            binary = viewer.conn.binary
             if seat.came_from is not None:  # of the new layer now, even with nothing to send
-                frames, last = share.switch(seat)
+                frames, last = share.switch(seat, binary)
             else:
-                frames, last = share.catch_up(seat.sent, seat.layer)
+                frames, last = share.catch_up(seat.sent, seat.layer, binary)
             if frames:
                 seat.link.delivered(time.monotonic())
                 for i, (data, upto) in enumerate(frames, 1):
