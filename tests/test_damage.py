@@ -22,7 +22,7 @@ from chatscreen.screen.damage import (
     damage_mask,
 )
 from chatscreen.screen.encoders import ScreenEncoder, hinted_change_map
-from chatscreen.screen.sharing import ShareStats, _Grabber, frame_rects
+from chatscreen.screen.sharing import CaptureThread, ShareStats, _Grabber, frame_rects
 from chatscreen.screen.tiles import Box, change_map
 from tests.helpers.server import TIMEOUT, ServerProcess, run
 from tests.helpers.sharing import watched_share
@@ -206,6 +206,50 @@ def test_listener_reports_where_the_pointer_was_and_is(xvfb_display: str) -> Non
         disp.close()
 
 
+def wait_for_moves(listener: DamageListener, more_than: int) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while listener.pointer_moves <= more_than:
+        left = deadline - time.monotonic()
+        assert left > 0 and listener.wait(left), "the pointer's change was not reported"
+        listener.take()
+
+
+def test_a_still_pointer_costs_no_round_trips_and_a_move_is_seen(xvfb_display: str) -> None:
+    """With XInput 2.2 the position is asked for when the pointer moves (a raw motion event),
+    not pointer_hz times a second; with XFixes a new picture of the pointer is reported."""
+    win = XWindow(xvfb_display, 300, 200, 400, 300)
+    disp = xdisplay.Display(xvfb_display)
+    root = disp.screen().root
+    try:
+        with DamageListener(xvfb_display, pointer_hz=1000, pointer_rects=False) as listener:
+            assert listener.motion_events and listener.cursor_events
+            listener.take()
+            started, polls = time.monotonic(), listener.pointer_polls
+            for k in range(20):  # 20 reports of damage, each waited for
+                win.fill(10 + k, 10, 1, 1, 0x00FF00)
+                wait_for_rect(listener, (310 + k, 210, 1, 1))
+            took = time.monotonic() - started
+            # polled at 1000 Hz, that would be ~1000 round trips a second
+            assert listener.pointer_polls - polls <= 2 + took * 1.0, (listener.pointer_polls,
+                                                                      took)
+            moves = listener.pointer_moves
+            disp.xtest_fake_input(X.MotionNotify, x=777, y=555)
+            disp.sync()
+            wait_for_moves(listener, moves)
+            assert listener._pointer == (777, 555)
+            moves = listener.pointer_moves
+            font = disp.open_font("cursor")
+            busy = font.create_glyph_cursor(font, 150, 151, (65535, 65535, 65535), (0, 0, 0))
+            root.change_attributes(cursor=busy)  # a new picture, no move
+            disp.sync()
+            wait_for_moves(listener, moves)
+            root.change_attributes(cursor=X.NONE)
+            disp.sync()
+    finally:
+        disp.close()
+        win.close()
+
+
 def test_damage_read_during_the_pointer_query_is_reported_at_once(xvfb_display: str) -> None:
     """Damage that Xlib reads from the socket while it waits for the pointer's reply is in
     Xlib's queue, not in the socket: the listener must not wait in select() for more (the
@@ -236,6 +280,38 @@ def test_damage_read_during_the_pointer_query_is_reported_at_once(xvfb_display: 
         win.close()
 
 
+def test_without_its_thread_the_listener_reports_on_the_callers_thread(
+        xvfb_display: str) -> None:
+    """``threaded=False``: the sharer's capture thread reads the events itself (pump): a
+    drawing is reported once over, a poke from another thread ends the wait at once, and
+    nothing to report ends it at the timeout."""
+    win = XWindow(xvfb_display, 300, 200, 400, 300)
+    listener = DamageListener(xvfb_display, threaded=False)
+    try:
+        assert listener.start(), listener.unavailable
+        assert listener.active and listener._thread is None
+        listener.take()
+        win.fill(10, 10, 20, 20, 0x00FF00)
+        seen: list[Rect] = []
+        deadline = time.monotonic() + DEADLINE_S
+        while not covers(seen, (310, 210, 20, 20)):
+            assert time.monotonic() < deadline, seen
+            if listener.pump(DEADLINE_S) == "damage":
+                seen += listener.take()
+        poker = threading.Thread(target=listener.poke)
+        poker.start()
+        assert listener.pump(10 * DEADLINE_S) == "poked"
+        poker.join()
+        started = time.monotonic()
+        while (got := listener.pump(0.05)) == "damage":  # what is left of the drawing
+            listener.take()
+        assert got == "timeout" and time.monotonic() - started < DEADLINE_S
+    finally:
+        listener.close()
+        win.close()
+    assert not listener.active
+
+
 def test_listener_says_why_it_cannot_listen() -> None:
     off = DamageListener(":0", enabled=False)
     assert off.start() is False and off.unavailable == "disabled"
@@ -248,6 +324,31 @@ def test_listener_says_why_it_cannot_listen() -> None:
 
 
 # -- the sharer ---------------------------------------------------------------------------------
+
+
+def test_the_capture_thread_runs_jobs_in_order_on_one_thread_and_passes_errors_on() -> None:
+    async def scenario() -> None:
+        worker = CaptureThread(asyncio.get_running_loop())
+        try:
+            seen: list[tuple[int, int]] = []
+
+            def job(k: int) -> int:
+                seen.append((k, threading.get_ident()))
+                return k * k
+
+            pending = [worker.run(job, k) for k in range(5)]
+            assert await asyncio.gather(*pending) == [0, 1, 4, 9, 16]
+            assert [k for k, _ in seen] == list(range(5))
+            assert len({t for _, t in seen}) == 1 and seen[0][1] != threading.get_ident()
+            with pytest.raises(ZeroDivisionError):
+                await worker.run(lambda: 1 // 0)
+            assert await worker.run(job, 7) == 49  # an error does not end the thread
+        finally:
+            worker.stop()
+        worker._thread.join(DEADLINE_S)
+        assert not worker._thread.is_alive()
+
+    asyncio.run(scenario())
 
 
 def share_and_draw(server: ServerProcess, display: str, *, damage: bool) -> ShareStats:
@@ -365,4 +466,45 @@ def test_a_rectangle_captured_into_a_picture_is_the_screen_there(
     finally:
         for cap in captures:
             cap.close()
+        win.close()
+
+
+def test_thin_damage_is_captured_as_it_is_and_the_viewer_stays_exact(
+        xvfb_display: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Typing: a line ~20 pixels high changes, and a clock far from it. The sharer captures
+    those rectangles (not the 64-pixel tiles they touch) into its copy of the screen, looks
+    for no scroll in them, and what the viewer decodes is the screen, bit for bit."""
+    monkeypatch.setenv("DISPLAY", xvfb_display)
+    win = XWindow(xvfb_display, 0, 0, 1920, 1080, background=0xF0F0F0)
+    grabber = _Grabber(1, None, None)
+    captured: list[tuple[int, int, int, int]] = []
+    real = grabber.capture.grab_into
+
+    def counted(out: Any, x: int, y: int, w: int, h: int) -> None:
+        captured.append((x, y, w, h))
+        real(out, x, y, w, h)
+
+    grabber.capture.grab_into = counted  # type: ignore[method-assign]
+    canvas = Canvas(1920, 1080)
+
+    def apply(grabbed: tuple[int, int, Any] | None) -> None:
+        if grabbed is not None:
+            w, h, u = grabbed
+            canvas.apply(w, h, u.key, [(r.x, r.y, r.w, r.h, r.enc, r.data) for r in u.regions])
+
+    try:
+        apply(grabber.grab(True))
+        apply(grabber.grab(False, [(0, 0, 1920, 1080)]))  # a whole capture: the copy to keep
+        for k in range(12):
+            captured.clear()
+            line = (1, 381 + (k // 4) * 19, 1918, 19)
+            win.fill(10 * k + 1, line[1] + 2, 8, 14, 0x202020 + k)  # a "glyph" on the line
+            win.fill(1536, 1056, 384, 24, 0x00FF00 if k % 2 else 0x0000FF)  # the "clock"
+            apply(grabber.grab(False, [line, (1536, 1056, 384, 24)]))
+            assert sorted(captured) == sorted([line, (1536, 1056, 384, 24)])
+            assert not grabber.encoder.moves
+            shot = np.ascontiguousarray(grabber.capture.grab()[..., 2::-1])
+            assert np.array_equal(canvas.pixels, shot), k
+    finally:
+        grabber.close()
         win.close()

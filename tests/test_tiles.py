@@ -11,8 +11,9 @@ from chatscreen.client.screen import merge_frames
 from chatscreen.protocol import Message
 from chatscreen.protocol.schema import Rect
 from chatscreen.screen.codec import Canvas, DecodeError, decode_rect, encode_palette, encode_zlib
+from chatscreen.screen.damage import damage_mask
 from chatscreen.screen.encoders import PRESETS, Preset, ScreenEncoder, Update
-from chatscreen.screen.sharing import partial_boxes
+from chatscreen.screen.sharing import capture_boxes, partial_boxes, tall_enough
 from chatscreen.screen.tiles import TILE, change_map, grid, largest_group, merge_tiles, tile_colours
 from chatscreen.server.screen import Piece, TileStore
 from tests.helpers.display import render_test_picture
@@ -89,6 +90,43 @@ def test_partial_capture_takes_a_box_per_group_of_damaged_tiles() -> None:
     boxes = partial_boxes(near, 1920, 1080, TILE)
     assert boxes is not None and [(b.x, b.w) for b in boxes] == [(192, 192)]
     assert partial_boxes(np.ones((17, 30), bool), 1920, 1080, TILE) is None  # too much
+
+
+def test_capture_takes_the_damaged_pixels_themselves() -> None:
+    """Typing damages a line and a clock: those rectangles are captured, not their tiles;
+    rectangles close together merge, off-monitor parts are cut, many or large damage goes
+    by tiles or whole."""
+    typed = [(1, 381, 1918, 19), (1536, 1056, 384, 24)]
+    mask = damage_mask(typed, 1920, 1080)
+    boxes = capture_boxes(typed, mask, 1920, 1080, 0, 0, TILE)
+    assert boxes is not None
+    assert sorted((b.x, b.y, b.w, b.h) for b in boxes) == [(1, 381, 1918, 19),
+                                                           (1536, 1056, 384, 24)]
+    # a second monitor at (1920, 0): root coordinates are cut to it and made its own
+    wide = [(1900, 10, 100, 20), (5000, 0, 10, 10)]
+    boxes = capture_boxes(wide, damage_mask(wide, 1920, 1080, left=1920), 1920, 1080, 1920, 0,
+                          TILE)
+    assert boxes is not None and [(b.x, b.y, b.w, b.h) for b in boxes] == [(0, 10, 80, 20)]
+    # two glyphs side by side: one box; the same rect twice: once
+    glyphs = [(100, 100, 8, 16), (110, 100, 8, 16), (100, 100, 8, 16)]
+    boxes = capture_boxes(glyphs, damage_mask(glyphs, 1920, 1080), 1920, 1080, 0, 0, TILE)
+    assert boxes is not None and [(b.x, b.y, b.w, b.h) for b in boxes] == [(100, 100, 18, 16)]
+    # many scattered rects: their tiles, merged (partial_boxes)
+    many = [(x * 60 % 1900, x * 97 % 1000, 4, 4) for x in range(40)]
+    boxes = capture_boxes(many, damage_mask(many, 1920, 1080), 1920, 1080, 0, 0, TILE)
+    assert boxes == partial_boxes(damage_mask(many, 1920, 1080), 1920, 1080, TILE)
+    big = [(0, 0, 1920, 600)]
+    assert capture_boxes(big, damage_mask(big, 1920, 1080), 1920, 1080, 0, 0, TILE) is None
+
+
+def test_a_scroll_is_looked_for_only_in_damage_tall_enough_to_hold_one() -> None:
+    assert not tall_enough([(1, 381, 1918, 19), (1536, 1056, 384, 24)], 1920, 1080, 0, 0)
+    assert tall_enough([(0, 100, 800, 600)], 1920, 1080, 0, 0)
+    # a terminal redrawing line by line: short rects, one on top of the other
+    assert tall_enough([(0, 100 + 17 * i, 800, 17) for i in range(3)], 1920, 1080, 0, 0)
+    # tall only off the monitor, or cut by its edge
+    assert not tall_enough([(2000, 0, 100, 900)], 1920, 1080, 0, 0)
+    assert not tall_enough([(0, 1060, 100, 900)], 1920, 1080, 0, 0)
 
 
 def test_a_changed_block_is_one_rect() -> None:

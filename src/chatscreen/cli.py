@@ -226,7 +226,11 @@ def main(argv: list[str] | None = None) -> int:
 
             return run_app(args.server, args.user, args.screen_port, args.fingerprint)
         runner = {"chat": run_chat, "share": run_share, "view": run_view}[args.command]
-        return asyncio.run(runner(args))
+        # the sharer too runs on uvloop: its TLS writes and the capture thread's hand-offs
+        # cost about half as much CPU as on asyncio's own loop (docs/benchmarks.md)
+        factory = event_loop_factory() if args.command == "share" else None
+        with asyncio.Runner(loop_factory=factory) as loop_runner:
+            return loop_runner.run(runner(args))
     except ChatscreenError as exc:
         print(one_line(str(exc)), file=sys.stderr)  # it may quote the server
         return 1
@@ -235,6 +239,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # -- server ------------------------------------------------------------------------------
+
+
+def event_loop_factory() -> Any:
+    """uvloop's event loop where it installs (Linux, macOS) unless CHATSCREEN_EVENT_LOOP says
+    otherwise (``asyncio``); None: asyncio's own."""
+    if os.environ.get("CHATSCREEN_EVENT_LOOP", "uvloop") != "uvloop":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def raise_open_files_limit() -> int | None:
@@ -279,12 +295,7 @@ def run_server(args: argparse.Namespace) -> int:
         logging.getLogger("chatscreen.server").warning(
             "open files limit %d: the server can take fewer than %d connections; raise the "
             "hard limit (ulimit -Hn) to serve more", nofile, nofile)
-    loop_factory: Any = None
-    if os.environ.get("CHATSCREEN_EVENT_LOOP", "uvloop") == "uvloop":
-        with contextlib.suppress(ImportError):  # faster, where it installs (Linux, macOS)
-            import uvloop
-
-            loop_factory = uvloop.new_event_loop
+    loop_factory = event_loop_factory()
     apps: list[subprocess.Popen[bytes]] = []
 
     def started(server: Any) -> None:

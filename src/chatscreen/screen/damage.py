@@ -10,12 +10,20 @@ thread: an asyncio user passes ``lambda: loop.call_soon_threadsafe(ev.set)``): a
 copy then a redraw of the exposed lines (here 0.1-0.3 ms apart), and a capture in between
 would get it half drawn, the rest waiting for the next capture. The listener waits in
 ``select`` with that timeout, to the tenth of a millisecond (an asyncio sleep has 1 ms
-steps).
+steps). With ``threaded=False`` there is no such thread: the caller's thread reads the events
+(:meth:`~DamageListener.pump`), which is how the sharer's capture thread waits for damage.
 
 The mouse pointer is not drawn into the framebuffer (mss draws it into captures from XFixes),
 so DAMAGE does not see it move: while ``track_pointer`` is on, the listener also asks the X
-server for the pointer position up to ``pointer_hz`` times a second (a round trip, no capture)
-and reports a :data:`POINTER_BOX` square around its old and new positions when it moves.
+server for the pointer position (a round trip, no capture), counts its moves in
+:attr:`~DamageListener.pointer_moves` and (``pointer_rects``: for captures with the pointer
+drawn in) reports a :data:`POINTER_BOX` square around its old and new positions. Where the X
+server has XInput 2.2 it asks only when a raw motion event says the pointer moved (at most
+``pointer_hz`` times a second), and every ``1 / STILL_HZ`` seconds besides (a warp makes no
+motion event): a still pointer costs no round trip at 30 Hz. Where it has XFixes, a change
+of the pointer's picture (a busy cursor) counts as a move too
+(:attr:`~DamageListener.cursor_events`), so that the sharer need not ask for the picture
+every so often.
 
 Where DAMAGE cannot be had (python-xlib missing, no X server, no DAMAGE extension: Wayland,
 a VNC or RDP session without it), :meth:`~DamageListener.start` returns False and
@@ -40,8 +48,12 @@ from chatscreen.screen.tiles import TILE, Box, Mask, grid
 MAX_RECTS = 1024  # above this many pending rectangles the accumulator keeps their bounding box
 POINTER_BOX = 128  # side of the square reported around the pointer when it moves
 POINTER_HZ = 30.0
+STILL_HZ = 1.0  # with XInput motion events: how often the position is asked for anyway
 SETTLE = 0.0004  # seconds without new damage before telling of it (see the module doc)
 MAX_SETTLE = 0.006  # ... but no later than this after the first of it
+
+GENERIC_EVENT = 35  # the core protocol's GenericEvent (XInput 2's events come as one)
+RAW_MOTION = 17  # XInput 2's XI_RawMotion
 
 Rect = tuple[int, int, int, int]  # x, y, w, h in root-window pixels
 
@@ -113,12 +125,19 @@ class DamageListener:
     def __init__(self, display: str | None = None, *,
                  on_damage: Callable[[], None] | None = None, enabled: bool = True,
                  track_pointer: bool = True, pointer_hz: float = POINTER_HZ,
-                 settle: float = SETTLE, max_settle: float = MAX_SETTLE) -> None:
+                 settle: float = SETTLE, max_settle: float = MAX_SETTLE,
+                 pointer_rects: bool = True, threaded: bool = True) -> None:
         self.display_name = display if display is not None else os.environ.get("DISPLAY")
         self.on_damage = on_damage
         self.enabled = enabled
         self.track_pointer = track_pointer
         self.pointer_period = 1.0 / pointer_hz
+        self.pointer_rects = pointer_rects
+        self.threaded = threaded  # False: the caller reads the events (pump), no thread
+        self._broken = False
+        self._next_pointer = 0.0  # when the pointer's position is asked for next
+        self._burst: float | None = None  # when the damage not yet told of began
+        self._last = 0.0  # when the latest damage came
         self.settle, self.max_settle = settle, max_settle
         self.accumulator = DamageAccumulator()
         self.event = threading.Event()  # set when damage is pending, cleared by take()
@@ -129,12 +148,21 @@ class DamageListener:
         self._stop = threading.Event()
         self._wake_r, self._wake_w = -1, -1
         self._pointer: tuple[int, int] | None = None
-        self.pointer_moves = 0  # times the pointer was seen to move (the sharer asks XFixes
-        #                         for the pointer's picture after a move, not every capture)
+        self._last_poll = 0.0
+        self.pointer_moves = 0  # times the pointer was seen to move or change its picture
+        #                         (the sharer asks XFixes for the picture then, not every
+        #                         capture)
+        self.motion_events = False  # XInput 2.2 raw motion tells when the pointer moves
+        self.cursor_events = False  # XFixes tells when the pointer's picture changes
+        self.pointer_polls = 0  # pointer position round trips (for tests and stats)
         self._notify_code = -1
+        self._motion_opcode = -1
+        self._cursor_code = -1
 
     @property
     def active(self) -> bool:
+        if not self.threaded:
+            return self._disp is not None and not self._broken
         return self._thread is not None and self._thread.is_alive()
 
     def start(self) -> bool:
@@ -169,6 +197,7 @@ class DamageListener:
             if self.track_pointer:
                 p = root.query_pointer()
                 self._pointer = (int(p.root_x), int(p.root_y))
+                self._select_pointer_events(disp, root)
             disp.sync()
         except Exception as exc:
             with contextlib.suppress(Exception):
@@ -178,9 +207,63 @@ class DamageListener:
         self._disp = disp
         self._notify_code = int(disp.extension_event.DamageNotify)
         self._wake_r, self._wake_w = os.pipe()
-        self._thread = threading.Thread(target=self._run, name="damage", daemon=True)
-        self._thread.start()
+        os.set_blocking(self._wake_r, False)
+        self._next_pointer = time.monotonic()
+        if self.threaded:
+            self._thread = threading.Thread(target=self._run, name="damage", daemon=True)
+            self._thread.start()
         return True
+
+    def pump(self, timeout: float | None) -> str:
+        """Without a thread of its own (``threaded=False``): read the X server's events on
+        the caller's thread until a burst of damage is over ("damage": :meth:`take` it, the
+        callback is not called), ``timeout`` seconds pass ("timeout") or :meth:`poke` is
+        called ("poked"). One thread then waits for damage and captures: no hand-off
+        between two (each wake-up of a thread costs ~0.1 ms of CPU on a small VM)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self.active:
+            return "damage"  # broken: the caller sees it (active) and polls
+        try:
+            while True:
+                told = self._cycle(deadline, notify=False)
+                if told is not None:
+                    return told
+        except Exception as exc:  # the X connection broke: say so, wake the user to poll
+            self.unavailable = f"DAMAGE listener stopped: {exc}"
+            self._broken = True
+            return "damage"
+
+    def poke(self) -> None:
+        """Make :meth:`pump` return "poked" now (or at its next call); any thread."""
+        if self._wake_w >= 0:
+            with contextlib.suppress(OSError):
+                os.write(self._wake_w, b"p")
+
+    def _select_pointer_events(self, disp: Any, root: Any) -> None:
+        """Ask for XInput 2.2 raw motion and XFixes cursor notify events where the X server
+        has them (each is optional: without it, the pointer is polled as before)."""
+        try:
+            from Xlib.ext import xfixes, xinput
+
+            if disp.has_extension(xinput.extname):
+                opcode = disp.display.get_extension_major(xinput.extname)
+                # 2.2: raw events reach us during other clients' grabs too (a drag)
+                v = xinput.XIQueryVersion(display=disp.display, opcode=opcode,
+                                          major_version=2, minor_version=2)
+                if (v.major_version, v.minor_version) >= (2, 2):
+                    root.xinput_select_events([(xinput.AllMasterDevices,
+                                                xinput.RawMotionMask)])
+                    disp.sync()
+                    self._motion_opcode = int(opcode)
+                    self.motion_events = True
+            if disp.has_extension(xfixes.extname):
+                disp.xfixes_query_version()
+                disp.xfixes_select_cursor_input(root, xfixes.XFixesDisplayCursorNotifyMask)
+                disp.sync()
+                self._cursor_code = int(disp.extension_event.DisplayCursorNotify[0])
+                self.cursor_events = True
+        except Exception:  # an X error: poll the pointer as without these extensions
+            return
 
     def take(self) -> list[Rect]:
         """Damaged rectangles (root coordinates) since the last call; clears :attr:`event`
@@ -228,57 +311,85 @@ class DamageListener:
             self.on_damage()
 
     def _run(self) -> None:
-        disp = self._disp
-        fd = disp.fileno()
-        root = disp.screen().root
-        next_pointer = time.monotonic()
-        burst: float | None = None  # when the damage not yet told of began
-        last = 0.0  # when the latest damage came
         try:
             while not self._stop.is_set():
-                rects: list[Rect] = []
-                for _ in range(disp.pending_events()):
-                    ev = disp.next_event()
-                    if ev.type & 0x7F == self._notify_code:
-                        a = ev.area
-                        rects.append((int(a.x), int(a.y), int(a.width), int(a.height)))
-                now = time.monotonic()
-                if self.track_pointer and now >= next_pointer:
-                    next_pointer = now + self.pointer_period
-                    rects += self._pointer_moved(root)
-                if rects:
-                    self.accumulator.add(rects)
-                    last = now
-                    if burst is None:
-                        burst = now
-                if disp.pending_events():
-                    # events read while waiting for the pointer's reply sit in Xlib's queue,
-                    # not in the socket: select() would not see them until the next event or
-                    # pointer poll (up to 1/pointer_hz later: a change now and then merged
-                    # with the next one)
-                    continue
-                now = time.monotonic()
-                if burst is not None and (now - last >= self.settle
-                                          or now - burst >= self.max_settle):
-                    burst = None  # the drawing is over (or has gone on long enough)
-                    self._notify()
-                timeout = max(next_pointer - now, 0.0) if self.track_pointer else None
-                if burst is not None:
-                    due = max(min(last + self.settle, burst + self.max_settle) - now, 0.0)
-                    timeout = due if timeout is None else min(timeout, due)
-                readable, _, _ = select.select([fd, self._wake_r], [], [], timeout)
-                if self._wake_r in readable:
+                if self._cycle(None, notify=True) == "poked":
                     break
         except Exception as exc:  # the X connection broke: say so, wake the user to poll
             self.unavailable = f"DAMAGE listener stopped: {exc}"
             self._notify()
 
+    def _cycle(self, deadline: float | None, *, notify: bool) -> str | None:
+        """Read the pending events, ask for the pointer when due, tell of a burst of damage
+        that is over ("damage"; ``notify``: by the event and callback), else wait in select
+        for more, up to ``deadline`` ("timeout") or the wake pipe ("poked"); None: go on."""
+        disp = self._disp
+        rects: list[Rect] = []
+        moved = False
+        moves = self.pointer_moves
+        for _ in range(disp.pending_events()):
+            ev = disp.next_event()
+            code = ev.type & 0x7F
+            if code == self._notify_code:
+                a = ev.area
+                rects.append((int(a.x), int(a.y), int(a.width), int(a.height)))
+            elif code == self._cursor_code:  # a new picture counts as a move
+                self.pointer_moves += 1
+            elif (code == GENERIC_EVENT and ev.extension == self._motion_opcode
+                  and ev.evtype == RAW_MOTION):
+                moved = True
+        now = time.monotonic()
+        if moved:  # ask soon, but not more often than pointer_hz
+            self._next_pointer = min(self._next_pointer, self._last_poll + self.pointer_period)
+        if self.track_pointer and now >= self._next_pointer:
+            self._next_pointer = now + (self.pointer_period if not self.motion_events
+                                        else 1.0 / STILL_HZ)
+            self._last_poll = now
+            rects += self._pointer_moved(disp.screen().root)
+        if rects or self.pointer_moves != moves:  # wake the sharer for either
+            self.accumulator.add(rects)
+            self._last = now
+            if self._burst is None:
+                self._burst = now
+        if disp.pending_events():
+            # events read while waiting for the pointer's reply sit in Xlib's queue, not in
+            # the socket: select() would not see them until the next event or pointer poll
+            # (up to 1/pointer_hz later: a change now and then merged with the next one)
+            return None
+        now = time.monotonic()
+        burst = self._burst
+        if burst is not None and (now - self._last >= self.settle
+                                  or now - burst >= self.max_settle):
+            self._burst = None  # the drawing is over (or has gone on long enough)
+            if notify:
+                self._notify()
+            return "damage"
+        timeout = max(self._next_pointer - now, 0.0) if self.track_pointer else None
+        if burst is not None:
+            due = max(min(self._last + self.settle, burst + self.max_settle) - now, 0.0)
+            timeout = due if timeout is None else min(timeout, due)
+        if deadline is not None:
+            timeout = max(deadline - now, 0.0) if timeout is None else \
+                min(timeout, max(deadline - now, 0.0))
+        readable, _, _ = select.select([disp.fileno(), self._wake_r], [], [], timeout)
+        if self._wake_r in readable:
+            with contextlib.suppress(OSError):
+                os.read(self._wake_r, 4096)
+            return "poked"
+        if deadline is not None and not readable and time.monotonic() >= deadline \
+                and self._burst is None:
+            return "timeout"
+        return None
+
     def _pointer_moved(self, root: Any) -> list[Rect]:
         p = root.query_pointer()
+        self.pointer_polls += 1
         pos = (int(p.root_x), int(p.root_y))
         old, self._pointer = self._pointer, pos
         if old is None or old == pos:
             return []
         self.pointer_moves += 1
+        if not self.pointer_rects:
+            return []
         half = POINTER_BOX // 2
         return [(x - half, y - half, POINTER_BOX, POINTER_BOX) for x, y in (old, pos)]

@@ -1,9 +1,11 @@
 """Sharing and viewing a screen over a client's screen connection.
 
-The sharer captures and encodes on one dedicated thread (mss handles are per thread). Where
-the X server has the DAMAGE extension (:mod:`chatscreen.screen.damage`), it captures when the X
-server reports a change, right away but not much more often than ``fps`` on average (a
-change that comes too soon waits for a token: see :class:`CaptureBucket`), once the drawing
+The sharer waits for damage, captures and encodes on one dedicated thread (mss handles are
+per thread; see :class:`_Pacer`), which wakes the event loop once an update, to send it. Where
+the X server has the DAMAGE extension (:mod:`chatscreen.screen.damage`, read on that thread),
+it captures when the X server reports a change, right away but not much more often than
+``fps`` on average (a change that comes too soon waits for a token: see
+:class:`CaptureBucket`), once the drawing
 has settled (the listener tells of a burst of damage once it is over), and compares only the
 tiles the damage touched; an idle screen costs no capture at all, except when a lossless
 refresh falls due. Without DAMAGE (no X, Wayland, ``damage=False``) it polls at a steady
@@ -27,10 +29,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import queue
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from chatscreen.client import Client, ScreenChannel
 from chatscreen.errors import ServerError
@@ -40,6 +44,7 @@ from chatscreen.screen.codec import Canvas, DecodeError, fit_within
 from chatscreen.screen.cursor import Cursor, CursorTracker
 from chatscreen.screen.damage import DamageListener, Rect, damage_mask
 from chatscreen.screen.encoders import DEFAULT_PRESET, ScreenEncoder, Update
+from chatscreen.screen.scroll import MIN_ROWS
 from chatscreen.screen.simulcast import LowLayer
 from chatscreen.screen.tiles import Box, Mask, merge_tiles
 
@@ -96,6 +101,7 @@ class _Grabber:
         self._scratch: Image | None = None  # the screen as last captured, tile by tile
         self.low: LowLayer | None = None  # the low quality layer, while the relay wants it
         self.low_rate: int | None = None  # set by the sharing loop (the relay's low_layer)
+        self.refresh_at: float | None = None  # the encoder's refresh_due() after the last grab
 
     def close(self) -> None:
         self.capture.close()
@@ -116,26 +122,27 @@ class _Grabber:
         self.low.retune(self.low_rate)
         return self.low.add(img, update)
 
-    def _grab_damaged(self, force: bool, damaged: list[Rect] | None) -> Image | None:
-        """Capture the damaged tiles (:func:`partial_boxes`; the whole screen when they are
-        much of it) into the scratch copy of the screen: the picture to encode, or None
-        (no scratch copy yet, a key frame due: capture a new picture). The encoder, given
-        the damage as hint, reads only the hinted tiles and those due for a lossless
-        refresh; the latter were captured when they last changed (damage is reported for
-        every change), so the scratch copy holds them."""
+    def _grab_damaged(self, force: bool, damaged: list[Rect] | None,
+                      hint: Mask | None) -> Image | None:
+        """Capture the damaged pixels (:func:`capture_boxes`: the damage rectangles
+        themselves, merged into a few; the tiles they touch when there are many; the whole
+        screen when they are much of it) into the scratch copy of the screen: the picture to
+        encode, or None (no scratch copy yet, a key frame due: capture a new picture). The
+        rest of the scratch copy holds what was captured before, which is the screen there:
+        damage is reported for every change. The encoder, given the damage as ``hint``
+        (its tiles), reads only the hinted tiles and those due for a lossless refresh."""
         scratch = self._scratch
-        if (scratch is None or force or not damaged or self.max_size is not None
+        if (scratch is None or force or damaged is None or hint is None
+                or self.max_size is not None
                 or time.monotonic() - self.last_key >= KEY_INTERVAL):
             return None
         m = self.capture.monitor
-        t = self.encoder.tile
         h, w = scratch.shape[:2]
-        mask = damage_mask(damaged, w, h, left=m.left, top=m.top, tile=t)
-        if not mask.any():
-            return scratch  # damage off this monitor: nothing to capture
-        boxes = partial_boxes(mask, w, h, t)
+        if not hint.any():
+            return scratch  # no damage on this monitor (a refresh due): nothing to capture
+        boxes = capture_boxes(damaged, hint, w, h, m.left, m.top, self.encoder.tile)
         if boxes is None:
-            if self._grab_stream_first(scratch, mask) is None:
+            if self._grab_stream_first(scratch, hint) is None:
                 # the whole screen, into the scratch copy: one copy out of the shared
                 # memory and no fresh pages (2.5 -> 1.7 ms for 1920x1080 here)
                 self.capture.grab_into(scratch, 0, 0, w, h)
@@ -165,13 +172,17 @@ class _Grabber:
             self.capture.grab_into(scratch, b.x, b.y, b.w, b.h)
         return scratch
 
-    def _encode_damaged(self, img: Image,
-                        damaged: list[Rect] | None) -> tuple[int, int, Update] | None:
+    def _hint(self, damaged: list[Rect] | None, w: int, h: int) -> Mask | None:
+        """The tiles of a w x h capture of the monitor that ``damaged`` touches (None: no
+        damage known: compare all), and whether to look for a scroll in them: only where
+        the damage is tall enough to hold one (typing damages a line ~20 pixels high and a
+        clock: looking there cost ~0.3 ms a capture, and found nothing)."""
+        if damaged is None:
+            self.encoder.moves = True
+            return None
         m = self.capture.monitor
-        h, w = img.shape[:2]
-        hint = damage_mask(damaged or [], w, h, left=m.left, top=m.top, tile=self.encoder.tile)
-        update = self.encoder.encode(img, now=time.monotonic(), hint=hint)
-        return None if update is None else (w, h, self._layered(img, update))
+        self.encoder.moves = tall_enough(damaged, w, h, m.left, m.top)
+        return damage_mask(damaged, w, h, left=m.left, top=m.top, tile=self.encoder.tile)
 
     def grab_with_pointer(self, force: bool, damaged: list[Rect] | None = None,
                           idr: bool = False, pointer: bool = True
@@ -190,12 +201,24 @@ class _Grabber:
              idr: bool = False) -> tuple[int, int, Update] | None:
         """Capture and encode. ``damaged``: the rectangles (root coordinates) X DAMAGE
         reported since the last capture, to compare only their tiles; None: compare all.
-        ``idr``: the relay asked for an H.264 keyframe."""
+        ``idr``: the relay asked for an H.264 keyframe. Sets :attr:`refresh_at`."""
+        try:
+            return self._grab(force, damaged, idr)
+        finally:  # the encoder changes only here: the sharing loop reads this, not it
+            self.refresh_at = self.encoder.refresh_due()
+
+    def _grab(self, force: bool, damaged: list[Rect] | None,
+              idr: bool) -> tuple[int, int, Update] | None:
         if idr:
             self.encoder.request_idr()
-        img = self._grab_damaged(force, damaged)
-        if img is not None:  # only the damaged tiles were captured (into the scratch copy)
-            return self._encode_damaged(img, damaged)
+        scratch = self._scratch
+        hint = None if scratch is None else self._hint(damaged, scratch.shape[1],
+                                                       scratch.shape[0])
+        img = self._grab_damaged(force, damaged, hint)
+        if img is not None:  # only the damaged pixels were captured (into the scratch copy)
+            update = self.encoder.encode(img, now=time.monotonic(), hint=hint)
+            return None if update is None else (img.shape[1], img.shape[0],
+                                                self._layered(img, update))
         img = self.capture.grab()
         self._scratch = None
         full = img.shape[:2]
@@ -205,9 +228,10 @@ class _Grabber:
         key = force or now - self.last_key >= KEY_INTERVAL
         hint = None
         h, w = img.shape[:2]
-        if damaged is not None and img.shape[:2] == full:  # a scaled picture: compare all
-            m = self.capture.monitor
-            hint = damage_mask(damaged, w, h, left=m.left, top=m.top, tile=self.encoder.tile)
+        if img.shape[:2] == full:  # a scaled picture: compare all
+            hint = self._hint(damaged, w, h)
+        else:
+            self.encoder.moves = True
         update = self.encoder.encode(img, key=force, now=now, hint=hint)
         if update is None:
             if hint is not None and self.max_size is None and img.flags.writeable:
@@ -230,10 +254,52 @@ def partial_boxes(mask: Mask, w: int, h: int, tile: int) -> list[Box] | None:
     ``PARTIAL_BOXES`` of them; None: capture the whole screen. Typing damages a line across
     the screen and the clock (or the bench's marker) in a corner: their bounding box is most
     of the screen (3.5 ms to capture), the two boxes 0.3 ms."""
-    boxes = merge_tiles(mask, w, h, tile)
-    limit = PARTIAL_SLACK * w * h
+    boxes = _merge_boxes(merge_tiles(mask, w, h, tile), PARTIAL_SLACK * w * h)
+    if len(boxes) > PARTIAL_BOXES or sum(b.area for b in boxes) > PARTIAL_CAPTURE * w * h:
+        return None
+    return boxes
+
+
+def capture_boxes(damaged: list[Rect], hint: Mask, w: int, h: int, left: int, top: int,
+                  tile: int) -> list[Box] | None:
+    """The rectangles to capture for ``damaged`` (root coordinates) on a w x h monitor whose
+    top left is at root (left, top): the damaged pixels themselves, clipped to the monitor,
+    merged while that adds at most ``PARTIAL_SLACK`` of the screen; if more than
+    ``PARTIAL_BOXES`` are left, those of the damaged tiles (``hint``: see
+    :func:`partial_boxes`); None: capture the whole screen. Typing damages a line (1918x19
+    here) and the clock: 0.18 MB to copy, against 1.1 MB for their tiles."""
+    rects = [Box(x0, y0, x1 - x0, y1 - y0) for x, y, rw, rh in damaged
+             if (x1 := min(x - left + rw, w)) > (x0 := max(x - left, 0))
+             and (y1 := min(y - top + rh, h)) > (y0 := max(y - top, 0))]
+    if len(rects) <= 4 * PARTIAL_BOXES:  # a quadratic merge of few rectangles is cheap
+        boxes = _merge_boxes(rects, PARTIAL_SLACK * w * h)
+        if len(boxes) <= PARTIAL_BOXES:
+            return boxes if sum(b.area for b in boxes) <= PARTIAL_CAPTURE * w * h else None
+    return partial_boxes(hint, w, h, tile)
+
+
+def tall_enough(damaged: list[Rect], w: int, h: int, left: int, top: int) -> bool:
+    """Does the damage on the w x h monitor at (left, top) cover ``MIN_ROWS`` consecutive
+    rows? A scroll (a copy of at least that many rows: :mod:`chatscreen.screen.scroll`)
+    changes every row it covers, so none is worth looking for otherwise."""
+    spans = sorted((max(y - top, 0), min(y - top + rh, h)) for x, y, rw, rh in damaged
+                   if min(x - left + rw, w) > max(x - left, 0))
+    start = end = -1
+    for a, b in spans:
+        if a > end:
+            start, end = a, b
+        else:
+            end = max(end, b)
+        if end - start >= MIN_ROWS:
+            return True
+    return False
+
+
+def _merge_boxes(boxes: list[Box], limit: float) -> list[Box]:
+    """``boxes`` with any two merged into their union while that adds at most ``limit``
+    pixels (a quadratic pass: for few boxes)."""
     merged = True
-    while merged and len(boxes) > 1:  # few boxes: a quadratic pass is cheap
+    while merged and len(boxes) > 1:
         merged = False
         for i in range(len(boxes)):
             for j in range(i + 1, len(boxes)):
@@ -244,8 +310,6 @@ def partial_boxes(mask: Mask, w: int, h: int, tile: int) -> list[Box] | None:
                     break
             if merged:
                 break
-    if len(boxes) > PARTIAL_BOXES or sum(b.area for b in boxes) > PARTIAL_CAPTURE * w * h:
-        return None
     return boxes
 
 
@@ -270,6 +334,54 @@ class CaptureBucket:
         self.tokens = min(self.burst, self.tokens + (now - self.at) * self.fps) - 1.0
         self.at = now
         return max(0.0, -self.tokens / self.fps)
+
+
+T = TypeVar("T")
+
+
+class CaptureThread:
+    """The thread that captures and encodes (mss handles belong to the thread that made
+    them), running the jobs given to :meth:`run` one after the other. A job costs a
+    ``SimpleQueue`` put to start and one ``call_soon_threadsafe`` to end: ~0.1 ms less a
+    capture than ``run_in_executor`` (a concurrent Future, its Condition, and an asyncio
+    Future chained to it)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._jobs: queue.SimpleQueue[tuple[asyncio.Future[Any], Callable[..., Any],
+                                            tuple[Any, ...]] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._work, name="capture", daemon=True)
+        self._thread.start()
+
+    def run(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """``fn(*args)`` on the thread, after the jobs before it; its result or error."""
+        fut: asyncio.Future[T] = self._loop.create_future()
+        self._jobs.put((fut, fn, args))
+        return fut
+
+    def stop(self) -> None:
+        """End the thread once the jobs given are done."""
+        self._jobs.put(None)
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            fut, fn, args = job
+            try:
+                result = fn(*args)
+            except BaseException as exc:  # the caller gets it
+                self._loop.call_soon_threadsafe(_fail, fut, exc)
+            else:
+                self._loop.call_soon_threadsafe(_done, fut, result)
+
+
+def _done(fut: asyncio.Future[Any], result: Any) -> None:
+    if not fut.done():  # not cancelled meanwhile
+        fut.set_result(result)
+
+
+def _fail(fut: asyncio.Future[Any], exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
 
 
 async def _wait_any(events: list[asyncio.Event], timeout: float | None) -> None:
@@ -303,121 +415,224 @@ async def share_screen(client: Client, stop: asyncio.Event, *, monitor: int = 1,
     stats = stats or ShareStats()
     stats.fps, stats.preset = fps, preset
     loop = asyncio.get_running_loop()
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="capture")
-    grabber: _Grabber = await loop.run_in_executor(pool, _Grabber, monitor, quality, max_size,
-                                                   preset, encoding)
-    damaged = asyncio.Event()
-
-    def on_damage() -> None:
-        loop.call_soon_threadsafe(damaged.set)
-
-    listener: DamageListener | None = DamageListener(on_damage=on_damage, enabled=damage)
+    pool = CaptureThread(loop)
+    try:
+        grabber = await pool.run(_Grabber, monitor, quality, max_size, preset, encoding)
+    except BaseException:
+        pool.stop()
+        raise
+    # the pointer's moves need no capture when it is not in the captures; the capture
+    # thread reads the X events itself (pump): no thread of the listener's own
+    listener: DamageListener | None = DamageListener(enabled=damage, threaded=False,
+                                                     pointer_rects=grabber.pointer is None)
     assert listener is not None
-    if not await loop.run_in_executor(None, listener.start):
+    if not await pool.run(listener.start):
         log.info("polling the screen at %g frames/s: %s", fps, listener.unavailable)
         listener = None
     stats.damage = listener is not None
     screen: ScreenChannel | None = None
+    pacer: _Pacer | None = None
+    poker: asyncio.Task[None] | None = None
     try:
         screen = stats.channel = await client.open_screen()
         if listener is not None:
             listener.take()  # what the first (full) capture covers anyway
-        first = await loop.run_in_executor(pool, grabber.grab, True)
+        first = await pool.run(grabber.grab, True)
         stats.captures += 1
         assert first is not None
         w, h, update = first
         await screen.share(w, h, viewers=viewers, room=room, layers=layers)
         if on_started is not None:
             on_started(w, h)
-        pointer = await loop.run_in_executor(pool, grabber.pointer_update)
-        pointer_moves = None if listener is None else listener.pointer_moves
-        pointer_looked = time.monotonic()
-        period = 1.0 / fps
-        next_tick = time.monotonic()
-        bucket = CaptureBucket(fps)
+        pointer = await pool.run(grabber.pointer_update)
+        pacer = _Pacer(grabber, listener, fps, stop, screen)
+        sent = asyncio.Event()  # set after every update sent (for _poke_on_events)
+        poker = asyncio.create_task(_poke_on_events(pacer, stop, screen, sent))
+        grabbed: tuple[int, int, Update] | None = first
         while True:
             if pointer is not None:  # the pointer moved or changed: ~40 bytes, no tiles
                 await screen.send_cursor(*pointer)
                 stats.cursors += 1
-                pointer = None
-            rects = update.regions  # already what send_frame takes
-            await screen.send_frame(w, h, rects, key=update.key)
-            stats.frames += 1
-            stats.key_frames += update.key
-            stats.rects += len(rects)
-            stats.bytes += update.size
+            if grabbed is not None:
+                w, h, update = grabbed
+                rects = update.regions  # already what send_frame takes
+                await screen.send_frame(w, h, rects, key=update.key)
+                stats.frames += 1
+                stats.key_frames += update.key
+                stats.rects += len(rects)
+                stats.bytes += update.size
+            sent.set()
             while True:
-                hint: list[Rect] | None = None
-                if listener is not None and not listener.active:  # the X connection broke
-                    log.warning("polling the screen at %g frames/s: %s", fps,
-                                listener.unavailable)
-                    listener.close()
-                    listener = None
-                    stats.damage = False
-                    next_tick = time.monotonic()
-                if listener is not None:
-                    # wait for damage, a key frame request or the next lossless refresh
-                    due = grabber.encoder.refresh_due()
-                    timeout = None if due is None else due - time.monotonic()
-                    await _wait_any([stop, damaged, screen.key_requested, screen.closed],
-                                    timeout)
-                    if stop.is_set():
-                        return stats
-                    # never much more often than fps on average: a token bucket (refilled at
-                    # 1.2 x fps, holding CAPTURE_BURST) lets a change be captured at once unless the
-                    # last ones came faster than fps; then it waits for the next token
-                    # (whatever else changes meanwhile comes along). Not fixed slots after
-                    # each capture: with changes at exactly fps, one late wake-up would push
-                    # every later capture as late (the slot only ratchets up).
-                    wait = bucket.take(time.monotonic())
-                    if wait > 0:
-                        await _wait_any([stop], wait)
-                        if stop.is_set():
-                            return stats
-                    damaged.clear()
-                    hint = listener.take()
-                    due = grabber.encoder.refresh_due()
-                    if (not hint and not screen.key_requested.is_set()
-                            and not screen.closed.is_set()
-                            and (due is None or due > time.monotonic())):
-                        continue  # a stale wake-up: nothing to look at
-                else:
-                    next_tick += period
-                    now = time.monotonic()
-                    if next_tick < now:
-                        next_tick = now  # skip missed ticks, don't burst
-                    await _wait_any([stop], next_tick - now)
-                    if stop.is_set():
-                        return stats
+                if stop.is_set():
+                    return stats
                 if screen.closed.is_set():
                     raise ConnectionResetError(str(screen.link.close_reason or "closed"))
                 idr = screen.idr_requested.is_set()
                 screen.idr_requested.clear()
                 grabber.low_rate = screen.low_rate
-                now = time.monotonic()
-                moves = None if listener is None else listener.pointer_moves
-                look = moves is None or moves != pointer_moves or \
-                    now - pointer_looked >= POINTER_RECHECK
-                if look:
-                    pointer_moves, pointer_looked = moves, now
-                grabbed, pointer = await loop.run_in_executor(
-                    pool, grabber.grab_with_pointer, screen.key_requested.is_set(), hint, idr,
-                    look)
-                stats.captures += 1
-                if pointer is not None and grabbed is None:
-                    await screen.send_cursor(*pointer)
-                    stats.cursors += 1
-                    pointer = None
-                if grabbed is not None:
-                    w, h, update = grabbed
+                # the capture thread waits for damage and captures: the event loop is woken
+                # once an update, to send it
+                got = await pool.run(pacer.next_update, screen.key_requested.is_set(), idr)
+                stats.captures = pacer.captures + 1
+                if pacer.listener is None and stats.damage:
+                    log.warning("polling the screen at %g frames/s: %s", fps,
+                                listener.unavailable if listener is not None else "")
+                    stats.damage = False
+                if got is not None:
+                    grabbed, pointer = got
                     break
     finally:
-        if listener is not None:
-            await loop.run_in_executor(None, listener.close)
+        if pacer is not None:
+            pacer.closing = True  # the capture thread stops waiting
+            pacer.poke()
+        if poker is not None:
+            poker.cancel()
         if screen is not None:
             await screen.close()
-        await loop.run_in_executor(pool, grabber.close)
-        pool.shutdown(wait=False)
+        try:
+            if listener is not None:
+                await pool.run(listener.close)  # on the thread that reads it
+            await pool.run(grabber.close)
+        finally:
+            pool.stop()
+
+
+async def _poke_on_events(pacer: _Pacer, stop: asyncio.Event, screen: ScreenChannel,
+                          sent: asyncio.Event) -> None:
+    """Wake the capture thread (waiting for damage in :meth:`_Pacer.next_update`) when
+    the sharing loop has to act: stop, a key frame asked for, the connection closed. A key
+    request stays set until the key frame is sent: then wait for that before looking
+    again."""
+    while True:
+        await _wait_any([stop, screen.key_requested, screen.closed], None)
+        pacer.poke()
+        sent.clear()
+        await sent.wait()
+
+
+class _Pacer:
+    """On the capture thread: when to capture (X DAMAGE, read on this thread; the lossless
+    refresh; the polling cadence; the rate limit), and what to send. The sharing loop asks
+    it for the next update (:meth:`next_update`) and sends it: the event loop is woken once
+    an update, not for damage nor for a capture that found nothing new."""
+
+    def __init__(self, grabber: _Grabber, listener: DamageListener | None, fps: float,
+                 stop: asyncio.Event, screen: ScreenChannel) -> None:
+        self.grabber, self.listener = grabber, listener
+        self.stop, self.screen = stop, screen
+        self.period = 1.0 / fps
+        self.bucket = CaptureBucket(fps)
+        self.next_tick = time.monotonic()
+        self.pointer_moves = None if listener is None else listener.pointer_moves
+        self.pointer_looked = time.monotonic()
+        self.captures = 0
+        self.closing = False
+        self._wake = threading.Event()  # polling: poke() ends the wait for the next tick
+
+    def poke(self) -> None:
+        """Have :meth:`next_update` return (None) soon to let the sharing loop look; any
+        thread."""
+        self._wake.set()
+        listener = self.listener
+        if listener is not None:
+            listener.poke()
+
+    def _poked(self) -> bool:
+        """Has the sharing loop something to do (read from this thread: flags only)?"""
+        s = self.screen
+        return (self.closing or self.stop.is_set() or s.key_requested.is_set()
+                or s.closed.is_set())
+
+    def _wait(self, seconds: float | None, damage: bool = False) -> bool:
+        """Wait ``seconds`` (None: no limit), or (``damage``) until damage comes, reading
+        it meanwhile; False when the sharing loop has to look, or the X connection broke
+        (then poll from now on)."""
+        listener = self.listener
+        if listener is None:
+            self._wake.wait(seconds)
+            self._wake.clear()
+            return not self._poked()
+        end = None if seconds is None else time.monotonic() + seconds
+        while True:
+            left = None if end is None else max(end - time.monotonic(), 0.0)
+            got = listener.pump(left)
+            if not listener.active:
+                self.listener = None  # (no poke for it from now on)
+                listener.close()  # on this thread, which reads it
+                self.next_tick = time.monotonic()
+                return False
+            if self._poked():
+                return False
+            if got == "damage" and damage:
+                return True
+            if got == "timeout" or (end is not None and time.monotonic() >= end):
+                return True
+
+    def next_update(self, force: bool, idr: bool
+                    ) -> tuple[tuple[int, int, Update] | None, tuple[Cursor, bool] | None] | None:
+        """Wait for, capture and encode what is to be sent next: (the update or None, the
+        pointer's update or None); None when the sharing loop has to look (stop, a key frame
+        asked for, the connection closed, DAMAGE lost). ``force``: a key frame now."""
+        g = self.grabber
+        if force:
+            return self._grab(True, None if self.listener is None else self.listener.take(),
+                              idr)
+        while True:
+            if self._poked():
+                return None
+            listener = self.listener
+            hint: list[Rect] | None = None
+            if listener is not None:
+                # wait for damage or the next lossless refresh
+                due = g.refresh_at
+                if not listener.accumulator and not self._wait(
+                        None if due is None else max(due - time.monotonic(), 0.0), True):
+                    return None
+                # never much more often than fps on average: a token bucket (refilled at
+                # 1.2 x fps, holding CAPTURE_BURST) lets a change be captured at once unless
+                # the last ones came faster than fps; then it waits for the next token
+                # (whatever else changes meanwhile comes along). Not fixed slots after each
+                # capture: with changes at exactly fps, one late wake-up would push every
+                # later capture as late (the slot only ratchets up).
+                wait = self.bucket.take(time.monotonic())
+                if wait > 0 and not self._wait(wait):
+                    return None
+                hint = listener.take()
+                due = g.refresh_at
+                if not hint and (due is None or due > time.monotonic()):
+                    if listener.pointer_moves != self.pointer_moves:  # the pointer alone
+                        self.pointer_moves = listener.pointer_moves
+                        self.pointer_looked = time.monotonic()
+                        pointer = g.pointer_update()
+                        if pointer is not None:
+                            return None, pointer
+                    continue  # nothing on the screen to look at
+            else:
+                self.next_tick += self.period
+                now = time.monotonic()
+                if self.next_tick < now:
+                    self.next_tick = now  # skip missed ticks, don't burst
+                if not self._wait(self.next_tick - now):
+                    return None
+            got = self._grab(False, hint, idr)
+            idr = False
+            if got[0] is not None or got[1] is not None:
+                return got
+            # nothing changed (a redraw of the same pixels): wait for more
+
+    def _grab(self, force: bool, hint: list[Rect] | None, idr: bool
+              ) -> tuple[tuple[int, int, Update] | None, tuple[Cursor, bool] | None]:
+        now = time.monotonic()
+        listener = self.listener
+        moves = None if listener is None else listener.pointer_moves
+        # without XFixes' notice of a new picture, look now and then anyway
+        look = moves is None or moves != self.pointer_moves or (
+            listener is not None and not listener.cursor_events
+            and now - self.pointer_looked >= POINTER_RECHECK)
+        if look:
+            self.pointer_moves, self.pointer_looked = moves, now
+        self.captures += 1
+        return self.grabber.grab_with_pointer(force, hint, idr, look)
 
 
 def frame_rects(msg: Message) -> list[tuple[int, int, int, int, str, bytes]]:
