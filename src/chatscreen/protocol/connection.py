@@ -18,6 +18,7 @@ from typing import Any
 
 from chatscreen.errors import ErrorCode, LocalProtocolError, RemoteProtocolError, RequestError
 from chatscreen.protocol import binform
+from chatscreen.protocol.deflate import DEFLATE_VERSION, Deflater, Inflater
 from chatscreen.protocol.framing import Frame, FrameDecoder, Limits, encode_frame
 from chatscreen.protocol.schema import (
     CLIENT_MESSAGES,
@@ -61,6 +62,12 @@ class Connection:
         self._bin_asked = False
         self._sizes: dict[int | None, tuple[int, int]] = {}
         self._sent_size: tuple[int, int] | None = None  # the size our last frame said
+        # Deflated binary frames (protocol.deflate), server to client only: asked for in
+        # hello ("deflate": 1, with "bin": 1), granted in welcome. The server's compressor
+        # is made at its first deflated frame (COMPRESSOR_BYTES): viewers only.
+        self.deflate = False
+        self._deflate_asked = False
+        self._deflater: Deflater | None = None
 
     # -- receiving ---------------------------------------------------------------------
 
@@ -84,6 +91,10 @@ class Connection:
                 return
             if frame.binary:
                 self._complete(frame)
+                if frame.deflated and not self.deflate:
+                    raise RemoteProtocolError(
+                        ErrorCode.BAD_FRAME,
+                        "a deflated frame, but the handshake did not agree on it")
             try:
                 msg = parse_message(frame, self._inbound, self.limits)
             except RequestError as exc:
@@ -130,6 +141,7 @@ class Connection:
                     f"{', '.join(map(str, sorted(SUPPORTED_VERSIONS)))}",
                 )
             self._bin_asked = msg.get("bin") == binform.BIN_VERSION
+            self._deflate_asked = self._bin_asked and msg.get("deflate") == DEFLATE_VERSION
             self.state = State.HELLO_RECEIVED
         elif state is State.HELLO_RECEIVED:
             raise RemoteProtocolError(ErrorCode.UNEXPECTED, "wait for welcome before sending")
@@ -137,6 +149,8 @@ class Connection:
             if msg.type == "welcome":
                 self.state = State.OPEN
                 self.binary = self._bin_asked and msg.get("bin") == binform.BIN_VERSION
+                self.deflate = (self.binary and self._deflate_asked
+                                and msg.get("deflate") == DEFLATE_VERSION)
             elif msg.type != "error":
                 raise RemoteProtocolError(ErrorCode.UNEXPECTED, "expected welcome")
         elif msg.type == "hello":
@@ -161,6 +175,9 @@ class Connection:
         elif type_ == "hello" and fields.get("bin") == binform.BIN_VERSION:
             self._bin_asked = True  # the server's frames may come in it right behind welcome
             self._decoder.binary = functools.partial(binform.decode_body, share=True)
+            if fields.get("deflate") == DEFLATE_VERSION:
+                self._deflate_asked = True  # (deflated frames too, right behind welcome)
+                self._decoder.inflate = Inflater(self.limits.max_frame - 4).body
         elif self.binary and type_ in ("frame", "cursor"):
             return self._send_binary(type_, payload, fields)
         return encode_frame({"type": type_, **fields}, payload)
@@ -172,6 +189,20 @@ class Connection:
             raise LocalProtocolError(ErrorCode.INTERNAL, "bin in welcome, not asked for")
         self.binary = True
         self._decoder.binary = functools.partial(binform.decode_body, share=False)
+        if "deflate" in welcome:
+            if not self._deflate_asked or welcome["deflate"] != DEFLATE_VERSION:
+                raise LocalProtocolError(ErrorCode.INTERNAL, "deflate in welcome, not asked for")
+            self.deflate = True
+
+    def deflated(self, data: bytes) -> bytes:
+        """Server side, once ``deflate`` is agreed: a binary frame on the wire (as
+        :meth:`send` or ``binform`` made it) as a deflated frame, through this connection's
+        one compressor. Frames must then be sent in the order they were deflated."""
+        if not self.deflate:
+            raise LocalProtocolError(ErrorCode.INTERNAL, "deflate was not agreed")
+        if self._deflater is None:
+            self._deflater = Deflater()
+        return self._deflater.wire(data)
 
     def _send_binary(self, type_: str, payload: bytes | memoryview,
                      fields: dict[str, Any]) -> bytes:
