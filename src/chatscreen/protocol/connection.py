@@ -68,6 +68,7 @@ class Connection:
         self.deflate = False
         self._deflate_asked = False
         self._deflater: Deflater | None = None
+        self.inflated = 0  # deflated frames received
 
     # -- receiving ---------------------------------------------------------------------
 
@@ -91,10 +92,12 @@ class Connection:
                 return
             if frame.binary:
                 self._complete(frame)
-                if frame.deflated and not self.deflate:
-                    raise RemoteProtocolError(
-                        ErrorCode.BAD_FRAME,
-                        "a deflated frame, but the handshake did not agree on it")
+                if frame.deflated:
+                    if not self.deflate:
+                        raise RemoteProtocolError(
+                            ErrorCode.BAD_FRAME,
+                            "a deflated frame, but the handshake did not agree on it")
+                    self.inflated += 1
             try:
                 msg = parse_message(frame, self._inbound, self.limits)
             except RequestError as exc:
