@@ -68,7 +68,8 @@ def test_a_run_some_deflated_some_not_arrives_as_the_json_form_does(
     viewer, server = handshake()
     json_viewer = handshake(bin_=False)[0]
     assert viewer.deflate and server.deflate and not json_viewer.deflate
-    sent, want = [], []
+    sent: list[bytes] = []
+    want: list[Message] = []
     for (fields, payload), squeeze in zip(run, deflate, strict=False):
         data = server.send("frame", payload, share=3, **fields)
         sent.append(server.deflated(data) if squeeze else data)
@@ -76,12 +77,14 @@ def test_a_run_some_deflated_some_not_arrives_as_the_json_form_does(
                                                       payload))
         sent.append(server.deflated(server.send("cursor", share=3, x=-5, y=len(sent))))
         want.append(Message("cursor", {"share": 3, "x": -5, "y": len(sent) - 1}))
-    stream, got, at = b"".join(sent), [], 0
-    for cut in [*cuts, len(b"".join(sent))]:  # however TCP cuts the bytes
+    stream, at = b"".join(sent), 0
+    got: list[Message] = []
+    for cut in cuts:  # however TCP cuts the bytes
         got += viewer.receive_data(stream[at : at + cut])
         at += cut
     got += viewer.receive_data(stream[at:])
     assert got == want
+    assert viewer.inflated == sum(deflate[: len(run)]) + len(run)  # (and the cursor moves)
 
 
 def test_a_rect_sent_again_costs_a_few_bytes() -> None:
