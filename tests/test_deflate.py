@@ -187,3 +187,17 @@ def test_the_tail_is_left_out() -> None:
     full = z.compress(body) + z.flush(zlib.Z_SYNC_FLUSH)
     assert full.endswith(TAIL)
     assert Deflater().frame(body) == wire(full[:-4])
+
+
+def test_the_example_in_the_protocol_doc() -> None:
+    viewer, server = handshake()
+    example = bytes.fromhex("00000016 00000000 80 62 64 64 65 60 4c 39 c1 c8 c8 c8 c0 fc 9f"
+                            "81 01 00  0000000c 00000000 80 62 64 64 43 e6 02 00")
+    raw = [bf.frame_bytes(seq, False, None, [bf.rect_head(100, 200, 1, 1, "raw", 3)],
+                          [b"\xff\x00\x00"], share=1) for seq in (5, 6)]
+    assert b"".join(server.deflated(f) for f in raw) == example
+    size = bf.frame_bytes(1, True, (1920, 1080), [bf.rect_head(0, 0, 1, 1, "raw", 3)],
+                          [b"abc"], share=1)
+    got = list(viewer.receive_data(size + example))[1:]  # (a frame with the size first)
+    assert [(m["seq"], m["rects"][0].x, m.payload) for m in got] == [
+        (5, 100, b"\xff\x00\x00"), (6, 100, b"\xff\x00\x00")]
