@@ -103,8 +103,10 @@ FRAME_BYTES = 8 << 20  # a catch-up frame the relay sends holds about this many 
 # not yet compressed encodings, and at most DEFLATE_MAX bytes, is deflated per viewer that
 # agreed on it, at the last step (its compressor's context is the viewer's own); the others
 # (jpeg, png, webp, h264, zlib: compressed already) go as they are, encoded once for all.
+# DEFLATE_MAX bounds the event loop's work per viewer and frame: ~0.5 ms for 8 KiB of noisy
+# two-colour pixels (the worst seen), 3-50 us for a typed character's frame (bench_deflate).
 DEFLATABLE = frozenset({"raw", "palette", "packed", "copy"})
-DEFLATE_MAX = 64 << 10
+DEFLATE_MAX = 8 << 10
 KEY_DEADLINE = 2.0  # s after need_key: a sharer still sending deltas only, ...
 KEY_DEADLINE_FRAMES = 8  # ... this many since, is cut off (need_key_ignored)
 
