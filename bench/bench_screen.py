@@ -1,8 +1,8 @@
 """Issue 4: screen sharing workloads against the issue's targets, and against the original.
 
 ``python -m bench.bench_screen`` (part of ``make bench``). For each workload of
-``bench/screen_workloads.py`` (idle, typing, scrolling, video, drag) on a private 1920x1080
-Xvfb: a fresh server, the sharer as a subprocess (``chatscreen share --fps 30``, or the
+``bench/screen_workloads.py`` (idle, typing, typing-scroll, scrolling, video, drag) on a private
+1920x1080 Xvfb: a fresh server, the sharer as a subprocess (``chatscreen share --fps 30``, or the
 original's pipeline from ``bench.baseline_original``), one viewer in this process decoding
 everything it receives. The workload draws a tick number on the screen and prints when each
 tick reached the X server, so the viewer measures:
@@ -19,7 +19,8 @@ tick reached the X server, so the viewer measures:
 Environment: ``BENCH_SCREEN_SECONDS`` (window, default 20), ``BENCH_SCREEN_RUNS`` (default 3),
 ``BENCH_SCREEN_WORKLOADS`` (comma-separated subset; empty: none), ``BENCH_SCREEN_ENCODING``
 (the sharer's ``--encoding``, default auto), ``BENCH_SCREEN_BASELINE=0`` to skip the
-original. Figures are medians over the runs.
+original, ``BENCH_SCREEN_BIN=0`` for a viewer that takes frames as JSON (default: the
+binary form, as the app and the CLI). Figures are medians over the runs.
 
 Fan-out (``BENCH_SCREEN_FANOUT=0`` skips it): one sharer of ``BENCH_SCREEN_FANOUT_WORKLOAD``
 (default scrolling) watched by 1 viewer, by ``BENCH_SCREEN_FANOUT_VIEWERS`` (default 10), and
@@ -83,14 +84,17 @@ from bench.screen_workloads import VIDEO_BOX, read_marker  # noqa: E402
 from chatscreen.client import Client  # noqa: E402
 from chatscreen.client.link import Link  # noqa: E402
 from chatscreen.protocol import Message  # noqa: E402
+from chatscreen.protocol.binform import BIN_VERSION  # noqa: E402
 from chatscreen.screen.codec import Canvas, psnr  # noqa: E402
 from chatscreen.screen.cursor import Cursor, composite  # noqa: E402
 from chatscreen.screen.sharing import find_share, frame_rects  # noqa: E402
 
 RUNS = int(os.environ.get("BENCH_SCREEN_RUNS", "3"))
+BIN = os.environ.get("BENCH_SCREEN_BIN", "1") != "0"
 WINDOW_S = float(os.environ.get("BENCH_SCREEN_SECONDS", "20"))
-WORKLOADS = [w for w in os.environ.get("BENCH_SCREEN_WORKLOADS",
-                                       "idle,typing,scrolling,video,drag").split(",") if w]
+DEFAULT_WORKLOADS = "idle,typing,typing-scroll,scrolling,video,drag"
+WORKLOADS = [w for w in os.environ.get("BENCH_SCREEN_WORKLOADS", DEFAULT_WORKLOADS).split(",")
+             if w]
 BASELINE = os.environ.get("BENCH_SCREEN_BASELINE", "1") != "0"
 FANOUT = os.environ.get("BENCH_SCREEN_FANOUT", "1") != "0"
 FANOUT_VIEWERS = int(os.environ.get("BENCH_SCREEN_FANOUT_VIEWERS", "10"))
@@ -106,6 +110,7 @@ SCRIPT = Path(__file__).with_name("screen_workloads.py")
 TARGETS = {  # updates/s, latency p50 ms, bytes/s, fidelity
     "idle": ("–", "–", "≤ 1 kB/s", "pixel-exact"),
     "typing": ("≥ 30", "≤ 10", "≤ 60 kB/s", "pixel-exact once still"),
+    "typing-scroll": ("≥ 30", "≤ 10", "≤ 60 kB/s", "pixel-exact once still"),
     "scrolling": ("≥ 30", "≤ 20", "≤ 1 MB/s", "≥ 38 dB moving"),
     "video": ("≥ 30", "≤ 20", "≤ 1.2 MB/s", "≥ 32 dB in region"),
     "drag": ("–", "–", "–", "–"),
@@ -236,8 +241,10 @@ async def _view_chatscreen(server: ServerProcess, sharer_pid: int, work: Workloa
     screen: _CountingScreen | None = None
     try:
         share = await find_share(client, "sharer", START_TIMEOUT_S)
+        # the binary form of frames, as the app and the CLI ask for (BENCH_SCREEN_BIN=0: JSON)
         link = await Link.open(HOST, server.screen_port, client.timeout,
-                               getattr(client, "tls", None), token=client.token)
+                               getattr(client, "tls", None), token=client.token,
+                               bin=BIN_VERSION if BIN else None)
         counter = _CountingReader(link.reader)
         link.reader = counter  # type: ignore[assignment]
         screen = _CountingScreen(link)

@@ -69,7 +69,6 @@ from bench.bench_screen import CursorGrabber, Workload, med, pct, sharer_args  #
 from bench.bench_share import RGB, child, cpu_seconds  # noqa: E402
 from bench.screen_workloads import read_marker, read_pixel  # noqa: E402
 from chatscreen.client import Client, ScreenChannel  # noqa: E402
-from chatscreen.client.link import Link  # noqa: E402
 from chatscreen.screen.codec import Canvas  # noqa: E402
 from chatscreen.screen.cursor import composite  # noqa: E402
 from chatscreen.screen.sharing import find_share, frame_rects  # noqa: E402
@@ -82,7 +81,6 @@ SYSTEMS = ("chatscreen", "vnc-zrle", "vnc-tight")
 CONTINUOUS = os.environ.get("BENCH_VNC_CONTINUOUS", "1") != "0"  # 0: a request per update
 # the form chatscreen's viewer asks for: json, bin (protocol.binform), deflate (bin, deflated)
 FORM = os.environ.get("BENCH_VNC_FORM", "deflate")
-FORM_HELLO = {"json": {}, "bin": {"bin": 1}, "deflate": {"bin": 1, "deflate": 1}}[FORM]
 RATES = {"pixel": 1.0}  # ticks a second; 30 for the others
 TAIL_S = 2.0  # the workload ticks this long after the window, then stands still
 GRACE_S = 0.5  # after the window, how long the ticks made in it may still be decoded
@@ -174,9 +172,8 @@ async def _view_chatscreen(server: ServerProcess, sharer_pid: int, work: Workloa
     screen: ScreenChannel | None = None
     try:
         share = await find_share(client, "sharer", START_TIMEOUT_S)
-        link = await Link.open(HOST, server.screen_port, client.timeout,
-                               getattr(client, "tls", None), token=client.token, **FORM_HELLO)
-        screen = ScreenChannel(link)
+        # what the app and the CLI ask for (BENCH_VNC_FORM: less, to compare)
+        screen = await client.open_screen(binary=FORM != "json", deflate=FORM == "deflate")
         await screen.watch(share["id"])
         canvas = Canvas(share["w"], share["h"])
 
@@ -194,7 +191,7 @@ async def _view_chatscreen(server: ServerProcess, sharer_pid: int, work: Workloa
         r = Result()
         work.start()
         meter = Meter({"sharer": sharer_pid, "server": server.proc.pid if server.proc else 0},
-                      link.writer.get_extra_info("socket"))
+                      screen.link.writer.get_extra_info("socket"))
         start, end = meter.t0, meter.t0 + WINDOW_S
         while (left := end - time.monotonic()) > 0:
             if await next_frame(left):

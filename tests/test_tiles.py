@@ -178,12 +178,12 @@ def test_encoder_sends_changed_regions_by_content_and_refreshes_lossy_ones() -> 
     assert all(r.x >= 576 and r.y >= 320 for r in up.regions)
     apply(canvas, up, w, h)
 
-    # typing: one small change goes losslessly and alone
+    # typing: one small change goes losslessly and alone, cut to the changed pixels
     typed = moved.copy()
     typed[40:52, 30:38] = 255
     up = enc.encode(bgra(typed), now=0.1)
     assert up is not None and not up.key
-    assert [(r.x, r.y, r.w, r.h, r.enc) for r in up.regions] == [(0, 0, 64, 64, "palette")]
+    assert [(r.x, r.y, r.w, r.h, r.enc) for r in up.regions] == [(30, 40, 8, 12, "packed")]
     apply(canvas, up, w, h)
 
     # once nothing changes for refresh_after, the lossy tiles are refreshed losslessly

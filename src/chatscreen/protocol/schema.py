@@ -142,7 +142,7 @@ def boolean(value: Any, _: Limits) -> bool:
     return value
 
 
-ENCODINGS = ("jpeg", "png", "raw", "palette", "zlib", "webp", "h264", "copy")
+ENCODINGS = ("jpeg", "png", "raw", "palette", "zlib", "webp", "h264", "copy", "packed")
 COPY_LEN = 8  # a copy rect's data: the source's x and y, uint32 big-endian each
 WORK_TILE = 64  # the grid by which a frame's work is counted (the relay's tiles)
 

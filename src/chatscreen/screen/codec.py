@@ -4,9 +4,11 @@ JPEG goes through simplejpeg (libjpeg-turbo), which encodes straight from mss's 
 with no colour conversion: see docs/benchmarks.md for the comparison with OpenCV.
 
 Lossless encodings (docs/protocol.md has their exact format): ``palette`` (up to 256 colours,
-zlib-compressed indices: text and UI), ``zlib`` (zlib-compressed RGB), ``png`` and ``webp``
-(lossless WebP for many-colour regions that must end pixel-exact), and ``raw``. ``copy``
-carries no picture: it copies pixels the canvas already has (a scroll), see :class:`Canvas`.
+zlib-compressed indices: text and UI), ``packed`` (the same for small rects: indices packed
+at 1, 2, 4 or 8 bits, stored or zlib-compressed, a solid fill in 4 bytes), ``zlib``
+(zlib-compressed RGB), ``png`` and ``webp`` (lossless WebP for many-colour regions that
+must end pixel-exact), and ``raw``. ``copy`` carries no picture: it copies pixels the canvas
+already has (a scroll), see :class:`Canvas`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import simplejpeg
 from PIL import Image as PILImage
 
@@ -131,6 +134,89 @@ def decode_palette(data: bytes, w: int, h: int) -> RGB:
     return pal[index].reshape(h, w, 3)
 
 
+PACKED_STORED, PACKED_ZLIB = 0, 1  # a ``packed`` rect's index bytes: as they are, or zlib
+
+
+def packed_bits(n: int) -> int:
+    """Bits per pixel of a ``packed`` rect of ``n`` colours: 1, 2, 4 or 8."""
+    return 1 if n <= 2 else 2 if n <= 4 else 4 if n <= 16 else 8
+
+
+def _shifts(bits: int) -> npt.NDArray[np.uint8]:
+    """Per pixel of a byte, MSB first, how far its index is shifted."""
+    k = 8 // bits
+    return (8 - bits * (np.arange(k) + 1)).astype(np.uint8)
+
+
+def encode_packed(img: BGRA, level: int = 6) -> bytes | None:
+    """``u8 n-1``, ``n`` RGB triplets, then (``n`` > 1) ``u8`` 0 and the index bytes or
+    ``u8`` 1 and a zlib stream of them, whichever is shorter: indices at
+    :func:`packed_bits` bits, MSB first, each row starting on a byte boundary (zero bits
+    after its last pixel). None if the picture has more than 256 colours."""
+    h, w = img.shape[:2]
+    px = np.ascontiguousarray(img).view(np.uint32).reshape(-1) | np.uint32(0xFF000000)
+    colours = np.unique(px)
+    n = len(colours)
+    if n > PALETTE_MAX:
+        return None
+    pal = colours.view(np.uint8).reshape(-1, 4)[:, 2::-1]  # BGRA words -> RGB
+    head = struct.pack("B", n - 1) + np.ascontiguousarray(pal).tobytes()
+    if n == 1:
+        return head  # a solid fill
+    index = np.searchsorted(colours, px).astype(np.uint8).reshape(h, w)
+    bits = packed_bits(n)
+    if bits < 8:
+        k = 8 // bits
+        if w % k:
+            index = np.pad(index, ((0, 0), (0, k - w % k)))
+        groups = index.reshape(h, -1, k) << _shifts(bits)
+        index = np.bitwise_or.reduce(groups, axis=2).astype(np.uint8)
+    raw = index.tobytes()
+    packed = zlib.compress(raw, level)
+    if len(packed) < len(raw):
+        return head + bytes((PACKED_ZLIB,)) + packed
+    return head + bytes((PACKED_STORED,)) + raw
+
+
+def decode_packed(data: bytes, w: int, h: int) -> RGB:
+    """Strict: exact sizes, indices below ``n``, zero padding bits, no trailing bytes."""
+    if not data:
+        raise DecodeError("empty packed data")
+    n = data[0] + 1
+    head = 1 + 3 * n
+    if len(data) < head:
+        raise DecodeError("packed data shorter than its palette")
+    pal = np.frombuffer(data, np.uint8, 3 * n, 1).reshape(n, 3)
+    if n == 1:
+        if len(data) != head:
+            raise DecodeError("a solid packed rect has bytes after its colour")
+        out: RGB = np.empty((h, w, 3), np.uint8)
+        out[:] = pal[0]
+        return out
+    if len(data) == head:
+        raise DecodeError("packed data has no index bytes")
+    bits = packed_bits(n)
+    row = -(-w * bits // 8)
+    mode, body = data[head], data[head + 1 :]
+    if mode == PACKED_STORED:
+        if len(body) != row * h:
+            raise DecodeError(f"packed data holds {len(body)} index bytes, not {row * h}")
+        raw = body
+    elif mode == PACKED_ZLIB:
+        raw = _inflate(body, row * h, "packed")
+    else:
+        raise DecodeError(f"packed data of unknown kind {mode}")
+    index = np.frombuffer(raw, np.uint8).reshape(h, row)
+    if bits < 8:
+        index = ((index[:, :, None] >> _shifts(bits)) & np.uint8((1 << bits) - 1)).reshape(h, -1)
+        if index[:, w:].any():
+            raise DecodeError("packed rows have non-zero bits after their last pixel")
+        index = index[:, :w]
+    if int(index.max(initial=0)) >= n:
+        raise DecodeError("packed index out of range")
+    return pal[index]
+
+
 def encode_webp(img: BGRA, lossless: bool = True, quality: int = DEFAULT_QUALITY) -> bytes:
     out = io.BytesIO()
     if lossless:  # method 0 with quality 0: the fastest lossless effort, still compact
@@ -171,6 +257,8 @@ def decode_rect(enc: str, data: bytes, w: int, h: int) -> RGB:
         img = decode_png(data, (w, h))
     elif enc == "palette":
         img = decode_palette(data, w, h)
+    elif enc == "packed":
+        img = decode_packed(data, w, h)
     elif enc == "zlib":
         img = decode_zlib(data, w, h)
     elif enc == "webp":

@@ -38,6 +38,7 @@ from chatscreen.screen.codec import (
     COPY,
     DEFAULT_QUALITY,
     encode_jpeg,
+    encode_packed,
     encode_palette,
     encode_webp,
     encode_zlib,
@@ -91,6 +92,10 @@ PRESETS = {
 DEFAULT_PRESET = "balanced"
 ENCODING_MODES = ("auto", "h264", "lossless", "jpeg")  # share --encoding
 COPY_REFRESH_DEPTH = 48  # a band of a copy deeper than this in copies is sent as pixels
+PARTIAL_LIMIT = 16  # rects cut to the changed pixels that may touch a tile before it is sent
+#                     whole again; the relay asks for a key frame past 32 on one (MAX_PARTIAL)
+PARTIAL_MAX = 24  # ... and merged rects never take a tile past this many
+MERGE_SLACK = 192  # pixels: what a rect costs beside its pixels (header, palette), about
 LOSSLESS_BUDGET = 0.25  # share of the screen's tiles an update (not a key frame) may
 #                         encode losslessly; a bigger change goes lossy, refreshed once still
 
@@ -147,6 +152,11 @@ class ScreenEncoder:
         # per tile, how many copies deep its content is (the relay keeps every piece of
         # such a chain alive); see _age_copies
         self._depth: npt.NDArray[np.int32] = np.zeros((0, 0), np.int32)
+        # per tile, the rects cut to changed pixels that the relay keeps on it (those that
+        # touched it since it was last sent whole, less those a newer one covers), and
+        # their number per tile; see _cut
+        self._pieces: dict[tuple[int, int], list[XYXY]] = {}
+        self._partial: npt.NDArray[np.int32] = np.zeros((0, 0), np.int32)
 
     @property
     def size(self) -> tuple[int, int] | None:
@@ -175,6 +185,8 @@ class ScreenEncoder:
             self._lossy = np.zeros_like(dirty)
             self._changed_at = np.full(dirty.shape, now)
             self._depth = np.zeros(dirty.shape, np.int32)
+            self._partial = np.zeros(dirty.shape, np.int32)
+            self._pieces = {}
         elif hint is not None:
             assert prev is not None
             if hint.shape != grid(w, h, self.tile):
@@ -203,6 +215,7 @@ class ScreenEncoder:
                 dirty = hinted_change_map(prev, img, dirty | move_tiles(move, dirty.shape,
                                                                         self.tile), self.tile)
         assert self._lossy is not None and self._changed_at is not None
+        depth = self._depth  # (a cut tile keeps its chain of copies: see below)
         copies: list[Region] = []
         if move is not None:
             forced = self._age_copies(move, dirty)
@@ -225,7 +238,34 @@ class ScreenEncoder:
                 self._changed_at[vmask] = now
             else:
                 vmask = np.zeros_like(dirty)
-        self._depth[dirty | refresh | vmask] = 0  # sent as pixels: no copy chain behind them
+        few = np.zeros_like(dirty)
+        if key or self.encoding == "lossless":
+            few[:] = True
+        elif self.encoding == "jpeg":
+            pass  # every change lossy, refreshed losslessly once still
+        elif dirty.any():
+            counts = tile_colours(img, dirty, self.tile, cap=self.preset.lossless_colours + 1)
+            few[dirty] = counts <= self.preset.lossless_colours
+            if few.sum() > LOSSLESS_BUDGET * few.size:
+                few[:] = False
+        lossless = (dirty & few) | refresh
+        lossy = dirty & ~few
+        cut: list[Box] = []
+        text = dirty & few
+        partly = np.zeros_like(dirty)  # tiles sent as rects cut to their changed pixels
+        if not key and self.encoding != "lossless" and prev is not None and text.any():
+            cuttable = text & ~self._lossy & (self._partial < PARTIAL_LIMIT)
+            if move is not None:
+                cuttable &= ~move_tiles(move, dirty.shape, self.tile)
+            if cuttable.any() and self.tile == TILE:
+                cut, whole = self._cut(prev, img, cuttable)
+                text = text & ~cuttable | whole
+                partly = cuttable & ~whole
+        self._sent_whole((dirty | refresh) & ~partly)
+        # sent as pixels: no copy chain behind them, unless cut (the rest is still a copy's)
+        self._depth[(dirty & ~partly) | refresh | vmask] = 0
+        if partly.any() and depth is not self._depth:  # (_age_copies reset its dirty tiles)
+            self._depth[partly] = depth[partly]
         if key or hint is None or prev is None:
             self._prev = img if img.flags.writeable else img.copy()
             if key:
@@ -240,25 +280,14 @@ class ScreenEncoder:
             self._finder.keep(look)  # the compared tiles now hold img's pixels
         if not dirty.any() and not refresh.any() and move is None and not video:
             return None
-        few = np.zeros_like(dirty)
-        if key or self.encoding == "lossless":
-            few[:] = True
-        elif self.encoding == "jpeg":
-            pass  # every change lossy, refreshed losslessly once still
-        elif dirty.any():
-            counts = tile_colours(img, dirty, self.tile, cap=self.preset.lossless_colours + 1)
-            few[dirty] = counts <= self.preset.lossless_colours
-            if few.sum() > LOSSLESS_BUDGET * few.size:
-                few[:] = False
-        lossless = (dirty & few) | refresh
-        lossy = dirty & ~few
         regions = copies
         if key or self.encoding == "lossless":  # few is not "few colours" there
             regions += [self._region(img, box, True) for box in merge_tiles(lossless, w, h,
                                                                             self.tile)]
         else:  # changed tiles of few colours each (text), apart from the refresh (photos)
             regions += [self._region(img, box, True, text=True)
-                        for box in merge_tiles(dirty & few, w, h, self.tile)]
+                        for box in merge_tiles(text, w, h, self.tile)]
+            regions += [packed_region(img, box) for box in cut]
             regions += [self._region(img, box, True)
                         for box in merge_tiles(refresh, w, h, self.tile)]
         regions += [self._region(img, box, False) for box in merge_tiles(lossy, w, h, self.tile)]
@@ -369,6 +398,58 @@ class ScreenEncoder:
         self._depth = new
         return forced
 
+    def _cut(self, prev: BGRA, img: BGRA, tiles: Mask) -> tuple[list[Box], Mask]:
+        """The rects that bring the set ``tiles`` from ``prev`` to ``img``: per tile, the box
+        of its pixels that differ, merged with its neighbours' where the merged box is
+        hardly bigger (a glyph across a tile edge, a word), and the tiles whose box covers
+        most of the tile (sent whole instead). Keeps what the relay keeps of them per tile
+        (``_pieces``: every piece covering part of a tile, until a newer one covers it
+        entirely, or the tile is sent whole) and their number (``_partial``): with
+        ``PARTIAL_LIMIT`` of them a tile is sent whole (see :meth:`encode`), and merged
+        rects never leave more than ``PARTIAL_MAX`` on one, under the relay's 32."""
+        t = self.tile
+        h, w = img.shape[:2]
+        pw, cw = words(prev), words(img)
+        boxes: dict[tuple[int, int], tuple[int, int, int, int]] = {}
+        whole: Mask = np.zeros_like(tiles)
+        for rect in merge_tiles(tiles, w, h, t):
+            for r, c, box in changed_boxes(pw, cw, rect, t):
+                tw, th = min(t, w - c * t), min(t, h - r * t)
+                if _area(box) * 4 >= tw * th * 3:
+                    whole[r, c] = True
+                else:
+                    boxes[r, c] = box
+        merged = merge_boxes(boxes)
+        kept = self._kept(merged)
+        if max(map(len, kept.values()), default=0) > PARTIAL_MAX:  # merged ones overlap
+            merged = list(boxes.values())  # apart, each adds one piece to its own tile only
+            kept = self._kept(merged)
+        for k, pieces in kept.items():
+            self._pieces[k] = pieces
+            self._partial[k] = len(pieces)
+        return [Box(x0, y0, x1 - x0, y1 - y0) for x0, y0, x1, y1 in merged], whole
+
+    def _kept(self, boxes: list[XYXY]) -> dict[tuple[int, int], list[XYXY]]:
+        """What the relay keeps on each tile ``boxes`` touch once they are added in order
+        (as it does: a partial piece goes when a newer one covers it entirely)."""
+        t = self.tile
+        out: dict[tuple[int, int], list[XYXY]] = {}
+        for b in boxes:
+            for r in range(b[1] // t, (b[3] - 1) // t + 1):
+                for c in range(b[0] // t, (b[2] - 1) // t + 1):
+                    old = out.get((r, c))
+                    if old is None:
+                        old = self._pieces.get((r, c), [])
+                    out[r, c] = [p for p in old if not _inside(p, b)] + [b]
+        return out
+
+    def _sent_whole(self, tiles: Mask) -> None:
+        """The set ``tiles`` went whole: the relay keeps no partial piece on them."""
+        if self._pieces and tiles.any():
+            for k in [k for k in self._pieces if tiles[k]]:
+                del self._pieces[k]
+        self._partial[tiles] = 0
+
     def _region(self, img: BGRA, box: Box, lossless: bool, *, text: bool = False) -> Region:
         part = img[box.y : box.y + box.h, box.x : box.x + box.w]
         if lossless:
@@ -430,6 +511,85 @@ def band_copies(move: Move, skip: Mask, tile: int = TILE) -> list[Region]:
         y0, y1 = max(r * tile, move.y), min((r + 1) * tile, move.y + move.h)
         out.append(copy_region(Move(move.x, y0, move.w, y1 - y0, move.sx, y0 + dy)))
     return out if dy > 0 else out[::-1]
+
+
+def packed_region(img: BGRA, box: Box) -> Region:
+    """A small rect of few colours as ``packed`` (else as :func:`encode_lossless` would)."""
+    part = img[box.y : box.y + box.h, box.x : box.x + box.w]
+    data = encode_packed(part)
+    if data is None:
+        enc, data = encode_lossless(part, text=True)
+        return Region(box.x, box.y, box.w, box.h, enc, data)
+    return Region(box.x, box.y, box.w, box.h, "packed", data)
+
+
+XYXY = tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive)
+
+
+def changed_boxes(a: npt.NDArray[np.uint32], b: npt.NDArray[np.uint32], box: Box,
+                  tile: int = TILE) -> list[tuple[int, int, XYXY]]:
+    """Per tile of ``box`` (whose top left is on the tile grid), the bounding box of the
+    pixels where the word pictures ``a`` and ``b`` differ, as (row, col, box); tiles where
+    none differs are left out. One comparison of the rect, then any() along rows and
+    columns per tile: no per-pixel Python."""
+    diff = a[box.y : box.y + box.h, box.x : box.x + box.w] \
+        != b[box.y : box.y + box.h, box.x : box.x + box.w]
+    rows, cols = -(-box.h // tile), -(-box.w // tile)
+    if diff.shape != (rows * tile, cols * tile):
+        diff = np.pad(diff, ((0, rows * tile - box.h), (0, cols * tile - box.w)))
+    d = diff.reshape(rows, tile, cols, tile)
+    ys = d.any(axis=3)  # rows, tile, cols: which lines of each tile differ
+    xs = d.any(axis=1)  # rows, cols, tile: which columns
+    y0, y1 = ys.argmax(axis=1), tile - ys[:, ::-1, :].argmax(axis=1)
+    x0, x1 = xs.argmax(axis=2), tile - xs[:, :, ::-1].argmax(axis=2)
+    out = []
+    r0, c0 = box.y // tile, box.x // tile
+    for r, c in zip(*np.nonzero(ys.any(axis=1)), strict=True):
+        px, py = box.x + int(c) * tile, box.y + int(r) * tile
+        out.append((r0 + int(r), c0 + int(c), (px + int(x0[r, c]), py + int(y0[r, c]),
+                                               px + int(x1[r, c]), py + int(y1[r, c]))))
+    return out
+
+
+def _area(b: XYXY) -> int:
+    return (b[2] - b[0]) * (b[3] - b[1])
+
+
+def merge_boxes(boxes: dict[tuple[int, int], XYXY]) -> list[XYXY]:
+    """Join the boxes of neighbouring tiles (keyed by row, col) while the joined box is no
+    bigger than the two apart plus ``MERGE_SLACK`` pixels (what a rect costs beside its
+    pixels: its header, its palette) and every tile it touches has a box of its own (a
+    merged box never lays a partial piece on a tile that is not counted as cut)."""
+    group = {k: k for k in boxes}
+    box = dict(boxes)
+
+    def root(k: tuple[int, int]) -> tuple[int, int]:
+        while group[k] != k:
+            k = group[k]
+        return k
+
+    for k in sorted(boxes):
+        for nb in ((k[0], k[1] + 1), (k[0] + 1, k[1])):
+            if nb not in boxes:
+                continue
+            a, b = root(k), root(nb)
+            if a == b:
+                continue
+            p, q = box[a], box[b]
+            u = (min(p[0], q[0]), min(p[1], q[1]), max(p[2], q[2]), max(p[3], q[3]))
+            if _area(u) > _area(p) + _area(q) + MERGE_SLACK:
+                continue
+            t = TILE
+            if all((r, c) in boxes for r in range(u[1] // t, (u[3] - 1) // t + 1)
+                   for c in range(u[0] // t, (u[2] - 1) // t + 1)):
+                group[b] = a
+                box[a] = u
+                del box[b]
+    return list(box.values())
+
+
+def _inside(a: XYXY, b: XYXY) -> bool:
+    return b[0] <= a[0] and b[1] <= a[1] and a[2] <= b[2] and a[3] <= b[3]
 
 
 def hinted_change_map(prev: BGRA, cur: BGRA, hint: Mask, tile: int = TILE) -> Mask:
