@@ -265,7 +265,9 @@ async def two_viewers(server: ServerProcess) -> None:
                        bytes(4))), OutRect(2, 2, 1, 1, "raw", b"abc")], False),
                    (8, 6, [OutRect(0, 0, 8, 6, "zlib", encode_zlib(np.zeros((6, 8, 4),
                                                                            np.uint8)))], True),
-                   (8, 6, [OutRect(7, 5, 1, 1, "raw", b"xyz")], False)]
+                   (8, 6, [OutRect(7, 5, 1, 1, "raw", b"xyz")], False),
+                   (64, 48, [OutRect(0, 0, 64, 48, "raw", bytes(range(256)) * 36)], True),
+                   (64, 48, [OutRect(5, 5, 1, 1, "raw", b"xyz")], False)]
         for w, h, rects, key in updates:
             if (w, h) != (4, 4) and key:
                 await out.share(w, h)
@@ -280,14 +282,16 @@ async def two_viewers(server: ServerProcess) -> None:
                     await screen.cursor_changed.wait()
         assert got[0] == got[1] == got[2]  # the same messages, whatever the form
         assert [(m["w"], m["h"], m["key"]) for m in got[1]] == [
-            (4, 4, True), *[(4, 4, False)] * 4, (8, 6, True), (8, 6, False)]
-        pictures = [Canvas(8, 6) for _ in screens]
+            (4, 4, True), *[(4, 4, False)] * 4, (8, 6, True), (8, 6, False), (64, 48, True),
+            (64, 48, False)]
+        pictures = [Canvas(64, 48) for _ in screens]
         for canvas, msgs in zip(pictures, got, strict=True):
             for msg in msgs:
                 canvas.apply(msg["w"], msg["h"], msg["key"], frame_rects(msg))
         assert (pictures[0].pixels == pictures[2].pixels).all()
-        # deflated: the lossless frames (raw, palette), not the jpeg nor the zlib one
-        assert [s.link.conn.inflated for s in screens] == [0, 0, 5]
+        # deflated: the small lossless frames (raw, palette), not the jpeg nor the zlib one,
+        # nor the raw one over DEFLATE_MAX (9 kB)
+        assert [s.link.conn.inflated for s in screens] == [0, 0, 6]
     finally:
         for c in (sharer, json_viewer, bin_viewer, deflate_viewer):
             await c.close()
