@@ -2,8 +2,9 @@
 
 Types a few lines of text (Pillow's default font, anti-aliased) into a 1920x1080 picture, one
 character per update, and builds the frame the relay would send a binary viewer for each: the
-changed 64x64 tiles as ``palette`` (main's sharer), or only the changed pixels' box as ``raw``
-or ``palette`` (rects cut to the change, as issue 17 plans). For each, prints the bytes per
+changed 64x64 tiles as ``palette`` (the sharer before issue 17), or only the changed pixels'
+box as ``raw``, ``palette`` or ``packed`` (main's sharer; also with its index bytes always
+stored, never zlib). For each, prints the bytes per
 update on the wire (TLS record of 22 B included) without and with a persistent deflate context
 for a few (level, window bits, memLevel), and the server's time to deflate one frame (µs,
 median). ``python -m bench.bench_deflate`` (``BENCH_DEFLATE_CHARS``: characters typed).
@@ -22,15 +23,14 @@ from PIL import Image, ImageDraw, ImageFont
 
 from chatscreen.protocol import binform as bf
 from chatscreen.protocol.deflate import LEVEL, MEM_LEVEL, WBITS
-from chatscreen.screen.codec import encode_palette
+from chatscreen.screen.codec import encode_packed, encode_palette
 
 W, H, TILE = 1920, 1080, 64
 CHARS = int(os.environ.get("BENCH_DEFLATE_CHARS", "600"))
 TLS_RECORD = 22
 TEXT = ("The quick brown fox jumps over the lazy dog; def main() -> int: return 0  # typing "
         "30 characters a second into an editor, as issue 17's workload does. ")
-CONFIGS = [(6, 15, 8), (6, 15, 7), (6, 15, 6), (6, 14, 7), (6, 14, 6), (6, 13, 6), (1, 15, 7),
-           (9, 15, 8)]
+CONFIGS = [(6, 15, 8), (6, 15, 6), (6, 14, 6), (6, 13, 6), (1, 15, 6), (9, 15, 8)]
 
 Rect = tuple[int, int, int, int]  # x, y, w, h
 
@@ -67,18 +67,23 @@ def frame(img: np.ndarray, rects: list[Rect], enc: str, seq: int) -> bytes:
     heads, data = [], []
     for x, y, w, h in rects:
         part = img[y : y + h, x : x + w]
-        blob = (encode_palette(part) if enc == "palette" else None) or \
-            np.ascontiguousarray(part[:, :, 2::-1]).tobytes()
-        heads.append(bf.rect_head(x, y, w, h, "palette" if enc == "palette" else "raw",
-                                  len(blob)))
+        blob = (encode_palette(part) if enc == "palette" else
+                encode_packed(part) if enc == "packed" else
+                encode_packed(part, 0) if enc == "stored" else None)  # level 0: never zlib
+        if blob is None:
+            blob, enc = np.ascontiguousarray(part[:, :, 2::-1]).tobytes(), "raw"
+        heads.append(bf.rect_head(x, y, w, h, "packed" if enc == "stored" else enc, len(blob)))
         data.append(blob)
     return bf.frame_bytes(seq, False, None, heads, data, share=1)
 
 
 FORMS: dict[str, Callable[[np.ndarray, Rect, int], bytes]] = {
-    "palette tiles (main)": lambda img, box, seq: frame(img, tiles_of(box), "palette", seq),
+    "palette tiles (before cut rects)":
+        lambda img, box, seq: frame(img, tiles_of(box), "palette", seq),
     "raw, cut to the change": lambda img, box, seq: frame(img, [box], "raw", seq),
     "palette, cut to the change": lambda img, box, seq: frame(img, [box], "palette", seq),
+    "packed, cut to the change (main)": lambda img, box, seq: frame(img, [box], "packed", seq),
+    "packed stored (never zlib), cut": lambda img, box, seq: frame(img, [box], "stored", seq),
 }
 
 
