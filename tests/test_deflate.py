@@ -201,3 +201,18 @@ def test_the_example_in_the_protocol_doc() -> None:
     got = list(viewer.receive_data(size + example))[1:]  # (a frame with the size first)
     assert [(m["seq"], m["rects"][0].x, m.payload) for m in got] == [
         (5, 100, b"\xff\x00\x00"), (6, 100, b"\xff\x00\x00")]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=80), min_size=1, max_size=4))
+def test_random_chunks_give_clean_errors(chunks: list[bytes]) -> None:
+    """Whatever a server sends as deflated bodies: messages, or a RemoteProtocolError."""
+    viewer, _ = handshake(limits=Limits(max_frame=4096))
+    size = bf.frame_bytes(1, True, (64, 64), [bf.rect_head(0, 0, 1, 1, "raw", 3)], [b"abc"],
+                          share=1)
+    list(viewer.receive_data(size))
+    try:
+        for chunk in chunks:
+            list(viewer.receive_data(wire(chunk)))
+    except RemoteProtocolError as exc:
+        assert exc.code in (ErrorCode.BAD_FRAME, ErrorCode.BAD_MESSAGE)
