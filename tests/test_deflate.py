@@ -18,7 +18,14 @@ from hypothesis import strategies as st
 from chatscreen.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from chatscreen.protocol import Connection, Limits, Message, Role, encode_frame
 from chatscreen.protocol import binform as bf
-from chatscreen.protocol.deflate import KIND_DEFLATED, TAIL, Deflater, Inflater
+from chatscreen.protocol.deflate import (
+    KIND_DEFLATED,
+    LOSSLESS,
+    MAX_CLIENT_BODY,
+    TAIL,
+    Deflater,
+    Inflater,
+)
 from tests.test_binform import frame_runs
 
 LIMITS = Limits()
@@ -216,3 +223,36 @@ def test_random_chunks_give_clean_errors(chunks: list[bytes]) -> None:
             list(viewer.receive_data(wire(chunk)))
     except RemoteProtocolError as exc:
         assert exc.code in (ErrorCode.BAD_FRAME, ErrorCode.BAD_MESSAGE)
+
+
+# -- from a client (a sharer) --------------------------------------------------------------
+
+
+@settings(max_examples=100, deadline=None)
+@given(frame_runs())
+def test_a_sharers_small_lossless_frames_go_deflated_and_arrive_the_same(
+        run: list[tuple[dict[str, Any], bytes]]) -> None:
+    sharer, server = handshake()
+    json_sharer, json_server = handshake(bin_=False)
+    deflated = 0
+    for fields, payload in run:
+        data = sharer.send("frame", payload, **fields)
+        small = len(bf.frame_from_fields(fields, payload, size=True)) - 8 <= MAX_CLIENT_BODY
+        lossless = all(r["enc"] in LOSSLESS for r in fields["rects"])
+        assert (data[8] == KIND_DEFLATED) == (small and lossless)
+        deflated += small and lossless
+        got = list(server.receive_data(data))
+        assert got == list(json_server.receive_data(json_sharer.send("frame", payload, **fields)))
+    assert server.inflated == deflated
+
+
+def test_a_clients_deflated_body_inflates_to_8_kib_at_most() -> None:
+    sharer, server = handshake()
+    z = zlib.compressobj(6, zlib.DEFLATED, -15)
+    body = glyph_frame(1)[8:]
+    over = body + bytes(MAX_CLIENT_BODY + 1 - len(body))
+    chunk = z.compress(over) + z.flush(zlib.Z_SYNC_FLUSH)
+    error = fatal(wire(chunk[:-4]), server)
+    assert error.code == ErrorCode.BAD_FRAME and f"more than {MAX_CLIENT_BODY}" in error.message
+    _, server = handshake(ask=False)  # not agreed: an unknown kind
+    assert "unknown kind 128" in fatal(sharer.deflated(glyph_frame(1)), server).message

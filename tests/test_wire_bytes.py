@@ -121,7 +121,7 @@ async def one_pixel_changes(server: ServerProcess, binary: bool, *, deflate: boo
     viewer = await Client("127.0.0.1", "viewer", chat_port=server.chat_port,
                           screen_port=viewer_proxy.port, timeout=TIMEOUT).connect()
     try:
-        out = await sharer.open_screen(binary=binary)
+        out = await sharer.open_screen(binary=binary, deflate=deflate)
         await out.share(W, H)
         black = np.zeros((H, W, 4), np.uint8)
         await out.send_frame(W, H, [OutRect(0, 0, W, H, "zlib", encode_zlib(black))], key=True)
@@ -170,14 +170,16 @@ def test_one_pixel_change_costs_at_most_60_bytes_on_the_wire_with_tls(
 
 def test_a_glyph_typed_again_costs_few_bytes_with_deflate(server: ServerProcess) -> None:
     """Typing: the same few glyphs drawn again and again, each a 9x18 raw rect (486 B). A
-    viewer with deflated frames gets each glyph seen before as a back-reference; without, it
-    gets the whole rect every time."""
-    _, plain = run(one_pixel_changes(server, True, deflate=False, change=_glyph))
-    _, deflated = run(one_pixel_changes(server, True, deflate=True, change=_glyph))
+    viewer with deflated frames gets each glyph seen before as a back-reference, and a sharer
+    with them sends it so; without, the whole rect goes every time."""
+    plain_up, plain = run(one_pixel_changes(server, True, deflate=False, change=_glyph))
+    deflated_up, deflated = run(one_pixel_changes(server, True, deflate=True, change=_glyph))
     print(f"\n9x18 raw glyph, TLS, binary form: server->viewer {statistics.median(plain):.0f} B, "
-          f"deflated {statistics.median(deflated):.0f} B (per glyph: {plain}, {deflated})")
-    assert min(plain[3:]) > 486
+          f"deflated {statistics.median(deflated):.0f} B (per glyph: {plain}, {deflated}); "
+          f"sharer->server {plain_up}, deflated {deflated_up}")
+    assert min(plain[3:]) > 486 and min(plain_up[3:]) > 486
     assert max(deflated[3:]) <= 80  # the glyphs seen before: a sixth of it, TLS included
+    assert max(deflated_up[3:]) <= 80  # and from the sharer
 
 
 def test_a_one_pixel_change_costs_no_more_deflated(server: ServerProcess) -> None:

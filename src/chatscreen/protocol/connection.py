@@ -18,7 +18,13 @@ from typing import Any
 
 from chatscreen.errors import ErrorCode, LocalProtocolError, RemoteProtocolError, RequestError
 from chatscreen.protocol import binform
-from chatscreen.protocol.deflate import DEFLATE_VERSION, Deflater, Inflater
+from chatscreen.protocol.deflate import (
+    DEFLATE_VERSION,
+    LOSSLESS,
+    MAX_CLIENT_BODY,
+    Deflater,
+    Inflater,
+)
 from chatscreen.protocol.framing import Frame, FrameDecoder, Limits, encode_frame
 from chatscreen.protocol.schema import (
     CLIENT_MESSAGES,
@@ -62,9 +68,9 @@ class Connection:
         self._bin_asked = False
         self._sizes: dict[int | None, tuple[int, int]] = {}
         self._sent_size: tuple[int, int] | None = None  # the size our last frame said
-        # Deflated binary frames (protocol.deflate), server to client only: asked for in
-        # hello ("deflate": 1, with "bin": 1), granted in welcome. The server's compressor
-        # is made at its first deflated frame (COMPRESSOR_BYTES): viewers only.
+        # Deflated binary frames (protocol.deflate): asked for in hello ("deflate": 1, with
+        # "bin": 1), granted in welcome; then both ends may send them. Our compressor is made
+        # at our first deflated frame (COMPRESSOR_BYTES): on the server, for viewers only.
         self.deflate = False
         self._deflate_asked = False
         self._deflater: Deflater | None = None
@@ -196,11 +202,12 @@ class Connection:
             if not self._deflate_asked or welcome["deflate"] != DEFLATE_VERSION:
                 raise LocalProtocolError(ErrorCode.INTERNAL, "deflate in welcome, not asked for")
             self.deflate = True
+            self._decoder.inflate = Inflater(MAX_CLIENT_BODY).body
 
     def deflated(self, data: bytes) -> bytes:
-        """Server side, once ``deflate`` is agreed: a binary frame on the wire (as
-        :meth:`send` or ``binform`` made it) as a deflated frame, through this connection's
-        one compressor. Frames must then be sent in the order they were deflated."""
+        """Once ``deflate`` is agreed: a binary frame on the wire (as :meth:`send` or
+        ``binform`` made it) as a deflated frame, through this connection's one compressor.
+        Frames must then be sent in the order they were deflated."""
         if not self.deflate:
             raise LocalProtocolError(ErrorCode.INTERNAL, "deflate was not agreed")
         if self._deflater is None:
@@ -230,6 +237,10 @@ class Connection:
             raise LocalProtocolError(ErrorCode.INTERNAL,
                                      f"cannot encode a binary frame: {exc!r}") from None
         self._sent_size = size
+        if (self.deflate and self.role is Role.CLIENT and len(data) - 8 <= MAX_CLIENT_BODY
+                and all((r["enc"] if isinstance(r, dict) else r.enc) in LOSSLESS
+                        for r in fields["rects"])):
+            return self.deflated(data)  # (a sharer's small lossless frame)
         return data
 
     def accept(self, **fields: Any) -> bytes:

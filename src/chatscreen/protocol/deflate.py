@@ -1,17 +1,19 @@
-"""Deflated binary frames: one persistent raw-deflate stream per connection. Pure, no I/O.
+"""Deflated binary frames: one persistent raw-deflate stream per connection and direction.
+Pure, no I/O.
 
 On a screen connection that agreed on it (``"deflate": 1`` in ``hello`` and ``welcome``, with
-``"bin": 1``), the server may send a binary body (``protocol.binform``: kind byte onward) as::
+``"bin": 1``), either end may send a binary body (``protocol.binform``: kind byte onward) as::
 
     u32 body_length | u32 0 | u8 0x80 | chunk
 
-``chunk`` is what the connection's one raw-deflate compressor (no zlib header) gave for the
-body, ended with a sync flush whose last 4 bytes, always ``00 00 ff ff``, are left out (as in
-WebSocket's permessage-deflate, RFC 7692 7.2.1). The receiver keeps one raw inflater (a 32 KiB
-window) for the connection, feeds it ``chunk + 00 00 ff ff``, and decodes what comes out as the
-binary body it is. The context persists from one deflated frame to the next (a glyph sent
-before costs a back-reference); frames sent otherwise do not touch it. See docs/protocol.md,
-"Deflated frames".
+``chunk`` is what the sender's one raw-deflate compressor for the connection (no zlib
+header; each direction has its own) gave for the body, ended with a sync flush whose last 4
+bytes, always ``00 00 ff ff``, are left out (as in WebSocket's permessage-deflate, RFC 7692
+7.2.1). The receiver keeps one raw inflater (a 32 KiB window) for the connection, feeds it
+``chunk + 00 00 ff ff``, and decodes what comes out as the binary body it is. The context
+persists from one deflated frame to the next (a glyph sent before costs a back-reference);
+frames sent otherwise do not touch it. The server inflates a client's body to at most
+MAX_CLIENT_BODY bytes. See docs/protocol.md, "Deflated frames".
 """
 
 from __future__ import annotations
@@ -21,9 +23,17 @@ import zlib
 from chatscreen.errors import ErrorCode, RemoteProtocolError
 from chatscreen.protocol.framing import KIND_DEFLATED
 
-__all__ = ["DEFLATE_VERSION", "KIND_DEFLATED", "Deflater", "Inflater"]
+__all__ = ["DEFLATE_VERSION", "KIND_DEFLATED", "LOSSLESS", "MAX_CLIENT_BODY", "Deflater",
+           "Inflater"]
 
 DEFLATE_VERSION = 1  # what "deflate" says in hello and welcome
+# what is worth deflating: lossless encodings not compressed already (jpeg, png, webp, h264,
+# zlib are); the reference server and client deflate frames of these alone
+LOSSLESS = frozenset({"raw", "palette", "packed", "copy"})
+# A client's deflated body inflates to at most this (more: a fatal bad_frame), so that the
+# server inflates no more than 8 KiB per frame it is sent (frames are rate limited); the
+# reference client deflates only binary frames of LOSSLESS rects this small.
+MAX_CLIENT_BODY = 8 << 10
 TAIL = b"\x00\x00\xff\xff"  # what a sync flush ends with, left out on the wire
 # The server's compressor (bench/bench_deflate.py, typed text, rects cut to the change): a
 # 32 KiB window holds the glyphs seen before (51 B an update on the wire against 63 B with 16 KiB

@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any
 from chatscreen.errors import ErrorCode, RemoteProtocolError, RequestError
 from chatscreen.protocol import Message, binform, encode_frame
 from chatscreen.protocol.annexb import is_idr
-from chatscreen.protocol.deflate import DEFLATE_VERSION
+from chatscreen.protocol.deflate import DEFLATE_VERSION, LOSSLESS
 from chatscreen.protocol.schema import MAX_RECTS, max_frame_tiles
 from chatscreen.server.adapt import (
     FULL,
@@ -105,7 +105,7 @@ FRAME_BYTES = 8 << 20  # a catch-up frame the relay sends holds about this many 
 # (jpeg, png, webp, h264, zlib: compressed already) go as they are, encoded once for all.
 # DEFLATE_MAX bounds the event loop's work per viewer and frame: ~0.5 ms for 8 KiB of noisy
 # two-colour pixels (the worst seen), 3-50 us for a typed character's frame (bench_deflate).
-DEFLATABLE = frozenset({"raw", "palette", "packed", "copy"})
+DEFLATABLE = LOSSLESS
 DEFLATE_MAX = 8 << 10
 KEY_DEADLINE = 2.0  # s after need_key: a sharer still sending deltas only, ...
 KEY_DEADLINE_FRAMES = 8  # ... this many since, is cut off (need_key_ignored)
