@@ -235,6 +235,42 @@ def test_a_binary_sharers_bad_frames_get_the_errors_json_would(server: ServerPro
     run(bad_binary_frames(server))
 
 
+async def deflate_bomb(server: ServerProcess) -> None:
+    sharer, viewer = [await Client("127.0.0.1", name, chat_port=server.chat_port,
+                                   screen_port=server.screen_port, timeout=TIMEOUT).connect()
+                      for name in ("sharer", "viewer")]
+    try:
+        out = await sharer.open_screen()
+        assert out.link.conn.deflate
+        await out.share(64, 64)
+        await out.send_frame(64, 64, [OutRect(0, 0, 64, 64, "raw", bytes(64 * 64 * 3))],
+                             key=True)  # (12 kB: over 8 KiB, not deflated)
+        screen = await viewer.open_screen()
+        await screen.watch((await find_share(viewer, "sharer", TIMEOUT))["id"])
+        canvas = Canvas(64, 64)
+        await _next_picture(screen, canvas)
+        await out.send_frame(64, 64, [OutRect(1, 2, 1, 1, "raw", b"xyz")], key=False)
+        await _next_picture(screen, canvas)  # deflated, taken
+        assert bytes(canvas.pixels[2, 1]) == b"xyz"
+        # 9 kB of a raw rect in a few bytes: over what the server inflates from a client
+        bomb = bf.frame_bytes(9, False, None, [bf.rect_head(0, 0, 64, 48, "raw", 9216)],
+                              [bytes(9216)])
+        out.link.writer.write(out.link.conn.deflated(bomb))
+        await asyncio.wait_for(out.link.closed.wait(), TIMEOUT)
+        assert isinstance(out.link.close_reason, ServerError)
+        assert out.link.close_reason.code == ErrorCode.BAD_FRAME
+        assert "inflates to more than 8192" in out.link.close_reason.message
+        assert (await screen.next_frame(TIMEOUT)).type == "unshared"  # the viewer goes on
+        await viewer.ping()
+    finally:
+        await sharer.close()
+        await viewer.close()
+
+
+def test_a_sharers_deflate_bomb_closes_it_with_bad_frame(server: ServerProcess) -> None:
+    run(deflate_bomb(server))
+
+
 async def two_viewers(server: ServerProcess) -> None:
     sharer, json_viewer, bin_viewer, deflate_viewer = [
         await Client("127.0.0.1", name, chat_port=server.chat_port,
