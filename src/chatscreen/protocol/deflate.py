@@ -78,7 +78,7 @@ class Inflater:
     __slots__ = ("_z", "max_body")
 
     def __init__(self, max_body: int) -> None:
-        self._z = zlib.decompressobj(-15)
+        self._z: zlib._Decompress | None = None  # made at the first chunk (INFLATER_BYTES)
         self.max_body = max_body
 
     def body(self, chunk: bytes) -> bytes:
@@ -87,6 +87,8 @@ class Inflater:
         ``max_body`` bytes or to nothing, or one that ends the deflate stream: the stream is
         then broken and the connection must close."""
         z = self._z
+        if z is None:
+            z = self._z = zlib.decompressobj(-15)
         try:
             out = z.decompress(chunk + TAIL, self.max_body + 1)
         except zlib.error as exc:
