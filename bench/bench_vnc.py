@@ -27,10 +27,11 @@ Per system, over a window of ``BENCH_VNC_SECONDS`` (default 20):
 
 Figures are medians over ``BENCH_VNC_RUNS`` (default 3) runs. ``BENCH_VNC_WORKLOADS`` picks a
 comma-separated subset; ``BENCH_VNC_CONTINUOUS=0`` makes the VNC viewer send an incremental
-FramebufferUpdateRequest after each update instead of using continuous updates. Prints every
-run, a table per workload and system, then issue 17's table (chatscreen's figure, the VNC
-figure it is compared with, the ratio, the target, MET/MISSED), and writes everything to
-``bench/results/bench_vnc-<UTC time>.json``.
+FramebufferUpdateRequest after each update instead of using continuous updates;
+``BENCH_VNC_FORM`` (``json``, ``bin``, ``deflate``: the default) is the form of frames
+chatscreen's viewer asks for. Prints every run, a table per workload and system, then issue
+17's table (chatscreen's figure, the VNC figure it is compared with, the ratio, the target,
+MET/MISSED), and writes everything to ``bench/results/bench_vnc-<UTC time>.json``.
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ WORKLOADS = [w for w in os.environ.get("BENCH_VNC_WORKLOADS",
                                        "typing,typing-scroll,pixel,video").split(",") if w]
 SYSTEMS = ("chatscreen", "vnc-zrle", "vnc-tight")
 CONTINUOUS = os.environ.get("BENCH_VNC_CONTINUOUS", "1") != "0"  # 0: a request per update
+# the form chatscreen's viewer asks for: json, bin (protocol.binform), deflate (bin, deflated)
+FORM = os.environ.get("BENCH_VNC_FORM", "deflate")
 RATES = {"pixel": 1.0}  # ticks a second; 30 for the others
 TAIL_S = 2.0  # the workload ticks this long after the window, then stands still
 GRACE_S = 0.5  # after the window, how long the ticks made in it may still be decoded
@@ -169,7 +172,8 @@ async def _view_chatscreen(server: ServerProcess, sharer_pid: int, work: Workloa
     screen: ScreenChannel | None = None
     try:
         share = await find_share(client, "sharer", START_TIMEOUT_S)
-        screen = await client.open_screen()  # what the app and the CLI ask for
+        # what the app and the CLI ask for (BENCH_VNC_FORM: less, to compare)
+        screen = await client.open_screen(binary=FORM != "json", deflate=FORM == "deflate")
         await screen.watch(share["id"])
         canvas = Canvas(share["w"], share["h"])
 
@@ -470,7 +474,8 @@ def write_json(results: dict[tuple[str, str], list[Result]], rows: list[Row],
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"bench_vnc-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}.json"
     doc = {
-        "runs": RUNS, "window_s": WINDOW_S, "workloads": WORKLOADS, "cpus": os.cpu_count(),
+        "runs": RUNS, "form": FORM, "window_s": WINDOW_S, "workloads": WORKLOADS,
+        "cpus": os.cpu_count(),
         "wall_s": wall,
         "summary": {f"{w}/{s}": summarise(rs) for (w, s), rs in results.items()},
         "runs_raw": {f"{w}/{s}": [asdict(r) for r in rs] for (w, s), rs in results.items()},

@@ -24,6 +24,7 @@ from chatscreen.client.screen import ScreenChannel
 from chatscreen.errors import ConnectError, InvalidInput, RemoteProtocolError, ServerError
 from chatscreen.protocol import Limits, Message
 from chatscreen.protocol.binform import BIN_VERSION
+from chatscreen.protocol.deflate import DEFLATE_VERSION
 from chatscreen.protocol.schema import text as check_text_field
 from chatscreen.tls import KnownHosts, parse_fingerprint
 
@@ -528,13 +529,15 @@ class Client:
 
     # -- screen ------------------------------------------------------------------------
 
-    async def open_screen(self, *, binary: bool = True) -> ScreenChannel:
+    async def open_screen(self, *, binary: bool = True, deflate: bool = True) -> ScreenChannel:
         """The screen connection; ``binary``: ask for the binary form of frames (the
-        channel uses it if the server agrees, see protocol.binform)."""
+        channel uses it if the server agrees, see protocol.binform); ``deflate`` (with
+        ``binary``): and for deflated frames from the server (protocol.deflate)."""
         if self.token is None:
             raise ConnectionResetError("log in first")
         link = await Link.open(self.host, self.screen_port, self.timeout, self.tls,
-                               token=self.token, bin=BIN_VERSION if binary else None)
+                               token=self.token, bin=BIN_VERSION if binary else None,
+                               deflate=DEFLATE_VERSION if binary and deflate else None)
         return ScreenChannel(link)
 
     def share_of(self, user: str) -> dict[str, Any] | None:

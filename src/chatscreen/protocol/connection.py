@@ -18,6 +18,13 @@ from typing import Any
 
 from chatscreen.errors import ErrorCode, LocalProtocolError, RemoteProtocolError, RequestError
 from chatscreen.protocol import binform
+from chatscreen.protocol.deflate import (
+    DEFLATE_VERSION,
+    LOSSLESS,
+    MAX_CLIENT_BODY,
+    Deflater,
+    Inflater,
+)
 from chatscreen.protocol.framing import Frame, FrameDecoder, Limits, encode_frame
 from chatscreen.protocol.schema import (
     CLIENT_MESSAGES,
@@ -61,6 +68,13 @@ class Connection:
         self._bin_asked = False
         self._sizes: dict[int | None, tuple[int, int]] = {}
         self._sent_size: tuple[int, int] | None = None  # the size our last frame said
+        # Deflated binary frames (protocol.deflate): asked for in hello ("deflate": 1, with
+        # "bin": 1), granted in welcome; then both ends may send them. Our compressor is made
+        # at our first deflated frame (COMPRESSOR_BYTES): on the server, for viewers only.
+        self.deflate = False
+        self._deflate_asked = False
+        self._deflater: Deflater | None = None
+        self.inflated = 0  # deflated frames received
 
     # -- receiving ---------------------------------------------------------------------
 
@@ -84,6 +98,12 @@ class Connection:
                 return
             if frame.binary:
                 self._complete(frame)
+                if frame.deflated:
+                    if not self.deflate:
+                        raise RemoteProtocolError(
+                            ErrorCode.BAD_FRAME,
+                            "a deflated frame, but the handshake did not agree on it")
+                    self.inflated += 1
             try:
                 msg = parse_message(frame, self._inbound, self.limits)
             except RequestError as exc:
@@ -130,6 +150,7 @@ class Connection:
                     f"{', '.join(map(str, sorted(SUPPORTED_VERSIONS)))}",
                 )
             self._bin_asked = msg.get("bin") == binform.BIN_VERSION
+            self._deflate_asked = self._bin_asked and msg.get("deflate") == DEFLATE_VERSION
             self.state = State.HELLO_RECEIVED
         elif state is State.HELLO_RECEIVED:
             raise RemoteProtocolError(ErrorCode.UNEXPECTED, "wait for welcome before sending")
@@ -137,6 +158,8 @@ class Connection:
             if msg.type == "welcome":
                 self.state = State.OPEN
                 self.binary = self._bin_asked and msg.get("bin") == binform.BIN_VERSION
+                self.deflate = (self.binary and self._deflate_asked
+                                and msg.get("deflate") == DEFLATE_VERSION)
             elif msg.type != "error":
                 raise RemoteProtocolError(ErrorCode.UNEXPECTED, "expected welcome")
         elif msg.type == "hello":
@@ -161,6 +184,9 @@ class Connection:
         elif type_ == "hello" and fields.get("bin") == binform.BIN_VERSION:
             self._bin_asked = True  # the server's frames may come in it right behind welcome
             self._decoder.binary = functools.partial(binform.decode_body, share=True)
+            if fields.get("deflate") == DEFLATE_VERSION:
+                self._deflate_asked = True  # (deflated frames too, right behind welcome)
+                self._decoder.inflate = Inflater(self.limits.max_frame - 4).body
         elif self.binary and type_ in ("frame", "cursor"):
             return self._send_binary(type_, payload, fields)
         return encode_frame({"type": type_, **fields}, payload)
@@ -172,6 +198,21 @@ class Connection:
             raise LocalProtocolError(ErrorCode.INTERNAL, "bin in welcome, not asked for")
         self.binary = True
         self._decoder.binary = functools.partial(binform.decode_body, share=False)
+        if "deflate" in welcome:
+            if not self._deflate_asked or welcome["deflate"] != DEFLATE_VERSION:
+                raise LocalProtocolError(ErrorCode.INTERNAL, "deflate in welcome, not asked for")
+            self.deflate = True
+            self._decoder.inflate = Inflater(MAX_CLIENT_BODY).body
+
+    def deflated(self, data: bytes) -> bytes:
+        """Once ``deflate`` is agreed: a binary frame on the wire (as :meth:`send` or
+        ``binform`` made it) as a deflated frame, through this connection's one compressor.
+        Frames must then be sent in the order they were deflated."""
+        if not self.deflate:
+            raise LocalProtocolError(ErrorCode.INTERNAL, "deflate was not agreed")
+        if self._deflater is None:
+            self._deflater = Deflater()
+        return self._deflater.wire(data)
 
     def _send_binary(self, type_: str, payload: bytes | memoryview,
                      fields: dict[str, Any]) -> bytes:
@@ -196,6 +237,10 @@ class Connection:
             raise LocalProtocolError(ErrorCode.INTERNAL,
                                      f"cannot encode a binary frame: {exc!r}") from None
         self._sent_size = size
+        if (self.deflate and self.role is Role.CLIENT and len(data) - 8 <= MAX_CLIENT_BODY
+                and all((r["enc"] if isinstance(r, dict) else r.enc) in LOSSLESS
+                        for r in fields["rects"])):
+            return self.deflated(data)  # (a sharer's small lossless frame)
         return data
 
     def accept(self, **fields: Any) -> bytes:

@@ -40,10 +40,14 @@ class Frame:
     header: dict[str, Any]
     payload: bytes = b""
     binary: bool = False  # came in the binary form (header_length 0): see protocol.binform
+    deflated: bool = False  # ... deflated (protocol.deflate)
 
 
 #: Parses a binary body (``buf[start:end]``): the header it stands for, where its payload starts.
-BinaryDecoder = Callable[[bytearray, int, int], tuple[dict[str, Any], int]]
+BinaryDecoder = Callable[[bytes | bytearray, int, int], tuple[dict[str, Any], int]]
+#: Inflates a deflated binary body's chunk (protocol.deflate) into the binary body it stands for.
+Inflate = Callable[[bytes], bytes]
+KIND_DEFLATED = 0x80  # a binary body's first byte when it is deflated (protocol.deflate)
 
 
 def _reject_constant(name: str) -> Any:
@@ -96,6 +100,9 @@ class FrameDecoder:
         # set once the binary form may come (protocol.binform); until then an empty header
         # is the bad JSON it looks like
         self.binary: BinaryDecoder | None = None
+        # set once deflated binary bodies may come (protocol.deflate); until then their kind
+        # byte is an unknown kind
+        self.inflate: Inflate | None = None
 
     @property
     def buffered(self) -> int:
@@ -151,12 +158,19 @@ class FrameDecoder:
                 f"header of {hlen} bytes exceeds the limit of {self._limits.max_header}",
             )
         binary = hlen == 0 and self.binary is not None
-        if binary:
+        deflated = False
+        if binary and self.inflate is not None and need > 4 and buf[8] == KIND_DEFLATED:
+            assert self.binary is not None
+            body = self.inflate(bytes(buf[9 : 4 + need]))
+            header, start = self.binary(body, 0, len(body))
+            payload, deflated = body[start:], True
+        elif binary:
             assert self.binary is not None
             header, start = self.binary(buf, 8, 4 + need)
+            payload = bytes(buf[start : 4 + need])
         else:
             header, start = decode_header(bytes(buf[8 : 8 + hlen])), 8 + hlen
-        payload = bytes(buf[start : 4 + need])
+            payload = bytes(buf[start : 4 + need])
         del buf[: 4 + need]
         self._need = None
-        return Frame(header, payload, binary)
+        return Frame(header, payload, binary, deflated)

@@ -309,7 +309,8 @@ CLIENT_MESSAGES: dict[str, Spec] = {
         {"v": integer(1, 1000)},
         {"user": NAME, "token": short_str(128), "resume": short_str(128), "client": short_str(64),
          "password": PASSWORD, "server_password": PASSWORD,
-         "bin": integer(0, 1000)},  # screen port: the binary form it speaks (protocol.binform)
+         "bin": integer(0, 1000),  # screen port: the binary form it speaks (protocol.binform)
+         "deflate": integer(0, 1000)},  # ... and deflated frames (protocol.deflate)
     ),
     "ping": Spec(optional={"n": ID}),
     "pong": Spec(optional={"n": ID}),
@@ -371,6 +372,7 @@ SERVER_MESSAGES: dict[str, Spec] = {
             "read": list_of(obj({"id": ID}, {"room": NAME, "peer": NAME}), 10_000),
             "invitations": list_of(NAME, 1000),
             "bin": integer(1, 1000),  # the binary form is agreed (protocol.binform)
+            "deflate": integer(1, 1000),  # deflated frames are agreed (protocol.deflate)
         },
     ),
     "error": Spec(
