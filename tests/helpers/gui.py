@@ -65,9 +65,17 @@ class GuiHarness:
         subprocess.run(["xdotool", *args], env={**os.environ, "DISPLAY": self.display},
                        check=True, timeout=GUI_TIMEOUT, capture_output=True)
 
+    def _move(self, x: int, y: int) -> list[str]:
+        """xdotool words that put the pointer at (x, y): none when it is there already
+        (``mousemove --sync`` to where the pointer is waits for a motion that never comes,
+        15 s, before xdotool gives up and goes on)."""
+        if self.root.winfo_pointerxy() == (x, y):
+            return []
+        return ["mousemove", "--sync", str(x), str(y)]
+
     def click_at(self, x: int, y: int, *, double: bool = False) -> None:
         clicks = ["click", "--repeat", "2", "1"] if double else ["click", "1"]
-        self.xdo("mousemove", "--sync", str(x), str(y), *clicks)
+        self.xdo(*self._move(x, y), *clicks)
         self.pump()
 
     def click(self, widget: tk.Misc, *, double: bool = False) -> None:
@@ -99,8 +107,7 @@ class GuiHarness:
         self.pump()
         x = widget.winfo_rootx() + widget.winfo_width() // 2
         y = widget.winfo_rooty() + widget.winfo_height() // 2
-        self.xdo("mousemove", "--sync", str(x), str(y), "click", "--repeat", str(clicks),
-                 "--delay", "10", "4")
+        self.xdo(*self._move(x, y), "click", "--repeat", str(clicks), "--delay", "10", "4")
         self.pump()
 
     def focus_window(self) -> None:
