@@ -21,7 +21,12 @@ from chatscreen.screen.damage import (
     bounding_box,
     damage_mask,
 )
-from chatscreen.screen.encoders import ScreenEncoder, hinted_change_map
+from chatscreen.screen.encoders import (
+    ScreenEncoder,
+    changed_boxes,
+    damage_changes,
+    hinted_change_map,
+)
 from chatscreen.screen.sharing import CaptureThread, ShareStats, _Grabber, frame_rects
 from chatscreen.screen.tiles import Box, change_map
 from tests.helpers.server import TIMEOUT, ServerProcess, run
@@ -133,6 +138,40 @@ def test_hinted_diff_finds_changes_in_hinted_tiles_only_and_keeps_the_truth() ->
     assert up is not None and [(r.x, r.y) for r in up.regions] == [(250, 150)]  # tile (2, 3)
     with pytest.raises(ValueError):
         enc.encode(b.copy(), hint=np.zeros((1, 1), np.bool_))
+
+
+def test_comparing_only_the_damaged_pixels_finds_the_boxes_a_tile_diff_finds() -> None:
+    rng = np.random.default_rng(11)
+    for _ in range(200):
+        h, w = int(rng.integers(1, 300)), int(rng.integers(1, 300))
+        a = rng.integers(0, 2, (h, w), np.uint32)
+        boxes = []
+        for _ in range(int(rng.integers(1, 4))):
+            x, y = int(rng.integers(0, w)), int(rng.integers(0, h))
+            boxes.append(Box(x, y, int(rng.integers(1, w - x + 1)),
+                             int(rng.integers(1, h - y + 1))))
+        b = a.copy()
+        for box in boxes:  # changes inside the boxes only (damage covers every change)
+            part = b[box.y : box.y + box.h, box.x : box.x + box.w]
+            part ^= (rng.random(part.shape) < 0.02).astype(np.uint32)
+        want = {(r, c): xyxy for r, c, xyxy in changed_boxes(a, b, Box(0, 0, w, h), 64)}
+        assert damage_changes(a, b, boxes, 64) == want
+
+
+def test_an_encoder_told_the_damaged_pixels_sends_what_changed_there() -> None:
+    rng = np.random.default_rng(5)
+    a = rng.integers(0, 3, (200, 300, 4), np.uint8)
+    b = a.copy()
+    b[70:75, 60:70] += 1  # across the edge of tiles (1, 0) and (1, 1)
+    b[199, 299] += 1  # the last pixel, in a partial tile
+    damage = [Box(50, 66, 30, 20), Box(290, 190, 10, 10)]
+    hint = damage_mask([(d.x, d.y, d.w, d.h) for d in damage], 300, 200, tile=64)
+    enc = ScreenEncoder("balanced", tile=64)
+    assert enc.encode(a.copy(), now=0.0) is not None  # key frame
+    up = enc.encode(b.copy(), now=1.0, hint=hint, damage=damage)
+    assert up is not None
+    assert sorted((r.x, r.y, r.w, r.h) for r in up.regions) == [(60, 70, 10, 5),
+                                                                  (299, 199, 1, 1)]
 
 
 def test_refresh_due_says_when_a_lossy_tile_needs_its_lossless_refresh() -> None:

@@ -19,6 +19,7 @@ from chatscreen.screen.codec import (
     Canvas,
     DecodeError,
     decode_rect,
+    distinct,
     encode_packed,
     encode_palette,
     packed_bits,
@@ -62,6 +63,12 @@ def test_packed_round_trip_is_pixel_exact_and_small(img: np.ndarray) -> None:
         assert len(data) == 4  # a solid fill: its colour only
     else:  # never more than the indices stored at their bit width
         assert len(data) <= 2 + 3 * n + h * -(-w * packed_bits(n) // 8)
+
+
+@given(st.lists(st.integers(0, 2**32 - 1), max_size=300), st.integers(1, 6))
+def test_distinct_is_numpy_s_unique(values: list[int], spread: int) -> None:
+    px = np.asarray([v >> (8 * spread % 32) for v in values], np.uint32)
+    assert distinct(px).tolist() == np.unique(px).tolist()
 
 
 def test_packed_is_much_smaller_than_palette_for_a_glyph() -> None:

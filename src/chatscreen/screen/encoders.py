@@ -163,7 +163,7 @@ class ScreenEncoder:
         return None if self._prev is None else (self._prev.shape[1], self._prev.shape[0])
 
     def encode(self, img: BGRA, *, key: bool = False, now: float | None = None,
-               hint: Mask | None = None) -> Update | None:
+               hint: Mask | None = None, damage: list[Box] | None = None) -> Update | None:
         """The update that brings the viewers from the previous capture to ``img`` (which the
         encoder keeps, and may later write into: pass a new array each time), or None when
         there is nothing to send. ``key``: cover the whole screen.
@@ -173,13 +173,20 @@ class ScreenEncoder:
         :meth:`_diff_streaming`): a hinted tile that did not change is not sent, and
         the encoder's reference picture takes the new pixels of the hinted (and refreshed)
         tiles only, so it keeps what the viewers hold and a change the hint missed is still
-        found by the next full comparison (``hint=None``)."""
+        found by the next full comparison (``hint=None``).
+
+        ``damage`` (with ``hint``, whose tiles it lies in): the only pixels where ``img``
+        may differ from the previous capture (the sharer captured just those into a copy
+        of the screen): only they are compared, once, and the boxes of changed pixels
+        per tile come from that one comparison (see :func:`damage_changes`); typing
+        damages a line 19 pixels high, whose tiles are 64 or 128."""
         now = time.monotonic() if now is None else now
         h, w = img.shape[:2]
         prev = self._prev
         if prev is None or prev.shape != img.shape:
             key = True
         move: Move | None = None
+        changes: dict[tuple[int, int], XYXY] | None = None  # see damage_changes
         if key:
             dirty = full_map(w, h, self.tile)
             self._lossy = np.zeros_like(dirty)
@@ -205,7 +212,14 @@ class ScreenEncoder:
                 move = self._find_move(prev, img, largest_group(hint), now) if self.moves \
                     else None
                 look = hint if move is None else hint | move_tiles(move, hint.shape, self.tile)
-                dirty = hinted_change_map(prev, img, look, self.tile)
+                if move is None and damage is not None:
+                    changes = damage_changes(words(prev), words(img), damage, self.tile)
+                    dirty = np.zeros_like(hint)
+                    if changes:
+                        r, c = zip(*changes, strict=True)
+                        dirty[r, c] = True
+                else:
+                    dirty = hinted_change_map(prev, img, look, self.tile)
         else:
             assert prev is not None
             dirty = change_map(prev, img, self.tile)
@@ -258,7 +272,7 @@ class ScreenEncoder:
             if move is not None:
                 cuttable &= ~move_tiles(move, dirty.shape, self.tile)
             if cuttable.any() and self.tile == TILE:
-                cut, whole = self._cut(prev, img, cuttable)
+                cut, whole = self._cut(prev, img, cuttable, changes)
                 text = text & ~cuttable | whole
                 partly = cuttable & ~whole
         self._sent_whole((dirty | refresh) & ~partly)
@@ -398,7 +412,8 @@ class ScreenEncoder:
         self._depth = new
         return forced
 
-    def _cut(self, prev: BGRA, img: BGRA, tiles: Mask) -> tuple[list[Box], Mask]:
+    def _cut(self, prev: BGRA, img: BGRA, tiles: Mask,
+             changes: dict[tuple[int, int], XYXY] | None = None) -> tuple[list[Box], Mask]:
         """The rects that bring the set ``tiles`` from ``prev`` to ``img``: per tile, the box
         of its pixels that differ, merged with its neighbours' where the merged box is
         hardly bigger (a glyph across a tile edge, a word), and the tiles whose box covers
@@ -406,19 +421,25 @@ class ScreenEncoder:
         (``_pieces``: every piece covering part of a tile, until a newer one covers it
         entirely, or the tile is sent whole) and their number (``_partial``): with
         ``PARTIAL_LIMIT`` of them a tile is sent whole (see :meth:`encode`), and merged
-        rects never leave more than ``PARTIAL_MAX`` on one, under the relay's 32."""
+        rects never leave more than ``PARTIAL_MAX`` on one, under the relay's 32.
+        ``changes``: the boxes of changed pixels per tile, already known
+        (:func:`damage_changes`)."""
         t = self.tile
         h, w = img.shape[:2]
-        pw, cw = words(prev), words(img)
+        if changes is None:
+            pw, cw = words(prev), words(img)
+            found = [(r, c, box) for rect in merge_tiles(tiles, w, h, t)
+                     for r, c, box in changed_boxes(pw, cw, rect, t)]
+        else:
+            found = [(r, c, box) for (r, c), box in changes.items() if tiles[r, c]]
         boxes: dict[tuple[int, int], tuple[int, int, int, int]] = {}
         whole: Mask = np.zeros_like(tiles)
-        for rect in merge_tiles(tiles, w, h, t):
-            for r, c, box in changed_boxes(pw, cw, rect, t):
-                tw, th = min(t, w - c * t), min(t, h - r * t)
-                if _area(box) * 4 >= tw * th * 3:
-                    whole[r, c] = True
-                else:
-                    boxes[r, c] = box
+        for r, c, box in found:
+            tw, th = min(t, w - c * t), min(t, h - r * t)
+            if _area(box) * 4 >= tw * th * 3:
+                whole[r, c] = True
+            else:
+                boxes[r, c] = box
         merged = merge_boxes(boxes)
         kept = self._kept(merged)
         if max(map(len, kept.values()), default=0) > PARTIAL_MAX:  # merged ones overlap
@@ -548,6 +569,41 @@ def changed_boxes(a: npt.NDArray[np.uint32], b: npt.NDArray[np.uint32], box: Box
         px, py = box.x + int(c) * tile, box.y + int(r) * tile
         out.append((r0 + int(r), c0 + int(c), (px + int(x0[r, c]), py + int(y0[r, c]),
                                                px + int(x1[r, c]), py + int(y1[r, c]))))
+    return out
+
+
+def damage_changes(a: npt.NDArray[np.uint32], b: npt.NDArray[np.uint32], boxes: list[Box],
+                   tile: int = TILE) -> dict[tuple[int, int], XYXY]:
+    """Per tile (row, col), the bounding box of the pixels of ``boxes`` (anywhere on the
+    word pictures ``a`` and ``b``) where they differ; tiles where none differs are left
+    out. Only the pixels of the boxes are compared, once: a damaged line of text 1918x19 is
+    36 k pixels, its tiles 123-246 k. The boxes found in one tile (boxes may share tiles)
+    are joined."""
+    out: dict[tuple[int, int], XYXY] = {}
+    for box in boxes:
+        x0, y0 = box.x, box.y
+        d = a[y0 : y0 + box.h, x0 : x0 + box.w] != b[y0 : y0 + box.h, x0 : x0 + box.w]
+        if not d.any():
+            continue
+        # the box's columns split at the tile grid: [starts[i], ends[i]) each
+        starts = np.array([0, *range(tile - x0 % tile, box.w, tile)], np.intp)
+        ends = [*starts[1:].tolist(), box.w]
+        for ty in range(y0 // tile, (y0 + box.h - 1) // tile + 1):
+            ry0 = max(ty * tile, y0) - y0
+            part = d[ry0 : min((ty + 1) * tile, y0 + box.h) - y0]
+            cols = part.any(axis=0)
+            for i in np.flatnonzero(np.logical_or.reduceat(cols, starts)).tolist():
+                cs, ce = int(starts[i]), ends[i]
+                seg = cols[cs:ce]
+                rows = part[:, cs:ce].any(axis=1)
+                found = (x0 + cs + int(seg.argmax()), y0 + ry0 + int(rows.argmax()),
+                         x0 + ce - int(seg[::-1].argmax()),
+                         y0 + ry0 + len(rows) - int(rows[::-1].argmax()))
+                key = (ty, (x0 + cs) // tile)
+                old = out.get(key)
+                out[key] = found if old is None else (
+                    min(old[0], found[0]), min(old[1], found[1]),
+                    max(old[2], found[2]), max(old[3], found[3]))
     return out
 
 
@@ -775,8 +831,8 @@ class VideoRegion:
         return [replace(r, data=data) if r.enc == "h264" and not r.data else r for r in video]
 
     def _candidate(self, img: BGRA, hot: Mask, w: int, h: int) -> Box | None:
-        if not hot.any():
-            return None
+        if not hot.any() or (self.mode == "auto" and np.count_nonzero(hot) < MIN_TILES_AUTO):
+            return None  # (no group of hot tiles can be big enough: typing's few)
         if self.mode != "auto":
             rows, cols = np.nonzero(hot)
             return _box(int(cols.min()), int(cols.max()) + 1, int(rows.min()),

@@ -123,14 +123,16 @@ class _Grabber:
         return self.low.add(img, update)
 
     def _grab_damaged(self, force: bool, damaged: list[Rect] | None,
-                      hint: Mask | None) -> Image | None:
+                      hint: Mask | None) -> tuple[Image, list[Box] | None] | None:
         """Capture the damaged pixels (:func:`capture_boxes`: the damage rectangles
         themselves, merged into a few; the tiles they touch when there are many; the whole
         screen when they are much of it) into the scratch copy of the screen: the picture to
         encode, or None (no scratch copy yet, a key frame due: capture a new picture). The
         rest of the scratch copy holds what was captured before, which is the screen there:
         damage is reported for every change. The encoder, given the damage as ``hint``
-        (its tiles), reads only the hinted tiles and those due for a lossless refresh."""
+        (its tiles), reads only the hinted tiles and those due for a lossless refresh; and
+        of those only the boxes captured, when returned with the picture (the other pixels
+        of the scratch copy are those of the previous capture)."""
         scratch = self._scratch
         if (scratch is None or force or damaged is None or hint is None
                 or self.max_size is not None
@@ -139,17 +141,17 @@ class _Grabber:
         m = self.capture.monitor
         h, w = scratch.shape[:2]
         if not hint.any():
-            return scratch  # no damage on this monitor (a refresh due): nothing to capture
+            return scratch, []  # no damage on this monitor (a refresh due): no capture
         boxes = capture_boxes(damaged, hint, w, h, m.left, m.top, self.encoder.tile)
         if boxes is None:
             if self._grab_stream_first(scratch, hint) is None:
                 # the whole screen, into the scratch copy: one copy out of the shared
                 # memory and no fresh pages (2.5 -> 1.7 ms for 1920x1080 here)
                 self.capture.grab_into(scratch, 0, 0, w, h)
-            return scratch
+            return scratch, None
         for b in boxes:
             self.capture.grab_into(scratch, b.x, b.y, b.w, b.h)
-        return scratch
+        return scratch, boxes
 
     def _grab_stream_first(self, scratch: Image, mask: Mask) -> Image | None:
         """Damage over much of the screen with an H.264 stream running in it (a video, and
@@ -214,9 +216,10 @@ class _Grabber:
         scratch = self._scratch
         hint = None if scratch is None else self._hint(damaged, scratch.shape[1],
                                                        scratch.shape[0])
-        img = self._grab_damaged(force, damaged, hint)
-        if img is not None:  # only the damaged pixels were captured (into the scratch copy)
-            update = self.encoder.encode(img, now=time.monotonic(), hint=hint)
+        grabbed = self._grab_damaged(force, damaged, hint)
+        if grabbed is not None:  # only the damaged pixels were captured (into the scratch)
+            img, boxes = grabbed
+            update = self.encoder.encode(img, now=time.monotonic(), hint=hint, damage=boxes)
             return None if update is None else (img.shape[1], img.shape[0],
                                                 self._layered(img, update))
         img = self.capture.grab()
