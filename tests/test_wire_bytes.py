@@ -21,6 +21,7 @@ from chatscreen.protocol import binform as bf
 from chatscreen.screen.codec import Canvas, encode_jpeg, encode_zlib
 from chatscreen.screen.cursor import Cursor, Shape
 from chatscreen.screen.sharing import find_share, frame_rects
+from chatscreen.server.screen import DEFLATE_BURST, DEFLATE_RATE
 from tests.helpers.server import TIMEOUT, ServerProcess, run
 
 W, H = 1920, 1080
@@ -338,3 +339,43 @@ async def two_viewers(server: ServerProcess) -> None:
 def test_json_binary_and_deflate_viewers_get_the_same_frames_and_pointer(server: ServerProcess
                                                                   ) -> None:
     run(two_viewers(server))
+
+
+async def deflate_budget(server: ServerProcess) -> None:
+    sharer, viewer = [await Client("127.0.0.1", name, chat_port=server.chat_port,
+                                   screen_port=server.screen_port, timeout=TIMEOUT).connect()
+                      for name in ("noisy", "watcher")]
+    try:
+        out = await sharer.open_screen(binary=True, deflate=False)
+        await out.share(64, 48)
+        await out.send_frame(64, 48, [OutRect(0, 0, 64, 48, "raw", bytes(9216))], key=True)
+        screen = await viewer.open_screen(binary=True, deflate=True)
+        await screen.watch((await find_share(viewer, "noisy", TIMEOUT))["id"])
+        await screen.next_frame(TIMEOUT)
+        canvas = Canvas(64, 48)
+        rng = np.random.default_rng(7)
+        start = asyncio.get_running_loop().time()
+        frames = 40
+        for _ in range(frames):  # 7 kB of noise each: deflatable, and costly to deflate
+            noise = rng.integers(0, 256, (42, 56, 3), np.uint8)
+            await out.send_frame(64, 48, [OutRect(0, 0, 56, 42, "raw", noise.tobytes())],
+                                 key=False)
+            msg = await screen.next_frame(TIMEOUT)  # each one delivered on its own
+            canvas.apply(msg["w"], msg["h"], msg["key"], frame_rects(msg))
+            assert (canvas.pixels[:42, :56] == noise).all()
+        elapsed = asyncio.get_running_loop().time() - start
+        deflated = screen.link.conn.inflated
+        # what the budget allows: its burst, its rate over the time taken, one frame over
+        allowed = (DEFLATE_BURST + DEFLATE_RATE * elapsed) / (42 * 56 * 3) + 1
+        assert 1 <= deflated <= allowed < frames, (deflated, allowed)
+    finally:
+        await sharer.close()
+        await viewer.close()
+
+
+def test_the_relay_deflates_a_bounded_number_of_bytes_a_second_per_viewer(
+        server: ServerProcess) -> None:
+    """A sharer sending small noisy lossless frames (each one costs the relay ~0.3 ms to
+    deflate, for every viewer) gets past its viewers' deflate budget: the rest goes as it
+    is, pictures unchanged."""
+    run(deflate_budget(server))

@@ -252,9 +252,9 @@ class Peer(asyncio.Protocol):
     __slots__ = ("__weakref__", "_buffers", "_drain_waiters", "_flush_due", "_held", "_hidden",
                  "_loop", "_out", "_out_bytes", "_pause_acked", "_pause_bytes", "_read_holds",
                  "_slow_limit", "_sndbuf", "_transport", "_turn", "_write_limits", "addr",
-                 "behind_since", "close_code", "closing", "conn", "counted", "ip", "kind",
-                 "last_drain", "last_rx", "logged_in", "opened_at", "paused_since", "ping_sent",
-                 "rates", "refusals", "registry", "service", "session", "writable")
+                 "behind_since", "close_code", "closing", "conn", "counted", "deflate_budget",
+                 "ip", "kind", "last_drain", "last_rx", "logged_in", "opened_at", "paused_since",
+                 "ping_sent", "rates", "refusals", "registry", "service", "session", "writable")
 
     def __init__(
         self,
@@ -304,6 +304,7 @@ class Peer(asyncio.Protocol):
         self.close_code: str | None = None  # why we closed it, for the metrics
         self.rates: Rates | None = None  # rate limits, for peers that have them
         self.refusals: TokenBucket | None = None  # invalid requests it may still send
+        self.deflate_budget: TokenBucket | None = None  # bytes the relay may deflate for it
         self.logged_in = False
         self._held: Iterator[Message] | None = None  # requests behind a hello not yet answered
         self._read_holds = 0  # HOLD_* bits: why the connection is not read now

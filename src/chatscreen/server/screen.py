@@ -66,6 +66,7 @@ from chatscreen.server.adapt import (
     backlog,
     low_rate,
 )
+from chatscreen.server.limits import TokenBucket
 from chatscreen.server.metrics import Counters
 
 if TYPE_CHECKING:
@@ -105,8 +106,14 @@ FRAME_BYTES = 8 << 20  # a catch-up frame the relay sends holds about this many 
 # (jpeg, png, webp, h264, zlib: compressed already) go as they are, encoded once for all.
 # DEFLATE_MAX bounds the event loop's work per viewer and frame: ~0.5 ms for 8 KiB of noisy
 # two-colour pixels (the worst seen), 3-50 us for a typed character's frame (bench_deflate).
+# DEFLATE_RATE bounds it per second: each viewer connection may have that many bytes a second
+# deflated (saved up to DEFLATE_BURST); past it frames go as they are (the protocol lets
+# them mix), so a sharer sending noise cannot make the relay deflate for every viewer at
+# ~40 us a KiB (typing needs ~6 kB/s a viewer, a whole tile ~1.5 kB).
 DEFLATABLE = LOSSLESS
 DEFLATE_MAX = 8 << 10
+DEFLATE_RATE = 64 << 10
+DEFLATE_BURST = 64 << 10
 KEY_DEADLINE = 2.0  # s after need_key: a sharer still sending deltas only, ...
 KEY_DEADLINE_FRAMES = 8  # ... this many since, is cut off (need_key_ignored)
 
@@ -970,7 +977,8 @@ class ScreenRelay:
                 deflate = viewer.conn.deflate
                 for i, (data, upto, deflatable) in enumerate(frames, 1):
                     # per viewer, in the order sent: its compressor's context is its own
-                    viewer.send_bytes(viewer.conn.deflated(data) if deflate and deflatable
+                    viewer.send_bytes(viewer.conn.deflated(data)
+                                      if deflate and deflatable and _may_deflate(viewer, data)
                                       else data)
                     if not viewer.writable and i < len(frames):
                         last = upto  # the rest when it drains (by then, maybe newer still)
@@ -981,3 +989,12 @@ class ScreenRelay:
                 viewer.send_bytes(pointer)
             if not viewer.writable:
                 return
+
+
+def _may_deflate(viewer: Peer, data: bytes) -> bool:
+    """Whether the viewer's deflate budget (DEFLATE_RATE) has room for ``data``; taken if so."""
+    now = time.monotonic()
+    budget = viewer.deflate_budget
+    if budget is None:
+        budget = viewer.deflate_budget = TokenBucket(DEFLATE_RATE, DEFLATE_BURST, now)
+    return budget.take(len(data), now) == 0.0
