@@ -104,15 +104,23 @@ def run_viewer_window(host: str, port: int, screen_port: int, user: str,
     net.start()
     photo: list[ImageTk.PhotoImage] = []
     shown: list[Image.Image] = []  # the picture on screen, for dimming it once it ends
+    latest: list[Any] = []  # the newest picture received, and the label size it was fit to
+    fitted: list[tuple[int, int]] = []
 
     def poll() -> None:
         pixels = box.take()
+        if pixels is not None:
+            latest[:] = [pixels]
+        size = (max(label.winfo_width(), 1), max(label.winfo_height(), 1))
+        if pixels is None and latest and fitted and fitted[0] != size:
+            pixels = latest[0]  # the window changed size (or was mapped): fit it again
         if box.ended and shown:  # the status, large, across the dimmed last picture
             photo[:] = [ImageTk.PhotoImage(_ended(shown.pop()))]
             label.configure(image=photo[0], compound="center", font=("TkDefaultFont", 20),
                             text=one_line(box.status, isolate=False))
         elif pixels is not None and not box.ended:
-            w, h = max(label.winfo_width(), 1), max(label.winfo_height(), 1)
+            w, h = size
+            fitted[:] = [size]
             img = Image.fromarray(np.asarray(pixels), "RGB")
             scale = min(w / img.width, h / img.height)
             if scale > 0 and abs(scale - 1) > 0.01:
