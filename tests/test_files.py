@@ -417,7 +417,7 @@ def test_an_upload_does_not_hold_up_another_users_chat(server: ServerProcess,
         upload = asyncio.create_task(link.send_file(path, "upload.bin", room="general"))
         async with asyncio.timeout(3 * TIMEOUT):
             await link.progress.wait()  # under way
-        rtts = []
+        rtts: list[float] = []
         loop = asyncio.get_running_loop()
         while not upload.done() or len(rtts) < 5:
             start = loop.time()
