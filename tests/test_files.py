@@ -19,7 +19,7 @@ import pytest
 from chatscreen.client import Client
 from chatscreen.errors import ServerError
 from chatscreen.protocol import Message
-from tests.helpers.filelink import FileLink, sha256_file
+from tests.helpers.filelink import FileLink, poll_until, sha256_file
 from tests.helpers.server import (
     REPO,
     TIMEOUT,
@@ -447,9 +447,8 @@ def test_a_ban_cuts_the_users_transfers_and_drops_their_partial(accounts: Server
         await boss._request("moderate", action="ban", target="alice")
         async with asyncio.timeout(TIMEOUT):
             await link.link.closed.wait()  # her transfer link is closed at once
-        async with asyncio.timeout(TIMEOUT):
-            while list(partial.iterdir()):  # and what she sent is dropped
-                await asyncio.sleep(0.05)
+        # and what she sent is dropped
+        await asyncio.to_thread(poll_until, lambda: not any(partial.iterdir()))
         await link.close()
         for c in (alice, boss):
             await c.close()
