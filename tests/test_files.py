@@ -455,3 +455,76 @@ def test_a_ban_cuts_the_users_transfers_and_drops_their_partial(accounts: Server
 
     run(scenario())
     assert objects(accounts) == []
+
+
+def test_files_past_their_retention_expire_and_their_messages_stay(tmp_path: Path) -> None:
+    with running_server(tmp_path / "data", "--file-retention", "2") as srv:
+        async def scenario() -> None:
+            alice = await login(srv, "alice")
+            link = await FileLink.open(alice)
+            done = await link.send_file(b"short-lived", "old.txt", room="general")
+            assert done.type == "uploaded"
+            got, end = await link.get_file(done["file"]["id"])
+            assert got == b"short-lived"
+            await asyncio.to_thread(poll_until, lambda: not objects(srv), 5 * TIMEOUT)
+            _, end = await link.get_file(done["file"]["id"])
+            assert end.type == "error" and end["code"] == "no_such_file"
+            hist = await alice.history(room="general")
+            (m,) = hist["messages"]
+            assert m["kind"] == "file" and m["file"]["expired"] is True
+            assert m["file"]["name"] == "old.txt" and "thumb" not in m["file"]
+            await link.close()
+            await alice.close()
+
+        run(scenario())
+
+
+def test_chunks_pay_the_upload_budget_not_the_screen_one(tmp_path: Path) -> None:
+    """A screen byte budget of 1 MiB/s (and a 2 s flood timeout) does not slow a 24 MiB
+    upload, which would otherwise take 24 s and be cut off as a flood."""
+    env = {"CHATSCREEN_SCREEN_RATE_BYTES": str(1 << 20),
+           "CHATSCREEN_SCREEN_RATE_BYTES_PER_ADDRESS": str(1 << 20),
+           "CHATSCREEN_FLOOD_TIMEOUT": "2"}
+    with running_server(tmp_path / "data", env=env) as srv:
+        async def scenario() -> None:
+            alice = await login(srv, "alice")
+            link = await FileLink.open(alice)
+            data = os.urandom(24 << 20)
+            done = await link.send_file(data, room="general")
+            assert done.type == "uploaded", done.fields
+            await link.close()
+            await alice.close()
+
+        run(scenario())
+
+
+def test_uploads_at_once_are_capped_and_the_window_is_enforced(tmp_path: Path) -> None:
+    with running_server(tmp_path / "data", "--uploads-per-user", "2") as srv:
+        async def scenario() -> None:
+            alice = await login(srv, "alice")
+            link = await FileLink.open(alice)
+            readies = [await link.ask_upload(f"{i}.bin", 1000, f"{i}" * 64, room="general")
+                       for i in range(2)]
+            assert [r.type for r in readies] == ["upload_ready"] * 2
+            third = await link.ask_upload("2.bin", 1000, "2" * 64, room="general")
+            assert third.type == "error" and third["code"] == "limit_reached", third.fields
+            # a cancelled one frees its place
+            link.send("cancel", upload=readies[0]["upload"])
+            fourth = await link.ask_upload("3.bin", 1000, "3" * 64, room="general")
+            assert fourth.type == "upload_ready", fourth.fields
+            await link.close()
+            # a client sending past the window is cut off
+            link = await FileLink.open(alice)
+            size = 64 << 20
+            ready = await link.ask_upload("w.bin", size, "4" * 64, room="general")
+            chunk, window = ready["chunk"], ready["window"]
+            for offset in range(0, window + 2 * chunk, chunk):
+                link.send("chunk", b"\0" * chunk, upload=ready["upload"], offset=offset)
+            async with asyncio.timeout(TIMEOUT):
+                await link.link.closed.wait()
+            reason = link.link.close_reason
+            assert isinstance(reason, ServerError) and "window" in reason.message, reason
+            await link.close()
+            await alice.close()
+
+        run(scenario())

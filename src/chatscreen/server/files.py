@@ -541,8 +541,11 @@ class FileService:
     # -- housekeeping ------------------------------------------------------------------
 
     async def _housekeeping(self) -> None:
+        # a short retention is looked at often enough to be kept within a quarter of it
+        keep = [t for t in (self.s.file_retention, self.s.file_partial_keep) if t > 0]
+        every = min(HOUSEKEEPING, max(0.5, min(keep) / 4))
         while True:
-            await asyncio.sleep(HOUSEKEEPING)
+            await asyncio.sleep(every)
             try:
                 await self.expire()
             except Exception:
