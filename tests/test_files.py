@@ -24,6 +24,10 @@ from tests.helpers.server import (
     REPO,
     TIMEOUT,
     ServerProcess,
+    frame,
+    metrics,
+    raw_socket,
+    read_headers_until,
     run,
     running_server,
     wait_for,
@@ -526,5 +530,40 @@ def test_uploads_at_once_are_capped_and_the_window_is_enforced(tmp_path: Path) -
             assert isinstance(reason, ServerError) and "window" in reason.message, reason
             await link.close()
             await alice.close()
+
+        run(scenario())
+
+
+def test_a_download_goes_as_fast_as_the_reader_reads(tmp_path: Path) -> None:
+    """A downloader reading slowly makes the server read no further ahead of it than its
+    connection's buffers (about 2 MiB): it does not take the file into memory."""
+    with running_server(tmp_path / "data", env={"CHATSCREEN_METRICS_PORT": "0"}) as srv:
+        path = make_file(tmp_path / "big.bin", 64 << 20)
+
+        async def upload() -> tuple[str, str]:
+            alice = await login(srv, "alice")
+            link = await FileLink.open(alice)
+            done = await link.send_file(path, room="general")
+            await link.close()
+            assert alice.token is not None
+            return done["file"]["id"], alice.token
+
+        async def scenario() -> None:
+            file_id, token = await upload()
+            await asyncio.to_thread(slow_download, file_id, token)
+
+        def slow_download(file_id: str, token: str) -> None:
+            with raw_socket(srv, srv.screen_port, rcvbuf=1 << 16) as sock:
+                sock.sendall(frame({"type": "hello", "v": 1, "token": token}))
+                read_headers_until(sock, lambda h: h["type"] == "welcome")
+                sock.sendall(frame({"type": "download", "file": file_id}))
+                got = 0  # bytes read off the socket, in small reads
+                for target in (4 << 20, 16 << 20, 24 << 20):
+                    while got < target:
+                        data = sock.recv(1 << 14)
+                        assert data
+                        got += len(data)
+                    sent = metrics(srv)['chatscreen_file_bytes_total{direction="out"}']
+                    assert sent - got < 8 << 20, (sent, got)
 
         run(scenario())

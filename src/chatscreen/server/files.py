@@ -43,6 +43,7 @@ from chatscreen.protocol import Message
 from chatscreen.server import rooms as roomsvc
 from chatscreen.server.filestore import LocalFileStore, create_private
 from chatscreen.server.limits import TokenBucket
+from chatscreen.server.metrics import Counters
 from chatscreen.server.preview import SNIFF_BYTES, make_preview, sniff
 from chatscreen.server.storage import FileRecord, SQLiteStore
 
@@ -114,6 +115,7 @@ class FileService:
         self._address_rates: dict[str, TokenBucket] = {}
         self._content_locks: dict[str, asyncio.Lock] = {}
         self._previews = asyncio.Semaphore(PREVIEWS_AT_ONCE)
+        self.counters = Counters()  # the server's (set by it)
         rooms = {r.strip() for r in settings.file_rooms.split(",") if r.strip()}
         self._all_rooms = "*" in rooms
         self._rooms = {r.casefold() for r in rooms}
@@ -138,7 +140,12 @@ class FileService:
     def stop(self) -> None:
         for task in list(self._tasks):
             task.cancel()
+        for tasks in self._downloads.values():
+            for task in tasks:
+                task.cancel()
         for u in self.partials.values():
+            if u.writer is not None:
+                u.writer.cancel()
             self._close(u)
 
     # -- dispatch (the screen relay hands these over) ----------------------------------
@@ -316,6 +323,7 @@ class FileService:
                 n = sum(map(len, batch))
                 await asyncio.to_thread(_write_all, u.fd, u.hasher, batch)
                 u.stored += n
+                self.counters.file_bytes_in += n
                 if u.peer is not None:
                     await self._pace(u.peer, n)
                 if u.peer is not None and u.stored < u.size:
@@ -514,6 +522,7 @@ class FileService:
                 peer.send_bytes(peer.conn.send("file_data", data, file=file_id, offset=offset,
                                                **rid))
                 offset += len(data)
+                self.counters.file_bytes_out += len(data)
             if not peer.closing:
                 peer.send("downloaded", file=file_id, size=size, sha256=digest, **rid)
         finally:
