@@ -567,3 +567,61 @@ def test_a_download_goes_as_fast_as_the_reader_reads(tmp_path: Path) -> None:
                     assert sent - got < 8 << 20, (sent, got)
 
         run(scenario())
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "WEBP", "PNG"])
+def test_an_animated_picture_is_previewed_by_its_first_frame(server: ServerProcess,
+                                                             fmt: str) -> None:
+    from PIL import Image
+
+    frames = [Image.new("RGB", (640, 640), c) for c in ((255, 0, 0), (0, 0, 255))]
+    buf = io.BytesIO()
+    frames[0].save(buf, fmt, save_all=True, append_images=frames[1:], duration=100, loop=0,
+                   **({"lossless": True} if fmt == "WEBP" else {}))
+    mime = f"image/{fmt.lower()}"
+
+    async def scenario() -> None:
+        alice = await login(server, "alice")
+        link = await FileLink.open(alice)
+        done = await link.send_file(buf.getvalue(), "anim", room="general")
+        info = done["file"]
+        assert info["mime"] == mime and info["thumb"] == {"w": 320, "h": 320}, info
+        thumb, _ = await link.get_file(info["id"], thumb=True)
+        with Image.open(io.BytesIO(thumb)) as t:
+            assert t.format == "PNG" and getattr(t, "n_frames", 1) == 1
+            assert t.convert("RGB").getpixel((160, 160)) == pytest.approx((255, 0, 0), abs=40)
+        await link.close()
+        await alice.close()
+
+    run(scenario())
+
+
+def test_a_dropped_upload_resumes_after_a_server_restart(tmp_path: Path) -> None:
+    data = os.urandom(20 << 20)
+    sha = hashlib.sha256(data).hexdigest()
+    with running_server(tmp_path / "data") as srv:
+        async def first() -> int:
+            alice = await login(srv, "alice")
+            link = await FileLink.open(alice)
+            half = await link.send_file(data, stop_at=10 << 20, room="general")
+            await link.close()
+            await alice.close()
+            stored: int = half["offset"]
+            return stored
+
+        stored = run(first())
+        srv.stop()
+        srv.start()
+
+        async def second() -> None:
+            alice = await login(srv, "alice")
+            link = await FileLink.open(alice)
+            done = await link.send_file(data, room="general")
+            assert done.type == "uploaded" and done["file"]["sha256"] == sha
+            assert link.started_at >= stored  # hashed again from the disk, not sent again
+            got, _ = await link.get_file(done["file"]["id"])
+            assert got == data
+            await link.close()
+            await alice.close()
+
+        run(second())

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import io
 import logging
 import os
 import secrets
@@ -413,14 +414,13 @@ class FileService:
 
     async def _store(self, u: Upload, name: str) -> FileRecord:
         """The partial as a content object, sniffed and previewed; its row written."""
-        def work() -> tuple[str, Any]:
+        def work() -> str:
             with open(u.path, "rb") as f:
                 head = f.read(SNIFF_BYTES)
             self.files.put(u.path, u.sha256)
-            return sniff(head), None
+            return sniff(head)
 
-        mime, _ = await asyncio.to_thread(work)
-        preview = None
+        mime = await asyncio.to_thread(work)
         async with self._previews:
             preview = await asyncio.to_thread(
                 make_preview, self.files.object_path(u.sha256), mime,
@@ -533,7 +533,6 @@ class FileService:
             f = self.files.open(rec.sha256)
             return f, rec.size, rec.sha256
         data = self.files.thumb_path(rec.sha256).read_bytes()
-        import io
         return io.BytesIO(data), len(data), hashlib.sha256(data).hexdigest()
 
     def may_read(self, session: Session[Peer], rec: FileRecord) -> bool:
