@@ -565,6 +565,9 @@ class FileService:
         for u in [u for u in self.partials.values() if u.peer is None and u.touched < cutoff]:
             await self._drop(u)
         await asyncio.to_thread(self._sweep_partials, set(self.partials))
+        now = asyncio.get_running_loop().time()
+        for ip in [ip for ip, b in self._address_rates.items() if b.fuller_than(1.0, now)]:
+            del self._address_rates[ip]  # full again: the same as a new one
         if self.s.file_retention > 0:
             old = await self.db.files_where("created < ?", [time.time() - self.s.file_retention])
             await self.remove([r.id for r in old], {r.sha256 for r in old}, "expired")
