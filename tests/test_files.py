@@ -625,3 +625,33 @@ def test_a_dropped_upload_resumes_after_a_server_restart(tmp_path: Path) -> None
             await alice.close()
 
         run(second())
+
+
+def test_file_rooms_limits_where_files_go_and_settings_layer(tmp_path: Path) -> None:
+    """file_rooms from the TOML file, max_file_size from the environment over it, and a
+    flag over both (defaults < TOML < env < flags)."""
+    config = tmp_path / "server.toml"
+    config.write_text('[server]\nfile_rooms = "general"\nmax_file_size = 10\n'
+                      'file_quota = 50\n')
+    env = {"CHATSCREEN_MAX_FILE_SIZE": "20", "CHATSCREEN_FILE_QUOTA": "60"}
+    with running_server(tmp_path / "data", "--config", str(config), "--file-quota", "1000",
+                        env=env) as srv:
+        async def scenario() -> None:
+            alice, bob = await login(srv, "alice"), await login(srv, "bob")
+            await alice.join("other")
+            link = await FileLink.open(alice)
+            ok = await link.send_file(b"x" * 20, room="general")  # env's 20, not TOML's 10
+            assert ok.type == "uploaded", ok.fields
+            big = await link.ask_upload("b", 21, "0" * 64, room="general")
+            assert big["code"] == "file_too_large"
+            for where in ({"room": "other"}, {"to": "bob"}):
+                refused = await link.ask_upload("c", 1, "0" * 64, **where)
+                assert refused.type == "error" and refused["code"] == "forbidden", where
+            # the flag's quota (1000), not the environment's (60) nor the file's (50)
+            for _ in range(3):
+                assert (await link.send_file(os.urandom(20), room="general")).type == "uploaded"
+            await link.close()
+            for c in (alice, bob):
+                await c.close()
+
+        run(scenario())
