@@ -294,6 +294,11 @@ def test_previews_have_no_metadata_and_the_type_is_sniffed(server: ServerProcess
             assert t.format == "PNG" and t.size == (320, 213)
             assert not t.getexif() and "exif" not in t.info
             assert t.convert("RGB").getpixel((160, 100)) == pytest.approx((200, 30, 30), abs=3)
+        again = await link.send_file(jpeg, "again.jpg", room="general")  # described as before
+        assert {k: v for k, v in again["file"].items() if k not in ("id", "name")} == {
+            k: v for k, v in info.items() if k not in ("id", "name")}
+        thumb2, _ = await link.get_file(again["file"]["id"], thumb=True)
+        assert thumb2 == thumb
         text = await link.send_file(b"hello\nworld\n", "picture.png", room="general",
                                     mime="image/png")
         assert text["file"]["mime"] == "text/plain" and "thumb" not in text["file"]

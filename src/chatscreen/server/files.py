@@ -374,7 +374,7 @@ class FileService:
             room, to = self._still_allowed(session, u)
             lock = self._content_locks.setdefault(u.sha256, asyncio.Lock())
             async with lock:
-                rec = await self._store(u, session.name)
+                rec = await self._store(u)
                 info = rec.info()
                 text = f"[file] {u.name} ({size_text(u.size)})"
                 msg_id, done = self.chat.post_file(session, room=room, to=to, text=text,
@@ -412,25 +412,31 @@ class FileService:
             raise self._refuse(ErrorCode.NOT_IN_ROOM, f"you are no longer in #{u.room}")
         return u.room, u.to
 
-    async def _store(self, u: Upload, name: str) -> FileRecord:
-        """The partial as a content object, sniffed and previewed; its row written."""
-        def work() -> str:
+    async def _store(self, u: Upload) -> FileRecord:
+        """The partial as a content object, sniffed and previewed (or described as the same
+        content was before: it is decoded once); its row written. Call with the content's
+        lock held."""
+        def work() -> tuple[str, bool]:
             with open(u.path, "rb") as f:
                 head = f.read(SNIFF_BYTES)
-            self.files.put(u.path, u.sha256)
-            return sniff(head)
+            return sniff(head), self.files.put(u.path, u.sha256)
 
-        mime = await asyncio.to_thread(work)
-        async with self._previews:
-            preview = await asyncio.to_thread(
-                make_preview, self.files.object_path(u.sha256), mime,
-                self.files.thumb_path(u.sha256))
+        mime, new = await asyncio.to_thread(work)
         rec = FileRecord(secrets.token_urlsafe(16), u.sha256, u.name, u.size, mime, u.owner,
                          u.room, u.to, time.time())
-        if preview is not None:
-            rec.w, rec.h = preview.w, preview.h
-            if preview.thumb is not None:
-                rec.thumb_w, rec.thumb_h = preview.thumb
+        same = [] if new else await self.db.files_where("sha256 = ?", [u.sha256])
+        if same:
+            rec.w, rec.h, rec.thumb_w, rec.thumb_h = (same[0].w, same[0].h, same[0].thumb_w,
+                                                      same[0].thumb_h)
+        else:
+            async with self._previews:
+                preview = await asyncio.to_thread(
+                    make_preview, self.files.object_path(u.sha256), mime,
+                    self.files.thumb_path(u.sha256))
+            if preview is not None:
+                rec.w, rec.h = preview.w, preview.h
+                if preview.thumb is not None:
+                    rec.thumb_w, rec.thumb_h = preview.thumb
         await self.db.add_file(rec)
         return rec
 
