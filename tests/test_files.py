@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import io
 import os
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -660,3 +661,32 @@ def test_file_rooms_limits_where_files_go_and_settings_layer(tmp_path: Path) -> 
                 await c.close()
 
         run(scenario())
+
+
+def test_files_whose_message_was_never_stored_are_swept_at_start(tmp_path: Path) -> None:
+    """A server stopped between storing a file and its message (here: rows made by hand)
+    leaves files nothing refers to: the next start removes them, content included."""
+    data = tmp_path / "data"
+    with running_server(data) as srv:
+        async def post() -> str:
+            alice = await login(srv, "alice")
+            link = await FileLink.open(alice)
+            done = await link.send_file(b"kept", room="general")
+            await link.close()
+            await alice.close()
+            sha: str = done["file"]["sha256"]
+            return sha
+
+        kept = run(post())
+    orphan = hashlib.sha256(b"orphan").hexdigest()
+    obj = data / "files" / "objects" / orphan[:2] / orphan
+    obj.parent.mkdir(mode=0o700, exist_ok=True)
+    obj.write_bytes(b"orphan")
+    with sqlite3.connect(data / "chatscreen.db") as db:
+        for file_id, message in (("o" * 22, None), ("p" * 22, 10**6)):
+            db.execute("INSERT INTO files (id, sha256, name, size, mime, user, room, created, "
+                       "message) VALUES (?, ?, 'x', 6, 'text/plain', 'alice', 'general', 0, ?)",
+                       (file_id, orphan, message))
+    db.close()
+    with running_server(data) as srv:
+        assert [p.name for p in objects(srv)] == [kept]

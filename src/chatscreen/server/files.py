@@ -122,7 +122,13 @@ class FileService:
         self._rooms = {r.casefold() for r in rooms}
 
     async def start(self) -> None:
+        """After the chat service started (its newest message id is known)."""
         await asyncio.to_thread(self._prepare)
+        # files whose message never got stored (the server stopped in between): nothing
+        # refers to them, and a link to an id above the newest would meet a new message
+        orphans = await self.db.files_where("message IS NULL OR message > ?",
+                                            [self.chat.newest_id])
+        await self.remove([r.id for r in orphans], {r.sha256 for r in orphans}, "orphaned")
         self._spawn(self._housekeeping())
 
     def _prepare(self) -> None:
