@@ -47,6 +47,13 @@ def is_file_message(m: Message) -> bool:
     return m.type == "message" and m.get("kind") == "file"
 
 
+def assert_private(srv: ServerProcess) -> None:
+    """Everything of the file store is its owner's alone: directories 0700, files 0600."""
+    for p in [srv.data_dir / "files", *(srv.data_dir / "files").rglob("*")]:
+        mode = p.stat().st_mode & 0o777
+        assert mode == (0o700 if p.is_dir() else 0o600), (p, oct(mode))
+
+
 def objects(srv: ServerProcess) -> list[Path]:
     return sorted(p for p in (srv.data_dir / "files" / "objects").rglob("*") if p.is_file())
 
@@ -307,6 +314,7 @@ def test_previews_have_no_metadata_and_the_type_is_sniffed(server: ServerProcess
         await alice.close()
 
     run(scenario())
+    assert_private(server)
 
 
 PASSWORD = "files password 1"
