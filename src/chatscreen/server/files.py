@@ -29,15 +29,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import io
 import logging
 import os
 import secrets
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from chatscreen.errors import ErrorCode, RequestError
 from chatscreen.protocol import Message
@@ -55,11 +58,13 @@ if TYPE_CHECKING:
     from chatscreen.server.session import Session
 
 log = logging.getLogger("chatscreen.files")
+T = TypeVar("T")
 
 CHUNK = 1 << 20  # largest chunk payload
 WINDOW = 8 << 20  # bytes a client may send past the last acknowledged offset
 DOWNLOADS_PER_CONNECTION = 4
 PREVIEWS_AT_ONCE = 2  # pictures decoded at once, server-wide
+THREADS = 4  # the file service's threads: disk, hashes, previews
 HOUSEKEEPING = 60.0  # s between looks for expired files and partial uploads
 FILE_REQUESTS = frozenset({"upload", "chunk", "cancel", "download"})
 
@@ -116,6 +121,7 @@ class FileService:
         self._address_rates: dict[str, TokenBucket] = {}
         self._content_locks: dict[str, asyncio.Lock] = {}
         self._previews = asyncio.Semaphore(PREVIEWS_AT_ONCE)
+        self._pool = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="files")
         self.counters = Counters()  # the server's (set by it)
         rooms = {r.strip() for r in settings.file_rooms.split(",") if r.strip()}
         self._all_rooms = "*" in rooms
@@ -123,7 +129,7 @@ class FileService:
 
     async def start(self) -> None:
         """After the chat service started (its newest message id is known)."""
-        await asyncio.to_thread(self._prepare)
+        await self._off(self._prepare)
         # files whose message never got stored (the server stopped in between): nothing
         # refers to them, and a link to an id above the newest would meet a new message
         orphans = await self.db.files_where("message IS NULL OR message > ?",
@@ -154,6 +160,7 @@ class FileService:
             if u.writer is not None:
                 u.writer.cancel()
             self._close(u)
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     # -- dispatch (the screen relay hands these over) ----------------------------------
 
@@ -232,7 +239,7 @@ class FileService:
             u = Upload(key, session.key, msg["name"], size, msg["sha256"], room, to,
                        self.files.partial_path(key))
             try:
-                await asyncio.to_thread(self._open_partial, u)
+                await self._off(self._open_partial, u)
             except OSError as exc:
                 log.error("cannot write %s: %s", u.path, exc)
                 raise self._refuse(ErrorCode.INTERNAL, "the server cannot store files now"
@@ -328,7 +335,7 @@ class FileService:
             while u.queue:
                 batch, u.queue = u.queue, []
                 n = sum(map(len, batch))
-                await asyncio.to_thread(_write_all, u.fd, u.hasher, batch)
+                await self._off(_write_all, u.fd, u.hasher, batch)
                 u.stored += n
                 self.counters.file_bytes_in += n
                 if u.peer is not None:
@@ -427,7 +434,7 @@ class FileService:
                 head = f.read(SNIFF_BYTES)
             return sniff(head), self.files.put(u.path, u.sha256)
 
-        mime, new = await asyncio.to_thread(work)
+        mime, new = await self._off(work)
         rec = FileRecord(secrets.token_urlsafe(16), u.sha256, u.name, u.size, mime, u.owner,
                          u.room, u.to, time.time())
         same = [] if new else await self.db.files_where("sha256 = ?", [u.sha256])
@@ -436,7 +443,7 @@ class FileService:
                                                       same[0].thumb_h)
         else:
             async with self._previews:
-                preview = await asyncio.to_thread(
+                preview = await self._off(
                     make_preview, self.files.object_path(u.sha256), mime,
                     self.files.thumb_path(u.sha256))
             if preview is not None:
@@ -449,7 +456,7 @@ class FileService:
     async def _forget_content(self, sha256: str) -> None:
         """Remove the object when no live file refers to it (call with its lock held)."""
         if await self.db.file_refs(sha256) == 0:
-            await asyncio.to_thread(self.files.delete, sha256)
+            await self._off(self.files.delete, sha256)
 
     def _cancel(self, peer: Peer, upload_id: str) -> None:
         u = self.uploads.get(upload_id)
@@ -482,7 +489,7 @@ class FileService:
             with contextlib.suppress(Exception):
                 await asyncio.shield(u.writer)
         self._close(u)
-        await asyncio.to_thread(u.path.unlink, missing_ok=True)
+        await self._off(functools.partial(u.path.unlink, missing_ok=True))
 
     # -- downloads ---------------------------------------------------------------------
 
@@ -512,7 +519,7 @@ class FileService:
             return
         offset: int = msg.get("offset", 0)
         try:
-            f, size, digest = await asyncio.to_thread(self._open_for_download, rec, thumb)
+            f, size, digest = await self._off(self._open_for_download, rec, thumb)
         except OSError:
             log.exception("file %s: cannot read its content", rec.id)
             peer.error(ErrorCode.NO_SUCH_FILE, f"no file {file_id}", re="download",
@@ -523,12 +530,12 @@ class FileService:
                 peer.error(ErrorCode.BAD_OFFSET, f"the file has {size} bytes", re="download",
                            file=file_id, offset=size, **rid)
                 return
-            await asyncio.to_thread(f.seek, offset)
+            await self._off(f.seek, offset)
             while offset < size and not peer.closing:
                 if not peer.writable:
                     await peer.drained()  # the connection's buffer is full: wait
                     continue
-                data = await asyncio.to_thread(f.read, min(CHUNK, size - offset))
+                data = await self._off(f.read, min(CHUNK, size - offset))
                 if not data:
                     raise OSError(f"file {rec.id} ended at {offset} of {size} bytes")
                 peer.send_bytes(peer.conn.send("file_data", data, file=file_id, offset=offset,
@@ -538,7 +545,7 @@ class FileService:
             if not peer.closing:
                 peer.send("downloaded", file=file_id, size=size, sha256=digest, **rid)
         finally:
-            await asyncio.to_thread(f.close)
+            f.close()  # (a file open for reading: nothing to flush)
 
     def _open_for_download(self, rec: FileRecord, thumb: bool) -> tuple[Any, int, str]:
         if not thumb:
@@ -576,7 +583,7 @@ class FileService:
         cutoff = time.time() - self.s.file_partial_keep
         for u in [u for u in self.partials.values() if u.peer is None and u.touched < cutoff]:
             await self._drop(u)
-        await asyncio.to_thread(self._sweep_partials, set(self.partials))
+        await self._off(self._sweep_partials, set(self.partials))
         now = asyncio.get_running_loop().time()
         for ip in [ip for ip, b in self._address_rates.items() if b.fuller_than(1.0, now)]:
             del self._address_rates[ip]  # full again: the same as a new one
@@ -598,6 +605,11 @@ class FileService:
             async with self._content_locks.setdefault(sha, asyncio.Lock()):
                 await self._forget_content(sha)
         log.info("files: %d %s", len(ids), why)
+
+    async def _off(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking file work on the service's own threads (not the loop's default
+        executor, which password checks use: a burst of transfers does not delay logins)."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
