@@ -87,6 +87,7 @@ class Upload:
     session: Session[Peer] | None = None
     stored: int = 0  # bytes written
     received: int = 0  # bytes taken (written, or queued for the writer)
+    acked: int = 0  # the offset last acknowledged (upload_ready, upload_progress)
     queue: list[bytes] = field(default_factory=list)
     hasher: Any = None  # hashlib's sha256 of the bytes written
     fd: int | None = None
@@ -120,6 +121,7 @@ class FileService:
         self._rates: dict[Peer, TokenBucket] = {}
         self._address_rates: dict[str, TokenBucket] = {}
         self._content_locks: dict[str, asyncio.Lock] = {}
+        self._user_locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}  # and its users
         self._previews = asyncio.Semaphore(PREVIEWS_AT_ONCE)
         self._pool = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="files")
         self.counters = Counters()  # the server's (set by it)
@@ -199,6 +201,7 @@ class FileService:
             peer.error(exc.code, exc.message, re="upload", **rid)
             return
         u.rid = msg.get("rid")
+        u.acked = u.stored
         peer.send("upload_ready", upload=u.id, offset=u.stored, chunk=CHUNK, window=WINDOW,
                   **rid)
         if u.stored == u.size:  # nothing (more) to send: an empty file, or all there
@@ -216,6 +219,21 @@ class FileService:
         key = hashlib.sha256(
             f"{session.key}\0{place_text(room, to)}\0{msg['sha256']}\0{size}".encode()
         ).hexdigest()
+        # one upload request of a user at a time: its checks and what it opens go together
+        entry = self._user_locks.setdefault(session.key, (asyncio.Lock(), [0]))
+        lock, users = entry
+        users[0] += 1
+        try:
+            async with lock:
+                return await self._admit(peer, session, msg, key, room, to)
+        finally:
+            users[0] -= 1
+            if not users[0]:  # nobody holds or waits for it
+                del self._user_locks[session.key]
+
+    async def _admit(self, peer: Peer, session: Session[Peer], msg: Message, key: str,
+                     room: str | None, to: str | None) -> Upload:
+        size: int = msg["size"]
         old = self.partials.get(key)
         if old is not None and old.peer is not None:
             self._detach(old)  # the same upload again (a new connection): it takes over
@@ -310,7 +328,7 @@ class FileService:
         if n > CHUNK or u.received + n > u.size:
             raise RequestError(ErrorCode.BAD_MESSAGE, f"a chunk holds at most {CHUNK} bytes, "
                                f"and the file has {u.size}", "chunk", {})
-        if u.received + n - u.stored > WINDOW:
+        if u.received + n - u.acked > WINDOW:
             peer.fail(ErrorCode.BAD_MESSAGE, f"you sent more than the window ({WINDOW} bytes) "
                       "past the last acknowledged offset")
             return
@@ -341,6 +359,7 @@ class FileService:
                 if u.peer is not None:
                     await self._pace(u.peer, n)
                 if u.peer is not None and u.stored < u.size:
+                    u.acked = u.stored
                     u.peer.send("upload_progress", upload=u.id, offset=u.stored)
         except OSError as exc:
             log.error("%s: writing an upload failed: %s", u.path, exc)
