@@ -91,6 +91,11 @@ def test_upload_download_round_trip_and_one_copy_of_the_same_content(
         hist = await alice.history(room="general")
         files = [m["file"] for m in hist["messages"] if m.get("kind") == "file"]
         assert [f["name"] for f in files] == ["report.bin", "copy.bin"]
+        # an empty file: ready, then uploaded without a chunk
+        empty = await link.send_file(b"", "empty", room="general")
+        assert empty.type == "uploaded" and empty["file"]["size"] == 0, empty.fields
+        got, end = await blink.get_file(empty["file"]["id"])
+        assert got == b"" and end["sha256"] == hashlib.sha256(b"").hexdigest()
         for c in (link, blink):
             await c.close()
         for cl in (alice, bob):
