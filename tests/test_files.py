@@ -21,6 +21,7 @@ from chatscreen.client import Client
 from chatscreen.errors import ServerError
 from chatscreen.protocol import Message
 from tests.helpers.filelink import FileLink, poll_until, sha256_file
+from tests.helpers.rawchat import login_answer
 from tests.helpers.server import (
     REPO,
     TIMEOUT,
@@ -66,6 +67,9 @@ def test_upload_download_round_trip_and_one_copy_of_the_same_content(
     async def scenario() -> None:
         alice, bob = await login(server, "alice"), await login(server, "bob")
         link = await FileLink.open(alice)
+        # both welcomes say the largest file the server takes
+        assert (await login_answer(server, "carl"))["limits"]["max_file_size"] == 10**8
+        assert link.link.welcome["limits"]["max_file_size"] == 10**8
         done = await link.send_file(data, "report.bin", room="general")
         assert done.type == "uploaded", done.fields
         info = done["file"]
@@ -367,10 +371,17 @@ def test_private_files_reach_only_their_conversation(accounts: ServerProcess) ->
         assert room.type == "uploaded", room.fields
         got, end = await links["bob"].get_file(room["file"]["id"])
         assert got == b"for the room"
+        # what a file is, before downloading it: for bob, yes
+        links["bob"].send("file_info", file=pm["file"]["id"], rid="i1")
+        info = await links["bob"].next(lambda m: m.type in ("file_info", "error"))
+        assert info.type == "file_info" and info["file"] == pm["file"] and info["rid"] == "i1"
         # carol: as if neither existed, like an id never given out
         for file_id in (pm["file"]["id"], room["file"]["id"], "A" * 22):
             got, end = await links["carol"].get_file(file_id)
             assert end.type == "error" and end["code"] == "no_such_file" and got == b""
+            links["carol"].send("file_info", file=file_id, rid="i2")
+            info = await links["carol"].next(lambda m: m.type in ("file_info", "error"))
+            assert info["code"] == "no_such_file" and info["re"] == "file_info"
             for thumb in (True,):
                 _, end = await links["carol"].get_file(file_id, thumb=thumb)
                 assert end["code"] == "no_such_file"

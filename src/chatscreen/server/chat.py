@@ -132,6 +132,7 @@ class ChatService:
         self._flush_presence = self.room_state.flush_presence
         self.counters = Counters()
         self.files: FileHooks | None = None  # set by the server: files in chat (files.py)
+        self.file_limits: dict[str, int] = {}  # in the welcomes: {"max_file_size": N}
 
     @property
     def newest_id(self) -> int:

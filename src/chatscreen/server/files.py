@@ -66,7 +66,7 @@ DOWNLOADS_PER_CONNECTION = 4
 PREVIEWS_AT_ONCE = 2  # pictures decoded at once, server-wide
 THREADS = 4  # the file service's threads: disk, hashes, previews
 HOUSEKEEPING = 60.0  # s between looks for expired files and partial uploads
-FILE_REQUESTS = frozenset({"upload", "chunk", "cancel", "download"})
+FILE_REQUESTS = frozenset({"upload", "chunk", "cancel", "download", "file_info"})
 
 
 @dataclass(eq=False)
@@ -177,6 +177,8 @@ class FileService:
             self._cancel(peer, msg["upload"])
         elif msg.type == "download":
             self._download(peer, session, msg)
+        elif msg.type == "file_info":
+            self._spawn(self._file_info(peer, session, msg))
 
     def on_lost(self, peer: Peer) -> None:
         """The connection is gone: its uploads are kept to be resumed, its downloads end."""
@@ -523,13 +525,27 @@ class FileService:
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
+    async def _readable(self, peer: Peer, session: Session[Peer], msg: Message
+                        ) -> FileRecord | None:
+        """The file asked for, if this user may have it; else ``no_such_file`` is answered
+        (the same for an id never given out, a file gone, and one not theirs to see)."""
+        rec = await self.db.file(msg["file"])
+        if rec is None or rec.gone is not None or not self.may_read(session, rec):
+            peer.error(ErrorCode.NO_SUCH_FILE, f"no file {msg['file']}", re=msg.type,
+                       file=msg["file"], **_rid(msg))
+            return None
+        return rec
+
+    async def _file_info(self, peer: Peer, session: Session[Peer], msg: Message) -> None:
+        rec = await self._readable(peer, session, msg)
+        if rec is not None:
+            peer.send("file_info", file=rec.info(), **_rid(msg))
+
     async def _send_file(self, peer: Peer, session: Session[Peer], msg: Message) -> None:
         file_id: str = msg["file"]
         rid = _rid(msg)
-        rec = await self.db.file(file_id)
-        if rec is None or rec.gone is not None or not self.may_read(session, rec):
-            peer.error(ErrorCode.NO_SUCH_FILE, f"no file {file_id}", re="download",
-                       file=file_id, **rid)
+        rec = await self._readable(peer, session, msg)
+        if rec is None:
             return
         thumb = bool(msg.get("thumb"))
         if thumb and rec.thumb_w is None:
