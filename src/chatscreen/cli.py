@@ -462,7 +462,7 @@ def report_applied(db: AccountDB, data_dir: Path, request: int) -> None:
 def run_admin(args: argparse.Namespace) -> int:
     from chatscreen.durations import parse_duration
     from chatscreen.protocol.schema import name_problem
-    from chatscreen.server.accounts import AccountDB, hash_password
+    from chatscreen.server.accounts import ADMIN_FAILED, AccountDB, hash_password
     from chatscreen.server.datadir import describe
 
     cmd = args.admin_command
@@ -511,6 +511,8 @@ def run_admin(args: argparse.Namespace) -> int:
             answer, why = await_answer(db, data_dir, request)
             if answer is None:
                 raise ChatscreenError(f"{why}: nobody was kicked")
+            if answer.startswith(ADMIN_FAILED):
+                raise ChatscreenError(answer.removeprefix(ADMIN_FAILED))
             print(answer)
         elif cmd in ("ban", "unban", "mute", "unmute"):
             if (name is None) == (getattr(args, "address", None) is None):
