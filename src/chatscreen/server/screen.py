@@ -394,6 +394,10 @@ class Share:
     allowed: frozenset[str] | None = None  # casefolded names who may watch (None: anyone)
     bound: dict[str, Guest] = field(default_factory=dict)  # a guest's name: that guest
     room: str | None = None  # only members of this room may watch
+    # who may record it besides the sharer: everyone, or these casefolded names
+    record_all: bool = False
+    record_names: frozenset[str] = frozenset()
+    recorders: dict[Peer, str] = field(default_factory=dict)  # viewer connection: its name
     frames_in: int = 0
     last_need_key: float = 0.0
     last_need_idr: float = 0.0
@@ -431,7 +435,15 @@ class Share:
         return self.sharer.session.name
 
     def describe(self) -> dict[str, Any]:
-        return {"id": self.id, "user": self.user, "w": self.w, "h": self.h}
+        out: dict[str, Any] = {"id": self.id, "user": self.user, "w": self.w, "h": self.h}
+        if self.recorders:
+            out["recording"] = True
+        return out
+
+    def may_record(self, session: Session[Peer]) -> bool:
+        """The sharer always; others when it allowed everyone, or them by name."""
+        return (session is self.sharer.session or self.record_all
+                or session.key in self.record_names)
 
     def admits(self, session: Session[Peer]) -> bool:
         """Is ``session`` among those the share is for (``allowed``)? An account by its name;
@@ -593,6 +605,8 @@ class ScreenRelay:
             self._watch(peer, msg)
         elif msg.type == "unwatch":
             self._unwatch(peer, msg["share"])
+        elif msg.type == "record":
+            self._record(peer, msg)
         else:
             raise RemoteProtocolError(ErrorCode.UNEXPECTED, f"{msg.type} is not a screen request")
 
@@ -618,6 +632,7 @@ class ScreenRelay:
             share.cursor.sent.pop(peer, None)
             if share.id in self.shares:
                 self._tell_sharer(share)
+                self._stop_recording(peer, share)
 
     # -- sharing -----------------------------------------------------------------------
 
@@ -643,6 +658,10 @@ class ScreenRelay:
         share.allowed = frozenset(v.casefold() for v in viewers) if viewers is not None else None
         share.bound = {k: g for k, g in share.bound.items() if k in (share.allowed or ())}
         share.room = msg.get("room")
+        may_record = msg.get("may_record")  # read at each record request
+        share.record_all = may_record == "all"
+        share.record_names = (frozenset(n.casefold() for n in may_record)
+                              if isinstance(may_record, list) else frozenset())
         for viewer in [v for v in share.viewers if not self._may_watch(v, share)]:
             self._show_out(viewer, share)  # no longer among those it shares with
         peer.send("shared", share=share.id)
@@ -948,6 +967,45 @@ class ScreenRelay:
             share.cursor.sent.pop(peer, None)
             self._watching.get(peer, set()).discard(share)
             self._tell_sharer(share)
+            self._stop_recording(peer, share)
+
+    # -- recording ---------------------------------------------------------------------
+
+    def _record(self, peer: Peer, msg: Message) -> None:
+        """A viewer says it records the share it watches (or stops): allowed only when the
+        sharer allowed it; the sharer is told who records, everyone that it is recorded."""
+        share = self.shares.get(msg["share"])
+        ids = {"rid": msg["rid"]} if "rid" in msg.fields else {}
+        if share is None or peer.session is None or not self._may_watch(peer, share):
+            peer.error(ErrorCode.NO_SUCH_SHARE, f"no share {msg['share']}", re="record", **ids)
+            return
+        session = peer.session
+        if msg["active"] and peer not in share.recorders:
+            if not share.may_record(session):
+                peer.error(ErrorCode.FORBIDDEN, f"{share.user} does not allow {session.name} "
+                           "to record this share", re="record", **ids)
+                return
+            if peer not in share.viewers:
+                peer.error(ErrorCode.NOT_WATCHING, f"watch share {share.id} before recording "
+                           "it", re="record", **ids)
+                return
+            share.recorders[peer] = session.name
+            log.info("%s records share %d of %s", session.name, share.id, share.user)
+            self._recorders_changed(share, len(share.recorders) == 1)
+        elif not msg["active"]:
+            self._stop_recording(peer, share)
+        peer.send("recording", share=share.id, users=_names(share.recorders), **ids)
+
+    def _stop_recording(self, peer: Peer, share: Share) -> None:
+        if share.recorders.pop(peer, None) is not None:
+            log.info("share %d of %s: a recording stopped", share.id, share.user)
+            self._recorders_changed(share, not share.recorders)
+
+    def _recorders_changed(self, share: Share, flipped: bool) -> None:
+        """The sharer sees who records, live; the share list says whether it is recorded."""
+        share.sharer.send("recording", share=share.id, users=_names(share.recorders))
+        if flipped:
+            self._announce()
 
     def on_writable(self, peer: Peer) -> None:
         if peer.last_drain is not None:  # what the link carried while it was paused
@@ -989,6 +1047,10 @@ class ScreenRelay:
                 viewer.send_bytes(pointer)
             if not viewer.writable:
                 return
+
+
+def _names(recorders: dict[Peer, str]) -> list[str]:
+    return sorted(set(recorders.values()))
 
 
 def _may_deflate(viewer: Peer, data: bytes) -> bool:
