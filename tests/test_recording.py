@@ -8,13 +8,27 @@ typing workload of bench/screen_workloads.py on the screen, decoded back with Py
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import re
+import signal
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
+import av
+import numpy as np
 import pytest
+from bench.screen_workloads import read_marker
 
-from chatscreen.client import Client, ScreenChannel
+from chatscreen.client import Client, OutRect, ScreenChannel
 from chatscreen.errors import ServerError
-from tests.helpers.server import TIMEOUT, ServerProcess, run, wait_for
+from chatscreen.screen.capture import ScreenCapture
+from chatscreen.screen.codec import Canvas, psnr
+from chatscreen.screen.cursor import composite
+from chatscreen.screen.pictures import RGB
+from chatscreen.screen.sharing import frame_rects
+from tests.helpers.server import REPO, TIMEOUT, ServerProcess, run, wait_for
 
 
 def connect(srv: ServerProcess, user: str) -> Client:
@@ -124,3 +138,228 @@ def test_recording_needs_watching_and_everyone_may_when_the_sharer_says_all(
                 await c.close()
 
     run(scenario())
+
+
+# -- the CLI: recordings --------------------------------------------------------------------
+
+WORKLOAD = REPO / "bench" / "screen_workloads.py"
+
+
+class Proc:
+    """A child process (a CLI command, the workload), its output read line by line."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, name: str) -> None:
+        self.proc, self.name = proc, name
+        self.lines: list[str] = []
+
+    @classmethod
+    async def start(cls, *args: str, env: dict[str, str] | None = None) -> Proc:
+        proc = await asyncio.create_subprocess_exec(
+            *args, cwd=REPO, env={**os.environ, **(env or {})}, stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        return cls(proc, " ".join(args[2:4]))
+
+    async def line(self, pattern: str, timeout: float = 3 * TIMEOUT) -> str:
+        """The next line of its output that matches ``pattern`` (a regex)."""
+        assert self.proc.stdout is not None
+        async with asyncio.timeout(timeout):
+            while True:
+                raw = await self.proc.stdout.readline()
+                if not raw:
+                    err = await self.proc.stderr.read() if self.proc.stderr else b""
+                    raise AssertionError(f"{self.name} ended before {pattern!r}: {self.lines} "
+                                         f"{err.decode(errors='replace')[-2000:]}")
+                text = raw.decode().rstrip("\n")
+                self.lines.append(text)
+                if re.search(pattern, text):
+                    return text
+
+    async def finish(self, sig: int | None = None) -> tuple[int, str, str]:
+        """(Signal and) wait for it to end: its status, the rest of stdout, and stderr."""
+        if sig is not None and self.proc.returncode is None:
+            self.proc.send_signal(sig)
+        async with asyncio.timeout(3 * TIMEOUT):
+            out, err = await self.proc.communicate()
+        return self.proc.returncode or 0, out.decode(), err.decode()
+
+    def kill(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+
+
+def cli(srv: ServerProcess, command: str, user: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", "chatscreen", command, "--server",
+            f"127.0.0.1:{srv.chat_port}", "--screen-port", str(srv.screen_port),
+            "--user", user, *args]
+
+
+def decoded(path: Path) -> list[tuple[float, RGB]]:
+    """Every picture of an MP4 (PyAV), with its time in seconds."""
+    with av.open(str(path)) as container:
+        return [(float(f.pts * f.time_base), f.to_ndarray(format="rgb24"))
+                for f in container.decode(video=0)]
+
+
+def screen_now(cap: ScreenCapture) -> RGB:
+    """The screen with the pointer, RGB (what a viewer sees)."""
+    return np.ascontiguousarray(cap.grab()[..., 2::-1])
+
+
+def test_a_recording_of_typing_plays_back_close_to_the_screen(
+        server: ServerProcess, xvfb_display: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench/screen_workloads.py types on Xvfb (1920x1080) while alice shares it with
+    ``--record`` and ``--allow-record bob``, and bob runs ``view --record --no-window``:
+    alice's CLI says who records; both files decode (PyAV) at 1920x1080, every picture of
+    bob's whose tick marker matches a screen grab taken meanwhile is within 35 dB PSNR of
+    it, and the last (the share ended: bob's recording ends with it) of the final screen."""
+    monkeypatch.setenv("DISPLAY", xvfb_display)
+    mine, bobs = tmp_path / "alice.mp4", tmp_path / "bob.mp4"
+
+    async def scenario() -> tuple[dict[int, RGB], RGB, str, str]:
+        work = await Proc.start(sys.executable, str(WORKLOAD), "typing", "--rate", "15",
+                                "--seconds", "2", "--max-seconds", "60")
+        sharer = viewer = None
+        eye = await connect(server, "eye").connect()
+        cap = await asyncio.to_thread(ScreenCapture, 1)
+        try:
+            await work.line("^ready$")
+            sharer = await Proc.start(*cli(server, "share", "alice", "--allow-record", "bob",
+                                           "--record", str(mine)))
+            await sharer.line(r"^Sharing 1920x1080")
+            await sharer.line(r"^\N{BLACK CIRCLE} recording: alice$")  # its own recording
+            viewer = await Proc.start(*cli(server, "view", "bob", "--from", "alice",
+                                           "--record", str(bobs), "--no-window"))
+            await viewer.line(r"^Recording alice's share \(1920x1080\) to .*bob\.mp4")
+            await sharer.line(r"^\N{BLACK CIRCLE} recording: alice, bob$")
+            e_screen, share_id = await watching(eye, "alice")
+            canvas = Canvas(1920, 1080)
+            assert work.proc.stdin is not None
+            work.proc.stdin.write(b"go\n")
+            grabs: dict[int, RGB] = {}
+            last_tick = asyncio.ensure_future(work.line(r"^tick 30 "))
+            while not last_tick.done():  # a few screens while it types, by tick
+                pic = await asyncio.to_thread(screen_now, cap)
+                grabs.setdefault(read_marker(pic), pic)
+                with contextlib.suppress(TimeoutError):
+                    msg = await e_screen.next_frame(timeout=0.05)
+                    canvas.apply(msg["w"], msg["h"], msg["key"], frame_rects(msg))
+            await last_tick
+            final = await asyncio.to_thread(screen_now, cap)
+            async with asyncio.timeout(3 * TIMEOUT):  # until the viewers have it all
+                while not np.array_equal(
+                        composite(canvas.pixels, e_screen.cursors.get(share_id)), final):
+                    with contextlib.suppress(TimeoutError):
+                        msg = await e_screen.next_frame(timeout=0.2)
+                        canvas.apply(msg["w"], msg["h"], msg["key"], frame_rects(msg))
+            await e_screen.close()
+            rc, s_out, s_err = await sharer.finish(signal.SIGINT)
+            assert rc == 0, s_err
+            rc, v_out, v_err = await viewer.finish()  # the share ended: so does the viewer
+            assert rc == 0, v_err
+            return grabs, final, s_out, v_out
+        finally:
+            cap.close()
+            await eye.close()
+            for p in (work, sharer, viewer):
+                if p is not None:
+                    p.kill()
+
+    grabs, final, s_out, v_out = run(scenario())
+    assert "alice stopped sharing" in v_out
+    summary = re.search(r"Recorded 1920x1080, ([\d.]+) s, (\d+) frames to (.*)", v_out)
+    assert summary is not None, v_out
+    pictures = decoded(bobs)
+    assert len(pictures) == int(summary[2]) and summary[3] == str(bobs)
+    assert abs(pictures[-1][0] - float(summary[1])) < 0.1
+    assert pictures[0][1].shape == (1080, 1920, 3)
+    assert psnr(pictures[-1][1], final) >= 35 and read_marker(pictures[-1][1]) == 30
+    matched = [psnr(pic, grabs[read_marker(pic)]) for _, pic in pictures
+               if read_marker(pic) in grabs]
+    assert len(matched) >= 3 and min(matched) >= 35, matched
+    assert [t for t, _ in pictures] == sorted(t for t, _ in pictures)
+    mine_pictures = decoded(mine)  # the sharer's own recording: complete and playable too
+    assert re.search(r"Recorded 1920x1080, [\d.]+ s, \d+ frames to .*alice\.mp4", s_out)
+    assert psnr(mine_pictures[-1][1], final) >= 35
+
+
+def test_a_viewer_the_sharer_did_not_allow_gets_the_error_and_no_file(
+        server: ServerProcess, tmp_path: Path) -> None:
+    """``view --record`` by someone the sharer did not name: exit 1 with the server's
+    reason, before anything is written; the sharer is told of no recording."""
+    out = tmp_path / "carol.mp4"
+
+    async def scenario() -> tuple[int, str, str, list[str]]:
+        alice = await connect(server, "alice").connect()
+        a_screen = await alice.open_screen()
+        try:
+            await a_screen.share(64, 64, may_record=["bob"])
+            await send_picture(a_screen, 64, 64, 0)
+            viewer = await Proc.start(*cli(server, "view", "carol", "--from", "alice",
+                                           "--record", str(out), "--no-window"))
+            rc, stdout, stderr = await viewer.finish()
+            await alice.ping()  # anything the server told alice came before this answer
+            return rc, stdout, stderr, a_screen.recorders
+        finally:
+            await a_screen.close()
+            await alice.close()
+
+    rc, stdout, stderr, recorders = run(scenario())
+    assert (rc, stdout, stderr.strip()) == (1, "", "alice does not allow carol to record "
+                                                    "this share")
+    assert not out.exists() and recorders == []
+
+
+async def send_picture(screen: ScreenChannel, w: int, h: int, n: int) -> RGB:
+    """A key frame of a w x h picture made from ``n`` (raw RGB): what a viewer shows."""
+    pic = np.zeros((h, w, 3), np.uint8)
+    pic[..., 0] = np.arange(w) * 3 + n * 20  # smooth: 4:2:0 keeps it (w <= 65)
+    pic[..., 1] = np.arange(h)[:, None] * 5
+    pic[..., 2] = 200 if n % 2 else 40
+    await screen.send_frame(w, h, [OutRect(0, 0, w, h, "raw", pic.tobytes())], key=True)
+    return pic
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_stopping_the_recorder_by_a_signal_leaves_a_playable_file(
+        server: ServerProcess, tmp_path: Path, sig: int) -> None:
+    """``view --record --no-window``, Ctrl+C (SIGINT) or SIGTERM: exit 0, the summary
+    printed, and the MP4 complete: it decodes (odd size: coded one larger), its last picture
+    is the last one shown, and it lasts until the stop."""
+    out = tmp_path / "rec.mp4"
+    w, h = 65, 49
+
+    async def scenario() -> tuple[RGB, str, float]:
+        alice = await connect(server, "alice").connect()
+        a_screen = await alice.open_screen()
+        told = Told(a_screen)
+        viewer = None
+        try:
+            await a_screen.share(w, h, may_record="all")
+            await send_picture(a_screen, w, h, 0)
+            viewer = await Proc.start(*cli(server, "view", "bob", "--from", "alice",
+                                           "--record", str(out), "--no-window"))
+            await viewer.line(r"^Recording alice's share \(65x49\)")
+            await told.until(["bob"])
+            last = await send_picture(a_screen, w, h, 1)
+            await a_screen.share(w, h, may_record="all")  # answered after the frame went
+            started = asyncio.get_running_loop().time()
+            rc, stdout, stderr = await viewer.finish(sig)
+            assert rc == 0, stderr
+            await told.until([])  # the sharer sees the recording end
+            return last, stdout, asyncio.get_running_loop().time() - started
+        finally:
+            if viewer is not None:
+                viewer.kill()
+            await a_screen.close()
+            await alice.close()
+
+    last, stdout, _ = run(scenario())
+    summary = re.search(r"Recorded 65x49, ([\d.]+) s, (\d+) frames to (.*)", stdout)
+    assert summary is not None, stdout
+    pictures = decoded(out)
+    assert len(pictures) == int(summary[2]) >= 2
+    assert pictures[-1][1].shape == (50, 66, 3)
+    assert psnr(pictures[-1][1][:h, :w], last) >= 35
+    assert psnr(pictures[0][1][:h, :w], last) < 30  # the first picture, another one
+    assert pictures[-1][0] == pytest.approx(float(summary[1]), abs=0.1)
