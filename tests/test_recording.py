@@ -195,9 +195,13 @@ def cli(srv: ServerProcess, command: str, user: str, *args: str) -> list[str]:
 
 def decoded(path: Path) -> list[tuple[float, RGB]]:
     """Every picture of an MP4 (PyAV), with its time in seconds."""
+    out: list[tuple[float, RGB]] = []
     with av.open(str(path)) as container:
-        return [(float(f.pts * f.time_base), f.to_ndarray(format="rgb24"))
-                for f in container.decode(video=0)]
+        for f in container.decode(video=0):
+            assert f.pts is not None and f.time_base is not None
+            pic = np.asarray(f.to_ndarray(format="rgb24"), np.uint8)
+            out.append((float(f.pts * f.time_base), pic))
+    return out
 
 
 def screen_now(cap: ScreenCapture) -> RGB:
