@@ -182,9 +182,12 @@ class Proc:
             out, err = await self.proc.communicate()
         return self.proc.returncode or 0, out.decode(), err.decode()
 
-    def kill(self) -> None:
+    async def kill(self) -> None:
+        """End it if it still runs (a test that failed half way), and reap it."""
         if self.proc.returncode is None:
             self.proc.kill()
+            async with asyncio.timeout(TIMEOUT):
+                await self.proc.communicate()
 
 
 def cli(srv: ServerProcess, command: str, user: str, *args: str) -> list[str]:
@@ -267,7 +270,7 @@ def test_a_recording_of_typing_plays_back_close_to_the_screen(
             await eye.close()
             for p in (work, sharer, viewer):
                 if p is not None:
-                    p.kill()
+                    await p.kill()
 
     grabs, final, s_out, v_out = run(scenario())
     assert "alice stopped sharing" in v_out
@@ -354,7 +357,7 @@ def test_stopping_the_recorder_by_a_signal_leaves_a_playable_file(
             return last, stdout, asyncio.get_running_loop().time() - started
         finally:
             if viewer is not None:
-                viewer.kill()
+                await viewer.kill()
             await a_screen.close()
             await alice.close()
 

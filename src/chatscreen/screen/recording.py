@@ -55,6 +55,9 @@ CRF = 21
 KEY_INTERVAL = 2.0  # seconds between keyframes (where a player can seek to)
 TIME_BASE = Fraction(1, 1000)  # timestamps in milliseconds
 
+MAX_BOXES = 16  # changed regions kept apart for the encoder; more are merged into one
+ENCODER_THREADS = 1  # x264's: more cut the wall time a picture, not the CPU (it adds some)
+
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1
 
 
@@ -75,10 +78,21 @@ class RecordStats:
                 f"to {self.path}")
 
 
-def _union(a: Box | None, b: Box) -> Box:
-    if a is None:
-        return b
+def _union(a: Box, b: Box) -> Box:
     return min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])
+
+
+def _add(boxes: list[Box], box: Box) -> None:
+    """What changed, as few boxes: the typed character and a clock far from it stay two
+    small regions (converted apart), past MAX_BOXES they become their bounding box."""
+    if box[2] <= box[0] or box[3] <= box[1]:
+        return
+    boxes.append(box)
+    if len(boxes) > MAX_BOXES:
+        whole = boxes[0]
+        for b in boxes[1:]:
+            whole = _union(whole, b)
+        boxes[:] = [whole]
 
 
 class Recorder:
@@ -93,7 +107,7 @@ class Recorder:
         self._wake = threading.Condition(self._lock)
         self._mirror: RGB | None = None  # the newest picture, with the pointer, coded size
         self._size = (0, 0)  # the picture's size (the mirror is coded_size of it)
-        self._dirty: Box | None = None  # what changed in it since the encoder last looked
+        self._dirty: list[Box] = []  # what changed in it since the encoder last looked
         self._changed_at = 0.0  # when the newest change arrived
         self._pointer: Box | None = None  # where the pointer was drawn into the mirror
         self._closing = False
@@ -128,19 +142,21 @@ class Recorder:
                 self._start(w, h)
             dirty = self._dirty
             mirror = self._mirror
+            if boxes is None:
+                dirty.clear()
             changed = ([(0, 0, w, h)] if boxes is None else
                        [(x, y, x + bw, y + bh) for x, y, bw, bh in boxes])
             if self._pointer is not None:  # the pointer moves, or what is under it changed
                 changed.append(self._pointer)
             for x0, y0, x1, y1 in changed:
                 mirror[y0:y1, x0:x1] = pixels[y0:y1, x0:x1]
-                dirty = _union(dirty, (x0, y0, x1, y1))
+                _add(dirty, (x0, y0, x1, y1))
             self._pointer = self._draw_pointer(pixels, cursor)
             if self._pointer is not None:
-                dirty = _union(dirty, self._pointer)
-            if dirty is not None:
-                self._pad(dirty)
-                self._dirty, self._changed_at = dirty, at
+                _add(dirty, self._pointer)
+            if dirty:
+                self._pad()
+                self._changed_at = at
                 self._wake.notify()
 
     def _draw_pointer(self, pixels: RGB, cursor: Cursor | None) -> Box | None:
@@ -156,14 +172,14 @@ class Recorder:
                                                              cursor.shape))
         return x0, y0, x1, y1
 
-    def _pad(self, dirty: Box) -> None:
+    def _pad(self) -> None:
         """An odd size: the extra column or row repeats the last one."""
         assert self._mirror is not None
         w, h = self._size
         mirror = self._mirror
-        if mirror.shape[1] != w and dirty[2] >= w:
+        if mirror.shape[1] != w:
             mirror[:h, w] = mirror[:h, w - 1]
-        if mirror.shape[0] != h and dirty[3] >= h:
+        if mirror.shape[0] != h:
             mirror[h] = mirror[h - 1]
 
     # -- the encoder thread ------------------------------------------------------------
@@ -184,8 +200,9 @@ class Recorder:
         ctx.time_base = TIME_BASE
         ctx.max_b_frames = 0
         ctx.gop_size = 100_000  # keyframes by time (KEY_INTERVAL), not by count
-        ctx.options = {"preset": self.preset, "crf": str(self.crf), "forced-idr": "1",
-                       "x264-params": "scenecut=0:keyint=infinite"}
+        ctx.thread_count = ENCODER_THREADS
+        ctx.options = {"preset": self.preset, "tune": "zerolatency", "crf": str(self.crf),
+                       "forced-idr": "1", "x264-params": "scenecut=0:keyint=infinite"}
         self._container, self._stream = container, stream
         self._frame = av.VideoFrame(cw, ch, "yuv420p")
         self._planes = [np.frombuffer(memoryview(p), np.uint8).reshape(
@@ -209,26 +226,28 @@ class Recorder:
     def _encode_next(self) -> bool:
         """Encode the newest picture once something changed; False once closing."""
         with self._lock:
-            while self._dirty is None and not self._closing:
+            while not self._dirty and not self._closing:
                 self._wake.wait()
-            if self._dirty is None:
+            if not self._dirty:
                 return False
-            box, at = self._dirty, self._changed_at
-            self._dirty = None
+            at = self._changed_at
             assert self._mirror is not None
-            x0, y0 = box[0] & ~1, box[1] & ~1  # 4:2:0: whole 2x2 blocks
             ch, cw = self._mirror.shape[:2]
-            x1, y1 = min(box[2] + (box[2] & 1), cw), min(box[3] + (box[3] & 1), ch)
-            part = self._mirror[y0:y1, x0:x1].copy()
-            size_now = (cw, ch)
-        if size_now != (self._frame.width, self._frame.height):
-            self._convert_scaled(part)  # the share changed size: fit it to the file's
-        else:
-            self._convert(part, x0, y0)
+            scaled = (cw, ch) != (self._frame.width, self._frame.height)  # a new size
+            parts = ([(0, 0, self._mirror.copy())] if scaled else
+                     [(x0, y0, self._mirror[y0:y1, x0:x1].copy())
+                      for x0, y0, x1, y1 in (_even(b, cw, ch) for b in self._dirty)])
+            self._dirty = []
+        for x0, y0, part in parts:
+            if scaled:
+                self._convert_scaled(part)  # the whole picture, fit to the file's size
+            else:
+                self._convert(part, x0, y0)
         self._encode(at)
         return True
 
     def _convert(self, part: RGB, x0: int, y0: int) -> None:
+        # (regions of whole 2x2 blocks: their chroma is theirs alone)
         """Convert a region (even position and size) into the kept 4:2:0 picture."""
         h, w = part.shape[:2]
         yuv = av.VideoFrame.from_ndarray(part, format="rgb24").reformat(
@@ -300,6 +319,11 @@ class Recorder:
             raise RecordError(f"recording to {self.path} failed: {self.error}")
         w, h = self._size
         return RecordStats(self.path, self.frames, max(self._last_pts, 0) / 1000, w, h)
+
+
+def _even(box: Box, w: int, h: int) -> Box:
+    """The box grown to whole 2x2 blocks (4:2:0), within the (even) coded size."""
+    return box[0] & ~1, box[1] & ~1, min(box[2] + (box[2] & 1), w), min(box[3] + (box[3] & 1), h)
 
 
 # -- a watched share into a recorder ----------------------------------------------------
