@@ -264,18 +264,19 @@ class NetSession:
         return self._watch is not None and not self._watch.done()
 
     def start_share(self, monitor: int, preset: str, *, viewers: list[str] | None = None,
-                    room: str | None = None) -> None:
+                    room: str | None = None, may_record: bool = False) -> None:
         """Share a monitor with one of the encoder's presets, at the same rate and quality
         as ``chatscreen share --preset``; only ``viewers``, or the members of ``room``, may
-        watch (else anyone)."""
+        watch (else anyone); ``may_record``: those who watch may record it too."""
         if self._share is not None and not self._share.done():
             return
         self.share_stats = ShareStats()
         self._share = self.tc.run(self._share_loop(monitor, preset, self.share_stats,
-                                                   viewers, room))
+                                                   viewers, room, may_record))
 
     async def _share_loop(self, monitor: int, preset: str, stats: ShareStats,
-                          viewers: list[str] | None, room: str | None) -> None:
+                          viewers: list[str] | None, room: str | None,
+                          may_record: bool = False) -> None:
         stop = self._share_stop = asyncio.Event()
 
         def started(w: int, h: int) -> None:
@@ -285,7 +286,8 @@ class NetSession:
         try:
             await keep_sharing(self.client, stop, monitor=monitor, fps=DEFAULT_FPS,
                                preset=preset, stats=stats, on_started=started,
-                               viewers=viewers, room=room)
+                               viewers=viewers, room=room,
+                               may_record="all" if may_record else None)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # CaptureError, ConnectError, ConnectionResetError, ...

@@ -114,6 +114,10 @@ class ScreenTab(ttk.Frame):
         # packed before the entry and its hint, so that it keeps its room when space is short
         self.viewers_label = ttk.Label(audience, text="", style="Card.TLabel")
         self.viewers_label.pack(side="right")
+        # who records our share: a red notice, so that no one is recorded without knowing
+        self.recording_label = ttk.Label(audience, text="", style="Recording.TLabel")
+        self.recording_label.pack(side="right", padx=(0, 12))
+
         self.audience_entry = ttk.Entry(audience, width=24, font=fonts["body"])
         self.audience_entry.pack(side="left", padx=(6, 0))
         ttk.Label(audience, text="names, comma-separated, or a room",
@@ -137,6 +141,11 @@ class ScreenTab(ttk.Frame):
         self.preset.set(DEFAULT_PRESET)
         self.preset.pack(side="left")
         self.preset.bind("<<ComboboxSelected>>", lambda _e: self._show_preset())
+        self.may_record = tk.BooleanVar(value=False)  # those who may watch may record
+        self.may_record_box = ttk.Checkbutton(share, text="Allow recording",
+                                              variable=self.may_record,
+                                              style="Card.TCheckbutton")
+        self.may_record_box.pack(side="left", padx=(12, 0))
         # What the preset does and how the share goes: a row of their own, wrapped to the
         # card's width, so that neither is cut off when the window is narrow or scaled up.
         info = ttk.Frame(card, style="Card.TFrame")
@@ -296,7 +305,8 @@ class ScreenTab(ttk.Frame):
         self._show_preset()
         net.start_share(self._monitor_index(), self.preset_name,
                         viewers=names if who == "viewers" else None,
-                        room=names[0].lstrip("#") if who == "room" else None)
+                        room=names[0].lstrip("#") if who == "room" else None,
+                        may_record=self.may_record.get())
         self._sharing_controls(True)
         self.share_status.configure(text="Starting…")
 
@@ -318,8 +328,10 @@ class ScreenTab(ttk.Frame):
         for box in (self.monitor, self.preset, self.audience):
             box.configure(state="disabled" if sharing else "readonly")
         self.audience_entry.configure(state="disabled" if sharing else "normal")
+        self.may_record_box.configure(state="disabled" if sharing else "normal")
         if not sharing:
             self.viewers_label.configure(text="")
+            self.recording_label.configure(text="")
 
     def show_viewers(self, users: list[str] | None) -> None:
         """Who watches our share right now, as the server says (None: not known yet)."""
@@ -327,6 +339,12 @@ class ScreenTab(ttk.Frame):
             "Watched by " + ", ".join(users) if users else "Nobody is watching")
         if str(self.viewers_label.cget("text")) != text:
             self.viewers_label.configure(text=text)
+
+    def show_recorders(self, users: list[str]) -> None:
+        """Who records our share right now, as the server says: "● Recording (bob)"."""
+        text = f"\N{BLACK CIRCLE} Recording ({', '.join(users)})" if users else ""
+        if str(self.recording_label.cget("text")) != text:
+            self.recording_label.configure(text=text)
 
     def watch_selected(self) -> None:
         if self.wanted is not None:
