@@ -333,8 +333,10 @@ class ShareRecording:
     """Feeds a :class:`Recorder` from a watched share's messages: the viewer's canvas once
     it holds a complete picture, with what each frame changed and the pointer."""
 
-    def __init__(self, recorder: Recorder) -> None:
+    def __init__(self, recorder: Recorder,
+                 on_start: Callable[[int, int], None] | None = None) -> None:
         self.recorder = recorder
+        self.on_start = on_start  # called with the size at the first picture recorded
         self._whole = True  # the next picture given whole (the first, a key frame)
 
     def frame_applied(self, msg: Message, canvas: Canvas, cursor: Cursor | None) -> None:
@@ -351,6 +353,9 @@ class ShareRecording:
             boxes = []  # only the pointer moved
         self._whole = False
         self.recorder.update(canvas.pixels, boxes, cursor)
+        if self.on_start is not None:
+            self.on_start(*canvas.size)
+            self.on_start = None
 
 
 async def record_share(client: Client, share: dict[str, Any], recorder: Recorder,
@@ -361,8 +366,7 @@ async def record_share(client: Client, share: dict[str, Any], recorder: Recorder
     RecordRefused if the server does not let us record. ``on_start(w, h)``: called at the
     first picture recorded. The recorder is left open."""
     canvas = Canvas(share["w"], share["h"])
-    feed = ShareRecording(recorder)
-    pending = [on_start] if on_start is not None else []
+    feed = ShareRecording(recorder, on_start)
 
     async def show(msg: Message, screen: ScreenChannel) -> None:
         if msg.type == "frame":
@@ -372,8 +376,6 @@ async def record_share(client: Client, share: dict[str, Any], recorder: Recorder
                 log.warning("skipped a frame: %s", exc)
                 return
         feed.frame_applied(msg, canvas, screen.cursors.get(msg["share"]))
-        if canvas.complete and pending:
-            pending.pop()(*canvas.size)
 
     watching = asyncio.ensure_future(keep_watching(client, share, show, cursor_messages=True,
                                                    record=True))

@@ -58,10 +58,6 @@ async def _watch(host: str, port: int, screen_port: int, user: str, sharer: str 
                  record: Path | None = None) -> None:
     client = Client(host, user, chat_port=port, screen_port=screen_port, **tls)
     feed: Any = None
-    if record is not None:  # PyAV loads only when recording
-        from chatscreen.screen.recording import Recorder, ShareRecording
-
-        feed = ShareRecording(Recorder(record))
     try:
         await client.connect()
         box.status = "Waiting for a share…"
@@ -72,6 +68,8 @@ async def _watch(host: str, port: int, screen_port: int, user: str, sharer: str 
             share = await find_share(client, sharer, timeout=3600)
         canvas = Canvas(share["w"], share["h"])
         box.status = f"Watching {share['user']}"
+        if record is not None:
+            feed = _recording(record, share["user"])
 
         async def show(msg: Message, screen: ScreenChannel) -> None:
             if msg.type == "frame":
@@ -103,6 +101,17 @@ async def _watch(host: str, port: int, screen_port: int, user: str, sharer: str 
             except ChatscreenError as exc:
                 box.record_error = str(exc)
         await client.close()
+
+
+def _recording(path: Path, user: str) -> Any:
+    """What records the share (recording.ShareRecording): PyAV loads only when recording."""
+    from chatscreen.screen.recording import Recorder, ShareRecording
+
+    def started(w: int, h: int) -> None:
+        print(f"Recording {user}'s share ({w}x{h}) to {path}; close the window or press "
+              "Ctrl+C to stop", flush=True)
+
+    return ShareRecording(Recorder(path), started)
 
 
 def _ended(img: Image.Image) -> Image.Image:
