@@ -15,20 +15,24 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from tkinter import filedialog
 
 import av
 import numpy as np
 import pytest
 from bench.screen_workloads import read_marker
 
-from chatscreen.client import Client, OutRect, ScreenChannel
+from chatscreen.client import Client, OutRect, ScreenChannel, ThreadedClient
 from chatscreen.errors import ServerError
+from chatscreen.gui.net import close_loop
 from chatscreen.screen.capture import ScreenCapture
 from chatscreen.screen.codec import Canvas, psnr
 from chatscreen.screen.cursor import composite
 from chatscreen.screen.pictures import RGB
 from chatscreen.screen.sharing import frame_rects
+from tests.helpers.gui import GuiHarness
 from tests.helpers.server import REPO, TIMEOUT, ServerProcess, run, wait_for
+from tests.test_gui import connected, gui  # noqa: F401
 
 
 def connect(srv: ServerProcess, user: str) -> Client:
@@ -381,3 +385,62 @@ def test_stopping_the_recorder_by_a_signal_leaves_a_playable_file(
         assert psnr(pic[:h, :w], first) < 30
     assert pictures[-1][0] == pytest.approx(float(summary[1]), abs=0.051)  # (printed .1f)
     assert pictures[-1][0] > pictures[0][0] == 0
+
+
+# -- the desktop app ------------------------------------------------------------------------
+
+
+def test_the_app_records_a_share_it_watches_when_the_sharer_allows(
+        gui: GuiHarness, server: ServerProcess, tmp_path: Path,  # noqa: F811
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Screen tab's Record button (the file dialog answered by the test): refused while
+    the sharer allows nobody (said under the picture, watching goes on, no file); once the
+    sharer allows alice, recording starts, the sharer is told, the share list marks the
+    share "● recorded"; Stop Recording completes a playable file of the picture."""
+    g = gui
+    out = tmp_path / "from-the-app.mp4"
+    monkeypatch.setattr(filedialog, "asksaveasfilename", lambda **_kw: str(out))
+    painter = ThreadedClient("127.0.0.1", "painter", chat_port=server.chat_port,
+                             screen_port=server.screen_port, timeout=TIMEOUT)
+    screens: list[ScreenChannel] = []
+    w, h = 64, 48
+
+    async def share(c: Client) -> RGB:
+        screen = await c.open_screen()
+        screens.append(screen)
+        await screen.share(w, h)
+        return await send_picture(screen, w, h, 3)
+
+    try:
+        painter.connect().result(TIMEOUT)
+        connected(g, server, "alice")
+        tab = g.app.screen_tab
+        g.select_tab("Screen Share")
+        picture = painter.call(share).result(TIMEOUT)
+        g.wait_for(lambda: tab.selected_label().startswith("▣ painter"), "the share")
+        g.click(tab.watch_button)
+        g.wait_for(lambda: tab.composer is not None and tab.composer.complete, "the picture")
+        g.click(tab.record_button)
+        g.wait_for(lambda: tab.record_status == "painter does not allow alice to record "
+                   "this share", "the refusal, said")
+        assert str(tab.record_button.cget("text")) == "Record…" and not out.exists()
+        g.wait_for(lambda: tab.composer is not None and tab.composer.complete, "watching on")
+
+        painter.run(screens[0].share(w, h, may_record=["alice"])).result(TIMEOUT)
+        g.click(tab.record_button)
+        g.wait_for(lambda: tab.record_status == f"● Recording to {out}", "recording")
+        g.wait_for(lambda: screens[0].recorders == ["alice"], "the sharer told")
+        g.wait_for(lambda: tab.selected_label().endswith("64x48  ·  ● recorded"),
+                   "the share marked as recorded")
+        assert str(tab.record_button.cget("text")) == "Stop Recording"
+        g.click(tab.record_button)
+        g.wait_for(lambda: tab.record_status.startswith("Recorded 64x48, "), "the file done")
+        g.wait_for(lambda: screens[0].recorders == [], "the sharer told it ended")
+        assert str(tab.record_button.cget("text")) == "Record…"
+    finally:
+        for screen in screens:
+            painter.run(screen.close()).result(TIMEOUT)
+        painter.close()
+        close_loop(painter)
+    pictures = decoded(out)
+    assert pictures and psnr(pictures[-1][1][:h, :w], picture) >= 35

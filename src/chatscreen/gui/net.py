@@ -19,14 +19,16 @@ import threading
 import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from pathlib import Path
 from typing import Any, TypeVar
 
 from chatscreen.client import Client, ScreenChannel, ThreadedClient
+from chatscreen.errors import ChatscreenError
 from chatscreen.gui.render import Composer, Patch, Redraw, patch_of
 from chatscreen.protocol import Message
-from chatscreen.screen.codec import DecodeError
+from chatscreen.screen.codec import Canvas, DecodeError
 from chatscreen.screen.cursor import Cursor
-from chatscreen.screen.resume import keep_sharing, keep_watching
+from chatscreen.screen.resume import RecordRefused, keep_sharing, keep_watching
 from chatscreen.screen.scroll import Move
 from chatscreen.screen.sharing import DEFAULT_FPS, ShareStats, frame_rects
 
@@ -229,30 +231,64 @@ class NetSession:
 
     # -- screen ------------------------------------------------------------------------
 
-    def watch(self, share: dict[str, Any], composer: Composer, mailbox: FrameMailbox) -> None:
+    def watch(self, share: dict[str, Any], composer: Composer, mailbox: FrameMailbox,
+              record: Path | None = None) -> None:
+        """Watch ``share`` (anew: a watch starts from a whole picture); with ``record``,
+        record it to that MP4 file too, if its sharer allows (events ``recording``:
+        started, refused or ended)."""
         self.unwatch()
-        self._watch = self.tc.run(self._watch_loop(share, composer, mailbox))
+        self._watch = self.tc.run(self._watch_loop(share, composer, mailbox, record))
 
     async def _watch_loop(self, share: dict[str, Any], composer: Composer,
-                          mailbox: FrameMailbox) -> None:
+                          mailbox: FrameMailbox, record: Path | None = None) -> None:
         """Watch until the share ends or the user stops; after a reconnect the same user's
         share is watched again by itself (resume.keep_watching)."""
         loop = asyncio.get_running_loop()
+        feed: Any = None  # recording.ShareRecording: PyAV loads only when recording
+        # what is recorded (the composer's picture is its own, scaled)
+        canvas = Canvas(share["w"], share["h"]) if record is not None else None
 
         async def show(msg: Message, screen: ScreenChannel) -> None:
             self.watch_meter.add(len(msg.payload))
+            if feed is not None and canvas is not None:
+                if msg.type == "frame":
+                    with contextlib.suppress(DecodeError):
+                        canvas.apply(msg["w"], msg["h"], msg["key"], frame_rects(msg))
+                feed.frame_applied(msg, canvas, screen.cursors.get(msg["share"]))
             await mailbox.wait_for_room()
             mailbox.put(await loop.run_in_executor(self.render_pool, compose_frame, composer,
                                                    msg, screen.cursors.get(msg["share"])))
 
         reason = "stopped"
         try:
-            # cursor messages too: the pointer is drawn by the composer
-            reason = await keep_watching(self.client, share, show, cursor_messages=True)
+            if record is not None:
+                from chatscreen.screen.recording import Recorder, ShareRecording
+
+                feed = ShareRecording(Recorder(record), lambda w, h: self.events.put(
+                    gui_event("recording", state="started", path=str(record))))
+            try:
+                # cursor messages too: the pointer is drawn by the composer
+                reason = await keep_watching(self.client, share, show, cursor_messages=True,
+                                             record=feed is not None)
+            except RecordRefused as exc:  # watch on, without recording
+                self.events.put(gui_event("recording", state="refused", text=str(exc)))
+                feed = None
+                reason = await keep_watching(self.client, share, show, cursor_messages=True)
         except Exception as exc:  # ConnectError, OSError, ...: said in the window
             reason = str(exc) or type(exc).__name__
         finally:
+            if feed is not None:
+                await self._end_recording(feed.recorder)
             self.events.put(gui_event("watch_ended", user=share["user"], reason=reason))
+
+    async def _end_recording(self, recorder: Any) -> None:
+        """Complete the file (off the loop), and say what was recorded."""
+        try:
+            stats = await asyncio.to_thread(recorder.close)
+            text = stats.summary() if stats is not None else "Nothing recorded"
+        except ChatscreenError as exc:
+            text = str(exc)
+        self.events.put(gui_event("recording", state="ended", text=text))
 
     def unwatch(self) -> None:
         if self._watch is not None:
