@@ -25,6 +25,7 @@ from bench.screen_workloads import read_marker
 from chatscreen.client import Client, OutRect, ScreenChannel, ThreadedClient
 from chatscreen.errors import ServerError
 from chatscreen.gui.net import close_loop
+from chatscreen.protocol import Message
 from chatscreen.screen.capture import ScreenCapture
 from chatscreen.screen.codec import Canvas, psnr
 from chatscreen.screen.cursor import composite
@@ -444,3 +445,54 @@ def test_the_app_records_a_share_it_watches_when_the_sharer_allows(
         close_loop(painter)
     pictures = decoded(out)
     assert pictures and psnr(pictures[-1][1][:h, :w], picture) >= 35
+
+
+def test_a_viewer_toggling_its_recording_does_not_flood_everyone_with_share_lists(
+        server: ServerProcess) -> None:
+    """Recording on and off 41 times as fast as the server answers: the sharer is told
+    each change, but everyone else's share list (the ``recording`` mark) goes out at most
+    every 0.5 s, and ends right."""
+    async def scenario() -> tuple[int, float, int]:
+        alice, bob, carol = [await connect(server, n).connect()
+                             for n in ("alice", "bob", "carol")]
+        a_screen = await alice.open_screen()
+        told = Told(a_screen)
+        try:
+            await alice.join("general")
+            await carol.join("general")
+            share_id = await a_screen.share(64, 64, may_record="all")
+            await listed(carol, lambda: carol.share_of("alice") is not None)
+            b_screen, _ = await watching(bob, "alice")
+            await alice.say("general", "start")  # carol's events so far: read past them
+            await wait_for(carol, lambda m: m.type == "message" and m["text"] == "start")
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            for i in range(41):
+                await b_screen.record(share_id, active=i % 2 == 0)
+            await alice.say("general", "done")  # handled after every toggle
+            lists = 0
+
+            def counted(until: Callable[[Message], bool]) -> Callable[[Message], bool]:
+                def check(m: Message) -> bool:
+                    nonlocal lists
+                    lists += m.type == "shares"
+                    return until(m)
+                return check
+
+            await wait_for(carol, counted(lambda m: m.type == "message"
+                                          and m["text"] == "done"))
+            if (carol.share_of("alice") or {}).get("recording") is not True:
+                await wait_for(carol, counted(lambda _m: (carol.share_of("alice") or {}
+                                                          ).get("recording") is True))
+            elapsed = loop.time() - start
+            await told.until(["bob"])
+            await b_screen.close()
+            return lists, elapsed, len(told.lists)
+        finally:
+            await a_screen.close()
+            for c in (alice, bob, carol):
+                await c.close()
+
+    lists, elapsed, changes = run(scenario())
+    assert changes >= 41  # the sharer: every change
+    assert lists <= 2 + elapsed / 0.5, (lists, elapsed)

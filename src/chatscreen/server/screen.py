@@ -44,6 +44,7 @@ grow with the number of viewers.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import time
@@ -85,6 +86,7 @@ HARD_PARTIAL = 2 * MAX_PARTIAL  # ... and so past this many partial pieces on on
 #                                 piece added scans those of its tiles: bounded work)
 NEED_KEY_INTERVAL = 0.5  # seconds between key frame requests to one sharer
 NEED_IDR_INTERVAL = 1.0  # seconds between h264 IDR requests to one sharer
+RECORDING_LIST_EVERY = 0.5  # s: the share list sent at most this often for recording marks
 CHAIN_IDR_AFTER = 60  # h264 pictures since the last IDR before the relay asks for a new one
 CHAIN_IDR_BYTES = 2 << 20  # ... or this many bytes
 CHAIN_MAX = 1800  # a stream whose chain grows past this (need_idr ignored) is forgotten
@@ -581,6 +583,8 @@ class ScreenRelay:
         self._by_sharer: dict[Peer, Share] = {}
         self._watching: dict[Peer, set[Share]] = {}
         self._ids = itertools.count(1)
+        self._list_due: asyncio.TimerHandle | None = None  # the share list, for recording
+        self._list_sent = -RECORDING_LIST_EVERY  # when it was last sent for that
         self.counters = Counters()
         chat.audience_changed = self.recheck
 
@@ -1002,10 +1006,19 @@ class ScreenRelay:
             self._recorders_changed(share, not share.recorders)
 
     def _recorders_changed(self, share: Share, flipped: bool) -> None:
-        """The sharer sees who records, live; the share list says whether it is recorded."""
+        """The sharer sees who records, live; the share list says whether it is recorded
+        (to everyone: at most every RECORDING_LIST_EVERY seconds, so that a viewer who
+        toggles its recording cannot make the server send every user a list at its rate)."""
         share.sharer.send("recording", share=share.id, users=_names(share.recorders))
-        if flipped:
-            self._announce()
+        if flipped and self._list_due is None:
+            loop = asyncio.get_running_loop()
+            delay = max(0.0, self._list_sent + RECORDING_LIST_EVERY - loop.time())
+            self._list_due = loop.call_later(delay, self._list_recording)
+
+    def _list_recording(self) -> None:
+        self._list_due = None
+        self._list_sent = asyncio.get_running_loop().time()
+        self._announce()
 
     def on_writable(self, peer: Peer) -> None:
         if peer.last_drain is not None:  # what the link carried while it was paused
