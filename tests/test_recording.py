@@ -496,3 +496,30 @@ def test_a_viewer_toggling_its_recording_does_not_flood_everyone_with_share_list
     lists, elapsed, changes = run(scenario())
     assert changes >= 41  # the sharer: every change
     assert lists <= 2 + elapsed / 0.5, (lists, elapsed)
+
+
+def test_leave_to_record_given_to_a_guest_is_not_the_next_guests_of_that_name(
+        server: ServerProcess) -> None:
+    """``may_record: ["bob"]`` while guest bob is online means that guest: once it is gone,
+    another guest taking the name may watch (the share is for anyone) but not record."""
+    async def scenario() -> None:
+        alice, bob = [await connect(server, n).connect() for n in ("alice", "bob")]
+        a_screen = await alice.open_screen()
+        told = Told(a_screen)
+        try:
+            share_id = await a_screen.share(64, 64, may_record=["bob"])
+            await listed(bob, lambda: bob.share_of("alice") is not None)
+            await bob.close()
+            new_bob = await connect(server, "bob").connect()  # another guest, same name
+            nb_screen, _ = await watching(new_bob, "alice")
+            with pytest.raises(ServerError) as refused:
+                await nb_screen.record(share_id)
+            assert refused.value.code == "forbidden"
+            assert told.lists == []
+            await nb_screen.close()
+            await new_bob.close()
+        finally:
+            await a_screen.close()
+            await alice.close()
+
+    run(scenario())

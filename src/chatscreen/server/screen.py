@@ -399,6 +399,7 @@ class Share:
     # who may record it besides the sharer: everyone, or these casefolded names
     record_all: bool = False
     record_names: frozenset[str] = frozenset()
+    record_bound: dict[str, Guest] = field(default_factory=dict)  # as ``bound``
     recorders: dict[Peer, str] = field(default_factory=dict)  # viewer connection: its name
     frames_in: int = 0
     last_need_key: float = 0.0
@@ -443,9 +444,11 @@ class Share:
         return out
 
     def may_record(self, session: Session[Peer]) -> bool:
-        """The sharer always; others when it allowed everyone, or them by name."""
+        """The sharer always; others when it allowed everyone, or them by name (a guest's
+        name as in ``admits``: the guest holding it at the share request, or the first
+        seen asking after)."""
         return (session is self.sharer.session or self.record_all
-                or session.key in self.record_names)
+                or _named(session, self.record_names, self.record_bound))
 
     def admits(self, session: Session[Peer]) -> bool:
         """Is ``session`` among those the share is for (``allowed``)? An account by its name;
@@ -454,13 +457,7 @@ class Share:
         registered: another guest taking the name later is someone else."""
         if self.allowed is None:
             return True
-        if session.key not in self.allowed:
-            return False
-        bound = self.bound.get(session.key)
-        if bound is None and session.role is None and session.guest is not None:
-            bound = self.bound[session.key] = session.guest
-        return (bound is None or bound is session.guest
-                or (bound.registered and session.role is not None))
+        return _named(session, self.allowed, self.bound)
 
     def layer_store(self, layer: int) -> TileStore | None:
         return self.low if layer == LOW else self.store
@@ -666,6 +663,12 @@ class ScreenRelay:
         share.record_all = may_record == "all"
         share.record_names = (frozenset(n.casefold() for n in may_record)
                               if isinstance(may_record, list) else frozenset())
+        share.record_bound = {k: g for k, g in share.record_bound.items()
+                              if k in share.record_names}
+        for key in share.record_names - share.record_bound.keys():  # the guests named now
+            named = self.chat.sessions.get(key)
+            if named is not None and named.role is None and named.guest is not None:
+                share.record_bound[key] = named.guest
         for viewer in [v for v in share.viewers if not self._may_watch(v, share)]:
             self._show_out(viewer, share)  # no longer among those it shares with
         peer.send("shared", share=share.id)
@@ -1060,6 +1063,18 @@ class ScreenRelay:
                 viewer.send_bytes(pointer)
             if not viewer.writable:
                 return
+
+
+def _named(session: Session[Peer], names: frozenset[str], bound: dict[str, Guest]) -> bool:
+    """Is ``session`` among ``names`` (casefolded)? A name held by a guest stands for the
+    guest bound to it (``bound``: the first seen holding it), and the account it registered."""
+    if session.key not in names:
+        return False
+    guest = bound.get(session.key)
+    if guest is None and session.role is None and session.guest is not None:
+        guest = bound[session.key] = session.guest
+    return (guest is None or guest is session.guest
+            or (guest.registered and session.role is not None))
 
 
 def _names(recorders: dict[Peer, str]) -> list[str]:
