@@ -12,6 +12,7 @@ import contextlib
 import os
 import re
 import signal
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -324,6 +325,20 @@ def test_a_viewer_the_sharer_did_not_allow_gets_the_error_and_no_file(
     assert (rc, stdout, stderr.strip()) == (1, "", "alice does not allow carol to record "
                                                     "this share")
     assert not out.exists() and recorders == []
+
+
+def test_recording_never_overwrites_a_file(server: ServerProcess, tmp_path: Path) -> None:
+    """``--record`` to a file that exists: exit 1 saying so, the file untouched (checked
+    before connecting)."""
+    out = tmp_path / "kept.mp4"
+    out.write_bytes(b"precious")
+    for extra in (["view", "bob", "--no-window"], ["share", "alice"]):
+        done = subprocess.run([*cli(server, extra[0], extra[1], *extra[2:]), "--record",
+                               str(out)], capture_output=True, text=True, cwd=REPO,
+                              timeout=3 * TIMEOUT)
+        assert (done.returncode, done.stderr.strip()) == (
+            1, f"{out} exists: record to a new file (nothing was changed)")
+    assert out.read_bytes() == b"precious"
 
 
 async def send_picture(screen: ScreenChannel, w: int, h: int, n: int) -> RGB:

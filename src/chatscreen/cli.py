@@ -998,8 +998,13 @@ def _may_record(text: str | None) -> str | list[str] | None:
 
 
 def _check_record_path(path: Path | None) -> None:
-    if path is not None and not path.parent.is_dir():
+    """Before anything is sent: a file that can be made, and not one already there."""
+    if path is None:
+        return
+    if not path.parent.is_dir():
         raise ChatscreenError(f"cannot record to {path}: no directory {path.parent}")
+    if path.exists():
+        raise ChatscreenError(f"{path} exists: record to a new file (nothing was changed)")
 
 
 def _show_recorders() -> Callable[[list[str]], None]:
