@@ -13,7 +13,7 @@ encodes is merged with the next, so an encoder that falls behind records fewer p
 never a queue. :meth:`Recorder.close` ends the file (the MP4 index, ``moov``, is written
 there): call it on every way out (Ctrl+C, SIGTERM, the share ending).
 
-libx264: preset ``ultrafast`` (the typing workload at 1080p costs about 5 ms a picture,
+libx264: preset ``ultrafast`` on one thread (1080p typing costs about 7 ms of CPU a picture,
 docs/benchmarks.md), CRF 21, 4:2:0, a keyframe (IDR) every :data:`KEY_INTERVAL` seconds.
 An odd width or height is coded one larger, the last column or row repeated.
 PyAV loads only here and in :mod:`chatscreen.screen.video`.
@@ -121,7 +121,6 @@ class Recorder:
         self._last_key = -1
         self.frames = 0
         self.error: BaseException | None = None
-        self.encode_seconds = 0.0  # the encoder thread's CPU time (converting + encoding)
 
     # -- the viewer's side -------------------------------------------------------------
 
@@ -211,7 +210,6 @@ class Recorder:
         self._thread.start()
 
     def _run(self) -> None:
-        started = time.thread_time()
         try:
             while self._encode_next():
                 pass
@@ -220,8 +218,6 @@ class Recorder:
             log.warning("recording to %s failed: %s", self.path, exc)
             self.error = exc
             self._abandon()
-        finally:
-            self.encode_seconds = time.thread_time() - started
 
     def _encode_next(self) -> bool:
         """Encode the newest picture once something changed; False once closing."""
