@@ -538,3 +538,29 @@ def test_leave_to_record_given_to_a_guest_is_not_the_next_guests_of_that_name(
             await alice.close()
 
     run(scenario())
+
+
+def test_the_sharers_cli_says_who_records_and_when_it_ends(
+        server: ServerProcess, xvfb_display: str) -> None:
+    """``chatscreen share --allow-record bob``: a line when bob starts recording, and one
+    when nobody records any more."""
+    async def scenario() -> None:
+        sharer = await Proc.start(*cli(server, "share", "alice", "--allow-record", "bob"),
+                                  env={"DISPLAY": xvfb_display})
+        bob = await connect(server, "bob").connect()
+        try:
+            await sharer.line(r"^Sharing ")
+            b_screen, share_id = await watching(bob, "alice")
+            await b_screen.record(share_id)
+            await sharer.line(r"^\N{BLACK CIRCLE} recording: bob$")
+            await b_screen.record(share_id, active=False)
+            await sharer.line(r"^\N{WHITE CIRCLE} recording stopped: nobody records your "
+                              r"share now$")
+            await b_screen.close()
+            rc, _, err = await sharer.finish(signal.SIGINT)
+            assert rc == 0, err
+        finally:
+            await bob.close()
+            await sharer.kill()
+
+    run(scenario())
