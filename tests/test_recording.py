@@ -564,3 +564,50 @@ def test_the_sharers_cli_says_who_records_and_when_it_ends(
             await sharer.kill()
 
     run(scenario())
+
+
+def test_a_recording_goes_on_into_the_same_file_across_a_server_restart(
+        fixed_port_server: ServerProcess, xvfb_display: str, tmp_path: Path) -> None:
+    """The server restarts while bob records alice's share: both CLIs come back by
+    themselves, bob asks to record again (alice's CLI says so again), and the one file
+    holds the pictures from before and after, complete once bob stops."""
+    server = fixed_port_server
+    out = tmp_path / "across.mp4"
+    again: list[ServerProcess] = []
+
+    async def scenario() -> tuple[str, float]:
+        sharer = await Proc.start(*cli(server, "share", "alice", "--allow-record", "bob"),
+                                  env={"DISPLAY": xvfb_display})
+        viewer = None
+        try:
+            await sharer.line(r"^Sharing ")
+            viewer = await Proc.start(*cli(server, "view", "bob", "--from", "alice",
+                                           "--record", str(out), "--no-window"))
+            await viewer.line(r"^Recording alice's share")
+            await sharer.line(r"^\N{BLACK CIRCLE} recording: bob$")
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            await asyncio.to_thread(server.stop)
+            again.append(ServerProcess(server.data_dir, chat_port=server.chat_port,
+                                       screen_port=server.screen_port))
+            await asyncio.to_thread(again[0].start)
+            await sharer.line(r"^\N{BLACK CIRCLE} recording: bob$")  # asked again
+            lasted = loop.time() - start  # at least, when the signal goes
+            rc, stdout, stderr = await viewer.finish(signal.SIGINT)
+            assert rc == 0, stderr
+            return stdout, lasted
+        finally:
+            for p in (sharer, viewer):
+                if p is not None:
+                    await p.kill()
+
+    try:
+        stdout, lasted = run(scenario())
+    finally:
+        for srv in again:
+            srv.stop()
+    summary = re.search(r"Recorded 1920x1080, ([\d.]+) s, (\d+) frames", stdout)
+    assert summary is not None, stdout
+    pictures = decoded(out)
+    assert len(pictures) == int(summary[2]) >= 2
+    assert pictures[-1][0] >= lasted  # from before the restart to the stop
