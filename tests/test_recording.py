@@ -611,3 +611,30 @@ def test_a_recording_goes_on_into_the_same_file_across_a_server_restart(
     pictures = decoded(out)
     assert len(pictures) == int(summary[2]) >= 2
     assert pictures[-1][0] >= lasted  # from before the restart to the stop
+
+
+def test_a_share_that_changes_size_is_recorded_at_its_first_size(tmp_path: Path) -> None:
+    """An MP4 stream has one size: pictures of a new size (a sharer's screen resized) are
+    scaled to the first one; a recorder that got no picture writes no file."""
+    from PIL import Image
+
+    from chatscreen.screen.recording import Recorder
+
+    nothing = Recorder(tmp_path / "none.mp4")
+    assert nothing.close() is None and not (tmp_path / "none.mp4").exists()
+    out = tmp_path / "resized.mp4"
+    rec = Recorder(out)
+    small = np.zeros((48, 64, 3), np.uint8)
+    small[..., 1] = 200
+    big = np.zeros((96, 128, 3), np.uint8)
+    big[..., 0] = np.arange(128) * 2  # a smooth gradient, then scaled down
+    big[..., 2] = 90
+    rec.update(small, None, None, at=10.0)
+    rec.update(big, None, None, at=10.5)
+    stats = rec.close(at=11.0)
+    assert stats is not None and (stats.w, stats.h) == (128, 96) and stats.seconds == 1.0
+    pictures = decoded(out)
+    assert {p.shape for _, p in pictures} == {(48, 64, 3)} and len(pictures) >= 2
+    want = np.asarray(Image.fromarray(big).resize((64, 48), Image.Resampling.BILINEAR))
+    assert psnr(pictures[-1][1], want) >= 30  # (the small one may be merged into it)
+    assert (pictures[0][0], pictures[-1][0]) == (0.0, 1.0)

@@ -139,6 +139,7 @@ class Recorder:
                 self._size, self._pointer, boxes = (w, h), None, None
             if self._thread is None:
                 self._start(w, h)
+                self._first = at  # the recording starts here, whatever is merged after
             dirty = self._dirty
             mirror = self._mirror
             if boxes is None:
@@ -264,9 +265,9 @@ class Recorder:
             self._planes[i][:] = src[:, : self._planes[i].shape[1]]
 
     def _encode(self, at: float) -> None:
-        if self._first is None:
-            self._first = at
-        pts = max(round((at - self._first) * 1000), self._last_pts + 1)
+        assert self._first is not None
+        # the first picture at 0 (it may be a later one than the first given: merged)
+        pts = max(round((at - self._first) * 1000), self._last_pts + 1) if self.frames else 0
         frame = self._frame
         frame.pts = pts
         frame.time_base = TIME_BASE
