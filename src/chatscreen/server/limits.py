@@ -77,7 +77,8 @@ class KeyedBuckets:
 RATED = frozenset({"say", "pm", "typing", "join", "create", "leave", "history", "who", "rooms",
                    "read", "invite", "decline"})
 #: Screen requests that count against a connection's frame rate.
-SCREEN_RATED = frozenset({"frame", "cursor", "share", "unshare", "watch", "unwatch"})
+SCREEN_RATED = frozenset({"frame", "cursor", "share", "unshare", "watch", "unwatch",
+                           "record"})
 #: A frame counts as one more for every this many rects it holds, and for every this many
 #: tiles they touch (``tiles``, see schema.rect_tiles): the relay's work (parsing, storing)
 #: goes by rects (about 4 us each) and tiles (about 0.3 us), and the reference sharer merges
