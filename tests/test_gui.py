@@ -485,6 +485,8 @@ def test_share_from_the_app_then_ctrl_q(gui: GuiHarness, server: ServerProcess, 
     tab.preset.set("text")
     tab.audience.set("Only the people named")  # bob may watch; carol does not even see it
     g.type_into(tab.audience_entry, "bob")
+    g.click(tab.may_record_box)  # bob may record it too
+    g.wait_for(lambda: tab.may_record.get(), "the box ticked")
     carol = Headless(server, "carol")
     g.click(tab.share_button)
     g.wait_for(lambda: g.app.banner.winfo_ismapped(), "the sharing indicator")
@@ -503,12 +505,19 @@ def test_share_from_the_app_then_ctrl_q(gui: GuiHarness, server: ServerProcess, 
     bob.tc.call(lambda c: watching.watch(share_id)).result(TIMEOUT)
     g.wait_for(lambda: str(tab.viewers_label.cget("text")) == "Watched by bob",
                "bob among the viewers, live")
+    assert str(tab.recording_label.cget("text")) == ""
+    bob.tc.call(lambda c: watching.record(share_id)).result(TIMEOUT)  # issue 18: the notice
+    g.wait_for(lambda: str(tab.recording_label.cget("text")) == "● Recording (bob)",
+               "the notice that bob records")
+    assert str(g.app.banner_detail.cget("text")).startswith("● Recording (bob)  ·  ")
+    g.screenshot(shots / "recording.png")
     carol.tc.call(lambda c: c.ping()).result(TIMEOUT)  # the share list came before this
     assert carol.tc.client.shares == []
     carol.close()
     bob.tc.call(lambda c: watching.close()).result(TIMEOUT)
     g.wait_for(lambda: str(tab.viewers_label.cget("text")) == "Nobody is watching",
                "bob gone from the viewers")
+    g.wait_for(lambda: str(tab.recording_label.cget("text")) == "", "the notice gone")
 
     got = bob.tc.call(lambda c: snapshot(c, "alice", TIMEOUT)).result(2 * TIMEOUT)
     assert got.size == (1920, 1080)

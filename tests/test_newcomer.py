@@ -193,8 +193,8 @@ def test_admin_kick_reports_what_the_running_server_did(tmp_path: Path) -> None:
                                 and e["state"] == "disconnected")
             assert "kicked by an admin: enough" in ev["reason"]
             out = await asyncio.to_thread(admin, "kick", "carol", cwd=tmp_path)
-            assert out.returncode == 0, out
-            assert out.stdout.strip() == "carol is not connected: nobody was kicked", out
+            assert out.returncode == 1, out
+            assert out.stderr.strip() == "carol is not connected: nobody was kicked", out
 
     with running_server(data) as srv:
         run(scenario(srv))

@@ -44,6 +44,7 @@ REQUESTS: dict[str, dict[str, Any]] = {
     "read": {"room": "general", "id": 1}, "decline": {"room": "den"},
     "moderate": {"action": "kick", "target": "bob"},
     "share": {"w": 64, "h": 64}, "unshare": {}, "watch": {"share": 1}, "unwatch": {"share": 1},
+    "record": {"share": 1, "active": True},
     "cursor": {"x": 10, "y": 10},
     "frame": {"seq": 1, "w": 64, "h": 64, "key": True,
               "rects": [{"x": 0, "y": 0, "w": 1, "h": 1, "enc": "raw", "len": 3}]},

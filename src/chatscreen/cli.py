@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -214,11 +214,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", metavar="USER[,USER...]",
                    help="only these users may watch (default: anyone)")
     p.add_argument("--room", help="only the members of this room may watch")
+    p.add_argument("--allow-record", metavar="all|USER[,USER...]",
+                   help="who may record the share besides you (default: nobody); you see "
+                        "a line whenever someone records it")
+    p.add_argument("--record", type=Path, metavar="FILE.mp4",
+                   help="record your share to an MP4 file (H.264) until you stop")
     p = sub.add_parser("view", help="watch a shared screen")
     _client_args(p)
     p.add_argument("--from", dest="sharer", help="whose share to watch (default: the first)")
     p.add_argument("--snapshot", type=Path, metavar="FILE.png",
                    help="save one complete picture as PNG and exit")
+    p.add_argument("--record", type=Path, metavar="FILE.mp4",
+                   help="record the share to an MP4 file (H.264, its own size) until you "
+                        "stop (Ctrl+C, or closing the window) or it ends; the sharer must "
+                        "allow it (share --allow-record) and sees that you record")
+    p.add_argument("--no-window", action="store_true",
+                   help="with --record: record without showing the share")
     p.add_argument("--timeout", type=float, default=30.0)
     return parser
 
@@ -482,7 +493,7 @@ def report_applied(db: AccountDB, data_dir: Path, request: int) -> None:
 def run_admin(args: argparse.Namespace) -> int:
     from chatscreen.durations import parse_duration
     from chatscreen.protocol.schema import name_problem
-    from chatscreen.server.accounts import AccountDB, hash_password
+    from chatscreen.server.accounts import ADMIN_FAILED, AccountDB, hash_password
     from chatscreen.server.datadir import describe
 
     cmd = args.admin_command
@@ -531,6 +542,8 @@ def run_admin(args: argparse.Namespace) -> int:
             answer, why = await_answer(db, data_dir, request)
             if answer is None:
                 raise ChatscreenError(f"{why}: nobody was kicked")
+            if answer.startswith(ADMIN_FAILED):
+                raise ChatscreenError(answer.removeprefix(ADMIN_FAILED))
             print(answer)
         elif cmd in ("ban", "unban", "mute", "unmute"):
             if (name is None) == (getattr(args, "address", None) is None):
@@ -962,12 +975,16 @@ async def run_share(args: argparse.Namespace) -> int:
     fps = args.fps if args.fps is not None else DEFAULT_FPS
     if not 0 < fps <= 120:
         raise ChatscreenError("--fps must be between 0 and 120")
+    may_record = _may_record(args.allow_record)
+    _check_record_path(args.record)
     client = await connect_client(args)  # reconnects, and the share resumes by itself
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     stats = ShareStats()
+    recording = (asyncio.ensure_future(_record_own(client, args.record, stop))
+                 if args.record is not None else None)
 
     def started(w: int, h: int) -> None:
         print(f"Sharing {w}x{h} at about {fps:g} updates/s (preset {args.preset}); "
@@ -978,15 +995,78 @@ async def run_share(args: argparse.Namespace) -> int:
                            max_size=_parse_size(args.max_size), stats=stats,
                            on_started=started, preset=args.preset, encoding=args.encoding,
                            viewers=[u.strip() for u in args.only.split(",") if u.strip()]
-                           if args.only else None, room=args.room, layers=args.layers)
+                           if args.only else None, room=args.room, layers=args.layers,
+                           may_record=may_record, on_recording=_show_recorders())
     except CaptureError as exc:
         raise ChatscreenError(str(exc)) from None
     except ConnectionResetError as exc:
         raise ChatscreenError(f"Connection lost: {exc}") from None
     finally:
+        stop.set()
+        if recording is not None:
+            await _report_recording(recording)
         await client.close()
         print(stats.summary(), flush=True)
     return 0
+
+
+def _may_record(text: str | None) -> str | list[str] | None:
+    """--allow-record: "all", or names."""
+    if text is None:
+        return None
+    if text.strip().casefold() == "all":
+        return "all"
+    return [u.strip() for u in text.split(",") if u.strip()]
+
+
+def _check_record_path(path: Path | None) -> None:
+    """Before anything is sent: a file that can be made, and not one already there."""
+    if path is None:
+        return
+    if not path.parent.is_dir():
+        raise ChatscreenError(f"cannot record to {path}: no directory {path.parent}")
+    if path.exists():
+        raise ChatscreenError(f"{path} exists: record to a new file (nothing was changed)")
+
+
+def _show_recorders() -> Callable[[list[str]], None]:
+    """The sharer's notice, a line each time who records the share changes."""
+    shown: list[str] = []
+
+    def show(users: list[str]) -> None:
+        if users:
+            print(f"\N{BLACK CIRCLE} recording: {', '.join(users)}", flush=True)
+        elif shown:
+            print("\N{WHITE CIRCLE} recording stopped: nobody records your share now",
+                  flush=True)
+        shown[:] = users
+
+    return show
+
+
+async def _record_own(client: Any, path: Path, stop: asyncio.Event) -> Any:
+    """``share --record``: watch our own share and record it (as a viewer would, so that
+    the server, and so the share list, knows it is recorded)."""
+    from chatscreen.screen.recording import Recorder, record_share
+    from chatscreen.screen.sharing import find_share
+
+    recorder = Recorder(path)
+    try:
+        share = await find_share(client, client.user, 30.0)
+        await record_share(client, share, recorder, stop)
+    finally:
+        stats = await asyncio.to_thread(recorder.close)
+    return stats
+
+
+async def _report_recording(recording: asyncio.Future[Any]) -> None:
+    try:
+        stats = await recording
+    except (TimeoutError, ChatscreenError, ConnectionResetError) as exc:
+        print(f"! recording failed: {one_line(str(exc))}", file=sys.stderr, flush=True)
+        return
+    if stats is not None:
+        print(stats.summary(), flush=True)
 
 
 async def run_view(args: argparse.Namespace) -> int:
@@ -999,11 +1079,18 @@ async def run_view(args: argparse.Namespace) -> int:
     )
 
     host, port = split_server(args)
+    if args.record is not None and args.snapshot is not None:
+        raise ChatscreenError("--record and --snapshot do not go together")
+    if args.no_window and args.record is None:
+        raise ChatscreenError("--no-window goes with --record")
+    _check_record_path(args.record)
+    if args.record is not None and args.no_window:
+        return await _record_view(args)
     if args.snapshot is None:
         from chatscreen.screen.viewer import run_viewer_window
 
         return run_viewer_window(host, port, args.screen_port, args.user, args.sharer,
-                                 tls_args(args))
+                                 tls_args(args), record=args.record)
     client = await connect_client(args, reconnect=False)
     try:
         try:  # each way of failing says which it is (see why_no_share)
@@ -1020,4 +1107,41 @@ async def run_view(args: argparse.Namespace) -> int:
     canvas.save_png(args.snapshot)
     w, h = canvas.size
     print(f"Saved {w}x{h} picture to {args.snapshot}", flush=True)
+    return 0
+
+
+async def _record_view(args: argparse.Namespace) -> int:
+    """``view --record FILE --no-window``: record a share until Ctrl+C, SIGTERM or its end."""
+    import signal
+
+    from chatscreen.screen.recording import Recorder, record_share
+    from chatscreen.screen.sharing import find_share, why_no_share
+
+    client = await connect_client(args)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    recorder = Recorder(args.record)
+    why = "stopped"
+    try:
+        try:
+            share = await find_share(client, args.sharer, args.timeout)
+        except TimeoutError:
+            why = await why_no_share(client, args.sharer)
+            raise ChatscreenError(f"{why} (waited {args.timeout:g} s)") from None
+        def started(w: int, h: int) -> None:
+            print(f"Recording {share['user']}'s share ({w}x{h}) to {args.record}; press "
+                  "Ctrl+C to stop", flush=True)
+
+        why = await record_share(client, share, recorder, stop, on_start=started)
+    finally:
+        stats = await asyncio.to_thread(recorder.close)
+        with contextlib.suppress(Exception):
+            await client.close()
+    if why != "stopped":
+        print(one_line(why), flush=True)
+    if stats is None:
+        raise ChatscreenError(f"nothing recorded: no picture came ({one_line(why)})")
+    print(stats.summary(), flush=True)
     return 0

@@ -34,6 +34,7 @@ class ErrorCode(StrEnum):
     NO_SUCH_USER = "no_such_user"
     NO_SUCH_SHARE = "no_such_share"
     NOT_SHARING = "not_sharing"
+    NOT_WATCHING = "not_watching"  # record before watch
     SHARE_TOO_LARGE = "share_too_large"  # a share (or key frame) over max_share_pixels
     SHARE_OVER_BUDGET = "share_over_budget"  # a share's pictures past its memory bound
     NEED_KEY_IGNORED = "need_key_ignored"  # deltas long after need_key, and no key frame

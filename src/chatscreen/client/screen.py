@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +76,8 @@ class ScreenChannel:
         self.key_requested = asyncio.Event()
         self.idr_requested = asyncio.Event()  # need_idr: restart H.264 streams with an IDR
         self.viewers: list[str] = []  # who watches our share, as the server last said
+        self.recorders: list[str] = []  # who records our share, as the server last said
+        self.on_recording: Callable[[list[str]], None] | None = None  # called when it changes
         # simulcast: the byte rate the relay asked our low quality layer to keep to, while it
         # wants one (only asked of a share made with layers=2)
         self.low_rate: int | None = None
@@ -92,6 +94,7 @@ class ScreenChannel:
         self._frame_ready = asyncio.Event()
         self._replies: asyncio.Queue[Message] = asyncio.Queue()
         self._seq = 0
+        self._rids = 0
         self.closed = link.closed
         link.start(self._on_message, self._on_close)
 
@@ -123,6 +126,10 @@ class ScreenChannel:
             self.low_rate = (msg.get("rate") or DEFAULT_LOW_RATE) if msg["on"] else None
         elif msg.type == "viewers":
             self.viewers = list(msg["users"])
+        elif msg.type == "recording" and "rid" not in msg.fields:  # the answer has a rid
+            self.recorders = list(msg["users"])
+            if self.on_recording is not None:
+                self.on_recording(self.recorders)
         else:
             self._replies.put_nowait(msg)
 
@@ -157,12 +164,16 @@ class ScreenChannel:
     # -- sharing -----------------------------------------------------------------------
 
     async def share(self, w: int, h: int, *, viewers: Sequence[str] | None = None,
-                    room: str | None = None, layers: int = 1) -> int:
+                    room: str | None = None, layers: int = 1,
+                    may_record: str | Sequence[str] | None = None) -> int:
         """Start sharing (or change size or audience): only ``viewers``, or only the members
         of ``room``, may watch; anyone when neither is given. ``self.viewers`` then follows
         who is watching. ``layers=2``: we can send a low quality layer when the relay asks
-        (``self.low_rate``)."""
+        (``self.low_rate``). ``may_record``: ``"all"`` or the names who may record it
+        besides us (default: nobody); ``self.recorders`` follows who records it."""
         fields: dict[str, Any] = {"w": w, "h": h}
+        if may_record is not None:
+            fields["may_record"] = may_record if may_record == "all" else list(may_record)
         if layers > 1:
             fields["layers"] = layers
         if viewers is not None:
@@ -215,6 +226,15 @@ class ScreenChannel:
 
     async def unwatch(self, share_id: int) -> None:
         self.link.send("unwatch", share=share_id)
+
+    async def record(self, share_id: int, active: bool = True) -> list[str]:
+        """Tell the server we record the share we watch (or stopped): its sharer is told.
+        Returns who records it now; ServerError (``forbidden``) if the sharer does not allow
+        us (watch it first)."""
+        self._rids += 1
+        self.link.send("record", share=share_id, active=active, rid=f"record-{self._rids}")
+        msg = await self._reply("recording")
+        return list(msg["users"])
 
     async def next_frame(self, timeout: float | None = None) -> Message:
         """The next ``frame`` to apply, in order, or ``unshared`` when a watched share ended;

@@ -159,6 +159,9 @@ class App:
         style.configure("Card.TFrame", background="#ffffff", relief="solid", borderwidth=1,
                         bordercolor="#d0d4da")
         style.configure("Card.TLabel", background="#ffffff")
+        style.configure("Card.TCheckbutton", background="#ffffff")
+        style.configure("Recording.TLabel", background="#ffffff", foreground="#c5221f",
+                        font=self.fonts["bold"])
         style.configure("CardHeading.TLabel", background="#ffffff", font=self.fonts["bold"])
         style.configure("CardHint.TLabel", background="#ffffff", foreground="#6b7078",
                         font=self.fonts["small"])
@@ -440,12 +443,16 @@ class App:
         stats = net.share_stats if net is not None else None
         if self.sharing and stats is not None:
             secs = max(time.monotonic() - stats.started, 1e-6)
+            channel = stats.channel
+            recorders = list(channel.recorders) if channel is not None else []
+            recording = (f"\N{BLACK CIRCLE} Recording ({', '.join(recorders)})  ·  "
+                         if recorders else "")
             self.banner_detail.configure(
-                text=f"{self.screen_tab.share_detail}  ·  sending "
+                text=f"{recording}{self.screen_tab.share_detail}  ·  sending "
                      f"{stats.frames / secs:.1f} frames/s, {stats.bytes * 8 / secs / 1e6:.1f}"
                      " Mbit/s")
-            channel = stats.channel
             self.screen_tab.show_viewers(list(channel.viewers) if channel is not None else None)
+            self.screen_tab.show_recorders(recorders)
 
     def _set_state(self, state: str, reason: str = "") -> None:
         self.state = state

@@ -19,14 +19,16 @@ import threading
 import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from pathlib import Path
 from typing import Any, TypeVar
 
 from chatscreen.client import Client, ScreenChannel, ThreadedClient
+from chatscreen.errors import ChatscreenError
 from chatscreen.gui.render import Composer, Patch, Redraw, patch_of
 from chatscreen.protocol import Message
-from chatscreen.screen.codec import DecodeError
+from chatscreen.screen.codec import Canvas, DecodeError
 from chatscreen.screen.cursor import Cursor
-from chatscreen.screen.resume import keep_sharing, keep_watching
+from chatscreen.screen.resume import RecordRefused, keep_sharing, keep_watching
 from chatscreen.screen.scroll import Move
 from chatscreen.screen.sharing import DEFAULT_FPS, ShareStats, frame_rects
 
@@ -229,30 +231,64 @@ class NetSession:
 
     # -- screen ------------------------------------------------------------------------
 
-    def watch(self, share: dict[str, Any], composer: Composer, mailbox: FrameMailbox) -> None:
+    def watch(self, share: dict[str, Any], composer: Composer, mailbox: FrameMailbox,
+              record: Path | None = None) -> None:
+        """Watch ``share`` (anew: a watch starts from a whole picture); with ``record``,
+        record it to that MP4 file too, if its sharer allows (events ``recording``:
+        started, refused or ended)."""
         self.unwatch()
-        self._watch = self.tc.run(self._watch_loop(share, composer, mailbox))
+        self._watch = self.tc.run(self._watch_loop(share, composer, mailbox, record))
 
     async def _watch_loop(self, share: dict[str, Any], composer: Composer,
-                          mailbox: FrameMailbox) -> None:
+                          mailbox: FrameMailbox, record: Path | None = None) -> None:
         """Watch until the share ends or the user stops; after a reconnect the same user's
         share is watched again by itself (resume.keep_watching)."""
         loop = asyncio.get_running_loop()
+        feed: Any = None  # recording.ShareRecording: PyAV loads only when recording
+        # what is recorded (the composer's picture is its own, scaled)
+        canvas = Canvas(share["w"], share["h"]) if record is not None else None
 
         async def show(msg: Message, screen: ScreenChannel) -> None:
             self.watch_meter.add(len(msg.payload))
+            if feed is not None and canvas is not None:
+                if msg.type == "frame":
+                    with contextlib.suppress(DecodeError):
+                        canvas.apply(msg["w"], msg["h"], msg["key"], frame_rects(msg))
+                feed.frame_applied(msg, canvas, screen.cursors.get(msg["share"]))
             await mailbox.wait_for_room()
             mailbox.put(await loop.run_in_executor(self.render_pool, compose_frame, composer,
                                                    msg, screen.cursors.get(msg["share"])))
 
         reason = "stopped"
         try:
-            # cursor messages too: the pointer is drawn by the composer
-            reason = await keep_watching(self.client, share, show, cursor_messages=True)
+            if record is not None:
+                from chatscreen.screen.recording import Recorder, ShareRecording
+
+                feed = ShareRecording(Recorder(record), lambda w, h: self.events.put(
+                    gui_event("recording", state="started", path=str(record))))
+            try:
+                # cursor messages too: the pointer is drawn by the composer
+                reason = await keep_watching(self.client, share, show, cursor_messages=True,
+                                             record=feed is not None)
+            except RecordRefused as exc:  # watch on, without recording
+                self.events.put(gui_event("recording", state="refused", text=str(exc)))
+                feed = None
+                reason = await keep_watching(self.client, share, show, cursor_messages=True)
         except Exception as exc:  # ConnectError, OSError, ...: said in the window
             reason = str(exc) or type(exc).__name__
         finally:
+            if feed is not None:
+                await self._end_recording(feed.recorder)
             self.events.put(gui_event("watch_ended", user=share["user"], reason=reason))
+
+    async def _end_recording(self, recorder: Any) -> None:
+        """Complete the file (off the loop), and say what was recorded."""
+        try:
+            stats = await asyncio.to_thread(recorder.close)
+            text = stats.summary() if stats is not None else "Nothing recorded"
+        except ChatscreenError as exc:
+            text = str(exc)
+        self.events.put(gui_event("recording", state="ended", text=text))
 
     def unwatch(self) -> None:
         if self._watch is not None:
@@ -264,18 +300,19 @@ class NetSession:
         return self._watch is not None and not self._watch.done()
 
     def start_share(self, monitor: int, preset: str, *, viewers: list[str] | None = None,
-                    room: str | None = None) -> None:
+                    room: str | None = None, may_record: bool = False) -> None:
         """Share a monitor with one of the encoder's presets, at the same rate and quality
         as ``chatscreen share --preset``; only ``viewers``, or the members of ``room``, may
-        watch (else anyone)."""
+        watch (else anyone); ``may_record``: those who watch may record it too."""
         if self._share is not None and not self._share.done():
             return
         self.share_stats = ShareStats()
         self._share = self.tc.run(self._share_loop(monitor, preset, self.share_stats,
-                                                   viewers, room))
+                                                   viewers, room, may_record))
 
     async def _share_loop(self, monitor: int, preset: str, stats: ShareStats,
-                          viewers: list[str] | None, room: str | None) -> None:
+                          viewers: list[str] | None, room: str | None,
+                          may_record: bool = False) -> None:
         stop = self._share_stop = asyncio.Event()
 
         def started(w: int, h: int) -> None:
@@ -285,7 +322,8 @@ class NetSession:
         try:
             await keep_sharing(self.client, stop, monitor=monitor, fps=DEFAULT_FPS,
                                preset=preset, stats=stats, on_started=started,
-                               viewers=viewers, room=room)
+                               viewers=viewers, room=room,
+                               may_record="all" if may_record else None)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # CaptureError, ConnectError, ConnectionResetError, ...

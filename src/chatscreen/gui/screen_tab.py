@@ -5,8 +5,10 @@ and the one you watch: scaled to fit with its aspect ratio, 1:1 (scrollable), or
 from __future__ import annotations
 
 import contextlib
+import time
 import tkinter as tk
-from tkinter import ttk
+from pathlib import Path
+from tkinter import filedialog, ttk
 from typing import TYPE_CHECKING, Any
 
 from chatscreen.gui.net import FrameMailbox
@@ -20,6 +22,7 @@ from chatscreen.text import one_line
 if TYPE_CHECKING:
     from chatscreen.gui.host import ScreenHost
 
+RECORDED = "  ·  \N{BLACK CIRCLE} recorded"  # a share someone records, in the list
 RESIZE_DELAY_MS = 60  # rescale once the window stops changing size
 STATS_EVERY = 1.0  # s between updates of the frames/s and bitrate shown
 
@@ -114,6 +117,10 @@ class ScreenTab(ttk.Frame):
         # packed before the entry and its hint, so that it keeps its room when space is short
         self.viewers_label = ttk.Label(audience, text="", style="Card.TLabel")
         self.viewers_label.pack(side="right")
+        # who records our share: a red notice, so that no one is recorded without knowing
+        self.recording_label = ttk.Label(audience, text="", style="Recording.TLabel")
+        self.recording_label.pack(side="right", padx=(0, 12))
+
         self.audience_entry = ttk.Entry(audience, width=24, font=fonts["body"])
         self.audience_entry.pack(side="left", padx=(6, 0))
         ttk.Label(audience, text="names, comma-separated, or a room",
@@ -137,6 +144,11 @@ class ScreenTab(ttk.Frame):
         self.preset.set(DEFAULT_PRESET)
         self.preset.pack(side="left")
         self.preset.bind("<<ComboboxSelected>>", lambda _e: self._show_preset())
+        self.may_record = tk.BooleanVar(value=False)  # those who may watch may record
+        self.may_record_box = ttk.Checkbutton(share, text="Allow recording",
+                                              variable=self.may_record,
+                                              style="Card.TCheckbutton")
+        self.may_record_box.pack(side="left", padx=(12, 0))
         # What the preset does and how the share goes: a row of their own, wrapped to the
         # card's width, so that neither is cut off when the window is narrow or scaled up.
         info = ttk.Frame(card, style="Card.TFrame")
@@ -184,6 +196,9 @@ class ScreenTab(ttk.Frame):
         self.fit_button = ttk.Button(bar, text="Fit", width=4, style="Selected.TButton",
                                      command=lambda: self.set_fit(True))
         self.fit_button.pack(side="right")
+        self.record_button = ttk.Button(bar, text="Record…", command=self.toggle_record,
+                                        state="disabled")
+        self.record_button.pack(side="right", padx=(0, 12))
         self.watch_status = ttk.Label(viewer, text="", style="Hint.TLabel")
         self.watch_status.grid(row=4, column=0, sticky="w", pady=(4, 0))
         self.stats_label = ttk.Label(viewer, text="", style="Hint.TLabel")
@@ -218,11 +233,28 @@ class ScreenTab(ttk.Frame):
                 text="Not sharing" if reason == "stopped" else f"Sharing stopped: {reason}")
             self._sharing_controls(False)
             self.app.set_sharing(False)
+        elif ev.type == "gui_recording":
+            self._on_recording(ev)
         elif (ev.type == "gui_watch_ended" and ev["reason"] != "stopped"
               and self.wanted is not None and not self.ended):
             reason = str(ev["reason"])
             self._show_ended(reason if reason.endswith("stopped sharing")
                              else f"Lost {ev['user']}'s screen: {reason}")
+
+    def _on_recording(self, ev: Message) -> None:
+        """The recording started, was refused (watching goes on), or its file is complete."""
+        state = ev["state"]
+        if state == "started":
+            text = f"\N{BLACK CIRCLE} Recording to {ev['path']}"
+        else:
+            text = one_line(ev["text"], isolate=False)  # it may quote the server
+        if state == "refused":
+            self.recording = None
+            self.record_button.configure(text="Record…")
+        self.record_status = text
+        self.watch_status.configure(text=text)
+
+    record_status = ""
 
     def _set_shares(self, shares: list[dict[str, Any]]) -> None:
         me = self.app.user.casefold()
@@ -252,7 +284,7 @@ class ScreenTab(ttk.Frame):
             own = s["user"].casefold() == me
             watching = self.watching is not None and self.watching["id"] == s["id"]
             label = (f"  {'▶' if watching else '▣'} {s['user']}{' (you)' if own else ''}"
-                     f"  ·  {s['w']}x{s['h']}")
+                     f"  ·  {s['w']}x{s['h']}{RECORDED if s.get('recording') else ''}")
             self.share_list.insert("end", label)
             if watching:
                 self.share_list.itemconfigure(i, foreground="#0b57d0")
@@ -296,7 +328,8 @@ class ScreenTab(ttk.Frame):
         self._show_preset()
         net.start_share(self._monitor_index(), self.preset_name,
                         viewers=names if who == "viewers" else None,
-                        room=names[0].lstrip("#") if who == "room" else None)
+                        room=names[0].lstrip("#") if who == "room" else None,
+                        may_record=self.may_record.get())
         self._sharing_controls(True)
         self.share_status.configure(text="Starting…")
 
@@ -318,8 +351,10 @@ class ScreenTab(ttk.Frame):
         for box in (self.monitor, self.preset, self.audience):
             box.configure(state="disabled" if sharing else "readonly")
         self.audience_entry.configure(state="disabled" if sharing else "normal")
+        self.may_record_box.configure(state="disabled" if sharing else "normal")
         if not sharing:
             self.viewers_label.configure(text="")
+            self.recording_label.configure(text="")
 
     def show_viewers(self, users: list[str] | None) -> None:
         """Who watches our share right now, as the server says (None: not known yet)."""
@@ -327,6 +362,12 @@ class ScreenTab(ttk.Frame):
             "Watched by " + ", ".join(users) if users else "Nobody is watching")
         if str(self.viewers_label.cget("text")) != text:
             self.viewers_label.configure(text=text)
+
+    def show_recorders(self, users: list[str]) -> None:
+        """Who records our share right now, as the server says: "● Recording (bob)"."""
+        text = f"\N{BLACK CIRCLE} Recording ({', '.join(users)})" if users else ""
+        if str(self.recording_label.cget("text")) != text:
+            self.recording_label.configure(text=text)
 
     def watch_selected(self) -> None:
         if self.wanted is not None:
@@ -350,8 +391,24 @@ class ScreenTab(ttk.Frame):
         self._start(share)
 
     _watching_id: int | None = None
+    recording: Path | None = None  # the file the share watched is recorded to
 
-    def _start(self, share: dict[str, Any]) -> None:
+    def toggle_record(self) -> None:
+        """Record the share watched to an MP4 (asks where), or stop recording it."""
+        share = self.watching
+        if share is None:
+            return
+        if self.recording is not None:
+            self._start(share)  # watch on, without recording: the file is completed
+            return
+        path = filedialog.asksaveasfilename(
+            parent=self, title="Record the share to", defaultextension=".mp4",
+            filetypes=[("MP4 video", "*.mp4")],
+            initialfile=f"{share['user']}-{time.strftime('%Y%m%d-%H%M%S')}.mp4")
+        if path:
+            self._start(share, record=Path(path))
+
+    def _start(self, share: dict[str, Any], record: Path | None = None) -> None:
         net = self.app.net
         assert net is not None
         self.composer = Composer()
@@ -359,7 +416,10 @@ class ScreenTab(ttk.Frame):
         self.mailbox = FrameMailbox()
         self._watching_id = share["id"]
         self.watching = share
-        net.watch(share, self.composer, self.mailbox)
+        self.recording = record  # a new watch records only when asked again
+        self.record_button.configure(state="normal", text="Stop Recording" if record
+                                     else "Record…")
+        net.watch(share, self.composer, self.mailbox, record)
         net.watch_meter.rates()
         self.watch_title.configure(text=f"{share['user']}'s screen  ({share['w']}x{share['h']})")
         self.watch_status.configure(text="")
@@ -374,6 +434,8 @@ class ScreenTab(ttk.Frame):
         self.wanted = None
         self.watching = None
         self._watching_id = None
+        self.recording = None
+        self.record_button.configure(state="disabled", text="Record…")
         self.composer = self.mailbox = None
         self.watch_button.configure(text="Start Receiving Screen")
         self.watch_title.configure(text="Not watching")

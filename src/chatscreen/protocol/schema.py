@@ -272,6 +272,21 @@ def list_of(item: Validator, max_items: int = 100_000) -> Validator:
     return check
 
 
+def names_or_all(max_items: int) -> Validator:
+    """``"all"``, or a list of at most ``max_items`` names."""
+    names = list_of(NAME, max_items)
+
+    def check(value: Any, limits: Limits) -> str | list[str]:
+        if value == "all":
+            return "all"
+        if not isinstance(value, list):
+            raise _bad('expected "all" or a list of names')
+        checked: list[str] = names(value, limits)
+        return checked
+
+    return check
+
+
 def obj(required: dict[str, Validator], optional: dict[str, Validator] | None = None) -> Validator:
     def check(value: Any, limits: Limits) -> dict[str, Any]:
         if not isinstance(value, dict):
@@ -380,14 +395,18 @@ CLIENT_MESSAGES: dict[str, Spec] = {
         one_of=("target", "address"),
     ),
     # screen port
-    # who may watch: only the users in "viewers", or only the members of "room"; else anyone
+    # who may watch: only the users in "viewers", or only the members of "room"; else anyone;
+    # who may record besides the sharer: "may_record" ("all" or names; else nobody)
     "share": Spec({"w": integer(1, MAX_DIM), "h": integer(1, MAX_DIM)},
-                  {"viewers": list_of(NAME, 1000), "room": NAME, "layers": integer(1, 2)}),
+                  {"viewers": list_of(NAME, 1000), "room": NAME, "layers": integer(1, 2),
+                   "may_record": names_or_all(1000)}),
     "unshare": Spec(),
     "frame": Spec(_FRAME, payload=True),
     "cursor": Spec(*_CURSOR, payload=True),
     "watch": Spec({"share": ID}),
     "unwatch": Spec({"share": ID}),
+    # a viewer records the share it watches (active: true) or stops (false)
+    "record": Spec({"share": ID, "active": boolean}, {"rid": RID}),
     # files (any screen connection; the reference client opens one for transfers)
     "upload": Spec({"name": FILE_NAME, "size": integer(0), "sha256": SHA256},
                    {"room": NAME, "to": NAME, "mime": MIME, "rid": RID}, one_of=("room", "to")),
@@ -450,8 +469,8 @@ SERVER_MESSAGES: dict[str, Spec] = {
     ),
     "typing": Spec({"user": NAME, "active": boolean}, {"room": NAME, "to": NAME}),
     "shares": Spec(
-        {"shares": list_of(obj({"id": ID, "user": NAME, "w": ID, "h": ID}, {"room": NAME}),
-                           10_000)}
+        {"shares": list_of(obj({"id": ID, "user": NAME, "w": ID, "h": ID},
+                               {"recording": boolean, "room": NAME}), 10_000)}
     ),
     "registered": Spec({"user": NAME, "role": short_str(16)}, {"rid": RID}),
     "moderated": Spec({"action": short_str(16)}, {"rid": RID}),
@@ -461,6 +480,8 @@ SERVER_MESSAGES: dict[str, Spec] = {
     "notice": Spec({"room": NAME, "text": short_str(1000)}),
     "shared": Spec({"share": ID}),
     "viewers": Spec({"share": ID, "users": NAMES}),
+    # who records the share now: to its sharer whenever it changes; the answer to "record"
+    "recording": Spec({"share": ID, "users": NAMES}, {"rid": RID}),
     "unshared": Spec({"share": ID}),
     "need_key": Spec(),
     "need_idr": Spec(),

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from chatscreen.client import Client, ScreenChannel
-from chatscreen.errors import ConnectError, ServerError
+from chatscreen.errors import ChatscreenError, ConnectError, ServerError
 from chatscreen.protocol import Message
 from chatscreen.screen.sharing import ShareStats, share_screen
 
@@ -30,6 +30,10 @@ log = logging.getLogger("chatscreen.screen.resume")
 
 RESHARE_WAIT = 30.0  # seconds a watcher waits for the sharer to share again after a reconnect
 RETRY_FIRST, RETRY_MAX = 0.5, 10.0  # a screen port that fails while chat works: backoff
+
+
+class RecordRefused(ChatscreenError):
+    """The server would not let us record a share (its sharer did not allow it)."""
 
 
 async def _back_in(client: Client, delay: float) -> bool:
@@ -62,11 +66,12 @@ async def keep_sharing(client: Client, stop: asyncio.Event, *,
 async def keep_watching(client: Client, share: dict[str, Any],
                         handle: Callable[[Message, ScreenChannel], Awaitable[None]], *,
                         reshare_wait: float = RESHARE_WAIT,
-                        cursor_messages: bool = False) -> str:
+                        cursor_messages: bool = False, record: bool = False) -> str:
     """Watch ``share``, giving each of its frames (and, with ``cursor_messages``, its
     ``cursor`` messages) to ``handle`` with the screen connection they came on; after a
     reconnect, watch the same user's share again. Returns why it ended ("alice stopped
-    sharing", or the reason the connection was lost for good)."""
+    sharing", or the reason the connection was lost for good). ``record``: tell the server
+    we record it (each time we watch); :class:`RecordRefused` if it does not let us."""
     user = share["user"]
     delay = RETRY_FIRST
     while True:
@@ -75,6 +80,13 @@ async def keep_watching(client: Client, share: dict[str, Any],
             screen = await client.open_screen()
             screen.cursor_messages = cursor_messages
             await screen.watch(share["id"])
+            if record:
+                try:
+                    await screen.record(share["id"])
+                except ServerError as exc:
+                    if exc.code == "forbidden":
+                        raise RecordRefused(exc.message) from None
+                    raise
             delay = RETRY_FIRST
             while True:
                 msg = await screen.next_frame()

@@ -408,13 +408,17 @@ async def share_screen(client: Client, stop: asyncio.Event, *, monitor: int = 1,
                        on_started: Any = None, preset: str = DEFAULT_PRESET,
                        damage: bool = True, viewers: list[str] | None = None,
                        room: str | None = None, encoding: str = "auto",
-                       layers: int = 2) -> ShareStats:
+                       layers: int = 2, may_record: str | list[str] | None = None,
+                       on_recording: Callable[[list[str]], None] | None = None
+                       ) -> ShareStats:
     """Share ``monitor`` until ``stop`` is set. ``damage``: capture on X DAMAGE reports where
     the X server has the extension (else, or with False, poll at ``fps``). ``viewers`` or
     ``room``: who may watch (default: anyone). ``encoding``: ``auto`` (by content, H.264 for
     regions that change every frame), ``h264`` (H.264 for any region that keeps changing),
     ``lossless`` or ``jpeg`` (every change so, never H.264). ``layers=2``: send a low quality
-    layer too while the relay asks for one (:mod:`chatscreen.screen.simulcast`); 1: never."""
+    layer too while the relay asks for one (:mod:`chatscreen.screen.simulcast`); 1: never.
+    ``may_record``: ``"all"`` or who may record the share besides us (default: nobody);
+    ``on_recording`` is called with who records it, whenever that changes."""
     stats = stats or ShareStats()
     stats.fps, stats.preset = fps, preset
     loop = asyncio.get_running_loop()
@@ -438,13 +442,15 @@ async def share_screen(client: Client, stop: asyncio.Event, *, monitor: int = 1,
     poker: asyncio.Task[None] | None = None
     try:
         screen = stats.channel = await client.open_screen()
+        screen.on_recording = on_recording
         if listener is not None:
             listener.take()  # what the first (full) capture covers anyway
         first = await pool.run(grabber.grab, True)
         stats.captures += 1
         assert first is not None
         w, h, update = first
-        await screen.share(w, h, viewers=viewers, room=room, layers=layers)
+        await screen.share(w, h, viewers=viewers, room=room, layers=layers,
+                           may_record=may_record)
         if on_started is not None:
             on_started(w, h)
         pointer = await pool.run(grabber.pointer_update)

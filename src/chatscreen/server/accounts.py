@@ -67,6 +67,9 @@ class AdminRequest:
     reason: str
 
 
+# an answer of the running server that starts so says the request failed (`admin kick` of
+# someone not connected): the command exits 1 with the rest
+ADMIN_FAILED = "! "
 ANSWERED_KEPT = 3600.0  # s: answers nobody read (the admin command was killed) are dropped
 
 

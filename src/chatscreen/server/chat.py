@@ -29,6 +29,7 @@ from chatscreen.protocol.lookalike import name_skeleton
 from chatscreen.server import login, moderation, registration
 from chatscreen.server import rooms as roomsvc
 from chatscreen.server.accounts import (
+    ADMIN_FAILED,
     RANK,
     Account,
     AccountStore,
@@ -587,7 +588,8 @@ class ChatService:
 
     def _answer(self, req: AdminRequest, first: bool, before: list[Session[Peer]]) -> str:
         """Carry out a kick `chatscreen admin` asked for, or say what the change it made
-        (read above) did to who is connected: its answer, which the command prints."""
+        (read above) did to who is connected: its answer, which the command prints (one
+        starting with ADMIN_FAILED: the command fails with the rest)."""
         if req.kind == "address":
             hit = [s for s in before if s.chat.ip == req.target]
             gone = sum(self.sessions.get(s.key) is not s for s in hit)
@@ -597,7 +599,7 @@ class ChatService:
         victim = next((s for s in before if s.key == req.target), None)
         if req.action == "kick":
             if first or victim is None:
-                return f"{req.target} is not connected: nobody was kicked"
+                return f"{ADMIN_FAILED}{req.target} is not connected: nobody was kicked"
             because = f": {req.reason}" if req.reason else ""
             self._admin_notice(victim.key, "kicked {name}" + because)
             self.expel(victim, ErrorCode.KICKED, f"You were kicked by an admin{because}")

@@ -44,6 +44,7 @@ grow with the number of viewers.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import time
@@ -87,6 +88,7 @@ HARD_PARTIAL = 2 * MAX_PARTIAL  # ... and so past this many partial pieces on on
 #                                 piece added scans those of its tiles: bounded work)
 NEED_KEY_INTERVAL = 0.5  # seconds between key frame requests to one sharer
 NEED_IDR_INTERVAL = 1.0  # seconds between h264 IDR requests to one sharer
+RECORDING_LIST_EVERY = 0.5  # s: the share list sent at most this often for recording marks
 CHAIN_IDR_AFTER = 60  # h264 pictures since the last IDR before the relay asks for a new one
 CHAIN_IDR_BYTES = 2 << 20  # ... or this many bytes
 CHAIN_MAX = 1800  # a stream whose chain grows past this (need_idr ignored) is forgotten
@@ -396,6 +398,11 @@ class Share:
     allowed: frozenset[str] | None = None  # casefolded names who may watch (None: anyone)
     bound: dict[str, Guest] = field(default_factory=dict)  # a guest's name: that guest
     room: str | None = None  # only members of this room may watch
+    # who may record it besides the sharer: everyone, or these casefolded names
+    record_all: bool = False
+    record_names: frozenset[str] = frozenset()
+    record_bound: dict[str, Guest] = field(default_factory=dict)  # as ``bound``
+    recorders: dict[Peer, str] = field(default_factory=dict)  # viewer connection: its name
     frames_in: int = 0
     last_need_key: float = 0.0
     last_need_idr: float = 0.0
@@ -436,7 +443,16 @@ class Share:
         out: dict[str, Any] = {"id": self.id, "user": self.user, "w": self.w, "h": self.h}
         if self.room is not None:  # (listed to its members only: it tells nobody else)
             out["room"] = self.room
+        if self.recorders:
+            out["recording"] = True
         return out
+
+    def may_record(self, session: Session[Peer]) -> bool:
+        """The sharer always; others when it allowed everyone, or them by name (a guest's
+        name as in ``admits``: the guest holding it at the share request, or the first
+        seen asking after)."""
+        return (session is self.sharer.session or self.record_all
+                or _named(session, self.record_names, self.record_bound))
 
     def admits(self, session: Session[Peer]) -> bool:
         """Is ``session`` among those the share is for (``allowed``)? An account by its name;
@@ -445,13 +461,7 @@ class Share:
         registered: another guest taking the name later is someone else."""
         if self.allowed is None:
             return True
-        if session.key not in self.allowed:
-            return False
-        bound = self.bound.get(session.key)
-        if bound is None and session.role is None and session.guest is not None:
-            bound = self.bound[session.key] = session.guest
-        return (bound is None or bound is session.guest
-                or (bound.registered and session.role is not None))
+        return _named(session, self.allowed, self.bound)
 
     def layer_store(self, layer: int) -> TileStore | None:
         return self.low if layer == LOW else self.store
@@ -574,6 +584,8 @@ class ScreenRelay:
         self._by_sharer: dict[Peer, Share] = {}
         self._watching: dict[Peer, set[Share]] = {}
         self._ids = itertools.count(1)
+        self._list_due: asyncio.TimerHandle | None = None  # the share list, for recording
+        self._list_sent = -RECORDING_LIST_EVERY  # when it was last sent for that
         self.counters = Counters()
         self.files: FileService | None = None  # file requests go there (server.files)
         chat.audience_changed = self.recheck
@@ -601,6 +613,8 @@ class ScreenRelay:
             self._unwatch(peer, msg["share"])
         elif msg.type in FILE_REQUESTS and self.files is not None:
             self.files.handle(peer, msg)
+        elif msg.type == "record":
+            self._record(peer, msg)
         else:
             raise RemoteProtocolError(ErrorCode.UNEXPECTED, f"{msg.type} is not a screen request")
 
@@ -629,6 +643,7 @@ class ScreenRelay:
             share.cursor.sent.pop(peer, None)
             if share.id in self.shares:
                 self._tell_sharer(share)
+                self._stop_recording(peer, share)
 
     # -- sharing -----------------------------------------------------------------------
 
@@ -654,6 +669,16 @@ class ScreenRelay:
         share.allowed = frozenset(v.casefold() for v in viewers) if viewers is not None else None
         share.bound = {k: g for k, g in share.bound.items() if k in (share.allowed or ())}
         share.room = msg.get("room")
+        may_record = msg.get("may_record")  # read at each record request
+        share.record_all = may_record == "all"
+        share.record_names = (frozenset(n.casefold() for n in may_record)
+                              if isinstance(may_record, list) else frozenset())
+        share.record_bound = {k: g for k, g in share.record_bound.items()
+                              if k in share.record_names}
+        for key in share.record_names - share.record_bound.keys():  # the guests named now
+            named = self.chat.sessions.get(key)
+            if named is not None and named.role is None and named.guest is not None:
+                share.record_bound[key] = named.guest
         for viewer in [v for v in share.viewers if not self._may_watch(v, share)]:
             self._show_out(viewer, share)  # no longer among those it shares with
         peer.send("shared", share=share.id)
@@ -959,6 +984,54 @@ class ScreenRelay:
             share.cursor.sent.pop(peer, None)
             self._watching.get(peer, set()).discard(share)
             self._tell_sharer(share)
+            self._stop_recording(peer, share)
+
+    # -- recording ---------------------------------------------------------------------
+
+    def _record(self, peer: Peer, msg: Message) -> None:
+        """A viewer says it records the share it watches (or stops): allowed only when the
+        sharer allowed it; the sharer is told who records, everyone that it is recorded."""
+        share = self.shares.get(msg["share"])
+        ids = {"rid": msg["rid"]} if "rid" in msg.fields else {}
+        if share is None or peer.session is None or not self._may_watch(peer, share):
+            peer.error(ErrorCode.NO_SUCH_SHARE, f"no share {msg['share']}", re="record", **ids)
+            return
+        session = peer.session
+        if msg["active"] and peer not in share.recorders:
+            if not share.may_record(session):
+                peer.error(ErrorCode.FORBIDDEN, f"{share.user} does not allow {session.name} "
+                           "to record this share", re="record", **ids)
+                return
+            if peer not in share.viewers:
+                peer.error(ErrorCode.NOT_WATCHING, f"watch share {share.id} before recording "
+                           "it", re="record", **ids)
+                return
+            share.recorders[peer] = session.name
+            log.info("%s records share %d of %s", session.name, share.id, share.user)
+            self._recorders_changed(share, len(share.recorders) == 1)
+        elif not msg["active"]:
+            self._stop_recording(peer, share)
+        peer.send("recording", share=share.id, users=_names(share.recorders), **ids)
+
+    def _stop_recording(self, peer: Peer, share: Share) -> None:
+        if share.recorders.pop(peer, None) is not None:
+            log.info("share %d of %s: a recording stopped", share.id, share.user)
+            self._recorders_changed(share, not share.recorders)
+
+    def _recorders_changed(self, share: Share, flipped: bool) -> None:
+        """The sharer sees who records, live; the share list says whether it is recorded
+        (to everyone: at most every RECORDING_LIST_EVERY seconds, so that a viewer who
+        toggles its recording cannot make the server send every user a list at its rate)."""
+        share.sharer.send("recording", share=share.id, users=_names(share.recorders))
+        if flipped and self._list_due is None:
+            loop = asyncio.get_running_loop()
+            delay = max(0.0, self._list_sent + RECORDING_LIST_EVERY - loop.time())
+            self._list_due = loop.call_later(delay, self._list_recording)
+
+    def _list_recording(self) -> None:
+        self._list_due = None
+        self._list_sent = asyncio.get_running_loop().time()
+        self._announce()
 
     def on_writable(self, peer: Peer) -> None:
         if peer.last_drain is not None:  # what the link carried while it was paused
@@ -1000,6 +1073,22 @@ class ScreenRelay:
                 viewer.send_bytes(pointer)
             if not viewer.writable:
                 return
+
+
+def _named(session: Session[Peer], names: frozenset[str], bound: dict[str, Guest]) -> bool:
+    """Is ``session`` among ``names`` (casefolded)? A name held by a guest stands for the
+    guest bound to it (``bound``: the first seen holding it), and the account it registered."""
+    if session.key not in names:
+        return False
+    guest = bound.get(session.key)
+    if guest is None and session.role is None and session.guest is not None:
+        guest = bound[session.key] = session.guest
+    return (guest is None or guest is session.guest
+            or (guest.registered and session.role is not None))
+
+
+def _names(recorders: dict[Peer, str]) -> list[str]:
+    return sorted(set(recorders.values()))
 
 
 def _may_deflate(viewer: Peer, data: bytes) -> bool:
