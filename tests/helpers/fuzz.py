@@ -112,6 +112,8 @@ def value_strategy(check: Validator, limits: Limits) -> st.SearchStrategy[Any]:
         return _short_strs(env["max_len"])
     if kind == "list_of":
         return st.lists(value_strategy(env["item"], limits), max_size=min(env["max_items"], 4))
+    if kind == "names_or_all":  # "all", or a list of names
+        return st.just("all") | value_strategy(env["names"], limits)
     if kind == "obj":
         required: Mapping[str, Validator] = env["required"]
         optional: Mapping[str, Validator] = env["optional"] or {}
