@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chatscreen import __version__
+from chatscreen.cli_files import file_text
 from chatscreen.client.address import DEFAULT_CHAT_PORT, split_server
 from chatscreen.errors import ChatscreenError, ServerError
 from chatscreen.gui.timeline import presence_line
@@ -175,6 +176,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("chat", help="line-mode terminal chat")
     _client_args(p)
     p.add_argument("--room", default="general")
+    p = sub.add_parser("send-file", help="post a file to a room or a person; prints its id")
+    _client_args(p)
+    p.add_argument("path", type=Path, metavar="PATH")
+    to = p.add_mutually_exclusive_group()
+    to.add_argument("--room", help="the room to post it to (default: the server's first room)")
+    to.add_argument("--to", metavar="USER", help="send it privately to USER")
+    p = sub.add_parser("get-file", help="download a file by its id (resuming a partial one)")
+    _client_args(p)
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--output", "-o", type=Path, metavar="PATH",
+                   help="where to save it (default: its name, made safe, in the current "
+                        "directory; a directory: its name there)")
     p = sub.add_parser("share", help="share the screen of $DISPLAY until interrupted")
     _client_args(p)
     p.add_argument("--fps", type=float, default=None,
@@ -225,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
             from chatscreen.gui import run_app
 
             return run_app(args.server, args.user, args.screen_port, args.fingerprint)
-        runner = {"chat": run_chat, "share": run_share, "view": run_view}[args.command]
+        runner = {"chat": run_chat, "share": run_share, "view": run_view,
+                  "send-file": run_send_file, "get-file": run_get_file}[args.command]
         # the sharer too runs on uvloop: its TLS writes and the capture thread's hand-offs
         # cost about half as much CPU as on asyncio's own loop (docs/benchmarks.md)
         factory = event_loop_factory() if args.command == "share" else None
@@ -589,6 +603,8 @@ def format_message(m: dict[str, Any], current_room: str | None) -> str:
         where = "" if room is None or room == current_room else f"#{one_line(room)} "
         return f"* {where}{one_line(local_times(m['text']))}"
     when, user, text = local_time(m["ts"]), one_line(m["user"]), display_text(m["text"])
+    if m.get("kind") == "file" and m.get("file") is not None:
+        text = file_text(m["file"])
     if m.get("to") is not None:
         return f"[{when}] {user} -> {one_line(m['to'])}: {text}"
     room = m.get("room")
@@ -725,6 +741,18 @@ async def connect_client(args: argparse.Namespace, **kwargs: Any) -> Any:
     raise ChatscreenError("giving up after 4 attempts")
 
 
+async def run_send_file(args: argparse.Namespace) -> int:
+    from chatscreen.cli_files import run_send_file as send
+
+    return await send(args, connect_client)
+
+
+async def run_get_file(args: argparse.Namespace) -> int:
+    from chatscreen.cli_files import run_get_file as get
+
+    return await get(args, connect_client)
+
+
 async def run_chat(args: argparse.Namespace) -> int:
     """Chat in a room. From a script (stdin not a terminal), the first refused command or
     message stops it: the error on stderr, nothing more sent, exit status 1 (once what was
@@ -841,7 +869,8 @@ async def _chat_loop(client: Any, typed: PipedInput | TerminalInput, where: dict
                 if line.strip() == "/register":
                     await _register(client, typed, out)
                     continue
-                where["room"] = await _chat_command(client, line, where["room"], pending, out)
+                where["room"] = await _chat_command(client, line, where["room"], pending, out,
+                                                    script=script, err_out=err_out)
                 if script:  # stored, or refused, before the next line is even read
                     await asyncio.gather(*pending[sent:])
             except (ChatscreenError, ConnectionError) as exc:
@@ -868,8 +897,10 @@ async def _chat_loop(client: Any, typed: PipedInput | TerminalInput, where: dict
 
 
 async def _chat_command(client: Any, line: str, room: str, pending: list[asyncio.Future[Any]],
-                        out: Any) -> str:
-    """Carry out one chat line (see :mod:`chatscreen.commands`); returns the current room."""
+                        out: Any, *, script: bool = False, err_out: Any = None) -> str:
+    """Carry out one chat line (see :mod:`chatscreen.commands`); returns the current room.
+    A file sent or fetched goes on beside the chat (from a script, it is waited for)."""
+    from chatscreen.cli_files import chat_get, chat_send, clean_path
     from chatscreen.commands import HELP, parse_command
 
     try:
@@ -900,6 +931,14 @@ async def _chat_command(client: Any, line: str, room: str, pending: list[asyncio
         out(f"* invited {one_line(a['user'])} to {one_line(a['room'])}", flush=True)
     elif kind == "moderate":
         await client.moderate(**a)
+    elif kind == "send":
+        pending.append(asyncio.ensure_future(chat_send(
+            client, clean_path(a["path"]), room, out, terminal=not script,
+            err_out=err_out or sys.stderr)))
+    elif kind == "get":
+        pending.append(asyncio.ensure_future(chat_get(
+            client, a["file"], clean_path(a["path"]) if a["path"] else None, out,
+            terminal=not script, err_out=err_out or sys.stderr)))
     else:  # help (register and quit are handled by the caller)
         out(f"! {HELP}", flush=True)
     return room

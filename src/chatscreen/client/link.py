@@ -190,6 +190,12 @@ class Link:
                 if msg.type == "error":
                     raise ServerError(msg["code"], msg["message"])
 
+    def take_early(self) -> list[Message]:
+        """The messages that came in the same read as the welcome, once: for whoever reads
+        this link (``start``, or a reader of its own such as client.files')."""
+        early, self._early = self._early, []
+        return early
+
     def start(self, on_message: Callable[[Message], None],
               on_close: Callable[[BaseException | None], None]) -> None:
         self._task = asyncio.create_task(self._read_loop(on_message, on_close))
@@ -198,8 +204,7 @@ class Link:
                          on_close: Callable[[BaseException | None], None]) -> None:
         reason: BaseException | None = None
         loop = asyncio.get_running_loop()
-        early, self._early = self._early, []
-        for msg in early:
+        for msg in self.take_early():
             on_message(msg)
         try:
             while True:
