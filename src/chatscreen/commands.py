@@ -64,9 +64,14 @@ def parse_command(line: str, room: str) -> Command:
     if cmd == "/invite" and rest:
         user, _, where = rest.partition(" ")
         return Command("invite", {"user": user, "room": where.strip().lstrip("#") or room})
-    if cmd == "/send" and rest:
+    if cmd == "/send":
+        if not rest:
+            raise ChatscreenError("/send PATH: posts that file to this room")
         return Command("send", {"path": rest})
-    if cmd == "/get" and rest:
+    if cmd == "/get":
+        if not rest:
+            raise ChatscreenError("/get ID [PATH]: saves the file with that id (its [file ID] "
+                                  "in the chat), in PATH or under its own name here")
         file_id, _, path = rest.partition(" ")
         return Command("get", {"file": file_id, "path": path.strip() or None})
     if cmd in MODERATION and rest:

@@ -511,7 +511,7 @@ class _Upload:
                 outstanding -= 1
                 self.acked = max(self.acked, min(msg["offset"], sent))
                 self._report()
-            elif msg.type == "error" and msg.get("rid") is None:
+            elif msg.type == "error" and msg.get("rid") in (None, rid):
                 if msg["code"] != "bad_offset":
                     raise ServerError(msg["code"], msg["message"])
                 outstanding -= 1
