@@ -71,6 +71,23 @@ def _server_parser(sub: Any) -> None:
     p.add_argument("--share-roles", metavar="ROLES",
                    help="who may share a screen: everyone (default) or a comma list of "
                         "admin, moderator, member, guest")
+    p.add_argument("--max-file-size", type=int, metavar="BYTES",
+                   help="largest file that may be posted (default 100000000: 100 MB)")
+    p.add_argument("--file-quota", type=int, metavar="BYTES",
+                   help="bytes of files one user may have posted, uploads under way included "
+                        "(default 1000000000: 1 GB)")
+    p.add_argument("--file-rooms", metavar="ROOMS",
+                   help="where files may be posted: * (default: every room and private "
+                        "messages), or a comma list of rooms and @ (private messages); "
+                        "'' turns files off")
+    p.add_argument("--file-retention", type=float, metavar="SECONDS",
+                   help="files older than this are removed (their messages stay, marked "
+                        "expired); 0 (default): kept for ever")
+    p.add_argument("--uploads-per-user", type=int, metavar="N",
+                   help="uploads under way at once per user (default 4)")
+    p.add_argument("--upload-rate-bytes", type=int, metavar="BYTES",
+                   help="bytes a second one connection may upload (default 512 MiB; "
+                        "per address: upload_rate_bytes_per_address, 1 GiB)")
     p.add_argument("--app", action="store_true",
                    help="also open the desktop app, filled in with this server's address "
                         "and ports (`make run` does, given a display); it closes when the "
@@ -298,7 +315,10 @@ def run_server(args: argparse.Namespace) -> int:
         require_accounts=True if args.require_accounts else None,
         server_password=(_new_password("the server") if args.password
                          else _read_secret(args.password_file)),
-        share_roles=args.share_roles)
+        share_roles=args.share_roles, max_file_size=args.max_file_size,
+        file_quota=args.file_quota, file_rooms=args.file_rooms,
+        file_retention=args.file_retention, uploads_per_user=args.uploads_per_user,
+        upload_rate_bytes=args.upload_rate_bytes)
     os.umask(PRIVATE_UMASK)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLogFormatter() if settings.log_format == "json" else

@@ -61,6 +61,17 @@ class ServerSettings:
     login_delay_max: float = 30.0  # ... up to this, per address and per account
     log_level: str = "info"
     log_format: str = "text"  # or "json": one JSON object per line
+    # files in chat (docs/protocol.md, "Files"); sizes in bytes, times in seconds
+    max_file_size: int = 100 * 1000 * 1000  # one file at most
+    file_quota: int = 1000 * 1000 * 1000  # per user: files posted and uploads under way
+    file_rooms: str = "*"  # where files may be posted: "*" (everywhere), or rooms and "@"
+    #                        (private messages), comma-separated; "" turns files off
+    file_retention: float = 0.0  # files older than this go (their messages stay); 0: never
+    file_partial_keep: float = 86400.0  # a dropped upload's bytes are kept this long
+    uploads_per_user: int = 4  # uploads under way at once, per user ...
+    uploads_per_connection: int = 2  # ... and per connection
+    upload_rate_bytes: int = 512 << 20  # bytes a second of chunks, per connection ...
+    upload_rate_bytes_per_address: int = 1 << 30  # ... and per address (not screen_rate_*)
 
 
 class ConfigError(ChatscreenError):
@@ -126,6 +137,12 @@ def load_settings(config_file: Path | None = None, env: dict[str, str] | None = 
     for name in ("screen_rate_bytes", "screen_rate_bytes_per_address", "screen_rate_frames"):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"{name} must be positive")
+    for name in ("max_file_size", "file_quota", "uploads_per_user", "uploads_per_connection",
+                 "upload_rate_bytes", "upload_rate_bytes_per_address"):
+        if getattr(settings, name) <= 0:
+            raise ConfigError(f"{name} must be positive")
+    if settings.file_retention < 0 or settings.file_partial_keep <= 0:
+        raise ConfigError("file_retention must be 0 (keep) or more, file_partial_keep positive")
     if settings.server_password == "":
         raise ConfigError("server_password is empty")
     for port in (settings.chat_port, settings.screen_port, max(settings.metrics_port, 0)):

@@ -53,6 +53,15 @@ class ErrorCode(StrEnum):
     FORBIDDEN = "forbidden"
     KICKED = "kicked"
     INTERNAL = "internal"
+    # files (docs/protocol.md, "Files")
+    FILE_TOO_LARGE = "file_too_large"
+    QUOTA_EXCEEDED = "quota_exceeded"
+    BAD_OFFSET = "bad_offset"
+    BAD_CHECKSUM = "bad_checksum"
+    NO_SUCH_FILE = "no_such_file"
+    NO_PREVIEW = "no_preview"
+    NO_SUCH_UPLOAD = "no_such_upload"
+    NO_SUCH_MESSAGE = "no_such_message"
 
 
 class ChatscreenError(Exception):

@@ -303,6 +303,44 @@ _CURSOR: tuple[dict[str, Validator], dict[str, Validator]] = (
 )
 MAX_CURSOR_DATA = 4 * MAX_CURSOR_SIDE * MAX_CURSOR_SIDE + 1024  # zlib of the largest picture
 
+# Files (docs/protocol.md, "Files"): names are display text only, ids are random tokens.
+MAX_FILE_NAME = 255
+MAX_CHUNK = 1 << 20  # a chunk's payload at most (the server may announce less)
+_TOKEN_ID = re.compile(r"[A-Za-z0-9_-]{16,32}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def file_name(value: Any, _: Limits) -> str:
+    """A file's name: display text of 1-255 characters, no control characters (NUL
+    included). Never a path: ``../x``, ``/etc/passwd`` or ``CON`` are the text they are."""
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_FILE_NAME:
+        raise _bad(f"a file name is a string of 1-{MAX_FILE_NAME} characters")
+    found = _CONTROL.search(value)
+    if found is not None:
+        raise _bad(f"a file name cannot hold control character U+{ord(found.group()):04X}")
+    if not value.strip():
+        raise _bad("a file name cannot be blank")
+    return value
+
+
+def token_id(value: Any, _: Limits) -> str:
+    """A file's or an upload's id: 16-32 characters of ``A-Za-z0-9_-``."""
+    if not isinstance(value, str) or _TOKEN_ID.fullmatch(value) is None:
+        raise _bad("expected an id of 16-32 characters A-Z a-z 0-9 _ -")
+    return value
+
+
+def sha256_hex(value: Any, _: Limits) -> str:
+    if not isinstance(value, str) or _SHA256.fullmatch(value) is None:
+        raise _bad("expected a SHA-256 as 64 lowercase hex digits")
+    return value
+
+
+FILE_NAME: Validator = file_name
+FILE_ID: Validator = token_id
+SHA256: Validator = sha256_hex
+MIME = short_str(100)
+
 # Sent by clients to the server. The handshake (``hello``) is the same on both ports.
 CLIENT_MESSAGES: dict[str, Spec] = {
     "hello": Spec(
@@ -333,6 +371,8 @@ CLIENT_MESSAGES: dict[str, Spec] = {
     # read markers: the last message id read in a room or a private conversation
     "read": Spec({"id": ID}, {"room": NAME, "peer": NAME, "rid": RID}, one_of=("room", "peer")),
     "decline": Spec({"room": NAME}, {"rid": RID}),
+    # a message out of history: its author, a moderator or an admin (see "Files")
+    "delete": Spec({"id": ID}, {"rid": RID}),
     "moderate": Spec(
         {"action": one_of_str(MODERATION_ACTIONS)},
         {"target": NAME, "address": short_str(64), "duration": integer(1, 10 * 365 * 86400),
@@ -348,6 +388,12 @@ CLIENT_MESSAGES: dict[str, Spec] = {
     "cursor": Spec(*_CURSOR, payload=True),
     "watch": Spec({"share": ID}),
     "unwatch": Spec({"share": ID}),
+    # files (any screen connection; the reference client opens one for transfers)
+    "upload": Spec({"name": FILE_NAME, "size": integer(0), "sha256": SHA256},
+                   {"room": NAME, "to": NAME, "mime": MIME, "rid": RID}, one_of=("room", "to")),
+    "chunk": Spec({"upload": FILE_ID, "offset": integer(0)}, payload=True),
+    "cancel": Spec({"upload": FILE_ID}),
+    "download": Spec({"file": FILE_ID}, {"offset": integer(0), "thumb": boolean, "rid": RID}),
 }
 
 # Sent by the server to clients; clients validate them too (never trust the network).
@@ -357,7 +403,13 @@ _MESSAGE_OBJ = {
     "ts": short_str(40),
     "text": TEXT,
 }
-_MESSAGE_OPT = {"room": NAME, "to": NAME, "cid": CID, "kind": short_str(16)}
+# a file as the server describes it (in "uploaded" and in a chat message of kind "file")
+FILE_INFO = obj(
+    {"id": FILE_ID, "name": FILE_NAME, "size": integer(0), "mime": MIME, "sha256": SHA256},
+    {"w": integer(1), "h": integer(1), "thumb": obj({"w": integer(1), "h": integer(1)}),
+     "expired": boolean},
+)
+_MESSAGE_OPT = {"room": NAME, "to": NAME, "cid": CID, "kind": short_str(16), "file": FILE_INFO}
 NAMES = list_of(NAME)
 SERVER_MESSAGES: dict[str, Spec] = {
     "welcome": Spec(
@@ -377,7 +429,9 @@ SERVER_MESSAGES: dict[str, Spec] = {
     ),
     "error": Spec(
         {"code": short_str(64), "message": short_str(1000)},
-        {"fatal": boolean, "re": short_str(32), "cid": CID, "rid": RID},
+        {"fatal": boolean, "re": short_str(32), "cid": CID, "rid": RID,
+         # files: the upload or file it is about; bad_offset: where the stored bytes end
+         "upload": FILE_ID, "file": FILE_ID, "offset": integer(0)},
     ),
     "ping": Spec(optional={"n": ID}),
     "pong": Spec(optional={"n": ID}),
@@ -411,6 +465,14 @@ SERVER_MESSAGES: dict[str, Spec] = {
     "low_layer": Spec({"on": boolean}, {"rate": integer(MIN_LOW_RATE, MAX_LOW_RATE)}),
     "frame": Spec({"share": ID, **_FRAME}, payload=True),
     "cursor": Spec({"share": ID, **_CURSOR[0]}, _CURSOR[1], payload=True),
+    # files
+    "upload_ready": Spec({"upload": FILE_ID, "offset": integer(0), "chunk": integer(1, MAX_CHUNK),
+                          "window": integer(1)}, {"rid": RID}),
+    "upload_progress": Spec({"upload": FILE_ID, "offset": integer(0)}),
+    "uploaded": Spec({"upload": FILE_ID, "file": FILE_INFO, "id": ID}, {"rid": RID}),
+    "file_data": Spec({"file": FILE_ID, "offset": integer(0)}, {"rid": RID}, payload=True),
+    "downloaded": Spec({"file": FILE_ID, "size": integer(0), "sha256": SHA256}, {"rid": RID}),
+    "deleted": Spec({"id": ID}, {"room": NAME, "to": NAME, "rid": RID}),
 }
 
 
@@ -488,6 +550,8 @@ def _validate(kind: str, spec: Spec, frame: Frame, limits: Limits) -> Message:
         check_copies(fields, frame.payload)
     if kind == "cursor":
         check_cursor(fields, frame.payload)
+    elif kind == "chunk" and not frame.payload:
+        raise _bad("a chunk carries 1 or more bytes")
     return Message(kind, fields, frame.payload)
 
 

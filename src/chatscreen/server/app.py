@@ -20,6 +20,7 @@ from chatscreen.server.accounts import SQLiteAccounts
 from chatscreen.server.chat import ChatService
 from chatscreen.server.datadir import hold_running_lock, prepare, warn_loose_modes
 from chatscreen.server.fanout import LocalFanout
+from chatscreen.server.files import FileService
 from chatscreen.server.limits import SCREEN_RATED, TokenBucket, screen_cost
 from chatscreen.server.login import LoginPolicy
 from chatscreen.server.metrics import Counters, serve_http
@@ -98,6 +99,9 @@ class Server:
         self.chat.send_buffers = self.buffers
         self.screen = ScreenRelay(self.chat, max_pixels=settings.max_share_pixels,
                                   max_memory=settings.max_screen_memory)
+        self.files = FileService(settings, self.chat, self.store)
+        self.screen.files = self.files
+        self.chat.files = self.files
         self.chat_limits = Limits(max_frame=1 << 20, max_header=1 << 20,
                                   max_text=settings.max_text)
         self.screen_limits = Limits(max_frame=settings.max_screen_frame, max_header=1 << 20,
@@ -220,6 +224,7 @@ class Server:
         await self.store.open()
         await self.accounts.open()
         await self.chat.start()
+        await self.files.start()
         chat = await self._listen(s.chat_port, lambda: Peer(
             "chat", self.chat, self, self.chat_limits,
             write_limits=CHAT_WRITE_LIMITS, slow_limit=s.slow_limit if s.slow_limit > 0 else None,
@@ -329,6 +334,7 @@ class Server:
         if self._housekeeper is not None:
             self._housekeeper.cancel()
         await self.chat.stop()  # everything received is stored and delivered first
+        self.files.stop()
         for peer in list(self.peers):
             peer.fail(ErrorCode.SHUTDOWN, reason)
         if self.peers:

@@ -21,7 +21,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from chatscreen.errors import ErrorCode, RemoteProtocolError
 from chatscreen.protocol import Message, encode_frame, lookalike
@@ -60,11 +60,22 @@ CIDS_RELOADED = 10_000  # at start, the client ids of this many of the latest me
 FRAME_OVERHEAD = 128  # bytes of a message frame besides its text, about
 
 
+class FileHooks(Protocol):
+    """What the chat service tells the file service (server/files.py)."""
+
+    def cut(self, key: str) -> None:
+        """A user was banned: their transfers end."""
+
+    async def message_deleted(self, message_id: int) -> None:
+        """A message left history: its file, if it posted one, goes too."""
+
+
 @dataclass(slots=True)
 class _Pending:
     msg: StoredMessage
     sender: Session[Peer] | None  # None: a moderation notice
     cost: int  # bytes its fan-out will write, about (SendBuffers.upcoming)
+    done: asyncio.Future[None] | None = None  # a file message: set once stored and published
 
 
 class ChatService:
@@ -119,6 +130,7 @@ class ChatService:
         self._gaps = self.room_state.gaps
         self._flush_presence = self.room_state.flush_presence
         self.counters = Counters()
+        self.files: FileHooks | None = None  # set by the server: files in chat (files.py)
 
     @property
     def newest_id(self) -> int:
@@ -282,6 +294,23 @@ class ChatService:
         self._queue.append(_Pending(stored, None, 0))
         self._wakeup.set()
 
+    def post_file(self, session: Session[Peer], *, room: str | None, to: str | None,
+                  text: str, info: dict[str, Any]) -> tuple[int, asyncio.Future[None]]:
+        """A file posted (the file service stored it and its ``files`` row): a message of
+        kind "file", through the same write path as ``say``/``pm`` (stored, then published).
+        Returns its id and a future done once it was published (its exception: not
+        stored)."""
+        self._next_id += 1
+        stored = StoredMessage(self._next_id, utc_now(), session.name, text, room, to,
+                               kind="file", file=info)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        cost = (len(text) + 512) * (len(self.rooms.get(room, ())) if room is not None else 2)
+        self._queue.append(_Pending(stored, session, cost, done))
+        if self.send_buffers is not None:
+            self.send_buffers.upcoming += cost
+        self._wakeup.set()
+        return stored.id, done
+
     def _seen_cid(self, user: str, cid: str) -> bool:
         """Has this user sent this client id before? Record it if not.
 
@@ -321,18 +350,27 @@ class ChatService:
             batch, self._queue = self._queue, []
             try:
                 await self.store.append([p.msg for p in batch])
-            except Exception:
+            except Exception as exc:
                 log.exception("storing %d messages failed", len(batch))
                 for p in batch:
+                    if p.done is not None and not p.done.done():
+                        p.done.set_exception(exc)
+                        continue
                     if p.sender is None:
                         continue
                     p.sender.chat.error(ErrorCode.INTERNAL, "the server could not store your "
                                         "message", re="say", cid=p.msg.cid)
                 self._delivered(batch)
                 continue
+            files = [(p.msg.id, p.msg.file["id"]) for p in batch if p.msg.file is not None]
+            if files:  # before any query made from now on (see SQLiteStore.link_files)
+                self.store.link_files(files)
             self._deliver([p.msg for p in batch])
             self._delivered(batch)
             self.messages_total += len(batch)
+            for p in batch:
+                if p.done is not None and not p.done.done():
+                    p.done.set_result(None)
 
     def _delivered(self, batch: list[_Pending]) -> None:
         if self.send_buffers is not None:

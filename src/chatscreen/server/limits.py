@@ -34,6 +34,10 @@ class TokenBucket:
         self.tokens -= n
         return max(0.0, -self.tokens / self.rate)
 
+    def refund(self, n: float) -> None:
+        """Give back n tokens taken for something that another budget pays for."""
+        self.tokens = min(self.burst, self.tokens + n)
+
     def fuller_than(self, fraction: float, now: float) -> bool:
         self._refill(now)
         return self.tokens >= fraction * self.burst
@@ -77,7 +81,11 @@ class KeyedBuckets:
 RATED = frozenset({"say", "pm", "typing", "join", "create", "leave", "history", "who", "rooms",
                    "read", "invite", "decline"})
 #: Screen requests that count against a connection's frame rate.
-SCREEN_RATED = frozenset({"frame", "cursor", "share", "unshare", "watch", "unwatch"})
+SCREEN_RATED = frozenset({"frame", "cursor", "share", "unshare", "watch", "unwatch",
+                          "upload", "chunk", "cancel", "download"})
+#: A chunk this large or larger is free of the frame rate (its bytes pay the upload budget);
+#: a smaller one counts as a frame, so that tiny chunks cannot make the server work per byte.
+FREE_CHUNK = 64 << 10
 #: A frame counts as one more for every this many rects it holds, and for every this many
 #: tiles they touch (``tiles``, see schema.rect_tiles): the relay's work (parsing, storing)
 #: goes by rects (about 4 us each) and tiles (about 0.3 us), and the reference sharer merges
@@ -94,6 +102,8 @@ REFUSALS_RATE = 1.0
 
 def screen_cost(msg: Message) -> int:
     """What a screen request takes from its connection's frame rate."""
+    if msg.type == "chunk":
+        return 0 if len(msg.payload) >= FREE_CHUNK else 1
     if msg.type != "frame":
         return 1
     tiles: int = msg["tiles"]

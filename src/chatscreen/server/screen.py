@@ -66,11 +66,13 @@ from chatscreen.server.adapt import (
     backlog,
     low_rate,
 )
+from chatscreen.server.files import FILE_REQUESTS
 from chatscreen.server.limits import TokenBucket
 from chatscreen.server.metrics import Counters
 
 if TYPE_CHECKING:
     from chatscreen.server.chat import ChatService
+    from chatscreen.server.files import FileService
     from chatscreen.server.peer import Peer
     from chatscreen.server.session import Guest, Session
 
@@ -570,6 +572,7 @@ class ScreenRelay:
         self._watching: dict[Peer, set[Share]] = {}
         self._ids = itertools.count(1)
         self.counters = Counters()
+        self.files: FileService | None = None  # file requests go there (server.files)
         chat.audience_changed = self.recheck
 
     def stored_bytes(self) -> int:
@@ -593,6 +596,8 @@ class ScreenRelay:
             self._watch(peer, msg)
         elif msg.type == "unwatch":
             self._unwatch(peer, msg["share"])
+        elif msg.type in FILE_REQUESTS and self.files is not None:
+            self.files.handle(peer, msg)
         else:
             raise RemoteProtocolError(ErrorCode.UNEXPECTED, f"{msg.type} is not a screen request")
 
@@ -610,6 +615,8 @@ class ScreenRelay:
                     heartbeat=self.chat.heartbeat, **binary)
 
     def on_lost(self, peer: Peer) -> None:
+        if self.files is not None:
+            self.files.on_lost(peer)
         if peer.session is not None:
             peer.session.screens.discard(peer)
         self._unshare(peer, quiet=True)

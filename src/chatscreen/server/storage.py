@@ -32,7 +32,7 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -69,7 +69,9 @@ class StoredMessage:
     room: str | None = None  # a room message ...
     to: str | None = None  # ... or a private one
     cid: str | None = None  # the sender's own id for it, for de-duplication
-    kind: str | None = None  # "notice": a moderation notice, not a user's chat line
+    kind: str | None = None  # "notice": a moderation notice, "file": a file posted
+    # a file message's FileInfo (from the files table, not a column: never in the journal)
+    file: dict[str, Any] | None = field(default=None, compare=False)
 
     def to_wire(self) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.id, "ts": self.ts, "user": self.user, "text": self.text}
@@ -81,7 +83,46 @@ class StoredMessage:
             out["cid"] = self.cid
         if self.kind is not None:
             out["kind"] = self.kind
+        if self.file is not None:
+            out["file"] = self.file
         return out
+
+
+@dataclass(slots=True)
+class FileRecord:
+    """A file posted (a row of the ``files`` table). Several may share one content."""
+
+    id: str
+    sha256: str
+    name: str
+    size: int
+    mime: str
+    user: str  # the uploader's key (casefolded name)
+    room: str | None
+    to: str | None
+    created: float  # unix time
+    w: int | None = None
+    h: int | None = None
+    thumb_w: int | None = None
+    thumb_h: int | None = None
+    message: int | None = None  # the chat message that posted it
+    gone: str | None = None  # None: live; "deleted", "expired"
+
+    def info(self) -> dict[str, Any]:
+        """The FileInfo clients get (docs/protocol.md)."""
+        out: dict[str, Any] = {"id": self.id, "name": self.name, "size": self.size,
+                               "mime": self.mime, "sha256": self.sha256}
+        if self.w is not None and self.h is not None:
+            out["w"], out["h"] = self.w, self.h
+        if self.thumb_w is not None and self.thumb_h is not None and self.gone is None:
+            out["thumb"] = {"w": self.thumb_w, "h": self.thumb_h}
+        if self.gone is not None:
+            out["expired"] = True
+        return out
+
+
+_FILE_COLUMNS = ("id, sha256, name, size, mime, user, room, to_user, created, w, h, thumb_w, "
+                 "thumb_h, message, gone")
 
 
 class MessageStore(Protocol):
@@ -110,6 +151,13 @@ class MessageStore(Protocol):
 
     async def add_room(self, room: str) -> None: ...
 
+    def link_files(self, pairs: list[tuple[int, str]]) -> None:
+        """(message id, file id) of file messages just appended (see SQLiteStore)."""
+
+    async def message(self, message_id: int) -> StoredMessage | None: ...
+
+    async def delete_message(self, message_id: int) -> None: ...
+
     async def close(self) -> None: ...
 
 
@@ -127,6 +175,23 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS messages_room ON messages (room, id) WHERE room IS NOT NULL;
 CREATE INDEX IF NOT EXISTS messages_private ON messages (user, to_user, id) WHERE room IS NULL;
 CREATE INDEX IF NOT EXISTS messages_private_to ON messages (to_user, id) WHERE room IS NULL;
+CREATE TABLE IF NOT EXISTS files (
+    id      TEXT PRIMARY KEY,
+    sha256  TEXT NOT NULL,
+    name    TEXT NOT NULL,
+    size    INTEGER NOT NULL,
+    mime    TEXT NOT NULL,
+    user    TEXT NOT NULL,
+    room    TEXT,
+    to_user TEXT,
+    created REAL NOT NULL,
+    w INTEGER, h INTEGER, thumb_w INTEGER, thumb_h INTEGER,
+    message INTEGER,
+    gone    TEXT
+);
+CREATE INDEX IF NOT EXISTS files_sha256 ON files (sha256);
+CREATE INDEX IF NOT EXISTS files_message ON files (message);
+CREATE INDEX IF NOT EXISTS files_live ON files (created) WHERE gone IS NULL;
 CREATE TABLE IF NOT EXISTS rooms (
     name    TEXT PRIMARY KEY,
     created TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
@@ -457,11 +522,14 @@ class SQLiteStore:
         # With "after" we want the oldest ones after it (catching up, in order);
         # otherwise the newest ones (scrolling back), returned in id order.
         order = "ASC" if after is not None else "DESC"
-        sql = f"SELECT {_COLUMNS} FROM messages WHERE {where} ORDER BY id {order} LIMIT ?"
+        sql = (f"SELECT {_COLUMNS} FROM messages WHERE {where} AND kind IS NOT 'deleted' "
+               f"ORDER BY id {order} LIMIT ?")
         params.append(limit)
 
         def q() -> list[StoredMessage]:
             rows = [_row(r) for r in self.db.execute(sql, params)]
+            if any(m.kind == "file" for m in rows):
+                rows = self._with_files(rows)
             return rows if order == "ASC" else rows[::-1]
 
         result: list[StoredMessage] = await self._run(q)
@@ -487,6 +555,111 @@ class SQLiteStore:
 
     async def recent(self, limit: int) -> list[StoredMessage]:
         return await self._query("1", [], None, None, limit)
+
+    # -- files (the ``files`` table; the bytes are the FileStore's) ---------------------
+
+    def _with_files(self, rows: list[StoredMessage]) -> list[StoredMessage]:
+        """File messages with their FileInfo (SQLite thread)."""
+        ids = [m.id for m in rows if m.kind == "file"]
+        found: dict[int, dict[str, Any]] = {}
+        for i in range(0, len(ids), 500):
+            part = ids[i : i + 500]
+            sql = (f"SELECT {_FILE_COLUMNS} FROM files WHERE message IN "
+                   f"({','.join('?' * len(part))})")
+            for r in self.db.execute(sql, part):
+                rec = FileRecord(*r)
+                if rec.message is not None:
+                    found[rec.message] = rec.info()
+        return [replace(m, file=found[m.id]) if m.id in found else m for m in rows]
+
+    async def add_file(self, rec: FileRecord) -> None:
+        row = (rec.id, rec.sha256, rec.name, rec.size, rec.mime, rec.user, rec.room, rec.to,
+               rec.created, rec.w, rec.h, rec.thumb_w, rec.thumb_h, rec.message, rec.gone)
+
+        def w() -> None:
+            with self.db:
+                self.db.execute(f"INSERT INTO files ({_FILE_COLUMNS}) VALUES "
+                                f"({','.join('?' * 15)})", row)
+
+        await self._run(w)
+
+    def link_files(self, pairs: list[tuple[int, str]]) -> None:
+        """Which message posted which file, (message id, file id): handed to the SQLite
+        thread now (not awaited), right after the messages were appended, so that any
+        query made after this sees the messages with their files."""
+        if self._pending:
+            self._ingest()
+
+        def w() -> None:
+            with self.db:
+                self.db.executemany("UPDATE files SET message = ? WHERE id = ?", pairs)
+
+        asyncio.get_running_loop().run_in_executor(self._executor, w)
+
+    async def file(self, file_id: str) -> FileRecord | None:
+        def q() -> FileRecord | None:
+            r = self.db.execute(f"SELECT {_FILE_COLUMNS} FROM files WHERE id = ?",
+                                (file_id,)).fetchone()
+            return None if r is None else FileRecord(*r)
+
+        result: FileRecord | None = await self._run(q)
+        return result
+
+    async def files_used(self, user: str) -> int:
+        """Bytes of the live files ``user`` (casefolded) posted."""
+        def q() -> int:
+            (n,) = self.db.execute("SELECT COALESCE(SUM(size), 0) FROM files WHERE gone IS NULL "
+                                   "AND user = ?", (user,)).fetchone()
+            return int(n)
+
+        result: int = await self._run(q)
+        return result
+
+    async def file_refs(self, sha256: str) -> int:
+        """Live files of this content."""
+        def q() -> int:
+            (n,) = self.db.execute("SELECT COUNT(*) FROM files WHERE sha256 = ? AND gone IS "
+                                   "NULL", (sha256,)).fetchone()
+            return int(n)
+
+        result: int = await self._run(q)
+        return result
+
+    async def files_gone(self, ids: list[str], why: str) -> None:
+        def w() -> None:
+            with self.db:
+                self.db.executemany("UPDATE files SET gone = ? WHERE id = ? AND gone IS NULL",
+                                    [(why, i) for i in ids])
+
+        await self._run(w)
+
+    async def files_where(self, where: str, params: list[Any]) -> list[FileRecord]:
+        """Live files matching ``where`` (a fixed SQL condition of the caller's)."""
+        def q() -> list[FileRecord]:
+            return [FileRecord(*r) for r in self.db.execute(
+                f"SELECT {_FILE_COLUMNS} FROM files WHERE gone IS NULL AND ({where})", params)]
+
+        result: list[FileRecord] = await self._run(q)
+        return result
+
+    async def message(self, message_id: int) -> StoredMessage | None:
+        def q() -> StoredMessage | None:
+            r = self.db.execute(f"SELECT {_COLUMNS} FROM messages WHERE id = ? AND kind IS NOT "
+                                "'deleted'", (message_id,)).fetchone()
+            return None if r is None else _row(r)
+
+        result: StoredMessage | None = await self._run(q)
+        return result
+
+    async def delete_message(self, message_id: int) -> None:
+        """Out of history: its text is blanked and it is marked deleted (kept as a row, so
+        that the journal, replayed at a start, cannot bring it back)."""
+        def w() -> None:
+            with self.db:
+                self.db.execute("UPDATE messages SET text = '', kind = 'deleted' WHERE id = ?",
+                                (message_id,))
+
+        await self._run(w)
 
     async def rooms(self) -> list[str]:
         def q() -> list[str]:
