@@ -312,14 +312,19 @@ class TransferLink:
                 return msg
 
     async def file_info(self, file_id: str) -> FileInfo | None:
-        """What the server says of a file (name, size, hash); None from a server that does
-        not say (it answers ``file_info`` with an unexpected_message error)."""
+        """What the server says of a file (name, size, hash). None from a server that does
+        not know the request: it refuses it, or closes the link (then closed here)."""
         rid = self.rid()
         self.send("file_info", file=file_id, rid=rid)
         try:
             msg = await self.answer(rid, "file_info")
         except ServerError as exc:
             if exc.code in (ErrorCode.UNEXPECTED, ErrorCode.BAD_MESSAGE):
+                return None
+            raise
+        except LinkDropped as dropped:
+            reason = dropped.reason
+            if isinstance(reason, ServerError) and reason.code == ErrorCode.UNEXPECTED:
                 return None
             raise
         return FileInfo.from_fields(msg["file"])
@@ -490,17 +495,14 @@ class _Upload:
                             f"end ({self.size})")
         self.acked = sent = offset
         self._report()
-        outstanding = 0  # chunks sent and not answered yet (each gets one answer)
-        resync: int | None = None  # after bad_offset: where the server says it stands
         while True:
-            while resync is None and sent < self.size and sent - self.acked < window:
+            while sent < self.size and sent - self.acked < window:
                 n = min(chunk, self.size - sent, self.acked + window - sent)
                 data = await asyncio.to_thread(_read_at, f, sent, n)
                 if len(data) != n:
                     raise FileError(f"{self.path} changed while it was sent")
                 link.send("chunk", data, upload=uid, offset=sent)
                 sent += n
-                outstanding += 1
                 await link.drain()
             msg = await link.next()
             if msg.type == "uploaded" and msg["upload"] == uid:
@@ -508,21 +510,13 @@ class _Upload:
                 self._report()
                 return FileInfo.from_fields(msg["file"])
             if msg.type == "upload_progress" and msg["upload"] == uid:
-                outstanding -= 1
                 self.acked = max(self.acked, min(msg["offset"], sent))
                 self._report()
-            elif msg.type == "error" and msg.get("rid") in (None, rid):
-                if msg["code"] != "bad_offset":
-                    raise ServerError(msg["code"], msg["message"])
-                outstanding -= 1
-                stored = msg.get("offset")
-                resync = stored if isinstance(stored, int) else self.acked
-            if resync is not None and outstanding <= 0:
-                if not 0 <= resync <= self.size:
-                    raise FileError(f"the server stands at byte {resync}, past the file's "
-                                    f"end ({self.size})")
-                self.acked = sent = resync
-                resync, outstanding = None, 0
+            elif (msg.type == "error" and msg.get("rid") in (None, rid)
+                    and msg.get("upload") in (None, uid)):
+                if msg["code"] == "bad_offset":  # out of step: offer again, on a new link
+                    raise LinkDropped(ServerError(msg["code"], msg["message"]))
+                raise ServerError(msg["code"], msg["message"])
 
 
 # -- download -------------------------------------------------------------------------------
@@ -609,23 +603,25 @@ async def download(client: Client, file_id: str, output: Path | None = None, *,
     part: _PartFile | None = None
     try:
         info = await link.file_info(file_id)
+        if link.closed.is_set():  # an older server, which closed it: a new one
+            await link.close()
+            link = await TransferLink.open(client)
         if output is None:
             name = safe_name(info.name if info is not None else file_id, fallback=file_id)
             if thumb:
                 name = f"{name.rpartition('.')[0] or name}.thumb.png"
             output = free_path(folder, name)
         part = await _PartFile.open(output.with_name(output.name + ".part"), progress)
-        fetch = _Fetch(link, file_id, part, None if thumb else info, thumb, progress)
+        fetch = _Fetch(file_id, part, None if thumb else info, thumb, progress)
         retrier = _Retrier(client, progress)
         while True:
             try:
-                done = await fetch.run()
+                done = await fetch.run(link)
                 break
             except LinkDropped as dropped:
-                await fetch.link.close()
-                fetch.link = await retrier.reconnect(dropped, part.size, fetch.total)
+                await link.close()
+                link = await retrier.reconnect(dropped, part.size, fetch.total)
         await asyncio.to_thread(part.finish, output)
-        part = None
         return Downloaded(output, done["size"], done["sha256"], info)
     finally:
         if part is not None:
@@ -634,9 +630,8 @@ async def download(client: Client, file_id: str, output: Path | None = None, *,
 
 
 class _Fetch:
-    def __init__(self, link: TransferLink, file_id: str, part: _PartFile,
-                 info: FileInfo | None, thumb: bool, progress: Progress | None) -> None:
-        self.link = link
+    def __init__(self, file_id: str, part: _PartFile, info: FileInfo | None, thumb: bool,
+                 progress: Progress | None) -> None:
         self.file_id = file_id
         self.part = part
         self.info = info  # the file's description, to check its size and hash against
@@ -645,20 +640,20 @@ class _Fetch:
         self.total = info.size if info is not None else 0
         self.restarted = False
 
-    def _ask(self) -> str:
-        rid = self.link.rid()
+    def _ask(self, link: TransferLink) -> str:
+        rid = link.rid()
         fields: dict[str, Any] = {"file": self.file_id, "offset": self.part.size, "rid": rid}
         if self.thumb:
             fields["thumb"] = True
-        self.link.send("download", **fields)
+        link.send("download", **fields)
         return rid
 
-    async def run(self) -> Message:
+    async def run(self, link: TransferLink) -> Message:
         if self.info is not None and self.part.size > self.info.size:
             await asyncio.to_thread(self.part.truncate)  # not the start of this file
-        rid = self._ask()
+        rid = self._ask(link)
         while True:
-            msg = await self.link.next()
+            msg = await link.next()
             if msg.get("rid") != rid:
                 continue
             if msg.type == "file_data":
@@ -669,7 +664,7 @@ class _Fetch:
             elif msg.type == "error" and msg["code"] == "bad_offset" and not self.restarted:
                 self.restarted = True  # a stale partial: from the start, once
                 await asyncio.to_thread(self.part.truncate)
-                rid = self._ask()
+                rid = self._ask(link)
             elif msg.type == "error":
                 raise ServerError(msg["code"], msg["message"])
 
