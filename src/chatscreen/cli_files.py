@@ -8,6 +8,8 @@ for each refusal.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import shutil
 import sys
 import time
@@ -227,7 +229,8 @@ def clean_path(text: str) -> Path:
 
 
 async def chat_send(client: Any, path: Path, room: str, out: Callable[..., None], *,
-                    terminal: bool, err_out: Any) -> FileInfo | None:
+                    terminal: bool, err_out: Any,
+                    shown: ShownMessages | None = None) -> FileInfo | None:
     """``/send PATH`` in chat: post the file to ``room`` beside the chat. On a terminal a
     refusal is said as ``! ...`` and None returned; from a script it is raised (the caller
     stops there)."""
@@ -241,7 +244,42 @@ async def chat_send(client: Any, path: Path, room: str, out: Callable[..., None]
         out(f"! {one_line(str(error))}", file=err_out, flush=True)
         return None
     out(f"* sent {one_line(info.name)} ({format_size(info.size)}): file {info.id}", flush=True)
+    if shown is not None and not terminal:  # a script: its line shows before it goes on
+        await shown.wait(info.message_id, client.timeout)
     return info
+
+
+class ShownMessages:
+    """The ids of the messages `chatscreen chat` printed lately: from a script, ``/send``
+    waits for its file's line (the server answers the upload once the message is stored,
+    and sends the message to the room at the same time, on the chat connection)."""
+
+    KEEP = 1000
+
+    def __init__(self) -> None:
+        self.ids: set[int] = set()
+        self.order: list[int] = []
+        self._changed = asyncio.Event()
+
+    def add(self, msg_id: int) -> None:
+        self.ids.add(msg_id)
+        self.order.append(msg_id)
+        if len(self.order) > 2 * self.KEEP:
+            self.order = self.order[-self.KEEP :]
+            self.ids = set(self.order)
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def wait(self, msg_id: int | None, timeout: float) -> bool:
+        """True once ``msg_id`` was printed; False if not within ``timeout`` s."""
+        if msg_id is None:
+            return False
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while msg_id not in self.ids:
+                    await self._changed.wait()
+                return True
+        return False
 
 
 async def chat_get(client: Any, file_id: str, path: Path | None, out: Callable[..., None], *,

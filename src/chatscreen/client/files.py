@@ -78,13 +78,14 @@ class FileInfo:
     w: int | None = None
     h: int | None = None
     thumb: tuple[int, int] | None = None  # the preview's size, when there is one
+    message_id: int | None = None  # the chat message that posted it (known to its sender)
 
     @classmethod
-    def from_fields(cls, f: dict[str, Any]) -> FileInfo:
+    def from_fields(cls, f: dict[str, Any], message_id: int | None = None) -> FileInfo:
         thumb = f.get("thumb")
         return cls(id=f["id"], name=f["name"], size=f["size"], mime=f["mime"],
                    sha256=f["sha256"], w=f.get("w"), h=f.get("h"),
-                   thumb=(thumb["w"], thumb["h"]) if thumb else None)
+                   thumb=(thumb["w"], thumb["h"]) if thumb else None, message_id=message_id)
 
 
 @dataclass(frozen=True)
@@ -508,7 +509,7 @@ class _Upload:
             if msg.type == "uploaded" and msg["upload"] == uid:
                 self.acked = self.size
                 self._report()
-                return FileInfo.from_fields(msg["file"])
+                return FileInfo.from_fields(msg["file"], msg["id"])
             if msg.type == "upload_progress" and msg["upload"] == uid:
                 self.acked = max(self.acked, min(msg["offset"], sent))
                 self._report()

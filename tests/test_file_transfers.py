@@ -1,0 +1,273 @@
+"""Files through the client library and the command line, against the real server: real
+files, real CLI processes (``python -m chatscreen send-file / get-file / chat``), a real
+proxy that cuts the transfer link half way."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from chatscreen.client import Client
+from chatscreen.client.files import FileInfo, Progress, download, upload
+from tests.helpers.proxy import CuttableProxy
+from tests.helpers.server import REPO, TIMEOUT, ServerProcess, run, running_server
+
+STAMP = r"\[\d\d:\d\d:\d\d\]"
+FILE_ID = r"[A-Za-z0-9_-]{16,32}"
+
+
+def cli(srv: ServerProcess, *args: str, user: str = "alice", stdin: str = "",
+        cwd: Path = REPO, screen_port: int | None = None) -> subprocess.CompletedProcess[str]:
+    """``chatscreen COMMAND --server ... --user USER ARGS``, as a user runs it."""
+    command, *rest = args
+    return subprocess.run(
+        [sys.executable, "-m", "chatscreen", command, "--server",
+         f"127.0.0.1:{srv.chat_port}", "--screen-port", str(screen_port or srv.screen_port),
+         "--user", user, *rest],
+        input=stdin, capture_output=True, text=True, timeout=6 * TIMEOUT, cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def random_file(path: Path, size: int) -> Path:
+    path.write_bytes(os.urandom(size))
+    return path
+
+
+async def login(srv: ServerProcess, name: str, *, screen_port: int | None = None,
+                room: str | None = "general") -> Client:
+    c = await Client("127.0.0.1", name, chat_port=srv.chat_port,
+                     screen_port=screen_port or srv.screen_port, timeout=TIMEOUT).connect()
+    if room is not None:
+        await c.join(room)
+    return c
+
+
+@pytest.fixture
+def small_files_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    with running_server(tmp_path / "data", "--max-file-size", "100000") as srv:
+        yield srv
+
+
+# -- the command line ----------------------------------------------------------------------
+
+
+def test_send_file_then_get_file_round_trip(server: ServerProcess, tmp_path: Path) -> None:
+    src = random_file(tmp_path / "report.bin", 3 * (1 << 20) + 4321)
+    sent = cli(server, "send-file", str(src), "--room", "general")
+    assert sent.returncode == 0, sent.stderr
+    file_id = sent.stdout.splitlines()[-1]
+    assert re.fullmatch(FILE_ID, file_id), sent.stdout  # the id alone on the last line
+    assert "sent report.bin (3.2 MB) to #general" in sent.stderr
+    out = tmp_path / "got" / "copy.bin"
+    out.parent.mkdir()
+    got = cli(server, "get-file", file_id, "--output", str(out), user="bob")
+    assert got.returncode == 0, got.stderr
+    assert got.stdout.splitlines()[-1] == str(out)
+    assert sha256(out) == sha256(src)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["copy.bin"]  # no .part left
+
+
+def test_send_file_privately_and_refusals_are_one_clear_line(server: ServerProcess,
+                                                             tmp_path: Path) -> None:
+    src = random_file(tmp_path / "note.txt", 100)
+    nobody = cli(server, "send-file", str(src), "--to", "nobody")
+    assert nobody.returncode == 1 and nobody.stdout == ""
+    assert nobody.stderr.strip().splitlines()[-1] == (
+        "cannot send note.txt: 'nobody' is not connected")
+    missing = cli(server, "send-file", str(tmp_path / "absent.txt"))
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == (
+        f"cannot read {tmp_path / 'absent.txt'}: No such file or directory")
+    folder = cli(server, "send-file", str(tmp_path))
+    assert folder.returncode == 1 and folder.stderr.strip() == (
+        f"{tmp_path} is not a regular file")
+    unknown = cli(server, "get-file", "A" * 22)
+    assert unknown.returncode == 1
+    assert unknown.stderr.strip().splitlines()[-1] == (
+        f"no such file: {'A' * 22} (no file has this id, or it is not yours to see)")
+
+
+def test_send_file_over_the_limit_fails_before_uploading(small_files_server: ServerProcess,
+                                                         tmp_path: Path) -> None:
+    srv = small_files_server
+    src = random_file(tmp_path / "big.iso", 150_000)
+    out = cli(srv, "send-file", str(src))
+    assert out.returncode == 1 and out.stdout == ""
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("cannot send big.iso: ") and "150000" in last and "100000" in last
+    partial = srv.data_dir / "files" / "partial"
+    assert not partial.exists() or not list(partial.iterdir())  # not a byte was stored
+    fits = cli(srv, "send-file", str(random_file(tmp_path / "ok.bin", 100_000)))
+    assert fits.returncode == 0, fits.stderr
+
+
+class CountingProxy(CuttableProxy):
+    """Counts what the server sends through it."""
+
+    def __init__(self, target_port: int) -> None:
+        super().__init__(target_port)
+        self.down = 0
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
+                    downstream: bool = False) -> None:
+        try:
+            while data := await reader.read(65536):
+                if downstream:
+                    self.down += len(data)
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+
+
+def test_get_file_resumes_a_partial_file(server: ServerProcess, tmp_path: Path) -> None:
+    src = random_file(tmp_path / "video.bin", 4 << 20)
+    sent = cli(server, "send-file", str(src))
+    assert sent.returncode == 0, sent.stderr
+    file_id = sent.stdout.splitlines()[-1]
+    out = tmp_path / "video-copy.bin"
+    # what an interrupted download leaves: the first 3 MiB of the file, in OUT.part
+    (tmp_path / "video-copy.bin.part").write_bytes(src.read_bytes()[: 3 << 20])
+
+    async def fetch() -> tuple[subprocess.CompletedProcess[bytes], int]:
+        proxy = CountingProxy(server.screen_port)
+        await proxy.start()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "chatscreen", "get-file", file_id, "--output", str(out),
+                "--server", f"127.0.0.1:{server.chat_port}", "--screen-port", str(proxy.port),
+                "--user", "bob", cwd=REPO, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE)
+            stdout, stderr = await asyncio.wait_for(proc.communicate(), 6 * TIMEOUT)
+            assert proc.returncode is not None
+            return subprocess.CompletedProcess([], proc.returncode, stdout, stderr), proxy.down
+        finally:
+            await proxy.close()
+
+    got, received = run(fetch())
+    assert got.returncode == 0, got.stderr
+    assert sha256(out) == sha256(src) and not (tmp_path / "video-copy.bin.part").exists()
+    assert (1 << 20) < received < (1 << 20) + 200_000  # only the last MiB came (and TLS)
+
+
+def test_get_file_saves_hostile_names_safely(server: ServerProcess, tmp_path: Path) -> None:
+    names = {"../../escape.txt": "escape.txt", "/etc/passwd": "passwd", "CON": "_CON",
+             ".bashrc": "bashrc", "a\u202eexe.txt": "aexe.txt", "..": None}
+    ids = {}
+
+    async def post() -> None:
+        alice = await login(server, "alice")
+        src = random_file(tmp_path / "content.txt", 1000)
+        for name in names:
+            ids[name] = (await upload(alice, src, room="general", name=name)).id
+        await alice.close()
+
+    run(post())
+    here = tmp_path / "downloads" / "deep"
+    here.mkdir(parents=True)
+    for name, safe in names.items():
+        got = cli(server, "get-file", ids[name], user="bob", cwd=here)
+        assert got.returncode == 0, got.stderr
+        saved = Path(got.stdout.splitlines()[-1])
+        assert saved.parent == Path(".")
+        assert saved.name == (safe or ids[name]), name
+    assert sorted(p.name for p in here.iterdir()) == sorted(
+        safe or ids[name] for name, safe in names.items())
+    assert sorted(p.name for p in (tmp_path / "downloads").iterdir()) == ["deep"]
+    # the same name again: never over the first
+    again = cli(server, "get-file", ids["CON"], user="bob", cwd=here)
+    assert again.stdout.splitlines()[-1] == "_CON (1)"
+
+
+# -- chat ------------------------------------------------------------------------------------
+
+
+def test_chat_shows_files_and_sends_them_with_slash_send(server: ServerProcess,
+                                                         tmp_path: Path) -> None:
+    src = random_file(tmp_path / "slides.pdf", 1234)
+    first = cli(server, "chat", stdin=f"before\n/send {src}\nafter\n")
+    assert first.returncode == 0, first.stderr
+    lines = first.stdout.splitlines()
+    file_line = re.compile(rf"{STAMP} alice: \[file ({FILE_ID})\] slides\.pdf \(1\.2 kB\)")
+    shown = [m for line in lines if (m := file_line.fullmatch(line))]
+    assert len(shown) == 1, first.stdout
+    file_id = shown[0].group(1)
+    assert f"* sent slides.pdf (1.2 kB): file {file_id}" in lines
+    said = [line.partition(" ")[2] for line in lines if re.match(STAMP, line)]
+    assert said == ["alice: before", f"alice: [file {file_id}] slides.pdf (1.2 kB)",
+                    "alice: after"]
+    # someone else sees it in the room's history, and fetches it with /get
+    second = cli(server, "chat", user="bob", stdin=f"/get {file_id} {tmp_path / 'b.pdf'}\n")
+    assert second.returncode == 0, second.stderr
+    assert any(file_line.fullmatch(line) for line in second.stdout.splitlines())
+    assert f"* saved 1.2 kB to {tmp_path / 'b.pdf'}" in second.stdout.splitlines()
+    assert sha256(tmp_path / "b.pdf") == sha256(src)
+
+
+def test_slash_send_refused_stops_a_script(small_files_server: ServerProcess,
+                                           tmp_path: Path) -> None:
+    src = random_file(tmp_path / "big.bin", 200_000)
+    out = cli(small_files_server, "chat", stdin=f"/send {src}\nnever sent\n")
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines()[-1].startswith("! cannot send big.bin: ")
+    assert "never sent" not in out.stdout
+
+
+# -- the library -----------------------------------------------------------------------------
+
+
+def test_a_cut_transfer_link_resumes_where_the_server_stopped(server: ServerProcess,
+                                                              tmp_path: Path) -> None:
+    """Upload and download through a proxy that drops every connection once 8 MiB went
+    through: each carries on from the bytes already there, not from the start."""
+    size = 24 << 20
+    src = random_file(tmp_path / "big.bin", size)
+
+    async def scenario() -> tuple[FileInfo, list[tuple[str, int]], list[tuple[str, int]]]:
+        proxy = await CuttableProxy(server.screen_port).start()
+        alice = await login(server, "alice", screen_port=proxy.port)
+        ups: list[tuple[str, int]] = []
+        downs: list[tuple[str, int]] = []
+
+        def watch(seen: list[tuple[str, int]], phase: str) -> Progress:
+            cut: list[bool] = []
+
+            def progress(kind: str, done: int, total: int) -> None:
+                seen.append((kind, done))
+                if kind == phase and done >= 8 << 20 and not cut:
+                    cut.append(True)
+                    proxy.cut()
+            return progress
+
+        try:
+            info = await upload(alice, src, room="general", progress=watch(ups, "uploading"))
+            before = proxy.connections
+            await download(alice, info.id, tmp_path / "copy.bin",
+                           progress=watch(downs, "downloading"))
+            assert proxy.connections >= before + 2  # a cut, and a new link
+        finally:
+            await alice.close()
+            await proxy.close()
+        return info, ups, downs
+
+    info, ups, downs = run(scenario())
+    assert info.sha256 == sha256(src) and info.size == size
+    assert sha256(tmp_path / "copy.bin") == info.sha256
+    for seen, phase in ((ups, "uploading"), (downs, "downloading")):
+        kinds = [k for k, _ in seen]
+        assert "reconnecting" in kinds, kinds
+        after = kinds.index("reconnecting")
+        resumed = next(done for kind, done in seen[after:] if kind == phase)
+        assert resumed >= 8 << 20, seen[after:]  # from where it was cut, not from 0
