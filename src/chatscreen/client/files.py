@@ -52,6 +52,7 @@ Progress = Callable[[str, int, int], None]
 
 HASH_BLOCK = 1 << 20  # bytes hashed at a time
 MAX_CHUNK = 8 << 20  # the most one chunk carries, whatever the server says
+WRITE_BUFFER = 4 << 20  # bytes a transfer link's transport holds before drain() waits
 READ_AHEAD = 8  # messages read from a transfer link before the consumer takes them
 IDLE_TIMEOUT = 60.0  # s without a word from the server in a transfer: the link is dead
 RESUME_TRIES = 8  # reconnects in a row without any progress before giving up
@@ -213,6 +214,8 @@ class TransferLink:
         self.close_reason: BaseException | None = None
         self._queue: asyncio.Queue[Message] = asyncio.Queue(READ_AHEAD)
         self._rids = itertools.count(1)
+        # several chunks may wait in the transport: the socket never runs dry between them
+        link.writer.transport.set_write_buffer_limits(high=WRITE_BUFFER)
         self._task = asyncio.create_task(self._pump())
 
     @classmethod
@@ -496,28 +499,68 @@ class _Upload:
                             f"end ({self.size})")
         self.acked = sent = offset
         self._report()
-        while True:
-            while sent < self.size and sent - self.acked < window:
-                n = min(chunk, self.size - sent, self.acked + window - sent)
-                data = await asyncio.to_thread(_read_at, f, sent, n)
-                if len(data) != n:
-                    raise FileError(f"{self.path} changed while it was sent")
-                link.send("chunk", data, upload=uid, offset=sent)
-                sent += n
-                await link.drain()
-            msg = await link.next()
-            if msg.type == "uploaded" and msg["upload"] == uid:
-                self.acked = self.size
-                self._report()
-                return FileInfo.from_fields(msg["file"], msg["id"])
-            if msg.type == "upload_progress" and msg["upload"] == uid:
-                self.acked = max(self.acked, min(msg["offset"], sent))
-                self._report()
-            elif (msg.type == "error" and msg.get("rid") in (None, rid)
-                    and msg.get("upload") in (None, uid)):
-                if msg["code"] == "bad_offset":  # out of step: offer again, on a new link
-                    raise LinkDropped(ServerError(msg["code"], msg["message"]))
-                raise ServerError(msg["code"], msg["message"])
+        reader = _ChunkReader(f, self.size, min(chunk, window))
+        try:
+            while True:
+                while sent < self.size and sent + reader.piece_at(sent) - self.acked <= window:
+                    data = await reader.read(sent)
+                    if len(data) != reader.piece_at(sent):
+                        raise FileError(f"{self.path} changed while it was sent")
+                    link.send("chunk", data, upload=uid, offset=sent)
+                    sent += len(data)
+                    await link.drain()
+                msg = await link.next()
+                if msg.type == "uploaded" and msg["upload"] == uid:
+                    self.acked = self.size
+                    self._report()
+                    return FileInfo.from_fields(msg["file"], msg["id"])
+                if msg.type == "upload_progress" and msg["upload"] == uid:
+                    self.acked = max(self.acked, min(msg["offset"], sent))
+                    self._report()
+                elif (msg.type == "error" and msg.get("rid") in (None, rid)
+                        and msg.get("upload") in (None, uid)):
+                    if msg["code"] == "bad_offset":  # out of step: offer again, on a new link
+                        raise LinkDropped(ServerError(msg["code"], msg["message"]))
+                    raise ServerError(msg["code"], msg["message"])
+        finally:
+            await reader.settle()
+
+
+class _ChunkReader:
+    """A file's pieces, read on a thread: the next one while the last one is sent (one
+    read at a time: they share the file's position)."""
+
+    def __init__(self, f: IO[bytes], size: int, piece: int) -> None:
+        self.f = f
+        self.size = size
+        self.piece = piece
+        self._ahead: tuple[int, asyncio.Future[bytes]] | None = None
+
+    def piece_at(self, at: int) -> int:
+        return min(self.piece, self.size - at)
+
+    def _start(self, at: int) -> asyncio.Future[bytes]:
+        return asyncio.ensure_future(asyncio.to_thread(_read_at, self.f, at, self.piece_at(at)))
+
+    async def read(self, at: int) -> bytes:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] == at:
+            data = await ahead[1]
+        else:
+            if ahead is not None:
+                await asyncio.wait([ahead[1]])
+            data = await self._start(at)
+        if at + len(data) < self.size:
+            self._ahead = (at + len(data), self._start(at + len(data)))
+        return data
+
+    async def settle(self) -> None:
+        """Wait for the read under way, if any (before the file is read otherwise)."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            await asyncio.wait([ahead[1]])
+            if not ahead[1].cancelled():
+                ahead[1].exception()  # (retrieved: an error here does not matter)
 
 
 # -- download -------------------------------------------------------------------------------
