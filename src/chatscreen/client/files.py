@@ -59,6 +59,8 @@ RESUME_TRIES = 8  # reconnects in a row without any progress before giving up
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 8.0  # s between reconnects, doubling
 MAX_DISPLAY_NAME = 255  # characters of a file's name as offered
 MAX_NAME_BYTES = 200  # a local file name, in UTF-8 (leaves room for " (12).part")
+# errors about our upload after which offering it again goes on from what is stored
+RESYNC = frozenset({"bad_offset", "no_such_upload"})
 NOT_RETRIED = FINAL_CODES - {ErrorCode.BAD_TOKEN}  # a new chat session has a new token
 
 
@@ -519,7 +521,7 @@ class _Upload:
                     self._report()
                 elif (msg.type == "error" and msg.get("rid") in (None, rid)
                         and msg.get("upload") in (None, uid)):
-                    if msg["code"] == "bad_offset":  # out of step: offer again, on a new link
+                    if msg["code"] in RESYNC:  # out of step: offer again, on a new link
                         raise LinkDropped(ServerError(msg["code"], msg["message"]))
                     raise ServerError(msg["code"], msg["message"])
         finally:
