@@ -271,3 +271,59 @@ def test_a_cut_transfer_link_resumes_where_the_server_stopped(server: ServerProc
         after = kinds.index("reconnecting")
         resumed = next(done for kind, done in seen[after:] if kind == phase)
         assert resumed >= 8 << 20, seen[after:]  # from where it was cut, not from 0
+
+
+def test_empty_file_round_trip(server: ServerProcess, tmp_path: Path) -> None:
+    src = tmp_path / "empty.txt"
+    src.write_bytes(b"")
+    sent = cli(server, "send-file", str(src))
+    assert sent.returncode == 0, sent.stderr
+    out = tmp_path / "copy.txt"
+    got = cli(server, "get-file", sent.stdout.splitlines()[-1], "--output", str(out))
+    assert got.returncode == 0, got.stderr
+    assert out.read_bytes() == b""
+
+
+def test_a_damaged_download_is_not_kept(server: ServerProcess, tmp_path: Path) -> None:
+    """The server's copy rotted on its disk: the SHA-256 at the end differs, nothing is
+    saved (no OUT, no OUT.part), exit 1; a stale partial longer than the file is no
+    trouble either."""
+    src = random_file(tmp_path / "data.bin", 300_000)
+    sent = cli(server, "send-file", str(src))
+    assert sent.returncode == 0, sent.stderr
+    file_id = sent.stdout.splitlines()[-1]
+    stale = tmp_path / "stale.bin"
+    (tmp_path / "stale.bin.part").write_bytes(os.urandom(400_000))  # longer than the file
+    got = cli(server, "get-file", file_id, "--output", str(stale))
+    assert got.returncode == 0, got.stderr
+    assert sha256(stale) == sha256(src)
+    [obj] = [p for p in (server.data_dir / "files" / "objects").rglob("*") if p.is_file()]
+    damaged = bytearray(obj.read_bytes())
+    damaged[1000] ^= 0xFF
+    obj.chmod(0o600)
+    obj.write_bytes(bytes(damaged))
+    out = tmp_path / "damaged.bin"
+    bad = cli(server, "get-file", file_id, "--output", str(out))
+    assert bad.returncode == 1
+    assert bad.stderr.strip().splitlines()[-1] == (
+        f"cannot get {file_id}: the download of {file_id} arrived damaged (SHA-256 differs); "
+        "nothing was kept: try again")
+    assert not out.exists() and not (tmp_path / "damaged.bin.part").exists()
+
+
+def test_a_partial_that_is_a_link_is_not_followed(server: ServerProcess,
+                                                  tmp_path: Path) -> None:
+    """OUT.part planted as a symbolic link to another file: the download refuses to write
+    through it, and that file is untouched."""
+    src = random_file(tmp_path / "data.bin", 1000)
+    sent = cli(server, "send-file", str(src))
+    file_id = sent.stdout.splitlines()[-1]
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    os.symlink(victim, tmp_path / "out.bin.part")
+    got = cli(server, "get-file", file_id, "--output", str(tmp_path / "out.bin"))
+    assert got.returncode == 1
+    assert got.stderr.strip().splitlines()[-1] == (
+        f"cannot get {file_id}: cannot write {tmp_path / 'out.bin.part'}: it is a symbolic "
+        "link (not followed)")
+    assert victim.read_text() == "precious" and not (tmp_path / "out.bin").exists()

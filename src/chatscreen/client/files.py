@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import itertools
 import os
@@ -588,6 +589,9 @@ class _PartFile:
         try:
             return await asyncio.to_thread(cls._open, path, report)
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise FileError(f"cannot write {path}: it is a symbolic link (not followed)"
+                                ) from None
             raise FileError(f"cannot write {path}: {exc.strerror or exc}") from None
 
     @classmethod
