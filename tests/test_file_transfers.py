@@ -5,8 +5,10 @@ proxy that cuts the transfer link half way."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
+import pty
 import re
 import subprocess
 import sys
@@ -327,3 +329,33 @@ def test_a_partial_that_is_a_link_is_not_followed(server: ServerProcess,
         f"cannot get {file_id}: cannot write {tmp_path / 'out.bin.part'}: it is a symbolic "
         "link (not followed)")
     assert victim.read_text() == "precious" and not (tmp_path / "out.bin").exists()
+
+
+def test_send_file_draws_a_progress_bar_on_a_terminal(server: ServerProcess,
+                                                      tmp_path: Path) -> None:
+    """stderr a terminal (a pty), stdout a pipe: the bar is redrawn in place on the
+    terminal, the id alone goes to stdout."""
+    src = random_file(tmp_path / "big.bin", 20_000_000)
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "chatscreen", "send-file", str(src), "--server",
+             f"127.0.0.1:{server.chat_port}", "--screen-port", str(server.screen_port),
+             "--user", "alice"], stdout=subprocess.PIPE, stderr=follower, text=True,
+            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+        os.close(follower)
+        terminal = b""
+        with contextlib.suppress(OSError):  # EIO once the process is gone
+            while chunk := os.read(leader, 65536):
+                terminal += chunk
+        stdout, _ = proc.communicate(timeout=6 * TIMEOUT)
+    finally:
+        os.close(leader)
+    assert proc.returncode == 0, terminal
+    assert re.fullmatch(FILE_ID, stdout.strip())
+    frames = terminal.decode().replace("\r\n", "\n").split("\r")
+    assert any(f.startswith("hashing big.bin [") for f in frames), frames
+    assert any(f.startswith("sending big.bin [") for f in frames), frames
+    last = [f for f in frames if f.startswith("sending")][-1].split("\n")[0]
+    assert "] 100%  20.0 MB / 20.0 MB" in last  # (then the rate, if it took 0.2 s or more)
+    assert "sent big.bin (20.0 MB) to #general" in terminal.decode()
