@@ -19,7 +19,7 @@ import pytest
 from chatscreen.client import Client
 from chatscreen.errors import ServerError
 from chatscreen.protocol import Message
-from tests.helpers.filelink import FileLink, sha256_file
+from tests.helpers.filelink import FileLink, poll_until, sha256_file
 from tests.helpers.server import (
     REPO,
     TIMEOUT,
@@ -311,12 +311,9 @@ def admin_cli(data: Path, *args: str) -> None:
 
 @pytest.fixture
 def accounts(tmp_path: Path) -> Iterator[ServerProcess]:
-    """A server with accounts: boss (admin), mod (moderator), alice, bob, carol (members)."""
+    """A server with an admin account, boss (everyone else is a guest)."""
     data = tmp_path / "data"
     admin_cli(data, "create-admin", "boss")
-    admin_cli(data, "add-user", "mod", "--role", "moderator")
-    for name in ("alice", "bob", "carol"):
-        admin_cli(data, "add-user", name)
     with running_server(data) as srv:
         yield srv
 
@@ -330,7 +327,8 @@ async def member(srv: ServerProcess, name: str) -> Client:
 
 def test_private_files_reach_only_their_conversation(accounts: ServerProcess) -> None:
     async def scenario() -> None:
-        alice, bob, carol = [await member(accounts, n) for n in ("alice", "bob", "carol")]
+        alice, bob, carol = [await login(accounts, n) for n in ("alice", "bob", "carol")]
+        await alice.register(PASSWORD)  # (a guest may not make a private room)
         links = {c.user: await FileLink.open(c) for c in (alice, bob, carol)}
         # a private message's file: alice and bob only
         pm = await links["alice"].send_file(b"for bob only", "pm.txt", to="bob")
@@ -371,7 +369,8 @@ def test_delete_takes_a_file_out_of_reach_and_off_the_disk(accounts: ServerProce
     sha = hashlib.sha256(data).hexdigest()
 
     async def scenario() -> None:
-        alice, bob, mod = [await member(accounts, n) for n in ("alice", "bob", "mod")]
+        alice, bob = await login(accounts, "alice"), await login(accounts, "bob")
+        mod = await member(accounts, "boss")
         link, blink = await FileLink.open(alice), await FileLink.open(bob)
         one = await link.send_file(data, "one.bin", room="general")
         two = await link.send_file(data, "two.bin", room="general")
@@ -387,7 +386,7 @@ def test_delete_takes_a_file_out_of_reach_and_off_the_disk(accounts: ServerProce
         _, end = await blink.get_file(one["file"]["id"])
         assert end["code"] == "no_such_file"
         assert [p.name for p in objects(accounts)] == [sha]  # two.bin still refers to it
-        # a moderator deletes the other: the content leaves the disk
+        # an admin deletes the other: the content leaves the disk
         await mod._request("delete", id=two["id"])
         _, end = await blink.get_file(two["file"]["id"])
         assert end["code"] == "no_such_file"
@@ -432,3 +431,27 @@ def test_an_upload_does_not_hold_up_another_users_chat(server: ServerProcess,
             await c.close()
 
     run(scenario())
+
+
+def test_a_ban_cuts_the_users_transfers_and_drops_their_partial(accounts: ServerProcess,
+                                                                tmp_path: Path) -> None:
+    path = make_file(tmp_path / "upload.bin", 64 << 20)
+    partial = accounts.data_dir / "files" / "partial"
+
+    async def scenario() -> None:
+        alice, boss = await login(accounts, "alice"), await member(accounts, "boss")
+        link = await FileLink.open(alice)
+        half = await link.send_file(path, "upload.bin", stop_at=8 << 20, room="general")
+        assert half.type == "upload_progress"
+        assert [p.stat().st_size > 0 for p in partial.iterdir()] == [True]
+        await boss._request("moderate", action="ban", target="alice")
+        async with asyncio.timeout(TIMEOUT):
+            await link.link.closed.wait()  # her transfer link is closed at once
+        # and what she sent is dropped
+        await asyncio.to_thread(poll_until, lambda: not any(partial.iterdir()))
+        await link.close()
+        for c in (alice, boss):
+            await c.close()
+
+    run(scenario())
+    assert objects(accounts) == []
