@@ -359,3 +359,38 @@ def test_send_file_draws_a_progress_bar_on_a_terminal(server: ServerProcess,
     last = [f for f in frames if f.startswith("sending")][-1].split("\n")[0]
     assert "] 100%  20.0 MB / 20.0 MB" in last  # (then the rate, if it took 0.2 s or more)
     assert "sent big.bin (20.0 MB) to #general" in terminal.decode()
+
+
+def test_an_upload_given_up_goes_on_from_the_servers_partial_next_time(
+        server: ServerProcess, tmp_path: Path) -> None:
+    """An upload stopped half way (Ctrl+C: the task cancelled, the link closed) and started
+    again later by a new session of the same user: the server's offset is where the first
+    stopped, and only the rest is sent."""
+    size = 16 << 20
+    src = random_file(tmp_path / "big.bin", size)
+
+    async def scenario() -> tuple[int, FileInfo]:
+        first = await login(server, "alice")
+        half = asyncio.Event()
+
+        def progress(kind: str, done: int, total: int) -> None:
+            if kind == "uploading" and done >= 6 << 20:
+                half.set()
+
+        task = asyncio.ensure_future(upload(first, src, room="general", progress=progress))
+        await asyncio.wait_for(half.wait(), TIMEOUT)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await first.close()
+        second = await login(server, "alice")
+        starts: list[int] = []
+        info = await upload(second, src, room="general",
+                            progress=lambda kind, done, total: starts.append(done)
+                            if kind == "uploading" else None)
+        await second.close()
+        return starts[0], info
+
+    start, info = run(scenario())
+    assert start >= 6 << 20  # not from 0
+    assert info.size == size and info.sha256 == sha256(src)
