@@ -394,3 +394,46 @@ def test_an_upload_given_up_goes_on_from_the_servers_partial_next_time(
     start, info = run(scenario())
     assert start >= 6 << 20  # not from 0
     assert info.size == size and info.sha256 == sha256(src)
+
+
+def peak_rss_since_reset() -> int:
+    """VmHWM (bytes): the most this process held since reset_peak_rss()."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+def reset_peak_rss() -> None:
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="Linux only")
+def test_transfers_hold_little_memory_whatever_the_file_size(server: ServerProcess,
+                                                             tmp_path: Path) -> None:
+    """A 90 MiB file up and down: this process's peak memory grows by a few MiB (the
+    transport's buffer, a piece read ahead; messages read ahead), never by the file."""
+    size = 90 << 20
+    src = tmp_path / "big.bin"
+    with src.open("wb") as f:
+        for _ in range(size >> 20):
+            f.write(os.urandom(1 << 20))
+
+    async def scenario() -> tuple[int, int, FileInfo]:
+        alice = await login(server, "alice", room="general")
+        reset_peak_rss()
+        base = peak_rss_since_reset()
+        info = await upload(alice, src, room="general")
+        up = peak_rss_since_reset() - base
+        reset_peak_rss()
+        base = peak_rss_since_reset()
+        await download(alice, info.id, tmp_path / "copy.bin")
+        down = peak_rss_since_reset() - base
+        await alice.close()
+        return up, down, info
+
+    up, down, info = run(scenario())
+    assert info.size == size
+    print(f"peak memory growth: upload {up >> 20} MiB, download {down >> 20} MiB")
+    assert up < 32 << 20, up
+    assert down < 32 << 20, down
