@@ -281,11 +281,6 @@ class TransferLink:
         except OSError as exc:
             raise LinkDropped(exc) from None
 
-    def abort(self) -> None:
-        """Drop the connection at once, as a network failure would (tests, Ctrl+C)."""
-        transport = self.link.writer.transport
-        transport.abort()
-
     async def next(self, timeout: float = IDLE_TIMEOUT) -> Message:
         """The next message; LinkDropped when the link is gone or silent for ``timeout``."""
         if not self._queue.empty():
@@ -415,7 +410,7 @@ async def hash_file(path: Path, total: int, progress: Progress | None = None) ->
     stop = threading.Event()
 
     def report(done: int) -> None:
-        if progress is not None:
+        if progress is not None and not stop.is_set():  # (given up: the loop may be gone)
             loop.call_soon_threadsafe(progress, "hashing", done, total)
 
     try:
