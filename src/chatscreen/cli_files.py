@@ -189,7 +189,7 @@ async def run_get_file(args: argparse.Namespace, connect: Any) -> int:
                 bar.finish()
     finally:
         await client.close()
-    name = one_line(got.info.name) if got.info is not None else one_line(args.id)
+    name = one_line(got.info.name)
     print(f"saved {name} ({format_size(got.size)})", file=sys.stderr, flush=True)
     print(got.path, flush=True)
     return 0
