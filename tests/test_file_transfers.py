@@ -510,3 +510,25 @@ def test_on_a_terminal_chat_goes_on_during_slash_send_and_quit_stops_it(
         finally:
             code = term.close()
         assert code == 0, term.screen
+
+
+def test_get_file_preview_of_a_picture(server: ServerProcess, tmp_path: Path) -> None:
+    from PIL import Image
+
+    picture = tmp_path / "photo.png"
+    Image.new("RGB", (800, 600), (200, 30, 90)).save(picture)
+    sent = cli(server, "send-file", str(picture))
+    assert sent.returncode == 0, sent.stderr
+    file_id = sent.stdout.splitlines()[-1]
+    got = cli(server, "get-file", file_id, "--preview", user="bob", cwd=tmp_path)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout.splitlines()[-1] == "photo.thumb.png"
+    with Image.open(tmp_path / "photo.thumb.png") as thumb:
+        assert thumb.format == "PNG" and max(thumb.size) <= 320 and thumb.size[0] > 0
+    text = random_file(tmp_path / "notes.bin", 100)
+    plain = cli(server, "send-file", str(text)).stdout.splitlines()[-1]
+    none = cli(server, "get-file", plain, "--preview", cwd=tmp_path)
+    assert none.returncode == 1
+    assert none.stderr.strip().splitlines()[-1] == (
+        f"cannot get {plain}: notes.bin has no preview (only pictures do)")
+    assert not list(tmp_path.glob("*.part"))

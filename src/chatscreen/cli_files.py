@@ -176,7 +176,8 @@ async def run_get_file(args: argparse.Namespace, connect: Any) -> int:
     bar = progress_bar(args.id)
     try:
         try:
-            got = await download(client, args.id, output, folder=folder, progress=bar)
+            got = await download(client, args.id, output, folder=folder, progress=bar,
+                                 thumb=args.preview)
         except ServerError as exc:
             if exc.code == "no_such_file":
                 raise ChatscreenError(f"no such file: {one_line(args.id)} (no file has this "

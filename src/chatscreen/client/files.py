@@ -636,6 +636,9 @@ async def download(client: Client, file_id: str, output: Path | None = None, *,
     part: _PartFile | None = None
     try:
         info = await link.file_info(file_id)
+        if thumb and info.thumb is None:
+            raise ServerError(ErrorCode.NO_PREVIEW, f"{info.name} has no preview (only "
+                              "pictures do)")
         if output is None:
             name = safe_name(info.name, fallback=file_id)
             if thumb:
@@ -651,6 +654,10 @@ async def download(client: Client, file_id: str, output: Path | None = None, *,
             except LinkDropped as dropped:
                 await link.close()
                 link = await retrier.reconnect(dropped, part.size, fetch.total)
+            except ServerError:
+                if part.size == 0:  # refused before a byte: no empty partial left behind
+                    part.discard()
+                raise
         await asyncio.to_thread(part.finish, output)
         return Downloaded(output, done["size"], done["sha256"], info)
     finally:
