@@ -217,7 +217,7 @@ def test_chat_shows_files_and_sends_them_with_slash_send(server: ServerProcess,
     second = cli(server, "chat", user="bob", stdin=f"/get {file_id} {tmp_path / 'b.pdf'}\n")
     assert second.returncode == 0, second.stderr
     assert any(file_line.fullmatch(line) for line in second.stdout.splitlines())
-    assert f"* saved 1.2 kB to {tmp_path / 'b.pdf'}" in second.stdout.splitlines()
+    assert f"* saved slides.pdf (1.2 kB) to {tmp_path / 'b.pdf'}" in second.stdout.splitlines()
     assert sha256(tmp_path / "b.pdf") == sha256(src)
 
 
@@ -334,18 +334,14 @@ def test_a_partial_that_is_a_link_is_not_followed(server: ServerProcess,
     assert victim.read_text() == "precious" and not (tmp_path / "out.bin").exists()
 
 
-def test_send_file_draws_a_progress_bar_on_a_terminal(server: ServerProcess,
-                                                      tmp_path: Path) -> None:
-    """stderr a terminal (a pty), stdout a pipe: the bar is redrawn in place on the
-    terminal, the id alone goes to stdout."""
-    src = random_file(tmp_path / "big.bin", 20_000_000)
+def with_terminal_stderr(args: list[str]) -> tuple[int, str, list[str]]:
+    """Run ``chatscreen ARGS`` with stderr on a pty and stdout a pipe: its exit status,
+    stdout, and what the terminal got, cut at each carriage return."""
     leader, follower = pty.openpty()
     try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "chatscreen", "send-file", str(src), "--server",
-             f"127.0.0.1:{server.chat_port}", "--screen-port", str(server.screen_port),
-             "--user", "alice"], stdout=subprocess.PIPE, stderr=follower, text=True,
-            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+        proc = subprocess.Popen([sys.executable, "-m", "chatscreen", *args],
+                                stdout=subprocess.PIPE, stderr=follower, text=True, cwd=REPO,
+                                env={**os.environ, "PYTHONPATH": str(REPO / "src")})
         os.close(follower)
         terminal = b""
         with contextlib.suppress(OSError):  # EIO once the process is gone
@@ -354,14 +350,31 @@ def test_send_file_draws_a_progress_bar_on_a_terminal(server: ServerProcess,
         stdout, _ = proc.communicate(timeout=6 * TIMEOUT)
     finally:
         os.close(leader)
-    assert proc.returncode == 0, terminal
+    return proc.returncode, stdout, terminal.decode().replace("\r\n", "\n").split("\r")
+
+
+def test_send_file_and_get_file_draw_a_progress_bar_on_a_terminal(
+        server: ServerProcess, tmp_path: Path) -> None:
+    """stderr a terminal (a pty), stdout a pipe: the bar is redrawn in place on the
+    terminal, the id (the path) alone goes to stdout."""
+    src = random_file(tmp_path / "big.bin", 20_000_000)
+    where = ["--server", f"127.0.0.1:{server.chat_port}", "--screen-port",
+             str(server.screen_port), "--user", "alice"]
+    code, stdout, frames = with_terminal_stderr(["send-file", str(src), *where])
+    assert code == 0, frames
     assert re.fullmatch(FILE_ID, stdout.strip())
-    frames = terminal.decode().replace("\r\n", "\n").split("\r")
     assert any(f.startswith("hashing big.bin [") for f in frames), frames
-    assert any(f.startswith("sending big.bin [") for f in frames), frames
-    last = [f for f in frames if f.startswith("sending")][-1].split("\n")[0]
+    last = [f for f in frames if f.startswith("sending big.bin [")][-1].split("\n")[0]
     assert "] 100%  20.0 MB / 20.0 MB" in last  # (then the rate, if it took 0.2 s or more)
-    assert "sent big.bin (20.0 MB) to #general" in terminal.decode()
+    assert "sent big.bin (20.0 MB) to #general" in frames[-1]
+    out = tmp_path / "copy.bin"
+    code, stdout, frames = with_terminal_stderr(["get-file", stdout.strip(), "--output",
+                                                 str(out), *where])
+    assert code == 0, frames
+    assert stdout.strip() == str(out)
+    last = [f for f in frames if f.startswith("receiving big.bin [")][-1].split("\n")[0]
+    assert "] 100%  20.0 MB / 20.0 MB" in last
+    assert sha256(out) == sha256(src)
 
 
 def test_an_upload_given_up_goes_on_from_the_servers_partial_next_time(

@@ -626,16 +626,20 @@ class _PartFile:
 
 async def download(client: Client, file_id: str, output: Path | None = None, *,
                    folder: Path = Path("."), thumb: bool = False,
-                   progress: Progress | None = None) -> Downloaded:
+                   progress: Progress | None = None,
+                   on_info: Callable[[FileInfo], None] | None = None) -> Downloaded:
     """Fetch a file into ``output`` (default: its :func:`safe_name` in ``folder``, never
     over an existing file), by way of ``output.part``: a partial left by an earlier try is
     resumed, a dropped connection is resumed. ``thumb``: the preview picture instead.
+    ``on_info``: called with what the server says of the file, before any byte.
     Raises ServerError (``no_such_file``, ``no_preview``) or FileError (a wrong SHA-256:
     the partial is removed)."""
     link = await TransferLink.open(client)
     part: _PartFile | None = None
     try:
         info = await link.file_info(file_id)
+        if on_info is not None:
+            on_info(info)
         if thumb and info.thumb is None:
             raise ServerError(ErrorCode.NO_PREVIEW, f"{info.name} has no preview (only "
                               "pictures do)")
