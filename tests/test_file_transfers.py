@@ -607,3 +607,42 @@ def test_a_server_sending_too_much_at_once_is_refused(tmp_path: Path) -> None:
     assert message.startswith("transfer failed: the server broke the protocol: frame of "), (
         message)
     assert not (tmp_path / "x.bin.part").exists() and not (tmp_path / "x.bin").exists()
+
+
+def test_an_upload_goes_on_after_the_server_restarts(fixed_port_server: ServerProcess,
+                                                     tmp_path: Path) -> None:
+    """The server stops half way through an upload and starts again: the client's chat
+    session comes back, the transfer link with it, and the upload goes on from the partial
+    the server kept on disk."""
+    srv = fixed_port_server
+    size = 24 << 20
+    src = random_file(tmp_path / "big.bin", size)
+
+    async def scenario() -> tuple[FileInfo, list[tuple[str, int]]]:
+        alice = await login(srv, "alice")
+        seen: list[tuple[str, int]] = []
+        half = asyncio.Event()
+
+        def progress(kind: str, done: int, total: int) -> None:
+            seen.append((kind, done))
+            if kind == "uploading" and done >= 8 << 20:
+                half.set()
+
+        task = asyncio.ensure_future(upload(alice, src, room="general", progress=progress))
+        try:
+            await asyncio.wait_for(half.wait(), TIMEOUT)
+            await asyncio.to_thread(srv.stop)
+            await asyncio.to_thread(srv.start)
+            info = await asyncio.wait_for(task, 6 * TIMEOUT)
+        finally:
+            task.cancel()
+            await alice.close()
+        return info, seen
+
+    info, seen = run(scenario())
+    assert info.sha256 == sha256(src) and info.size == size
+    kinds = [k for k, _ in seen]
+    assert "reconnecting" in kinds, kinds
+    resumed = next(done for kind, done in seen[kinds.index("reconnecting"):]
+                   if kind == "uploading")
+    assert resumed >= 8 << 20, seen  # from the partial, not from 0
