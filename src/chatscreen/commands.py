@@ -17,7 +17,8 @@ from chatscreen.errors import ChatscreenError
 HELP = ("commands: /join ROOM, /msg USER TEXT, /who [ROOM], /rooms, /register, "
         "/kick USER [REASON], /mute USER [DURATION] [REASON], /unmute USER, "
         "/ban USER|IP [DURATION] [REASON], /unban USER|IP, /role USER admin|moderator|member, "
-        "/private ROOM, /invite USER [ROOM], /quit (start a message with // to send a literal /)")
+        "/private ROOM, /invite USER [ROOM], /send PATH, /get ID [PATH], /quit (start a "
+        "message with // to send a literal /)")
 
 MODERATION = {"/kick": "kick", "/mute": "mute", "/unmute": "unmute", "/ban": "ban",
               "/unban": "unban", "/role": "role"}
@@ -29,7 +30,9 @@ class Command:
 
     ``kind`` is one of: ``say`` (text), ``join`` (room), ``msg`` (to, text), ``who`` (room),
     ``rooms``, ``register``, ``private`` (room), ``invite`` (user, room), ``moderate``
-    (action and the fields of a ``moderate`` request), ``quit``, ``help``.
+    (action and the fields of a ``moderate`` request), ``send`` (path: a local file to post
+    to the current room), ``get`` (file: an id, path: where to save it, or None), ``quit``,
+    ``help``.
     """
 
     kind: str
@@ -61,6 +64,16 @@ def parse_command(line: str, room: str) -> Command:
     if cmd == "/invite" and rest:
         user, _, where = rest.partition(" ")
         return Command("invite", {"user": user, "room": where.strip().lstrip("#") or room})
+    if cmd == "/send":
+        if not rest:
+            raise ChatscreenError("/send PATH: posts that file to this room")
+        return Command("send", {"path": rest})
+    if cmd == "/get":
+        if not rest:
+            raise ChatscreenError("/get ID [PATH]: saves the file with that id (its [file ID] "
+                                  "in the chat), in PATH or under its own name here")
+        file_id, _, path = rest.partition(" ")
+        return Command("get", {"file": file_id, "path": path.strip() or None})
     if cmd in MODERATION and rest:
         return Command("moderate", _moderation(MODERATION[cmd], rest))
     if cmd == "/quit" and not rest:

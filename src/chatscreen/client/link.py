@@ -147,7 +147,9 @@ class Link:
 
     @classmethod
     async def open(cls, host: str, port: int, timeout: float = 10.0,
-                   tls: TLSOptions | None = None, **hello: Any) -> Link:
+                   tls: TLSOptions | None = None, *, limits: Limits = CLIENT_LIMITS,
+                   **hello: Any) -> Link:
+        """Connect and log in (``hello`` fields); ``limits``: what the server may send."""
         where = f"{host}:{port}"
         try:
             reader, writer, fp, pinned = await asyncio.wait_for(
@@ -158,7 +160,7 @@ class Link:
                                "none)") from None
         except (OSError, TimeoutError) as exc:
             raise ConnectError(f"Failed to connect to {where}: {describe_os_error(exc)}") from None
-        conn = Connection(Role.CLIENT, CLIENT_LIMITS)
+        conn = Connection(Role.CLIENT, limits)
         fields = {k: v for k, v in hello.items() if v is not None}
         writer.write(conn.send("hello", v=PROTOCOL_VERSION, client="chatscreen", **fields))
         try:
@@ -190,6 +192,12 @@ class Link:
                 if msg.type == "error":
                     raise ServerError(msg["code"], msg["message"])
 
+    def take_early(self) -> list[Message]:
+        """The messages that came in the same read as the welcome, once: for whoever reads
+        this link (``start``, or a reader of its own such as client.files')."""
+        early, self._early = self._early, []
+        return early
+
     def start(self, on_message: Callable[[Message], None],
               on_close: Callable[[BaseException | None], None]) -> None:
         self._task = asyncio.create_task(self._read_loop(on_message, on_close))
@@ -198,8 +206,7 @@ class Link:
                          on_close: Callable[[BaseException | None], None]) -> None:
         reason: BaseException | None = None
         loop = asyncio.get_running_loop()
-        early, self._early = self._early, []
-        for msg in early:
+        for msg in self.take_early():
             on_message(msg)
         try:
             while True:
