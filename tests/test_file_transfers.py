@@ -99,8 +99,9 @@ def test_send_file_privately_and_refusals_are_one_clear_line(server: ServerProce
     folder = cli(server, "send-file", str(tmp_path))
     assert folder.returncode == 1 and folder.stderr.strip() == (
         f"{tmp_path} is not a regular file")
-    unknown = cli(server, "get-file", "A" * 22)
+    unknown = cli(server, "get-file", "A" * 22, cwd=tmp_path)
     assert unknown.returncode == 1
+    assert not list(tmp_path.glob("*.part")), "a refused download leaves nothing behind"
     assert unknown.stderr.strip().splitlines()[-1] == (
         f"no such file: {'A' * 22} (no file has this id, or it is not yours to see)")
 
