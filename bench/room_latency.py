@@ -10,7 +10,8 @@ on stdin, one a line:
   after the other: a slow server does not slow the sender), until ``stop``; answers ``ok``;
 * ``stop``: stop sending, wait until every listener has every message (or nothing arrived
   for ``QUIET_S``), answer one JSON line: ``sent``, ``expected`` (sent x COUNT),
-  ``delivered``, ``p50``/``p99``/``max`` (ms, over every delivery);
+  ``delivered``, ``p50``/``p99``/``max`` (ms, over every delivery), and ``ms``: every
+  delivery's latency (ms, to pool windows);
 * ``quit`` (or end of input): disconnect and exit.
 
 Each message's text is ``t=<time.monotonic() when it was written>`` (CLOCK_MONOTONIC: the same
@@ -180,7 +181,8 @@ async def run(port: int, count: int, tls: ssl.SSLContext | None) -> int:
                 answer: dict[str, Any] = {
                     "sent": room.sent, "expected": expected, "delivered": len(lat),
                     "p50": percentile(lat, 0.50) * 1e3, "p99": percentile(lat, 0.99) * 1e3,
-                    "max": max(lat, default=math.nan) * 1e3}
+                    "max": max(lat, default=math.nan) * 1e3,
+                    "ms": [round(v * 1e3, 3) for v in lat]}
                 print(json.dumps(answer), flush=True)
             dead = [t for t in tasks if t.done()]
             if dead:
