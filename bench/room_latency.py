@@ -11,7 +11,8 @@ on stdin, one a line:
 * ``stop``: stop sending, wait until every listener has every message (or nothing arrived
   for ``QUIET_S``), answer one JSON line: ``sent``, ``expected`` (sent x COUNT),
   ``delivered``, ``p50``/``p99``/``max`` (ms, over every delivery), and ``ms``: every
-  delivery's latency (ms, to pool windows);
+  delivery's latency (ms, to pool windows), ``worst``: the 10 messages slowest to reach
+  their last listener, ``[sent at (monotonic), ms]``;
 * ``quit`` (or end of input): disconnect and exit.
 
 Each message's text is ``t=<time.monotonic() when it was written>`` (CLOCK_MONOTONIC: the same
@@ -49,6 +50,7 @@ def tls_context() -> ssl.SSLContext:
 class Room:
     def __init__(self) -> None:
         self.latencies: list[float] = []  # seconds, one per delivery
+        self.sent_at: list[float] = []  # when each delivered message was sent (monotonic)
         self.sent = 0
 
 
@@ -73,7 +75,9 @@ async def listener(port: int, tls: ssl.SSLContext | None, name: str, room: Room,
             for header in frames.feed(data):
                 if MARK in header and b'"type":"message"' in header:
                     text = json.loads(header)["text"]
-                    room.latencies.append(now - float(text[2:]))
+                    sent = float(text[2:])
+                    room.latencies.append(now - sent)
+                    room.sent_at.append(sent)
                 elif b'"type":"welcome"' in header:
                     writer.write(encode_frame({"type": "join", "room": ROOM}))
                 elif b'"type":"joined"' in header:
@@ -136,6 +140,15 @@ class Sender:
             self.task = None
 
 
+def worst(room: Room, n: int) -> list[tuple[float, float]]:
+    """The ``n`` messages slowest to reach their last listener: (sent at, ms)."""
+    slowest: dict[float, float] = {}
+    for sent, lat in zip(room.sent_at, room.latencies, strict=True):
+        slowest[sent] = max(slowest.get(sent, 0.0), lat)
+    ranked = sorted(slowest.items(), key=lambda kv: -kv[1])[:n]
+    return [(sent, round(lat * 1e3, 1)) for sent, lat in ranked]
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return math.nan
@@ -170,7 +183,7 @@ async def run(port: int, count: int, tls: ssl.SSLContext | None) -> int:
             if not words or words[0] == "quit":
                 return 0
             if words[0] == "start":
-                room.latencies, room.sent = [], 0
+                room.latencies, room.sent_at, room.sent = [], [], 0
                 sender.start(float(words[1]))
                 print("ok", flush=True)
             elif words[0] == "stop":
@@ -182,7 +195,8 @@ async def run(port: int, count: int, tls: ssl.SSLContext | None) -> int:
                     "sent": room.sent, "expected": expected, "delivered": len(lat),
                     "p50": percentile(lat, 0.50) * 1e3, "p99": percentile(lat, 0.99) * 1e3,
                     "max": max(lat, default=math.nan) * 1e3,
-                    "ms": [round(v * 1e3, 3) for v in lat]}
+                    "ms": [round(v * 1e3, 3) for v in lat],
+                    "worst": worst(room, 10)}
                 print(json.dumps(answer), flush=True)
             dead = [t for t in tasks if t.done()]
             if dead:
