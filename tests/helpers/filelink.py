@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ class FileLink:
         self.link = link
         self.inbox: asyncio.Queue[Message | None] = asyncio.Queue()
         self.started_at = -1  # the offset the last send_file started from (upload_ready's)
+        self.progress = asyncio.Event()  # set at each upload_progress send_file sees
         link.start(self.inbox.put_nowait, lambda _: self.inbox.put_nowait(None))
 
     @classmethod
@@ -48,13 +50,15 @@ class FileLink:
         return await self.next(lambda m: m.type in ("upload_ready", "error"))
 
     async def send_file(self, data: bytes | Path, name: str = "f.bin", *,
-                        stop_at: int | None = None, **where: Any) -> Message:
+                        stop_at: int | None = None, sha256: str | None = None,
+                        **where: Any) -> Message:
         """Upload ``data`` (bytes, or a file read as it goes) within the window; the final
         answer (``uploaded`` or an error). ``stop_at``: stop once that many bytes are
-        acknowledged, and return the last ``upload_progress``."""
+        acknowledged, and return the last ``upload_progress``. ``sha256``: the file's, if
+        known (else it is computed first)."""
         if isinstance(data, Path):
             size, sha = await asyncio.to_thread(lambda: (data.stat().st_size,
-                                                        sha256_file(data)))
+                                                        sha256 or sha256_file(data)))
         else:
             size, sha = len(data), hashlib.sha256(data).hexdigest()
         ready = await self.ask_upload(name, size, sha, **where)
@@ -80,6 +84,7 @@ class FileLink:
                 if msg.type != "upload_progress":
                     return msg
                 acked = msg["offset"]
+                self.progress.set()
                 if stop_at is not None and acked >= stop_at:
                     return msg
         finally:
@@ -105,6 +110,15 @@ class FileLink:
 
     async def close(self) -> None:
         await self.link.close()
+
+
+def poll_until(pred: Callable[[], bool], timeout: float = TIMEOUT, every: float = 0.02) -> None:
+    """Poll ``pred`` until it holds, within ``timeout`` (AssertionError past it): for what
+    the server does on its own time, off any message (a file removed from its disk)."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, f"not so within {timeout} s"
+        time.sleep(every)
 
 
 def _read_at(f: Any, offset: int, n: int) -> bytes:
