@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chatscreen import __version__
-from chatscreen.cli_files import ShownMessages, file_text
+from chatscreen.cli_files import ChatFiles, file_text
 from chatscreen.client.address import DEFAULT_CHAT_PORT, split_server
 from chatscreen.errors import ChatscreenError, ServerError
 from chatscreen.gui.timeline import presence_line
@@ -205,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", type=Path, metavar="PATH",
                    help="where to save it (default: its name, made safe, in the current "
                         "directory; a directory: its name there)")
+    p.add_argument("--preview", action="store_true",
+                   help="the server's preview of a picture (PNG, at most 320x320) instead")
     p = sub.add_parser("share", help="share the screen of $DISPLAY until interrupted")
     _client_args(p)
     p.add_argument("--fps", type=float, default=None,
@@ -258,8 +260,10 @@ def main(argv: list[str] | None = None) -> int:
         runner = {"chat": run_chat, "share": run_share, "view": run_view,
                   "send-file": run_send_file, "get-file": run_get_file}[args.command]
         # the sharer too runs on uvloop: its TLS writes and the capture thread's hand-offs
-        # cost about half as much CPU as on asyncio's own loop (docs/benchmarks.md)
-        factory = event_loop_factory() if args.command == "share" else None
+        # cost about half as much CPU as on asyncio's own loop (docs/benchmarks.md); so do
+        # file transfers (a 500 MB download over TLS: 2.3 s of CPU instead of 2.9)
+        factory = (event_loop_factory() if args.command in ("share", "send-file", "get-file")
+                   else None)
         with asyncio.Runner(loop_factory=factory) as loop_runner:
             return loop_runner.run(runner(args))
     except ChatscreenError as exc:
@@ -795,11 +799,11 @@ async def run_chat(args: argparse.Namespace) -> int:
             presence.flush()  # comings and goings before what followed them
             if ev.type == "message":
                 out(format_message(ev.fields, where["room"]), flush=True)
-                shown.add(ev["id"])
+                files.shown.add(ev["id"])
             elif ev.type == "history":
                 for m in ev["messages"]:
                     out(format_message(m, where["room"]), flush=True)
-                    shown.add(m["id"])
+                    files.shown.add(m["id"])
                 history_shown.set()
             elif ev.type == "joined":
                 out(f"* joined {one_line(ev['room'])}: {names(ev['users'])}", flush=True)
@@ -832,7 +836,7 @@ async def run_chat(args: argparse.Namespace) -> int:
                 gone.set()
 
     presence = PresenceRuns(out)
-    shown = ShownMessages()  # (the ids of the messages printed)
+    files = ChatFiles(client, out, err_out, terminal=not script)  # /send, /get
     shown_connected: list[bool] = []
     gone = asyncio.Event()  # disconnected for good
     history_shown = asyncio.Event()
@@ -859,14 +863,14 @@ async def run_chat(args: argparse.Namespace) -> int:
     with typed.output():
         try:
             return await _chat_loop(client, typed, where, gone, printer, out, script=script,
-                                    err_out=err_out, shown=shown)
+                                    err_out=err_out, files=files)
         finally:
             presence.flush()  # the last comings and goings
 
 
 async def _chat_loop(client: Any, typed: PipedInput | TerminalInput, where: dict[str, str],
                      gone: asyncio.Event, printer: asyncio.Task[None], out: Any, *,
-                     script: bool, err_out: Any, shown: ShownMessages | None = None) -> int:
+                     script: bool, err_out: Any, files: ChatFiles | None = None) -> int:
     """Carry out each line typed until /quit, the end of input, or a lost connection; from a
     script, until the first refused line too."""
     pending: list[asyncio.Future[Any]] = []
@@ -893,7 +897,7 @@ async def _chat_loop(client: Any, typed: PipedInput | TerminalInput, where: dict
                     await _register(client, typed, out)
                     continue
                 where["room"] = await _chat_command(client, line, where["room"], pending, out,
-                                                    script=script, err_out=err_out, shown=shown)
+                                                    script=script, files=files)
                 if script:  # stored, or refused, before the next line is even read
                     await asyncio.gather(*pending[sent:])
             except (ChatscreenError, ConnectionError) as exc:
@@ -912,6 +916,8 @@ async def _chat_loop(client: Any, typed: PipedInput | TerminalInput, where: dict
                 print(f"{len(unseen)} message(s) not confirmed: "
                       f"{one_line(local_times(str(unseen[0])))}", file=sys.stderr)
     finally:
+        if files is not None:
+            await files.stop()  # transfers still under way (on a terminal)
         printer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await printer
@@ -920,11 +926,11 @@ async def _chat_loop(client: Any, typed: PipedInput | TerminalInput, where: dict
 
 
 async def _chat_command(client: Any, line: str, room: str, pending: list[asyncio.Future[Any]],
-                        out: Any, *, script: bool = False, err_out: Any = None,
-                        shown: ShownMessages | None = None) -> str:
+                        out: Any, *, script: bool = False,
+                        files: ChatFiles | None = None) -> str:
     """Carry out one chat line (see :mod:`chatscreen.commands`); returns the current room.
     A file sent or fetched goes on beside the chat (from a script, it is waited for)."""
-    from chatscreen.cli_files import chat_get, chat_send, clean_path
+    from chatscreen.cli_files import clean_path
     from chatscreen.commands import HELP, parse_command
 
     try:
@@ -955,14 +961,13 @@ async def _chat_command(client: Any, line: str, room: str, pending: list[asyncio
         out(f"* invited {one_line(a['user'])} to {one_line(a['room'])}", flush=True)
     elif kind == "moderate":
         await client.moderate(**a)
-    elif kind == "send":
-        pending.append(asyncio.ensure_future(chat_send(
-            client, clean_path(a["path"]), room, out, terminal=not script,
-            err_out=err_out or sys.stderr, shown=shown)))
-    elif kind == "get":
-        pending.append(asyncio.ensure_future(chat_get(
-            client, a["file"], clean_path(a["path"]) if a["path"] else None, out,
-            terminal=not script, err_out=err_out or sys.stderr)))
+    elif kind in ("send", "get"):
+        if files is None:
+            files = ChatFiles(client, out, sys.stderr, terminal=not script)
+        task = (files.send(clean_path(a["path"]), room) if kind == "send" else
+                files.get(a["file"], clean_path(a["path"]) if a["path"] else None))
+        if script:
+            pending.append(task)  # waited for before the next line
     else:  # help (register and quit are handled by the caller)
         out(f"! {HELP}", flush=True)
     return room

@@ -13,7 +13,7 @@ import contextlib
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import IO, Any
 
@@ -101,6 +101,10 @@ class ProgressBar:
         self.stream.flush()
         self.drawn = len(line)
 
+    def named(self, info: FileInfo) -> None:
+        """The file's name, once known (get-file starts with its id)."""
+        self.label = one_line(info.name)
+
     def finish(self) -> None:
         if self.drawn:
             self.stream.write("\n")
@@ -114,8 +118,11 @@ def progress_bar(label: str) -> ProgressBar | None:
 
 
 def file_text(f: dict[str, Any]) -> str:
-    """A file message as a chat line's text: ``[file ID] NAME (SIZE)``, nothing obeyed."""
-    return f"[file {one_line(str(f['id']))}] {one_line(str(f['name']))} ({format_size(f['size'])})"
+    """A file message as a chat line's text: ``[file ID] NAME (SIZE)``, nothing obeyed;
+    ``(SIZE, expired)`` once the server no longer keeps it."""
+    expired = ", expired" if f.get("expired") else ""
+    return (f"[file {one_line(str(f['id']))}] {one_line(str(f['name']))} "
+            f"({format_size(f['size'])}{expired})")
 
 
 def _refused(what: str, exc: ServerError | InvalidInput | FileError) -> ChatscreenError:
@@ -173,7 +180,8 @@ async def run_get_file(args: argparse.Namespace, connect: Any) -> int:
     bar = progress_bar(args.id)
     try:
         try:
-            got = await download(client, args.id, output, folder=folder, progress=bar)
+            got = await download(client, args.id, output, folder=folder, progress=bar,
+                                 thumb=args.preview, on_info=bar.named if bar else None)
         except ServerError as exc:
             if exc.code == "no_such_file":
                 raise ChatscreenError(f"no such file: {one_line(args.id)} (no file has this "
@@ -186,7 +194,7 @@ async def run_get_file(args: argparse.Namespace, connect: Any) -> int:
                 bar.finish()
     finally:
         await client.close()
-    name = one_line(got.info.name) if got.info is not None else one_line(args.id)
+    name = one_line(got.info.name)
     print(f"saved {name} ({format_size(got.size)})", file=sys.stderr, flush=True)
     print(got.path, flush=True)
     return 0
@@ -196,8 +204,8 @@ async def run_get_file(args: argparse.Namespace, connect: Any) -> int:
 
 
 class ChatProgress:
-    """Progress of a transfer in chat: a line at most every CHAT_PROGRESS s (on a terminal
-    only: from a script, just the result)."""
+    """Progress of a transfer in chat (on a terminal only: from a script, just the result):
+    a line when the bytes start to go, then one at most every CHAT_PROGRESS s."""
 
     def __init__(self, label: str, out: Callable[..., None],
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -206,10 +214,20 @@ class ChatProgress:
         self.clock = clock
         self.rate = Rate(clock)
         self.last = clock()
+        self.started: set[str] = set()
+
+    def named(self, info: FileInfo) -> None:
+        self.label = one_line(info.name)
 
     def __call__(self, phase: str, done: int, total: int) -> None:
         rate = self.rate.update(phase, done)
         now = self.clock()
+        if phase in ("uploading", "downloading") and phase not in self.started:
+            self.started.add(phase)  # its start, at once (the rest every CHAT_PROGRESS s)
+            verb = "sending" if phase == "uploading" else "getting"
+            self.out(f"* {verb} {self.label} ({format_size(total)})", flush=True)
+            self.last = now
+            return
         if now - self.last < CHAT_PROGRESS:
             return
         self.last = now
@@ -226,6 +244,49 @@ def clean_path(text: str) -> Path:
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
         text = text[1:-1]
     return Path(text).expanduser()
+
+
+class ChatFiles:
+    """``/send`` and ``/get`` in `chatscreen chat`. On a terminal a transfer runs beside the
+    chat (refusals said as ``! ...``), and leaving stops those still under way (an upload
+    sent again later goes on from where it stopped). From a script each is waited for, and
+    a refusal stops the script."""
+
+    def __init__(self, client: Any, out: Callable[..., None], err_out: Any, *,
+                 terminal: bool) -> None:
+        self.client = client
+        self.out = out
+        self.err_out = err_out
+        self.terminal = terminal
+        self.shown = ShownMessages()  # the ids of the messages the chat printed
+        self.running: dict[asyncio.Task[Any], str] = {}  # (terminal) transfer -> what
+
+    def _start(self, coro: Coroutine[Any, Any, Any], what: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro)
+        if self.terminal:
+            self.running[task] = what
+            task.add_done_callback(lambda t: self.running.pop(t, None))
+        return task
+
+    def send(self, path: Path, room: str) -> asyncio.Task[Any]:
+        return self._start(chat_send(self.client, path, room, self.out,
+                                     terminal=self.terminal, err_out=self.err_out,
+                                     shown=self.shown), f"sending {path.name}")
+
+    def get(self, file_id: str, path: Path | None) -> asyncio.Task[Any]:
+        return self._start(chat_get(self.client, file_id, path, self.out,
+                                    terminal=self.terminal, err_out=self.err_out),
+                           f"getting {file_id}")
+
+    async def stop(self) -> None:
+        """Leaving: the transfers still under way stop, each said."""
+        running, self.running = self.running, {}
+        for task, what in running.items():
+            task.cancel()
+            self.out(f"! stopped {one_line(what)} (run it again to go on from where it "
+                     "stopped)", file=self.err_out, flush=True)
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
 
 
 async def chat_send(client: Any, path: Path, room: str, out: Callable[..., None], *,
@@ -288,13 +349,15 @@ async def chat_get(client: Any, file_id: str, path: Path | None, out: Callable[.
     what = f"cannot get {one_line(file_id)}"
     try:
         folder, path = where_to(path)
-        got = await download(client, file_id, path, folder=folder,
-                             progress=ChatProgress(file_id, out) if terminal else None)
+        show = ChatProgress(file_id, out) if terminal else None
+        got = await download(client, file_id, path, folder=folder, progress=show,
+                             on_info=show.named if show else None)
     except (ServerError, FileError) as exc:
         error = _refused(what, exc)
         if not terminal:
             raise error from None
         out(f"! {one_line(str(error))}", file=err_out, flush=True)
         return None
-    out(f"* saved {format_size(got.size)} to {one_line(str(got.path))}", flush=True)
+    out(f"* saved {one_line(got.info.name)} ({format_size(got.size)}) to "
+        f"{one_line(str(got.path))}", flush=True)
     return got.path

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import itertools
 import os
@@ -52,12 +53,15 @@ Progress = Callable[[str, int, int], None]
 
 HASH_BLOCK = 1 << 20  # bytes hashed at a time
 MAX_CHUNK = 8 << 20  # the most one chunk carries, whatever the server says
+WRITE_BUFFER = 4 << 20  # bytes a transfer link's transport holds before drain() waits
 READ_AHEAD = 8  # messages read from a transfer link before the consumer takes them
 IDLE_TIMEOUT = 60.0  # s without a word from the server in a transfer: the link is dead
 RESUME_TRIES = 8  # reconnects in a row without any progress before giving up
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 8.0  # s between reconnects, doubling
 MAX_DISPLAY_NAME = 255  # characters of a file's name as offered
 MAX_NAME_BYTES = 200  # a local file name, in UTF-8 (leaves room for " (12).part")
+# errors about our upload after which offering it again goes on from what is stored
+RESYNC = frozenset({"bad_offset", "no_such_upload"})
 NOT_RETRIED = FINAL_CODES - {ErrorCode.BAD_TOKEN}  # a new chat session has a new token
 
 
@@ -93,7 +97,7 @@ class Downloaded:
     path: Path  # where the file now is
     size: int
     sha256: str
-    info: FileInfo | None  # the server's description (None from a server that gives none)
+    info: FileInfo  # the server's description of the file
 
 
 # -- names and sizes ------------------------------------------------------------------------
@@ -213,6 +217,8 @@ class TransferLink:
         self.close_reason: BaseException | None = None
         self._queue: asyncio.Queue[Message] = asyncio.Queue(READ_AHEAD)
         self._rids = itertools.count(1)
+        # several chunks may wait in the transport: the socket never runs dry between them
+        link.writer.transport.set_write_buffer_limits(high=WRITE_BUFFER)
         self._task = asyncio.create_task(self._pump())
 
     @classmethod
@@ -275,11 +281,6 @@ class TransferLink:
         except OSError as exc:
             raise LinkDropped(exc) from None
 
-    def abort(self) -> None:
-        """Drop the connection at once, as a network failure would (tests, Ctrl+C)."""
-        transport = self.link.writer.transport
-        transport.abort()
-
     async def next(self, timeout: float = IDLE_TIMEOUT) -> Message:
         """The next message; LinkDropped when the link is gone or silent for ``timeout``."""
         if not self._queue.empty():
@@ -312,23 +313,11 @@ class TransferLink:
             if msg.type in types:
                 return msg
 
-    async def file_info(self, file_id: str) -> FileInfo | None:
-        """What the server says of a file (name, size, hash). None from a server that does
-        not know the request: it refuses it, or closes the link (then closed here)."""
+    async def file_info(self, file_id: str) -> FileInfo:
+        """What the server says of a file (name, size, hash); ServerError no_such_file."""
         rid = self.rid()
         self.send("file_info", file=file_id, rid=rid)
-        try:
-            msg = await self.answer(rid, "file_info")
-        except ServerError as exc:
-            if exc.code in (ErrorCode.UNEXPECTED, ErrorCode.BAD_MESSAGE):
-                return None
-            raise
-        except LinkDropped as dropped:
-            reason = dropped.reason
-            if isinstance(reason, ServerError) and reason.code == ErrorCode.UNEXPECTED:
-                return None
-            raise
-        return FileInfo.from_fields(msg["file"])
+        return FileInfo.from_fields((await self.answer(rid, "file_info"))["file"])
 
     async def close(self) -> None:
         self._task.cancel()
@@ -409,7 +398,7 @@ async def hash_file(path: Path, total: int, progress: Progress | None = None) ->
     stop = threading.Event()
 
     def report(done: int) -> None:
-        if progress is not None:
+        if progress is not None and not stop.is_set():  # (given up: the loop may be gone)
             loop.call_soon_threadsafe(progress, "hashing", done, total)
 
     try:
@@ -496,28 +485,68 @@ class _Upload:
                             f"end ({self.size})")
         self.acked = sent = offset
         self._report()
-        while True:
-            while sent < self.size and sent - self.acked < window:
-                n = min(chunk, self.size - sent, self.acked + window - sent)
-                data = await asyncio.to_thread(_read_at, f, sent, n)
-                if len(data) != n:
-                    raise FileError(f"{self.path} changed while it was sent")
-                link.send("chunk", data, upload=uid, offset=sent)
-                sent += n
-                await link.drain()
-            msg = await link.next()
-            if msg.type == "uploaded" and msg["upload"] == uid:
-                self.acked = self.size
-                self._report()
-                return FileInfo.from_fields(msg["file"], msg["id"])
-            if msg.type == "upload_progress" and msg["upload"] == uid:
-                self.acked = max(self.acked, min(msg["offset"], sent))
-                self._report()
-            elif (msg.type == "error" and msg.get("rid") in (None, rid)
-                    and msg.get("upload") in (None, uid)):
-                if msg["code"] == "bad_offset":  # out of step: offer again, on a new link
-                    raise LinkDropped(ServerError(msg["code"], msg["message"]))
-                raise ServerError(msg["code"], msg["message"])
+        reader = _ChunkReader(f, self.size, min(chunk, window))
+        try:
+            while True:
+                while sent < self.size and sent + reader.piece_at(sent) - self.acked <= window:
+                    data = await reader.read(sent)
+                    if len(data) != reader.piece_at(sent):
+                        raise FileError(f"{self.path} changed while it was sent")
+                    link.send("chunk", data, upload=uid, offset=sent)
+                    sent += len(data)
+                    await link.drain()
+                msg = await link.next()
+                if msg.type == "uploaded" and msg["upload"] == uid:
+                    self.acked = self.size
+                    self._report()
+                    return FileInfo.from_fields(msg["file"], msg["id"])
+                if msg.type == "upload_progress" and msg["upload"] == uid:
+                    self.acked = max(self.acked, min(msg["offset"], sent))
+                    self._report()
+                elif (msg.type == "error" and msg.get("rid") in (None, rid)
+                        and msg.get("upload") in (None, uid)):
+                    if msg["code"] in RESYNC:  # out of step: offer again, on a new link
+                        raise LinkDropped(ServerError(msg["code"], msg["message"]))
+                    raise ServerError(msg["code"], msg["message"])
+        finally:
+            await reader.settle()
+
+
+class _ChunkReader:
+    """A file's pieces, read on a thread: the next one while the last one is sent (one
+    read at a time: they share the file's position)."""
+
+    def __init__(self, f: IO[bytes], size: int, piece: int) -> None:
+        self.f = f
+        self.size = size
+        self.piece = piece
+        self._ahead: tuple[int, asyncio.Future[bytes]] | None = None
+
+    def piece_at(self, at: int) -> int:
+        return min(self.piece, self.size - at)
+
+    def _start(self, at: int) -> asyncio.Future[bytes]:
+        return asyncio.ensure_future(asyncio.to_thread(_read_at, self.f, at, self.piece_at(at)))
+
+    async def read(self, at: int) -> bytes:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] == at:
+            data = await ahead[1]
+        else:
+            if ahead is not None:
+                await asyncio.wait([ahead[1]])
+            data = await self._start(at)
+        if at + len(data) < self.size:
+            self._ahead = (at + len(data), self._start(at + len(data)))
+        return data
+
+    async def settle(self) -> None:
+        """Wait for the read under way, if any (before the file is read otherwise)."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            await asyncio.wait([ahead[1]])
+            if not ahead[1].cancelled():
+                ahead[1].exception()  # (retrieved: an error here does not matter)
 
 
 # -- download -------------------------------------------------------------------------------
@@ -543,6 +572,9 @@ class _PartFile:
         try:
             return await asyncio.to_thread(cls._open, path, report)
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise FileError(f"cannot write {path}: it is a symbolic link (not followed)"
+                                ) from None
             raise FileError(f"cannot write {path}: {exc.strerror or exc}") from None
 
     @classmethod
@@ -594,21 +626,25 @@ class _PartFile:
 
 async def download(client: Client, file_id: str, output: Path | None = None, *,
                    folder: Path = Path("."), thumb: bool = False,
-                   progress: Progress | None = None) -> Downloaded:
+                   progress: Progress | None = None,
+                   on_info: Callable[[FileInfo], None] | None = None) -> Downloaded:
     """Fetch a file into ``output`` (default: its :func:`safe_name` in ``folder``, never
     over an existing file), by way of ``output.part``: a partial left by an earlier try is
     resumed, a dropped connection is resumed. ``thumb``: the preview picture instead.
+    ``on_info``: called with what the server says of the file, before any byte.
     Raises ServerError (``no_such_file``, ``no_preview``) or FileError (a wrong SHA-256:
     the partial is removed)."""
     link = await TransferLink.open(client)
     part: _PartFile | None = None
     try:
         info = await link.file_info(file_id)
-        if link.closed.is_set():  # an older server, which closed it: a new one
-            await link.close()
-            link = await TransferLink.open(client)
+        if on_info is not None:
+            on_info(info)
+        if thumb and info.thumb is None:
+            raise ServerError(ErrorCode.NO_PREVIEW, f"{info.name} has no preview (only "
+                              "pictures do)")
         if output is None:
-            name = safe_name(info.name if info is not None else file_id, fallback=file_id)
+            name = safe_name(info.name, fallback=file_id)
             if thumb:
                 name = f"{name.rpartition('.')[0] or name}.thumb.png"
             output = free_path(folder, name)
@@ -622,6 +658,10 @@ async def download(client: Client, file_id: str, output: Path | None = None, *,
             except LinkDropped as dropped:
                 await link.close()
                 link = await retrier.reconnect(dropped, part.size, fetch.total)
+            except ServerError:
+                if part.size == 0:  # refused before a byte: no empty partial left behind
+                    part.discard()
+                raise
         await asyncio.to_thread(part.finish, output)
         return Downloaded(output, done["size"], done["sha256"], info)
     finally:
@@ -636,6 +676,7 @@ class _Fetch:
         self.file_id = file_id
         self.part = part
         self.info = info  # the file's description, to check its size and hash against
+        #                   (None for its preview)
         self.thumb = thumb
         self.progress = progress
         self.total = info.size if info is not None else 0
