@@ -436,7 +436,7 @@ def issue_rows(ts: list[Transfer], cs: list[Contention]) -> list[Row]:
     up = med([SIZE / MB / t.up_s for t in ts])
     down = med([SIZE / MB / t.down_s for t in ts])
     growth = max((t.hwm_after - t.rss_before for t in ts), default=math.nan)
-    p99 = med([c.loaded.chat.get("p99", math.nan) / c.quiet.chat.get("p99", math.nan)
+    p99 = med([float(c.loaded.chat.get("p99", math.nan)) / c.quiet.chat.get("p99", math.nan)
                for c in cs])
     screen = med([c.loaded.updates_per_s / c.quiet.updates_per_s for c in cs
                   if c.quiet.updates_per_s > 0])
@@ -494,7 +494,7 @@ def render_contention(cs: list[Contention]) -> str:
         return f"{q:{form}} | {lo:{form}}"
 
     def delivered(p: Phase) -> float:
-        return p.chat.get("delivered", 0) / max(1.0, p.chat.get("expected", 0))
+        return float(p.chat.get("delivered", 0)) / max(1.0, p.chat.get("expected", 0))
 
     up = med([SIZE / MB / s for c in cs for s in c.upload_s])
     growth = max((c.hwm_after - c.rss_before for c in cs), default=math.nan)
