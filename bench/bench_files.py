@@ -494,7 +494,7 @@ def render_contention(cs: list[Contention]) -> str:
         return f"{q:{form}} | {lo:{form}}"
 
     def delivered(p: Phase) -> float:
-        return float(p.chat.get("delivered", 0)) / max(1.0, p.chat.get("expected", 0))
+        return float(p.chat.get("delivered", 0) / max(1.0, p.chat.get("expected", 0)))
 
     up = med([SIZE / MB / s for c in cs for s in c.upload_s])
     growth = max((c.hwm_after - c.rss_before for c in cs), default=math.nan)
