@@ -19,7 +19,10 @@ temporary directory on the local disk, the client library and the CLI.
   then again as long without: the same run gives the figure and its baseline (the two
   quiet windows pooled, so that a trend in the machine's load over the run does not
   count). The targets compare the windows of each run; the table gives medians over the
-  runs.
+  runs. **Control** (``BENCH_FILES_CONTROL=0`` skips it): each run is followed by one where
+  the same two uploads go to a second server process on the same machine: what the
+  uploaders' own CPU, the disk and the machine do to the room and the screen, without the
+  measured server carrying the bytes.
 
 Environment: ``BENCH_FILES_MB`` (default 1000), ``BENCH_FILES_RUNS`` (3),
 ``BENCH_FILES_QUIET_SECONDS`` (10), ``BENCH_FILES_LISTENERS`` (50), ``BENCH_FILES_CHAT_RATE``
@@ -80,6 +83,7 @@ WORKLOAD = os.environ.get("BENCH_FILES_WORKLOAD", "scrolling")
 SCREEN = os.environ.get("BENCH_FILES_SCREEN", "1") != "0"
 WORK_DIR = os.environ.get("BENCH_FILES_DIR") or None
 UPLOADER_NICE = int(os.environ.get("BENCH_FILES_UPLOADER_NICE", "0"))
+CONTROL = os.environ.get("BENCH_FILES_CONTROL", "1") != "0"
 HOST = "127.0.0.1"
 ROOM = "general"
 W, H = 1920, 1080
@@ -362,7 +366,8 @@ def pooled(a: Phase, b: Phase) -> Phase:
                  f"{a.load} / {b.load}")
 
 
-async def measure(server: ServerProcess, src: Path, work: Workload | None) -> Contention:
+async def measure(server: ServerProcess, target: ServerProcess, src: Path,
+                  work: Workload | None) -> Contention:
     assert server.proc is not None
     pid = server.proc.pid
     c = Contention()
@@ -385,7 +390,7 @@ async def measure(server: ServerProcess, src: Path, work: Workload | None) -> Co
         window = Window(pid, work)
         await asyncio.to_thread(room.start, CHAT_RATE)
         t0 = time.monotonic()
-        procs = [send_file(server, src, f"uploader{i}") for i in (1, 2)]
+        procs = [send_file(target, src, f"uploader{i}") for i in (1, 2)]
         c.upload_s = list(await asyncio.gather(
             *(asyncio.to_thread(finish_upload, p, t0) for p in procs)))
         window.close(c.loaded, viewer, await asyncio.to_thread(room.stop))
@@ -399,21 +404,28 @@ async def measure(server: ServerProcess, src: Path, work: Workload | None) -> Co
     return c
 
 
-def contention_run(src: Path, tmp: Path, display: str | None, png: Path | None) -> Contention:
+def contention_run(src: Path, tmp: Path, display: str | None, png: Path | None,
+                   elsewhere: bool = False) -> Contention:
+    """One run; ``elsewhere``: the control, the two uploads go to another server process
+    on the same machine (the same clients, bytes and disk writes; not through this one)."""
     with tempfile.TemporaryDirectory(prefix="bench-files-", dir=tmp) as data:
         server = ServerProcess(Path(data) / "data", env=SERVER_ENV).start()
+        other = (ServerProcess(Path(data) / "other", env=SERVER_ENV).start() if elsewhere
+                 else server)
         try:
             if display is None or png is None:
-                return asyncio.run(measure(server, src, None))
+                return asyncio.run(measure(server, other, src, None))
             work = Workload(display, WORKLOAD, png, seconds=UPLOAD_TIMEOUT_S)
             try:
                 with child(sharer_args(server), r"Sharing \d+x\d+", {"DISPLAY": display},
                            stop_signal=signal.SIGINT):
-                    return asyncio.run(measure(server, src, work))
+                    return asyncio.run(measure(server, other, src, work))
             finally:
                 work.close()
         finally:
             server.stop()
+            if other is not server:
+                other.stop()
 
 
 # -- output -------------------------------------------------------------------------------------
@@ -432,14 +444,22 @@ class Row:
     met: bool | None  # None: not measured
 
 
-def issue_rows(ts: list[Transfer], cs: list[Contention]) -> list[Row]:
+def p99_ratio(cs: list[Contention]) -> float:
+    return med([float(c.loaded.chat.get("p99", math.nan)) / c.quiet.chat.get("p99", math.nan)
+                for c in cs])
+
+
+def screen_ratio(cs: list[Contention]) -> float:
+    return med([c.loaded.updates_per_s / c.quiet.updates_per_s for c in cs
+                if c.quiet.updates_per_s > 0])
+
+
+def issue_rows(ts: list[Transfer], cs: list[Contention], control: list[Contention]
+               ) -> list[Row]:
     up = med([SIZE / MB / t.up_s for t in ts])
     down = med([SIZE / MB / t.down_s for t in ts])
     growth = max((t.hwm_after - t.rss_before for t in ts), default=math.nan)
-    p99 = med([float(c.loaded.chat.get("p99", math.nan)) / c.quiet.chat.get("p99", math.nan)
-               for c in cs])
-    screen = med([c.loaded.updates_per_s / c.quiet.updates_per_s for c in cs
-                  if c.quiet.updates_per_s > 0])
+    p99, screen = p99_ratio(cs), screen_ratio(cs)
 
     def row(what: str, value: float, shown: str, target: str,
             test: Callable[[float], bool]) -> Row:
@@ -456,7 +476,12 @@ def issue_rows(ts: list[Transfer], cs: list[Contention]) -> list[Row]:
             f"{p99:.2f}×", "≤ 2×", lambda v: v <= 2),
         row("screen viewer updates/s during the uploads / without", screen,
             f"{100 * screen:.0f} %", "≥ 90 %", lambda v: v >= 0.9),
-    ]
+    ] + ([
+        Row("control: chat p99 during the same uploads to another server process / without",
+            f"{p99_ratio(control):.2f}×", "(what the machine alone does)", None),
+        Row("control: viewer updates/s during them / without",
+            f"{100 * screen_ratio(control):.0f} %", "(what the machine alone does)", None),
+    ] if control else [])
 
 
 def render_rows(rows: list[Row]) -> str:
@@ -522,13 +547,15 @@ def without_ms(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-def write_json(ts: list[Transfer], cs: list[Contention], rows: list[Row], wall: float) -> Path:
+def write_json(ts: list[Transfer], cs: list[Contention], control: list[Contention],
+               rows: list[Row], wall: float) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"bench_files-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}.json"
     doc = {"size": SIZE, "runs": RUNS, "quiet_s": QUIET_S, "listeners": LISTENERS,
            "chat_rate": CHAT_RATE, "workload": WORKLOAD if SCREEN else None,
            "cpus": os.cpu_count(), "wall_s": wall,
            "transfers": [asdict(t) for t in ts], "contention": [without_ms(asdict(c)) for c in cs],
+           "control": [without_ms(asdict(c)) for c in control],
            "issue_18": [asdict(r) for r in rows]}
     path.write_text(json.dumps(doc, indent=1, allow_nan=True) + "\n")
     return path
@@ -565,27 +592,34 @@ def main() -> int:
             server.stop()
         shutil.rmtree(tmp / "data", ignore_errors=True)
         cs: list[Contention] = []
+        control: list[Contention] = []
         with screen_setup(tmp) as (display, png):
             for run in range(RUNS):
-                t = time.monotonic()
-                c = contention_run(src, tmp, display, png)
-                cs.append(c)
-                print(f"<!-- contention {run + 1}: chat p99 {c.quiet.chat.get('p99', 0):.2f} "
-                      f"-> {c.loaded.chat.get('p99', 0):.2f} ms, viewer "
-                      f"{c.quiet.updates_per_s:.1f} -> {c.loaded.updates_per_s:.1f} "
-                      f"updates/s, uploads {', '.join(f'{s:.1f} s' for s in c.upload_s)}, "
-                      f"load {c.quiet.load} / {c.loaded.load} "
-                      f"({time.monotonic() - t:.0f} s) -->", flush=True)
+                for elsewhere in (False, True) if CONTROL else (False,):
+                    t = time.monotonic()
+                    c = contention_run(src, tmp, display, png, elsewhere)
+                    (control if elsewhere else cs).append(c)
+                    print(f"<!-- {'control' if elsewhere else 'contention'} {run + 1}: chat "
+                          f"p99 {c.quiet.chat.get('p99', 0):.2f} -> "
+                          f"{c.loaded.chat.get('p99', 0):.2f} ms, viewer "
+                          f"{c.quiet.updates_per_s:.1f} -> {c.loaded.updates_per_s:.1f} "
+                          f"updates/s, uploads {', '.join(f'{s:.1f} s' for s in c.upload_s)},"
+                          f" load {c.quiet.load} / {c.loaded.load} "
+                          f"({time.monotonic() - t:.0f} s) -->", flush=True)
     wall = time.monotonic() - t_all
-    rows = issue_rows(ts, cs)
+    rows = issue_rows(ts, cs, control)
     print("\n### Transfers\n")
     print(render_transfers(ts))
     print(f"\n### A {LISTENERS}-user room ({CHAT_RATE:g} messages/s) and a screen share "
           f"({WORKLOAD if SCREEN else 'none'}), without and during two uploads\n")
     print(render_contention(cs))
+    if control:
+        print("\nControl, same runs: the two uploads go to another server process on the same "
+              "machine (same clients, bytes and disk writes), not through the measured one:\n")
+        print(render_contention(control))
     print("\n### Issue 18's numbers\n")
     print(render_rows(rows))
-    path = write_json(ts, cs, rows, wall)
+    path = write_json(ts, cs, control, rows, wall)
     print(f"\nWhole run {wall:.0f} s; load average at the end {load_average()}. "
           f"JSON: {path.relative_to(REPO_ROOT)}")
     return 0
