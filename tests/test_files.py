@@ -738,3 +738,22 @@ def test_files_whose_message_was_never_stored_are_swept_at_start(tmp_path: Path)
     db.close()
     with running_server(data) as srv:
         assert [p.name for p in objects(srv)] == [kept]
+
+
+def test_a_muted_user_posts_no_file_and_nobody_absent_gets_one(accounts: ServerProcess
+                                                               ) -> None:
+    async def scenario() -> None:
+        alice, boss = await login(accounts, "alice"), await member(accounts, "boss")
+        link = await FileLink.open(alice)
+        absent = await link.ask_upload("x", 1, "0" * 64, to="nobody")
+        assert absent.type == "error" and absent["code"] == "no_such_user"
+        notjoined = await link.ask_upload("x", 1, "0" * 64, room="elsewhere")
+        assert notjoined.type == "error" and notjoined["code"] == "not_in_room"
+        await boss._request("moderate", action="mute", target="alice")
+        muted = await link.ask_upload("x", 1, "0" * 64, room="general")
+        assert muted.type == "error" and muted["code"] == "muted" and not muted.get("fatal")
+        await link.close()
+        for c in (alice, boss):
+            await c.close()
+
+    run(scenario())
