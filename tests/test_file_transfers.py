@@ -20,7 +20,9 @@ from pathlib import Path
 import pytest
 
 from chatscreen.client import Client
-from chatscreen.client.files import FileInfo, Progress, download, upload
+from chatscreen.client.files import FileError, FileInfo, Progress, download, upload
+from chatscreen.errors import RemoteProtocolError
+from chatscreen.protocol import Connection, Limits, Role
 from tests.helpers.proxy import CuttableProxy
 from tests.helpers.server import REPO, TIMEOUT, ServerProcess, run, running_server
 
@@ -545,3 +547,63 @@ def test_get_file_preview_of_a_picture(server: ServerProcess, tmp_path: Path) ->
     assert none.stderr.strip().splitlines()[-1] == (
         f"cannot get {plain}: notes.bin has no preview (only pictures do)")
     assert not list(tmp_path.glob("*.part"))
+
+
+class HostileScreenPort:
+    """A screen port that logs anyone in and then answers a download with a file_data far
+    larger than the protocol's 1 MiB chunk (a server not to be trusted)."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> HostileScreenPort:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = Connection(Role.SERVER, Limits())
+        with contextlib.suppress(OSError, RemoteProtocolError):
+            while data := await reader.read(65536):
+                for msg in conn.receive_data(data):
+                    if msg.type == "hello":
+                        writer.write(conn.accept(user="alice", token="t", room="general"))
+                    elif msg.type == "file_info":
+                        writer.write(conn.send("file_info", rid=msg["rid"], file={
+                            "id": msg["file"], "name": "x.bin", "size": 64 << 20,
+                            "mime": "application/octet-stream", "sha256": "0" * 64}))
+                    elif msg.type == "download":
+                        writer.write(conn.send("file_data", b"x" * (32 << 20),
+                                               file=msg["file"], offset=0, rid=msg["rid"]))
+                await writer.drain()
+        writer.close()
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+def test_a_server_sending_too_much_at_once_is_refused(tmp_path: Path) -> None:
+    """A file_data of 32 MiB: the transfer link takes frames of one chunk at most, so the
+    download fails at once with one clear error (no retry of nonsense), holding nothing of
+    it, and leaves no empty partial."""
+    with running_server(tmp_path / "data", tls=False) as srv:
+
+        async def scenario() -> str:
+            hostile = await HostileScreenPort().start()
+            c = await Client("127.0.0.1", "alice", chat_port=srv.chat_port,
+                             screen_port=hostile.port, tls=False, timeout=TIMEOUT).connect()
+            try:
+                with pytest.raises(FileError) as refused:
+                    await download(c, "A" * 22, tmp_path / "x.bin")
+            finally:
+                await c.close()
+                await hostile.close()
+            return str(refused.value)
+
+        message = run(scenario())
+    assert message.startswith("transfer failed: the server broke the protocol: frame of "), (
+        message)
+    assert not (tmp_path / "x.bin.part").exists() and not (tmp_path / "x.bin").exists()

@@ -42,7 +42,7 @@ from chatscreen.errors import (
     RemoteProtocolError,
     ServerError,
 )
-from chatscreen.protocol import Message
+from chatscreen.protocol import Limits, Message
 
 if TYPE_CHECKING:
     from chatscreen.client.session import Client
@@ -53,6 +53,9 @@ Progress = Callable[[str, int, int], None]
 
 HASH_BLOCK = 1 << 20  # bytes hashed at a time
 MAX_CHUNK = 8 << 20  # the most one chunk carries, whatever the server says
+# what a server may send on a transfer link: a file_data of the protocol's largest chunk
+# (1 MiB) and its header, so that READ_AHEAD messages hold a few MiB at most
+TRANSFER_LIMITS = Limits(max_frame=(1 << 20) + (64 << 10), max_header=64 << 10)
 WRITE_BUFFER = 4 << 20  # bytes a transfer link's transport holds before drain() waits
 READ_AHEAD = 8  # messages read from a transfer link before the consumer takes them
 IDLE_TIMEOUT = 60.0  # s without a word from the server in a transfer: the link is dead
@@ -233,7 +236,7 @@ class TransferLink:
             if not back or client.token is None:  # closed, or refused for good
                 raise FileError("not connected to the server")
         link = await Link.open(client.host, client.screen_port, client.timeout, client.tls,
-                               token=client.token)
+                               limits=TRANSFER_LIMITS, token=client.token)
         return cls(link)
 
     @property
@@ -342,6 +345,8 @@ class _Retrier:
         reason = dropped.reason
         if isinstance(reason, ServerError) and reason.code in NOT_RETRIED:
             raise reason
+        if isinstance(reason, RemoteProtocolError):  # nonsense does not get better
+            raise FileError(f"transfer failed: {dropped}")
         if done > self.last_done:  # it moved on since the last drop: a fresh series
             self.failures, self.backoff, self.last_done = 0, BACKOFF_FIRST, done
         while True:
@@ -658,14 +663,13 @@ async def download(client: Client, file_id: str, output: Path | None = None, *,
             except LinkDropped as dropped:
                 await link.close()
                 link = await retrier.reconnect(dropped, part.size, fetch.total)
-            except ServerError:
-                if part.size == 0:  # refused before a byte: no empty partial left behind
-                    part.discard()
-                raise
         await asyncio.to_thread(part.finish, output)
+        part = None
         return Downloaded(output, done["size"], done["sha256"], info)
     finally:
-        if part is not None:
+        if part is not None and part.size == 0:  # failed before a byte: nothing kept
+            part.discard()
+        elif part is not None:  # failed: the partial is kept, to resume
             part.close()
         await link.close()
 
