@@ -29,9 +29,9 @@ Environment: ``BENCH_FILES_MB`` (default 1000), ``BENCH_FILES_RUNS`` (3),
 (20), ``BENCH_FILES_WORKLOAD`` (scrolling), ``BENCH_FILES_SCREEN=0`` (no sharer and no
 viewer: the screen row is not measured), ``BENCH_FILES_DIR`` (where the files go; default
 the system's temporary directory; it needs about 5 x the file's size free),
-``BENCH_FILES_UPLOADER_NICE`` (0: the two ``send-file`` processes run under ``nice -n N``,
-for a machine where the uploaders' own CPU should not count, as on a real server whose
-uploaders are elsewhere). A short run:
+``BENCH_FILES_CONTROL=0`` (no control runs), ``BENCH_FILES_UPLOADER_NICE=N`` (default 0:
+the two ``send-file`` processes run under ``nice -n N``, for when the uploaders' own CPU
+should count less, as on a real server whose uploaders are elsewhere). A short run:
 ``BENCH_FILES_MB=200 BENCH_FILES_RUNS=1 BENCH_FILES_QUIET_SECONDS=5``. Everything is also
 written to ``bench/results/bench_files-<UTC time>.json``.
 """
