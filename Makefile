@@ -51,6 +51,8 @@ fuzz: $(STAMP)
 	timeout --kill-after=30 900 $(BIN)/python -m pytest -q -o timeout=880 \
 		--hypothesis-seed=$$seed --hypothesis-show-statistics tests/test_fuzz.py $(PYTEST_ARGS)
 
+# Every bench/bench_*.py in turn. Shorter: e.g. BENCH_FILES_MB=200 BENCH_FILES_RUNS=1 (files,
+# issue 18; see each module's docstring for its knobs).
 bench: bench-sysdeps $(STAMP)
 	$(BIN)/python -m bench
 
