@@ -290,19 +290,19 @@ def test_a_still_pointer_costs_no_round_trips_and_a_move_is_seen(xvfb_display: s
 
 
 def test_damage_read_during_the_pointer_query_is_reported_at_once(xvfb_display: str) -> None:
-    """Damage that Xlib reads from the socket while it waits for the pointer's reply is in
-    Xlib's queue, not in the socket: the listener must not wait in select() for more (the
+    """Damage read from the socket while the listener waits for the pointer's reply is in
+    its queue, not in the socket: the listener must not wait in select() for more (the
     next pointer poll, 10 s away here) before reporting it."""
     win = XWindow(xvfb_display, 300, 200, 400, 300)
     listener = DamageListener(xvfb_display, pointer_hz=0.1)  # a pointer poll every 10 s
     drawn = threading.Event()
     real = listener._pointer_moved
 
-    def draw_then_query(root: Any) -> list[Rect]:
+    def draw_then_query(wire: Any) -> list[Rect]:
         if not drawn.is_set():  # the first poll: draw, so that the damage comes before
             drawn.set()  # the reply of the pointer query that follows
             win.fill(10, 10, 20, 20, 0x00FF00)
-        return real(root)
+        return real(wire)
 
     listener._pointer_moved = draw_then_query  # type: ignore[method-assign]
     try:
