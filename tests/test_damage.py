@@ -483,7 +483,8 @@ def test_a_rectangle_captured_into_a_picture_is_the_screen_there(
         xvfb_display: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """``grab_into`` reads the rectangle straight out of the shared memory segment (without
     the pointer) or, with the pointer drawn in, through mss: either way the picture then
-    holds exactly what a whole capture shows there, and nothing else changed."""
+    holds exactly what a whole capture shows there, and nothing else changed; and so does
+    ``grab_boxes_into`` for several rectangles at once (one round trip)."""
     monkeypatch.setenv("DISPLAY", xvfb_display)
     win = XWindow(xvfb_display, 0, 0, 1920, 1080)
     captures = [ScreenCapture(1, with_cursor=False), ScreenCapture(1, with_cursor=True)]
@@ -499,6 +500,15 @@ def test_a_rectangle_captured_into_a_picture_is_the_screen_there(
                 assert np.array_equal(out[y : y + h, x : x + w], whole[y : y + h, x : x + w])
                 out[y : y + h, x : x + w] = 0
                 assert not out.any(), (x, y, w, h)
+            boxes = [(0, 0, 64, 64), (1, 381, 1918, 19), (1536, 1056, 384, 24),
+                     (700, 20, 1, 900), (10, 10, 100, 100)]  # (the last two overlap)
+            out[:] = 0
+            cap.grab_boxes_into(out, boxes)  # one round trip where the segment is read
+            for x, y, w, h in boxes:
+                assert np.array_equal(out[y : y + h, x : x + w], whole[y : y + h, x : x + w])
+            for x, y, w, h in boxes:
+                out[y : y + h, x : x + w] = 0
+            assert not out.any()
         reader = captures[0]._shm  # it reads the segment in place
         assert reader is not None and reader.read_into(np.zeros((8, 8, 4), np.uint8), 0, 0)
         assert captures[1]._shm is None  # the pointer is mss's to draw
@@ -523,7 +533,13 @@ def test_thin_damage_is_captured_as_it_is_and_the_viewer_stays_exact(
         captured.append((x, y, w, h))
         real(out, x, y, w, h)
 
+    def counted_boxes(out: Any, boxes: list[tuple[int, int, int, int]]) -> None:
+        captured.extend(boxes)
+        real_boxes(out, boxes)
+
+    real_boxes = grabber.capture.grab_boxes_into
     grabber.capture.grab_into = counted  # type: ignore[method-assign]
+    grabber.capture.grab_boxes_into = counted_boxes  # type: ignore[method-assign]
     canvas = Canvas(1920, 1080)
 
     def apply(grabbed: tuple[int, int, Any] | None) -> None:
