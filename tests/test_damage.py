@@ -290,19 +290,19 @@ def test_a_still_pointer_costs_no_round_trips_and_a_move_is_seen(xvfb_display: s
 
 
 def test_damage_read_during_the_pointer_query_is_reported_at_once(xvfb_display: str) -> None:
-    """Damage that Xlib reads from the socket while it waits for the pointer's reply is in
-    Xlib's queue, not in the socket: the listener must not wait in select() for more (the
+    """Damage read from the socket while the listener waits for the pointer's reply is in
+    its queue, not in the socket: the listener must not wait in select() for more (the
     next pointer poll, 10 s away here) before reporting it."""
     win = XWindow(xvfb_display, 300, 200, 400, 300)
     listener = DamageListener(xvfb_display, pointer_hz=0.1)  # a pointer poll every 10 s
     drawn = threading.Event()
     real = listener._pointer_moved
 
-    def draw_then_query(root: Any) -> list[Rect]:
+    def draw_then_query(wire: Any) -> list[Rect]:
         if not drawn.is_set():  # the first poll: draw, so that the damage comes before
             drawn.set()  # the reply of the pointer query that follows
             win.fill(10, 10, 20, 20, 0x00FF00)
-        return real(root)
+        return real(wire)
 
     listener._pointer_moved = draw_then_query  # type: ignore[method-assign]
     try:
@@ -483,7 +483,8 @@ def test_a_rectangle_captured_into_a_picture_is_the_screen_there(
         xvfb_display: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """``grab_into`` reads the rectangle straight out of the shared memory segment (without
     the pointer) or, with the pointer drawn in, through mss: either way the picture then
-    holds exactly what a whole capture shows there, and nothing else changed."""
+    holds exactly what a whole capture shows there, and nothing else changed; and so does
+    ``grab_boxes_into`` for several rectangles at once (one round trip)."""
     monkeypatch.setenv("DISPLAY", xvfb_display)
     win = XWindow(xvfb_display, 0, 0, 1920, 1080)
     captures = [ScreenCapture(1, with_cursor=False), ScreenCapture(1, with_cursor=True)]
@@ -499,6 +500,15 @@ def test_a_rectangle_captured_into_a_picture_is_the_screen_there(
                 assert np.array_equal(out[y : y + h, x : x + w], whole[y : y + h, x : x + w])
                 out[y : y + h, x : x + w] = 0
                 assert not out.any(), (x, y, w, h)
+            boxes = [(0, 0, 64, 64), (1, 381, 1918, 19), (1536, 1056, 384, 24),
+                     (700, 20, 1, 900), (10, 10, 100, 100)]  # (the last two overlap)
+            out[:] = 0
+            cap.grab_boxes_into(out, boxes)  # one round trip where the segment is read
+            for x, y, w, h in boxes:
+                assert np.array_equal(out[y : y + h, x : x + w], whole[y : y + h, x : x + w])
+            for x, y, w, h in boxes:
+                out[y : y + h, x : x + w] = 0
+            assert not out.any()
         reader = captures[0]._shm  # it reads the segment in place
         assert reader is not None and reader.read_into(np.zeros((8, 8, 4), np.uint8), 0, 0)
         assert captures[1]._shm is None  # the pointer is mss's to draw
@@ -523,7 +533,13 @@ def test_thin_damage_is_captured_as_it_is_and_the_viewer_stays_exact(
         captured.append((x, y, w, h))
         real(out, x, y, w, h)
 
+    def counted_boxes(out: Any, boxes: list[tuple[int, int, int, int]]) -> None:
+        captured.extend(boxes)
+        real_boxes(out, boxes)
+
+    real_boxes = grabber.capture.grab_boxes_into
     grabber.capture.grab_into = counted  # type: ignore[method-assign]
+    grabber.capture.grab_boxes_into = counted_boxes  # type: ignore[method-assign]
     canvas = Canvas(1920, 1080)
 
     def apply(grabbed: tuple[int, int, Any] | None) -> None:

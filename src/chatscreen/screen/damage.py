@@ -2,7 +2,8 @@
 
 :class:`DamageListener` opens its own X connection (python-xlib) to ``$DISPLAY`` (or the
 display it is given), asks for ``DamageReportRawRectangles`` on the root window (which covers
-every window on it) and, on its own thread, collects the damaged rectangles into a
+every window on it), then reads the events off the socket itself (:class:`_Wire`: 32 bytes
+an event, no python-xlib objects) and, on its own thread, collects the damaged rectangles into a
 thread-safe accumulator. Once a burst of drawing is over (no new damage for ``SETTLE``
 seconds, or ``MAX_SETTLE`` after its first rectangle), it sets
 :attr:`~DamageListener.event` and calls the ``on_damage`` callback (from the listener
@@ -36,6 +37,8 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -54,6 +57,10 @@ MAX_SETTLE = 0.006  # ... but no later than this after the first of it
 
 GENERIC_EVENT = 35  # the core protocol's GenericEvent (XInput 2's events come as one)
 RAW_MOTION = 17  # XInput 2's XI_RawMotion
+X_ERROR, X_REPLY = 0, 1  # the first byte of what the X server sends: an error, a reply, else
+#                          an event (32 bytes; GenericEvent and replies: more, by their length)
+QUERY_POINTER = 38  # the core protocol's QueryPointer request
+REPLY_TIMEOUT = 5.0  # seconds to wait for the X server's reply to QueryPointer
 
 Rect = tuple[int, int, int, int]  # x, y, w, h in root-window pixels
 
@@ -143,6 +150,8 @@ class DamageListener:
         self.event = threading.Event()  # set when damage is pending, cleared by take()
         self.unavailable: str | None = None  # why DAMAGE is not used, once start() said so
         self._disp: Any = None
+        self._wire: _Wire | None = None  # the connection once set up (see _Wire)
+        self._root = 0  # the root window's id
         self._damage: int | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -205,7 +214,10 @@ class DamageListener:
             self.unavailable = f"DAMAGE unavailable: {exc}"
             return False
         self._disp = disp
+        self._root = int(root.id)
         self._notify_code = int(disp.extension_event.DamageNotify)
+        self._wire = _Wire(disp.display)
+        self._take_queued(disp)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         self._next_pointer = time.monotonic()
@@ -290,11 +302,12 @@ class DamageListener:
                     os.close(fd)
         self._wake_r = self._wake_w = -1
         disp, self._disp = self._disp, None
+        self._wire = None
         if disp is not None:
+            # python-xlib no longer knows where the byte stream is (see _Wire): no request
+            # of its own, no flush; closing the connection ends the Damage object with it
             with contextlib.suppress(Exception):
-                if self._damage is not None:
-                    disp.damage_destroy(self._damage)
-                disp.close()
+                disp.display.close_internal("client")
 
     def __enter__(self) -> DamageListener:
         self.start()
@@ -323,21 +336,10 @@ class DamageListener:
         """Read the pending events, ask for the pointer when due, tell of a burst of damage
         that is over ("damage"; ``notify``: by the event and callback), else wait in select
         for more, up to ``deadline`` ("timeout") or the wake pipe ("poked"); None: go on."""
-        disp = self._disp
-        rects: list[Rect] = []
-        moved = False
+        wire = self._wire
+        assert wire is not None
         moves = self.pointer_moves
-        for _ in range(disp.pending_events()):
-            ev = disp.next_event()
-            code = ev.type & 0x7F
-            if code == self._notify_code:
-                a = ev.area
-                rects.append((int(a.x), int(a.y), int(a.width), int(a.height)))
-            elif code == self._cursor_code:  # a new picture counts as a move
-                self.pointer_moves += 1
-            elif (code == GENERIC_EVENT and ev.extension == self._motion_opcode
-                  and ev.evtype == RAW_MOTION):
-                moved = True
+        rects, moved = self._parse(wire.read())
         now = time.monotonic()
         if moved:  # ask soon, but not more often than pointer_hz
             self._next_pointer = min(self._next_pointer, self._last_poll + self.pointer_period)
@@ -345,16 +347,16 @@ class DamageListener:
             self._next_pointer = now + (self.pointer_period if not self.motion_events
                                         else 1.0 / STILL_HZ)
             self._last_poll = now
-            rects += self._pointer_moved(disp.screen().root)
+            rects += self._pointer_moved(wire)
         if rects or self.pointer_moves != moves:  # wake the sharer for either
             self.accumulator.add(rects)
             self._last = now
             if self._burst is None:
                 self._burst = now
-        if disp.pending_events():
-            # events read while waiting for the pointer's reply sit in Xlib's queue, not in
-            # the socket: select() would not see them until the next event or pointer poll
-            # (up to 1/pointer_hz later: a change now and then merged with the next one)
+        if wire.queued:
+            # events read while waiting for the pointer's reply sit in the wire's queue, not
+            # in the socket: select() would not see them until the next event or pointer
+            # poll (up to 1/pointer_hz later: a change now and then merged with the next one)
             return None
         now = time.monotonic()
         burst = self._burst
@@ -371,7 +373,7 @@ class DamageListener:
         if deadline is not None:
             timeout = max(deadline - now, 0.0) if timeout is None else \
                 min(timeout, max(deadline - now, 0.0))
-        readable, _, _ = select.select([disp.fileno(), self._wake_r], [], [], timeout)
+        readable, _, _ = select.select([wire.fileno(), self._wake_r], [], [], timeout)
         if self._wake_r in readable:
             with contextlib.suppress(OSError):
                 os.read(self._wake_r, 4096)
@@ -381,10 +383,40 @@ class DamageListener:
             return "timeout"
         return None
 
-    def _pointer_moved(self, root: Any) -> list[Rect]:
-        p = root.query_pointer()
+    def _parse(self, packets: list[bytes]) -> tuple[list[Rect], bool]:
+        """The damaged rectangles in ``packets`` (what the X server sent), and whether one
+        was a raw motion event; counts a new picture of the pointer as a move."""
+        rects: list[Rect] = []
+        moved = False
+        for p in packets:
+            code = p[0] & 0x7F
+            if code == self._notify_code:  # DamageNotify: its area at byte 16
+                rects.append(_RECT.unpack_from(p, 16))
+            elif code == self._cursor_code:  # a new picture counts as a move
+                self.pointer_moves += 1
+            elif (code == GENERIC_EVENT and p[1] == self._motion_opcode
+                  and _CARD16.unpack_from(p, 8)[0] == RAW_MOTION):
+                moved = True
+        return rects, moved
+
+    def _take_queued(self, disp: Any) -> None:
+        """The events python-xlib read while setting up (the wire reads the rest)."""
+        rects: list[Rect] = []
+        for ev in disp.display.event_queue or []:
+            code = ev.type & 0x7F
+            if code == self._notify_code:
+                a = ev.area
+                rects.append((int(a.x), int(a.y), int(a.width), int(a.height)))
+            elif code == self._cursor_code:  # (a raw motion: the pointer is asked for at
+                self.pointer_moves += 1  # the first cycle anyway)
+        disp.display.event_queue[:] = []
+        if rects:
+            self.accumulator.add(rects)
+            self._last = self._burst = time.monotonic()
+
+    def _pointer_moved(self, wire: _Wire) -> list[Rect]:
+        pos = wire.query_pointer(self._root)
         self.pointer_polls += 1
-        pos = (int(p.root_x), int(p.root_y))
         old, self._pointer = self._pointer, pos
         if old is None or old == pos:
             return []
@@ -393,3 +425,83 @@ class DamageListener:
             return []
         half = POINTER_BOX // 2
         return [(x - half, y - half, POINTER_BOX, POINTER_BOX) for x, y in (old, pos)]
+
+
+_RECT = struct.Struct("=hhHH")  # x, y, width, height (the X server's byte order: ours)
+_CARD16 = struct.Struct("=H")
+_CARD32 = struct.Struct("=I")
+_INT16X2 = struct.Struct("=hh")
+
+
+class _Wire:
+    """The X connection's bytes, read and written here once python-xlib has set it up.
+
+    python-xlib makes an object of every event, and each look at the connection (its
+    ``pending_events``) takes locks and a ``select``: ~0.1 ms a wake-up for the two damaged
+    rectangles of a typed character, ~0.4 ms an update. Here an event is its 32 bytes and
+    a damaged rectangle one ``struct`` unpack. After this takes over, python-xlib must not
+    send or read anything on the connection (its sequence numbers and buffers are stale): the
+    listener only reads events and asks for the pointer's position (QueryPointer), and
+    closes the connection without a word."""
+
+    def __init__(self, display: Any) -> None:
+        self._sock: socket.socket = display.socket
+        self._buf = bytes(display.data_recv or b"")  # what python-xlib read but not parsed
+        display.data_recv = b""
+        self.queued: list[bytes] = []  # events read while waiting for a reply
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def read(self) -> list[bytes]:
+        """The complete packets the X server has sent so far (events, errors), without
+        waiting; the queued ones first."""
+        out, self.queued = self.queued, []
+        self._receive()
+        return out + self._split()
+
+    def _receive(self) -> None:
+        while True:
+            try:
+                chunk = self._sock.recv(65536, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return
+            if not chunk:
+                raise ConnectionError("the X server closed the connection")
+            self._buf += chunk
+            if len(chunk) < 65536:
+                return
+
+    def _split(self) -> list[bytes]:
+        buf, out, i, n = self._buf, [], 0, len(self._buf)
+        while n - i >= 32:
+            size = 32
+            if buf[i] & 0x7F in (X_REPLY, GENERIC_EVENT):
+                size += 4 * _CARD32.unpack_from(buf, i + 4)[0]
+            if n - i < size:
+                break
+            out.append(buf[i : i + size])
+            i += size
+        self._buf = buf[i:]
+        return out
+
+    def query_pointer(self, window: int) -> tuple[int, int]:
+        """The pointer's position on ``window``'s screen (root coordinates): a round trip;
+        the events that come before the reply wait in :attr:`queued`."""
+        self._sock.sendall(struct.pack("=BxHI", QUERY_POINTER, 2, window))
+        deadline = time.monotonic() + REPLY_TIMEOUT
+        while True:
+            self._receive()
+            for k, p in enumerate(packets := self._split()):
+                if p[0] == X_REPLY:
+                    self.queued += packets[:k]
+                    self._buf = b"".join(packets[k + 1 :]) + self._buf
+                    x, y = _INT16X2.unpack_from(p, 16)
+                    return x, y
+                if p[0] == X_ERROR:
+                    raise ConnectionError(f"the X server refused QueryPointer (error {p[1]})")
+            self.queued += packets
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no reply from the X server to QueryPointer")
+            select.select([self._sock], [], [], left)

@@ -149,8 +149,7 @@ class _Grabber:
                 # memory and no fresh pages (2.5 -> 1.7 ms for 1920x1080 here)
                 self.capture.grab_into(scratch, 0, 0, w, h)
             return scratch, None
-        for b in boxes:
-            self.capture.grab_into(scratch, b.x, b.y, b.w, b.h)
+        self.capture.grab_boxes_into(scratch, [(b.x, b.y, b.w, b.h) for b in boxes])
         return scratch, boxes
 
     def _grab_stream_first(self, scratch: Image, mask: Mask) -> Image | None:
