@@ -4,13 +4,18 @@ real files on disk."""
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import struct
+import zlib
 from pathlib import Path
+
+import pytest
 
 from chatscreen.client import Client
 from chatscreen.protocol import Message
-from tests.helpers.filelink import FileLink
-from tests.helpers.server import TIMEOUT, ServerProcess, run, wait_for
+from tests.helpers.filelink import FileLink, sha256_file
+from tests.helpers.server import TIMEOUT, ServerProcess, run, running_server, wait_for
 
 
 async def login(srv: ServerProcess, name: str, room: str | None = "general") -> Client:
@@ -69,3 +74,214 @@ def test_upload_download_round_trip_and_one_copy_of_the_same_content(
 
     run(scenario())
     assert not list((server.data_dir / "files" / "partial").iterdir())
+
+
+def test_over_size_and_over_quota_are_refused_before_any_byte(tmp_path: Path) -> None:
+    with running_server(tmp_path / "data", "--max-file-size", "10000",
+                        "--file-quota", "15000") as srv:
+        async def scenario() -> None:
+            alice = await login(srv, "alice")
+            link = await FileLink.open(alice)
+            big = await link.ask_upload("big.bin", 10001, "0" * 64, room="general")
+            assert big.type == "error" and big["code"] == "file_too_large", big.fields
+            assert "10001" in big["message"] and "10000" in big["message"]
+            assert big["rid"] == "u1" and not big.get("fatal")
+            ok = await link.send_file(os.urandom(9000), room="general")
+            assert ok.type == "uploaded"
+            # an upload under way counts against the quota, before its bytes come
+            first = await link.ask_upload("a.bin", 5000, "1" * 64, room="general")
+            assert first.type == "upload_ready"
+            over = await link.ask_upload("b.bin", 1001, "2" * 64, room="general")
+            assert over.type == "error" and over["code"] == "quota_exceeded", over.fields
+            assert "15000" in over["message"]
+            # the connection goes on, and what fits in the quota is taken
+            small = await link.send_file(b"tiny", room="general")
+            assert small.type == "uploaded"
+            await link.close()
+            await alice.close()
+
+        run(scenario())
+        partial = sorted(p.stat().st_size for p in (srv.data_dir / "files" / "partial").iterdir())
+        assert partial == [0]  # the upload under way, no bytes of the refused ones
+        assert len(objects(srv)) == 2
+
+
+def test_a_wrong_checksum_stores_nothing(server: ServerProcess) -> None:
+    async def scenario() -> None:
+        alice = await login(server, "alice")
+        link = await FileLink.open(alice)
+        data = os.urandom(100_000)
+        ready = await link.ask_upload("x.bin", len(data), hashlib.sha256(b"other").hexdigest(),
+                                      room="general")
+        link.send("chunk", data, upload=ready["upload"], offset=0)
+        answer = await link.next(lambda m: m.type in ("uploaded", "error"))
+        assert answer.type == "error" and answer["code"] == "bad_checksum", answer.fields
+        # and a chunk at the wrong place is refused with where to go on from
+        ready = await link.ask_upload("y.bin", len(data), hashlib.sha256(data).hexdigest(),
+                                      room="general")
+        link.send("chunk", data[:10], upload=ready["upload"], offset=5)
+        bad = await link.next(lambda m: m.type == "error")
+        assert bad["code"] == "bad_offset" and bad["offset"] == 0
+        link.send("cancel", upload=ready["upload"])
+        await alice.say("general", "still here")
+        await link.close()
+        await alice.close()
+
+    run(scenario())
+    assert objects(server) == []
+    assert list((server.data_dir / "files" / "partial").iterdir()) == []
+
+
+def make_file(path: Path, size: int) -> Path:
+    """A file of ``size`` pseudo-random bytes (fast: a random block repeated with a counter)."""
+    block = os.urandom(1 << 20)
+    with path.open("wb") as f:
+        for i in range(0, size, len(block)):
+            f.write((i.to_bytes(8, "big") + block[8:])[: size - i])
+    return path
+
+
+def resume_after_a_dropped_connection(srv: ServerProcess, path: Path) -> None:
+    size = path.stat().st_size
+    sha = sha256_file(path)
+
+    async def scenario() -> None:
+        alice = await login(srv, "alice")
+        link = await FileLink.open(alice)
+        half = await link.send_file(path, "big.bin", stop_at=size // 2, room="general")
+        assert half.type == "upload_progress", half.fields
+        link.link.writer.transport.abort()  # the connection dies half way
+        await link.close()
+        link = await FileLink.open(alice)
+        done = await link.send_file(path, "big.bin", room="general")
+        assert done.type == "uploaded", done.fields
+        assert size // 2 <= link.started_at < size  # from what was stored, not from 0
+        assert done["file"]["sha256"] == sha and done["file"]["size"] == size
+        got = hashlib.sha256()
+        n = 0
+        link.send("download", file=done["file"]["id"])
+        while True:
+            m = await link.next(lambda m: m.type in ("file_data", "downloaded", "error"))
+            if m.type != "file_data":
+                break
+            assert m["offset"] == n
+            got.update(m.payload)
+            n += len(m.payload)
+        assert m.type == "downloaded" and got.hexdigest() == sha and n == size
+        await link.close()
+        await alice.close()
+
+    run(scenario())
+    assert [p.name for p in objects(srv)] == [sha]
+
+
+def test_a_200_mb_upload_cut_half_way_resumes_from_the_stored_offset(
+        tmp_path: Path) -> None:
+    """About 4 s on an idle machine (upload, download and their hashes through TLS)."""
+    with running_server(tmp_path / "data", "--max-file-size", str(300 << 20)) as srv:
+        resume_after_a_dropped_connection(srv, make_file(tmp_path / "big.bin", 200 * 10**6))
+
+
+HOSTILE = ["../../etc/passwd", "/abs", "C:\\x", "CON", "aux.txt", "..", "x" * 255,
+           "a/../../b\\..\\c", "\u202ereversed"]
+
+
+def test_hostile_names_are_text_and_touch_no_path(server: ServerProcess, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        alice = await login(server, "alice")
+        link = await FileLink.open(alice)
+        for i, name in enumerate(HOSTILE):
+            done = await link.send_file(f"content {i}".encode(), name, room="general")
+            assert done.type == "uploaded", (name, done.fields)
+            assert done["file"]["name"] == name
+        for name in ("nul\x00.txt", "x" * 256, "line\nbreak", " "):
+            answer = await link.ask_upload(name, 1, "0" * 64, room="general")
+            assert answer.type == "error" and answer["code"] == "bad_message", name
+        hist = await alice.history(room="general")
+        assert [m["file"]["name"] for m in hist["messages"]] == HOSTILE
+        await link.close()
+        await alice.close()
+
+    run(scenario())
+    files = server.data_dir / "files"
+    for p in files.rglob("*"):  # only hashes (and their fan-out) inside the store
+        assert p.name in ("objects", "partial", "thumbs") or all(
+            c in "0123456789abcdef." for c in p.name.removesuffix(".png")), p
+    assert not any("passwd" in p.name or p.name in ("abs", "CON", "x")
+                   for p in tmp_path.rglob("*"))
+
+
+def png_bomb(side: int) -> bytes:
+    """A PNG of ``side`` x ``side`` black pixels (1 bit each), its zeros deflated: a few
+    kB that decode to side * side pixels."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    row = b"\x00" * (1 + side // 8)
+    z = zlib.compressobj(9)
+    body = b"".join(z.compress(row) for _ in range(side)) + z.flush()
+    ihdr = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", body)
+            + chunk(b"IEND", b""))
+
+
+def test_a_decompression_bomb_is_stored_without_a_preview(server: ServerProcess) -> None:
+    bomb = png_bomb(30000)  # 900 megapixels in about 100 kB
+    assert len(bomb) < 200_000
+
+    async def scenario() -> None:
+        alice, bob = await login(server, "alice"), await login(server, "bob")
+        link = await FileLink.open(alice)
+        done = await link.send_file(bomb, "bomb.png", room="general")
+        assert done.type == "uploaded", done.fields
+        info = done["file"]
+        assert info["mime"] == "image/png" and "thumb" not in info
+        _, answer = await link.get_file(info["id"], thumb=True)
+        assert answer.type == "error" and answer["code"] == "no_preview"
+        got, answer = await link.get_file(info["id"])
+        assert got == bomb
+        # the server is fine: chat goes on
+        await bob.say("general", "still here")
+        await link.close()
+        for c in (alice, bob):
+            await c.close()
+
+    run(scenario())
+    assert server.proc is not None and server.proc.poll() is None
+
+
+def test_previews_have_no_metadata_and_the_type_is_sniffed(server: ServerProcess) -> None:
+    from PIL import Image
+
+    im = Image.new("RGB", (1200, 800), (200, 30, 30))
+    exif = Image.Exif()
+    exif[0x013B] = "Secret Artist"  # Artist
+    exif[0x010F] = "SpyCam"  # Make
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", exif=exif.tobytes(), quality=90)
+    jpeg = buf.getvalue()
+    assert b"Secret Artist" in jpeg
+
+    async def scenario() -> None:
+        alice = await login(server, "alice")
+        link = await FileLink.open(alice)
+        done = await link.send_file(jpeg, "holiday.txt", room="general")  # named as text
+        info = done["file"]
+        assert info["mime"] == "image/jpeg" and (info["w"], info["h"]) == (1200, 800)
+        assert info["thumb"] == {"w": 320, "h": 213}
+        thumb, answer = await link.get_file(info["id"], thumb=True)
+        assert answer.type == "downloaded" and answer["sha256"] == hashlib.sha256(
+            thumb).hexdigest()
+        assert b"Secret" not in thumb and b"SpyCam" not in thumb
+        with Image.open(io.BytesIO(thumb)) as t:
+            assert t.format == "PNG" and t.size == (320, 213)
+            assert not t.getexif() and "exif" not in t.info
+            assert t.convert("RGB").getpixel((160, 100)) == pytest.approx((200, 30, 30), abs=3)
+        text = await link.send_file(b"hello\nworld\n", "picture.png", room="general",
+                                    mime="image/png")
+        assert text["file"]["mime"] == "text/plain" and "thumb" not in text["file"]
+        await link.close()
+        await alice.close()
+
+    run(scenario())

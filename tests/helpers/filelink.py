@@ -20,6 +20,7 @@ class FileLink:
     def __init__(self, link: Link) -> None:
         self.link = link
         self.inbox: asyncio.Queue[Message | None] = asyncio.Queue()
+        self.started_at = -1  # the offset the last send_file started from (upload_ready's)
         link.start(self.inbox.put_nowait, lambda _: self.inbox.put_nowait(None))
 
     @classmethod
@@ -60,6 +61,7 @@ class FileLink:
         if ready.type == "error":
             return ready
         uid, chunk, window = ready["upload"], ready["chunk"], ready["window"]
+        self.started_at = ready["offset"]
         sent = acked = ready["offset"]
         f = await asyncio.to_thread(data.open, "rb") if isinstance(data, Path) else None
         try:

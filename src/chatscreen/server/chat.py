@@ -29,6 +29,7 @@ from chatscreen.protocol.lookalike import name_skeleton
 from chatscreen.server import login, moderation, registration
 from chatscreen.server import rooms as roomsvc
 from chatscreen.server.accounts import (
+    RANK,
     Account,
     AccountStore,
     AdminRequest,
@@ -414,6 +415,45 @@ class ChatService:
                 n += self.fanout.publish(user_topic(key), data)
         self.counters.deliveries += n
 
+    def _delete(self, session: Session[Peer], msg: Message) -> None:
+        self.spawn(self._delete_message(session, msg))
+
+    async def _delete_message(self, session: Session[Peer], msg: Message) -> None:
+        """A message out of history (its author, a moderator or an admin), and out of view
+        of those who got it (``deleted``); a file message's file goes too."""
+        rid = rid_of(msg)
+        m = await self.store.message(msg["id"])
+        if m is None or m.kind == "deleted" or not self.may_see(session, m):
+            session.chat.error(ErrorCode.NO_SUCH_MESSAGE, f"no message {msg['id']}",
+                               re="delete", **rid)
+            return
+        author = m.user.casefold() == session.key and session.since < m.id
+        if not author and RANK[session.role or "guest"] < RANK["moderator"]:
+            session.chat.error(ErrorCode.FORBIDDEN, "only its author, a moderator or an admin "
+                               "may delete a message", re="delete", **rid)
+            return
+        await self.store.delete_message(m.id)
+        if m.kind == "file" and self.files is not None:
+            await self.files.message_deleted(m.id)
+        where = {"room": m.room} if m.room is not None else {"to": m.to}
+        data = encode_frame({"type": "deleted", "id": m.id, **where})
+        if m.room is not None:
+            self.fanout.publish(room_topic(m.room), data, exclude=(session.chat,))
+        else:
+            for key in {m.user.casefold(), (m.to or "").casefold()} - {session.key}:
+                other = self.sessions.get(key)
+                if other is not None and other.since < m.id:
+                    self.fanout.publish(user_topic(key), data)
+        session.chat.send("deleted", id=m.id, **where, **rid)
+        log.info("%s deleted message %d", session.name, m.id)
+
+    def may_see(self, session: Session[Peer], m: StoredMessage) -> bool:
+        """May this user read this message (its room, or its private conversation)?"""
+        if m.room is not None:
+            return roomsvc.may_enter(self, session, m.room)
+        return (session.key in (m.user.casefold(), (m.to or "").casefold())
+                and session.since < m.id)
+
     def _typing(self, session: Session[Peer], msg: Message) -> None:
         active = msg["active"]
         if "room" in msg.fields:
@@ -529,6 +569,8 @@ class ChatService:
             ban = (self.binding("account", session.key, session.role, ip)
                    or self.binding("address", ip, session.role, ip))
             if ban is not None:
+                if self.files is not None:
+                    self.files.cut(session.key)
                 session.chat.fail(ErrorCode.BANNED, f"You are banned {ban.until_text()}"
                                   + (f": {ban.reason}" if ban.reason else ""))
                 self.logout(session)
@@ -630,7 +672,10 @@ class ChatService:
         return account.role if account is not None else "guest"
 
     def expel(self, session: Session[Peer], code: ErrorCode, message: str) -> None:
-        """Disconnect a user (kicked, banned); the room notice goes out first."""
+        """Disconnect a user (kicked, banned); the room notice goes out first. A banned
+        user's transfers end at once, their partial uploads dropped."""
+        if code == ErrorCode.BANNED and self.files is not None:
+            self.files.cut(session.key)
 
         def later() -> None:  # after the notice went out, so that they see it too
             session.chat.fail(code, message)
@@ -666,4 +711,5 @@ class ChatService:
         "decline": roomsvc.decline,
         "read": roomsvc.read,
         "moderate": moderation.request,
+        "delete": _delete,
     }

@@ -124,10 +124,15 @@ class FileService:
 
     def _prepare(self) -> None:
         self.files.prepare()
+        self._sweep_partials(set())
+
+    def _sweep_partials(self, known: set[str]) -> None:
+        """Partials on disk past file_partial_keep that no upload holds (left by an
+        earlier server: until then they may be resumed) go (thread)."""
         cutoff = time.time() - self.s.file_partial_keep
-        for entry in os.scandir(self.files.partial):  # a dropped upload may be resumed
+        for entry in os.scandir(self.files.partial):
             with contextlib.suppress(OSError):
-                if entry.stat().st_mtime < cutoff or not entry.is_file():
+                if entry.name not in known and entry.stat().st_mtime < cutoff:
                     os.unlink(entry.path)
 
     def stop(self) -> None:
@@ -548,6 +553,7 @@ class FileService:
         cutoff = time.time() - self.s.file_partial_keep
         for u in [u for u in self.partials.values() if u.peer is None and u.touched < cutoff]:
             await self._drop(u)
+        await asyncio.to_thread(self._sweep_partials, set(self.partials))
         if self.s.file_retention > 0:
             old = await self.db.files_where("created < ?", [time.time() - self.s.file_retention])
             await self.remove([r.id for r in old], {r.sha256 for r in old}, "expired")

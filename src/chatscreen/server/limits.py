@@ -79,7 +79,7 @@ class KeyedBuckets:
 
 #: Chat requests that count against a user's message rate.
 RATED = frozenset({"say", "pm", "typing", "join", "create", "leave", "history", "who", "rooms",
-                   "read", "invite", "decline"})
+                   "read", "invite", "decline", "delete"})
 #: Screen requests that count against a connection's frame rate.
 SCREEN_RATED = frozenset({"frame", "cursor", "share", "unshare", "watch", "unwatch",
                           "upload", "chunk", "cancel", "download"})
