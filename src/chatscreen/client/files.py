@@ -25,10 +25,12 @@ import hashlib
 import itertools
 import os
 import re
+import tempfile
 import threading
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -44,6 +46,8 @@ from chatscreen.errors import (
 from chatscreen.protocol import Message
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from chatscreen.client.session import Client
 
 #: ``progress(phase, done, total)``: phase is "hashing", "uploading", "downloading" or
@@ -686,3 +690,29 @@ class _Fetch:
             self.part.discard()
             raise FileError(f"the download of {self.file_id} arrived damaged (SHA-256 "
                             "differs); nothing was kept: try again")
+
+
+# -- a picture made here (a share's snapshot) --------------------------------------------------
+
+
+def picture_name(who: str, when: datetime | None = None) -> str:
+    """The display name of a snapshot of ``who``'s screen: ``alice-screen-20261208-010203.png``
+    (UTC), as safe a name as :func:`safe_name` makes."""
+    stamp = (when or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S")
+    return safe_name(f"{who}-screen-{stamp}.png", fallback=f"screen-{stamp}.png")
+
+
+def _write_png(picture: Image.Image, folder: str, name: str) -> Path:
+    path = Path(folder) / name
+    picture.save(path, format="PNG")  # lossless
+    return path
+
+
+async def upload_picture(client: Client, picture: Image.Image, name: str, *,
+                         room: str | None = None, to: str | None = None,
+                         progress: Progress | None = None) -> FileInfo:
+    """Post ``picture`` as a lossless PNG named ``name`` (written to a temporary file on a
+    thread, removed once sent), like :func:`upload`."""
+    with tempfile.TemporaryDirectory(prefix="chatscreen-") as folder:
+        path = await asyncio.to_thread(_write_png, picture, folder, name)
+        return await upload(client, path, room=room, to=to, progress=progress)
