@@ -500,6 +500,15 @@ class _Upload:
                             f"end ({self.size})")
         self.acked = sent = offset
         self._report()
+        try:
+            return await self._stream(f, link, rid, uid, chunk, window, sent)
+        except asyncio.CancelledError:  # the user gave up: the server drops the partial
+            with contextlib.suppress(LinkDropped):
+                link.send("cancel", upload=uid)
+            raise
+
+    async def _stream(self, f: IO[bytes], link: TransferLink, rid: str, uid: str, chunk: int,
+                      window: int, sent: int) -> FileInfo:
         while True:
             while sent < self.size and sent - self.acked < window:
                 n = min(chunk, self.size - sent, self.acked + window - sent)

@@ -3,20 +3,39 @@
 from __future__ import annotations
 
 import bisect
+import contextlib
 import functools
 import itertools
 import re
+import shutil
+import threading
 import time
 import tkinter as tk
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from tkinter import ttk
 from typing import TYPE_CHECKING, Any
 
+from chatscreen.client.files import FileError, local_size, picture_name, safe_name
 from chatscreen.client.session import PRIVATE_CATCH_UP
 from chatscreen.commands import HELP, Command, parse_command
 from chatscreen.errors import ChatscreenError
 from chatscreen.gui.dialogs import NewPasswordDialog
+from chatscreen.gui.files import (
+    TEXT_TARGETS,
+    ClipboardError,
+    FileCache,
+    PictureWindow,
+    TransferPanel,
+    clipboard_picture,
+    clipboard_targets,
+    file_summary,
+    has_preview,
+    pasted_file,
+    pasted_name,
+)
 from chatscreen.gui.net import gui_event
 from chatscreen.gui.timeline import day_line, grouped, presence_line
 from chatscreen.gui.widgets import selection, styled_listbox
@@ -127,6 +146,18 @@ class Pending:
     text: str
 
 
+@dataclass
+class Transfer:
+    """An upload or download under way, as the Chat tab follows it."""
+
+    kind: str  # "upload", "save", "open"
+    name: str  # the file's
+    key: str | None = None  # the conversation an upload goes to
+    future: Any = None  # concurrent.futures.Future of the network loop's task
+    window: PictureWindow | None = None  # "open": where the picture goes
+    cleanup: Path | None = None  # a folder of ours to remove once it ends
+
+
 class ChatTab(ttk.Frame):
     def __init__(self, master: tk.Misc, app: ChatHost) -> None:
         super().__init__(master, padding=8)
@@ -152,6 +183,11 @@ class ChatTab(ttk.Frame):
         self._marks_sent = 0.0  # when markers last went out (time.monotonic)
         self._hangs: set[str] = set()  # the hanging-indent tags made so far
         self._hang_cache: dict[tuple[str, str, bool], str] = {}
+        self.cache = FileCache()  # previews, and the app's temporary folder
+        self.file_tags: dict[str, dict[str, Any]] = {}  # text tag -> a file's info
+        self.transfers: dict[int, Transfer] = {}
+        self.pictures: list[PictureWindow] = []  # pictures open full size
+        self._tids = itertools.count(1)
         self._build()
 
     # -- layout ------------------------------------------------------------------------
@@ -225,6 +261,10 @@ class ChatTab(ttk.Frame):
         t.tag_configure("day", foreground="#5f6368", font=fonts["small"], justify="center",
                         spacing1=10, spacing3=4)
         t.tag_configure("link", foreground="#0b57d0", underline=True)
+        t.tag_configure("save", foreground="#0b57d0", underline=True)
+        t.tag_configure("filename", foreground="#1f2328", font=bold)
+        t.tag_configure("filemeta", foreground="#6b7078", font=fonts["small"])
+        t.tag_configure("preview", spacing1=4, spacing3=4)
         # A message's further lines: indented past the time and marked, so that no line of
         # a message can pass for a message of its own (configured last: these margins win).
         t.tag_configure("cont", lmargin1=62, lmargin2=74)
@@ -233,10 +273,19 @@ class ChatTab(ttk.Frame):
         t.tag_bind("link", "<Enter>", lambda _e: t.configure(cursor="hand2"))
         t.tag_bind("link", "<Leave>", lambda _e: t.configure(cursor="arrow"))
         t.tag_bind("link", "<Button-1>", self._on_link)
+        for tag in ("preview", "save"):
+            t.tag_bind(tag, "<Enter>", lambda _e: t.configure(cursor="hand2"))
+            t.tag_bind(tag, "<Leave>", lambda _e: t.configure(cursor="arrow"))
+        t.tag_bind("preview", "<Button-1>", self._on_preview_click)
+        t.tag_bind("save", "<Button-1>", self._on_save_click)
+        # uploads and downloads under way: a row each, with a progress bar and Cancel
+        self.transfer_panel = TransferPanel(main)
+        self.transfer_panel.grid(row=2, column=0, columnspan=2, sticky="ew", pady=(4, 0))
+        self.transfer_panel.grid_remove()
         self.typing_label = ttk.Label(main, text="", style="Hint.TLabel")
-        self.typing_label.grid(row=2, column=0, sticky="w", pady=(2, 0))
+        self.typing_label.grid(row=3, column=0, sticky="w", pady=(2, 0))
         row = ttk.Frame(main)
-        row.grid(row=3, column=0, columnspan=2, sticky="ew", pady=(2, 0))
+        row.grid(row=4, column=0, columnspan=2, sticky="ew", pady=(2, 0))
         self.entry = tk.Text(row, height=1, width=20, wrap="word", font=fonts["body"], undo=True,
                              relief="flat", borderwidth=0, padx=8, pady=6,
                              highlightthickness=1, highlightbackground="#c4c9d0",
@@ -251,14 +300,17 @@ class ChatTab(ttk.Frame):
         for seq in ("<Control-Shift-Tab>", "<Control-ISO_Left_Tab>"):
             self.entry.bind(seq, lambda _e: self.app.cycle_tabs(-1))
         self.entry.bind("<Tab>", lambda _e: self._focus_next())
+        self.entry.bind("<<Paste>>", self._on_paste)
         self.send_button = ttk.Button(row, text="Send", command=self.send_message,
                                       style="Accent.TButton")
         self.send_button.pack(side="left", padx=(8, 0), fill="y")
-        ttk.Label(main, text="Enter sends · Shift+Enter adds a line", style="Hint.TLabel").grid(
-            row=4, column=0, sticky="e", pady=(2, 0))
+        self.attach_button = ttk.Button(row, text="Attach…", command=self.attach_dialog)
+        self.attach_button.pack(side="left", padx=(8, 0), fill="y")
+        ttk.Label(main, text="Enter sends · Shift+Enter adds a line · Ctrl+V pastes a picture",
+                  style="Hint.TLabel").grid(row=5, column=0, sticky="e", pady=(2, 0))
         # why the text in the box was not sent (it stays there to be fixed)
         self.input_error = ttk.Label(main, text="", style="Hint.TLabel", foreground="#b3261e")
-        self.input_error.grid(row=4, column=0, sticky="w", pady=(2, 0))
+        self.input_error.grid(row=5, column=0, sticky="w", pady=(2, 0))
 
     def _focus_next(self) -> str:
         self.send_button.focus_set()
@@ -419,6 +471,15 @@ class ChatTab(ttk.Frame):
             elif ev["room"] not in self.invitations and self.current is not None:
                 # not a room we are in: said where we are, without adding the room
                 self._note(self.current, f"#{ev['room']}: {ev['text']}")
+        elif kind == "gui_transfer":
+            self._on_transfer(ev)
+        elif kind == "gui_transfer_done":
+            self._on_transfer_done(ev)
+        elif kind == "gui_preview":
+            self.cache.put(ev["file"], ev["image"] if ev["image"] is not None else "failed")
+            self._dirty = True
+        elif kind == "gui_paste":
+            self._on_pasted(ev)
         elif kind == "gui_note":
             if ev["key"] in self.conversations:
                 self._note(ev["key"], ev["text"])
@@ -849,6 +910,7 @@ class ChatTab(ttk.Frame):
         text.configure(state="normal")
         text.delete("1.0", "end")
         self.links.clear()
+        self.file_tags.clear()
         me = self.app.user.casefold()
         if conv is not None and conv.loading:
             text.insert("end", "loading older messages…\n", "more")
@@ -892,9 +954,48 @@ class ChatTab(ttk.Frame):
         text.insert("end", when + "  ", ("time", *body, f"m{m['id']}"))
         text.insert("end", name, ("ownname" if own else "name", *body))
         text.insert("end", "  ", body)
-        self._insert_text(m["text"], (*line, "cont", "owncont", f"{hang}c") if own
-                          else (*line, "cont", f"{hang}c"), body)
+        cont = (*line, "cont", "owncont", f"{hang}c") if own else (*line, "cont", f"{hang}c")
+        if m.get("kind") == "file" and isinstance(m.get("file"), dict):
+            self._insert_file(m["file"], cont, body)
+        else:
+            self._insert_text(m["text"], cont, body)
         text.insert("end", "\n", line)
+
+    def _insert_file(self, info: dict[str, Any], cont: tuple[str, ...],
+                     line: tuple[str, ...]) -> None:
+        """``NAME  84.2 kB · PNG image  Save as…``, and under it the preview (the server's
+        thumbnail, fetched once), which opens the picture full size."""
+        text = self.text
+        n = len(self.file_tags)
+        self.file_tags[f"file{n}"] = info
+        text.insert("end", one_line(str(info.get("name", "")), isolate=False),
+                    ("filename", *line))
+        if info.get("expired"):
+            text.insert("end", f"  {file_summary(info)} · expired", ("filemeta", *line))
+            return
+        text.insert("end", f"  {file_summary(info)}  ", ("filemeta", *line))
+        text.insert("end", "Save as…", ("save", f"file{n}", *line))
+        if not has_preview(info):
+            return
+        state = self.cache.state(str(info["id"]))
+        text.insert("end", "\n", line)
+        if state is None or isinstance(state, str):
+            if state is None:
+                self._fetch_preview(str(info["id"]))
+            shown = "loading the preview…" if state != "failed" else "(no preview)"
+            text.insert("end", shown, ("filemeta", *cont))
+            return
+        at = text.index("end-1c")
+        text.image_create("end", image=state, padx=2)
+        for tag in ("preview", f"file{n}", *cont):
+            text.tag_add(tag, at)
+
+    def _fetch_preview(self, file_id: str) -> None:
+        net = self.app.net
+        if net is None:
+            return
+        self.cache.put(file_id, "loading")
+        net.preview(file_id, self.cache.folder)
 
     def _hang_of(self, when: str, name: str, own: bool) -> str:
         """The hanging-indent tag of a message line that starts ``when  name  ``
@@ -940,6 +1041,212 @@ class ChatTab(ttk.Frame):
                     tag = f"url{len(self.links)}"
                     self.links[tag] = url
                     text.insert("end", piece, ("link", tag, *tags))
+
+    # -- files -------------------------------------------------------------------------
+
+    def _file_at(self, index: str) -> dict[str, Any] | None:
+        for tag in self.text.tag_names(index):
+            info = self.file_tags.get(str(tag))
+            if info is not None:
+                return info
+        return None
+
+    def _on_preview_click(self, _event: object) -> str:
+        info = self._file_at("current")
+        if info is not None:
+            self.open_picture(info)
+        return "break"
+
+    def _on_save_click(self, _event: object) -> str:
+        info = self._file_at("current")
+        if info is not None:
+            self.save_as(info)
+        return "break"
+
+    def _target(self) -> tuple[str, dict[str, str]] | None:
+        """The conversation shown, and where a file posted there goes (room= or to=)."""
+        key = self.current
+        if key is None:
+            return None
+        return key, ({"room": key[1:]} if key.startswith("#") else {"to": key[1:]})
+
+    def attach_dialog(self) -> None:
+        """The Attach… button: pick a file, post it to the conversation shown."""
+        if self.app.net is None or self.current is None:
+            self.input_error.configure(text="Connect first")
+            return
+        path = self.app.ask_open_file()
+        if path:
+            self.attach(Path(path))
+
+    def attach(self, path: Path, *, name: str | None = None,
+               cleanup: Path | None = None) -> int | None:
+        """Post a file to the conversation shown, with a progress row; its transfer id."""
+        net, target = self.app.net, self._target()
+        if net is None or target is None:
+            return None
+        key, where = target
+        try:
+            local_size(path)
+        except FileError as exc:
+            self.input_error.configure(text=f"Not sent: {exc}")
+            return None
+        self.input_error.configure(text="")
+        shown = name or path.name
+        tid = next(self._tids)
+        transfer = self.transfers[tid] = Transfer("upload", shown, key, cleanup=cleanup)
+        self.transfer_panel.add(tid, f"Sending {shown} to {key}", lambda: self.cancel(tid))
+        transfer.future = net.upload(tid, path, name=name, **where)
+        return tid
+
+    def post_snapshot(self, share: dict[str, Any], take: Callable[[], Any]) -> int | None:
+        """Post the picture of a share being watched (``take()``: on the render thread) as a
+        PNG: to the share's room if the server says it is for a room's members, else to the
+        conversation shown."""
+        net = self.app.net
+        target = self.snapshot_target(share)
+        if net is None or target is None:
+            return None
+        where = {"room": target[1:]} if target.startswith("#") else {"to": target[1:]}
+        name = picture_name(str(share["user"]))
+        tid = next(self._tids)
+        transfer = self.transfers[tid] = Transfer("upload", name, target)
+        self.transfer_panel.add(tid, f"Posting {name} to {target}", lambda: self.cancel(tid))
+        transfer.future = net.upload_picture(tid, take, name, **where)
+        return tid
+
+    def snapshot_target(self, share: dict[str, Any] | None) -> str | None:
+        """Where "Snapshot to chat" posts: "#room" or "@user"."""
+        room = share.get("room") if share is not None else None
+        if isinstance(room, str) and room:
+            return f"#{room}"
+        return self.current
+
+    def save_as(self, info: dict[str, Any]) -> int | None:
+        """Save as…: ask where (the file's safe name offered), download with a progress row."""
+        net = self.app.net
+        if net is None:
+            return None
+        name = safe_name(str(info.get("name", "")), fallback=str(info["id"]))
+        chosen = self.app.ask_save_file(name)
+        if not chosen:
+            return None
+        tid = next(self._tids)
+        self.transfers[tid] = Transfer("save", name)
+        self.transfer_panel.add(tid, f"Saving {name}", lambda: self.cancel(tid))
+        self.transfers[tid].future = net.download(tid, str(info["id"]), Path(chosen))
+        return tid
+
+    def open_picture(self, info: dict[str, Any]) -> PictureWindow | None:
+        """A preview clicked: the picture full size in a window of its own."""
+        net = self.app.net
+        if net is None:
+            return None
+        tid = next(self._tids)
+        window = PictureWindow(self, info, lambda w: self._picture_closed(tid, w))
+        self.pictures.append(window)
+        folder = self.cache.scratch("picture-")
+        self.transfers[tid] = Transfer("open", str(info.get("name", "")), window=window)
+        self.transfers[tid].future = net.open_picture(tid, str(info["id"]), folder,
+                                                      window.box())
+        return window
+
+    def _picture_closed(self, tid: int, window: PictureWindow) -> None:
+        with contextlib.suppress(ValueError):
+            self.pictures.remove(window)
+        self.cancel(tid)
+
+    def cancel(self, tid: int) -> None:
+        transfer = self.transfers.get(tid)
+        if transfer is not None and transfer.future is not None:
+            transfer.future.cancel()
+
+    def _on_transfer(self, ev: Message) -> None:
+        transfer = self.transfers.get(ev["tid"])
+        if transfer is None:
+            return
+        if transfer.window is not None:
+            transfer.window.progress(ev["done"], ev["total"])
+        else:
+            self.transfer_panel.update_row(ev["tid"], ev["phase"], ev["done"], ev["total"])
+
+    def _on_transfer_done(self, ev: Message) -> None:
+        transfer = self.transfers.pop(ev["tid"], None)
+        if transfer is None:
+            return
+        if transfer.cleanup is not None:
+            shutil.rmtree(transfer.cleanup, ignore_errors=True)
+        error, result = ev.get("error"), ev.get("result")
+        if transfer.window is not None:
+            if error is not None:
+                transfer.window.fail(f"Cannot open it: {error}")
+            elif result is not None and transfer.window.winfo_exists():
+                transfer.window.show(result)
+            return
+        if ev.get("cancelled"):
+            self.transfer_panel.finish(ev["tid"], "cancelled", "cancelled")
+        elif error is not None:
+            self.transfer_panel.finish(ev["tid"], "failed", error)
+            if transfer.key is not None:
+                self._note(transfer.key, f"Not sent: {transfer.name} ({error})")
+        elif transfer.kind == "save":
+            self.transfer_panel.finish(ev["tid"], "done", f"saved to {result.path.name}")
+        else:
+            self.transfer_panel.finish(ev["tid"], "done", "sent")
+
+    def _on_paste(self, _event: object) -> str | None:
+        """Ctrl+V: text is pasted as text (a file copied in a file manager, a file:// URI,
+        is attached); a picture alone on the clipboard (a screenshot) is read off the Tk
+        thread and attached."""
+        if self.app.net is None or self.current is None:
+            return None
+        offered = clipboard_targets(self)
+        if not offered & TEXT_TARGETS and any(t.startswith("image/") for t in offered):
+            return self._paste_picture()
+        try:
+            text = str(self.clipboard_get())
+        except tk.TclError:  # nothing on the clipboard
+            return None
+        path = pasted_file(text)
+        if path is None:
+            return None  # Tk pastes the text
+        self.attach(path)
+        return "break"
+
+    def _paste_picture(self) -> str:
+        assert self.app.net is not None
+        events = self.app.net.events
+        folder = self.cache.scratch("pasted-")
+        path = folder / pasted_name()
+
+        def read() -> None:  # a thread: xclip may wait for the clipboard's owner (us)
+            error = None
+            try:
+                data = clipboard_picture()
+                if data is None:
+                    error = "nothing to paste: no text nor picture on the clipboard"
+                else:
+                    path.write_bytes(data)
+            except (ClipboardError, OSError) as exc:
+                error = str(exc)
+            events.put(gui_event("paste", path=str(path), error=error))
+
+        threading.Thread(target=read, name="clipboard", daemon=True).start()
+        return "break"
+
+    def _on_pasted(self, ev: Message) -> None:
+        path = Path(ev["path"])
+        if ev.get("error") is not None:
+            shutil.rmtree(path.parent, ignore_errors=True)
+            self.input_error.configure(text=f"Not pasted: {ev['error']}")
+            return
+        self.attach(path, name=path.name, cleanup=path.parent)
+
+    def release(self) -> None:
+        """The window is gone: drop the photos here, on the Tk thread (see App.quit)."""
+        for window in list(self.pictures):
+            window.close()
+        self.cache.release()
 
     def shown_text(self) -> str:
         """What the message pane shows (for tests)."""
