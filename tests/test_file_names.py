@@ -166,6 +166,8 @@ def test_a_file_message_in_chat() -> None:
                          "(1.2 MB)")
     assert "\n" not in line
     assert file_text({"id": "x", "name": "a.txt", "size": 512}) == "[file x] a.txt (512 B)"
+    assert file_text({"id": "x", "name": "a.txt", "size": 512, "expired": True}) == (
+        "[file x] a.txt (512 B, expired)")
     expired = {**m, "file": None}
     assert format_message(expired, "general").endswith("alice: [file] r.pdf (1.2 MB)")
 

@@ -5,8 +5,10 @@ proxy that cuts the transfer link half way."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
+import pty
 import re
 import subprocess
 import sys
@@ -271,3 +273,167 @@ def test_a_cut_transfer_link_resumes_where_the_server_stopped(server: ServerProc
         after = kinds.index("reconnecting")
         resumed = next(done for kind, done in seen[after:] if kind == phase)
         assert resumed >= 8 << 20, seen[after:]  # from where it was cut, not from 0
+
+
+def test_empty_file_round_trip(server: ServerProcess, tmp_path: Path) -> None:
+    src = tmp_path / "empty.txt"
+    src.write_bytes(b"")
+    sent = cli(server, "send-file", str(src))
+    assert sent.returncode == 0, sent.stderr
+    out = tmp_path / "copy.txt"
+    got = cli(server, "get-file", sent.stdout.splitlines()[-1], "--output", str(out))
+    assert got.returncode == 0, got.stderr
+    assert out.read_bytes() == b""
+
+
+def test_a_damaged_download_is_not_kept(server: ServerProcess, tmp_path: Path) -> None:
+    """The server's copy rotted on its disk: the SHA-256 at the end differs, nothing is
+    saved (no OUT, no OUT.part), exit 1; a stale partial longer than the file is no
+    trouble either."""
+    src = random_file(tmp_path / "data.bin", 300_000)
+    sent = cli(server, "send-file", str(src))
+    assert sent.returncode == 0, sent.stderr
+    file_id = sent.stdout.splitlines()[-1]
+    stale = tmp_path / "stale.bin"
+    (tmp_path / "stale.bin.part").write_bytes(os.urandom(400_000))  # longer than the file
+    got = cli(server, "get-file", file_id, "--output", str(stale))
+    assert got.returncode == 0, got.stderr
+    assert sha256(stale) == sha256(src)
+    [obj] = [p for p in (server.data_dir / "files" / "objects").rglob("*") if p.is_file()]
+    damaged = bytearray(obj.read_bytes())
+    damaged[1000] ^= 0xFF
+    obj.chmod(0o600)
+    obj.write_bytes(bytes(damaged))
+    out = tmp_path / "damaged.bin"
+    bad = cli(server, "get-file", file_id, "--output", str(out))
+    assert bad.returncode == 1
+    assert bad.stderr.strip().splitlines()[-1] == (
+        f"cannot get {file_id}: the download of {file_id} arrived damaged (SHA-256 differs); "
+        "nothing was kept: try again")
+    assert not out.exists() and not (tmp_path / "damaged.bin.part").exists()
+
+
+def test_a_partial_that_is_a_link_is_not_followed(server: ServerProcess,
+                                                  tmp_path: Path) -> None:
+    """OUT.part planted as a symbolic link to another file: the download refuses to write
+    through it, and that file is untouched."""
+    src = random_file(tmp_path / "data.bin", 1000)
+    sent = cli(server, "send-file", str(src))
+    file_id = sent.stdout.splitlines()[-1]
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    os.symlink(victim, tmp_path / "out.bin.part")
+    got = cli(server, "get-file", file_id, "--output", str(tmp_path / "out.bin"))
+    assert got.returncode == 1
+    assert got.stderr.strip().splitlines()[-1] == (
+        f"cannot get {file_id}: cannot write {tmp_path / 'out.bin.part'}: it is a symbolic "
+        "link (not followed)")
+    assert victim.read_text() == "precious" and not (tmp_path / "out.bin").exists()
+
+
+def test_send_file_draws_a_progress_bar_on_a_terminal(server: ServerProcess,
+                                                      tmp_path: Path) -> None:
+    """stderr a terminal (a pty), stdout a pipe: the bar is redrawn in place on the
+    terminal, the id alone goes to stdout."""
+    src = random_file(tmp_path / "big.bin", 20_000_000)
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "chatscreen", "send-file", str(src), "--server",
+             f"127.0.0.1:{server.chat_port}", "--screen-port", str(server.screen_port),
+             "--user", "alice"], stdout=subprocess.PIPE, stderr=follower, text=True,
+            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+        os.close(follower)
+        terminal = b""
+        with contextlib.suppress(OSError):  # EIO once the process is gone
+            while chunk := os.read(leader, 65536):
+                terminal += chunk
+        stdout, _ = proc.communicate(timeout=6 * TIMEOUT)
+    finally:
+        os.close(leader)
+    assert proc.returncode == 0, terminal
+    assert re.fullmatch(FILE_ID, stdout.strip())
+    frames = terminal.decode().replace("\r\n", "\n").split("\r")
+    assert any(f.startswith("hashing big.bin [") for f in frames), frames
+    assert any(f.startswith("sending big.bin [") for f in frames), frames
+    last = [f for f in frames if f.startswith("sending")][-1].split("\n")[0]
+    assert "] 100%  20.0 MB / 20.0 MB" in last  # (then the rate, if it took 0.2 s or more)
+    assert "sent big.bin (20.0 MB) to #general" in terminal.decode()
+
+
+def test_an_upload_given_up_goes_on_from_the_servers_partial_next_time(
+        server: ServerProcess, tmp_path: Path) -> None:
+    """An upload stopped half way (Ctrl+C: the task cancelled, the link closed) and started
+    again later by a new session of the same user: the server's offset is where the first
+    stopped, and only the rest is sent."""
+    size = 16 << 20
+    src = random_file(tmp_path / "big.bin", size)
+
+    async def scenario() -> tuple[int, FileInfo]:
+        first = await login(server, "alice")
+        half = asyncio.Event()
+
+        def progress(kind: str, done: int, total: int) -> None:
+            if kind == "uploading" and done >= 6 << 20:
+                half.set()
+
+        task = asyncio.ensure_future(upload(first, src, room="general", progress=progress))
+        await asyncio.wait_for(half.wait(), TIMEOUT)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await first.close()
+        second = await login(server, "alice")
+        starts: list[int] = []
+        info = await upload(second, src, room="general",
+                            progress=lambda kind, done, total: starts.append(done)
+                            if kind == "uploading" else None)
+        await second.close()
+        return starts[0], info
+
+    start, info = run(scenario())
+    assert start >= 6 << 20  # not from 0
+    assert info.size == size and info.sha256 == sha256(src)
+
+
+def peak_rss_since_reset() -> int:
+    """VmHWM (bytes): the most this process held since reset_peak_rss()."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+def reset_peak_rss() -> None:
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="Linux only")
+def test_transfers_hold_little_memory_whatever_the_file_size(server: ServerProcess,
+                                                             tmp_path: Path) -> None:
+    """A 90 MiB file up and down: this process's peak memory grows by a few MiB (the
+    transport's buffer, a piece read ahead; messages read ahead), never by the file."""
+    size = 90 << 20
+    src = tmp_path / "big.bin"
+    with src.open("wb") as f:
+        for _ in range(size >> 20):
+            f.write(os.urandom(1 << 20))
+
+    async def scenario() -> tuple[int, int, FileInfo]:
+        alice = await login(server, "alice", room="general")
+        reset_peak_rss()
+        base = peak_rss_since_reset()
+        info = await upload(alice, src, room="general")
+        up = peak_rss_since_reset() - base
+        reset_peak_rss()
+        base = peak_rss_since_reset()
+        await download(alice, info.id, tmp_path / "copy.bin")
+        down = peak_rss_since_reset() - base
+        await alice.close()
+        return up, down, info
+
+    up, down, info = run(scenario())
+    assert info.size == size
+    print(f"peak memory growth: upload {up >> 20} MiB, download {down >> 20} MiB")
+    assert up < 32 << 20, up
+    assert down < 32 << 20, down

@@ -3,19 +3,31 @@ real files on disk."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import os
 import struct
+import subprocess
+import sys
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from chatscreen.client import Client
+from chatscreen.errors import ServerError
 from chatscreen.protocol import Message
-from tests.helpers.filelink import FileLink, sha256_file
-from tests.helpers.server import TIMEOUT, ServerProcess, run, running_server, wait_for
+from tests.helpers.filelink import FileLink, poll_until, sha256_file
+from tests.helpers.server import (
+    REPO,
+    TIMEOUT,
+    ServerProcess,
+    run,
+    running_server,
+    wait_for,
+)
 
 
 async def login(srv: ServerProcess, name: str, room: str | None = "general") -> Client:
@@ -285,3 +297,161 @@ def test_previews_have_no_metadata_and_the_type_is_sniffed(server: ServerProcess
         await alice.close()
 
     run(scenario())
+
+
+PASSWORD = "files password 1"
+
+
+def admin_cli(data: Path, *args: str) -> None:
+    out = subprocess.run([sys.executable, "-m", "chatscreen", "admin", "--data-dir", str(data),
+                          *args], capture_output=True, text=True, timeout=3 * TIMEOUT, cwd=REPO,
+                         env={**os.environ, "CHATSCREEN_PASSWORD": PASSWORD})
+    assert out.returncode == 0, out.stderr
+
+
+@pytest.fixture
+def accounts(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A server with an admin account, boss (everyone else is a guest)."""
+    data = tmp_path / "data"
+    admin_cli(data, "create-admin", "boss")
+    with running_server(data) as srv:
+        yield srv
+
+
+async def member(srv: ServerProcess, name: str) -> Client:
+    c = await Client("127.0.0.1", name, chat_port=srv.chat_port, screen_port=srv.screen_port,
+                     timeout=TIMEOUT, password=PASSWORD).connect()
+    await c.join("general")
+    return c
+
+
+def test_private_files_reach_only_their_conversation(accounts: ServerProcess) -> None:
+    async def scenario() -> None:
+        alice, bob, carol = [await login(accounts, n) for n in ("alice", "bob", "carol")]
+        await alice.register(PASSWORD)  # (a guest may not make a private room)
+        links = {c.user: await FileLink.open(c) for c in (alice, bob, carol)}
+        # a private message's file: alice and bob only
+        pm = await links["alice"].send_file(b"for bob only", "pm.txt", to="bob")
+        assert pm.type == "uploaded", pm.fields
+        seen = await wait_for(bob, is_file_message)
+        assert seen["to"] == "bob" and seen["file"]["id"] == pm["file"]["id"]
+        got, end = await links["bob"].get_file(pm["file"]["id"])
+        assert got == b"for bob only" and end.type == "downloaded"
+        # a private room's file: its members only
+        await alice.create_room("secret", private=True)
+        await alice.invite("secret", "bob")
+        room = await links["alice"].send_file(b"for the room", "room.txt", room="secret")
+        assert room.type == "uploaded", room.fields
+        got, end = await links["bob"].get_file(room["file"]["id"])
+        assert got == b"for the room"
+        # carol: as if neither existed, like an id never given out
+        for file_id in (pm["file"]["id"], room["file"]["id"], "A" * 22):
+            got, end = await links["carol"].get_file(file_id)
+            assert end.type == "error" and end["code"] == "no_such_file" and got == b""
+            for thumb in (True,):
+                _, end = await links["carol"].get_file(file_id, thumb=thumb)
+                assert end["code"] == "no_such_file"
+        # nor may she post into the private room
+        refused = await links["carol"].send_file(b"x", room="secret")
+        assert refused.type == "error" and refused["code"] == "forbidden"
+        hist = await carol.history(room="general")
+        assert not [m for m in hist["messages"] if m.get("kind") == "file"]
+        for link in links.values():
+            await link.close()
+        for c in (alice, bob, carol):
+            await c.close()
+
+    run(scenario())
+
+
+def test_delete_takes_a_file_out_of_reach_and_off_the_disk(accounts: ServerProcess) -> None:
+    data = os.urandom(50_000)
+    sha = hashlib.sha256(data).hexdigest()
+
+    async def scenario() -> None:
+        alice, bob = await login(accounts, "alice"), await login(accounts, "bob")
+        mod = await member(accounts, "boss")
+        link, blink = await FileLink.open(alice), await FileLink.open(bob)
+        one = await link.send_file(data, "one.bin", room="general")
+        two = await link.send_file(data, "two.bin", room="general")
+        # bob may not delete alice's message
+        with pytest.raises(ServerError) as info:
+            await bob._request("delete", id=one["id"])
+        assert info.value.code == "forbidden"
+        # alice deletes hers: everyone who got it is told, the file is gone at once
+        answer = await alice._request("delete", id=one["id"])
+        assert answer.type == "deleted" and answer["id"] == one["id"]
+        told = await wait_for(bob, lambda m: m.type == "deleted")
+        assert told["id"] == one["id"] and told["room"] == "general"
+        _, end = await blink.get_file(one["file"]["id"])
+        assert end["code"] == "no_such_file"
+        assert [p.name for p in objects(accounts)] == [sha]  # two.bin still refers to it
+        # an admin deletes the other: the content leaves the disk
+        await mod._request("delete", id=two["id"])
+        _, end = await blink.get_file(two["file"]["id"])
+        assert end["code"] == "no_such_file"
+        assert objects(accounts) == []
+        hist = await bob.history(room="general")
+        assert [m for m in hist["messages"] if m.get("kind") == "file"] == []
+        with pytest.raises(ServerError) as info:
+            await alice._request("delete", id=two["id"])
+        assert info.value.code == "no_such_message"
+        for c in (link, blink):
+            await c.close()
+        for cl in (alice, bob, mod):
+            await cl.close()
+
+    run(scenario())
+
+
+def test_an_upload_does_not_hold_up_another_users_chat(server: ServerProcess,
+                                                       tmp_path: Path) -> None:
+    """Behaviour, not speed: while alice uploads as fast as she can, bob's chat round trips
+    stay far under a second (bounded generously: the machine is shared)."""
+    path = make_file(tmp_path / "upload.bin", 80 << 20)
+
+    async def scenario() -> None:
+        alice, bob = await login(server, "alice"), await login(server, "bob")
+        link = await FileLink.open(alice)
+        upload = asyncio.create_task(link.send_file(path, "upload.bin", room="general"))
+        async with asyncio.timeout(3 * TIMEOUT):
+            await link.progress.wait()  # under way
+        rtts: list[float] = []
+        loop = asyncio.get_running_loop()
+        while not upload.done() or len(rtts) < 5:
+            start = loop.time()
+            await bob.say("general", f"ping {len(rtts)}")
+            rtts.append(loop.time() - start)
+        assert (await upload).type == "uploaded"
+        assert len(rtts) >= 5 and max(rtts) < 2.0, rtts
+        print(f"{len(rtts)} chat round trips during an 80 MiB upload: max "
+              f"{1e3 * max(rtts):.1f} ms, median {1e3 * sorted(rtts)[len(rtts) // 2]:.1f} ms")
+        await link.close()
+        for c in (alice, bob):
+            await c.close()
+
+    run(scenario())
+
+
+def test_a_ban_cuts_the_users_transfers_and_drops_their_partial(accounts: ServerProcess,
+                                                                tmp_path: Path) -> None:
+    path = make_file(tmp_path / "upload.bin", 64 << 20)
+    partial = accounts.data_dir / "files" / "partial"
+
+    async def scenario() -> None:
+        alice, boss = await login(accounts, "alice"), await member(accounts, "boss")
+        link = await FileLink.open(alice)
+        half = await link.send_file(path, "upload.bin", stop_at=8 << 20, room="general")
+        assert half.type == "upload_progress"
+        assert [p.stat().st_size > 0 for p in partial.iterdir()] == [True]
+        await boss._request("moderate", action="ban", target="alice")
+        async with asyncio.timeout(TIMEOUT):
+            await link.link.closed.wait()  # her transfer link is closed at once
+        # and what she sent is dropped
+        await asyncio.to_thread(poll_until, lambda: not any(partial.iterdir()))
+        await link.close()
+        for c in (alice, boss):
+            await c.close()
+
+    run(scenario())
+    assert objects(accounts) == []

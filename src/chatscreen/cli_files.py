@@ -116,8 +116,11 @@ def progress_bar(label: str) -> ProgressBar | None:
 
 
 def file_text(f: dict[str, Any]) -> str:
-    """A file message as a chat line's text: ``[file ID] NAME (SIZE)``, nothing obeyed."""
-    return f"[file {one_line(str(f['id']))}] {one_line(str(f['name']))} ({format_size(f['size'])})"
+    """A file message as a chat line's text: ``[file ID] NAME (SIZE)``, nothing obeyed;
+    ``(SIZE, expired)`` once the server no longer keeps it."""
+    expired = ", expired" if f.get("expired") else ""
+    return (f"[file {one_line(str(f['id']))}] {one_line(str(f['name']))} "
+            f"({format_size(f['size'])}{expired})")
 
 
 def _refused(what: str, exc: ServerError | InvalidInput | FileError) -> ChatscreenError:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ class FileLink:
         self.link = link
         self.inbox: asyncio.Queue[Message | None] = asyncio.Queue()
         self.started_at = -1  # the offset the last send_file started from (upload_ready's)
+        self.progress = asyncio.Event()  # set at each upload_progress send_file sees
         link.start(self.inbox.put_nowait, lambda _: self.inbox.put_nowait(None))
 
     @classmethod
@@ -80,6 +82,7 @@ class FileLink:
                 if msg.type != "upload_progress":
                     return msg
                 acked = msg["offset"]
+                self.progress.set()
                 if stop_at is not None and acked >= stop_at:
                     return msg
         finally:
@@ -105,6 +108,15 @@ class FileLink:
 
     async def close(self) -> None:
         await self.link.close()
+
+
+def poll_until(pred: Callable[[], bool], timeout: float = TIMEOUT, every: float = 0.02) -> None:
+    """Poll ``pred`` until it holds, within ``timeout`` (AssertionError past it): for what
+    the server does on its own time, off any message (a file removed from its disk)."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, f"not so within {timeout} s"
+        time.sleep(every)
 
 
 def _read_at(f: Any, offset: int, n: int) -> bytes:

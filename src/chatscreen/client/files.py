@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import itertools
 import os
@@ -56,12 +57,15 @@ Progress = Callable[[str, int, int], None]
 
 HASH_BLOCK = 1 << 20  # bytes hashed at a time
 MAX_CHUNK = 8 << 20  # the most one chunk carries, whatever the server says
+WRITE_BUFFER = 4 << 20  # bytes a transfer link's transport holds before drain() waits
 READ_AHEAD = 8  # messages read from a transfer link before the consumer takes them
 IDLE_TIMEOUT = 60.0  # s without a word from the server in a transfer: the link is dead
 RESUME_TRIES = 8  # reconnects in a row without any progress before giving up
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 8.0  # s between reconnects, doubling
 MAX_DISPLAY_NAME = 255  # characters of a file's name as offered
 MAX_NAME_BYTES = 200  # a local file name, in UTF-8 (leaves room for " (12).part")
+# errors about our upload after which offering it again goes on from what is stored
+RESYNC = frozenset({"bad_offset", "no_such_upload"})
 NOT_RETRIED = FINAL_CODES - {ErrorCode.BAD_TOKEN}  # a new chat session has a new token
 
 
@@ -217,6 +221,8 @@ class TransferLink:
         self.close_reason: BaseException | None = None
         self._queue: asyncio.Queue[Message] = asyncio.Queue(READ_AHEAD)
         self._rids = itertools.count(1)
+        # several chunks may wait in the transport: the socket never runs dry between them
+        link.writer.transport.set_write_buffer_limits(high=WRITE_BUFFER)
         self._task = asyncio.create_task(self._pump())
 
     @classmethod
@@ -278,11 +284,6 @@ class TransferLink:
             await self.link.writer.drain()
         except OSError as exc:
             raise LinkDropped(exc) from None
-
-    def abort(self) -> None:
-        """Drop the connection at once, as a network failure would (tests, Ctrl+C)."""
-        transport = self.link.writer.transport
-        transport.abort()
 
     async def next(self, timeout: float = IDLE_TIMEOUT) -> Message:
         """The next message; LinkDropped when the link is gone or silent for ``timeout``."""
@@ -413,7 +414,7 @@ async def hash_file(path: Path, total: int, progress: Progress | None = None) ->
     stop = threading.Event()
 
     def report(done: int) -> None:
-        if progress is not None:
+        if progress is not None and not stop.is_set():  # (given up: the loop may be gone)
             loop.call_soon_threadsafe(progress, "hashing", done, total)
 
     try:
@@ -500,37 +501,72 @@ class _Upload:
                             f"end ({self.size})")
         self.acked = sent = offset
         self._report()
+        reader = _ChunkReader(f, self.size, min(chunk, window))
         try:
-            return await self._stream(f, link, rid, uid, chunk, window, sent)
+            while True:
+                while sent < self.size and sent + reader.piece_at(sent) - self.acked <= window:
+                    data = await reader.read(sent)
+                    if len(data) != reader.piece_at(sent):
+                        raise FileError(f"{self.path} changed while it was sent")
+                    link.send("chunk", data, upload=uid, offset=sent)
+                    sent += len(data)
+                    await link.drain()
+                msg = await link.next()
+                if msg.type == "uploaded" and msg["upload"] == uid:
+                    self.acked = self.size
+                    self._report()
+                    return FileInfo.from_fields(msg["file"], msg["id"])
+                if msg.type == "upload_progress" and msg["upload"] == uid:
+                    self.acked = max(self.acked, min(msg["offset"], sent))
+                    self._report()
+                elif (msg.type == "error" and msg.get("rid") in (None, rid)
+                        and msg.get("upload") in (None, uid)):
+                    if msg["code"] in RESYNC:  # out of step: offer again, on a new link
+                        raise LinkDropped(ServerError(msg["code"], msg["message"]))
+                    raise ServerError(msg["code"], msg["message"])
         except asyncio.CancelledError:  # the user gave up: the server drops the partial
             with contextlib.suppress(LinkDropped):
                 link.send("cancel", upload=uid)
             raise
+        finally:
+            await reader.settle()
 
-    async def _stream(self, f: IO[bytes], link: TransferLink, rid: str, uid: str, chunk: int,
-                      window: int, sent: int) -> FileInfo:
-        while True:
-            while sent < self.size and sent - self.acked < window:
-                n = min(chunk, self.size - sent, self.acked + window - sent)
-                data = await asyncio.to_thread(_read_at, f, sent, n)
-                if len(data) != n:
-                    raise FileError(f"{self.path} changed while it was sent")
-                link.send("chunk", data, upload=uid, offset=sent)
-                sent += n
-                await link.drain()
-            msg = await link.next()
-            if msg.type == "uploaded" and msg["upload"] == uid:
-                self.acked = self.size
-                self._report()
-                return FileInfo.from_fields(msg["file"], msg["id"])
-            if msg.type == "upload_progress" and msg["upload"] == uid:
-                self.acked = max(self.acked, min(msg["offset"], sent))
-                self._report()
-            elif (msg.type == "error" and msg.get("rid") in (None, rid)
-                    and msg.get("upload") in (None, uid)):
-                if msg["code"] == "bad_offset":  # out of step: offer again, on a new link
-                    raise LinkDropped(ServerError(msg["code"], msg["message"]))
-                raise ServerError(msg["code"], msg["message"])
+
+class _ChunkReader:
+    """A file's pieces, read on a thread: the next one while the last one is sent (one
+    read at a time: they share the file's position)."""
+
+    def __init__(self, f: IO[bytes], size: int, piece: int) -> None:
+        self.f = f
+        self.size = size
+        self.piece = piece
+        self._ahead: tuple[int, asyncio.Future[bytes]] | None = None
+
+    def piece_at(self, at: int) -> int:
+        return min(self.piece, self.size - at)
+
+    def _start(self, at: int) -> asyncio.Future[bytes]:
+        return asyncio.ensure_future(asyncio.to_thread(_read_at, self.f, at, self.piece_at(at)))
+
+    async def read(self, at: int) -> bytes:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] == at:
+            data = await ahead[1]
+        else:
+            if ahead is not None:
+                await asyncio.wait([ahead[1]])
+            data = await self._start(at)
+        if at + len(data) < self.size:
+            self._ahead = (at + len(data), self._start(at + len(data)))
+        return data
+
+    async def settle(self) -> None:
+        """Wait for the read under way, if any (before the file is read otherwise)."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            await asyncio.wait([ahead[1]])
+            if not ahead[1].cancelled():
+                ahead[1].exception()  # (retrieved: an error here does not matter)
 
 
 # -- download -------------------------------------------------------------------------------
@@ -556,6 +592,9 @@ class _PartFile:
         try:
             return await asyncio.to_thread(cls._open, path, report)
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise FileError(f"cannot write {path}: it is a symbolic link (not followed)"
+                                ) from None
             raise FileError(f"cannot write {path}: {exc.strerror or exc}") from None
 
     @classmethod
