@@ -360,7 +360,8 @@ class NetSession:
                name: str | None = None) -> Future[Any]:
         """Post a file to ``room`` or ``to``; the result is its FileInfo."""
         return self._transfer(tid, upload(self.client, path, room=room, to=to, name=name,
-                                          progress=self._progress(tid)))
+                                          progress=self._progress(tid),
+                                          drop_if_cancelled=True))
 
     def upload_picture(self, tid: int, take: Callable[[], Image.Image | None], name: str, *,
                        room: str | None = None, to: str | None = None) -> Future[Any]:
