@@ -41,7 +41,10 @@ def mode(path: Path) -> int:
 
 
 def modes(data: Path) -> dict[str, int]:
-    return {p.name: mode(p) for p in data.iterdir()}
+    """The mode of every file in ``data``, in its directories too (``files/...``), by
+    path; a directory's as ``name/``."""
+    return {str(p.relative_to(data)) + ("/" if p.is_dir() else ""): mode(p)
+            for p in data.rglob("*")}
 
 
 def one_clear_line(out: subprocess.CompletedProcess[str], *needles: str) -> str:
@@ -106,7 +109,8 @@ def test_a_fresh_data_dir_and_every_file_in_it_are_private(tmp_path: Path) -> No
     assert {"chatscreen.db", "chatscreen.db-wal", "chatscreen.db-shm", "chatscreen.journal",
             "tls-cert.pem", "tls-key.pem"} <= set(found), found
     assert mode(data) == 0o700
-    assert {name: m for name, m in found.items() if m != 0o600} == {}
+    assert {name: m for name, m in found.items()
+            if m != (0o700 if name.endswith("/") else 0o600)} == {}
 
     admin = tmp_path / "admin-made"
     out = chatscreen("admin", "--data-dir", str(admin), "add-user", "bob",

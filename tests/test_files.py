@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import io
 import os
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -24,6 +25,10 @@ from tests.helpers.server import (
     REPO,
     TIMEOUT,
     ServerProcess,
+    frame,
+    metrics,
+    raw_socket,
+    read_headers_until,
     run,
     running_server,
     wait_for,
@@ -40,6 +45,13 @@ async def login(srv: ServerProcess, name: str, room: str | None = "general") -> 
 
 def is_file_message(m: Message) -> bool:
     return m.type == "message" and m.get("kind") == "file"
+
+
+def assert_private(srv: ServerProcess) -> None:
+    """Everything of the file store is its owner's alone: directories 0700, files 0600."""
+    for p in [srv.data_dir / "files", *(srv.data_dir / "files").rglob("*")]:
+        mode = p.stat().st_mode & 0o777
+        assert mode == (0o700 if p.is_dir() else 0o600), (p, oct(mode))
 
 
 def objects(srv: ServerProcess) -> list[Path]:
@@ -290,6 +302,11 @@ def test_previews_have_no_metadata_and_the_type_is_sniffed(server: ServerProcess
             assert t.format == "PNG" and t.size == (320, 213)
             assert not t.getexif() and "exif" not in t.info
             assert t.convert("RGB").getpixel((160, 100)) == pytest.approx((200, 30, 30), abs=3)
+        again = await link.send_file(jpeg, "again.jpg", room="general")  # described as before
+        assert {k: v for k, v in again["file"].items() if k not in ("id", "name")} == {
+            k: v for k, v in info.items() if k not in ("id", "name")}
+        thumb2, _ = await link.get_file(again["file"]["id"], thumb=True)
+        assert thumb2 == thumb
         text = await link.send_file(b"hello\nworld\n", "picture.png", room="general",
                                     mime="image/png")
         assert text["file"]["mime"] == "text/plain" and "thumb" not in text["file"]
@@ -297,6 +314,7 @@ def test_previews_have_no_metadata_and_the_type_is_sniffed(server: ServerProcess
         await alice.close()
 
     run(scenario())
+    assert_private(server)
 
 
 PASSWORD = "files password 1"
@@ -455,3 +473,228 @@ def test_a_ban_cuts_the_users_transfers_and_drops_their_partial(accounts: Server
 
     run(scenario())
     assert objects(accounts) == []
+
+
+def test_files_past_their_retention_expire_and_their_messages_stay(tmp_path: Path) -> None:
+    with running_server(tmp_path / "data", "--file-retention", "2") as srv:
+        async def scenario() -> None:
+            alice = await login(srv, "alice")
+            link = await FileLink.open(alice)
+            done = await link.send_file(b"short-lived", "old.txt", room="general")
+            assert done.type == "uploaded"
+            got, end = await link.get_file(done["file"]["id"])
+            assert got == b"short-lived"
+            await asyncio.to_thread(poll_until, lambda: not objects(srv), 5 * TIMEOUT)
+            _, end = await link.get_file(done["file"]["id"])
+            assert end.type == "error" and end["code"] == "no_such_file"
+            hist = await alice.history(room="general")
+            (m,) = hist["messages"]
+            assert m["kind"] == "file" and m["file"]["expired"] is True
+            assert m["file"]["name"] == "old.txt" and "thumb" not in m["file"]
+            await link.close()
+            await alice.close()
+
+        run(scenario())
+
+
+def test_chunks_pay_the_upload_budget_not_the_screen_one(tmp_path: Path) -> None:
+    """A screen byte budget of 1 MiB/s (and a 2 s flood timeout) does not slow a 24 MiB
+    upload, which would otherwise take 24 s and be cut off as a flood."""
+    env = {"CHATSCREEN_SCREEN_RATE_BYTES": str(1 << 20),
+           "CHATSCREEN_SCREEN_RATE_BYTES_PER_ADDRESS": str(1 << 20),
+           "CHATSCREEN_FLOOD_TIMEOUT": "2"}
+    with running_server(tmp_path / "data", env=env) as srv:
+        async def scenario() -> None:
+            alice = await login(srv, "alice")
+            link = await FileLink.open(alice)
+            data = os.urandom(24 << 20)
+            done = await link.send_file(data, room="general")
+            assert done.type == "uploaded", done.fields
+            await link.close()
+            await alice.close()
+
+        run(scenario())
+
+
+def test_uploads_at_once_are_capped_and_the_window_is_enforced(tmp_path: Path) -> None:
+    with running_server(tmp_path / "data", "--uploads-per-user", "2") as srv:
+        async def scenario() -> None:
+            alice = await login(srv, "alice")
+            link = await FileLink.open(alice)
+            readies = [await link.ask_upload(f"{i}.bin", 1000, f"{i}" * 64, room="general")
+                       for i in range(2)]
+            assert [r.type for r in readies] == ["upload_ready"] * 2
+            third = await link.ask_upload("2.bin", 1000, "2" * 64, room="general")
+            assert third.type == "error" and third["code"] == "limit_reached", third.fields
+            # a cancelled one frees its place
+            link.send("cancel", upload=readies[0]["upload"])
+            fourth = await link.ask_upload("3.bin", 1000, "3" * 64, room="general")
+            assert fourth.type == "upload_ready", fourth.fields
+            await link.close()
+            # a client sending past the window is cut off
+            link = await FileLink.open(alice)
+            size = 64 << 20
+            ready = await link.ask_upload("w.bin", size, "4" * 64, room="general")
+            chunk, window = ready["chunk"], ready["window"]
+            for offset in range(0, window + 2 * chunk, chunk):
+                link.send("chunk", b"\0" * chunk, upload=ready["upload"], offset=offset)
+            async with asyncio.timeout(TIMEOUT):
+                await link.link.closed.wait()
+            reason = link.link.close_reason
+            assert isinstance(reason, ServerError) and "window" in reason.message, reason
+            await link.close()
+            await alice.close()
+
+        run(scenario())
+
+
+def test_a_download_goes_as_fast_as_the_reader_reads(tmp_path: Path) -> None:
+    """A downloader reading slowly makes the server read no further ahead of it than its
+    connection's buffers (about 2 MiB): it does not take the file into memory."""
+    with running_server(tmp_path / "data", env={"CHATSCREEN_METRICS_PORT": "0"}) as srv:
+        path = make_file(tmp_path / "big.bin", 64 << 20)
+
+        async def upload() -> tuple[str, str]:
+            alice = await login(srv, "alice")
+            link = await FileLink.open(alice)
+            done = await link.send_file(path, room="general")
+            await link.close()
+            assert alice.token is not None
+            return done["file"]["id"], alice.token
+
+        async def scenario() -> None:
+            file_id, token = await upload()
+            await asyncio.to_thread(slow_download, file_id, token)
+
+        def slow_download(file_id: str, token: str) -> None:
+            with raw_socket(srv, srv.screen_port, rcvbuf=1 << 16) as sock:
+                sock.sendall(frame({"type": "hello", "v": 1, "token": token}))
+                read_headers_until(sock, lambda h: h["type"] == "welcome")
+                sock.sendall(frame({"type": "download", "file": file_id}))
+                got = 0  # bytes read off the socket, in small reads
+                for target in (4 << 20, 16 << 20, 24 << 20):
+                    while got < target:
+                        data = sock.recv(1 << 14)
+                        assert data
+                        got += len(data)
+                    sent = metrics(srv)['chatscreen_file_bytes_total{direction="out"}']
+                    assert sent - got < 8 << 20, (sent, got)
+
+        run(scenario())
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "WEBP", "PNG"])
+def test_an_animated_picture_is_previewed_by_its_first_frame(server: ServerProcess,
+                                                             fmt: str) -> None:
+    from PIL import Image
+
+    frames = [Image.new("RGB", (640, 640), c) for c in ((255, 0, 0), (0, 0, 255))]
+    buf = io.BytesIO()
+    frames[0].save(buf, fmt, save_all=True, append_images=frames[1:], duration=100, loop=0,
+                   **({"lossless": True} if fmt == "WEBP" else {}))
+    mime = f"image/{fmt.lower()}"
+
+    async def scenario() -> None:
+        alice = await login(server, "alice")
+        link = await FileLink.open(alice)
+        done = await link.send_file(buf.getvalue(), "anim", room="general")
+        info = done["file"]
+        assert info["mime"] == mime and info["thumb"] == {"w": 320, "h": 320}, info
+        thumb, _ = await link.get_file(info["id"], thumb=True)
+        with Image.open(io.BytesIO(thumb)) as t:
+            assert t.format == "PNG" and getattr(t, "n_frames", 1) == 1
+            assert t.convert("RGB").getpixel((160, 160)) == pytest.approx((255, 0, 0), abs=40)
+        await link.close()
+        await alice.close()
+
+    run(scenario())
+
+
+def test_a_dropped_upload_resumes_after_a_server_restart(tmp_path: Path) -> None:
+    data = os.urandom(20 << 20)
+    sha = hashlib.sha256(data).hexdigest()
+    with running_server(tmp_path / "data") as srv:
+        async def first() -> int:
+            alice = await login(srv, "alice")
+            link = await FileLink.open(alice)
+            half = await link.send_file(data, stop_at=10 << 20, room="general")
+            await link.close()
+            await alice.close()
+            stored: int = half["offset"]
+            return stored
+
+        stored = run(first())
+        srv.stop()
+        srv.start()
+
+        async def second() -> None:
+            alice = await login(srv, "alice")
+            link = await FileLink.open(alice)
+            done = await link.send_file(data, room="general")
+            assert done.type == "uploaded" and done["file"]["sha256"] == sha
+            assert link.started_at >= stored  # hashed again from the disk, not sent again
+            got, _ = await link.get_file(done["file"]["id"])
+            assert got == data
+            await link.close()
+            await alice.close()
+
+        run(second())
+
+
+def test_file_rooms_limits_where_files_go_and_settings_layer(tmp_path: Path) -> None:
+    """file_rooms from the TOML file, max_file_size from the environment over it, and a
+    flag over both (defaults < TOML < env < flags)."""
+    config = tmp_path / "server.toml"
+    config.write_text('[server]\nfile_rooms = "general"\nmax_file_size = 10\n'
+                      'file_quota = 50\n')
+    env = {"CHATSCREEN_MAX_FILE_SIZE": "20", "CHATSCREEN_FILE_QUOTA": "60"}
+    with running_server(tmp_path / "data", "--config", str(config), "--file-quota", "1000",
+                        env=env) as srv:
+        async def scenario() -> None:
+            alice, bob = await login(srv, "alice"), await login(srv, "bob")
+            await alice.join("other")
+            link = await FileLink.open(alice)
+            ok = await link.send_file(b"x" * 20, room="general")  # env's 20, not TOML's 10
+            assert ok.type == "uploaded", ok.fields
+            big = await link.ask_upload("b", 21, "0" * 64, room="general")
+            assert big["code"] == "file_too_large"
+            for where in ({"room": "other"}, {"to": "bob"}):
+                refused = await link.ask_upload("c", 1, "0" * 64, **where)
+                assert refused.type == "error" and refused["code"] == "forbidden", where
+            # the flag's quota (1000), not the environment's (60) nor the file's (50)
+            for _ in range(3):
+                assert (await link.send_file(os.urandom(20), room="general")).type == "uploaded"
+            await link.close()
+            for c in (alice, bob):
+                await c.close()
+
+        run(scenario())
+
+
+def test_files_whose_message_was_never_stored_are_swept_at_start(tmp_path: Path) -> None:
+    """A server stopped between storing a file and its message (here: rows made by hand)
+    leaves files nothing refers to: the next start removes them, content included."""
+    data = tmp_path / "data"
+    with running_server(data) as srv:
+        async def post() -> str:
+            alice = await login(srv, "alice")
+            link = await FileLink.open(alice)
+            done = await link.send_file(b"kept", room="general")
+            await link.close()
+            await alice.close()
+            sha: str = done["file"]["sha256"]
+            return sha
+
+        kept = run(post())
+    orphan = hashlib.sha256(b"orphan").hexdigest()
+    obj = data / "files" / "objects" / orphan[:2] / orphan
+    obj.parent.mkdir(mode=0o700, exist_ok=True)
+    obj.write_bytes(b"orphan")
+    with sqlite3.connect(data / "chatscreen.db") as db:
+        for file_id, message in (("o" * 22, None), ("p" * 22, 10**6)):
+            db.execute("INSERT INTO files (id, sha256, name, size, mime, user, room, created, "
+                       "message) VALUES (?, ?, 'x', 6, 'text/plain', 'alice', 'general', 0, ?)",
+                       (file_id, orphan, message))
+    db.close()
+    with running_server(data) as srv:
+        assert [p.name for p in objects(srv)] == [kept]

@@ -47,12 +47,17 @@ REQUESTS: dict[str, dict[str, Any]] = {
     "cursor": {"x": 10, "y": 10},
     "frame": {"seq": 1, "w": 64, "h": 64, "key": True,
               "rects": [{"x": 0, "y": 0, "w": 1, "h": 1, "enc": "raw", "len": 3}]},
+    "delete": {"id": 1},
+    "upload": {"name": "x", "size": 3, "sha256": "0" * 64, "room": "general"},
+    "chunk": {"upload": "A" * 22, "offset": 0}, "cancel": {"upload": "A" * 22},
+    "download": {"file": "A" * 22},
 }
 
 
 def request(kind: str) -> bytes:
     fields = REQUESTS[kind]
-    return encode_frame({"type": kind, **fields}, b"\0\0\0" if kind == "frame" else b"")
+    return encode_frame({"type": kind, **fields},
+                        b"\0\0\0" if kind in ("frame", "chunk") else b"")
 
 
 def client(srv: ServerProcess, user: str) -> Client:

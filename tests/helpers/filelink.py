@@ -50,13 +50,15 @@ class FileLink:
         return await self.next(lambda m: m.type in ("upload_ready", "error"))
 
     async def send_file(self, data: bytes | Path, name: str = "f.bin", *,
-                        stop_at: int | None = None, **where: Any) -> Message:
+                        stop_at: int | None = None, sha256: str | None = None,
+                        **where: Any) -> Message:
         """Upload ``data`` (bytes, or a file read as it goes) within the window; the final
         answer (``uploaded`` or an error). ``stop_at``: stop once that many bytes are
-        acknowledged, and return the last ``upload_progress``."""
+        acknowledged, and return the last ``upload_progress``. ``sha256``: the file's, if
+        known (else it is computed first)."""
         if isinstance(data, Path):
             size, sha = await asyncio.to_thread(lambda: (data.stat().st_size,
-                                                        sha256_file(data)))
+                                                        sha256 or sha256_file(data)))
         else:
             size, sha = len(data), hashlib.sha256(data).hexdigest()
         ready = await self.ask_upload(name, size, sha, **where)

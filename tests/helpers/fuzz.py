@@ -78,6 +78,9 @@ def _short_strs(max_len: int) -> st.SearchStrategy[str]:
         lambda c: c * max_len, st.sampled_from("a\u00e9\U0001f600"))
 
 
+_TOKEN_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
+
+
 def value_strategy(check: Validator, limits: Limits) -> st.SearchStrategy[Any]:
     """Values the validator accepts."""
     if check is schema.name:
@@ -88,6 +91,12 @@ def value_strategy(check: Validator, limits: Limits) -> st.SearchStrategy[Any]:
         return st.booleans()
     if check is schema.encoding:
         return st.sampled_from(schema.ENCODINGS)
+    if check is schema.file_name:  # display text: no control characters, not blank
+        return _short_strs(schema.MAX_FILE_NAME).filter(lambda s: bool(s.strip()))
+    if check is schema.token_id:
+        return st.text(st.sampled_from(_TOKEN_CHARS), min_size=16, max_size=32)
+    if check is schema.sha256_hex:
+        return st.text(st.sampled_from("0123456789abcdef"), min_size=64, max_size=64)
     kind = check.__qualname__.split(".")[0]
     env = inspect.getclosurevars(check).nonlocals
     if kind == "integer":
@@ -160,6 +169,10 @@ def message_of(draw: st.DrawFn, kind: str, spec: Spec, limits: Limits) -> tuple[
         return header, payload
     for key, check in required.items():
         header[key] = draw(value_strategy(check, limits))
+    if kind == "chunk":  # 1 or more bytes
+        payload = draw(st.binary(min_size=1, max_size=64))
+    elif spec.payload and "rects" not in spec.required:
+        payload = draw(st.binary(max_size=64))
     chosen = draw(st.sampled_from(spec.one_of)) if spec.one_of else None
     for key, check in spec.optional.items():
         present = key == chosen if key in spec.one_of else draw(st.booleans())

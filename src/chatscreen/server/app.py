@@ -109,6 +109,7 @@ class Server:
         self.counters = Counters()
         self.chat.counters = self.counters
         self.screen.counters = self.counters
+        self.files.counters = self.counters
         self._servers: list[asyncio.Server] = []
         self.metrics_port: int | None = None
         self.fingerprint: str | None = None

@@ -350,6 +350,9 @@ class ChatService:
                 continue
             batch, self._queue = self._queue, []
             try:
+                files = [(p.msg.id, p.msg.file["id"]) for p in batch if p.msg.file is not None]
+                if files:  # the messages' files first: see SQLiteStore.link_files
+                    await self.store.link_files(files)
                 await self.store.append([p.msg for p in batch])
             except Exception as exc:
                 log.exception("storing %d messages failed", len(batch))
@@ -363,9 +366,6 @@ class ChatService:
                                         "message", re="say", cid=p.msg.cid)
                 self._delivered(batch)
                 continue
-            files = [(p.msg.id, p.msg.file["id"]) for p in batch if p.msg.file is not None]
-            if files:  # before any query made from now on (see SQLiteStore.link_files)
-                self.store.link_files(files)
             self._deliver([p.msg for p in batch])
             self._delivered(batch)
             self.messages_total += len(batch)

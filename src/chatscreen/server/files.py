@@ -29,20 +29,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
+import io
 import logging
 import os
 import secrets
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from chatscreen.errors import ErrorCode, RequestError
 from chatscreen.protocol import Message
 from chatscreen.server import rooms as roomsvc
 from chatscreen.server.filestore import LocalFileStore, create_private
 from chatscreen.server.limits import TokenBucket
+from chatscreen.server.metrics import Counters
 from chatscreen.server.preview import SNIFF_BYTES, make_preview, sniff
 from chatscreen.server.storage import FileRecord, SQLiteStore
 
@@ -53,11 +58,13 @@ if TYPE_CHECKING:
     from chatscreen.server.session import Session
 
 log = logging.getLogger("chatscreen.files")
+T = TypeVar("T")
 
 CHUNK = 1 << 20  # largest chunk payload
 WINDOW = 8 << 20  # bytes a client may send past the last acknowledged offset
 DOWNLOADS_PER_CONNECTION = 4
 PREVIEWS_AT_ONCE = 2  # pictures decoded at once, server-wide
+THREADS = 4  # the file service's threads: disk, hashes, previews
 HOUSEKEEPING = 60.0  # s between looks for expired files and partial uploads
 FILE_REQUESTS = frozenset({"upload", "chunk", "cancel", "download"})
 
@@ -114,12 +121,20 @@ class FileService:
         self._address_rates: dict[str, TokenBucket] = {}
         self._content_locks: dict[str, asyncio.Lock] = {}
         self._previews = asyncio.Semaphore(PREVIEWS_AT_ONCE)
+        self._pool = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="files")
+        self.counters = Counters()  # the server's (set by it)
         rooms = {r.strip() for r in settings.file_rooms.split(",") if r.strip()}
         self._all_rooms = "*" in rooms
         self._rooms = {r.casefold() for r in rooms}
 
     async def start(self) -> None:
-        await asyncio.to_thread(self._prepare)
+        """After the chat service started (its newest message id is known)."""
+        await self._off(self._prepare)
+        # files whose message never got stored (the server stopped in between): nothing
+        # refers to them, and a link to an id above the newest would meet a new message
+        orphans = await self.db.files_where("message IS NULL OR message > ?",
+                                            [self.chat.newest_id])
+        await self.remove([r.id for r in orphans], {r.sha256 for r in orphans}, "orphaned")
         self._spawn(self._housekeeping())
 
     def _prepare(self) -> None:
@@ -138,8 +153,14 @@ class FileService:
     def stop(self) -> None:
         for task in list(self._tasks):
             task.cancel()
+        for tasks in self._downloads.values():
+            for task in tasks:
+                task.cancel()
         for u in self.partials.values():
+            if u.writer is not None:
+                u.writer.cancel()
             self._close(u)
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     # -- dispatch (the screen relay hands these over) ----------------------------------
 
@@ -218,7 +239,7 @@ class FileService:
             u = Upload(key, session.key, msg["name"], size, msg["sha256"], room, to,
                        self.files.partial_path(key))
             try:
-                await asyncio.to_thread(self._open_partial, u)
+                await self._off(self._open_partial, u)
             except OSError as exc:
                 log.error("cannot write %s: %s", u.path, exc)
                 raise self._refuse(ErrorCode.INTERNAL, "the server cannot store files now"
@@ -314,8 +335,9 @@ class FileService:
             while u.queue:
                 batch, u.queue = u.queue, []
                 n = sum(map(len, batch))
-                await asyncio.to_thread(_write_all, u.fd, u.hasher, batch)
+                await self._off(_write_all, u.fd, u.hasher, batch)
                 u.stored += n
+                self.counters.file_bytes_in += n
                 if u.peer is not None:
                     await self._pace(u.peer, n)
                 if u.peer is not None and u.stored < u.size:
@@ -365,7 +387,7 @@ class FileService:
             room, to = self._still_allowed(session, u)
             lock = self._content_locks.setdefault(u.sha256, asyncio.Lock())
             async with lock:
-                rec = await self._store(u, session.name)
+                rec = await self._store(u)
                 info = rec.info()
                 text = f"[file] {u.name} ({size_text(u.size)})"
                 msg_id, done = self.chat.post_file(session, room=room, to=to, text=text,
@@ -403,33 +425,38 @@ class FileService:
             raise self._refuse(ErrorCode.NOT_IN_ROOM, f"you are no longer in #{u.room}")
         return u.room, u.to
 
-    async def _store(self, u: Upload, name: str) -> FileRecord:
-        """The partial as a content object, sniffed and previewed; its row written."""
-        def work() -> tuple[str, Any]:
+    async def _store(self, u: Upload) -> FileRecord:
+        """The partial as a content object, sniffed and previewed (or described as the same
+        content was before: it is decoded once); its row written. Call with the content's
+        lock held."""
+        def work() -> tuple[str, bool]:
             with open(u.path, "rb") as f:
                 head = f.read(SNIFF_BYTES)
-            self.files.put(u.path, u.sha256)
-            return sniff(head), None
+            return sniff(head), self.files.put(u.path, u.sha256)
 
-        mime, _ = await asyncio.to_thread(work)
-        preview = None
-        async with self._previews:
-            preview = await asyncio.to_thread(
-                make_preview, self.files.object_path(u.sha256), mime,
-                self.files.thumb_path(u.sha256))
+        mime, new = await self._off(work)
         rec = FileRecord(secrets.token_urlsafe(16), u.sha256, u.name, u.size, mime, u.owner,
                          u.room, u.to, time.time())
-        if preview is not None:
-            rec.w, rec.h = preview.w, preview.h
-            if preview.thumb is not None:
-                rec.thumb_w, rec.thumb_h = preview.thumb
+        same = [] if new else await self.db.files_where("sha256 = ?", [u.sha256])
+        if same:
+            rec.w, rec.h, rec.thumb_w, rec.thumb_h = (same[0].w, same[0].h, same[0].thumb_w,
+                                                      same[0].thumb_h)
+        else:
+            async with self._previews:
+                preview = await self._off(
+                    make_preview, self.files.object_path(u.sha256), mime,
+                    self.files.thumb_path(u.sha256))
+            if preview is not None:
+                rec.w, rec.h = preview.w, preview.h
+                if preview.thumb is not None:
+                    rec.thumb_w, rec.thumb_h = preview.thumb
         await self.db.add_file(rec)
         return rec
 
     async def _forget_content(self, sha256: str) -> None:
         """Remove the object when no live file refers to it (call with its lock held)."""
         if await self.db.file_refs(sha256) == 0:
-            await asyncio.to_thread(self.files.delete, sha256)
+            await self._off(self.files.delete, sha256)
 
     def _cancel(self, peer: Peer, upload_id: str) -> None:
         u = self.uploads.get(upload_id)
@@ -462,7 +489,7 @@ class FileService:
             with contextlib.suppress(Exception):
                 await asyncio.shield(u.writer)
         self._close(u)
-        await asyncio.to_thread(u.path.unlink, missing_ok=True)
+        await self._off(functools.partial(u.path.unlink, missing_ok=True))
 
     # -- downloads ---------------------------------------------------------------------
 
@@ -492,7 +519,7 @@ class FileService:
             return
         offset: int = msg.get("offset", 0)
         try:
-            f, size, digest = await asyncio.to_thread(self._open_for_download, rec, thumb)
+            f, size, digest = await self._off(self._open_for_download, rec, thumb)
         except OSError:
             log.exception("file %s: cannot read its content", rec.id)
             peer.error(ErrorCode.NO_SUCH_FILE, f"no file {file_id}", re="download",
@@ -503,28 +530,28 @@ class FileService:
                 peer.error(ErrorCode.BAD_OFFSET, f"the file has {size} bytes", re="download",
                            file=file_id, offset=size, **rid)
                 return
-            await asyncio.to_thread(f.seek, offset)
+            await self._off(f.seek, offset)
             while offset < size and not peer.closing:
                 if not peer.writable:
                     await peer.drained()  # the connection's buffer is full: wait
                     continue
-                data = await asyncio.to_thread(f.read, min(CHUNK, size - offset))
+                data = await self._off(f.read, min(CHUNK, size - offset))
                 if not data:
                     raise OSError(f"file {rec.id} ended at {offset} of {size} bytes")
                 peer.send_bytes(peer.conn.send("file_data", data, file=file_id, offset=offset,
                                                **rid))
                 offset += len(data)
+                self.counters.file_bytes_out += len(data)
             if not peer.closing:
                 peer.send("downloaded", file=file_id, size=size, sha256=digest, **rid)
         finally:
-            await asyncio.to_thread(f.close)
+            f.close()  # (a file open for reading: nothing to flush)
 
     def _open_for_download(self, rec: FileRecord, thumb: bool) -> tuple[Any, int, str]:
         if not thumb:
             f = self.files.open(rec.sha256)
             return f, rec.size, rec.sha256
         data = self.files.thumb_path(rec.sha256).read_bytes()
-        import io
         return io.BytesIO(data), len(data), hashlib.sha256(data).hexdigest()
 
     def may_read(self, session: Session[Peer], rec: FileRecord) -> bool:
@@ -541,8 +568,11 @@ class FileService:
     # -- housekeeping ------------------------------------------------------------------
 
     async def _housekeeping(self) -> None:
+        # a short retention is looked at often enough to be kept within a quarter of it
+        keep = [t for t in (self.s.file_retention, self.s.file_partial_keep) if t > 0]
+        every = min(HOUSEKEEPING, max(0.5, min(keep) / 4))
         while True:
-            await asyncio.sleep(HOUSEKEEPING)
+            await asyncio.sleep(every)
             try:
                 await self.expire()
             except Exception:
@@ -553,7 +583,10 @@ class FileService:
         cutoff = time.time() - self.s.file_partial_keep
         for u in [u for u in self.partials.values() if u.peer is None and u.touched < cutoff]:
             await self._drop(u)
-        await asyncio.to_thread(self._sweep_partials, set(self.partials))
+        await self._off(self._sweep_partials, set(self.partials))
+        now = asyncio.get_running_loop().time()
+        for ip in [ip for ip, b in self._address_rates.items() if b.fuller_than(1.0, now)]:
+            del self._address_rates[ip]  # full again: the same as a new one
         if self.s.file_retention > 0:
             old = await self.db.files_where("created < ?", [time.time() - self.s.file_retention])
             await self.remove([r.id for r in old], {r.sha256 for r in old}, "expired")
@@ -572,6 +605,11 @@ class FileService:
             async with self._content_locks.setdefault(sha, asyncio.Lock()):
                 await self._forget_content(sha)
         log.info("files: %d %s", len(ids), why)
+
+    async def _off(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking file work on the service's own threads (not the loop's default
+        executor, which password checks use: a burst of transfers does not delay logins)."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)

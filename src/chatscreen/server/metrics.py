@@ -94,6 +94,8 @@ class Counters:
         self.screen_bytes_in = 0
         self.screen_layer_switches = 0  # viewers moved between quality layers (simulcast)
         self.login_checks = 0  # account passwords checked (argon2id)
+        self.file_bytes_in = 0  # upload bytes written to the store
+        self.file_bytes_out = 0  # download bytes read from the store and sent
 
 
 def render_metrics(server: Server) -> str:
@@ -135,6 +137,8 @@ def render_metrics(server: Server) -> str:
     metric("send_budget_cuts_total", "counter",
            "Chat connections cut off as too slow because the send buffers passed the budget.",
            [("", server.buffers.cuts)])
+    metric("file_bytes_total", "counter", "File bytes stored (uploads) and sent (downloads).",
+           [('{direction="in"}', c.file_bytes_in), ('{direction="out"}', c.file_bytes_out)])
     metric("shares", "gauge", "Active screen shares.", [("", len(server.screen.shares))])
     metric("screen_frames_total", "counter", "Screen frames received from sharers.",
            [("", c.screen_frames_in)])

@@ -12,9 +12,12 @@ releases the GIL while decoding); the file service runs at most a few at once.
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+
+from chatscreen.server.datadir import FILE_MODE
 
 log = logging.getLogger("chatscreen.files")
 
@@ -69,9 +72,9 @@ class Preview:
 
 def make_preview(path: Path, mime: str, out: Path, max_pixels: int = MAX_PIXELS
                  ) -> Preview | None:
-    """A picture's size, and its preview written to ``out`` (0600, by the caller's umask
-    and mode); None if it is not a picture Pillow can read. A picture over ``max_pixels``
-    (or that Pillow takes for a decompression bomb) gets its size only, no preview."""
+    """A picture's size, and its preview written to ``out`` (0600); None if it is not
+    a picture Pillow can read. A picture over ``max_pixels`` (or that Pillow takes for a
+    decompression bomb) gets its size only, no preview."""
     if mime not in PICTURES:
         return None
     from PIL import Image, ImageOps
@@ -98,7 +101,9 @@ def make_preview(path: Path, mime: str, out: Path, max_pixels: int = MAX_PIXELS
     clean = Image.new(thumb.mode, thumb.size)  # the pixels alone: no metadata comes along
     clean.paste(thumb)
     tmp = out.with_suffix(".tmp")
-    clean.save(tmp, "PNG", optimize=False)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+    with os.fdopen(fd, "wb") as f:
+        clean.save(f, "PNG", optimize=False)
     tmp.replace(out)
     return Preview(w, h, clean.size)
 

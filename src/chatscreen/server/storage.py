@@ -151,8 +151,8 @@ class MessageStore(Protocol):
 
     async def add_room(self, room: str) -> None: ...
 
-    def link_files(self, pairs: list[tuple[int, str]]) -> None:
-        """(message id, file id) of file messages just appended (see SQLiteStore)."""
+    async def link_files(self, pairs: list[tuple[int, str]]) -> None:
+        """(message id, file id) of file messages about to be appended (see SQLiteStore)."""
 
     async def message(self, message_id: int) -> StoredMessage | None: ...
 
@@ -583,18 +583,15 @@ class SQLiteStore:
 
         await self._run(w)
 
-    def link_files(self, pairs: list[tuple[int, str]]) -> None:
-        """Which message posted which file, (message id, file id): handed to the SQLite
-        thread now (not awaited), right after the messages were appended, so that any
-        query made after this sees the messages with their files."""
-        if self._pending:
-            self._ingest()
-
+    async def link_files(self, pairs: list[tuple[int, str]]) -> None:
+        """Which message posts which file, (message id, file id): committed before those
+        messages are appended (a message in the journal always has its file; a link to a
+        message that never got stored is cleared at the next start: FileService.start)."""
         def w() -> None:
             with self.db:
                 self.db.executemany("UPDATE files SET message = ? WHERE id = ?", pairs)
 
-        asyncio.get_running_loop().run_in_executor(self._executor, w)
+        await self._run(w)
 
     async def file(self, file_id: str) -> FileRecord | None:
         def q() -> FileRecord | None:
