@@ -169,6 +169,11 @@ def test_bobs_picture_previews_opens_full_size_and_saves_as_the_same_bytes(
     assert sha256(dest) == sha256(png) == info.sha256
     assert sorted(p.name for p in dest.parent.iterdir()) == ["here.png"]  # no .part left
 
+    # bob deletes his message: it leaves alice's timeline, the other file stays
+    bob.tc.call(lambda c: c._request("delete", id=info.message_id)).result(TIMEOUT)
+    g.wait_for(lambda: "../../shots/layout.png" not in chat.shown_text(), "the deletion")
+    assert "bob  layout.png  " in chat.shown_text()
+
 
 def test_ctrl_v_of_a_picture_on_the_clipboard_attaches_it_text_pastes_as_text(
         gui: GuiHarness, server: ServerProcess, bob: Headless,  # noqa: F811

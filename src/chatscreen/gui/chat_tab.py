@@ -33,6 +33,7 @@ from chatscreen.gui.files import (
     clipboard_targets,
     file_summary,
     has_preview,
+    is_file_info,
     pasted_file,
     pasted_name,
 )
@@ -125,6 +126,18 @@ class Conversation:
             del self.entries[:-MAX_SHOWN]
             del self.keys[:-MAX_SHOWN]
             self.more = True
+        return True
+
+    def remove(self, message_id: int) -> bool:
+        """A message deleted on the server (its file with it) leaves the timeline."""
+        if message_id not in self.ids:
+            return False
+        self.ids.discard(message_id)
+        for i, entry in enumerate(self.entries):
+            if entry.get("id") == message_id and "info" not in entry:
+                del self.entries[i]
+                del self.keys[i]
+                break
         return True
 
     def note(self, text: str, presence: tuple[str, str] | None = None) -> None:
@@ -471,6 +484,10 @@ class ChatTab(ttk.Frame):
             elif ev["room"] not in self.invitations and self.current is not None:
                 # not a room we are in: said where we are, without adding the room
                 self._note(self.current, f"#{ev['room']}: {ev['text']}")
+        elif kind == "deleted":
+            for conv in self.conversations.values():
+                if conv.remove(ev["id"]) and conv.key == self.current:
+                    self._dirty = True
         elif kind == "gui_transfer":
             self._on_transfer(ev)
         elif kind == "gui_transfer_done":
@@ -955,7 +972,7 @@ class ChatTab(ttk.Frame):
         text.insert("end", name, ("ownname" if own else "name", *body))
         text.insert("end", "  ", body)
         cont = (*line, "cont", "owncont", f"{hang}c") if own else (*line, "cont", f"{hang}c")
-        if m.get("kind") == "file" and isinstance(m.get("file"), dict):
+        if m.get("kind") == "file" and is_file_info(m.get("file")):
             self._insert_file(m["file"], cont, body)
         else:
             self._insert_text(m["text"], cont, body)

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import subprocess
 import tempfile
@@ -40,6 +41,8 @@ FINISHED_SHOWN_MS = 4000  # a finished transfer's row stays this long
 CLIPBOARD_TIMEOUT = 3.0  # s for xclip to answer
 CLIPBOARD_MAX = 100 * 1000 * 1000  # bytes of a pasted picture read at most
 
+FILE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a file id is a name in our folder too
+
 KINDS = {"image/png": "PNG image", "image/jpeg": "JPEG image", "image/gif": "GIF image",
          "image/webp": "WebP image", "application/pdf": "PDF document",
          "application/zip": "ZIP archive", "text/plain": "text"}
@@ -57,9 +60,17 @@ def kind_of(mime: str) -> str:
     return KINDS.get(mime, "file")
 
 
+def is_file_info(info: object) -> bool:
+    """A file's description as the timeline needs it (network data: checked)."""
+    return (isinstance(info, dict) and isinstance(info.get("id"), str)
+            and FILE_ID.fullmatch(info["id"]) is not None
+            and isinstance(info.get("name"), str) and isinstance(info.get("size"), int)
+            and isinstance(info.get("mime"), str))
+
+
 def file_summary(info: dict[str, Any]) -> str:
     """``84.2 kB · PNG image · 640x480`` (the server's description: sniffed, not declared)."""
-    parts = [format_size(int(info.get("size") or 0)), kind_of(str(info.get("mime")))]
+    parts = [format_size(max(0, int(info["size"]))), kind_of(str(info["mime"]))]
     if isinstance(info.get("w"), int) and isinstance(info.get("h"), int):
         parts.append(f"{info['w']}x{info['h']}")
     return " · ".join(parts)

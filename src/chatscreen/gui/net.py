@@ -47,6 +47,7 @@ from chatscreen.screen.sharing import DEFAULT_FPS, ShareStats, frame_rects
 T = TypeVar("T")
 MAILBOX_DEPTH = 2  # redraws waiting for the Tk thread before the watcher waits too
 PROGRESS_EVERY = 0.1  # s between a transfer's progress events
+PREVIEWS_AT_ONCE = 2  # previews downloaded at the same time (each on its own link)
 
 
 class FrameMailbox:
@@ -155,6 +156,7 @@ class NetSession:
         self.share_stats: ShareStats | None = None
         self.watch_meter = RateMeter()
         self.transfers: set[Future[Any]] = set()  # uploads and downloads under way
+        self._previews: asyncio.Semaphore | None = None  # (made on the network loop)
         self.closed = False
         self.close_done = threading.Event()  # set once logged out and the loop has stopped
         self.connecting: Future[Client] = self.tc.connect()
@@ -400,10 +402,13 @@ class NetSession:
         """Fetch a file's preview (the server's thumbnail) and decode it off the Tk thread;
         ``gui_preview`` {file, image (PIL) or None, error} comes back."""
         async def go() -> None:
+            if self._previews is None:
+                self._previews = asyncio.Semaphore(PREVIEWS_AT_ONCE)
             image, error = None, None
             try:
-                got = await download(self.client, file_id, folder / f"{file_id}.png",
-                                     thumb=True)
+                async with self._previews:  # a room full of pictures: a few links at once
+                    got = await download(self.client, file_id, folder / f"{file_id}.png",
+                                         thumb=True)
                 image = await asyncio.to_thread(decode_preview, got.path)
                 with contextlib.suppress(OSError):
                     got.path.unlink()
