@@ -211,7 +211,8 @@ def test_an_upload_cancelled_half_way_posts_nothing_and_leaves_nothing_stored(
         gui: GuiHarness, tmp_path: Path) -> None:  # noqa: F811
     g = gui
     # uploads at 4 MB/s on this server: a 24 MB file takes seconds, time to cancel it
-    with running_server(tmp_path / "data", "--upload-rate-bytes", "4000000") as srv:
+    with running_server(tmp_path / "data", "--upload-rate-bytes", "4000000",
+                        "--max-file-size", "30000000") as srv:
         carol = Headless(srv, "carol")
         try:
             connected(g, srv, "alice")
@@ -236,6 +237,20 @@ def test_an_upload_cancelled_half_way_posts_nothing_and_leaves_nothing_stored(
             # nothing posted: carol's next message comes, and no file before it
             g.type_into(chat.entry, "after the cancel", enter=True)
             g.wait_for(lambda: carol.got("after the cancel", user="alice"), "the message")
+            assert file_messages(carol) == []
+
+            # over the server's limit: refused, said in the row and in the conversation
+            huge = tmp_path / "huge.bin"
+            with huge.open("wb") as f:
+                f.truncate(40_000_000)
+            g.app.ask_open_file = lambda: str(huge)
+            g.click(chat.attach_button)
+            g.wait_for(lambda: len(chat.transfer_panel.ended) == 2, "the refusal")
+            result, text = chat.transfer_panel.ended[max(chat.transfer_panel.ended)]
+            assert result == "failed" and "40000000 bytes" in text, text
+            assert "at most" in text and "30000000 bytes" in text, text
+            g.wait_for(lambda: "Not sent: huge.bin (" in chat.shown_text(),
+                       "the note in the conversation")
             assert file_messages(carol) == []
         finally:
             carol.close()

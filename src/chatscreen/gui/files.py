@@ -271,7 +271,7 @@ class TransferPanel(ttk.Frame):
 
     def finish(self, tid: int, result: str, text: str) -> None:
         """The transfer ended (``result``: "done", "failed" or "cancelled"): say so; the row
-        goes after FINISHED_SHOWN_MS (a failure stays until another transfer ends)."""
+        goes after FINISHED_SHOWN_MS (a failure stays until Close)."""
         row = self.rows.get(tid)
         self.ended[tid] = (result, text)
         if row is None:
