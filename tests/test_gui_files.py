@@ -12,10 +12,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from chatscreen.client import Client, OutRect, ScreenChannel, ThreadedClient
 from chatscreen.client.files import FileInfo, download, format_size, upload
+from chatscreen.gui.files import (
+    PictureError,
+    decode_fitted,
+    decode_preview,
+    file_summary,
+    has_preview,
+    is_file_info,
+    pasted_file,
+)
 from chatscreen.gui.net import close_loop
 from chatscreen.screen.codec import encode_zlib
 from tests.helpers.display import grab_display, render_test_picture
@@ -297,3 +307,48 @@ def test_snapshot_to_chat_from_the_screen_tab_posts_the_picture_losslessly(
             painter.run(screen.close()).result(TIMEOUT)
         painter.close()
         close_loop(painter)
+
+
+# -- the decoders' bounds (no display needed) ---------------------------------------------
+
+
+def test_pictures_are_decoded_within_bounds(tmp_path: Path) -> None:
+    # full size: scaled down to fit, never up
+    big = a_png(tmp_path / "big.png", 1600, 900)
+    fitted = decode_fitted(big, (800, 800))
+    assert fitted.size == (800, 450)
+    small = a_png(tmp_path / "small.png", 200, 100)
+    assert decode_fitted(small, (800, 800)).size == (200, 100)
+    # over 50 megapixels: not decoded at all (a 1-bit PNG of 56 Mpx is a few kB)
+    huge = tmp_path / "huge.png"
+    Image.new("1", (8000, 7000)).save(huge)
+    assert huge.stat().st_size < 100_000
+    with pytest.raises(PictureError, match="too large to show"):
+        decode_fitted(huge, (800, 800))
+    # not a picture, or a kind not opened here
+    (tmp_path / "x.png").write_bytes(b"%PDF-1.4 not a picture")
+    with pytest.raises(PictureError, match="cannot be shown"):
+        decode_fitted(tmp_path / "x.png", (800, 800))
+    # a preview is the server's PNG of at most 320x320: a JPEG, or one over 640, is refused
+    Image.new("RGB", (100, 100)).save(tmp_path / "p.jpg")
+    with pytest.raises(PictureError):
+        decode_preview(tmp_path / "p.jpg")
+    with pytest.raises(PictureError, match="preview too large"):
+        decode_preview(a_png(tmp_path / "wide.png", 700, 100))
+    assert decode_preview(a_png(tmp_path / "ok.png", 320, 200)).size == (320, 200)
+
+
+def test_a_file_line_needs_a_well_formed_description(tmp_path: Path) -> None:
+    good = {"id": "q7Z-abc_123", "name": "cat.png", "size": 84211, "mime": "image/png",
+            "w": 640, "h": 480, "thumb": {"w": 320, "h": 240}}
+    assert is_file_info(good) and has_preview(good)
+    assert file_summary(good) == "84.2 kB · PNG image · 640x480"
+    for bad in ({**good, "id": "../../x"}, {**good, "id": 5}, {**good, "size": "1"},
+                {k: v for k, v in good.items() if k != "name"}, "nope", None):
+        assert not is_file_info(bad), bad
+    assert not has_preview({**good, "expired": True})
+    assert pasted_file("x-special/nautilus-clipboard\ncopy\nfile:///nonexistent/a b.png") is None
+    assert pasted_file("just words") is None
+    there = tmp_path / "a b.png"
+    there.write_bytes(b"x")
+    assert pasted_file(f"copy\n{there.as_uri()}\n") == there  # (%20 decoded)
