@@ -150,10 +150,12 @@ def test_chat_progress_is_a_line_every_two_seconds() -> None:
     lines: list[str] = []
     clock = Clock()
     show = ChatProgress("f.bin", lambda text, **_: lines.append(text), clock)
+    show("hashing", 100, 100)
     show("uploading", 10, 100)
+    show("uploading", 20, 100)
     clock.now += 2.5
     show("uploading", 60, 100)
-    assert lines == ["* f.bin: sending 60% of 100 B, 20 B/s"]
+    assert lines == ["* sending f.bin (100 B)", "* f.bin: sending 60% of 100 B, 20 B/s"]
 
 
 def test_a_file_message_in_chat() -> None:

@@ -10,8 +10,10 @@ import hashlib
 import os
 import pty
 import re
+import select
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -107,8 +109,9 @@ def test_send_file_over_the_limit_fails_before_uploading(small_files_server: Ser
     src = random_file(tmp_path / "big.iso", 150_000)
     out = cli(srv, "send-file", str(src))
     assert out.returncode == 1 and out.stdout == ""
-    last = out.stderr.strip().splitlines()[-1]
-    assert last.startswith("cannot send big.iso: ") and "150000" in last and "100000" in last
+    assert out.stderr.strip().splitlines()[-1] == (  # said by the client: nothing sent
+        "cannot send big.iso: file too large: 150.0 kB (150000 bytes); the server takes at "
+        "most 100.0 kB (100000 bytes)")
     partial = srv.data_dir / "files" / "partial"
     assert not partial.exists() or not list(partial.iterdir())  # not a byte was stored
     fits = cli(srv, "send-file", str(random_file(tmp_path / "ok.bin", 100_000)))
@@ -437,3 +440,73 @@ def test_transfers_hold_little_memory_whatever_the_file_size(server: ServerProce
     print(f"peak memory growth: upload {up >> 20} MiB, download {down >> 20} MiB")
     assert up < 32 << 20, up
     assert down < 32 << 20, down
+
+
+class Terminal:
+    """A process on a pseudo-terminal: what it prints, what is typed to it."""
+
+    def __init__(self, args: list[str]) -> None:
+        self.leader, follower = pty.openpty()
+        self.proc = subprocess.Popen(args, stdin=follower, stdout=follower, stderr=follower,
+                                     cwd=REPO, env={**os.environ, "TERM": "xterm",
+                                                    "PYTHONPATH": str(REPO / "src")})
+        os.close(follower)
+        self.screen = ""
+
+    def type(self, text: str) -> None:
+        os.write(self.leader, text.encode())
+
+    def wait_for(self, pattern: str, timeout: float = 3 * TIMEOUT) -> str:
+        deadline = time.monotonic() + timeout
+        while (found := re.search(pattern, self.screen)) is None:
+            left = deadline - time.monotonic()
+            assert left > 0, f"no {pattern!r} in {self.screen!r}"
+            ready, _, _ = select.select([self.leader], [], [], left)
+            if ready:
+                try:
+                    self.screen += os.read(self.leader, 65536).decode(errors="replace")
+                except OSError:  # the process is gone
+                    raise AssertionError(f"no {pattern!r} in {self.screen!r}") from None
+        return found.group()
+
+    def close(self, timeout: float = 3 * TIMEOUT) -> int:
+        """Its exit status, reading what it prints meanwhile (a full pty would block it)."""
+        deadline = time.monotonic() + timeout
+        try:
+            while self.proc.poll() is None and time.monotonic() < deadline:
+                ready, _, _ = select.select([self.leader], [], [], 0.1)
+                if ready:
+                    try:
+                        self.screen += os.read(self.leader, 65536).decode(errors="replace")
+                    except OSError:
+                        break
+            return self.proc.wait(max(0.0, deadline - time.monotonic()))
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            os.close(self.leader)
+
+
+def test_on_a_terminal_chat_goes_on_during_slash_send_and_quit_stops_it(
+        tmp_path: Path) -> None:
+    """Uploads slowed to 100 kB/s (the server's budget): /send says it started (then a
+    progress line every 2 s) while messages still go through; /quit stops the upload and
+    says so."""
+    src = random_file(tmp_path / "big.bin", 20_000_000)
+    with running_server(tmp_path / "data", "--upload-rate-bytes", "100000") as srv:
+        term = Terminal([sys.executable, "-m", "chatscreen", "chat", "--server",
+                         f"127.0.0.1:{srv.chat_port}", "--screen-port", str(srv.screen_port),
+                         "--user", "alice"])
+        try:
+            term.wait_for(r"#general>")
+            term.type(f"/send {src}\r")
+            term.wait_for(r"\* sending big\.bin \(20\.0 MB\)")
+            term.type("still here\r")
+            term.wait_for(rf"{STAMP} alice: still here")
+            term.type("/quit\r")
+            term.wait_for(r"! stopped sending big\.bin \(run it again to go on from where "
+                          r"it stopped\)")
+        finally:
+            code = term.close()
+        assert code == 0, term.screen

@@ -21,6 +21,7 @@ from chatscreen.client import Client
 from chatscreen.errors import ServerError
 from chatscreen.protocol import Message
 from tests.helpers.filelink import FileLink, poll_until, sha256_file
+from tests.helpers.rawchat import login_answer
 from tests.helpers.server import (
     REPO,
     TIMEOUT,
@@ -66,6 +67,9 @@ def test_upload_download_round_trip_and_one_copy_of_the_same_content(
     async def scenario() -> None:
         alice, bob = await login(server, "alice"), await login(server, "bob")
         link = await FileLink.open(alice)
+        # both welcomes say the largest file the server takes
+        assert (await login_answer(server, "carl"))["limits"]["max_file_size"] == 10**8
+        assert link.link.welcome["limits"]["max_file_size"] == 10**8
         done = await link.send_file(data, "report.bin", room="general")
         assert done.type == "uploaded", done.fields
         info = done["file"]
@@ -91,6 +95,11 @@ def test_upload_download_round_trip_and_one_copy_of_the_same_content(
         hist = await alice.history(room="general")
         files = [m["file"] for m in hist["messages"] if m.get("kind") == "file"]
         assert [f["name"] for f in files] == ["report.bin", "copy.bin"]
+        # an empty file: ready, then uploaded without a chunk
+        empty = await link.send_file(b"", "empty", room="general")
+        assert empty.type == "uploaded" and empty["file"]["size"] == 0, empty.fields
+        got, end = await blink.get_file(empty["file"]["id"])
+        assert got == b"" and end["sha256"] == hashlib.sha256(b"").hexdigest()
         for c in (link, blink):
             await c.close()
         for cl in (alice, bob):
@@ -362,10 +371,17 @@ def test_private_files_reach_only_their_conversation(accounts: ServerProcess) ->
         assert room.type == "uploaded", room.fields
         got, end = await links["bob"].get_file(room["file"]["id"])
         assert got == b"for the room"
+        # what a file is, before downloading it: for bob, yes
+        links["bob"].send("file_info", file=pm["file"]["id"], rid="i1")
+        info = await links["bob"].next(lambda m: m.type in ("file_info", "error"))
+        assert info.type == "file_info" and info["file"] == pm["file"] and info["rid"] == "i1"
         # carol: as if neither existed, like an id never given out
         for file_id in (pm["file"]["id"], room["file"]["id"], "A" * 22):
             got, end = await links["carol"].get_file(file_id)
             assert end.type == "error" and end["code"] == "no_such_file" and got == b""
+            links["carol"].send("file_info", file=file_id, rid="i2")
+            info = await links["carol"].next(lambda m: m.type in ("file_info", "error"))
+            assert info["code"] == "no_such_file" and info["re"] == "file_info"
             for thumb in (True,):
                 _, end = await links["carol"].get_file(file_id, thumb=thumb)
                 assert end["code"] == "no_such_file"
@@ -517,7 +533,10 @@ def test_chunks_pay_the_upload_budget_not_the_screen_one(tmp_path: Path) -> None
 
 
 def test_uploads_at_once_are_capped_and_the_window_is_enforced(tmp_path: Path) -> None:
-    with running_server(tmp_path / "data", "--uploads-per-user", "2") as srv:
+    """(An upload budget of 1 MiB/s holds acknowledgements back past the first window, so
+    that a client sending three windows at once is past it whatever the timing.)"""
+    with running_server(tmp_path / "data", "--uploads-per-user", "2",
+                        "--upload-rate-bytes", str(1 << 20)) as srv:
         async def scenario() -> None:
             alice = await login(srv, "alice")
             link = await FileLink.open(alice)
@@ -536,7 +555,7 @@ def test_uploads_at_once_are_capped_and_the_window_is_enforced(tmp_path: Path) -
             size = 64 << 20
             ready = await link.ask_upload("w.bin", size, "4" * 64, room="general")
             chunk, window = ready["chunk"], ready["window"]
-            for offset in range(0, window + 2 * chunk, chunk):
+            for offset in range(0, 3 * window, chunk):
                 link.send("chunk", b"\0" * chunk, upload=ready["upload"], offset=offset)
             async with asyncio.timeout(TIMEOUT):
                 await link.link.closed.wait()

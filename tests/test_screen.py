@@ -449,6 +449,7 @@ def test_sharer_chooses_who_watches_and_sees_them(server: ServerProcess) -> None
         await carol.join("dev")
         await a_screen.share(1920, 1080, room="dev")
         await until(lambda: [s["id"] for s in carol.shares] == [share_id])
+        assert carol.shares[0]["room"] == "dev"  # (a snapshot of it goes to that room)
         await bob.ping()
         assert bob.shares == []
         await bob.join("dev")  # joining the room shows it, leaving hides it again

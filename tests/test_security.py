@@ -50,7 +50,7 @@ REQUESTS: dict[str, dict[str, Any]] = {
     "delete": {"id": 1},
     "upload": {"name": "x", "size": 3, "sha256": "0" * 64, "room": "general"},
     "chunk": {"upload": "A" * 22, "offset": 0}, "cancel": {"upload": "A" * 22},
-    "download": {"file": "A" * 22},
+    "download": {"file": "A" * 22}, "file_info": {"file": "A" * 22},
 }
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chatscreen import __version__
-from chatscreen.cli_files import ShownMessages, file_text
+from chatscreen.cli_files import ChatFiles, file_text
 from chatscreen.client.address import DEFAULT_CHAT_PORT, split_server
 from chatscreen.errors import ChatscreenError, ServerError
 from chatscreen.gui.timeline import presence_line
@@ -803,11 +803,11 @@ async def run_chat(args: argparse.Namespace) -> int:
             presence.flush()  # comings and goings before what followed them
             if ev.type == "message":
                 out(format_message(ev.fields, where["room"]), flush=True)
-                shown.add(ev["id"])
+                files.shown.add(ev["id"])
             elif ev.type == "history":
                 for m in ev["messages"]:
                     out(format_message(m, where["room"]), flush=True)
-                    shown.add(m["id"])
+                    files.shown.add(m["id"])
                 history_shown.set()
             elif ev.type == "joined":
                 out(f"* joined {one_line(ev['room'])}: {names(ev['users'])}", flush=True)
@@ -840,7 +840,7 @@ async def run_chat(args: argparse.Namespace) -> int:
                 gone.set()
 
     presence = PresenceRuns(out)
-    shown = ShownMessages()  # (the ids of the messages printed)
+    files = ChatFiles(client, out, err_out, terminal=not script)  # /send, /get
     shown_connected: list[bool] = []
     gone = asyncio.Event()  # disconnected for good
     history_shown = asyncio.Event()
@@ -867,14 +867,14 @@ async def run_chat(args: argparse.Namespace) -> int:
     with typed.output():
         try:
             return await _chat_loop(client, typed, where, gone, printer, out, script=script,
-                                    err_out=err_out, shown=shown)
+                                    err_out=err_out, files=files)
         finally:
             presence.flush()  # the last comings and goings
 
 
 async def _chat_loop(client: Any, typed: PipedInput | TerminalInput, where: dict[str, str],
                      gone: asyncio.Event, printer: asyncio.Task[None], out: Any, *,
-                     script: bool, err_out: Any, shown: ShownMessages | None = None) -> int:
+                     script: bool, err_out: Any, files: ChatFiles | None = None) -> int:
     """Carry out each line typed until /quit, the end of input, or a lost connection; from a
     script, until the first refused line too."""
     pending: list[asyncio.Future[Any]] = []
@@ -901,7 +901,7 @@ async def _chat_loop(client: Any, typed: PipedInput | TerminalInput, where: dict
                     await _register(client, typed, out)
                     continue
                 where["room"] = await _chat_command(client, line, where["room"], pending, out,
-                                                    script=script, err_out=err_out, shown=shown)
+                                                    script=script, files=files)
                 if script:  # stored, or refused, before the next line is even read
                     await asyncio.gather(*pending[sent:])
             except (ChatscreenError, ConnectionError) as exc:
@@ -920,6 +920,8 @@ async def _chat_loop(client: Any, typed: PipedInput | TerminalInput, where: dict
                 print(f"{len(unseen)} message(s) not confirmed: "
                       f"{one_line(local_times(str(unseen[0])))}", file=sys.stderr)
     finally:
+        if files is not None:
+            await files.stop()  # transfers still under way (on a terminal)
         printer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await printer
@@ -928,11 +930,11 @@ async def _chat_loop(client: Any, typed: PipedInput | TerminalInput, where: dict
 
 
 async def _chat_command(client: Any, line: str, room: str, pending: list[asyncio.Future[Any]],
-                        out: Any, *, script: bool = False, err_out: Any = None,
-                        shown: ShownMessages | None = None) -> str:
+                        out: Any, *, script: bool = False,
+                        files: ChatFiles | None = None) -> str:
     """Carry out one chat line (see :mod:`chatscreen.commands`); returns the current room.
     A file sent or fetched goes on beside the chat (from a script, it is waited for)."""
-    from chatscreen.cli_files import chat_get, chat_send, clean_path
+    from chatscreen.cli_files import clean_path
     from chatscreen.commands import HELP, parse_command
 
     try:
@@ -963,14 +965,13 @@ async def _chat_command(client: Any, line: str, room: str, pending: list[asyncio
         out(f"* invited {one_line(a['user'])} to {one_line(a['room'])}", flush=True)
     elif kind == "moderate":
         await client.moderate(**a)
-    elif kind == "send":
-        pending.append(asyncio.ensure_future(chat_send(
-            client, clean_path(a["path"]), room, out, terminal=not script,
-            err_out=err_out or sys.stderr, shown=shown)))
-    elif kind == "get":
-        pending.append(asyncio.ensure_future(chat_get(
-            client, a["file"], clean_path(a["path"]) if a["path"] else None, out,
-            terminal=not script, err_out=err_out or sys.stderr)))
+    elif kind in ("send", "get"):
+        if files is None:
+            files = ChatFiles(client, out, sys.stderr, terminal=not script)
+        task = (files.send(clean_path(a["path"]), room) if kind == "send" else
+                files.get(a["file"], clean_path(a["path"]) if a["path"] else None))
+        if script:
+            pending.append(task)  # waited for before the next line
     else:  # help (register and quit are handled by the caller)
         out(f"! {HELP}", flush=True)
     return room

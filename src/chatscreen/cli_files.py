@@ -13,7 +13,7 @@ import contextlib
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import IO, Any
 
@@ -191,7 +191,7 @@ async def run_get_file(args: argparse.Namespace, connect: Any) -> int:
                 bar.finish()
     finally:
         await client.close()
-    name = one_line(got.info.name) if got.info is not None else one_line(args.id)
+    name = one_line(got.info.name)
     print(f"saved {name} ({format_size(got.size)})", file=sys.stderr, flush=True)
     print(got.path, flush=True)
     return 0
@@ -201,8 +201,8 @@ async def run_get_file(args: argparse.Namespace, connect: Any) -> int:
 
 
 class ChatProgress:
-    """Progress of a transfer in chat: a line at most every CHAT_PROGRESS s (on a terminal
-    only: from a script, just the result)."""
+    """Progress of a transfer in chat (on a terminal only: from a script, just the result):
+    a line when the bytes start to go, then one at most every CHAT_PROGRESS s."""
 
     def __init__(self, label: str, out: Callable[..., None],
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -211,10 +211,17 @@ class ChatProgress:
         self.clock = clock
         self.rate = Rate(clock)
         self.last = clock()
+        self.started: set[str] = set()
 
     def __call__(self, phase: str, done: int, total: int) -> None:
         rate = self.rate.update(phase, done)
         now = self.clock()
+        if phase in ("uploading", "downloading") and phase not in self.started:
+            self.started.add(phase)  # its start, at once (the rest every CHAT_PROGRESS s)
+            verb = "sending" if phase == "uploading" else "getting"
+            self.out(f"* {verb} {self.label} ({format_size(total)})", flush=True)
+            self.last = now
+            return
         if now - self.last < CHAT_PROGRESS:
             return
         self.last = now
@@ -231,6 +238,49 @@ def clean_path(text: str) -> Path:
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
         text = text[1:-1]
     return Path(text).expanduser()
+
+
+class ChatFiles:
+    """``/send`` and ``/get`` in `chatscreen chat`. On a terminal a transfer runs beside the
+    chat (refusals said as ``! ...``), and leaving stops those still under way (an upload
+    sent again later goes on from where it stopped). From a script each is waited for, and
+    a refusal stops the script."""
+
+    def __init__(self, client: Any, out: Callable[..., None], err_out: Any, *,
+                 terminal: bool) -> None:
+        self.client = client
+        self.out = out
+        self.err_out = err_out
+        self.terminal = terminal
+        self.shown = ShownMessages()  # the ids of the messages the chat printed
+        self.running: dict[asyncio.Task[Any], str] = {}  # (terminal) transfer -> what
+
+    def _start(self, coro: Coroutine[Any, Any, Any], what: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro)
+        if self.terminal:
+            self.running[task] = what
+            task.add_done_callback(lambda t: self.running.pop(t, None))
+        return task
+
+    def send(self, path: Path, room: str) -> asyncio.Task[Any]:
+        return self._start(chat_send(self.client, path, room, self.out,
+                                     terminal=self.terminal, err_out=self.err_out,
+                                     shown=self.shown), f"sending {path.name}")
+
+    def get(self, file_id: str, path: Path | None) -> asyncio.Task[Any]:
+        return self._start(chat_get(self.client, file_id, path, self.out,
+                                    terminal=self.terminal, err_out=self.err_out),
+                           f"getting {file_id}")
+
+    async def stop(self) -> None:
+        """Leaving: the transfers still under way stop, each said."""
+        running, self.running = self.running, {}
+        for task, what in running.items():
+            task.cancel()
+            self.out(f"! stopped {one_line(what)} (run it again to go on from where it "
+                     "stopped)", file=self.err_out, flush=True)
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
 
 
 async def chat_send(client: Any, path: Path, room: str, out: Callable[..., None], *,

@@ -101,7 +101,7 @@ class Downloaded:
     path: Path  # where the file now is
     size: int
     sha256: str
-    info: FileInfo | None  # the server's description (None from a server that gives none)
+    info: FileInfo  # the server's description of the file
 
 
 # -- names and sizes ------------------------------------------------------------------------
@@ -317,23 +317,11 @@ class TransferLink:
             if msg.type in types:
                 return msg
 
-    async def file_info(self, file_id: str) -> FileInfo | None:
-        """What the server says of a file (name, size, hash). None from a server that does
-        not know the request: it refuses it, or closes the link (then closed here)."""
+    async def file_info(self, file_id: str) -> FileInfo:
+        """What the server says of a file (name, size, hash); ServerError no_such_file."""
         rid = self.rid()
         self.send("file_info", file=file_id, rid=rid)
-        try:
-            msg = await self.answer(rid, "file_info")
-        except ServerError as exc:
-            if exc.code in (ErrorCode.UNEXPECTED, ErrorCode.BAD_MESSAGE):
-                return None
-            raise
-        except LinkDropped as dropped:
-            reason = dropped.reason
-            if isinstance(reason, ServerError) and reason.code == ErrorCode.UNEXPECTED:
-                return None
-            raise
-        return FileInfo.from_fields(msg["file"])
+        return FileInfo.from_fields((await self.answer(rid, "file_info"))["file"])
 
     async def close(self) -> None:
         self._task.cancel()
@@ -661,11 +649,8 @@ async def download(client: Client, file_id: str, output: Path | None = None, *,
     part: _PartFile | None = None
     try:
         info = await link.file_info(file_id)
-        if link.closed.is_set():  # an older server, which closed it: a new one
-            await link.close()
-            link = await TransferLink.open(client)
         if output is None:
-            name = safe_name(info.name if info is not None else file_id, fallback=file_id)
+            name = safe_name(info.name, fallback=file_id)
             if thumb:
                 name = f"{name.rpartition('.')[0] or name}.thumb.png"
             output = free_path(folder, name)
@@ -693,6 +678,7 @@ class _Fetch:
         self.file_id = file_id
         self.part = part
         self.info = info  # the file's description, to check its size and hash against
+        #                   (None for its preview)
         self.thumb = thumb
         self.progress = progress
         self.total = info.size if info is not None else 0

@@ -394,6 +394,7 @@ CLIENT_MESSAGES: dict[str, Spec] = {
     "chunk": Spec({"upload": FILE_ID, "offset": integer(0)}, payload=True),
     "cancel": Spec({"upload": FILE_ID}),
     "download": Spec({"file": FILE_ID}, {"offset": integer(0), "thumb": boolean, "rid": RID}),
+    "file_info": Spec({"file": FILE_ID}, {"rid": RID}),
 }
 
 # Sent by the server to clients; clients validate them too (never trust the network).
@@ -417,7 +418,8 @@ SERVER_MESSAGES: dict[str, Spec] = {
         {
             "server": short_str(64),
             "heartbeat": number(0.1, 3600),
-            "limits": obj({}, {"max_frame": ID, "max_text": ID, "history": ID}),
+            "limits": obj({}, {"max_frame": ID, "max_text": ID, "history": ID,
+                               "max_file_size": ID}),
             "role": short_str(16),
             # an account's rooms, its read markers, the private rooms it is invited to
             "rooms": list_of(NAME, 1000),
@@ -448,7 +450,8 @@ SERVER_MESSAGES: dict[str, Spec] = {
     ),
     "typing": Spec({"user": NAME, "active": boolean}, {"room": NAME, "to": NAME}),
     "shares": Spec(
-        {"shares": list_of(obj({"id": ID, "user": NAME, "w": ID, "h": ID}), 10_000)}
+        {"shares": list_of(obj({"id": ID, "user": NAME, "w": ID, "h": ID}, {"room": NAME}),
+                           10_000)}
     ),
     "registered": Spec({"user": NAME, "role": short_str(16)}, {"rid": RID}),
     "moderated": Spec({"action": short_str(16)}, {"rid": RID}),
@@ -472,6 +475,7 @@ SERVER_MESSAGES: dict[str, Spec] = {
     "uploaded": Spec({"upload": FILE_ID, "file": FILE_INFO, "id": ID}, {"rid": RID}),
     "file_data": Spec({"file": FILE_ID, "offset": integer(0)}, {"rid": RID}, payload=True),
     "downloaded": Spec({"file": FILE_ID, "size": integer(0), "sha256": SHA256}, {"rid": RID}),
+    "file_info": Spec({"file": FILE_INFO}, {"rid": RID}),
     "deleted": Spec({"id": ID}, {"room": NAME, "to": NAME, "rid": RID}),
 }
 

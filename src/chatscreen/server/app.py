@@ -102,6 +102,7 @@ class Server:
         self.files = FileService(settings, self.chat, self.store)
         self.screen.files = self.files
         self.chat.files = self.files
+        self.chat.file_limits = {"max_file_size": settings.max_file_size}
         self.chat_limits = Limits(max_frame=1 << 20, max_header=1 << 20,
                                   max_text=settings.max_text)
         self.screen_limits = Limits(max_frame=settings.max_screen_frame, max_header=1 << 20,

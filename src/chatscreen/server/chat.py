@@ -132,6 +132,8 @@ class ChatService:
         self._flush_presence = self.room_state.flush_presence
         self.counters = Counters()
         self.files: FileHooks | None = None  # set by the server: files in chat (files.py)
+        self.file_limits: dict[str, int] = {}  # in the welcomes: {"max_file_size": N}
+        self._file_posts = 0  # file messages in the write queue (post_file)
 
     @property
     def newest_id(self) -> int:
@@ -307,6 +309,7 @@ class ChatService:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         cost = (len(text) + 512) * (len(self.rooms.get(room, ())) if room is not None else 2)
         self._queue.append(_Pending(stored, session, cost, done))
+        self._file_posts += 1
         if self.send_buffers is not None:
             self.send_buffers.upcoming += cost
         self._wakeup.set()
@@ -349,18 +352,21 @@ class ChatService:
                 await self._wakeup.wait()
                 continue
             batch, self._queue = self._queue, []
+            # file messages in this batch (looked for only when there are: not per message)
+            posts, self._file_posts = ([p for p in batch if p.done is not None]
+                                       if self._file_posts else []), 0
             try:
-                files = [(p.msg.id, p.msg.file["id"]) for p in batch if p.msg.file is not None]
-                if files:  # the messages' files first: see SQLiteStore.link_files
-                    await self.store.link_files(files)
+                if posts:  # the messages' files first: see SQLiteStore.link_files
+                    await self.store.link_files([(p.msg.id, p.msg.file["id"])
+                                                 for p in posts if p.msg.file is not None])
                 await self.store.append([p.msg for p in batch])
             except Exception as exc:
                 log.exception("storing %d messages failed", len(batch))
-                for p in batch:
+                for p in posts:
                     if p.done is not None and not p.done.done():
                         p.done.set_exception(exc)
-                        continue
-                    if p.sender is None:
+                for p in batch:
+                    if p.sender is None or p.done is not None:
                         continue
                     p.sender.chat.error(ErrorCode.INTERNAL, "the server could not store your "
                                         "message", re="say", cid=p.msg.cid)
@@ -369,7 +375,7 @@ class ChatService:
             self._deliver([p.msg for p in batch])
             self._delivered(batch)
             self.messages_total += len(batch)
-            for p in batch:
+            for p in posts:
                 if p.done is not None and not p.done.done():
                     p.done.set_result(None)
 

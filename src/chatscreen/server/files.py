@@ -66,7 +66,7 @@ DOWNLOADS_PER_CONNECTION = 4
 PREVIEWS_AT_ONCE = 2  # pictures decoded at once, server-wide
 THREADS = 4  # the file service's threads: disk, hashes, previews
 HOUSEKEEPING = 60.0  # s between looks for expired files and partial uploads
-FILE_REQUESTS = frozenset({"upload", "chunk", "cancel", "download"})
+FILE_REQUESTS = frozenset({"upload", "chunk", "cancel", "download", "file_info"})
 
 
 @dataclass(eq=False)
@@ -87,6 +87,7 @@ class Upload:
     session: Session[Peer] | None = None
     stored: int = 0  # bytes written
     received: int = 0  # bytes taken (written, or queued for the writer)
+    acked: int = 0  # the offset last acknowledged (upload_ready, upload_progress)
     queue: list[bytes] = field(default_factory=list)
     hasher: Any = None  # hashlib's sha256 of the bytes written
     fd: int | None = None
@@ -120,6 +121,7 @@ class FileService:
         self._rates: dict[Peer, TokenBucket] = {}
         self._address_rates: dict[str, TokenBucket] = {}
         self._content_locks: dict[str, asyncio.Lock] = {}
+        self._user_locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}  # and its users
         self._previews = asyncio.Semaphore(PREVIEWS_AT_ONCE)
         self._pool = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="files")
         self.counters = Counters()  # the server's (set by it)
@@ -175,6 +177,8 @@ class FileService:
             self._cancel(peer, msg["upload"])
         elif msg.type == "download":
             self._download(peer, session, msg)
+        elif msg.type == "file_info":
+            self._spawn(self._file_info(peer, session, msg))
 
     def on_lost(self, peer: Peer) -> None:
         """The connection is gone: its uploads are kept to be resumed, its downloads end."""
@@ -199,6 +203,7 @@ class FileService:
             peer.error(exc.code, exc.message, re="upload", **rid)
             return
         u.rid = msg.get("rid")
+        u.acked = u.stored
         peer.send("upload_ready", upload=u.id, offset=u.stored, chunk=CHUNK, window=WINDOW,
                   **rid)
         if u.stored == u.size:  # nothing (more) to send: an empty file, or all there
@@ -216,6 +221,21 @@ class FileService:
         key = hashlib.sha256(
             f"{session.key}\0{place_text(room, to)}\0{msg['sha256']}\0{size}".encode()
         ).hexdigest()
+        # one upload request of a user at a time: its checks and what it opens go together
+        entry = self._user_locks.setdefault(session.key, (asyncio.Lock(), [0]))
+        lock, users = entry
+        users[0] += 1
+        try:
+            async with lock:
+                return await self._admit(peer, session, msg, key, room, to)
+        finally:
+            users[0] -= 1
+            if not users[0]:  # nobody holds or waits for it
+                del self._user_locks[session.key]
+
+    async def _admit(self, peer: Peer, session: Session[Peer], msg: Message, key: str,
+                     room: str | None, to: str | None) -> Upload:
+        size: int = msg["size"]
         old = self.partials.get(key)
         if old is not None and old.peer is not None:
             self._detach(old)  # the same upload again (a new connection): it takes over
@@ -310,7 +330,7 @@ class FileService:
         if n > CHUNK or u.received + n > u.size:
             raise RequestError(ErrorCode.BAD_MESSAGE, f"a chunk holds at most {CHUNK} bytes, "
                                f"and the file has {u.size}", "chunk", {})
-        if u.received + n - u.stored > WINDOW:
+        if u.received + n - u.acked > WINDOW:
             peer.fail(ErrorCode.BAD_MESSAGE, f"you sent more than the window ({WINDOW} bytes) "
                       "past the last acknowledged offset")
             return
@@ -341,6 +361,7 @@ class FileService:
                 if u.peer is not None:
                     await self._pace(u.peer, n)
                 if u.peer is not None and u.stored < u.size:
+                    u.acked = u.stored
                     u.peer.send("upload_progress", upload=u.id, offset=u.stored)
         except OSError as exc:
             log.error("%s: writing an upload failed: %s", u.path, exc)
@@ -504,13 +525,27 @@ class FileService:
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
+    async def _readable(self, peer: Peer, session: Session[Peer], msg: Message
+                        ) -> FileRecord | None:
+        """The file asked for, if this user may have it; else ``no_such_file`` is answered
+        (the same for an id never given out, a file gone, and one not theirs to see)."""
+        rec = await self.db.file(msg["file"])
+        if rec is None or rec.gone is not None or not self.may_read(session, rec):
+            peer.error(ErrorCode.NO_SUCH_FILE, f"no file {msg['file']}", re=msg.type,
+                       file=msg["file"], **_rid(msg))
+            return None
+        return rec
+
+    async def _file_info(self, peer: Peer, session: Session[Peer], msg: Message) -> None:
+        rec = await self._readable(peer, session, msg)
+        if rec is not None:
+            peer.send("file_info", file=rec.info(), **_rid(msg))
+
     async def _send_file(self, peer: Peer, session: Session[Peer], msg: Message) -> None:
         file_id: str = msg["file"]
         rid = _rid(msg)
-        rec = await self.db.file(file_id)
-        if rec is None or rec.gone is not None or not self.may_read(session, rec):
-            peer.error(ErrorCode.NO_SUCH_FILE, f"no file {file_id}", re="download",
-                       file=file_id, **rid)
+        rec = await self._readable(peer, session, msg)
+        if rec is None:
             return
         thumb = bool(msg.get("thumb"))
         if thumb and rec.thumb_w is None:

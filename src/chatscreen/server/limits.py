@@ -82,7 +82,7 @@ RATED = frozenset({"say", "pm", "typing", "join", "create", "leave", "history", 
                    "read", "invite", "decline", "delete"})
 #: Screen requests that count against a connection's frame rate.
 SCREEN_RATED = frozenset({"frame", "cursor", "share", "unshare", "watch", "unwatch",
-                          "upload", "chunk", "cancel", "download"})
+                          "upload", "chunk", "cancel", "download", "file_info"})
 #: A chunk this large or larger is free of the frame rate (its bytes pay the upload budget);
 #: a smaller one counts as a frame, so that tiny chunks cannot make the server work per byte.
 FREE_CHUNK = 64 << 10

@@ -81,6 +81,8 @@ class Service(rooms.Service, Protocol):
     def heartbeat(self) -> float: ...
     @property
     def history(self) -> int: ...
+    @property
+    def file_limits(self) -> dict[str, int]: ...  # for the welcome: max_file_size
     def binding(self, kind: str, target: str, role: str | None, ip: str) -> Ban | None: ...
     def logout(self, session: Session[Peer]) -> None: ...
     def send_shares(self, session: Session[Peer]) -> None: ...
@@ -283,7 +285,7 @@ def finish_login(service: Service, peer: Peer, msg: Message, account: Account | 
         heartbeat=service.heartbeat,
         **({"role": role} if role else {}),
         limits={"max_text": peer.conn.limits.max_text, "max_frame": peer.conn.limits.max_frame,
-                "history": service.history},
+                "history": service.history, **service.file_limits},
         **welcome_state(service, session),
     )
     service.send_shares(session)

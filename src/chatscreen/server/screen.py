@@ -433,7 +433,10 @@ class Share:
         return self.sharer.session.name
 
     def describe(self) -> dict[str, Any]:
-        return {"id": self.id, "user": self.user, "w": self.w, "h": self.h}
+        out: dict[str, Any] = {"id": self.id, "user": self.user, "w": self.w, "h": self.h}
+        if self.room is not None:  # (listed to its members only: it tells nobody else)
+            out["room"] = self.room
+        return out
 
     def admits(self, session: Session[Peer]) -> bool:
         """Is ``session`` among those the share is for (``allowed``)? An account by its name;
@@ -612,7 +615,8 @@ class ScreenRelay:
         if binary and msg.get("deflate") == DEFLATE_VERSION:
             binary["deflate"] = DEFLATE_VERSION
         peer.accept(user=session.name, token=session.token, room="general",
-                    heartbeat=self.chat.heartbeat, **binary)
+                    heartbeat=self.chat.heartbeat, **binary,
+                    limits={"max_frame": peer.conn.limits.max_frame, **self.chat.file_limits})
 
     def on_lost(self, peer: Peer) -> None:
         if self.files is not None:
