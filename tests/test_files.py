@@ -127,6 +127,21 @@ def test_over_size_and_over_quota_are_refused_before_any_byte(tmp_path: Path) ->
             over = await link.ask_upload("b.bin", 1001, "2" * 64, room="general")
             assert over.type == "error" and over["code"] == "quota_exceeded", over.fields
             assert "15000" in over["message"]
+            # another name from the same address: its own quota, but not for more uploads
+            # under way than one quota (new guest names cannot fill the disk)
+            mallory = await login(srv, "mallory")
+            mlink = await FileLink.open(mallory)
+            ready = await mlink.ask_upload("m.bin", 9000, "7" * 64, room="general")
+            assert ready.type == "upload_ready", ready.fields  # alice's 5000 + 9000
+            await mlink.close()  # dropped: kept to be resumed, and counted
+            await mallory.close()
+            mallory = await login(srv, "mallory2")
+            mlink = await FileLink.open(mallory)
+            more = await mlink.ask_upload("m.bin", 2000, "9" * 64, room="general")
+            assert more.type == "error" and more["code"] == "quota_exceeded", more.fields
+            assert "address" in more["message"]
+            await mlink.close()
+            await mallory.close()
             # the connection goes on, and what fits in the quota is taken
             small = await link.send_file(b"tiny", room="general")
             assert small.type == "uploaded"
@@ -135,7 +150,7 @@ def test_over_size_and_over_quota_are_refused_before_any_byte(tmp_path: Path) ->
 
         run(scenario())
         partial = sorted(p.stat().st_size for p in (srv.data_dir / "files" / "partial").iterdir())
-        assert partial == [0]  # the upload under way, no bytes of the refused ones
+        assert partial == [0, 0]  # the uploads under way, no bytes of the refused ones
         assert len(objects(srv)) == 2
 
 

@@ -81,6 +81,7 @@ class Upload:
     room: str | None
     to: str | None
     path: Path
+    ip: str = ""  # the address it came from
     id: str = ""  # the id the client uses: new at each ``upload``
     rid: str | None = None
     peer: Peer | None = None  # the connection sending it; None: dropped
@@ -254,10 +255,18 @@ class FileService:
             raise self._refuse(ErrorCode.QUOTA_EXCEEDED, f"your files take {used} bytes; with "
                                f"this one ({size}) that would pass your quota of "
                                f"{self.s.file_quota} bytes")
+        # uploads under way from one address, whatever the names (guests come and go):
+        # at most one quota, so that new names cannot fill the disk with partials
+        pending = sum(u.size for u in self.partials.values()
+                      if u.ip == peer.ip and u.key != key)
+        if pending + size > self.s.file_quota:
+            raise self._refuse(ErrorCode.QUOTA_EXCEEDED, f"uploads under way from your "
+                               f"address take {pending} bytes; with this one ({size}) that "
+                               f"would pass the quota of {self.s.file_quota} bytes")
         u = self.partials.get(key)
         if u is None:
             u = Upload(key, session.key, msg["name"], size, msg["sha256"], room, to,
-                       self.files.partial_path(key))
+                       self.files.partial_path(key), ip=peer.ip)
             try:
                 await self._off(self._open_partial, u)
             except OSError as exc:
