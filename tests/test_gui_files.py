@@ -302,6 +302,23 @@ def test_snapshot_to_chat_from_the_screen_tab_posts_the_picture_losslessly(
         got = bob_downloads(bob, info["id"], tmp_path / "snap.png")
         assert np.array_equal(np.asarray(Image.open(got).convert("RGB")), picture)
         assert "#general" in str(tab.watch_status.cget("text"))
+
+        # a share for the members of #design: its picture goes there, whatever room the
+        # Chat tab shows
+        bob.tc.call(lambda c: c.join("design")).result(TIMEOUT)
+        painter.call(lambda c: c.join("design")).result(TIMEOUT)
+        chat = g.app.chat_tab
+        g.select_tab("Chat")
+        g.type_into(chat.entry, "/join design", enter=True)
+        g.wait_for(lambda: chat.current == "#design", "#design")
+        chat.select("#general")
+        g.select_tab("Screen Share")
+        painter.run(screens[0].share(w, h, room="design")).result(TIMEOUT)
+        g.wait_for(lambda: str(tab.snapshot_button.cget("text")) == "Snapshot to #design",
+                   "the button to say #design")
+        g.click(tab.snapshot_button)
+        g.wait_for(lambda: len(file_messages(bob)) == 2, "the picture in #design")
+        assert file_messages(bob)[1]["room"] == "design"
     finally:
         for screen in screens:
             painter.run(screen.close()).result(TIMEOUT)

@@ -246,6 +246,9 @@ class ScreenTab(ttk.Frame):
                 self._show_ended(f"{self.wanted} stopped sharing")
         elif not net.watching or self._watching_id != share["id"]:
             self._start(share)
+        else:
+            self.watching = share  # its audience may have changed (a snapshot's room)
+            self._refresh_snapshot()
 
     def _relabel(self, chosen: int | None = None) -> None:
         me = self.app.user.casefold()
