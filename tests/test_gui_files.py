@@ -17,6 +17,7 @@ from PIL import Image
 
 from chatscreen.client import Client, OutRect, ScreenChannel, ThreadedClient
 from chatscreen.client.files import FileInfo, download, format_size, upload
+from chatscreen.gui import files as files_module
 from chatscreen.gui.files import (
     PictureError,
     decode_fitted,
@@ -369,3 +370,37 @@ def test_a_file_line_needs_a_well_formed_description(tmp_path: Path) -> None:
     there = tmp_path / "a b.png"
     there.write_bytes(b"x")
     assert pasted_file(f"copy\n{there.as_uri()}\n") == there  # (%20 decoded)
+
+
+def test_previews_past_the_ones_kept_are_not_fetched_again_and_still_open(
+        gui: GuiHarness, server: ServerProcess, bob: Headless,  # noqa: F811
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    g = gui
+    monkeypatch.setattr(files_module, "PREVIEWS_KEPT", 1)
+    connected(g, server, "alice")
+    chat = g.app.chat_tab
+    g.select_tab("Chat")
+    net = g.app.net
+    assert net is not None
+    fetched: list[str] = []
+    fetch = net.preview
+
+    def counted(file_id: str, folder: Path) -> None:
+        fetched.append(file_id)
+        fetch(file_id, folder)
+
+    monkeypatch.setattr(net, "preview", counted)
+    first = bob_uploads(bob, a_png(tmp_path / "one.png", 300, 200), "one.png")
+    g.wait_for(lambda: chat.text.image_names(), "the first preview")
+    bob_uploads(bob, a_png(tmp_path / "two.png", 200, 300), "two.png")
+    g.wait_for(lambda: "show the picture" in chat.shown_text(), "the first one dropped")
+    assert len(chat.text.image_names()) == 1  # the second one's
+    for _ in range(3):  # redraws do not fetch the dropped one again
+        chat._render()
+    assert len(fetched) == 2
+    start = chat.text.search("show the picture", "1.0")
+    bx, by, _bw, bh = chat.text.bbox(f"{start} + 2 chars")  # type: ignore[misc]
+    g.click_at(chat.text.winfo_rootx() + bx + 2, chat.text.winfo_rooty() + by + bh // 2)
+    g.wait_for(lambda: chat.pictures and chat.pictures[0].shown_size == (300, 200),
+               "the first picture full size")
+    assert chat.pictures[0].info["id"] == first.id

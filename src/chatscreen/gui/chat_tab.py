@@ -274,7 +274,8 @@ class ChatTab(ttk.Frame):
         t.tag_configure("day", foreground="#5f6368", font=fonts["small"], justify="center",
                         spacing1=10, spacing3=4)
         t.tag_configure("link", foreground="#0b57d0", underline=True)
-        t.tag_configure("save", foreground="#0b57d0", underline=True)
+        for tag in ("save", "action"):
+            t.tag_configure(tag, foreground="#0b57d0", underline=True)
         t.tag_configure("filename", foreground="#1f2328", font=bold)
         t.tag_configure("filemeta", foreground="#6b7078", font=fonts["small"])
         t.tag_configure("preview", spacing1=4, spacing3=4)
@@ -996,6 +997,9 @@ class ChatTab(ttk.Frame):
             return
         state = self.cache.state(str(info["id"]))
         text.insert("end", "\n", line)
+        if state == "dropped":  # not kept (many pictures): a click opens it all the same
+            text.insert("end", "show the picture", ("action", "preview", f"file{n}", *cont))
+            return
         if state is None or isinstance(state, str):
             if state is None:
                 self._fetch_preview(str(info["id"]))

@@ -35,7 +35,7 @@ from chatscreen.text import one_line
 
 PREVIEW_MAX = 640  # px: the server makes previews of at most 320x320; larger is not shown
 PICTURE_MAX_PIXELS = 50_000_000  # the server's limit for making a preview: ours to open
-PREVIEWS_KEPT = 200  # decoded previews kept as photos (the oldest are dropped)
+PREVIEWS_KEPT = 100  # decoded previews kept as photos (~40 MB at most; the oldest dropped)
 LABEL_MAX = 48  # characters of a transfer's label shown
 FINISHED_SHOWN_MS = 4000  # a finished transfer's row stays this long
 CLIPBOARD_TIMEOUT = 3.0  # s for xclip to answer
@@ -184,6 +184,7 @@ class FileCache:
     def __init__(self) -> None:
         self._folder: Path | None = None
         self.previews: OrderedDict[str, ImageTk.PhotoImage | str] = OrderedDict()
+        self.dropped: set[str] = set()  # previews dropped to keep PREVIEWS_KEPT: not again
 
     @property
     def folder(self) -> Path:
@@ -196,7 +197,11 @@ class FileCache:
         return Path(tempfile.mkdtemp(prefix=prefix, dir=self.folder))
 
     def state(self, file_id: str) -> ImageTk.PhotoImage | str | None:
-        """The photo of a preview, "loading", "failed", or None (not asked for)."""
+        """The photo of a preview, "loading", "failed", "dropped" (shown once, then dropped
+        for newer ones: not fetched again, or a timeline of many pictures would fetch them
+        round and round), or None (not asked for)."""
+        if file_id in self.dropped:
+            return "dropped"
         return self.previews.get(file_id)
 
     def put(self, file_id: str, value: Image.Image | str) -> None:
@@ -204,11 +209,13 @@ class FileCache:
                                   else value)
         self.previews.move_to_end(file_id)
         while len(self.previews) > PREVIEWS_KEPT:
-            self.previews.popitem(last=False)
+            old, _ = self.previews.popitem(last=False)
+            self.dropped.add(old)
 
     def release(self) -> None:
         """Drop the photos (here, on the Tk thread) and the folder."""
         self.previews.clear()
+        self.dropped.clear()
         if self._folder is not None:
             shutil.rmtree(self._folder, ignore_errors=True)
             self._folder = None
