@@ -123,6 +123,20 @@ def test_attach_a_png_with_a_progress_bar_and_bob_gets_it_alice_sees_its_preview
     assert np.array_equal(shown_at(g, chat.text, x, y, w, h), want)
     g.wait_for(lambda: chat.transfer_panel.rows == {}, "the finished row to go")
 
+    # in a private conversation: to bob alone; a text file has no preview
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello")
+    chat.select("@bob")
+    g.app.ask_open_file = lambda: str(notes)
+    g.click(chat.attach_button)
+    g.wait_for(lambda: len(file_messages(bob)) == 2, "bob to get the private file")
+    private = file_messages(bob)[1]
+    assert private["to"] == "bob" and private.get("room") is None
+    assert private["file"]["mime"] == "text/plain"
+    g.wait_for(lambda: "You  notes.txt  5 B · text  Save as…" in chat.shown_text(),
+               "the file line in the private conversation")
+    assert not chat.text.image_names()
+
 
 def test_bobs_picture_previews_opens_full_size_and_saves_as_the_same_bytes(
         gui: GuiHarness, server: ServerProcess, bob: Headless,  # noqa: F811
@@ -221,22 +235,26 @@ def test_ctrl_v_of_a_picture_on_the_clipboard_attaches_it_text_pastes_as_text(
 def test_an_upload_cancelled_half_way_posts_nothing_and_leaves_nothing_stored(
         gui: GuiHarness, tmp_path: Path) -> None:  # noqa: F811
     g = gui
-    # uploads at 4 MB/s on this server: a 24 MB file takes seconds, time to cancel it
+    # uploads at 4 MB/s on this server: a 32 MB file takes seconds, time to cancel it
     with running_server(tmp_path / "data", "--upload-rate-bytes", "4000000",
-                        "--max-file-size", "30000000") as srv:
+                        "--max-file-size", "40000000") as srv:
         carol = Headless(srv, "carol")
         try:
             connected(g, srv, "alice")
             chat = g.app.chat_tab
             g.select_tab("Chat")
             big = tmp_path / "big.bin"
-            big.write_bytes(os.urandom(1 << 20) * 24)
+            big.write_bytes(os.urandom(1 << 20) * 32)
             g.app.ask_open_file = lambda: str(big)
             g.click(chat.attach_button)
             g.wait_for(lambda: chat.transfer_panel.rows, "the progress row")
             (tid, row), = chat.transfer_panel.rows.items()
             g.wait_for(lambda: row.phase == "uploading" and row.done > 0, "bytes on their way")
             assert 0 < float(row.bar.cget("value")) < 1000
+            # the chat goes on meanwhile
+            g.type_into(chat.entry, "while it uploads", enter=True)
+            g.wait_for(lambda: carol.got("while it uploads", user="alice"), "the message")
+            assert tid not in chat.transfer_panel.ended and row.done < row.total
             g.click(row.cancel_button)
             g.wait_for(lambda: tid in chat.transfer_panel.ended, "the transfer to end")
             assert chat.transfer_panel.ended[tid] == ("cancelled", "cancelled")
@@ -253,13 +271,13 @@ def test_an_upload_cancelled_half_way_posts_nothing_and_leaves_nothing_stored(
             # over the server's limit: refused, said in the row and in the conversation
             huge = tmp_path / "huge.bin"
             with huge.open("wb") as f:
-                f.truncate(40_000_000)
+                f.truncate(50_000_000)
             g.app.ask_open_file = lambda: str(huge)
             g.click(chat.attach_button)
             g.wait_for(lambda: len(chat.transfer_panel.ended) == 2, "the refusal")
             result, text = chat.transfer_panel.ended[max(chat.transfer_panel.ended)]
-            assert result == "failed" and "40000000 bytes" in text, text
-            assert "at most" in text and "30000000 bytes" in text, text
+            assert result == "failed" and "50000000 bytes" in text, text
+            assert "at most" in text and "40000000 bytes" in text, text
             g.wait_for(lambda: "Not sent: huge.bin (" in chat.shown_text(),
                        "the note in the conversation")
             assert file_messages(carol) == []
