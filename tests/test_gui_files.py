@@ -156,9 +156,9 @@ def test_bobs_picture_previews_opens_full_size_and_saves_as_the_same_bytes(
     # a click on the preview: the picture full size (it fits the 1920x1080 screen)
     _, (x, y, w, h) = preview_box(g)
     g.click_at(chat.text.winfo_rootx() + x + w // 2, chat.text.winfo_rooty() + y + h // 2)
-    g.wait_for(lambda: chat.pictures and chat.pictures[0].shown_size is not None,
+    g.wait_for(lambda: chat.files.pictures and chat.files.pictures[0].shown_size is not None,
                "the picture full size")
-    window = chat.pictures[0]
+    window = chat.files.pictures[0]
     assert window.shown_size == (1200, 700)
     g.wait_for(lambda: window.picture.winfo_ismapped() and window.picture.winfo_width() >= 1200,
                "the picture on screen")
@@ -168,7 +168,7 @@ def test_bobs_picture_previews_opens_full_size_and_saves_as_the_same_bytes(
     shown = shown_at(g, label, bw, bh, 1200, 700)
     assert np.array_equal(shown, np.asarray(Image.open(png).convert("RGB")))
     g.key("Escape")
-    g.wait_for(lambda: not chat.pictures, "Esc to close it")
+    g.wait_for(lambda: not chat.files.pictures, "Esc to close it")
 
     # Save as…: the dialog offers the file's safe name; the bytes are the same
     offered: list[str] = []
@@ -419,6 +419,6 @@ def test_previews_past_the_ones_kept_are_not_fetched_again_and_still_open(
     start = chat.text.search("show the picture", "1.0")
     bx, by, _bw, bh = chat.text.bbox(f"{start} + 2 chars")  # type: ignore[misc]
     g.click_at(chat.text.winfo_rootx() + bx + 2, chat.text.winfo_rooty() + by + bh // 2)
-    g.wait_for(lambda: chat.pictures and chat.pictures[0].shown_size == (300, 200),
+    g.wait_for(lambda: chat.files.pictures and chat.files.pictures[0].shown_size == (300, 200),
                "the first picture full size")
-    assert chat.pictures[0].info["id"] == first.id
+    assert chat.files.pictures[0].info["id"] == first.id

@@ -454,10 +454,10 @@ class App:
             self.screen_tab.show_viewers(list(channel.viewers) if channel is not None else None)
 
     def snapshot_target(self, share: dict[str, Any] | None) -> str | None:
-        return self.chat_tab.snapshot_target(share)
+        return self.chat_tab.files.snapshot_target(share)
 
     def post_snapshot(self, share: dict[str, Any], take: Callable[[], Any]) -> None:
-        self.chat_tab.post_snapshot(share, take)
+        self.chat_tab.files.post_snapshot(share, take)
 
     def _set_state(self, state: str, reason: str = "") -> None:
         self.state = state
@@ -572,7 +572,7 @@ class App:
         # freed on the network thread, where each such call blocks for a second and raises
         # "main thread is not in main loop".
         self.screen_tab.release()
-        self.chat_tab.release()
+        self.chat_tab.files.release()
         self.fonts.clear()
 
     def wait_closed(self, timeout: float = 10.0) -> bool:
