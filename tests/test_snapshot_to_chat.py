@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -19,7 +20,12 @@ from PIL import Image
 from chatscreen.client import Client, OutRect
 from chatscreen.client.files import download
 from chatscreen.screen.codec import encode_zlib
-from tests.helpers.display import render_test_picture
+from tests.helpers.display import (
+    grab_display,
+    make_test_picture,
+    render_test_picture,
+    show_picture,
+)
 from tests.helpers.server import REPO, TIMEOUT, ServerProcess, run
 
 T = TypeVar("T")
@@ -125,3 +131,40 @@ async def _file_message(c: Client, file_id: str) -> dict[str, Any]:
                     ev["file"]["id"] == file_id:
                 return ev.fields
     raise AssertionError("the file message never came")
+
+
+def test_snapshot_to_chat_of_a_real_screen_share_equals_the_screen(
+        server: ServerProcess, xvfb_display: str, tmp_path: Path) -> None:
+    """`chatscreen share --encoding lossless` of the Xvfb screen showing a picture, then
+    `view --snapshot-to-chat`: the posted PNG is the screen, pixel for pixel."""
+    source = make_test_picture(1920, 1080, tmp_path / "source.png")
+    env = {**os.environ, "DISPLAY": xvfb_display}
+    ports = ["--server", f"127.0.0.1:{server.chat_port}", "--screen-port", str(server.screen_port)]
+    with show_picture(xvfb_display, source):
+        screen = grab_display(xvfb_display)  # a still screen from here on
+        sharer = subprocess.Popen(
+            [sys.executable, "-m", "chatscreen", "share", *ports, "--user", "painter",
+             "--encoding", "lossless"], env=env, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, cwd=REPO)
+        try:
+            assert sharer.stdout is not None
+            line = sharer.stdout.readline()  # "Sharing 1920x1080 at ..." once it is up
+            assert "Sharing 1920x1080" in line, line
+            posted = view(server, "--snapshot-to-chat")
+            assert posted.returncode == 0, posted.stderr
+            file_id = posted.stdout.strip().splitlines()[-1]
+        finally:
+            sharer.terminate()
+            sharer.communicate(timeout=TIMEOUT)
+
+    async def fetch() -> Path:
+        c = await Client("127.0.0.1", "checker", chat_port=server.chat_port,
+                         screen_port=server.screen_port, timeout=TIMEOUT).connect()
+        try:
+            return (await download(c, file_id, tmp_path / "posted.png")).path
+        finally:
+            await c.close()
+
+    got = np.asarray(Image.open(run(fetch())).convert("RGB"))
+    assert got.shape == screen.shape == (1080, 1920, 3)
+    assert np.array_equal(got, screen)
