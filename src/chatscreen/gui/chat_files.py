@@ -1,7 +1,7 @@
 """The Chat tab's files: a file's line and preview in the timeline, Attach…, Ctrl+V, Save as…,
 a picture opened full size, a share's snapshot posted, and the transfers' progress rows.
 
-:class:`ChatFiles` belongs to one :class:`~chatscreen.gui.chat_tab.ChatTab` (Tk thread only);
+:class:`ChatFiles` belongs to the Chat tab (seen as a :class:`FilesTab`; Tk thread only);
 the transfers run on the network loop (:class:`~chatscreen.gui.net.NetSession`), their
 progress and end come back as ``gui_transfer`` / ``gui_transfer_done`` events, a preview as
 ``gui_preview``, a pasted picture as ``gui_paste``.
@@ -17,7 +17,8 @@ import tkinter as tk
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from tkinter import ttk
+from typing import TYPE_CHECKING, Any, Protocol
 
 from chatscreen.client.files import FileError, local_size, picture_name, safe_name
 from chatscreen.gui.files import (
@@ -25,6 +26,7 @@ from chatscreen.gui.files import (
     ClipboardError,
     FileCache,
     PictureWindow,
+    TransferPanel,
     clipboard_picture,
     clipboard_targets,
     file_summary,
@@ -37,7 +39,21 @@ from chatscreen.protocol import Message
 from chatscreen.text import one_line
 
 if TYPE_CHECKING:
-    from chatscreen.gui.chat_tab import ChatTab
+    from chatscreen.gui.host import ChatHost
+
+
+class FilesTab(Protocol):
+    """What ChatFiles uses of the Chat tab (chat_tab.ChatTab)."""
+
+    app: ChatHost
+    text: tk.Text  # the timeline
+    transfer_panel: TransferPanel
+    input_error: ttk.Label  # why something typed or pasted was not sent
+    current: str | None  # the conversation shown: "#room" or "@user"
+
+    def note(self, key: str, text: str) -> None: ...
+
+    def redraw_later(self) -> None: ...
 
 #: the events for ChatFiles.on_event
 FILE_EVENTS = frozenset({"gui_transfer", "gui_transfer_done", "gui_preview", "gui_paste"})
@@ -56,7 +72,7 @@ class Transfer:
 
 
 class ChatFiles:
-    def __init__(self, tab: ChatTab) -> None:
+    def __init__(self, tab: FilesTab) -> None:
         self.tab = tab
         self.app = tab.app
         self.cache = FileCache()  # previews, and the app's temporary folder
@@ -215,7 +231,7 @@ class ChatFiles:
         if net is None:
             return None
         tid = next(self._tids)
-        window = PictureWindow(self.tab, info, lambda w: self._picture_closed(tid, w))
+        window = PictureWindow(self.tab.text, info, lambda w: self._picture_closed(tid, w))
         self.pictures.append(window)
         folder = self.cache.scratch("picture-")
         self.transfers[tid] = Transfer("open", str(info.get("name", "")), window=window)
@@ -272,11 +288,11 @@ class ChatFiles:
         thread and attached."""
         if self.app.net is None or self.tab.current is None:
             return None
-        offered = clipboard_targets(self.tab)
+        offered = clipboard_targets(self.tab.text)
         if not offered & TEXT_TARGETS and any(t.startswith("image/") for t in offered):
             return self._paste_picture()
         try:
-            text = str(self.tab.clipboard_get())
+            text = str(self.tab.text.clipboard_get())
         except tk.TclError:  # nothing on the clipboard
             return None
         path = pasted_file(text)
