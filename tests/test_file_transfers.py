@@ -20,7 +20,9 @@ from pathlib import Path
 import pytest
 
 from chatscreen.client import Client
-from chatscreen.client.files import FileInfo, Progress, download, upload
+from chatscreen.client.files import FileError, FileInfo, Progress, download, upload
+from chatscreen.errors import RemoteProtocolError
+from chatscreen.protocol import Connection, Limits, Role
 from tests.helpers.proxy import CuttableProxy
 from tests.helpers.server import REPO, TIMEOUT, ServerProcess, run, running_server
 
@@ -217,7 +219,7 @@ def test_chat_shows_files_and_sends_them_with_slash_send(server: ServerProcess,
     second = cli(server, "chat", user="bob", stdin=f"/get {file_id} {tmp_path / 'b.pdf'}\n")
     assert second.returncode == 0, second.stderr
     assert any(file_line.fullmatch(line) for line in second.stdout.splitlines())
-    assert f"* saved 1.2 kB to {tmp_path / 'b.pdf'}" in second.stdout.splitlines()
+    assert f"* saved slides.pdf (1.2 kB) to {tmp_path / 'b.pdf'}" in second.stdout.splitlines()
     assert sha256(tmp_path / "b.pdf") == sha256(src)
 
 
@@ -334,18 +336,14 @@ def test_a_partial_that_is_a_link_is_not_followed(server: ServerProcess,
     assert victim.read_text() == "precious" and not (tmp_path / "out.bin").exists()
 
 
-def test_send_file_draws_a_progress_bar_on_a_terminal(server: ServerProcess,
-                                                      tmp_path: Path) -> None:
-    """stderr a terminal (a pty), stdout a pipe: the bar is redrawn in place on the
-    terminal, the id alone goes to stdout."""
-    src = random_file(tmp_path / "big.bin", 20_000_000)
+def with_terminal_stderr(args: list[str]) -> tuple[int, str, list[str]]:
+    """Run ``chatscreen ARGS`` with stderr on a pty and stdout a pipe: its exit status,
+    stdout, and what the terminal got, cut at each carriage return."""
     leader, follower = pty.openpty()
     try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "chatscreen", "send-file", str(src), "--server",
-             f"127.0.0.1:{server.chat_port}", "--screen-port", str(server.screen_port),
-             "--user", "alice"], stdout=subprocess.PIPE, stderr=follower, text=True,
-            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+        proc = subprocess.Popen([sys.executable, "-m", "chatscreen", *args],
+                                stdout=subprocess.PIPE, stderr=follower, text=True, cwd=REPO,
+                                env={**os.environ, "PYTHONPATH": str(REPO / "src")})
         os.close(follower)
         terminal = b""
         with contextlib.suppress(OSError):  # EIO once the process is gone
@@ -354,14 +352,31 @@ def test_send_file_draws_a_progress_bar_on_a_terminal(server: ServerProcess,
         stdout, _ = proc.communicate(timeout=6 * TIMEOUT)
     finally:
         os.close(leader)
-    assert proc.returncode == 0, terminal
+    return proc.returncode, stdout, terminal.decode().replace("\r\n", "\n").split("\r")
+
+
+def test_send_file_and_get_file_draw_a_progress_bar_on_a_terminal(
+        server: ServerProcess, tmp_path: Path) -> None:
+    """stderr a terminal (a pty), stdout a pipe: the bar is redrawn in place on the
+    terminal, the id (the path) alone goes to stdout."""
+    src = random_file(tmp_path / "big.bin", 20_000_000)
+    where = ["--server", f"127.0.0.1:{server.chat_port}", "--screen-port",
+             str(server.screen_port), "--user", "alice"]
+    code, stdout, frames = with_terminal_stderr(["send-file", str(src), *where])
+    assert code == 0, frames
     assert re.fullmatch(FILE_ID, stdout.strip())
-    frames = terminal.decode().replace("\r\n", "\n").split("\r")
     assert any(f.startswith("hashing big.bin [") for f in frames), frames
-    assert any(f.startswith("sending big.bin [") for f in frames), frames
-    last = [f for f in frames if f.startswith("sending")][-1].split("\n")[0]
+    last = [f for f in frames if f.startswith("sending big.bin [")][-1].split("\n")[0]
     assert "] 100%  20.0 MB / 20.0 MB" in last  # (then the rate, if it took 0.2 s or more)
-    assert "sent big.bin (20.0 MB) to #general" in terminal.decode()
+    assert "sent big.bin (20.0 MB) to #general" in frames[-1]
+    out = tmp_path / "copy.bin"
+    code, stdout, frames = with_terminal_stderr(["get-file", stdout.strip(), "--output",
+                                                 str(out), *where])
+    assert code == 0, frames
+    assert stdout.strip() == str(out)
+    last = [f for f in frames if f.startswith("receiving big.bin [")][-1].split("\n")[0]
+    assert "] 100%  20.0 MB / 20.0 MB" in last
+    assert sha256(out) == sha256(src)
 
 
 def test_an_upload_given_up_goes_on_from_the_servers_partial_next_time(
@@ -510,3 +525,85 @@ def test_on_a_terminal_chat_goes_on_during_slash_send_and_quit_stops_it(
         finally:
             code = term.close()
         assert code == 0, term.screen
+
+
+def test_get_file_preview_of_a_picture(server: ServerProcess, tmp_path: Path) -> None:
+    from PIL import Image
+
+    picture = tmp_path / "photo.png"
+    Image.new("RGB", (800, 600), (200, 30, 90)).save(picture)
+    sent = cli(server, "send-file", str(picture))
+    assert sent.returncode == 0, sent.stderr
+    file_id = sent.stdout.splitlines()[-1]
+    got = cli(server, "get-file", file_id, "--preview", user="bob", cwd=tmp_path)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout.splitlines()[-1] == "photo.thumb.png"
+    with Image.open(tmp_path / "photo.thumb.png") as thumb:
+        assert thumb.format == "PNG" and max(thumb.size) <= 320 and thumb.size[0] > 0
+    text = random_file(tmp_path / "notes.bin", 100)
+    plain = cli(server, "send-file", str(text)).stdout.splitlines()[-1]
+    none = cli(server, "get-file", plain, "--preview", cwd=tmp_path)
+    assert none.returncode == 1
+    assert none.stderr.strip().splitlines()[-1] == (
+        f"cannot get {plain}: notes.bin has no preview (only pictures do)")
+    assert not list(tmp_path.glob("*.part"))
+
+
+class HostileScreenPort:
+    """A screen port that logs anyone in and then answers a download with a file_data far
+    larger than the protocol's 1 MiB chunk (a server not to be trusted)."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> HostileScreenPort:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = Connection(Role.SERVER, Limits())
+        with contextlib.suppress(OSError, RemoteProtocolError):
+            while data := await reader.read(65536):
+                for msg in conn.receive_data(data):
+                    if msg.type == "hello":
+                        writer.write(conn.accept(user="alice", token="t", room="general"))
+                    elif msg.type == "file_info":
+                        writer.write(conn.send("file_info", rid=msg["rid"], file={
+                            "id": msg["file"], "name": "x.bin", "size": 64 << 20,
+                            "mime": "application/octet-stream", "sha256": "0" * 64}))
+                    elif msg.type == "download":
+                        writer.write(conn.send("file_data", b"x" * (32 << 20),
+                                               file=msg["file"], offset=0, rid=msg["rid"]))
+                await writer.drain()
+        writer.close()
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+def test_a_server_sending_too_much_at_once_is_refused(tmp_path: Path) -> None:
+    """A file_data of 32 MiB: the transfer link takes frames of one chunk at most, so the
+    download fails at once with one clear error (no retry of nonsense), holding nothing of
+    it, and leaves no empty partial."""
+    with running_server(tmp_path / "data", tls=False) as srv:
+
+        async def scenario() -> str:
+            hostile = await HostileScreenPort().start()
+            c = await Client("127.0.0.1", "alice", chat_port=srv.chat_port,
+                             screen_port=hostile.port, tls=False, timeout=TIMEOUT).connect()
+            try:
+                with pytest.raises(FileError) as refused:
+                    await download(c, "A" * 22, tmp_path / "x.bin")
+            finally:
+                await c.close()
+                await hostile.close()
+            return str(refused.value)
+
+        message = run(scenario())
+    assert message.startswith("transfer failed: the server broke the protocol: frame of "), (
+        message)
+    assert not (tmp_path / "x.bin.part").exists() and not (tmp_path / "x.bin").exists()

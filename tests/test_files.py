@@ -274,8 +274,12 @@ def png_bomb(side: int) -> bytes:
             + chunk(b"IEND", b""))
 
 
-def test_a_decompression_bomb_is_stored_without_a_preview(server: ServerProcess) -> None:
-    bomb = png_bomb(30000)  # 900 megapixels in about 100 kB
+@pytest.mark.parametrize("side", [30000, 8000])
+def test_a_decompression_bomb_is_stored_without_a_preview(server: ServerProcess,
+                                                          side: int) -> None:
+    """900 megapixels in about 100 kB (Pillow's own check refuses it), and 64 (over the
+    server's 50, under twice that: refused from the header, before any pixel)."""
+    bomb = png_bomb(side)
     assert len(bomb) < 200_000
 
     async def scenario() -> None:
@@ -285,6 +289,8 @@ def test_a_decompression_bomb_is_stored_without_a_preview(server: ServerProcess)
         assert done.type == "uploaded", done.fields
         info = done["file"]
         assert info["mime"] == "image/png" and "thumb" not in info
+        if side == 8000:
+            assert (info["w"], info["h"]) == (8000, 8000)
         _, answer = await link.get_file(info["id"], thumb=True)
         assert answer.type == "error" and answer["code"] == "no_preview"
         got, answer = await link.get_file(info["id"])
@@ -732,3 +738,22 @@ def test_files_whose_message_was_never_stored_are_swept_at_start(tmp_path: Path)
     db.close()
     with running_server(data) as srv:
         assert [p.name for p in objects(srv)] == [kept]
+
+
+def test_a_muted_user_posts_no_file_and_nobody_absent_gets_one(accounts: ServerProcess
+                                                               ) -> None:
+    async def scenario() -> None:
+        alice, boss = await login(accounts, "alice"), await member(accounts, "boss")
+        link = await FileLink.open(alice)
+        absent = await link.ask_upload("x", 1, "0" * 64, to="nobody")
+        assert absent.type == "error" and absent["code"] == "no_such_user"
+        notjoined = await link.ask_upload("x", 1, "0" * 64, room="elsewhere")
+        assert notjoined.type == "error" and notjoined["code"] == "not_in_room"
+        await boss._request("moderate", action="mute", target="alice")
+        muted = await link.ask_upload("x", 1, "0" * 64, room="general")
+        assert muted.type == "error" and muted["code"] == "muted" and not muted.get("fatal")
+        await link.close()
+        for c in (alice, boss):
+            await c.close()
+
+    run(scenario())

@@ -205,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", type=Path, metavar="PATH",
                    help="where to save it (default: its name, made safe, in the current "
                         "directory; a directory: its name there)")
+    p.add_argument("--preview", action="store_true",
+                   help="the server's preview of a picture (PNG, at most 320x320) instead")
     p = sub.add_parser("share", help="share the screen of $DISPLAY until interrupted")
     _client_args(p)
     p.add_argument("--fps", type=float, default=None,

@@ -103,6 +103,10 @@ class ProgressBar:
         self.stream.flush()
         self.drawn = len(line)
 
+    def named(self, info: FileInfo) -> None:
+        """The file's name, once known (get-file starts with its id)."""
+        self.label = one_line(info.name)
+
     def finish(self) -> None:
         if self.drawn:
             self.stream.write("\n")
@@ -178,7 +182,8 @@ async def run_get_file(args: argparse.Namespace, connect: Any) -> int:
     bar = progress_bar(args.id)
     try:
         try:
-            got = await download(client, args.id, output, folder=folder, progress=bar)
+            got = await download(client, args.id, output, folder=folder, progress=bar,
+                                 thumb=args.preview, on_info=bar.named if bar else None)
         except ServerError as exc:
             if exc.code == "no_such_file":
                 raise ChatscreenError(f"no such file: {one_line(args.id)} (no file has this "
@@ -212,6 +217,9 @@ class ChatProgress:
         self.rate = Rate(clock)
         self.last = clock()
         self.started: set[str] = set()
+
+    def named(self, info: FileInfo) -> None:
+        self.label = one_line(info.name)
 
     def __call__(self, phase: str, done: int, total: int) -> None:
         rate = self.rate.update(phase, done)
@@ -343,15 +351,17 @@ async def chat_get(client: Any, file_id: str, path: Path | None, out: Callable[.
     what = f"cannot get {one_line(file_id)}"
     try:
         folder, path = where_to(path)
-        got = await download(client, file_id, path, folder=folder,
-                             progress=ChatProgress(file_id, out) if terminal else None)
+        show = ChatProgress(file_id, out) if terminal else None
+        got = await download(client, file_id, path, folder=folder, progress=show,
+                             on_info=show.named if show else None)
     except (ServerError, FileError) as exc:
         error = _refused(what, exc)
         if not terminal:
             raise error from None
         out(f"! {one_line(str(error))}", file=err_out, flush=True)
         return None
-    out(f"* saved {format_size(got.size)} to {one_line(str(got.path))}", flush=True)
+    out(f"* saved {one_line(got.info.name)} ({format_size(got.size)}) to "
+        f"{one_line(str(got.path))}", flush=True)
     return got.path
 
 

@@ -44,7 +44,7 @@ from chatscreen.errors import (
     RemoteProtocolError,
     ServerError,
 )
-from chatscreen.protocol import Message
+from chatscreen.protocol import Limits, Message
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -57,6 +57,9 @@ Progress = Callable[[str, int, int], None]
 
 HASH_BLOCK = 1 << 20  # bytes hashed at a time
 MAX_CHUNK = 8 << 20  # the most one chunk carries, whatever the server says
+# what a server may send on a transfer link: a file_data of the protocol's largest chunk
+# (1 MiB) and its header, so that READ_AHEAD messages hold a few MiB at most
+TRANSFER_LIMITS = Limits(max_frame=(1 << 20) + (64 << 10), max_header=64 << 10)
 WRITE_BUFFER = 4 << 20  # bytes a transfer link's transport holds before drain() waits
 READ_AHEAD = 8  # messages read from a transfer link before the consumer takes them
 IDLE_TIMEOUT = 60.0  # s without a word from the server in a transfer: the link is dead
@@ -237,7 +240,7 @@ class TransferLink:
             if not back or client.token is None:  # closed, or refused for good
                 raise FileError("not connected to the server")
         link = await Link.open(client.host, client.screen_port, client.timeout, client.tls,
-                               token=client.token)
+                               limits=TRANSFER_LIMITS, token=client.token)
         return cls(link)
 
     @property
@@ -346,6 +349,8 @@ class _Retrier:
         reason = dropped.reason
         if isinstance(reason, ServerError) and reason.code in NOT_RETRIED:
             raise reason
+        if isinstance(reason, RemoteProtocolError):  # nonsense does not get better
+            raise FileError(f"transfer failed: {dropped}")
         if done > self.last_done:  # it moved on since the last drop: a fresh series
             self.failures, self.backoff, self.last_done = 0, BACKOFF_FIRST, done
         while True:
@@ -639,16 +644,23 @@ class _PartFile:
 
 async def download(client: Client, file_id: str, output: Path | None = None, *,
                    folder: Path = Path("."), thumb: bool = False,
-                   progress: Progress | None = None) -> Downloaded:
+                   progress: Progress | None = None,
+                   on_info: Callable[[FileInfo], None] | None = None) -> Downloaded:
     """Fetch a file into ``output`` (default: its :func:`safe_name` in ``folder``, never
     over an existing file), by way of ``output.part``: a partial left by an earlier try is
     resumed, a dropped connection is resumed. ``thumb``: the preview picture instead.
+    ``on_info``: called with what the server says of the file, before any byte.
     Raises ServerError (``no_such_file``, ``no_preview``) or FileError (a wrong SHA-256:
     the partial is removed)."""
     link = await TransferLink.open(client)
     part: _PartFile | None = None
     try:
         info = await link.file_info(file_id)
+        if on_info is not None:
+            on_info(info)
+        if thumb and info.thumb is None:
+            raise ServerError(ErrorCode.NO_PREVIEW, f"{info.name} has no preview (only "
+                              "pictures do)")
         if output is None:
             name = safe_name(info.name, fallback=file_id)
             if thumb:
@@ -665,9 +677,12 @@ async def download(client: Client, file_id: str, output: Path | None = None, *,
                 await link.close()
                 link = await retrier.reconnect(dropped, part.size, fetch.total)
         await asyncio.to_thread(part.finish, output)
+        part = None
         return Downloaded(output, done["size"], done["sha256"], info)
     finally:
-        if part is not None:
+        if part is not None and part.size == 0:  # failed before a byte: nothing kept
+            part.discard()
+        elif part is not None:  # failed: the partial is kept, to resume
             part.close()
         await link.close()
 

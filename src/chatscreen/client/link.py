@@ -147,7 +147,9 @@ class Link:
 
     @classmethod
     async def open(cls, host: str, port: int, timeout: float = 10.0,
-                   tls: TLSOptions | None = None, **hello: Any) -> Link:
+                   tls: TLSOptions | None = None, *, limits: Limits = CLIENT_LIMITS,
+                   **hello: Any) -> Link:
+        """Connect and log in (``hello`` fields); ``limits``: what the server may send."""
         where = f"{host}:{port}"
         try:
             reader, writer, fp, pinned = await asyncio.wait_for(
@@ -158,7 +160,7 @@ class Link:
                                "none)") from None
         except (OSError, TimeoutError) as exc:
             raise ConnectError(f"Failed to connect to {where}: {describe_os_error(exc)}") from None
-        conn = Connection(Role.CLIENT, CLIENT_LIMITS)
+        conn = Connection(Role.CLIENT, limits)
         fields = {k: v for k, v in hello.items() if v is not None}
         writer.write(conn.send("hello", v=PROTOCOL_VERSION, client="chatscreen", **fields))
         try:

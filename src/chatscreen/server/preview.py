@@ -3,7 +3,7 @@
 :func:`sniff` looks at the first bytes only. :func:`make_preview` decodes a picture (PNG,
 JPEG, GIF and WebP: the first frame) with Pillow, bounded: its size is read from the header
 and a picture over ``max_pixels`` is not decoded at all; Pillow's own decompression-bomb
-check (``Image.MAX_IMAGE_PIXELS``, an error here, not a warning) is the second line. The
+check (``Image.MAX_IMAGE_PIXELS``: an error past twice it) is the second line. The
 preview is at most 320x320, a PNG written from the pixels alone: no EXIF, no text chunks,
 no ICC profile, nothing of the original's metadata. Both block (a thread's work: Pillow
 releases the GIL while decoding); the file service runs at most a few at once.
@@ -16,6 +16,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from chatscreen.server.datadir import FILE_MODE
 
@@ -79,20 +80,21 @@ def make_preview(path: Path, mime: str, out: Path, max_pixels: int = MAX_PIXELS
         return None
     from PIL import Image, ImageOps
 
-    Image.MAX_IMAGE_PIXELS = max_pixels  # past it, Image.open warns; past 2x, it raises
+    # Pillow's own bound, checked in Image.open from the header: past MAX_IMAGE_PIXELS it
+    # warns (ignored once for all, in _quiet: ours below is the same bound, and
+    # catch_warnings is not safe with previews on several threads), past twice it raises.
+    _quiet(Image, max_pixels)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                w, h = im.size
-                if w * h > max_pixels:
-                    return Preview(w, h, None)
-                im.seek(0)  # GIF, WebP: the first frame
-                im.draft("RGB", (THUMB_SIDE, THUMB_SIDE))  # JPEG: decode at a smaller scale
-                im.thumbnail((THUMB_SIDE, THUMB_SIDE))
-                upright = ImageOps.exif_transpose(im)  # as it is shown (EXIF orientation)
-                thumb = upright.convert("RGBA" if _has_alpha(im) else "RGB")
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        with Image.open(path) as im:
+            w, h = im.size
+            if w * h > max_pixels:  # before any pixel is decoded
+                return Preview(w, h, None)
+            im.seek(0)  # GIF, WebP: the first frame
+            im.draft("RGB", (THUMB_SIDE, THUMB_SIDE))  # JPEG: decode at a smaller scale
+            im.thumbnail((THUMB_SIDE, THUMB_SIDE))
+            upright = ImageOps.exif_transpose(im)  # as it is shown (EXIF orientation)
+            thumb = upright.convert("RGBA" if _has_alpha(im) else "RGB")
+    except Image.DecompressionBombError:
         log.info("%s: a decompression bomb; stored without a preview", path.name)
         return None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:  # not a picture after all
@@ -106,6 +108,17 @@ def make_preview(path: Path, mime: str, out: Path, max_pixels: int = MAX_PIXELS
         clean.save(f, "PNG", optimize=False)
     tmp.replace(out)
     return Preview(w, h, clean.size)
+
+
+_configured: list[int] = []
+
+
+def _quiet(image: Any, max_pixels: int) -> None:
+    """Pillow's decompression-bomb limit set to ``max_pixels``, its warning ignored (once)."""
+    if _configured != [max_pixels]:
+        image.MAX_IMAGE_PIXELS = max_pixels
+        warnings.filterwarnings("ignore", category=image.DecompressionBombWarning)
+        _configured[:] = [max_pixels]
 
 
 def _has_alpha(im: object) -> bool:
