@@ -337,6 +337,9 @@ def test_snapshot_to_chat_from_the_screen_tab_posts_the_picture_losslessly(
         g.wait_for(lambda: chat.current == "#design", "#design")
         chat.select("#general")
         g.select_tab("Screen Share")
+        # the button follows the conversation shown, once the tab is shown again
+        g.wait_for(lambda: str(tab.snapshot_button.cget("text")) == "Snapshot to #general",
+                   "the button to say #general")
         painter.run(screens[0].share(w, h, room="design")).result(TIMEOUT)
         g.wait_for(lambda: str(tab.snapshot_button.cget("text")) == "Snapshot to #design",
                    "the button to say #design")

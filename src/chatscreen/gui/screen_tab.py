@@ -91,6 +91,8 @@ class ScreenTab(ttk.Frame):
         self.canvas.bind("<ButtonPress-1>", lambda e: self.canvas.scan_mark(e.x, e.y))
         self.canvas.bind("<B1-Motion>", lambda e: self.canvas.scan_dragto(e.x, e.y, gain=1))
         self.canvas.bind("<Double-Button-1>", lambda _e: self.toggle_fullscreen())
+        # shown again (the Chat tab may show another conversation now): where a snapshot goes
+        self.bind("<Map>", lambda _e: self._refresh_snapshot(), add="+")
 
     # -- layout ------------------------------------------------------------------------
 
