@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chatscreen.cli import format_message
+from chatscreen.cli import format_message, parse_args
 from chatscreen.cli_files import ChatProgress, ProgressBar, bar_line, clean_path, file_text
 from chatscreen.client.files import (
     MAX_DISPLAY_NAME,
@@ -183,3 +183,16 @@ def test_send_and_get_commands() -> None:
         parse_command("/send ", "general")
     assert clean_path("'/tmp/a b.txt' ") == Path("/tmp/a b.txt")
     assert clean_path("~/x") == Path.home() / "x"
+
+
+def test_get_file_takes_an_id_that_starts_with_a_dash() -> None:
+    """Ids are URL-safe base64: one in 64 starts with '-'; it is still the ID."""
+    where = ["--server", "h:1", "--user", "u"]
+    args = parse_args(["get-file", "-AbCdEfGhIjKlMnOpQr", *where, "--output", "o.bin"])
+    assert (args.id, args.output) == ("-AbCdEfGhIjKlMnOpQr", Path("o.bin"))
+    args = parse_args(["get-file", *where, "-_bCdEfGhIjKlMnOpQr"])
+    assert args.id == "-_bCdEfGhIjKlMnOpQr"
+    args = parse_args(["get-file", *where, "--", "--AbCdEfGhIjKlMnOpQr"])
+    assert args.id == "--AbCdEfGhIjKlMnOpQr"
+    with pytest.raises(SystemExit):
+        parse_args(["get-file", "--server-password-file", *where])  # an option, not an id

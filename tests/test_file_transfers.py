@@ -550,12 +550,13 @@ def test_get_file_preview_of_a_picture(server: ServerProcess, tmp_path: Path) ->
 
 
 class HostileScreenPort:
-    """A screen port that logs anyone in and then answers a download with a file_data far
-    larger than the protocol's 1 MiB chunk (a server not to be trusted)."""
+    """A screen port not to be trusted: it logs anyone in, says a file has ``size`` bytes,
+    then answers a download with one file_data of ``data`` at ``offset``."""
 
-    def __init__(self) -> None:
+    def __init__(self, size: int, data: bytes, offset: int = 0) -> None:
         self.port = 0
         self.server: asyncio.Server | None = None
+        self.size, self.data, self.offset = size, data, offset
 
     async def start(self) -> HostileScreenPort:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -571,11 +572,11 @@ class HostileScreenPort:
                         writer.write(conn.accept(user="alice", token="t", room="general"))
                     elif msg.type == "file_info":
                         writer.write(conn.send("file_info", rid=msg["rid"], file={
-                            "id": msg["file"], "name": "x.bin", "size": 64 << 20,
+                            "id": msg["file"], "name": "x.bin", "size": self.size,
                             "mime": "application/octet-stream", "sha256": "0" * 64}))
                     elif msg.type == "download":
-                        writer.write(conn.send("file_data", b"x" * (32 << 20),
-                                               file=msg["file"], offset=0, rid=msg["rid"]))
+                        writer.write(conn.send("file_data", self.data, file=msg["file"],
+                                               offset=self.offset, rid=msg["rid"]))
                 await writer.drain()
         writer.close()
 
@@ -585,14 +586,24 @@ class HostileScreenPort:
             await self.server.wait_closed()
 
 
-def test_a_server_sending_too_much_at_once_is_refused(tmp_path: Path) -> None:
-    """A file_data of 32 MiB: the transfer link takes frames of one chunk at most, so the
-    download fails at once with one clear error (no retry of nonsense), holding nothing of
-    it, and leaves no empty partial."""
+@pytest.mark.parametrize(("hostile", "error"), [
+    # one frame of 32 MiB: transfer links take frames of one chunk at most
+    (HostileScreenPort(64 << 20, b"x" * (32 << 20)),
+     "transfer failed: the server broke the protocol: frame of "),
+    # bytes that do not follow the partial
+    (HostileScreenPort(1000, b"x" * 10, offset=500), "the server sent bytes from 500, "
+     "expected 0"),
+    # more bytes than the file has
+    (HostileScreenPort(10, b"x" * 20), "the server sent more than the file's 10 bytes"),
+])
+def test_a_server_sending_nonsense_is_refused(hostile: HostileScreenPort, error: str,
+                                              tmp_path: Path) -> None:
+    """The download fails at once with one clear error (nonsense is not retried), holding
+    no more than one chunk of it, and leaves no empty partial and no file."""
     with running_server(tmp_path / "data", tls=False) as srv:
 
         async def scenario() -> str:
-            hostile = await HostileScreenPort().start()
+            await hostile.start()
             c = await Client("127.0.0.1", "alice", chat_port=srv.chat_port,
                              screen_port=hostile.port, tls=False, timeout=TIMEOUT).connect()
             try:
@@ -604,6 +615,44 @@ def test_a_server_sending_too_much_at_once_is_refused(tmp_path: Path) -> None:
             return str(refused.value)
 
         message = run(scenario())
-    assert message.startswith("transfer failed: the server broke the protocol: frame of "), (
-        message)
+    assert message.startswith(error), message
     assert not (tmp_path / "x.bin.part").exists() and not (tmp_path / "x.bin").exists()
+
+
+def test_an_upload_goes_on_after_the_server_restarts(fixed_port_server: ServerProcess,
+                                                     tmp_path: Path) -> None:
+    """The server stops half way through an upload and starts again: the client's chat
+    session comes back, the transfer link with it, and the upload goes on from the partial
+    the server kept on disk."""
+    srv = fixed_port_server
+    size = 24 << 20
+    src = random_file(tmp_path / "big.bin", size)
+
+    async def scenario() -> tuple[FileInfo, list[tuple[str, int]]]:
+        alice = await login(srv, "alice")
+        seen: list[tuple[str, int]] = []
+        half = asyncio.Event()
+
+        def progress(kind: str, done: int, total: int) -> None:
+            seen.append((kind, done))
+            if kind == "uploading" and done >= 8 << 20:
+                half.set()
+
+        task = asyncio.ensure_future(upload(alice, src, room="general", progress=progress))
+        try:
+            await asyncio.wait_for(half.wait(), TIMEOUT)
+            await asyncio.to_thread(srv.stop)
+            await asyncio.to_thread(srv.start)
+            info = await asyncio.wait_for(task, 6 * TIMEOUT)
+        finally:
+            task.cancel()
+            await alice.close()
+        return info, seen
+
+    info, seen = run(scenario())
+    assert info.sha256 == sha256(src) and info.size == size
+    kinds = [k for k, _ in seen]
+    assert "reconnecting" in kinds, kinds
+    resumed = next(done for kind, done in seen[kinds.index("reconnecting"):]
+                   if kind == "uploading")
+    assert resumed >= 8 << 20, seen  # from the partial, not from 0

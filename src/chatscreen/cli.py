@@ -10,6 +10,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -252,8 +253,32 @@ def tls_args(args: argparse.Namespace) -> dict[str, Any]:
             "fingerprint": getattr(args, "fingerprint", None)}
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, read by build_parser(); a file id given to get-file may start
+    with ``-`` (ids are URL-safe base64): where it stands, it is the ID, not an option."""
+    parser = build_parser()
+    words = list(sys.argv[1:] if argv is None else argv)
+    dashed: str | None = None
+    if words[:1] == ["get-file"]:
+        for i, word in enumerate(words[1:], 1):
+            if (dashed is None and _FILE_ID.fullmatch(word) and word not in _GET_FILE_OPTIONS
+                    and words[i - 1] not in _GET_FILE_VALUED):
+                dashed, words[i] = word, "ID"
+    args = parser.parse_args(words)
+    if dashed is not None:
+        args.id = dashed
+    return args
+
+
+_FILE_ID = re.compile(r"-[A-Za-z0-9_-]{15,31}")
+_GET_FILE_VALUED = frozenset({"--server", "--chat-port", "--screen-port", "--ca",
+                              "--fingerprint", "--user", "--password-file",
+                              "--server-password-file", "--output", "-o"})
+_GET_FILE_OPTIONS = _GET_FILE_VALUED | {"--no-tls", "--preview", "--help", "-h"}
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         if args.command == "server":
             return run_server(args)

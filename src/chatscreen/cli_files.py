@@ -1,6 +1,6 @@
 """Files on the command line: ``send-file``, ``get-file``, and ``/send``, ``/get`` in chat.
 
-The transfers themselves are :mod:`chatscreen.client.files`'; this is what the user sees: a
+The transfers themselves are :mod:`chatscreen.client.files`; this is what the user sees: a
 progress bar on a terminal, the file id alone on standard output's last line, one clear line
 for each refusal.
 """
