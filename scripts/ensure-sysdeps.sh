@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # Make sure the system packages the tests and benchmarks need are installed:
 #   Xvfb (virtual X server), xdotool (input injection), x11-utils (xdpyinfo, xwininfo),
+#   xclip (the desktop app pastes pictures from the clipboard with it; its test puts one there),
 #   tmux (the terminal client is tested in a real terminal),
 # and that the Python used for the venv can import tkinter (the tests show pictures with Tk).
 # Installs with apt-get only when something is missing and we are root; never reads stdin.
 set -euo pipefail
 
 PYTHON="${PYTHON:-python3}"
-PACKAGES=(xvfb xdotool x11-utils tmux)
+PACKAGES=(xvfb xdotool x11-utils xclip tmux)
 
 missing=()
 command -v Xvfb >/dev/null 2>&1 || missing+=(Xvfb)
 command -v xdotool >/dev/null 2>&1 || missing+=(xdotool)
 command -v xdpyinfo >/dev/null 2>&1 || missing+=(xdpyinfo)
+command -v xclip >/dev/null 2>&1 || missing+=(xclip)
 command -v tmux >/dev/null 2>&1 || missing+=(tmux)
 
 apt_install() {
@@ -29,7 +31,7 @@ if ((${#missing[@]})); then
     fi
     echo "ensure-sysdeps: missing ${missing[*]}; installing ${PACKAGES[*]} with apt-get" >&2
     apt_install "${PACKAGES[@]}"
-    for cmd in Xvfb xdotool xdpyinfo tmux; do
+    for cmd in Xvfb xdotool xdpyinfo xclip tmux; do
         if ! command -v "$cmd" >/dev/null 2>&1; then
             echo "ensure-sysdeps: $cmd still missing after apt-get install" >&2
             exit 1

@@ -238,12 +238,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("view", help="watch a shared screen")
     _client_args(p)
     p.add_argument("--from", dest="sharer", help="whose share to watch (default: the first)")
-    p.add_argument("--snapshot", type=Path, metavar="FILE.png",
-                   help="save one complete picture as PNG and exit")
-    p.add_argument("--record", type=Path, metavar="FILE.mp4",
-                   help="record the share to an MP4 file (H.264, its own size) until you "
-                        "stop (Ctrl+C, or closing the window) or it ends; the sharer must "
-                        "allow it (share --allow-record) and sees that you record")
+    shot = p.add_mutually_exclusive_group()
+    shot.add_argument("--snapshot", type=Path, metavar="FILE.png",
+                      help="save one complete picture as PNG and exit")
+    shot.add_argument("--snapshot-to-chat", action="store_true",
+                      help="post one complete picture into chat as a PNG (to --room, else "
+                           "the share's room if it is for a room's members, else the "
+                           "server's first room), print its file id and exit")
+    shot.add_argument("--record", type=Path, metavar="FILE.mp4",
+                      help="record the share to an MP4 file (H.264, its own size) until you "
+                           "stop (Ctrl+C, or closing the window) or it ends; the sharer must "
+                           "allow it (share --allow-record) and sees that you record")
+    p.add_argument("--room", help="with --snapshot-to-chat: the room to post it to")
     p.add_argument("--no-window", action="store_true",
                    help="with --record: record without showing the share")
     p.add_argument("--timeout", type=float, default=30.0)
@@ -1152,14 +1158,14 @@ async def run_view(args: argparse.Namespace) -> int:
     )
 
     host, port = split_server(args)
-    if args.record is not None and args.snapshot is not None:
-        raise ChatscreenError("--record and --snapshot do not go together")
+    if args.room is not None and not args.snapshot_to_chat:
+        raise ChatscreenError("--room goes with --snapshot-to-chat")
     if args.no_window and args.record is None:
         raise ChatscreenError("--no-window goes with --record")
     _check_record_path(args.record)
     if args.record is not None and args.no_window:
         return await _record_view(args)
-    if args.snapshot is None:
+    if args.snapshot is None and not args.snapshot_to_chat:
         from chatscreen.screen.viewer import run_viewer_window
 
         return run_viewer_window(host, port, args.screen_port, args.user, args.sharer,
@@ -1172,6 +1178,10 @@ async def run_view(args: argparse.Namespace) -> int:
             why = await why_no_share(client, args.sharer)
             raise ChatscreenError(f"{why} (waited {args.timeout:g} s)") from None
         canvas = await snapshot_of(client, share, args.timeout)
+        if args.snapshot_to_chat:
+            from chatscreen.cli_files import post_snapshot
+
+            return await post_snapshot(client, share, canvas.pixels, args.room)
     except (NoPicture, ShareGone) as exc:
         raise ChatscreenError(str(exc)) from None
     finally:

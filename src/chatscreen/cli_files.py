@@ -23,7 +23,9 @@ from chatscreen.client.files import (
     download,
     format_size,
     local_size,
+    picture_name,
     upload,
+    upload_picture,
 )
 from chatscreen.errors import ChatscreenError, InvalidInput, ServerError
 from chatscreen.text import one_line
@@ -361,3 +363,36 @@ async def chat_get(client: Any, file_id: str, path: Path | None, out: Callable[.
     out(f"* saved {one_line(got.info.name)} ({format_size(got.size)}) to "
         f"{one_line(str(got.path))}", flush=True)
     return got.path
+
+
+# -- `chatscreen view --snapshot-to-chat` ------------------------------------------------------
+
+
+async def post_snapshot(client: Any, share: dict[str, Any], pixels: Any,
+                        room: str | None) -> int:
+    """Post a share's picture (RGB pixels) into ``room``, else the share's room (a share
+    for a room's members, when the server says which), else the server's first room, as
+    a lossless PNG; the file id alone on the last line of stdout."""
+    from PIL import Image
+
+    room = room or share.get("room") or client.default_room
+    name = picture_name(str(share["user"]))
+    what = f"cannot post the picture to #{room}"
+    if room not in client.rooms:
+        try:
+            await client.join(room)
+        except ServerError as exc:
+            raise _refused(what, exc) from None
+    bar = progress_bar(name)
+    try:
+        info = await upload_picture(client, Image.fromarray(pixels, "RGB"), name, room=room,
+                                    progress=bar)
+    except (ServerError, InvalidInput, FileError) as exc:
+        raise _refused(what, exc) from None
+    finally:
+        if bar is not None:
+            bar.finish()
+    print(f"posted {one_line(info.name)} ({info.w}x{info.h}, {format_size(info.size)}) to "
+          f"#{one_line(room)}", file=sys.stderr, flush=True)
+    print(info.id, flush=True)
+    return 0

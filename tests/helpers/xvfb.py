@@ -48,7 +48,7 @@ def run_xvfb(screen: str = DEFAULT_SCREEN) -> Iterator[str]:
     if xvfb is None:
         raise XvfbError(
             "Xvfb is not installed; run `make sysdeps` (scripts/ensure-sysdeps.sh) "
-            "or `apt-get install xvfb xdotool x11-utils`"
+            "or `apt-get install xvfb xdotool x11-utils xclip`"
         )
     read_fd, write_fd = os.pipe()
     with tempfile.TemporaryFile() as log:

@@ -26,10 +26,12 @@ import hashlib
 import itertools
 import os
 import re
+import tempfile
 import threading
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -45,6 +47,8 @@ from chatscreen.errors import (
 from chatscreen.protocol import Limits, Message
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from chatscreen.client.session import Client
 
 #: ``progress(phase, done, total)``: phase is "hashing", "uploading", "downloading" or
@@ -424,12 +428,14 @@ def _read_at(f: IO[bytes], offset: int, n: int) -> bytes:
 
 async def upload(client: Client, path: Path | str, *, room: str | None = None,
                  to: str | None = None, name: str | None = None, mime: str | None = None,
-                 progress: Progress | None = None) -> FileInfo:
+                 progress: Progress | None = None, drop_if_cancelled: bool = False
+                 ) -> FileInfo:
     """Post the file at ``path`` to ``room`` or to the user ``to``, as ``name`` (default:
-    its file name). Raises FileError (the local file), InvalidInput (over the size the
-    server announced: nothing hashed nor sent), ServerError (refused: file_too_large,
-    quota_exceeded, forbidden, not_in_room, no_such_user, muted, limit_reached,
-    bad_checksum)."""
+    its file name). Cancelled, the server keeps what it got, for a later upload of the same
+    file to go on from (``drop_if_cancelled``: it is told to drop it). Raises FileError
+    (the local file), InvalidInput (over the size the server announced: nothing hashed nor
+    sent), ServerError (refused: file_too_large, quota_exceeded, forbidden, not_in_room,
+    no_such_user, muted, limit_reached, bad_checksum)."""
     if (room is None) == (to is None):
         raise ValueError("upload to a room or to a user (one of them)")
     path = Path(path)
@@ -440,6 +446,7 @@ async def upload(client: Client, path: Path | str, *, room: str | None = None,
     if mime is not None:
         offer["mime"] = mime
     sender = _Upload(client, path, offer, progress)
+    sender.drop_if_cancelled = drop_if_cancelled
     sender.link = await TransferLink.open(client)
     try:
         most = sender.link.max_file_size
@@ -461,6 +468,7 @@ class _Upload:
         self.progress = progress
         self.link: TransferLink
         self.acked = 0  # bytes the server has stored
+        self.drop_if_cancelled = False
 
     def _report(self) -> None:
         if self.progress is not None:
@@ -513,6 +521,11 @@ class _Upload:
                     if msg["code"] in RESYNC:  # out of step: offer again, on a new link
                         raise LinkDropped(ServerError(msg["code"], msg["message"]))
                     raise ServerError(msg["code"], msg["message"])
+        except asyncio.CancelledError:
+            if self.drop_if_cancelled:  # the user gave up: the server drops the partial
+                with contextlib.suppress(LinkDropped):
+                    link.send("cancel", upload=uid)
+            raise
         finally:
             await reader.settle()
 
@@ -731,3 +744,30 @@ class _Fetch:
             self.part.discard()
             raise FileError(f"the download of {self.file_id} arrived damaged (SHA-256 "
                             "differs); nothing was kept: try again")
+
+
+# -- a picture made here (a share's snapshot) --------------------------------------------------
+
+
+def picture_name(who: str, when: datetime | None = None) -> str:
+    """The display name of a snapshot of ``who``'s screen: ``alice-screen-20261208-010203.png``
+    (UTC), as safe a name as :func:`safe_name` makes."""
+    stamp = (when or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S")
+    return safe_name(f"{who}-screen-{stamp}.png", fallback=f"screen-{stamp}.png")
+
+
+def _write_png(picture: Image.Image, folder: str, name: str) -> Path:
+    path = Path(folder) / name
+    picture.save(path, format="PNG")  # lossless
+    return path
+
+
+async def upload_picture(client: Client, picture: Image.Image, name: str, *,
+                         room: str | None = None, to: str | None = None,
+                         progress: Progress | None = None) -> FileInfo:
+    """Post ``picture`` as a lossless PNG named ``name`` (written to a temporary file on a
+    thread, removed once sent), like :func:`upload`."""
+    with tempfile.TemporaryDirectory(prefix="chatscreen-") as folder:
+        path = await asyncio.to_thread(_write_png, picture, folder, name)
+        return await upload(client, path, room=room, to=to, progress=progress,
+                            drop_if_cancelled=True)  # (its file goes: no resuming)

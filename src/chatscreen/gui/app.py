@@ -18,8 +18,8 @@ import tkinter as tk
 import webbrowser
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from tkinter import filedialog, ttk
 from tkinter import font as tkfont
-from tkinter import ttk
 from typing import Any, Literal
 
 from chatscreen.gui.chat_tab import ChatTab
@@ -71,6 +71,12 @@ class App:
         self.bells = 0
         self.sharing = False
         self.open_url: Callable[[str], object] = webbrowser.open
+        # the file dialogs (tests put their own answers here)
+        self.ask_open_file: Callable[[], str] = lambda: str(
+            filedialog.askopenfilename(parent=self.root, title="Attach a file") or "")
+        self.ask_save_file: Callable[[str], str] = lambda name: str(
+            filedialog.asksaveasfilename(parent=self.root, title="Save as",
+                                         initialfile=name) or "")
         self._setup_scaling()
         self._setup_style()
         self._build()
@@ -454,6 +460,12 @@ class App:
             self.screen_tab.show_viewers(list(channel.viewers) if channel is not None else None)
             self.screen_tab.show_recorders(recorders)
 
+    def snapshot_target(self, share: dict[str, Any] | None) -> str | None:
+        return self.chat_tab.files.snapshot_target(share)
+
+    def post_snapshot(self, share: dict[str, Any], take: Callable[[], Any]) -> None:
+        self.chat_tab.files.post_snapshot(share, take)
+
     def _set_state(self, state: str, reason: str = "") -> None:
         self.state = state
         self.chat_tab.set_live(state == "connected")
@@ -567,6 +579,7 @@ class App:
         # freed on the network thread, where each such call blocks for a second and raises
         # "main thread is not in main loop".
         self.screen_tab.release()
+        self.chat_tab.files.release()
         self.fonts.clear()
 
     def wait_closed(self, timeout: float = 10.0) -> bool:

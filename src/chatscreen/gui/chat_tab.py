@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 from chatscreen.client.session import PRIVATE_CATCH_UP
 from chatscreen.commands import HELP, Command, parse_command
 from chatscreen.errors import ChatscreenError
+from chatscreen.gui.chat_files import FILE_EVENTS, ChatFiles
 from chatscreen.gui.dialogs import NewPasswordDialog
+from chatscreen.gui.files import TransferPanel, is_file_info
 from chatscreen.gui.net import gui_event
 from chatscreen.gui.timeline import day_line, grouped, presence_line
 from chatscreen.gui.widgets import selection, styled_listbox
@@ -108,6 +110,18 @@ class Conversation:
             self.more = True
         return True
 
+    def remove(self, message_id: int) -> bool:
+        """A message deleted on the server (its file with it) leaves the timeline."""
+        if message_id not in self.ids:
+            return False
+        self.ids.discard(message_id)
+        for i, entry in enumerate(self.entries):
+            if entry.get("id") == message_id and "info" not in entry:
+                del self.entries[i]
+                del self.keys[i]
+                break
+        return True
+
     def note(self, text: str, presence: tuple[str, str] | None = None) -> None:
         """A local note; ``presence``: (user, "join" or "leave"), drawn with its run."""
         last = max(self.ids) if self.ids else 0
@@ -152,6 +166,7 @@ class ChatTab(ttk.Frame):
         self._marks_sent = 0.0  # when markers last went out (time.monotonic)
         self._hangs: set[str] = set()  # the hanging-indent tags made so far
         self._hang_cache: dict[tuple[str, str, bool], str] = {}
+        self.files = ChatFiles(self)  # files: lines, previews, transfers (gui/chat_files.py)
         self._build()
 
     # -- layout ------------------------------------------------------------------------
@@ -225,6 +240,11 @@ class ChatTab(ttk.Frame):
         t.tag_configure("day", foreground="#5f6368", font=fonts["small"], justify="center",
                         spacing1=10, spacing3=4)
         t.tag_configure("link", foreground="#0b57d0", underline=True)
+        for tag in ("save", "action"):
+            t.tag_configure(tag, foreground="#0b57d0", underline=True)
+        t.tag_configure("filename", foreground="#1f2328", font=bold)
+        t.tag_configure("filemeta", foreground="#6b7078", font=fonts["small"])
+        t.tag_configure("preview", spacing1=4, spacing3=4)
         # A message's further lines: indented past the time and marked, so that no line of
         # a message can pass for a message of its own (configured last: these margins win).
         t.tag_configure("cont", lmargin1=62, lmargin2=74)
@@ -233,10 +253,19 @@ class ChatTab(ttk.Frame):
         t.tag_bind("link", "<Enter>", lambda _e: t.configure(cursor="hand2"))
         t.tag_bind("link", "<Leave>", lambda _e: t.configure(cursor="arrow"))
         t.tag_bind("link", "<Button-1>", self._on_link)
+        for tag in ("preview", "save"):
+            t.tag_bind(tag, "<Enter>", lambda _e: t.configure(cursor="hand2"))
+            t.tag_bind(tag, "<Leave>", lambda _e: t.configure(cursor="arrow"))
+        t.tag_bind("preview", "<Button-1>", self.files.on_preview_click)
+        t.tag_bind("save", "<Button-1>", self.files.on_save_click)
+        # uploads and downloads under way: a row each, with a progress bar and Cancel
+        self.transfer_panel = TransferPanel(main)
+        self.transfer_panel.grid(row=2, column=0, columnspan=2, sticky="ew", pady=(4, 0))
+        self.transfer_panel.grid_remove()
         self.typing_label = ttk.Label(main, text="", style="Hint.TLabel")
-        self.typing_label.grid(row=2, column=0, sticky="w", pady=(2, 0))
+        self.typing_label.grid(row=3, column=0, sticky="w", pady=(2, 0))
         row = ttk.Frame(main)
-        row.grid(row=3, column=0, columnspan=2, sticky="ew", pady=(2, 0))
+        row.grid(row=4, column=0, columnspan=2, sticky="ew", pady=(2, 0))
         self.entry = tk.Text(row, height=1, width=20, wrap="word", font=fonts["body"], undo=True,
                              relief="flat", borderwidth=0, padx=8, pady=6,
                              highlightthickness=1, highlightbackground="#c4c9d0",
@@ -251,14 +280,17 @@ class ChatTab(ttk.Frame):
         for seq in ("<Control-Shift-Tab>", "<Control-ISO_Left_Tab>"):
             self.entry.bind(seq, lambda _e: self.app.cycle_tabs(-1))
         self.entry.bind("<Tab>", lambda _e: self._focus_next())
+        self.entry.bind("<<Paste>>", self.files.on_paste)
         self.send_button = ttk.Button(row, text="Send", command=self.send_message,
                                       style="Accent.TButton")
         self.send_button.pack(side="left", padx=(8, 0), fill="y")
-        ttk.Label(main, text="Enter sends · Shift+Enter adds a line", style="Hint.TLabel").grid(
-            row=4, column=0, sticky="e", pady=(2, 0))
+        self.attach_button = ttk.Button(row, text="Attach…", command=self.files.attach_dialog)
+        self.attach_button.pack(side="left", padx=(8, 0), fill="y")
+        ttk.Label(main, text="Enter sends · Shift+Enter adds a line · Ctrl+V pastes a picture",
+                  style="Hint.TLabel").grid(row=5, column=0, sticky="e", pady=(2, 0))
         # why the text in the box was not sent (it stays there to be fixed)
         self.input_error = ttk.Label(main, text="", style="Hint.TLabel", foreground="#b3261e")
-        self.input_error.grid(row=4, column=0, sticky="w", pady=(2, 0))
+        self.input_error.grid(row=5, column=0, sticky="w", pady=(2, 0))
 
     def _focus_next(self) -> str:
         self.send_button.focus_set()
@@ -419,6 +451,12 @@ class ChatTab(ttk.Frame):
             elif ev["room"] not in self.invitations and self.current is not None:
                 # not a room we are in: said where we are, without adding the room
                 self._note(self.current, f"#{ev['room']}: {ev['text']}")
+        elif kind == "deleted":
+            for conv in self.conversations.values():
+                if conv.remove(ev["id"]) and conv.key == self.current:
+                    self._dirty = True
+        elif kind in FILE_EVENTS:
+            self.files.on_event(ev)
         elif kind == "gui_note":
             if ev["key"] in self.conversations:
                 self._note(ev["key"], ev["text"])
@@ -452,6 +490,14 @@ class ChatTab(ttk.Frame):
         if touched:
             self._refresh_list()
             self._refresh_typing()
+
+    def note(self, key: str, text: str) -> None:
+        """A local note in a conversation (if it is there)."""
+        self._note(key, text)
+
+    def redraw_later(self) -> None:
+        """Redraw the timeline at the next flush (after this batch of events)."""
+        self._dirty = True
 
     def _note(self, key: str, text: str, presence: tuple[str, str] | None = None) -> None:
         conv = self.conversations.get(key)
@@ -849,6 +895,7 @@ class ChatTab(ttk.Frame):
         text.configure(state="normal")
         text.delete("1.0", "end")
         self.links.clear()
+        self.files.file_tags.clear()
         me = self.app.user.casefold()
         if conv is not None and conv.loading:
             text.insert("end", "loading older messages…\n", "more")
@@ -892,8 +939,11 @@ class ChatTab(ttk.Frame):
         text.insert("end", when + "  ", ("time", *body, f"m{m['id']}"))
         text.insert("end", name, ("ownname" if own else "name", *body))
         text.insert("end", "  ", body)
-        self._insert_text(m["text"], (*line, "cont", "owncont", f"{hang}c") if own
-                          else (*line, "cont", f"{hang}c"), body)
+        cont = (*line, "cont", "owncont", f"{hang}c") if own else (*line, "cont", f"{hang}c")
+        if m.get("kind") == "file" and is_file_info(m.get("file")):
+            self.files.insert(m["file"], cont, body)
+        else:
+            self._insert_text(m["text"], cont, body)
         text.insert("end", "\n", line)
 
     def _hang_of(self, when: str, name: str, own: bool) -> str:

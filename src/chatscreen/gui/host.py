@@ -7,7 +7,7 @@ import tkinter as tk
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from tkinter import font as tkfont
-from typing import Protocol
+from typing import Any, Protocol
 
 from chatscreen.gui.net import NetSession
 from chatscreen.gui.settings import ClientSettings
@@ -24,6 +24,8 @@ class ChatHost(Host, Protocol):
     user: str
     joining: str | None  # the room the app opens with, until it is shown
     open_url: Callable[[str], object]
+    ask_open_file: Callable[[], str]  # a file to attach ("" if none was chosen)
+    ask_save_file: Callable[[str], str]  # where to save a file offered under a name
 
     def cycle_tabs(self, step: int) -> str: ...
 
@@ -50,5 +52,9 @@ class ScreenHost(Host, Protocol):
     def px(self, n: float) -> int: ...
 
     def set_sharing(self, sharing: bool, detail: str = "") -> None: ...
+
+    def snapshot_target(self, share: dict[str, Any] | None) -> str | None: ...
+
+    def post_snapshot(self, share: dict[str, Any], take: Callable[[], Any]) -> None: ...
 
     def quit(self) -> None: ...

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -22,8 +23,19 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, TypeVar
 
+from PIL import Image
+
 from chatscreen.client import Client, ScreenChannel, ThreadedClient
-from chatscreen.errors import ChatscreenError
+from chatscreen.client.files import (
+    FileError,
+    FileInfo,
+    Progress,
+    download,
+    upload,
+    upload_picture,
+)
+from chatscreen.errors import ChatscreenError, ServerError
+from chatscreen.gui.files import PictureError, decode_fitted, decode_preview
 from chatscreen.gui.render import Composer, Patch, Redraw, patch_of
 from chatscreen.protocol import Message
 from chatscreen.screen.codec import Canvas, DecodeError
@@ -34,6 +46,8 @@ from chatscreen.screen.sharing import DEFAULT_FPS, ShareStats, frame_rects
 
 T = TypeVar("T")
 MAILBOX_DEPTH = 2  # redraws waiting for the Tk thread before the watcher waits too
+PROGRESS_EVERY = 0.1  # s between a transfer's progress events
+PREVIEWS_AT_ONCE = 2  # previews downloaded at the same time (each on its own link)
 
 
 class FrameMailbox:
@@ -141,6 +155,8 @@ class NetSession:
         self._share_stop: asyncio.Event | None = None
         self.share_stats: ShareStats | None = None
         self.watch_meter = RateMeter()
+        self.transfers: set[Future[Any]] = set()  # uploads and downloads under way
+        self._previews: asyncio.Semaphore | None = None  # (made on the network loop)
         self.closed = False
         self.close_done = threading.Event()  # set once logged out and the loop has stopped
         self.connecting: Future[Client] = self.tc.connect()
@@ -340,6 +356,104 @@ class NetSession:
     def sharing(self) -> bool:
         return self._share is not None and not self._share.done()
 
+    # -- files -------------------------------------------------------------------------
+
+    def _progress(self, tid: int) -> Progress:
+        """A transfer's progress as ``gui_transfer`` events: at most every PROGRESS_EVERY s
+        (network loop), and each change of phase."""
+        when, what = [0.0], [""]
+
+        def report(phase: str, done: int, total: int) -> None:
+            now = time.monotonic()
+            if phase != what[0] or now - when[0] >= PROGRESS_EVERY or done == total:
+                when[0], what[0] = now, phase
+                self.events.put(gui_event("transfer", tid=tid, phase=phase, done=done,
+                                          total=total))
+
+        return report
+
+    def _transfer(self, tid: int, coro: Coroutine[Any, Any, Any]) -> Future[Any]:
+        """Run a transfer on the network loop; its end comes back as ``gui_transfer_done``
+        {tid, result (what it returned), error (text or None), cancelled}."""
+        fut = self.tc.run(coro)
+        self.transfers.add(fut)
+
+        def done(f: Future[Any]) -> None:
+            self.transfers.discard(fut)
+            if f.cancelled():
+                self.events.put(gui_event("transfer_done", tid=tid, result=None, error=None,
+                                          cancelled=True))
+                return
+            exc = f.exception()
+            text = None if exc is None else (
+                exc.message if isinstance(exc, ServerError) else str(exc)
+                or type(exc).__name__)
+            self.events.put(gui_event("transfer_done", tid=tid, cancelled=False, error=text,
+                                      result=None if exc is not None else f.result()))
+
+        fut.add_done_callback(done)
+        return fut
+
+    def upload(self, tid: int, path: Path, *, room: str | None = None, to: str | None = None,
+               name: str | None = None) -> Future[Any]:
+        """Post a file to ``room`` or ``to``; the result is its FileInfo."""
+        return self._transfer(tid, upload(self.client, path, room=room, to=to, name=name,
+                                          progress=self._progress(tid),
+                                          drop_if_cancelled=True))
+
+    def upload_picture(self, tid: int, take: Callable[[], Image.Image | None], name: str, *,
+                       room: str | None = None, to: str | None = None) -> Future[Any]:
+        """Post the picture ``take()`` gives (called on the render thread: a screen's
+        composer) as a lossless PNG."""
+        async def go() -> FileInfo:
+            loop = asyncio.get_running_loop()
+            picture = await loop.run_in_executor(self.render_pool, take)
+            if picture is None:
+                raise FileError("no complete picture yet")
+            return await upload_picture(self.client, picture, name, room=room, to=to,
+                                        progress=self._progress(tid))
+
+        return self._transfer(tid, go())
+
+    def download(self, tid: int, file_id: str, output: Path) -> Future[Any]:
+        """Save a file as ``output``; the result is a Downloaded."""
+        return self._transfer(tid, download(self.client, file_id, output,
+                                            progress=self._progress(tid)))
+
+    def open_picture(self, tid: int, file_id: str, folder: Path,
+                     box: tuple[int, int]) -> Future[Any]:
+        """Download a picture into ``folder`` and decode it scaled to fit ``box`` (off the
+        Tk thread); the result is the PIL image. The file is removed once decoded."""
+        async def go() -> Image.Image:
+            try:
+                got = await download(self.client, file_id, folder / "picture",
+                                     progress=self._progress(tid))
+                return await asyncio.to_thread(decode_fitted, got.path, box)
+            finally:
+                await asyncio.to_thread(shutil.rmtree, folder, True)
+
+        return self._transfer(tid, go())
+
+    def preview(self, file_id: str, folder: Path) -> None:
+        """Fetch a file's preview (the server's thumbnail) and decode it off the Tk thread;
+        ``gui_preview`` {file, image (PIL) or None, error} comes back."""
+        async def go() -> None:
+            if self._previews is None:
+                self._previews = asyncio.Semaphore(PREVIEWS_AT_ONCE)
+            image, error = None, None
+            try:
+                async with self._previews:  # a room full of pictures: a few links at once
+                    got = await download(self.client, file_id, folder / f"{file_id}.png",
+                                         thumb=True)
+                image = await asyncio.to_thread(decode_preview, got.path)
+                with contextlib.suppress(OSError):
+                    got.path.unlink()
+            except (ChatscreenError, PictureError, OSError) as exc:
+                error = str(exc) or type(exc).__name__
+            self.events.put(gui_event("preview", file=file_id, image=image, error=error))
+
+        self.tc.run(go())
+
     # -- the end -----------------------------------------------------------------------
 
     def close(self) -> None:
@@ -348,6 +462,8 @@ class NetSession:
             return
         self.closed = True
         tasks = [f for f in (self._watch, self._share) if f is not None]
+        for transfer in list(self.transfers):
+            transfer.cancel()
         self.unwatch()
         self.stop_share()
         threading.Thread(target=self._close, args=(tasks,), name="chatscreen-close",

@@ -152,6 +152,18 @@ class Composer:
             out.regions += [self._region(*b) for b in boxes if b is not None]
             return out
 
+    def picture(self) -> Image.Image | None:
+        """A copy of the shared screen at full resolution, without the pointer drawn on it
+        (None before a complete picture): what "Snapshot to chat" posts."""
+        with self._lock:
+            if self.full is None or not self.complete:
+                return None
+            out = self.full.copy()
+            if self._under is not None:
+                x, y, under = self._under
+                out.paste(under, (x, y))
+            return out
+
     def _target(self, w: int, h: int) -> tuple[int, int]:
         return fit_size(w, h, *self.box) if self.fit else (w, h)
 

@@ -94,6 +94,8 @@ class ScreenTab(ttk.Frame):
         self.canvas.bind("<ButtonPress-1>", lambda e: self.canvas.scan_mark(e.x, e.y))
         self.canvas.bind("<B1-Motion>", lambda e: self.canvas.scan_dragto(e.x, e.y, gain=1))
         self.canvas.bind("<Double-Button-1>", lambda _e: self.toggle_fullscreen())
+        # shown again (the Chat tab may show another conversation now): where a snapshot goes
+        self.bind("<Map>", lambda _e: self._refresh_snapshot(), add="+")
 
     # -- layout ------------------------------------------------------------------------
 
@@ -190,6 +192,10 @@ class ScreenTab(ttk.Frame):
         self.full_button = ttk.Button(bar, text="Full screen (F11)",
                                       command=self.toggle_fullscreen)
         self.full_button.pack(side="right")
+        # the share's picture, lossless, into chat: where it goes is on the button
+        self.snapshot_button = ttk.Button(bar, text="Snapshot to chat", state="disabled",
+                                          command=self.snapshot_to_chat)
+        self.snapshot_button.pack(side="right", padx=(0, 12))
         self.one_button = ttk.Button(bar, text="1:1", width=4,
                                      command=lambda: self.set_fit(False))
         self.one_button.pack(side="right", padx=(0, 12))
@@ -274,6 +280,9 @@ class ScreenTab(ttk.Frame):
                 self._show_ended(f"{self.wanted} stopped sharing")
         elif not net.watching or self._watching_id != share["id"]:
             self._start(share)
+        else:
+            self.watching = share  # its audience may have changed (a snapshot's room)
+            self._refresh_snapshot()
 
     def _relabel(self, chosen: int | None = None) -> None:
         me = self.app.user.casefold()
@@ -540,9 +549,32 @@ class ScreenTab(ttk.Frame):
             if not self.picture_shown:
                 self._show_picture(True)
                 self._place()
+                self._refresh_snapshot()
+
+    def snapshot_to_chat(self) -> None:
+        """Post the picture watched, as it is now (full resolution, lossless), into chat."""
+        composer, share = self.composer, self.watching
+        if composer is None or share is None or not composer.complete:
+            self.watch_status.configure(text="No complete picture yet")
+            return
+        where = self.app.snapshot_target(share)
+        self.app.post_snapshot(share, composer.picture)
+        self.watch_status.configure(text=f"Posting the picture to {where} (progress in the "
+                                         "Chat tab)")
+
+    def _refresh_snapshot(self) -> None:
+        """The button says where the picture goes, and is there only with a picture."""
+        where = self.app.snapshot_target(self.watching)
+        ready = (self.watching is not None and self.picture_shown and where is not None
+                 and self.composer is not None and self.composer.complete)
+        text = f"Snapshot to {one_line(where, isolate=False)}" if where else "Snapshot to chat"
+        if str(self.snapshot_button.cget("text")) != text:
+            self.snapshot_button.configure(text=text)
+        self.snapshot_button.configure(state="normal" if ready else "disabled")
 
     def tick(self) -> None:
         """About once a second: the received frames/s and bitrate."""
+        self._refresh_snapshot()
         net = self.app.net
         if net is None or self.watching is None:
             return
