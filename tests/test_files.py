@@ -56,7 +56,11 @@ def assert_private(srv: ServerProcess) -> None:
 
 
 def objects(srv: ServerProcess) -> list[Path]:
-    return sorted(p for p in (srv.data_dir / "files" / "objects").rglob("*") if p.is_file())
+    """The stored contents. The server may remove a folder while this looks (retention,
+    deletion): os.walk skips what is gone, where Path.rglob raised FileNotFoundError."""
+    return sorted(Path(top) / name
+                  for top, _, names in os.walk(srv.data_dir / "files" / "objects")
+                  for name in names)
 
 
 def test_upload_download_round_trip_and_one_copy_of_the_same_content(
