@@ -48,6 +48,7 @@ if str(REPO_ROOT) not in sys.path:
 from tests.helpers.server import NO_RATE_LIMITS, ServerProcess  # noqa: E402
 
 from bench.chat_listeners import FrameCounter  # noqa: E402
+from bench.child import LineChild  # noqa: E402
 from chatscreen.client import Client  # noqa: E402
 from chatscreen.protocol import PROTOCOL_VERSION, encode_frame  # noqa: E402
 
@@ -70,45 +71,11 @@ def text_of(i: int) -> str:
 # -- the listeners process ---------------------------------------------------------------
 
 
-class Listeners:
+class Listeners(LineChild):
     """``bench.chat_listeners`` as a child process, driven over its stdin/stdout."""
 
     def __init__(self, system: str, port: int, count: int) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.chat_listeners", system, str(port), str(count)],
-            cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self._buf = b""
-        try:
-            self._line(START_TIMEOUT_S, "ready")
-        except BaseException:
-            self.close()
-            raise
-
-    def _line(self, timeout: float, expect: str | None = None) -> str:
-        assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self._buf:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"chat_listeners: no answer in {timeout} s")
-            ready, _, _ = select.select([fd], [], [], remaining)
-            if ready:
-                chunk = os.read(fd, 4096)
-                if not chunk:
-                    err = self.proc.stderr.read().decode() if self.proc.stderr else ""
-                    raise RuntimeError(f"chat_listeners exited ({self.proc.wait(5)}): {err}")
-                self._buf += chunk
-        line, _, self._buf = self._buf.partition(b"\n")
-        text = line.decode()
-        if expect is not None and text != expect:
-            raise RuntimeError(f"chat_listeners said {text!r}, expected {expect!r}")
-        return text
-
-    def _command(self, cmd: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(cmd.encode() + b"\n")
-        self.proc.stdin.flush()
+        super().__init__("bench.chat_listeners", [system, str(port), str(count)], START_TIMEOUT_S)
 
     def reset(self) -> None:
         self._command("reset")
@@ -118,15 +85,6 @@ class Listeners:
         self._command(f"wait {expected} {timeout}")
         result: dict[str, float] = json.loads(self._line(timeout + TIMEOUT_S))
         return result
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self._command("quit")
-        try:
-            self.proc.communicate(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.communicate(timeout=5)
 
 
 # -- results -----------------------------------------------------------------------------

@@ -43,7 +43,6 @@ import contextlib
 import json
 import math
 import os
-import select
 import shutil
 import signal
 import statistics
@@ -66,6 +65,7 @@ from tests.helpers.xvfb import run_xvfb  # noqa: E402
 
 from bench.bench_screen import Workload, sharer_args  # noqa: E402
 from bench.bench_share import child, cpu_seconds  # noqa: E402
+from bench.child import LineChild  # noqa: E402
 from bench.room_latency import percentile  # noqa: E402
 from bench.screen_workloads import read_marker  # noqa: E402
 from chatscreen.client import Client  # noqa: E402
@@ -189,45 +189,11 @@ async def transfers(server: ServerProcess, src: Path, tmp: Path) -> list[Transfe
 # -- the room, the screen, and two uploads --------------------------------------------------
 
 
-class RoomLatency:
+class RoomLatency(LineChild):
     """``bench.room_latency`` as a child process."""
 
     def __init__(self, port: int, count: int) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.room_latency", str(port), str(count), "--tls"],
-            cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self._buf = b""
-        try:
-            self._line(START_TIMEOUT_S, "ready")
-        except BaseException:
-            self.close()
-            raise
-
-    def _line(self, timeout: float, expect: str | None = None) -> str:
-        assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self._buf:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"room_latency: no answer in {timeout} s")
-            ready, _, _ = select.select([fd], [], [], remaining)
-            if ready:
-                data = os.read(fd, 4096)
-                if not data:
-                    err = self.proc.stderr.read().decode() if self.proc.stderr else ""
-                    raise RuntimeError(f"room_latency exited ({self.proc.wait(5)}): {err}")
-                self._buf += data
-        line, _, self._buf = self._buf.partition(b"\n")
-        text = line.decode()
-        if expect is not None and text != expect:
-            raise RuntimeError(f"room_latency said {text!r}, expected {expect!r}")
-        return text
-
-    def _command(self, cmd: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(cmd.encode() + b"\n")
-        self.proc.stdin.flush()
+        super().__init__("bench.room_latency", [str(port), str(count), "--tls"], START_TIMEOUT_S)
 
     def start(self, rate: float) -> None:
         self._command(f"start {rate}")
@@ -237,15 +203,6 @@ class RoomLatency:
         self._command("stop")
         result: dict[str, Any] = json.loads(self._line(START_TIMEOUT_S))
         return result
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self._command("quit")
-        try:
-            self.proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.communicate(timeout=10)
 
 
 class Viewer:
