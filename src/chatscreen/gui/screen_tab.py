@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 RECORDED = "  ·  \N{BLACK CIRCLE} recorded"  # a share someone records, in the list
 RESIZE_DELAY_MS = 60  # rescale once the window stops changing size
 STATS_EVERY = 1.0  # s between updates of the frames/s and bitrate shown
+SNAPSHOT_LABEL_MAX = 14  # characters of the room shown on "Snapshot to #room"
 
 
 # who may watch our share: the choice, and what `share` is sent with
@@ -177,9 +178,18 @@ class ScreenTab(ttk.Frame):
         self.watch_button = ttk.Button(side, text="Start Receiving Screen",
                                        command=self.toggle_watch)
         self.watch_button.grid(row=2, column=0, sticky="ew")
+        # what one does with the share watched, under the list: the viewer's own bar
+        # keeps only its title and the view's buttons, so it fits at large scales
+        self.record_button = ttk.Button(side, text="Record…", command=self.toggle_record,
+                                        state="disabled")
+        self.record_button.grid(row=3, column=0, sticky="ew", pady=(6, 0))
+        # the share's picture, lossless, into chat: where it goes is on the button
+        self.snapshot_button = ttk.Button(side, text="Snapshot to chat", state="disabled",
+                                          command=self.snapshot_to_chat)
+        self.snapshot_button.grid(row=4, column=0, sticky="ew", pady=(6, 0))
         self.empty_hint = ttk.Label(side, text="Nobody is sharing right now.",
                                     style="Hint.TLabel", wraplength=220)
-        self.empty_hint.grid(row=3, column=0, sticky="w", pady=(6, 0))
+        self.empty_hint.grid(row=5, column=0, sticky="w", pady=(6, 0))
 
         viewer = ttk.Frame(self)
         viewer.grid(row=1, column=1, sticky="nsew")
@@ -192,19 +202,12 @@ class ScreenTab(ttk.Frame):
         self.full_button = ttk.Button(bar, text="Full screen (F11)",
                                       command=self.toggle_fullscreen)
         self.full_button.pack(side="right")
-        # the share's picture, lossless, into chat: where it goes is on the button
-        self.snapshot_button = ttk.Button(bar, text="Snapshot to chat", state="disabled",
-                                          command=self.snapshot_to_chat)
-        self.snapshot_button.pack(side="right", padx=(0, 12))
         self.one_button = ttk.Button(bar, text="1:1", width=4,
                                      command=lambda: self.set_fit(False))
         self.one_button.pack(side="right", padx=(0, 12))
         self.fit_button = ttk.Button(bar, text="Fit", width=4, style="Selected.TButton",
                                      command=lambda: self.set_fit(True))
         self.fit_button.pack(side="right")
-        self.record_button = ttk.Button(bar, text="Record…", command=self.toggle_record,
-                                        state="disabled")
-        self.record_button.pack(side="right", padx=(0, 12))
         self.watch_status = ttk.Label(viewer, text="", style="Hint.TLabel")
         self.watch_status.grid(row=4, column=0, sticky="w", pady=(4, 0))
         self.stats_label = ttk.Label(viewer, text="", style="Hint.TLabel")
@@ -567,6 +570,8 @@ class ScreenTab(ttk.Frame):
         where = self.app.snapshot_target(self.watching)
         ready = (self.watching is not None and self.picture_shown and where is not None
                  and self.composer is not None and self.composer.complete)
+        if where is not None and len(where) > SNAPSHOT_LABEL_MAX:  # the list's width
+            where = where[:SNAPSHOT_LABEL_MAX - 1] + "…"
         text = f"Snapshot to {one_line(where, isolate=False)}" if where else "Snapshot to chat"
         if str(self.snapshot_button.cget("text")) != text:
             self.snapshot_button.configure(text=text)
