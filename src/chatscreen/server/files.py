@@ -50,6 +50,7 @@ from chatscreen.server.limits import TokenBucket
 from chatscreen.server.metrics import Counters
 from chatscreen.server.preview import SNIFF_BYTES, make_preview, sniff
 from chatscreen.server.storage import FileRecord, SQLiteStore
+from chatscreen.server.transfergate import TransferGate
 
 if TYPE_CHECKING:
     from chatscreen.config import ServerSettings
@@ -124,6 +125,7 @@ class FileService:
         self._content_locks: dict[str, asyncio.Lock] = {}
         self._user_locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}  # and its users
         self._previews = asyncio.Semaphore(PREVIEWS_AT_ONCE)
+        self.gate = TransferGate()  # transfers take only the loop's idle time
         self._pool = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="files")
         self.counters = Counters()  # the server's (set by it)
         rooms = {r.strip() for r in settings.file_rooms.split(",") if r.strip()}
@@ -154,6 +156,7 @@ class FileService:
                     os.unlink(entry.path)
 
     def stop(self) -> None:
+        self.gate.stop()
         for task in list(self._tasks):
             task.cancel()
         for tasks in self._downloads.values():
@@ -188,6 +191,7 @@ class FileService:
         for task in self._downloads.pop(peer, set()):
             task.cancel()
         self._rates.pop(peer, None)
+        self.gate.discard(peer)
 
     def cut(self, key: str) -> None:
         """A user was banned: their transfers end now (their connections close too)."""
@@ -346,6 +350,7 @@ class FileService:
         u.queue.append(data)
         u.received += n
         u.touched = time.time()
+        self.gate.add(peer)
         self._kick(u)
 
     def _refund(self, peer: Peer, n: int) -> None:
@@ -385,7 +390,13 @@ class FileService:
                 u.writer = None
         if u.stored == u.size and u.peer is not None and not u.finishing:
             u.finishing = True
+            self._idle(u.peer)
             self._spawn(self._finish(u))
+
+    def _idle(self, peer: Peer) -> None:
+        """The link carries no upload any more: the gate lets it be."""
+        if not any(u.peer is peer and not u.finishing for u in self.uploads.values()):
+            self.gate.discard(peer)
 
     async def _pace(self, peer: Peer, n: int) -> None:
         """The upload budget: acknowledgements wait until the bytes fit in it."""
@@ -496,14 +507,18 @@ class FileService:
     def _detach(self, u: Upload) -> None:
         """Its connection is gone (or replaced): kept to be resumed."""
         self.uploads.pop(u.id, None)
-        u.peer = u.session = None
+        peer, u.peer, u.session = u.peer, None, None
+        if peer is not None:
+            self._idle(peer)
         u.touched = time.time()
 
     def _forget(self, u: Upload) -> None:
         self.uploads.pop(u.id, None)
         if self.partials.get(u.key) is u:
             del self.partials[u.key]
-        u.peer = u.session = None
+        peer, u.peer, u.session = u.peer, None, None
+        if peer is not None:
+            self._idle(peer)
 
     def _close(self, u: Upload) -> None:
         if u.fd is not None:
@@ -575,21 +590,32 @@ class FileService:
                            file=file_id, offset=size, **rid)
                 return
             await self._off(f.seek, offset)
-            while offset < size and not peer.closing:
-                if not peer.writable:
-                    await peer.drained()  # the connection's buffer is full: wait
-                    continue
-                data = await self._off(f.read, min(CHUNK, size - offset))
-                if not data:
-                    raise OSError(f"file {rec.id} ended at {offset} of {size} bytes")
-                peer.send_bytes(peer.conn.send("file_data", data, file=file_id, offset=offset,
-                                               **rid))
-                offset += len(data)
-                self.counters.file_bytes_out += len(data)
+            self.gate.download_started()
+            try:
+                await self._send_from(peer, f, file_id, offset, size, rid)
+            finally:
+                self.gate.download_ended()
             if not peer.closing:
                 peer.send("downloaded", file=file_id, size=size, sha256=digest, **rid)
         finally:
             f.close()  # (a file open for reading: nothing to flush)
+
+    async def _send_from(self, peer: Peer, f: Any, file_id: str, offset: int, size: int,
+                         rid: dict[str, Any]) -> None:
+        while offset < size and not peer.closing:
+            if not self.gate.is_open:
+                await self.gate.opened.wait()  # the loop is busy: chat and screen go first
+                continue
+            if not peer.writable:
+                await peer.drained()  # the connection's buffer is full: wait
+                continue
+            data = await self._off(f.read, min(CHUNK, size - offset))
+            if not data:
+                raise OSError(f"file {file_id} ended at {offset} of {size} bytes")
+            peer.send_bytes(peer.conn.send("file_data", data, file=file_id, offset=offset,
+                                           **rid))
+            offset += len(data)
+            self.counters.file_bytes_out += len(data)
 
     def _open_for_download(self, rec: FileRecord, thumb: bool) -> tuple[Any, int, str]:
         if not thumb:

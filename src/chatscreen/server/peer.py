@@ -59,7 +59,7 @@ BUDGET_GRACE = 0.5
 # s: while over budget (no chat peer is read, see SendBuffers), how often the total is looked at
 HOLD_POLL = 0.01
 # why a peer is not read: any of these holds it (bits of Peer._read_holds)
-HOLD_RATE, HOLD_HELLO, HOLD_QUEUE, HOLD_BUDGET, HOLD_TURN = 1, 2, 4, 8, 16
+HOLD_RATE, HOLD_HELLO, HOLD_QUEUE, HOLD_BUDGET, HOLD_TURN, HOLD_TRANSFER = 1, 2, 4, 8, 16, 32
 TURN_SLICE = 0.002  # s of a loop turn one connection's requests take before the rest wait
 #                    for the next turn (a burst of heavy frames does not hold the loop)
 
@@ -695,6 +695,13 @@ class Peer(asyncio.Protocol):
 
     def release(self) -> None:
         self._unhold_reading(HOLD_QUEUE)
+
+    def hold_transfer(self) -> None:
+        """An upload's link while the loop is busy (see server/transfergate.py)."""
+        self._hold_reading(HOLD_TRANSFER)
+
+    def release_transfer(self) -> None:
+        self._unhold_reading(HOLD_TRANSFER)
 
     def _hold_reading(self, why: int) -> None:
         if not self._read_holds and self._transport is not None and not self.closing:
