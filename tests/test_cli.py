@@ -186,6 +186,21 @@ def test_settings_flags_beat_env_beat_file(tmp_path: Path) -> None:
         load_settings(None, env={"CHATSCREEN_CHAT_PORT": "many"})
 
 
+def test_file_retention_takes_a_duration_as_people_type_it(tmp_path: Path) -> None:
+    assert load_settings(None, env={}, file_retention="30d").file_retention == 30 * 86400
+    assert load_settings(None, env={"CHATSCREEN_FILE_RETENTION": "12h"}).file_retention == 43200
+    assert load_settings(None, env={}, file_retention="90").file_retention == 90
+    assert load_settings(None, env={}, file_retention="0").file_retention == 0  # kept for ever
+    config = tmp_path / "c.toml"
+    config.write_text('[server]\nfile_retention = "2w"\nfile_partial_keep = 3600\n')
+    s = load_settings(config, env={})
+    assert (s.file_retention, s.file_partial_keep) == (14 * 86400, 3600)
+    with pytest.raises(ConfigError, match="file_retention: 'soon' is not a duration"):
+        load_settings(None, env={}, file_retention="soon")
+    out = chatscreen("server", "--file-retention", "soon", "--data-dir", str(tmp_path / "d"))
+    assert out.returncode != 0 and "'soon' is not a duration" in out.stderr, out
+
+
 def test_server_reads_its_config_file(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text('[server]\nhost = "127.0.0.1"\nchat_port = 0\nscreen_port = 0\n')

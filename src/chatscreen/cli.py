@@ -81,9 +81,9 @@ def _server_parser(sub: Any) -> None:
                    help="where files may be posted: * (default: every room and private "
                         "messages), or a comma list of rooms and @ (private messages); "
                         "'' turns files off")
-    p.add_argument("--file-retention", type=float, metavar="SECONDS",
-                   help="files older than this are removed (their messages stay, marked "
-                        "expired); 0 (default): kept for ever")
+    p.add_argument("--file-retention", metavar="DURATION",
+                   help="files older than this (seconds, or 30d, 12h ...) are removed (their "
+                        "messages stay, marked expired); 0 (default): kept for ever")
     p.add_argument("--uploads-per-user", type=int, metavar="N",
                    help="uploads under way at once per user (default 4)")
     p.add_argument("--upload-rate-bytes", type=int, metavar="BYTES",

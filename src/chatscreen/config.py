@@ -9,6 +9,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from chatscreen.durations import parse_duration
 from chatscreen.errors import ChatscreenError
 
 
@@ -78,7 +79,20 @@ class ConfigError(ChatscreenError):
     pass
 
 
+# settings in seconds that also take a duration as people type it: "30d", "12h"
+DURATION_SETTINGS = frozenset({"file_retention", "file_partial_keep"})
+
+
 def _coerce(name: str, value: Any, kind: type) -> Any:
+    if name in DURATION_SETTINGS and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+        try:
+            return float(parse_duration(value))
+        except ValueError as exc:
+            raise ConfigError(f"setting {name}: {exc}") from None
     try:
         if kind is Path:
             return Path(value).expanduser()
