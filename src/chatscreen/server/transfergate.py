@@ -81,7 +81,7 @@ class TransferGate:
     def _tick(self) -> None:
         self._timer = None
         lag = asyncio.get_running_loop().time() - self._due
-        if lag > self.lag_max:
+        if lag > self.lag_max and (self.peers or self.downloads):
             self._close()
             self._schedule(self.pause)
             return
