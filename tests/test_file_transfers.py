@@ -197,6 +197,7 @@ def test_get_file_saves_hostile_names_safely(server: ServerProcess, tmp_path: Pa
     # the same name again: never over the first
     again = cli(server, "get-file", ids["CON"], user="bob", cwd=here)
     assert again.stdout.splitlines()[-1] == "_CON (1)"
+    assert again.stderr.splitlines()[-1].endswith(" to _CON (1)"), again.stderr  # where it went
 
 
 # -- chat ------------------------------------------------------------------------------------

@@ -197,7 +197,9 @@ async def run_get_file(args: argparse.Namespace, connect: Any) -> int:
     finally:
         await client.close()
     name = one_line(got.info.name)
-    print(f"saved {name} ({format_size(got.size)})", file=sys.stderr, flush=True)
+    # the path can differ from the name: made safe, or "NAME (1)" beside an existing file
+    print(f"saved {name} ({format_size(got.size)}) to {one_line(str(got.path))}",
+          file=sys.stderr, flush=True)
     print(got.path, flush=True)
     return 0
 
